@@ -1,0 +1,281 @@
+//! The graph: values (tensors with one definition each) and nodes (ops over values),
+//! kept in a petgraph `StableDiGraph` whose edges run from a value's producer to its users.
+
+use std::sync::Arc;
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use petgraph::Direction;
+
+use crate::error::{IrError, Result};
+use crate::infer::infer_output_types;
+use crate::op::Op;
+use crate::tensor::{Tensor, TensorData};
+use crate::types::{ElemType, TensorType};
+
+/// A value (tensor) of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(u32);
+
+impl ValueId {
+    /// The value's index, dense from 0.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A node (op application) of the graph.
+pub type NodeId = NodeIndex<u32>;
+
+/// Where a value comes from.
+#[derive(Clone, Debug)]
+pub enum ValueDef {
+    /// A graph input, given at run time.
+    Input,
+    /// A constant with its data.
+    Const(Arc<Tensor>),
+    /// Result `index` of a node.
+    Node { node: NodeId, index: usize },
+}
+
+/// A value's name, type and definition.
+#[derive(Clone, Debug)]
+pub struct ValueData {
+    pub name: String,
+    pub ty: TensorType,
+    pub def: ValueDef,
+}
+
+/// An op applied to values.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A dataflow graph of quantized tensor ops with static shapes.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// The graph's name (the model's name in the text form).
+    pub name: String,
+    values: Vec<ValueData>,
+    nodes: StableDiGraph<Node, ValueId, u32>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Self {
+        Graph {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn push_value(&mut self, name: String, ty: TensorType, def: ValueDef) -> ValueId {
+        let id = ValueId(u32::try_from(self.values.len()).expect("more than 2^32 values"));
+        self.values.push(ValueData { name, ty, def });
+        id
+    }
+
+    /// Adds a graph input.
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> ValueId {
+        let id = self.push_value(name.into(), ty, ValueDef::Input);
+        self.inputs.push(id);
+        id
+    }
+
+    /// Adds a constant. Its element type is `elem`, or `f32` / `i64` after its data when
+    /// `None`; the data must fit the type (a `bipolar` constant holds only -1 and +1).
+    pub fn add_const(
+        &mut self,
+        name: impl Into<String>,
+        elem: Option<ElemType>,
+        data: Tensor,
+    ) -> Result<ValueId> {
+        let name = name.into();
+        let elem = match elem {
+            Some(e) => {
+                check_const_fits(&data, &e).map_err(|reason| IrError::Value {
+                    value: name.clone(),
+                    reason,
+                })?;
+                e
+            }
+            None => match data.data() {
+                TensorData::F32(_) => ElemType::F32,
+                TensorData::I64(_) => ElemType::I64,
+            },
+        };
+        let ty = TensorType::new(elem, data.shape().to_vec());
+        Ok(self.push_value(name, ty, ValueDef::Const(Arc::new(data))))
+    }
+
+    /// Adds a node applying `op` to `inputs`, infers the types of its results and names them
+    /// `output_names` (one per result of the op). Returns the results.
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: &[ValueId],
+        output_names: Vec<String>,
+    ) -> Result<Vec<ValueId>> {
+        let name = name.into();
+        let node_err = |reason: String| IrError::Node {
+            node: name.clone(),
+            op: op.name(),
+            reason,
+        };
+        if output_names.len() != op.num_outputs() {
+            return Err(node_err(format!(
+                "{} results named, the op has {}",
+                output_names.len(),
+                op.num_outputs()
+            )));
+        }
+        if let Some(v) = inputs.iter().find(|v| v.index() >= self.values.len()) {
+            return Err(node_err(format!(
+                "operand {} is not a value of the graph",
+                v.index()
+            )));
+        }
+        let types = self.infer(&op, inputs).map_err(node_err)?;
+        let node = self.nodes.add_node(Node {
+            name,
+            op,
+            inputs: inputs.to_vec(),
+            outputs: Vec::new(),
+        });
+        let outputs: Vec<ValueId> = output_names
+            .into_iter()
+            .zip(types)
+            .enumerate()
+            .map(|(index, (n, ty))| self.push_value(n, ty, ValueDef::Node { node, index }))
+            .collect();
+        self.nodes[node].outputs = outputs.clone();
+        for &v in inputs {
+            if let ValueDef::Node { node: producer, .. } = self.values[v.index()].def {
+                self.nodes.add_edge(producer, node, v);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Infers the result types of `op` applied to `inputs`.
+    pub fn infer(
+        &self,
+        op: &Op,
+        inputs: &[ValueId],
+    ) -> std::result::Result<Vec<TensorType>, String> {
+        let types: Vec<&TensorType> = inputs.iter().map(|&v| &self.values[v.index()].ty).collect();
+        let consts: Vec<Option<&Tensor>> = inputs.iter().map(|&v| self.const_data(v)).collect();
+        infer_output_types(op, &types, &consts)
+    }
+
+    /// Declares the graph's outputs.
+    pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
+        self.outputs = outputs;
+    }
+
+    /// The graph inputs, in order.
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    /// The graph outputs, in order.
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    /// A value.
+    pub fn value(&self, v: ValueId) -> &ValueData {
+        &self.values[v.index()]
+    }
+
+    /// Every value, with its id.
+    pub fn values(&self) -> impl Iterator<Item = (ValueId, &ValueData)> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (ValueId(i as u32), d))
+    }
+
+    /// Number of values (ids are `0..num_values()`).
+    pub fn num_values(&self) -> usize {
+        self.values.len()
+    }
+
+    /// A node.
+    pub fn node(&self, n: NodeId) -> &Node {
+        &self.nodes[n]
+    }
+
+    /// Every node id, in the order the nodes were added.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.node_indices()
+    }
+
+    /// Number of nodes.
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.node_count()
+    }
+
+    /// The data of a constant value, `None` for any other value.
+    pub fn const_data(&self, v: ValueId) -> Option<&Tensor> {
+        match &self.values[v.index()].def {
+            ValueDef::Const(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The node defining `v`, if a node does.
+    pub fn producer(&self, v: ValueId) -> Option<NodeId> {
+        match self.values[v.index()].def {
+            ValueDef::Node { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The nodes that use the results of `n`.
+    pub fn users(&self, n: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes
+            .edges_directed(n, Direction::Outgoing)
+            .map(|e| e.target())
+    }
+
+    /// The nodes in an order where every node comes after the producers of its operands.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>> {
+        petgraph::algo::toposort(&self.nodes, None).map_err(|cycle| IrError::Graph {
+            graph: self.name.clone(),
+            reason: format!("cycle through node `{}`", self.nodes[cycle.node_id()].name),
+        })
+    }
+
+    /// Renames a value (for example to keep an ONNX output's name on another value).
+    pub fn rename_value(&mut self, v: ValueId, name: impl Into<String>) {
+        self.values[v.index()].name = name.into();
+    }
+
+    /// The edges of the petgraph view (producer, user, value), for checks and tools.
+    pub fn edges(&self) -> impl Iterator<Item = (NodeId, NodeId, ValueId)> + '_ {
+        (&self.nodes)
+            .edge_references()
+            .map(|e| (e.source(), e.target(), *e.weight()))
+    }
+}
+
+/// Checks that every element of `data` is a value of `elem` (ignoring any scale's rounding).
+pub(crate) fn check_const_fits(data: &Tensor, elem: &ElemType) -> std::result::Result<(), String> {
+    let ElemType::Int(int) = elem else {
+        // A scaled constant's integers are data / scale; f32 holds anything.
+        return Ok(());
+    };
+    let values = data.to_f64_vec();
+    match values.iter().find(|&&x| !int.contains(x)) {
+        Some(bad) => Err(format!("holds {bad}, which is not a value of type {elem}")),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,1670 @@
+//! Result types (shape and element type) of every op.
+//!
+//! Inference checks everything the interpreter relies on (operand counts, ranks, shapes,
+//! attribute lengths), so a graph that type-checks never makes the interpreter index out of
+//! bounds. Model files are untrusted: every size is computed with checked arithmetic and no
+//! tensor may exceed [`MAX_ELEMENTS`] elements.
+//!
+//! Element types are conservative: a result gets an integer or scaled type only when every
+//! value the interpreter can produce is such an integer; otherwise it is `f32`.
+
+use std::sync::Arc;
+
+use crate::op::{ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
+use crate::tensor::Tensor;
+use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
+
+/// The largest number of elements a tensor may have (2^31).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Integer accumulators larger than this are not exact in float32, which the interpreter
+/// computes in; beyond it an accumulator is typed `f32`.
+const F32_EXACT_LIMIT: i128 = 1 << 24;
+
+/// The types of the results of `op` applied to operands of types `inputs`, whose constant
+/// data, where an operand is a constant, is in `consts`. The error is the reason, without the
+/// node's name (the caller adds it).
+pub fn infer_output_types(
+    op: &Op,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<Vec<TensorType>, String> {
+    if consts.len() != inputs.len() {
+        return Err(format!(
+            "{} operand types but {} constant slots",
+            inputs.len(),
+            consts.len()
+        ));
+    }
+    let results = infer(op, inputs, consts)?;
+    for t in &results {
+        check_size(&t.shape)?;
+    }
+    Ok(results)
+}
+
+fn infer(
+    op: &Op,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<Vec<TensorType>, String> {
+    let one = |elem: ElemType, shape: Shape| Ok(vec![TensorType::new(elem, shape)]);
+    match op {
+        Op::Quant(attrs) => {
+            arity(inputs, 4, 4)?;
+            let x = inputs[0];
+            for (i, what) in [(1, "scale"), (2, "zero point"), (3, "bit width")] {
+                broadcasts_to(&inputs[i].shape, &x.shape, what)?;
+            }
+            let scale = constant(consts, 1, "scale")?;
+            let zeropt = constant(consts, 2, "zero point")?;
+            let bits = bit_width(constant(consts, 3, "bit width")?)?;
+            let base = match (bits, attrs.signed) {
+                (1, true) => IntType::Bipolar,
+                (1, false) => IntType::Binary,
+                (b, true) => IntType::Signed(b),
+                (b, false) => IntType::Unsigned(b),
+            };
+            let elem = if all_zero(zeropt) {
+                scaled(base, scale_kind(scale, &x.shape))
+            } else {
+                ElemType::F32
+            };
+            one(elem, x.shape.clone())
+        }
+        Op::BipolarQuant => {
+            arity(inputs, 2, 2)?;
+            let x = inputs[0];
+            broadcasts_to(&inputs[1].shape, &x.shape, "scale")?;
+            let scale = constant(consts, 1, "scale")?;
+            one(
+                scaled(IntType::Bipolar, scale_kind(scale, &x.shape)),
+                x.shape.clone(),
+            )
+        }
+        Op::Trunc(attrs) => {
+            let n = if attrs.v2 { 6 } else { 5 };
+            arity(inputs, n, n)?;
+            let x = inputs[0];
+            let names = [
+                "scale",
+                "zero point",
+                "input bit width",
+                "output bit width",
+                "output scale",
+            ];
+            for (i, what) in names.iter().enumerate().take(n - 1) {
+                broadcasts_to(&inputs[i + 1].shape, &x.shape, what)?;
+            }
+            // The result's integer range depends on rounding and bit widths that may vary per
+            // element; `f32` is the safe type.
+            one(ElemType::F32, x.shape.clone())
+        }
+        Op::MultiThreshold(attrs) | Op::Threshold(attrs) => {
+            arity(inputs, 2, 2)?;
+            check_thresholds(attrs, inputs[0], inputs[1])?;
+            one(attrs.out_type.clone(), inputs[0].shape.clone())
+        }
+        Op::QuantizeLinear { axis, out } => {
+            arity(inputs, 2, 3)?;
+            check_linear_quant_params(inputs, *axis)?;
+            one(ElemType::Int(*out), inputs[0].shape.clone())
+        }
+        Op::DequantizeLinear { axis } => {
+            arity(inputs, 2, 3)?;
+            check_linear_quant_params(inputs, *axis)?;
+            let q = inputs[0];
+            let zp_is_zero = match inputs.get(2) {
+                None => true,
+                Some(_) => consts[2].is_some_and(all_zero),
+            };
+            let elem = match (&q.elem, consts[1]) {
+                (ElemType::Int(t), Some(scale)) if zp_is_zero => {
+                    let kind = if scale.len() == 1 {
+                        scale_kind(scale, &q.shape)
+                    } else {
+                        channel_scale(*axis, scale.to_f32_vec())
+                    };
+                    scaled(*t, kind)
+                }
+                _ => ElemType::F32,
+            };
+            one(elem, q.shape.clone())
+        }
+        Op::Clip { min, max } => {
+            arity(inputs, 1, 1)?;
+            one(
+                clip_type(&inputs[0].elem, *min, *max),
+                inputs[0].shape.clone(),
+            )
+        }
+
+        Op::Conv(attrs) => {
+            arity(inputs, 2, 3)?;
+            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+            if let Some(bias) = inputs.get(2) {
+                let m = inputs[1].shape[0];
+                if bias.shape != [m] {
+                    return Err(format!("bias has shape {:?}, expected [{m}]", bias.shape));
+                }
+            }
+            let elem = if inputs.len() == 3 {
+                ElemType::F32
+            } else {
+                accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((0, 1)))
+            };
+            one(elem, shape)
+        }
+        Op::Gemm(attrs) => {
+            arity(inputs, 2, 3)?;
+            let (shape, k) = gemm_shape(attrs, inputs)?;
+            let elem = if inputs.len() == 3 || attrs.alpha != 1.0 {
+                ElemType::F32
+            } else {
+                let b_out_axis = if attrs.trans_b { 0 } else { 1 };
+                accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((b_out_axis, 1)))
+            };
+            one(elem, shape)
+        }
+        Op::MatMul => {
+            arity(inputs, 2, 2)?;
+            let (shape, k) = matmul_shape(&inputs[0].shape, &inputs[1].shape)?;
+            let b_rank = inputs[1].shape.len();
+            let channel = (b_rank >= 2).then(|| (b_rank - 1, shape.len() - 1));
+            one(
+                accumulator(&inputs[0].elem, &inputs[1].elem, k, channel),
+                shape,
+            )
+        }
+        Op::BatchNorm { .. } => {
+            arity(inputs, 5, 5)?;
+            let x = inputs[0];
+            if x.shape.len() < 2 {
+                return Err(format!(
+                    "input has rank {}, expected at least 2",
+                    x.shape.len()
+                ));
+            }
+            let c = x.shape[1];
+            for (t, what) in inputs[1..]
+                .iter()
+                .zip(["scale", "bias", "mean", "variance"])
+            {
+                if t.shape != [c] {
+                    return Err(format!(
+                        "{what} has shape {:?}, expected [{c}] (the input's channels)",
+                        t.shape
+                    ));
+                }
+            }
+            one(ElemType::F32, x.shape.clone())
+        }
+
+        Op::MaxPool(attrs) => {
+            arity(inputs, 1, 1)?;
+            let shape = pool_shape(attrs, inputs[0])?;
+            // Pooling keeps the batch and channel axes, so a per-channel scale on them holds.
+            let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
+            one(elem, shape)
+        }
+        Op::AveragePool(attrs) => {
+            arity(inputs, 1, 1)?;
+            one(ElemType::F32, pool_shape(attrs, inputs[0])?)
+        }
+        Op::GlobalAveragePool => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            if x.shape.len() < 3 {
+                return Err(format!(
+                    "input has rank {}, expected at least 3 (N, C, spatial...)",
+                    x.shape.len()
+                ));
+            }
+            let mut shape = x.shape.clone();
+            shape[2..].fill(1);
+            one(ElemType::F32, shape)
+        }
+        Op::ReduceMean { axes, keep_dims } => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            let reduced = reduced_axes(axes, x.shape.len())?;
+            let shape = x
+                .shape
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| match (reduced[i], keep_dims) {
+                    (false, _) => Some(d),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+                .collect();
+            one(ElemType::F32, shape)
+        }
+
+        Op::Binary(_) => {
+            arity(inputs, 2, 2)?;
+            let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
+            // Two i64 operands (shape arithmetic) stay integers; everything else is float.
+            let elem = if inputs[0].elem == ElemType::I64 && inputs[1].elem == ElemType::I64 {
+                ElemType::I64
+            } else {
+                ElemType::F32
+            };
+            one(elem, shape)
+        }
+        Op::Relu => {
+            arity(inputs, 1, 1)?;
+            one(relu_type(&inputs[0].elem), inputs[0].shape.clone())
+        }
+        Op::Sign => {
+            arity(inputs, 1, 1)?;
+            one(sign_type(&inputs[0].elem), inputs[0].shape.clone())
+        }
+
+        Op::Reshape { shape } => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            let to = checked_numel(shape).ok_or("target shape has too many elements")?;
+            let from = checked_numel(&x.shape).ok_or("input has too many elements")?;
+            if to != from {
+                return Err(format!(
+                    "cannot reshape {:?} ({from} elements) to {shape:?} ({to} elements)",
+                    x.shape
+                ));
+            }
+            let elem = if shape == &x.shape {
+                x.elem.clone()
+            } else {
+                map_channel_axis(&x.elem, |_| None)
+            };
+            one(elem, shape.clone())
+        }
+        Op::Transpose { perm } => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            check_permutation(perm, x.shape.len())?;
+            let shape = perm.iter().map(|&p| x.shape[p]).collect();
+            let elem = map_channel_axis(&x.elem, |a| perm.iter().position(|&p| p == a));
+            one(elem, shape)
+        }
+        Op::Pad { pads, value } => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            let rank = x.shape.len();
+            if pads.len() != 2 * rank {
+                return Err(format!(
+                    "{} pads for an input of rank {rank}, expected {}",
+                    pads.len(),
+                    2 * rank
+                ));
+            }
+            let shape = x
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    d.checked_add(pads[i])
+                        .and_then(|d| d.checked_add(pads[rank + i]))
+                })
+                .collect::<Option<Shape>>()
+                .ok_or("padded shape overflows")?;
+            let elem = if pads.iter().all(|&p| p == 0) {
+                x.elem.clone()
+            } else {
+                let padded = |a: usize| pads[a] != 0 || pads[rank + a] != 0;
+                pad_type(
+                    &map_channel_axis(&x.elem, |a| (!padded(a)).then_some(a)),
+                    *value,
+                )
+            };
+            one(elem, shape)
+        }
+        Op::Concat { axis } => {
+            arity(inputs, 1, usize::MAX)?;
+            let first = inputs[0];
+            let rank = first.shape.len();
+            if *axis >= rank {
+                return Err(format!("axis {axis} out of range for rank {rank}"));
+            }
+            let mut extent = 0usize;
+            for (i, t) in inputs.iter().enumerate() {
+                let same_except_axis = t.shape.len() == rank
+                    && t.shape
+                        .iter()
+                        .zip(&first.shape)
+                        .enumerate()
+                        .all(|(a, (x, y))| a == *axis || x == y);
+                if !same_except_axis {
+                    return Err(format!(
+                        "operand {i} has shape {:?}, which does not match {:?} outside axis {axis}",
+                        t.shape, first.shape
+                    ));
+                }
+                extent = extent
+                    .checked_add(t.shape[*axis])
+                    .ok_or("concatenated extent overflows")?;
+            }
+            let mut shape = first.shape.clone();
+            shape[*axis] = extent;
+            let elem = if inputs.iter().all(|t| t.elem == first.elem) {
+                map_channel_axis(&first.elem, |a| (a != *axis).then_some(a))
+            } else {
+                ElemType::F32
+            };
+            one(elem, shape)
+        }
+
+        Op::Softmax { axis, .. } => {
+            arity(inputs, 1, 1)?;
+            let rank = inputs[0].shape.len();
+            if *axis >= rank {
+                return Err(format!("axis {axis} out of range for rank {rank}"));
+            }
+            one(ElemType::F32, inputs[0].shape.clone())
+        }
+        Op::TopK { k, axis, .. } => {
+            arity(inputs, 1, 1)?;
+            let x = inputs[0];
+            let rank = x.shape.len();
+            if *axis >= rank {
+                return Err(format!("axis {axis} out of range for rank {rank}"));
+            }
+            if *k > x.shape[*axis] {
+                return Err(format!(
+                    "k = {k} exceeds the extent {} of axis {axis}",
+                    x.shape[*axis]
+                ));
+            }
+            let mut shape = x.shape.clone();
+            shape[*axis] = *k;
+            let values = map_channel_axis(&x.elem, |a| (a != *axis).then_some(a));
+            Ok(vec![
+                TensorType::new(values, shape.clone()),
+                TensorType::new(ElemType::I64, shape),
+            ])
+        }
+
+        Op::XnorMatMul => {
+            arity(inputs, 2, 2)?;
+            let (a, w) = (&inputs[0].shape, &inputs[1].shape);
+            if a.is_empty() || w.len() != 2 {
+                return Err(format!(
+                    "operands have shapes {a:?} and {w:?}, expected (.., K) and (K, M)"
+                ));
+            }
+            let (shape, k) = matmul_shape(a, w)?;
+            one(xnor_accumulator(k)?, shape)
+        }
+        Op::XnorConv(attrs) => {
+            arity(inputs, 2, 2)?;
+            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+            one(xnor_accumulator(k)?, shape)
+        }
+    }
+}
+
+// ---- operands ----
+
+fn arity(inputs: &[&TensorType], min: usize, max: usize) -> Result<(), String> {
+    let n = inputs.len();
+    if (min..=max).contains(&n) {
+        return Ok(());
+    }
+    Err(match (min, max) {
+        _ if min == max => format!("expects {min} operands, got {n}"),
+        (_, usize::MAX) => format!("expects at least {min} operands, got {n}"),
+        _ => format!("expects {min} to {max} operands, got {n}"),
+    })
+}
+
+fn constant<'a>(consts: &[Option<&'a Tensor>], i: usize, what: &str) -> Result<&'a Tensor, String> {
+    consts
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("{what} must be a constant"))
+}
+
+fn check_size(shape: &[usize]) -> Result<(), String> {
+    match checked_numel(shape) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(format!(
+            "result of shape {shape:?} has more than 2^31 elements"
+        )),
+    }
+}
+
+/// The bit width of a Quant: one integer in 1..=32.
+fn bit_width(t: &Tensor) -> Result<u8, String> {
+    let v = t.to_f64_vec();
+    match v.as_slice() {
+        [b] if b.fract() == 0.0 && (1.0..=32.0).contains(b) => Ok(*b as u8),
+        [b] => Err(format!("bit width {b} is not an integer in 1..=32")),
+        _ => Err(format!("bit width has {} elements, expected 1", v.len())),
+    }
+}
+
+fn all_zero(t: &Tensor) -> bool {
+    t.to_f64_vec().iter().all(|&v| v == 0.0)
+}
+
+// ---- shapes ----
+
+/// The numpy broadcast of two shapes.
+pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Result<Shape, String> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        })
+        .collect()
+}
+
+/// Checks that a parameter of shape `p` broadcasts to `x` without changing `x`'s shape.
+fn broadcasts_to(p: &[usize], x: &[usize], what: &str) -> Result<(), String> {
+    match broadcast(p, x) {
+        Ok(s) if s == x => Ok(()),
+        _ => Err(format!(
+            "{what} of shape {p:?} does not broadcast to the input's shape {x:?}"
+        )),
+    }
+}
+
+fn check_permutation(perm: &[usize], rank: usize) -> Result<(), String> {
+    let mut seen = vec![false; rank];
+    let ok = perm.len() == rank
+        && perm
+            .iter()
+            .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "perm {perm:?} is not a permutation of the {rank} axes"
+        ))
+    }
+}
+
+/// Which axes a ReduceMean reduces (no axes: all of them, as ONNX does).
+fn reduced_axes(axes: &[usize], rank: usize) -> Result<Vec<bool>, String> {
+    if axes.is_empty() {
+        return Ok(vec![true; rank]);
+    }
+    let mut reduced = vec![false; rank];
+    for &a in axes {
+        if a >= rank {
+            return Err(format!("axis {a} out of range for rank {rank}"));
+        }
+        if std::mem::replace(&mut reduced[a], true) {
+            return Err(format!("axis {a} is listed twice"));
+        }
+    }
+    Ok(reduced)
+}
+
+/// Number of windows along one axis of a convolution or pooling.
+///
+/// With `ceil_mode` a partial last window counts, as long as it starts inside the input or the
+/// left padding (the ONNX and PyTorch rule).
+pub(crate) fn window_count(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pads: (usize, usize),
+    ceil_mode: bool,
+) -> Result<usize, String> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
+        ));
+    }
+    let span = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|s| s.checked_add(1))
+        .ok_or("kernel span overflows")?;
+    let padded = input
+        .checked_add(pads.0)
+        .and_then(|p| p.checked_add(pads.1))
+        .ok_or("padded extent overflows")?;
+    if padded < span {
+        return Err(format!(
+            "a window of {span} does not fit in the padded extent {padded}"
+        ));
+    }
+    let room = padded - span;
+    let mut count = room / stride + 1;
+    if ceil_mode && room % stride != 0 {
+        count += 1;
+        // The partial window must start before the end of the input (+ left padding).
+        if (count - 1) * stride >= input + pads.0 {
+            count -= 1;
+        }
+    }
+    Ok(count)
+}
+
+fn check_spatial_attrs(rank: usize, n: usize, lens: &[(&str, usize)]) -> Result<(), String> {
+    for &(what, len) in lens {
+        let want = if what == "pads" { 2 * n } else { n };
+        if len != want {
+            return Err(format!(
+                "{len} {what} for an input of rank {rank}, expected {want}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The result shape of a convolution and its reduction length `K = C/group * prod(kernel)`.
+fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shape, usize), String> {
+    let rank = x.shape.len();
+    if rank < 3 {
+        return Err(format!(
+            "input has rank {rank}, expected at least 3 (N, C, spatial...)"
+        ));
+    }
+    if w.shape.len() != rank {
+        return Err(format!(
+            "weight has rank {}, input has rank {rank}",
+            w.shape.len()
+        ));
+    }
+    let n = rank - 2;
+    check_spatial_attrs(
+        rank,
+        n,
+        &[
+            ("kernel extents", attrs.kernel.len()),
+            ("strides", attrs.strides.len()),
+            ("dilations", attrs.dilations.len()),
+            ("pads", attrs.pads.len()),
+        ],
+    )?;
+    if w.shape[2..] != attrs.kernel[..] {
+        return Err(format!(
+            "weight has kernel {:?}, the attribute says {:?}",
+            &w.shape[2..],
+            attrs.kernel
+        ));
+    }
+    let (c, m, g) = (x.shape[1], w.shape[0], attrs.group);
+    if g == 0 || c % g != 0 || m % g != 0 {
+        return Err(format!(
+            "group {g} does not divide the {c} input channels and the {m} output channels"
+        ));
+    }
+    if w.shape[1].checked_mul(g) != Some(c) {
+        return Err(format!(
+            "weight has {} input channels per group ({g} groups), input has {c} channels",
+            w.shape[1]
+        ));
+    }
+    let mut shape = vec![x.shape[0], m];
+    for i in 0..n {
+        let pads = (attrs.pads[i], attrs.pads[n + i]);
+        shape.push(window_count(
+            x.shape[i + 2],
+            attrs.kernel[i],
+            attrs.strides[i],
+            attrs.dilations[i],
+            pads,
+            false,
+        )?);
+    }
+    let k = checked_numel(&w.shape[1..]).ok_or("weight has too many elements")?;
+    Ok((shape, k))
+}
+
+fn pool_shape(attrs: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
+    let rank = x.shape.len();
+    if rank < 3 {
+        return Err(format!(
+            "input has rank {rank}, expected at least 3 (N, C, spatial...)"
+        ));
+    }
+    let n = rank - 2;
+    check_spatial_attrs(
+        rank,
+        n,
+        &[
+            ("kernel extents", attrs.kernel.len()),
+            ("strides", attrs.strides.len()),
+            ("dilations", attrs.dilations.len()),
+            ("pads", attrs.pads.len()),
+        ],
+    )?;
+    let mut shape = x.shape[..2].to_vec();
+    for i in 0..n {
+        let pads = (attrs.pads[i], attrs.pads[n + i]);
+        // onnxruntime's rule; it also guarantees every window holds an input element.
+        if pads.0 >= attrs.kernel[i] || pads.1 >= attrs.kernel[i] {
+            return Err(format!(
+                "pads {pads:?} of spatial axis {i} are not smaller than the kernel {}",
+                attrs.kernel[i]
+            ));
+        }
+        shape.push(window_count(
+            x.shape[i + 2],
+            attrs.kernel[i],
+            attrs.strides[i],
+            attrs.dilations[i],
+            pads,
+            attrs.ceil_mode,
+        )?);
+    }
+    Ok(shape)
+}
+
+/// The result shape of Gemm and its reduction length.
+fn gemm_shape(attrs: &GemmAttrs, inputs: &[&TensorType]) -> Result<(Shape, usize), String> {
+    let (a, b) = (&inputs[0].shape, &inputs[1].shape);
+    if a.len() != 2 || b.len() != 2 {
+        return Err(format!(
+            "operands have shapes {a:?} and {b:?}, expected two matrices"
+        ));
+    }
+    let (m, ka) = if attrs.trans_a {
+        (a[1], a[0])
+    } else {
+        (a[0], a[1])
+    };
+    let (kb, n) = if attrs.trans_b {
+        (b[1], b[0])
+    } else {
+        (b[0], b[1])
+    };
+    if ka != kb {
+        return Err(format!(
+            "A has {ka} columns (after transA), B has {kb} rows (after transB)"
+        ));
+    }
+    if let Some(c) = inputs.get(2) {
+        // Unidirectional broadcast of C to (M, N).
+        if broadcast(&c.shape, &[m, n]).ok().as_deref() != Some(&[m, n][..]) {
+            return Err(format!(
+                "C of shape {:?} does not broadcast to ({m}, {n})",
+                c.shape
+            ));
+        }
+    }
+    Ok((vec![m, n], ka))
+}
+
+/// The numpy matmul result shape and the reduction length.
+pub(crate) fn matmul_shape(a: &[usize], b: &[usize]) -> Result<(Shape, usize), String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank at least 1".into());
+    }
+    let ka = a[a.len() - 1];
+    let kb = if b.len() == 1 { b[0] } else { b[b.len() - 2] };
+    if ka != kb {
+        return Err(format!(
+            "A of shape {a:?} has {ka} columns, B of shape {b:?} has {kb} rows"
+        ));
+    }
+    let batch_a = &a[..a.len().saturating_sub(2)];
+    let batch_b = &b[..b.len().saturating_sub(2)];
+    let mut shape = broadcast(batch_a, batch_b)
+        .map_err(|_| format!("batch axes of {a:?} and {b:?} do not broadcast"))?;
+    if a.len() >= 2 {
+        shape.push(a[a.len() - 2]);
+    }
+    if b.len() >= 2 {
+        shape.push(b[b.len() - 1]);
+    }
+    Ok((shape, ka))
+}
+
+fn check_thresholds(attrs: &ThresholdAttrs, x: &TensorType, t: &TensorType) -> Result<(), String> {
+    let rank = x.shape.len();
+    let axis = attrs.channel_axis;
+    if axis >= rank {
+        return Err(format!("channel axis {axis} out of range for rank {rank}"));
+    }
+    let c = x.shape[axis];
+    match t.shape[..] {
+        [rows, _] if rows == 1 || rows == c => Ok(()),
+        _ => Err(format!(
+            "thresholds have shape {:?}, expected ({c}, N) or (1, N) for {c} channels on axis {axis}",
+            t.shape
+        )),
+    }
+}
+
+/// QuantizeLinear / DequantizeLinear parameters: per tensor, or 1-D along `axis`.
+fn check_linear_quant_params(inputs: &[&TensorType], axis: usize) -> Result<(), String> {
+    let x = inputs[0];
+    let scale = inputs[1];
+    let n = checked_numel(&scale.shape).ok_or("scale has too many elements")?;
+    if n != 1 {
+        let rank = x.shape.len();
+        if axis >= rank {
+            return Err(format!("axis {axis} out of range for rank {rank}"));
+        }
+        if scale.shape != [x.shape[axis]] {
+            return Err(format!(
+                "scale of shape {:?} is neither one value nor one per index of axis {axis} ({})",
+                scale.shape, x.shape[axis]
+            ));
+        }
+    }
+    if let Some(zp) = inputs.get(2) {
+        if checked_numel(&zp.shape) != Some(n) {
+            return Err(format!(
+                "zero point of shape {:?} does not match the scale's {:?}",
+                zp.shape, scale.shape
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- element types ----
+
+/// How a constant scale applies to a tensor of shape `x` (the scale broadcasts to `x`).
+enum ScaleKind {
+    One,
+    Tensor(f32),
+    Channel {
+        axis: usize,
+        values: Vec<f32>,
+    },
+    /// Several axes vary, or a scale that does not describe integers (0, inf, NaN).
+    Other,
+}
+
+fn scale_kind(scale: &Tensor, x: &[usize]) -> ScaleKind {
+    let values = scale.to_f32_vec();
+    if values.iter().any(|v| !v.is_finite() || *v == 0.0) {
+        return ScaleKind::Other;
+    }
+    // Right-align the scale's shape with x's: axes of extent > 1 are where it varies.
+    let offset = x.len() as isize - scale.shape().len() as isize;
+    let varying: Vec<usize> = (0..scale.shape().len())
+        .filter(|&i| scale.shape()[i] > 1)
+        .collect();
+    match varying[..] {
+        [] => uniform_scale(&values),
+        [i] if offset + i as isize >= 0 => channel_scale((offset + i as isize) as usize, values),
+        _ => ScaleKind::Other,
+    }
+}
+
+fn channel_scale(axis: usize, values: Vec<f32>) -> ScaleKind {
+    if values.iter().any(|v| !v.is_finite() || *v == 0.0) {
+        return ScaleKind::Other;
+    }
+    match uniform_scale(&values) {
+        ScaleKind::Other => ScaleKind::Channel { axis, values },
+        uniform => uniform,
+    }
+}
+
+/// `One` or `Tensor` when every value is the same, else `Other`.
+fn uniform_scale(values: &[f32]) -> ScaleKind {
+    match values.first() {
+        Some(&s) if values.iter().all(|&v| v == s) => {
+            if s == 1.0 {
+                ScaleKind::One
+            } else {
+                ScaleKind::Tensor(s)
+            }
+        }
+        _ => ScaleKind::Other,
+    }
+}
+
+fn scaled(int: IntType, kind: ScaleKind) -> ElemType {
+    match kind {
+        ScaleKind::One => ElemType::Int(int),
+        ScaleKind::Tensor(s) => ElemType::Scaled(int, Scale::Tensor(s)),
+        ScaleKind::Channel { axis, values } => ElemType::Scaled(
+            int,
+            Scale::Channel {
+                axis,
+                values: values.into(),
+            },
+        ),
+        ScaleKind::Other => ElemType::F32,
+    }
+}
+
+/// `elem` after a layout change that moves axis `a` to `map(a)` (or drops / alters it: `None`).
+/// Only per-channel scales depend on axes.
+fn map_channel_axis(elem: &ElemType, map: impl Fn(usize) -> Option<usize>) -> ElemType {
+    match elem {
+        ElemType::Scaled(t, Scale::Channel { axis, values }) => match map(*axis) {
+            Some(axis) => ElemType::Scaled(
+                *t,
+                Scale::Channel {
+                    axis,
+                    values: values.clone(),
+                },
+            ),
+            None => ElemType::F32,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Sums of `k` products of `a` and `b` elements: an exact integer accumulator when both are
+/// integers. `b_channel` = (axis of `b`, axis of the result) that carry the output channels,
+/// for a per-output-channel weight scale.
+fn accumulator(
+    a: &ElemType,
+    b: &ElemType,
+    k: usize,
+    b_channel: Option<(usize, usize)>,
+) -> ElemType {
+    let (Some(ta), Some(tb)) = (a.int_type(), b.int_type()) else {
+        return ElemType::F32;
+    };
+    let corners = [ta.min(), ta.max()]
+        .into_iter()
+        .flat_map(|x| [tb.min(), tb.max()].map(|y| i128::from(x) * i128::from(y)));
+    let (pmin, pmax) = corners.fold((i128::MAX, i128::MIN), |(lo, hi), p| (lo.min(p), hi.max(p)));
+    let k = k as i128;
+    let (lo, hi) = (pmin.saturating_mul(k).min(0), pmax.saturating_mul(k).max(0));
+    if lo < -F32_EXACT_LIMIT || hi > F32_EXACT_LIMIT {
+        return ElemType::F32;
+    }
+    // In range of f32's exact integers, so the casts are lossless.
+    let int = IntType::covering(lo as i64, hi as i64);
+    let scale_a = match a {
+        ElemType::Int(_) => None,
+        ElemType::Scaled(_, s) => Some(s),
+        ElemType::F32 => return ElemType::F32,
+    };
+    let scale_b = match b {
+        ElemType::Int(_) => None,
+        ElemType::Scaled(_, s) => Some(s),
+        ElemType::F32 => return ElemType::F32,
+    };
+    let tensor_a = match scale_a {
+        None => 1.0,
+        Some(Scale::Tensor(s)) => *s,
+        Some(Scale::Channel { .. }) => return ElemType::F32,
+    };
+    match scale_b {
+        None if scale_a.is_none() => ElemType::Int(int),
+        None => ElemType::Scaled(int, Scale::Tensor(tensor_a)),
+        Some(Scale::Tensor(s)) => ElemType::Scaled(int, Scale::Tensor(tensor_a * s)),
+        Some(Scale::Channel { axis, values }) => match b_channel {
+            Some((b_axis, out_axis)) if *axis == b_axis => {
+                let values: Arc<[f32]> = values.iter().map(|v| tensor_a * v).collect();
+                ElemType::Scaled(
+                    int,
+                    Scale::Channel {
+                        axis: out_axis,
+                        values,
+                    },
+                )
+            }
+            _ => ElemType::F32,
+        },
+    }
+}
+
+/// An XNOR-popcount dot product of length `k` lies in `[-k, k]`.
+fn xnor_accumulator(k: usize) -> Result<ElemType, String> {
+    let k = i64::try_from(k)
+        .ok()
+        .filter(|&k| i128::from(k) <= F32_EXACT_LIMIT);
+    let k = k.ok_or("reduction length too large for an exact accumulator")?;
+    Ok(ElemType::Int(IntType::covering(-k, k)))
+}
+
+fn clip_type(elem: &ElemType, min: f32, max: f32) -> ElemType {
+    // Clip is monotone, so the results of [t.min, t.max] span [clip(t.min), clip(t.max)].
+    let clip = |v: f64| v.max(f64::from(min)).min(f64::from(max));
+    let as_int = |v: f64| (v.fract() == 0.0 && v.abs() < 9e15).then_some(v as i64);
+    let narrowed = |t: IntType| -> Option<Option<IntType>> {
+        let (lo, hi) = (as_int(clip(t.min() as f64))?, as_int(clip(t.max() as f64))?);
+        Some((lo > t.min() || hi < t.max()).then(|| IntType::covering(lo.min(hi), hi.max(lo))))
+    };
+    match elem {
+        ElemType::Int(t) => match narrowed(*t) {
+            Some(Some(n)) => ElemType::Int(n),
+            Some(None) => elem.clone(),
+            None => ElemType::F32,
+        },
+        // In units of a positive per-tensor scale, bounds that are multiples of it act on the
+        // integers alone.
+        ElemType::Scaled(t, Scale::Tensor(s)) if *s > 0.0 => {
+            let units = |b: f32| {
+                if b.is_infinite() {
+                    return Some(f64::from(b));
+                }
+                let k = (b / s).round();
+                (k * s == b).then_some(f64::from(k))
+            };
+            let (Some(lo), Some(hi)) = (units(min), units(max)) else {
+                return ElemType::F32;
+            };
+            let clip = |v: f64| v.max(lo).min(hi);
+            let (a, b) = (clip(t.min() as f64), clip(t.max() as f64));
+            match (as_int(a), as_int(b)) {
+                (Some(a), Some(b)) if a > t.min() || b < t.max() => {
+                    ElemType::Scaled(IntType::covering(a.min(b), b.max(a)), Scale::Tensor(*s))
+                }
+                (Some(_), Some(_)) => elem.clone(),
+                _ => ElemType::F32,
+            }
+        }
+        _ => ElemType::F32,
+    }
+}
+
+fn relu_type(elem: &ElemType) -> ElemType {
+    match elem {
+        // max(±1, 0) is {0, 1}.
+        ElemType::Int(IntType::Bipolar) => ElemType::BINARY,
+        ElemType::Scaled(IntType::Bipolar, Scale::Tensor(s)) => {
+            ElemType::Scaled(IntType::Binary, Scale::Tensor(s.abs()))
+        }
+        ElemType::Scaled(IntType::Bipolar, Scale::Channel { axis, values })
+            if values.iter().all(|&v| v > 0.0) =>
+        {
+            ElemType::Scaled(
+                IntType::Binary,
+                Scale::Channel {
+                    axis: *axis,
+                    values: values.clone(),
+                },
+            )
+        }
+        ElemType::Scaled(IntType::Bipolar, _) => ElemType::F32,
+        // Any other integer range that holds its positive values holds 0 too.
+        other => other.clone(),
+    }
+}
+
+fn sign_type(elem: &ElemType) -> ElemType {
+    let scale_nonzero = match elem {
+        ElemType::Scaled(_, Scale::Tensor(s)) => *s != 0.0 && !s.is_nan(),
+        ElemType::Scaled(_, Scale::Channel { values, .. }) => {
+            values.iter().all(|v| *v != 0.0 && !v.is_nan())
+        }
+        _ => true,
+    };
+    let scale_positive = match elem {
+        ElemType::Scaled(_, Scale::Tensor(s)) => *s > 0.0,
+        ElemType::Scaled(_, Scale::Channel { values, .. }) => values.iter().all(|v| *v > 0.0),
+        _ => true,
+    };
+    match elem.int_type() {
+        // No zero among ±s: the signs are ±1 again.
+        Some(IntType::Bipolar) if scale_nonzero => ElemType::BIPOLAR,
+        Some(t) if t.min() >= 0 && scale_positive => ElemType::BINARY,
+        _ => ElemType::Int(IntType::Signed(2)),
+    }
+}
+
+fn pad_type(elem: &ElemType, value: f32) -> ElemType {
+    let (int, units) = match elem {
+        ElemType::F32 => return ElemType::F32,
+        ElemType::Int(t) => (*t, f64::from(value)),
+        ElemType::Scaled(t, Scale::Tensor(s)) => {
+            let k = (value / s).round();
+            if k * s != value {
+                return ElemType::F32;
+            }
+            (*t, f64::from(k))
+        }
+        ElemType::Scaled(t, Scale::Channel { .. }) if value == 0.0 => (*t, 0.0),
+        ElemType::Scaled(..) => return ElemType::F32,
+    };
+    if int.contains(units) {
+        return elem.clone();
+    }
+    if units.fract() != 0.0 || units.abs() > 9e15 {
+        return ElemType::F32;
+    }
+    // Widen the range to take the pad value (bipolar padded with 0 becomes i2).
+    let v = units as i64;
+    let widened = IntType::covering(int.min().min(v), int.max().max(v));
+    match elem {
+        ElemType::Scaled(_, s) => ElemType::Scaled(widened, s.clone()),
+        _ => ElemType::Int(widened),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{QuantAttrs, RoundingMode};
+
+    fn f32t(shape: &[usize]) -> TensorType {
+        TensorType::new(ElemType::F32, shape.to_vec())
+    }
+
+    fn typed(elem: ElemType, shape: &[usize]) -> TensorType {
+        TensorType::new(elem, shape.to_vec())
+    }
+
+    /// Infers with every operand a non-constant.
+    fn infer_vars(op: &Op, inputs: &[TensorType]) -> Result<Vec<TensorType>, String> {
+        let refs: Vec<&TensorType> = inputs.iter().collect();
+        infer_output_types(op, &refs, &vec![None; inputs.len()])
+    }
+
+    /// Infers with the given operands, constants where data is given.
+    fn infer_with(
+        op: &Op,
+        inputs: &[(TensorType, Option<Tensor>)],
+    ) -> Result<Vec<TensorType>, String> {
+        let types: Vec<&TensorType> = inputs.iter().map(|(t, _)| t).collect();
+        let consts: Vec<Option<&Tensor>> = inputs.iter().map(|(_, c)| c.as_ref()).collect();
+        infer_output_types(op, &types, &consts)
+    }
+
+    fn constant(t: Tensor) -> (TensorType, Option<Tensor>) {
+        (f32t(t.shape()), Some(t))
+    }
+
+    fn quant(signed: bool, narrow: bool) -> Op {
+        Op::Quant(QuantAttrs {
+            signed,
+            narrow,
+            rounding: RoundingMode::HalfEven,
+        })
+    }
+
+    fn quant_type(
+        op: &Op,
+        x: &[usize],
+        scale: Tensor,
+        zp: f32,
+        bits: f32,
+    ) -> Result<ElemType, String> {
+        let inputs = [
+            (f32t(x), None),
+            constant(scale),
+            constant(Tensor::scalar(zp)),
+            constant(Tensor::scalar(bits)),
+        ];
+        Ok(infer_with(op, &inputs)?.remove(0).elem)
+    }
+
+    fn conv(
+        kernel: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        pads: &[usize],
+        group: usize,
+    ) -> ConvAttrs {
+        ConvAttrs {
+            kernel: kernel.to_vec(),
+            strides: strides.to_vec(),
+            dilations: dilations.to_vec(),
+            pads: pads.to_vec(),
+            group,
+        }
+    }
+
+    fn pool(kernel: usize, stride: usize, pads: [usize; 4], ceil_mode: bool) -> PoolAttrs {
+        PoolAttrs {
+            kernel: vec![kernel; 2],
+            strides: vec![stride; 2],
+            dilations: vec![1; 2],
+            pads: pads.to_vec(),
+            ceil_mode,
+            count_include_pad: false,
+        }
+    }
+
+    #[test]
+    fn quant_types() {
+        let q = quant(true, false);
+        assert_eq!(
+            quant_type(&q, &[1, 4], Tensor::scalar(1.0), 0.0, 8.0),
+            Ok(ElemType::Int(IntType::Signed(8)))
+        );
+        assert_eq!(
+            quant_type(&q, &[1, 4], Tensor::scalar(0.5), 0.0, 4.0),
+            Ok(ElemType::Scaled(IntType::Signed(4), Scale::Tensor(0.5)))
+        );
+        assert_eq!(
+            quant_type(&q, &[1, 4], Tensor::scalar(1.0), 0.0, 1.0),
+            Ok(ElemType::BIPOLAR)
+        );
+        assert_eq!(
+            quant_type(&quant(false, false), &[4], Tensor::scalar(1.0), 0.0, 1.0),
+            Ok(ElemType::BINARY)
+        );
+        assert_eq!(
+            quant_type(&quant(false, true), &[4], Tensor::scalar(1.0), 0.0, 3.0),
+            Ok(ElemType::Int(IntType::Unsigned(3)))
+        );
+        // A nonzero zero point shifts the integers off the grid of the type.
+        assert_eq!(
+            quant_type(&q, &[4], Tensor::scalar(1.0), 1.0, 8.0),
+            Ok(ElemType::F32)
+        );
+    }
+
+    #[test]
+    fn quant_per_channel_scale() {
+        let q = quant(true, true);
+        let scale = Tensor::f32(vec![3, 1, 1, 1], vec![0.5, 0.25, 0.125]);
+        let elem = quant_type(&q, &[3, 2, 3, 3], scale, 0.0, 8.0).unwrap();
+        let ElemType::Scaled(IntType::Signed(8), Scale::Channel { axis: 0, values }) = elem else {
+            panic!("expected a per-channel scale on axis 0, got {elem}");
+        };
+        assert_eq!(&values[..], &[0.5, 0.25, 0.125]);
+        // A scale of shape (C, 1) right-aligned against (N, C, L) varies along axis 1.
+        let scale = Tensor::f32(vec![2, 1], vec![0.5, 2.0]);
+        let elem = quant_type(&q, &[1, 2, 5], scale, 0.0, 4.0).unwrap();
+        assert!(
+            matches!(elem, ElemType::Scaled(_, Scale::Channel { axis: 1, .. })),
+            "{elem}"
+        );
+        // Varying along two axes is not a per-channel scale.
+        let scale = Tensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(quant_type(&q, &[2, 2], scale, 0.0, 4.0), Ok(ElemType::F32));
+    }
+
+    #[test]
+    fn quant_errors() {
+        let q = quant(true, false);
+        let err = |r: Result<ElemType, String>| r.unwrap_err();
+        assert!(err(quant_type(&q, &[4], Tensor::scalar(1.0), 0.0, 0.0)).contains("1..=32"));
+        assert!(err(quant_type(&q, &[4], Tensor::scalar(1.0), 0.0, 2.5)).contains("not an integer"));
+        assert!(err(quant_type(
+            &q,
+            &[4],
+            Tensor::f32(vec![3], vec![1.0; 3]),
+            0.0,
+            8.0
+        ))
+        .contains("broadcast"));
+        let inputs = [
+            (f32t(&[4]), None),
+            (f32t(&[]), None),
+            constant(Tensor::scalar(0.0)),
+            constant(Tensor::scalar(8.0)),
+        ];
+        assert_eq!(
+            infer_with(&q, &inputs).unwrap_err(),
+            "scale must be a constant"
+        );
+        assert_eq!(
+            infer_vars(&q, &[f32t(&[4])]).unwrap_err(),
+            "expects 4 operands, got 1"
+        );
+    }
+
+    #[test]
+    fn bipolar_quant_types() {
+        let inputs = [(f32t(&[2, 3]), None), constant(Tensor::scalar(1.0))];
+        assert_eq!(
+            infer_with(&Op::BipolarQuant, &inputs).unwrap()[0].elem,
+            ElemType::BIPOLAR
+        );
+        let inputs = [(f32t(&[2, 3]), None), constant(Tensor::scalar(0.25))];
+        assert_eq!(
+            infer_with(&Op::BipolarQuant, &inputs).unwrap()[0].elem,
+            ElemType::Scaled(IntType::Bipolar, Scale::Tensor(0.25))
+        );
+    }
+
+    #[test]
+    fn bipolar_gemm_accumulator() {
+        let gemm = Op::Gemm(GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        });
+        let inputs = [
+            typed(ElemType::BIPOLAR, &[1, 784]),
+            typed(ElemType::BIPOLAR, &[256, 784]),
+        ];
+        let out = infer_vars(&gemm, &inputs).unwrap();
+        assert_eq!(
+            out,
+            vec![typed(ElemType::Int(IntType::Signed(11)), &[1, 256])]
+        );
+        // With a bias the result is float.
+        let with_c = [inputs[0].clone(), inputs[1].clone(), f32t(&[256])];
+        assert_eq!(infer_vars(&gemm, &with_c).unwrap()[0].elem, ElemType::F32);
+        // An alpha other than 1 scales the accumulator off the integers.
+        let scaled_gemm = Op::Gemm(GemmAttrs {
+            alpha: 0.5,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        });
+        assert_eq!(
+            infer_vars(&scaled_gemm, &inputs).unwrap()[0].elem,
+            ElemType::F32
+        );
+        // A float operand makes it float.
+        let float_in = [f32t(&[1, 784]), typed(ElemType::BIPOLAR, &[256, 784])];
+        assert_eq!(infer_vars(&gemm, &float_in).unwrap()[0].elem, ElemType::F32);
+    }
+
+    #[test]
+    fn gemm_shapes() {
+        let gemm = |trans_a, trans_b| {
+            Op::Gemm(GemmAttrs {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a,
+                trans_b,
+            })
+        };
+        let out = infer_vars(
+            &gemm(true, false),
+            &[f32t(&[3, 2]), f32t(&[3, 5]), f32t(&[1, 5])],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape, vec![2, 5]);
+        let err = infer_vars(&gemm(false, false), &[f32t(&[2, 3]), f32t(&[4, 5])]).unwrap_err();
+        assert!(err.contains("3 columns"), "{err}");
+        let err = infer_vars(
+            &gemm(false, false),
+            &[f32t(&[2, 3]), f32t(&[3, 5]), f32t(&[5, 5])],
+        )
+        .unwrap_err();
+        assert!(err.contains("does not broadcast"), "{err}");
+    }
+
+    #[test]
+    fn bipolar_conv_accumulator_and_per_channel_scale() {
+        let attrs = conv(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], 1);
+        let inputs = [
+            typed(ElemType::BIPOLAR, &[1, 64, 8, 8]),
+            typed(ElemType::BIPOLAR, &[128, 64, 3, 3]),
+        ];
+        let out = infer_vars(&Op::Conv(attrs.clone()), &inputs).unwrap();
+        // K = 64 * 9 = 576 -> [-576, 576] -> i11.
+        assert_eq!(
+            out,
+            vec![typed(ElemType::Int(IntType::Signed(11)), &[1, 128, 8, 8])]
+        );
+
+        let w_scale = Scale::Channel {
+            axis: 0,
+            values: vec![0.5, 0.25].into(),
+        };
+        let inputs = [
+            typed(
+                ElemType::Scaled(IntType::Unsigned(8), Scale::Tensor(0.5)),
+                &[1, 3, 4, 4],
+            ),
+            typed(ElemType::Scaled(IntType::Bipolar, w_scale), &[2, 3, 3, 3]),
+        ];
+        let out = infer_vars(&Op::Conv(attrs), &inputs).unwrap();
+        // Products lie in [-255, 255], K = 27.
+        let ElemType::Scaled(int, Scale::Channel { axis: 1, values }) = &out[0].elem else {
+            panic!("expected per-channel result, got {}", out[0].elem);
+        };
+        assert_eq!(*int, IntType::covering(-255 * 27, 255 * 27));
+        assert_eq!(&values[..], &[0.25, 0.125]);
+    }
+
+    #[test]
+    fn conv_shapes() {
+        // Depthwise, dilated, strided with asymmetric pads.
+        let dw = conv(&[3, 3], &[2, 1], &[1, 2], &[1, 0, 0, 2], 4);
+        let out = infer_vars(&Op::Conv(dw), &[f32t(&[2, 4, 7, 7]), f32t(&[4, 1, 3, 3])]).unwrap();
+        // H: (7 + 1 - 3) / 2 + 1 = 3; W: (7 + 2 - 5) / 1 + 1 = 5.
+        assert_eq!(out[0].shape, vec![2, 4, 3, 5]);
+        let one_d = conv(&[2], &[1], &[1], &[0, 0], 1);
+        assert_eq!(
+            infer_vars(&Op::Conv(one_d), &[f32t(&[1, 2, 5]), f32t(&[3, 2, 2])]).unwrap()[0].shape,
+            vec![1, 3, 4]
+        );
+    }
+
+    #[test]
+    fn conv_errors() {
+        let attrs = conv(&[3, 3], &[1, 1], &[1, 1], &[0; 4], 1);
+        let err = infer_vars(
+            &Op::Conv(attrs.clone()),
+            &[f32t(&[1, 4, 5, 5]), f32t(&[8, 3, 3, 3])],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "weight has 3 input channels per group (1 groups), input has 4 channels"
+        );
+        let err = infer_vars(
+            &Op::Conv(attrs.clone()),
+            &[f32t(&[1, 3, 2, 2]), f32t(&[8, 3, 3, 3])],
+        )
+        .unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        let bias = [f32t(&[1, 3, 5, 5]), f32t(&[8, 3, 3, 3]), f32t(&[4])];
+        assert!(infer_vars(&Op::Conv(attrs.clone()), &bias)
+            .unwrap_err()
+            .contains("bias"));
+        let grouped = ConvAttrs { group: 2, ..attrs };
+        assert!(infer_vars(
+            &Op::Conv(grouped),
+            &[f32t(&[1, 3, 5, 5]), f32t(&[8, 3, 3, 3])]
+        )
+        .unwrap_err()
+        .contains("group"));
+    }
+
+    #[test]
+    fn matmul_shapes_and_types() {
+        let out = |a: &[usize], b: &[usize]| {
+            infer_vars(&Op::MatMul, &[f32t(a), f32t(b)]).map(|t| t[0].shape.clone())
+        };
+        assert_eq!(out(&[3], &[3]), Ok(vec![]));
+        assert_eq!(out(&[3], &[3, 4]), Ok(vec![4]));
+        assert_eq!(out(&[2, 3], &[3]), Ok(vec![2]));
+        assert_eq!(out(&[5, 1, 2, 3], &[4, 3, 6]), Ok(vec![5, 4, 2, 6]));
+        assert!(out(&[2, 3], &[4, 5]).is_err());
+        assert!(out(&[2, 2, 3], &[3, 3, 5]).is_err());
+        let scale = Scale::Channel {
+            axis: 1,
+            values: vec![2.0, 4.0].into(),
+        };
+        let inputs = [
+            typed(ElemType::Int(IntType::Signed(2)), &[1, 3]),
+            typed(ElemType::Scaled(IntType::Bipolar, scale), &[3, 2]),
+        ];
+        let t = infer_vars(&Op::MatMul, &inputs).unwrap();
+        assert!(
+            matches!(
+                &t[0].elem,
+                ElemType::Scaled(IntType::Signed(4), Scale::Channel { axis: 1, .. })
+            ),
+            "{}",
+            t[0].elem
+        );
+    }
+
+    #[test]
+    fn pooling_shapes() {
+        let shape = |attrs: PoolAttrs, x: &[usize]| {
+            infer_vars(&Op::MaxPool(attrs), &[f32t(x)]).map(|t| t[0].shape.clone())
+        };
+        assert_eq!(
+            shape(pool(2, 2, [0; 4], false), &[1, 1, 5, 5]),
+            Ok(vec![1, 1, 2, 2])
+        );
+        assert_eq!(
+            shape(pool(2, 2, [0; 4], true), &[1, 1, 5, 5]),
+            Ok(vec![1, 1, 3, 3])
+        );
+        // 6 + 1 left pad, k 2, s 2: the partial 4th window starts at 5, inside the input.
+        assert_eq!(
+            shape(pool(2, 2, [1, 1, 0, 0], true), &[1, 1, 6, 6]),
+            Ok(vec![1, 1, 4, 4])
+        );
+        // 5 + 1 right pad, k 2, s 3: a 3rd window would start at 6, past the input: dropped.
+        assert_eq!(
+            shape(pool(2, 3, [0, 0, 1, 1], true), &[1, 1, 5, 5]),
+            Ok(vec![1, 1, 2, 2])
+        );
+        assert!(shape(pool(2, 2, [2, 2, 0, 0], false), &[1, 1, 6, 6])
+            .unwrap_err()
+            .contains("smaller than the kernel"));
+        let bip = typed(ElemType::BIPOLAR, &[1, 2, 4, 4]);
+        assert_eq!(
+            infer_vars(
+                &Op::MaxPool(pool(2, 2, [0; 4], false)),
+                std::slice::from_ref(&bip)
+            )
+            .unwrap()[0]
+                .elem,
+            ElemType::BIPOLAR
+        );
+        assert_eq!(
+            infer_vars(&Op::AveragePool(pool(2, 2, [0; 4], false)), &[bip]).unwrap()[0].elem,
+            ElemType::F32
+        );
+    }
+
+    #[test]
+    fn threshold_shapes() {
+        let attrs = ThresholdAttrs {
+            out_scale: 2.0,
+            out_bias: -1.0,
+            out_type: ElemType::BIPOLAR,
+            channel_axis: 1,
+        };
+        let op = Op::MultiThreshold(attrs);
+        assert_eq!(
+            infer_vars(&op, &[f32t(&[1, 4, 2, 2]), f32t(&[4, 1])]).unwrap()[0].elem,
+            ElemType::BIPOLAR
+        );
+        assert!(infer_vars(&op, &[f32t(&[1, 4, 2, 2]), f32t(&[1, 3])]).is_ok());
+        let err = infer_vars(&op, &[f32t(&[1, 4, 2, 2]), f32t(&[3, 1])]).unwrap_err();
+        assert!(err.contains("expected (4, N) or (1, N)"), "{err}");
+    }
+
+    #[test]
+    fn layout_types() {
+        let scale = Scale::Channel {
+            axis: 1,
+            values: vec![1.0, 2.0].into(),
+        };
+        let x = typed(ElemType::Scaled(IntType::Signed(4), scale), &[1, 2, 3]);
+        let t = infer_vars(
+            &Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            std::slice::from_ref(&x),
+        )
+        .unwrap();
+        assert!(matches!(
+            &t[0].elem,
+            ElemType::Scaled(_, Scale::Channel { axis: 2, .. })
+        ));
+        assert_eq!(t[0].shape, vec![1, 3, 2]);
+        assert!(infer_vars(
+            &Op::Transpose {
+                perm: vec![0, 0, 1]
+            },
+            std::slice::from_ref(&x)
+        )
+        .is_err());
+        let r = infer_vars(&Op::Reshape { shape: vec![6] }, std::slice::from_ref(&x)).unwrap();
+        assert_eq!(r[0].elem, ElemType::F32);
+        assert!(infer_vars(&Op::Reshape { shape: vec![7] }, &[x])
+            .unwrap_err()
+            .contains("6 elements"));
+
+        let bip = typed(ElemType::BIPOLAR, &[1, 2, 2]);
+        let pad = |value| Op::Pad {
+            pads: vec![0, 0, 1, 0, 0, 1],
+            value,
+        };
+        let t = infer_vars(&pad(0.0), std::slice::from_ref(&bip)).unwrap();
+        assert_eq!(t[0], typed(ElemType::Int(IntType::Signed(2)), &[1, 2, 4]));
+        assert_eq!(
+            infer_vars(&pad(-1.0), std::slice::from_ref(&bip)).unwrap()[0].elem,
+            ElemType::BIPOLAR
+        );
+        assert_eq!(
+            infer_vars(&pad(0.5), std::slice::from_ref(&bip)).unwrap()[0].elem,
+            ElemType::F32
+        );
+
+        let c = infer_vars(&Op::Concat { axis: 2 }, &[bip.clone(), bip.clone()]).unwrap();
+        assert_eq!(c[0], typed(ElemType::BIPOLAR, &[1, 2, 4]));
+        assert!(infer_vars(&Op::Concat { axis: 1 }, &[bip, f32t(&[1, 2, 3])]).is_err());
+    }
+
+    #[test]
+    fn elementwise_types() {
+        let bip = typed(ElemType::BIPOLAR, &[3]);
+        assert_eq!(
+            infer_vars(&Op::Sign, std::slice::from_ref(&bip)).unwrap()[0].elem,
+            ElemType::BIPOLAR
+        );
+        assert_eq!(
+            infer_vars(&Op::Sign, &[f32t(&[3])]).unwrap()[0].elem,
+            ElemType::Int(IntType::Signed(2))
+        );
+        assert_eq!(
+            infer_vars(&Op::Relu, std::slice::from_ref(&bip)).unwrap()[0].elem,
+            ElemType::BINARY
+        );
+        let clip = |min, max| {
+            infer_vars(
+                &Op::Clip { min, max },
+                &[typed(ElemType::Int(IntType::Signed(8)), &[3])],
+            )
+        };
+        assert_eq!(
+            clip(-8.0, 7.0).unwrap()[0].elem,
+            ElemType::Int(IntType::Signed(4))
+        );
+        assert_eq!(
+            clip(0.0, 3.0).unwrap()[0].elem,
+            ElemType::Int(IntType::Unsigned(2))
+        );
+        assert_eq!(
+            clip(-1000.0, 1000.0).unwrap()[0].elem,
+            ElemType::Int(IntType::Signed(8))
+        );
+        assert_eq!(clip(-0.5, 3.0).unwrap()[0].elem, ElemType::F32);
+        let add = infer_vars(
+            &Op::Binary(crate::op::BinaryOp::Add),
+            &[f32t(&[2, 1, 3]), f32t(&[4, 1])],
+        )
+        .unwrap();
+        assert_eq!(add[0].shape, vec![2, 4, 3]);
+        let i64s = [typed(ElemType::I64, &[2]), typed(ElemType::I64, &[1])];
+        assert_eq!(
+            infer_vars(&Op::Binary(crate::op::BinaryOp::Mul), &i64s).unwrap()[0].elem,
+            ElemType::I64
+        );
+    }
+
+    #[test]
+    fn dequantize_types() {
+        let q = typed(ElemType::Int(IntType::Signed(8)), &[1, 2]);
+        let inputs = [
+            (q.clone(), None),
+            constant(Tensor::scalar(0.5)),
+            constant(Tensor::scalar(0.0)),
+        ];
+        assert_eq!(
+            infer_with(&Op::DequantizeLinear { axis: 1 }, &inputs).unwrap()[0].elem,
+            ElemType::Scaled(IntType::Signed(8), Scale::Tensor(0.5))
+        );
+        let inputs = [
+            (q, None),
+            constant(Tensor::scalar(0.5)),
+            constant(Tensor::scalar(3.0)),
+        ];
+        assert_eq!(
+            infer_with(&Op::DequantizeLinear { axis: 1 }, &inputs).unwrap()[0].elem,
+            ElemType::F32
+        );
+        let ql = Op::QuantizeLinear {
+            axis: 1,
+            out: IntType::Signed(8),
+        };
+        let inputs = [
+            (f32t(&[1, 2]), None),
+            constant(Tensor::f32(vec![3], vec![1.0; 3])),
+        ];
+        assert!(infer_with(&ql, &inputs).is_err());
+    }
+
+    #[test]
+    fn heads_and_reductions() {
+        let topk = Op::TopK {
+            k: 3,
+            axis: 1,
+            largest: true,
+            sorted: true,
+        };
+        let t = infer_vars(&topk, &[f32t(&[1, 10])]).unwrap();
+        assert_eq!(t, vec![f32t(&[1, 3]), typed(ElemType::I64, &[1, 3])]);
+        assert!(infer_vars(
+            &Op::TopK {
+                k: 11,
+                axis: 1,
+                largest: true,
+                sorted: true
+            },
+            &[f32t(&[1, 10])]
+        )
+        .is_err());
+        let rm = infer_vars(
+            &Op::ReduceMean {
+                axes: vec![2, 3],
+                keep_dims: false,
+            },
+            &[f32t(&[1, 2, 3, 4])],
+        )
+        .unwrap();
+        assert_eq!(rm[0].shape, vec![1, 2]);
+        let gap = infer_vars(&Op::GlobalAveragePool, &[f32t(&[1, 2, 3, 4])]).unwrap();
+        assert_eq!(gap[0].shape, vec![1, 2, 1, 1]);
+        assert!(infer_vars(
+            &Op::Softmax {
+                axis: 2,
+                coerce_2d: true
+            },
+            &[f32t(&[1, 2])]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn oversized_results_are_rejected() {
+        let err = infer_vars(
+            &Op::Reshape {
+                shape: vec![1 << 40, 1 << 40],
+            },
+            &[f32t(&[4])],
+        )
+        .unwrap_err();
+        assert!(err.contains("too many elements"), "{err}");
+        let big = f32t(&[1 << 20, 1 << 12]);
+        assert!(infer_vars(&Op::Relu, &[big]).unwrap_err().contains("2^31"));
+        let pads = Op::Pad {
+            pads: vec![usize::MAX, 1],
+            value: 0.0,
+        };
+        assert!(infer_vars(&pads, &[f32t(&[4])]).is_err());
+    }
+
+    #[test]
+    fn xnor_types() {
+        let attrs = conv(&[3, 3], &[1, 1], &[1, 1], &[1; 4], 1);
+        let t = infer_vars(
+            &Op::XnorConv(attrs),
+            &[
+                typed(ElemType::BIPOLAR, &[1, 3, 4, 4]),
+                typed(ElemType::BIPOLAR, &[2, 3, 3, 3]),
+            ],
+        );
+        assert_eq!(
+            t.unwrap()[0],
+            typed(ElemType::Int(IntType::Signed(6)), &[1, 2, 4, 4])
+        );
+        let t = infer_vars(
+            &Op::XnorMatMul,
+            &[
+                typed(ElemType::BIPOLAR, &[2, 8]),
+                typed(ElemType::BIPOLAR, &[8, 4]),
+            ],
+        );
+        assert_eq!(
+            t.unwrap()[0],
+            typed(ElemType::Int(IntType::Signed(5)), &[2, 4])
+        );
+    }
+}

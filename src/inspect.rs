@@ -1,0 +1,196 @@
+//! `bnnc inspect`: what a model computes, layer by layer.
+
+use std::fmt::Write;
+
+use bnnc_ir::{ElemType, Graph, NodeId, Op, ValueDef, ValueId};
+
+/// One row of the table.
+struct Layer {
+    node: String,
+    op: &'static str,
+    shape: String,
+    inputs: String,
+    weights: String,
+    output: String,
+    macs: u64,
+    weight_bits: u64,
+}
+
+/// The per-layer table with totals. Nodes computed from constants only (weight quantizers)
+/// are not layers: their results show as the weights of the layer that uses them.
+pub fn layer_table(graph: &Graph) -> String {
+    let constant = constant_values(graph);
+    let order = graph
+        .topo_order()
+        .unwrap_or_else(|_| graph.node_ids().collect());
+    let layers: Vec<Layer> = order
+        .into_iter()
+        .filter(|&n| !graph.node(n).outputs.iter().all(|v| constant[v.index()]))
+        .map(|n| layer(graph, n, &constant))
+        .collect();
+
+    let header = [
+        "node",
+        "op",
+        "output shape",
+        "input",
+        "weights",
+        "output",
+        "MACs",
+        "weight bits",
+    ];
+    let rows: Vec<[String; 8]> = layers
+        .iter()
+        .map(|l| {
+            [
+                l.node.clone(),
+                l.op.to_string(),
+                l.shape.clone(),
+                l.inputs.clone(),
+                l.weights.clone(),
+                l.output.clone(),
+                count_or_dash(l.macs),
+                count_or_dash(l.weight_bits),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let inputs: Vec<String> = graph
+        .inputs()
+        .iter()
+        .map(|&v| format!("{}: {}", graph.value(v).name, graph.value(v).ty))
+        .collect();
+    let _ = writeln!(out, "model {} ({})", graph.name, inputs.join(", "));
+    let mut line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            // Counts align right, text left.
+            if i >= 6 {
+                let _ = write!(s, "{cell:>w$}  ");
+            } else {
+                let _ = write!(s, "{cell:<w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+    let macs: u64 = layers.iter().map(|l| l.macs).sum();
+    let bits: u64 = layers.iter().map(|l| l.weight_bits).sum();
+    let _ = writeln!(
+        out,
+        "total: {} layers, {} MACs, {} weight bits ({:.1} KiB packed)",
+        layers.len(),
+        group_thousands(macs),
+        group_thousands(bits),
+        bits as f64 / 8.0 / 1024.0
+    );
+    out
+}
+
+/// Which values depend on constants only.
+fn constant_values(graph: &Graph) -> Vec<bool> {
+    let mut constant: Vec<bool> = graph
+        .values()
+        .map(|(_, d)| matches!(d.def, ValueDef::Const(_)))
+        .collect();
+    for n in graph.topo_order().unwrap_or_default() {
+        let node = graph.node(n);
+        let all = node.inputs.iter().all(|v| constant[v.index()]);
+        for v in &node.outputs {
+            constant[v.index()] = all;
+        }
+    }
+    constant
+}
+
+fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
+    let node = graph.node(n);
+    let ty = |v: ValueId| graph.value(v).ty.clone();
+    let data: Vec<ValueId> = node
+        .inputs
+        .iter()
+        .copied()
+        .filter(|v| !constant[v.index()])
+        .collect();
+    // The weights of a linear layer are its constant second operand; a layer's other constant
+    // operands (scales, thresholds, BatchNorm statistics) are parameters, not weights.
+    let weight = match node.op {
+        Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::XnorConv(_) | Op::XnorMatMul => {
+            node.inputs.get(1).copied().filter(|v| constant[v.index()])
+        }
+        _ => None,
+    };
+    let out = ty(node.outputs[0]);
+    Layer {
+        node: node.name.clone(),
+        op: node.op.name(),
+        shape: format!("{:?}", out.shape),
+        inputs: join_types(data.iter().map(|&v| ty(v).elem)),
+        weights: weight.map_or("-".into(), |w| ty(w).elem.to_string()),
+        output: join_types(node.outputs.iter().map(|&v| ty(v).elem)),
+        macs: macs(graph, n),
+        weight_bits: weight.map_or(0, |w| {
+            let t = ty(w);
+            t.numel() as u64 * t.elem.bits() as u64
+        }),
+    }
+}
+
+fn join_types(types: impl Iterator<Item = ElemType>) -> String {
+    let names: Vec<String> = types.map(|t| t.to_string()).collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Multiply-accumulates of one run of a linear layer.
+fn macs(graph: &Graph, n: NodeId) -> u64 {
+    let node = graph.node(n);
+    let shape = |i: usize| graph.value(node.inputs[i]).ty.shape.clone();
+    let out_numel = graph.value(node.outputs[0]).ty.numel() as u64;
+    match &node.op {
+        Op::Conv(_) | Op::XnorConv(_) => {
+            let w = shape(1);
+            // Each output element sums C/group * prod(kernel) products: the weight's size per filter.
+            out_numel * w.iter().skip(1).product::<usize>() as u64
+        }
+        Op::Gemm(g) => {
+            let a = shape(0);
+            let k = if g.trans_a { a.first() } else { a.get(1) };
+            out_numel * k.copied().unwrap_or(0) as u64
+        }
+        Op::MatMul | Op::XnorMatMul => out_numel * shape(0).last().copied().unwrap_or(0) as u64,
+        _ => 0,
+    }
+}
+
+fn count_or_dash(n: u64) -> String {
+    if n == 0 {
+        "-".into()
+    } else {
+        group_thousands(n)
+    }
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}

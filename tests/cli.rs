@@ -1,0 +1,142 @@
+//! The command line: its output on good models, and its errors and exit codes on bad ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+fn bnnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bnnc"))
+        .args(args)
+        .output()
+        .expect("bnnc runs")
+}
+
+/// Runs `bnnc inspect` on a malformed model and returns its error message, checking that it
+/// failed cleanly (exit code 1, no panic).
+fn rejected(model: &str) -> String {
+    let out = bnnc(&["inspect", data(model).to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{model}: expected exit 1, stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{model}: panicked: {stderr}");
+    stderr
+}
+
+#[test]
+fn unsupported_op_names_node_and_op() {
+    let err = rejected("invalid/unsupported_op.onnx");
+    assert!(
+        err.contains("mystery_einsum") && err.contains("Einsum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shape_conflict_names_node_and_op() {
+    let err = rejected("invalid/shape_conflict.onnx");
+    assert!(err.contains("bad_gemm") && err.contains("gemm"), "{err}");
+}
+
+#[test]
+fn external_data_outside_model_directory_is_refused() {
+    let err = rejected("invalid/external_escape.onnx");
+    assert!(
+        err.contains("`w`") || err.contains("\"w\"") || err.contains(" w"),
+        "{err}"
+    );
+    assert!(err.contains("outside") || err.contains("escape"), "{err}");
+}
+
+#[test]
+fn wrong_operand_count_names_node() {
+    let err = rejected("invalid/bipolarquant_arity.onnx");
+    assert!(err.contains("lonely_bq"), "{err}");
+}
+
+#[test]
+fn garbage_file_is_an_error() {
+    let err = rejected("invalid/garbage.onnx");
+    assert!(err.contains("garbage.onnx"), "{err}");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = rejected("invalid/no_such_model.onnx");
+    assert!(err.contains("no_such_model.onnx"), "{err}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = bnnc(&["inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn inspect_shows_binary_layers() {
+    let out = bnnc(&[
+        "inspect",
+        data("models/cnv_w1a1/model.onnx").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    // The second conv multiplies bipolar activations by bipolar weights: 64*64*3*3 weight bits.
+    let conv1 = table
+        .lines()
+        .find(|l| l.starts_with("Conv_1 "))
+        .unwrap_or_else(|| panic!("no Conv_1 row:\n{table}"));
+    assert!(conv1.contains("bipolar"), "{conv1}");
+    assert!(conv1.contains("36_864"), "{conv1}");
+    assert!(
+        table.lines().last().unwrap().starts_with("total:"),
+        "{table}"
+    );
+}
+
+#[test]
+fn inspect_ir_prints_the_text_form() {
+    let out = bnnc(&[
+        "inspect",
+        "--ir",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("graph "), "{text}");
+    assert!(text.contains("= bipolar_quant "), "{text}");
+    assert!(text.contains("= gemm "), "{text}");
+}
+
+#[test]
+fn run_rejects_input_of_the_wrong_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("y.npy");
+    // tfc takes 1x28x28 images; CNV's inputs are 3x32x32.
+    let out = bnnc(&[
+        "run",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--input",
+        data("models/cnv_w1a1/input.npy").to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("global_in"), "{err}");
+    assert!(!out_path.exists());
+}
