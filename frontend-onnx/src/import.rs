@@ -19,8 +19,11 @@ use crate::proto::{
 };
 use crate::tensor_data::{decode_tensor, DataType};
 
-/// The versions of the standard (`ai.onnx`) opset the importer reads.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 9..=21;
+/// The versions of the standard (`ai.onnx`) opset the importer reads. From 21 to 25 the ops it
+/// imports changed only by new element types (bfloat16, float8, int2/int4, which it rejects
+/// where it meets them) and by QuantizeLinear's `precision` and DequantizeLinear's
+/// `output_dtype` attributes, whose non-default values it rejects; everything else reads alike.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 9..=25;
 
 /// The element type a constant of `t`'s data has when nothing more is known: `f32` or `i64`.
 pub fn default_elem(t: &Tensor) -> ElemType {
@@ -177,14 +180,19 @@ fn input_type(
         .shape
         .as_ref()
         .ok_or_else(|| err("has no shape (unknown rank)".into()))?;
+    // A symbolic or unknown extent is the batch: 1 here, and the interpreter runs larger
+    // batches sample by sample.
     let dims: Vec<i64> = shape
         .dim
         .iter()
         .map(|d| match d.value {
-            Some(dimension::Value::DimValue(v)) if v > 0 => v,
-            _ => 1,
+            Some(dimension::Value::DimValue(v)) if v <= 0 => {
+                Err(err(format!("has extent {v}: empty tensors are not supported")))
+            }
+            Some(dimension::Value::DimValue(v)) => Ok(v),
+            _ => Ok(1),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let (shape, _) = crate::tensor_data::checked_shape(&dims).map_err(err)?;
     Ok(TensorType::new(annotated.unwrap_or(ElemType::F32), shape))
 }

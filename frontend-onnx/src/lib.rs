@@ -1,7 +1,7 @@
 //! ONNX frontend: QONNX, FINN and QCDQ models to bnnc IR.
 //!
 //! [`load_model`] reads a `.onnx` file (and its external data), [`import_model`] the bytes of
-//! one. The importer reads the standard opsets 9 to 21 and the QONNX / FINN custom ops (domains
+//! one. The importer reads the standard opsets 9 to 25 and the QONNX / FINN custom ops (domains
 //! `qonnx.custom_op.general`, `onnx.brevitas`, `finn`, `finn.custom_op.general`), folds the
 //! shape arithmetic exporters write (Shape, Gather, Concat, ... on constants) into constants,
 //! resolves every shape statically (symbolic extents become 1: the batch), and applies
@@ -26,7 +26,7 @@ mod tensor_data;
 
 use std::path::Path;
 
-use bnnc_ir::Graph;
+use bnnc_ir::{Graph, Tensor};
 use prost::Message;
 
 pub use datatype::parse_finn_datatype;
@@ -55,6 +55,17 @@ pub fn load_model(path: &Path) -> Result<Graph, FrontendError> {
 /// data is an error). A graph without a name is called `model`.
 pub fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, FrontendError> {
     import_with_name(bytes, base_dir, "model")
+}
+
+/// Imports a decoded model (for tools that edit a model's protobuf before importing it).
+pub fn import_proto(model: &proto::ModelProto, base_dir: Option<&Path>) -> Result<Graph, FrontendError> {
+    import::import(model, base_dir, "model")
+}
+
+/// Decodes a serialized `TensorProto`, such as the `.pb` files of ONNX's test data.
+pub fn decode_tensor_proto(bytes: &[u8]) -> Result<Tensor, FrontendError> {
+    let proto = proto::TensorProto::decode(bytes)?;
+    Ok(tensor_data::decode_tensor(&proto, &proto.name, None)?.tensor)
 }
 
 fn import_with_name(

@@ -122,6 +122,11 @@ pub fn quantize_linear(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     if node.attrs.int_or("block_size", 0)? != 0 {
         return Err("blocked quantization (block_size) is not supported".into());
     }
+    // Opset 25: `precision` picks the type x / scale is computed in; 0 means the input's, the
+    // float32 the interpreter uses.
+    if node.attrs.int_or("precision", 0)? != 0 {
+        return Err("a computation `precision` other than the input's is not supported".into());
+    }
     let x = operand(cx, node, 0)?;
     let scale = operand(cx, node, 1)?;
     let axis = quantization_axis(cx, node, x, scale)?;
@@ -155,6 +160,10 @@ pub fn quantize_linear(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
 pub fn dequantize_linear(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     if node.attrs.int_or("block_size", 0)? != 0 {
         return Err("blocked quantization (block_size) is not supported".into());
+    }
+    // Opset 23: `output_dtype` 0 means the scale's type; float32 (1) is the same here.
+    if !matches!(node.attrs.int_or("output_dtype", 0)?, 0 | 1) {
+        return Err("an `output_dtype` other than float32 is not supported".into());
     }
     let q = operand(cx, node, 0)?;
     let scale = operand(cx, node, 1)?;

@@ -1,0 +1,195 @@
+//! ONNX's own node tests (tests/data/onnx-node, from the ONNX project) through the frontend and
+//! the reference interpreter: a peer's suite for bnnc's semantics of the standard ops.
+//!
+//! Each folder holds model.onnx and test_data_set_0/{input,output}_N.pb. The first graph input
+//! is fed at run time; the other inputs are bound as constants (initializers), the shape of the
+//! models bnnc compiles, whose weights, shapes and quantizer parameters are constants.
+//!
+//! A test that bnnc cannot run is listed in [`REJECTED`] with the reason, and must then fail
+//! to import with an error saying so: never a wrong answer, never a silent skip.
+
+use std::path::{Path, PathBuf};
+
+use bnnc_frontend_onnx::proto::{ModelProto, TensorProto};
+use bnnc_frontend_onnx::{decode_tensor_proto, import_proto};
+use bnnc_ir::{Tensor, TensorData};
+use libtest_mimic::{Arguments, Failed, Trial};
+use prost::Message;
+
+/// Float outputs agree within this relative tolerance (onnxruntime's and bnnc's sums and
+/// transcendental functions may round differently), with [`ABS_TOL`] for values near zero.
+const REL_TOL: f64 = 1e-5;
+const ABS_TOL: f64 = 1e-6;
+
+/// Tests whose expected values ONNX's generator wrote by hand to four digits (the inputs too,
+/// rounded independently): compared at ONNX's own backend-test tolerance instead.
+const FOUR_DIGIT_REFERENCE: &[&str] = &["test_averagepool_2d_ceil_last_window_starts_on_pad"];
+const FOUR_DIGIT_REL_TOL: f64 = 1e-3;
+
+/// Tests bnnc rejects, with a fragment of the error each must give.
+const REJECTED: &[(&str, &str)] = &[
+    // bnnc's networks take float inputs (images, features); integer arithmetic in the IR is
+    // for what the passes derive, with its ranges known.
+    ("test_add_int8", "reads float inputs only"),
+    ("test_add_uint8", "reads float inputs only"),
+    ("test_clip_default_int8_inbounds", "reads float inputs only"),
+    ("test_clip_default_int8_max", "reads float inputs only"),
+    ("test_clip_default_int8_min", "reads float inputs only"),
+    ("test_div_int32_trunc", "reads float inputs only"),
+    ("test_div_int8", "reads float inputs only"),
+    ("test_div_uint8", "reads float inputs only"),
+    ("test_mul_int8", "reads float inputs only"),
+    ("test_mul_uint8", "reads float inputs only"),
+    ("test_pow_types_int32_float32", "reads float inputs only"),
+    ("test_pow_types_int32_int32", "reads float inputs only"),
+    ("test_pow_types_int64_float32", "reads float inputs only"),
+    ("test_pow_types_int64_int64", "reads float inputs only"),
+    ("test_sub_int8", "reads float inputs only"),
+    ("test_sub_uint8", "reads float inputs only"),
+    ("test_maxpool_2d_uint8", "reads float inputs only"),
+    ("test_dequantizelinear", "reads float inputs only"),
+    ("test_dequantizelinear_axis", "reads float inputs only"),
+    ("test_top_k_same_values", "reads float inputs only"),
+    ("test_top_k_same_values_2d", "reads float inputs only"),
+    ("test_top_k_same_values_largest", "reads float inputs only"),
+    ("test_top_k_uint64", "reads float inputs only"),
+    // Gather is folded on constants and shapes (the Reshape arithmetic of old exports); a
+    // Gather of activations is no layer of a binary network.
+    (
+        "test_gather_0",
+        "Gather of a value computed at run time is not supported",
+    ),
+    (
+        "test_gather_1",
+        "Gather of a value computed at run time is not supported",
+    ),
+    (
+        "test_gather_2d_indices",
+        "Gather of a value computed at run time is not supported",
+    ),
+    (
+        "test_gather_negative_indices",
+        "Gather of a value computed at run time is not supported",
+    ),
+    // Optional and sequence values.
+    ("test_identity_opt", "is not a tensor"),
+    ("test_identity_sequence", "is not a tensor"),
+    // An input with an extent of 0.
+    (
+        "test_reshape_allowzero_reordered",
+        "empty tensors are not supported",
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-node");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() > 100,
+        "expected ONNX's node tests in {}",
+        root.display()
+    );
+    let trials = dirs
+        .into_iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let rejected = REJECTED
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, why)| *why);
+            Trial::test(name, move || match rejected {
+                Some(why) => check_rejected(&dir, why),
+                None => check(&dir),
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn read_pb(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The folder's test data: the files `prefix_0.pb`, `prefix_1.pb`, ...
+fn data_files(dir: &Path, prefix: &str) -> Vec<Vec<u8>> {
+    (0..)
+        .map(|i| dir.join(format!("test_data_set_0/{prefix}_{i}.pb")))
+        .take_while(|p| p.exists())
+        .map(|p| read_pb(&p))
+        .collect()
+}
+
+/// Imports the model with every input but the first bound to its test value, and runs it.
+fn run(dir: &Path) -> Result<Vec<Tensor>, String> {
+    let mut model =
+        ModelProto::decode(&read_pb(&dir.join("model.onnx"))[..]).map_err(|e| e.to_string())?;
+    let inputs = data_files(dir, "input");
+    let graph = model.graph.as_mut().ok_or("no graph")?;
+    for (i, bytes) in inputs.iter().enumerate().skip(1) {
+        let mut proto = TensorProto::decode(&bytes[..]).map_err(|e| e.to_string())?;
+        proto.name = graph.input[i].name.clone();
+        graph.initializer.push(proto);
+    }
+    let graph = import_proto(&model, None).map_err(|e| e.to_string())?;
+    bnnc_ir::verify::verify(&graph).map_err(|e| e.to_string())?;
+    let runtime = match inputs.first() {
+        Some(bytes) => vec![decode_tensor_proto(bytes).map_err(|e| e.to_string())?],
+        None => Vec::new(),
+    };
+    bnnc_ir::interp::run(&graph, &runtime).map_err(|e| e.to_string())
+}
+
+fn check(dir: &Path) -> Result<(), Failed> {
+    let got = run(dir)?;
+    let want: Vec<Tensor> = data_files(dir, "output")
+        .iter()
+        .map(|b| decode_tensor_proto(b).unwrap())
+        .collect();
+    if got.len() != want.len() {
+        return Err(format!("{} outputs, expected {}", got.len(), want.len()).into());
+    }
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        if g.shape() != w.shape() {
+            return Err(format!(
+                "output {k}: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            )
+            .into());
+        }
+        let exact = matches!(w.data(), TensorData::I64(_));
+        let name = dir.file_name().unwrap().to_string_lossy();
+        let rel_tol = if FOUR_DIGIT_REFERENCE.contains(&&*name) {
+            FOUR_DIGIT_REL_TOL
+        } else {
+            REL_TOL
+        };
+        for (i, (a, b)) in g.to_f64_vec().into_iter().zip(w.to_f64_vec()).enumerate() {
+            let ok = if exact {
+                a == b
+            } else {
+                a == b || (a - b).abs() <= ABS_TOL + rel_tol * b.abs()
+            };
+            if !ok {
+                return Err(format!("output {k} element {i}: got {a}, expected {b}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_rejected(dir: &Path, why: &str) -> Result<(), Failed> {
+    match run(dir) {
+        Ok(_) => {
+            Err(format!("listed as rejected ({why}) but runs: move it out of REJECTED").into())
+        }
+        Err(e) if e.contains(why) => Ok(()),
+        Err(e) => Err(format!("rejected with `{e}`, expected an error saying `{why}`").into()),
+    }
+}
