@@ -4,31 +4,77 @@ use std::fmt::Write;
 
 use bnnc_ir::{ElemType, Graph, NodeId, Op, ValueDef, ValueId};
 
-/// One row of the table.
+/// One layer: a node that computes on the network's data.
 struct Layer {
     node: String,
     op: &'static str,
-    shape: String,
-    inputs: String,
-    weights: String,
-    output: String,
+    shape: Vec<usize>,
+    inputs: Vec<ElemType>,
+    weights: Option<ElemType>,
+    outputs: Vec<ElemType>,
     macs: u64,
     weight_bits: u64,
 }
 
-/// The per-layer table with totals. Nodes computed from constants only (weight quantizers)
+/// The layers in execution order. Nodes computed from constants only (weight quantizers)
 /// are not layers: their results show as the weights of the layer that uses them.
-pub fn layer_table(graph: &Graph) -> String {
+fn layers(graph: &Graph) -> Vec<Layer> {
     let constant = constant_values(graph);
     let order = graph
         .topo_order()
         .unwrap_or_else(|_| graph.node_ids().collect());
-    let layers: Vec<Layer> = order
+    order
         .into_iter()
         .filter(|&n| !graph.node(n).outputs.iter().all(|v| constant[v.index()]))
         .map(|n| layer(graph, n, &constant))
-        .collect();
+        .collect()
+}
 
+/// The whole inspection as one JSON object: `model`, `inputs`, `ops` (a count per op kind,
+/// named as in the IR text), `layers` and `totals`.
+pub fn json_report(graph: &Graph) -> serde_json::Value {
+    let layers = layers(graph);
+    let ops: serde_json::Map<String, serde_json::Value> = bnnc_passes::manager::op_counts(graph)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    let types = |t: &[ElemType]| t.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+    let json_layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "node": l.node,
+                "op": l.op,
+                "output_shape": l.shape,
+                "input_types": types(&l.inputs),
+                "weight_type": l.weights.as_ref().map(|w| w.to_string()),
+                "output_types": types(&l.outputs),
+                "macs": l.macs,
+                "weight_bits": l.weight_bits,
+            })
+        })
+        .collect();
+    let inputs: Vec<serde_json::Value> = graph
+        .inputs()
+        .iter()
+        .map(|&v| serde_json::json!({"name": graph.value(v).name, "type": graph.value(v).ty.to_string()}))
+        .collect();
+    serde_json::json!({
+        "model": graph.name,
+        "inputs": inputs,
+        "ops": ops,
+        "layers": json_layers,
+        "totals": {
+            "layers": layers.len(),
+            "macs": layers.iter().map(|l| l.macs).sum::<u64>(),
+            "weight_bits": layers.iter().map(|l| l.weight_bits).sum::<u64>(),
+        },
+    })
+}
+
+/// The per-layer table with totals.
+pub fn layer_table(graph: &Graph) -> String {
+    let layers = layers(graph);
     let header = [
         "node",
         "op",
@@ -45,10 +91,10 @@ pub fn layer_table(graph: &Graph) -> String {
             [
                 l.node.clone(),
                 l.op.to_string(),
-                l.shape.clone(),
-                l.inputs.clone(),
-                l.weights.clone(),
-                l.output.clone(),
+                format!("{:?}", l.shape),
+                join_types(&l.inputs),
+                l.weights.as_ref().map_or("-".into(), ElemType::to_string),
+                join_types(&l.outputs),
                 count_or_dash(l.macs),
                 count_or_dash(l.weight_bits),
             ]
@@ -133,10 +179,10 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
     Layer {
         node: node.name.clone(),
         op: node.op.name(),
-        shape: format!("{:?}", out.shape),
-        inputs: join_types(data.iter().map(|&v| ty(v).elem)),
-        weights: weight.map_or("-".into(), |w| ty(w).elem.to_string()),
-        output: join_types(node.outputs.iter().map(|&v| ty(v).elem)),
+        shape: out.shape,
+        inputs: data.iter().map(|&v| ty(v).elem).collect(),
+        weights: weight.map(|w| ty(w).elem),
+        outputs: node.outputs.iter().map(|&v| ty(v).elem).collect(),
         macs: macs(graph, n),
         weight_bits: weight.map_or(0, |w| {
             let t = ty(w);
@@ -145,8 +191,8 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
     }
 }
 
-fn join_types(types: impl Iterator<Item = ElemType>) -> String {
-    let names: Vec<String> = types.map(|t| t.to_string()).collect();
+fn join_types(types: &[ElemType]) -> String {
+    let names: Vec<String> = types.iter().map(|t| t.to_string()).collect();
     if names.is_empty() {
         "-".into()
     } else {

@@ -106,20 +106,25 @@ fn inspect_shows_binary_layers() {
 
 #[test]
 fn inspect_ir_prints_the_text_form() {
-    let out = bnnc(&[
-        "inspect",
-        "--ir",
-        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("graph "), "{text}");
-    assert!(text.contains("= bipolar_quant "), "{text}");
-    assert!(text.contains("= gemm "), "{text}");
+    let model = data("models/tfc_w1a1/model.onnx");
+    let ir = |extra: &[&str]| {
+        let mut args = vec!["inspect", "--ir", model.to_str().unwrap()];
+        args.extend(extra);
+        let out = bnnc(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let imported = ir(&["--passes", "none"]);
+    assert!(imported.starts_with("graph "), "{imported}");
+    assert!(imported.contains("= bipolar_quant "), "{imported}");
+    assert!(imported.contains("= gemm "), "{imported}");
+    let optimized = ir(&[]);
+    assert!(optimized.contains("= xnor_matmul "), "{optimized}");
+    assert!(!optimized.contains("= gemm "), "{optimized}");
 }
 
 #[test]
@@ -139,4 +144,102 @@ fn run_rejects_input_of_the_wrong_shape() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("global_in"), "{err}");
     assert!(!out_path.exists());
+}
+
+#[test]
+fn inspect_json_counts_ops_and_layers() {
+    let model = data("models/cnv_w1a1/model.onnx");
+    let parse = |args: &[&str]| -> serde_json::Value {
+        let out = bnnc(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON object")
+    };
+    let imported = parse(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--json",
+        "--passes",
+        "none",
+    ]);
+    assert_eq!(imported["ops"]["conv"], 6, "{imported}");
+    assert_eq!(imported["ops"]["batchnorm"], 8, "{imported}");
+    let optimized = parse(&["inspect", model.to_str().unwrap(), "--json"]);
+    assert_eq!(optimized["ops"]["xnor_conv"], 5, "{optimized}");
+    assert_eq!(optimized["ops"]["xnor_matmul"], 3, "{optimized}");
+    let layers = optimized["layers"].as_array().unwrap();
+    let conv1 = layers
+        .iter()
+        .find(|l| l["node"] == "Conv_1")
+        .expect("Conv_1 is a layer");
+    assert_eq!(conv1["op"], "xnor_conv");
+    assert_eq!(conv1["weight_type"], "bipolar");
+    assert_eq!(conv1["output_shape"], serde_json::json!([1, 64, 28, 28]));
+    assert_eq!(conv1["macs"], 28_901_376);
+    assert_eq!(optimized["totals"]["macs"], imported["totals"]["macs"]);
+}
+
+#[test]
+fn inspect_passes_lists_changes() {
+    let out = bnnc(&[
+        "inspect",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--passes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("lower-xnor-popcount:"), "{text}");
+    assert!(
+        text.contains("`Gemm_1` (gemm) is now xnor_matmul"),
+        "{text}"
+    );
+}
+
+#[test]
+fn build_emits_ir_and_prints_after_a_pass() {
+    let out = bnnc(&[
+        "build",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--emit",
+        "ir",
+        "--print-after",
+        "lower-xnor-popcount",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ir = String::from_utf8(out.stdout).unwrap();
+    assert!(ir.contains("= xnor_matmul "), "{ir}");
+    let printed = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        printed.starts_with("; IR after lower-xnor-popcount\ngraph "),
+        "{printed}"
+    );
+}
+
+#[test]
+fn build_rejects_unknown_pass_and_missing_backend() {
+    let model = data("models/tfc_w1a1/model.onnx");
+    let out = bnnc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--emit",
+        "ir",
+        "--print-after",
+        "no-such-pass",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pass `no-such-pass`"));
+    let out = bnnc(&["build", model.to_str().unwrap(), "--emit", "so"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }

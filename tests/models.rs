@@ -20,20 +20,32 @@ fn main() {
     for set in ["models", "external"] {
         for dir in model_dirs(&data.join(set)) {
             let name = format!("{set}/{}", dir.file_name().unwrap().to_string_lossy());
-            let d = dir.clone();
-            trials.push(Trial::test(format!("{name}/input"), move || {
-                check_run(&d, "input.npy", "expected.npy", None)
-            }));
-            if dir.join("test_x.npy").exists() {
+            // Every model runs as imported (`--passes none`) and optimized (the default).
+            for passes in ["none", "default"] {
                 let d = dir.clone();
-                trials.push(Trial::test(format!("{name}/test_set"), move || {
-                    check_run(&d, "test_x.npy", "test_expected.npy", Some("test_y.npy"))
+                trials.push(Trial::test(format!("{name}/{passes}/input"), move || {
+                    check_run(&d, passes, "input.npy", "expected.npy", None)
                 }));
+                if dir.join("test_x.npy").exists() {
+                    let d = dir.clone();
+                    trials.push(Trial::test(
+                        format!("{name}/{passes}/test_set"),
+                        move || {
+                            check_run(
+                                &d,
+                                passes,
+                                "test_x.npy",
+                                "test_expected.npy",
+                                Some("test_y.npy"),
+                            )
+                        },
+                    ));
+                }
             }
         }
     }
     assert!(
-        trials.len() >= 20,
+        trials.len() >= 40,
         "expected the models of tests/data, found {} trials",
         trials.len()
     );
@@ -89,7 +101,13 @@ fn read_npy(path: &Path) -> Array {
     }
 }
 
-fn check_run(dir: &Path, input: &str, expected: &str, labels: Option<&str>) -> Result<(), Failed> {
+fn check_run(
+    dir: &Path,
+    passes: &str,
+    input: &str,
+    expected: &str,
+    labels: Option<&str>,
+) -> Result<(), Failed> {
     let out_dir = tempfile::tempdir()?;
     let out = out_dir.path().join("out.npy");
     let status = Command::new(env!("CARGO_BIN_EXE_bnnc"))
@@ -99,7 +117,7 @@ fn check_run(dir: &Path, input: &str, expected: &str, labels: Option<&str>) -> R
         .arg(dir.join(input))
         .arg("--output")
         .arg(&out)
-        .args(["--passes", "none"])
+        .args(["--passes", passes])
         .output()?;
     if !status.status.success() {
         return Err(format!(

@@ -186,9 +186,9 @@ fn input_type(
         .dim
         .iter()
         .map(|d| match d.value {
-            Some(dimension::Value::DimValue(v)) if v <= 0 => {
-                Err(err(format!("has extent {v}: empty tensors are not supported")))
-            }
+            Some(dimension::Value::DimValue(v)) if v <= 0 => Err(err(format!(
+                "has extent {v}: empty tensors are not supported"
+            ))),
             Some(dimension::Value::DimValue(v)) => Ok(v),
             _ => Ok(1),
         })

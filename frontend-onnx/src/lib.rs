@@ -58,7 +58,10 @@ pub fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, Fron
 }
 
 /// Imports a decoded model (for tools that edit a model's protobuf before importing it).
-pub fn import_proto(model: &proto::ModelProto, base_dir: Option<&Path>) -> Result<Graph, FrontendError> {
+pub fn import_proto(
+    model: &proto::ModelProto,
+    base_dir: Option<&Path>,
+) -> Result<Graph, FrontendError> {
     import::import(model, base_dir, "model")
 }
 

@@ -259,6 +259,101 @@ impl Graph {
         self.values[v.index()].name = name.into();
     }
 
+    /// Makes every use of `old` (node operands and graph outputs) a use of `new`. The types
+    /// must agree: a pass replaces a value only by one computing the same thing.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) -> Result<()> {
+        if self.values[old.index()].ty != self.values[new.index()].ty {
+            return Err(IrError::Value {
+                value: self.values[old.index()].name.clone(),
+                reason: format!(
+                    "replaced by `{}` of type {}, but is typed {}",
+                    self.values[new.index()].name,
+                    self.values[new.index()].ty,
+                    self.values[old.index()].ty
+                ),
+            });
+        }
+        let users: Vec<NodeId> = self
+            .nodes
+            .node_indices()
+            .filter(|&n| self.nodes[n].inputs.contains(&old))
+            .collect();
+        for n in users {
+            for i in 0..self.nodes[n].inputs.len() {
+                if self.nodes[n].inputs[i] == old {
+                    self.set_operand(n, i, new);
+                }
+            }
+        }
+        for out in &mut self.outputs {
+            if *out == old {
+                *out = new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes operand `i` of node `n` the value `v`, keeping the dataflow edges in step. The
+    /// caller keeps the node's result types right (or re-infers them).
+    pub fn set_operand(&mut self, n: NodeId, i: usize, v: ValueId) {
+        let old = self.nodes[n].inputs[i];
+        if let Some(e) = self
+            .nodes
+            .edges_directed(n, Direction::Incoming)
+            .find(|e| *e.weight() == old)
+            .map(|e| e.id())
+        {
+            self.nodes.remove_edge(e);
+        }
+        self.nodes[n].inputs[i] = v;
+        if let ValueDef::Node { node: producer, .. } = self.values[v.index()].def {
+            self.nodes.add_edge(producer, n, v);
+        }
+    }
+
+    /// Removes a node. Its results stay as values, but any remaining use of them fails
+    /// verification: remove a node only after replacing its uses.
+    pub fn remove_node(&mut self, n: NodeId) {
+        self.nodes.remove_node(n);
+    }
+
+    /// Removes every node none of whose results is used (transitively); returns how many.
+    pub fn remove_dead_nodes(&mut self) -> usize {
+        let mut removed = 0;
+        loop {
+            let dead: Vec<NodeId> = self
+                .nodes
+                .node_indices()
+                .filter(|&n| {
+                    self.nodes
+                        .edges_directed(n, Direction::Outgoing)
+                        .next()
+                        .is_none()
+                        && !self.nodes[n]
+                            .outputs
+                            .iter()
+                            .any(|v| self.outputs.contains(v))
+                })
+                .collect();
+            if dead.is_empty() {
+                return removed;
+            }
+            removed += dead.len();
+            for n in dead {
+                self.nodes.remove_node(n);
+            }
+        }
+    }
+
+    /// Whether a value is used by a node or is a graph output.
+    pub fn is_used(&self, v: ValueId) -> bool {
+        self.outputs.contains(&v)
+            || self
+                .nodes
+                .node_weights()
+                .any(|node| node.inputs.contains(&v))
+    }
+
     /// The edges of the petgraph view (producer, user, value), for checks and tools.
     pub fn edges(&self) -> impl Iterator<Item = (NodeId, NodeId, ValueId)> + '_ {
         (&self.nodes)

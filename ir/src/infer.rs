@@ -100,9 +100,28 @@ fn infer(
             // element; `f32` is the safe type.
             one(ElemType::F32, x.shape.clone())
         }
-        Op::MultiThreshold(attrs) | Op::Threshold(attrs) => {
+        Op::MultiThreshold(attrs) => {
             arity(inputs, 2, 2)?;
             check_thresholds(attrs, inputs[0], inputs[1])?;
+            one(attrs.out_type.clone(), inputs[0].shape.clone())
+        }
+        Op::Threshold(attrs) => {
+            arity(inputs, 2, 3)?;
+            check_thresholds(attrs, inputs[0], inputs[1])?;
+            if let Some(directions) = inputs.get(2) {
+                let channels = inputs[0].shape[attrs.channel_axis];
+                if directions.shape != [channels] {
+                    return Err(format!(
+                        "directions have shape {:?}, expected [{channels}]",
+                        directions.shape
+                    ));
+                }
+                if let Some(d) = consts[2] {
+                    if d.to_f64_vec().iter().any(|&x| x != 1.0 && x != -1.0) {
+                        return Err("directions must be +1 (ascending) or -1 (descending)".into());
+                    }
+                }
+            }
             one(attrs.out_type.clone(), inputs[0].shape.clone())
         }
         Op::QuantizeLinear { axis, out } => {

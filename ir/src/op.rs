@@ -216,8 +216,12 @@ pub enum Op {
     },
 
     // ---- lowered binary ops, produced by the passes ----
-    /// Integer thresholds on an integer accumulator (FINN MultiThreshold semantics with integer
-    /// thresholds). Operands: acc, thresholds `(C, N)` or `(1, N)`.
+    /// Integer thresholds on an integer accumulator:
+    /// `out_scale * #{i : acc >= T[c, i]} + out_bias` for an ascending channel and
+    /// `out_scale * #{i : acc <= T[c, i]} + out_bias` for a descending one (a channel whose
+    /// float chain had a negative multiplier). Operands: acc, thresholds `(C, N)` or `(1, N)`,
+    /// and optionally the directions `(C)`: +1 ascending, -1 descending (all ascending when
+    /// absent).
     Threshold(ThresholdAttrs),
     /// Bipolar x bipolar matrix product as an integer: `dot = K - 2 * popcount(a ^ w)`.
     /// Operands: a `(.., K)`, w `(K, M)`, both bipolar.

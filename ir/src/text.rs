@@ -39,7 +39,17 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
         write!(out, "{}: {}", value_token(graph, v), graph.value(v).ty)?;
     }
     out.write_str(") {\n")?;
-    for (v, data) in graph.values() {
+    // Constants no node uses any more (after a pass folded their users away) are not shown.
+    let mut used = vec![false; graph.num_values()];
+    for n in graph.node_ids() {
+        for v in &graph.node(n).inputs {
+            used[v.index()] = true;
+        }
+    }
+    for v in graph.outputs() {
+        used[v.index()] = true;
+    }
+    for (v, data) in graph.values().filter(|(v, _)| used[v.index()]) {
         if let ValueDef::Const(t) = &data.def {
             writeln!(
                 out,

@@ -1,12 +1,16 @@
 //! Linear layers: Conv, Gemm, MatMul, their XNOR-popcount twins, and BatchNorm.
 //!
-//! Every output is one fused multiply-add chain over the reduction axis in its natural order
-//! (input channel, then kernel taps row-major), as onnxruntime computes it: see [`super::mac`].
-//! Bias and Gemm's C join the finished sum afterwards.
+//! The sums follow onnxruntime's MLAS kernels ([`super::mac`]): which kernel runs depends on
+//! the shapes exactly as in MLAS (`MlasConvPrepare`, `MlasGemm`), so the routing below mirrors
+//! theirs. The reduction order within a convolution window is input channel, then kernel taps
+//! row-major (im2col's). Bias and Gemm's C join the finished sums.
 
 use std::borrow::Cow;
 
-use super::mac::{dot_blocks, m1_rows, m1_transposed, matmul_2d, pack_blocks};
+use super::mac::{
+    dot_blocks, m1_dot, m1_rows, m1_transposed, m1_transposed_one, matmul_2d, pack_blocks,
+    segments, Threading,
+};
 use super::strided::{broadcast_indices, expand};
 use super::{f32_result, floats, numel};
 use crate::infer::broadcast;
@@ -101,8 +105,16 @@ fn conv_f32(
 
     let mut patch = vec![0f32; k];
     let mut sums = vec![0f32; mg];
+    let route = conv_route(attrs, in_shape, cg, mg, out_plane, k);
     for g in 0..group {
-        let packed = pack_blocks(&w[g * mg * k..(g + 1) * mg * k], mg, k);
+        let w_g = &w[g * mg * k..(g + 1) * mg * k];
+        let (packed, segs) = match route {
+            ConvRoute::General(threading) => (
+                pack_blocks(w_g, mg, k),
+                segments(mg, out_plane, k, threading, true),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         for n in 0..batch {
             let x_group = &input
                 [(n * channels + g * cg) * in_plane..(n * channels + (g + 1) * cg) * in_plane];
@@ -114,7 +126,24 @@ fn conv_f32(
                         *v = off.map_or(0.0, |o| plane[o]);
                     }
                 }
-                dot_blocks(&packed, &patch, &mut sums);
+                match route {
+                    ConvRoute::General(_) => {
+                        let stride = segs
+                            .iter()
+                            .find(|s| (s.start..s.end).contains(&p))
+                            .map_or(k, |s| s.stride_k);
+                        dot_blocks(&packed, &patch, stride, &mut sums)
+                    }
+                    ConvRoute::SingleFilter => sums[0] = m1_dot(w_g, &patch),
+                    ConvRoute::FullWidthRows => {
+                        sums[0] = m1_transposed_one(w_g, &patch, p, out_plane)
+                    }
+                    ConvRoute::SinglePosition => {
+                        for (j, s) in sums.iter_mut().enumerate() {
+                            *s = m1_transposed_one(&patch, &w_g[j * k..(j + 1) * k], j, mg);
+                        }
+                    }
+                }
                 let y_base = (n * m + g * mg) * out_plane + p;
                 for (j, &v) in sums.iter().enumerate() {
                     y[y_base + j * out_plane] = v;
@@ -123,6 +152,85 @@ fn conv_f32(
         }
     }
     y
+}
+
+/// Which MLAS kernel computes a convolution's sums (per group: `m` filters, `n` output
+/// positions, reduction length `k`), as `MlasConvPrepare` chooses.
+#[derive(Clone, Copy)]
+enum ConvRoute {
+    /// The general fma kernel, its columns (output positions) threaded as given.
+    General(Threading),
+    /// One filter: the M = 1 kernel ([`m1_dot`]).
+    SingleFilter,
+    /// One filter whose windows are runs of whole input rows, read in place as a transposed B
+    /// ([`m1_transposed_one`] over the positions).
+    FullWidthRows,
+    /// One output position with several filters: the N = 1 case with the operands swapped
+    /// ([`m1_transposed_one`] over the filters).
+    SinglePosition,
+}
+
+fn conv_route(
+    attrs: &ConvAttrs,
+    in_shape: &[usize],
+    cg: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> ConvRoute {
+    // Batched or grouped convolutions thread over batch and group, each position run whole.
+    let segmented = if in_shape[0] > 1 || attrs.group > 1 {
+        Threading::Whole
+    } else {
+        Threading::Conv
+    };
+    // A product through MlasGemm (alpha 1, beta 0).
+    let gemm = |m: usize, n: usize| match (m, n) {
+        (1, _) => ConvRoute::SingleFilter,
+        (_, 1) => ConvRoute::SinglePosition,
+        _ => ConvRoute::General(Threading::Gemm),
+    };
+    let unit_strides = attrs.strides.iter().all(|&s| s == 1);
+    let no_pads = attrs.pads.iter().all(|&p| p == 0);
+    if unit_strides && no_pads {
+        if k == cg {
+            // Pointwise: the input itself is B.
+            return gemm(m, n);
+        }
+        // MLAS promotes 1-D convolutions to 2-D with a height of 1.
+        let spatial = &in_shape[2..];
+        let unit_dilations = attrs.dilations.iter().all(|&d| d == 1);
+        if spatial.len() <= 2 && unit_dilations && cg == 1 {
+            let (h, w) = if spatial.len() == 2 {
+                (spatial[0], spatial[1])
+            } else {
+                (1, spatial[0])
+            };
+            let (kh, kw) = if attrs.kernel.len() == 2 {
+                (attrs.kernel[0], attrs.kernel[1])
+            } else {
+                (1, attrs.kernel[0])
+            };
+            if kw == w {
+                return match m {
+                    1 => ConvRoute::FullWidthRows,
+                    _ => ConvRoute::General(Threading::Gemm),
+                };
+            }
+            if kh == h && kw == 1 {
+                return gemm(m, n);
+            }
+        }
+    }
+    if m > n {
+        // Everything expanded first, then one threaded product.
+        return gemm(m, n);
+    }
+    // Segments of output positions, each a product per slice of K.
+    match m {
+        1 => ConvRoute::SingleFilter,
+        _ => ConvRoute::General(segmented),
+    }
 }
 
 /// Row-major odometer step of `index` within `extents`.
@@ -186,6 +294,7 @@ pub(super) fn gemm(attrs: &GemmAttrs, x: &[&Tensor], out: &[usize]) -> Result<Te
             m1_transposed(&b, &a, k, m, start.as_deref())
         }
     } else {
+        let segs = segments(m, n, k, Threading::Gemm, !attrs.trans_a);
         let a: Cow<[f32]> = if attrs.trans_a {
             Cow::Owned(transposed(&a, ar, ac))
         } else {
@@ -196,16 +305,7 @@ pub(super) fn gemm(attrs: &GemmAttrs, x: &[&Tensor], out: &[usize]) -> Result<Te
         } else {
             b
         };
-        let mut acc = matmul_2d(&a, &b, m, k, n);
-        match start {
-            Some(start) => acc
-                .iter_mut()
-                .zip(start)
-                .for_each(|(v, s)| *v = v.mul_add(attrs.alpha, s)),
-            None if attrs.alpha != 1.0 => acc.iter_mut().for_each(|v| *v *= attrs.alpha),
-            None => {}
-        }
-        acc
+        matmul_2d(&a, &b, (m, k, n), &segs, attrs.alpha, start)
     };
     f32_result(out, y)
 }
@@ -243,7 +343,14 @@ fn matmul_nd(
     }
     let k = a_shape[ra - 1];
     let n = if rb == 1 { 1 } else { b_shape[rb - 1] };
-    if rb <= 2 {
+    if rb == 1 {
+        // A vector B: onnxruntime multiplies each row of A on its own (M = 1 each).
+        return Ok(a
+            .chunks_exact(k.max(1))
+            .flat_map(|row| m1_rows(row, b, k, 1, None))
+            .collect());
+    }
+    if rb == 2 {
         return Ok(mlas_gemm(a, b, numel(&a_shape[..ra - 1]), k, n));
     }
     let m = if ra == 1 { 1 } else { a_shape[ra - 2] };
@@ -271,7 +378,14 @@ fn mlas_gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     } else if n == 1 {
         m1_transposed(b, a, k, m, None)
     } else {
-        matmul_2d(a, b, m, k, n)
+        matmul_2d(
+            a,
+            b,
+            (m, k, n),
+            &segments(m, n, k, Threading::Gemm, true),
+            1.0,
+            None,
+        )
     }
 }
 
@@ -533,22 +647,19 @@ mod tests {
 
     #[test]
     fn batchnorm_rounds_like_onnxruntime() {
-        // The folded form x * s + t, each step rounded to f32, is what onnxruntime computes.
-        let (x0, gamma, beta, mean, var, eps) = (0.3f32, 0.7f32, 0.1f32, 0.2f32, 0.9f32, 1e-5f32);
-        let inv = 1.0 / (var + eps).sqrt();
-        let s = inv * gamma;
-        let want = x0 * s + (beta - mean * s);
+        // onnxruntime's folded steps give -9.491144 (bits 0xC117_DBBA) here, the textbook
+        // (x - mean) / sqrt(var + eps) * gamma + beta gives -9.491143.
         let one = |v: f32| t(&[1], &[v]);
-        let y = eval1(
-            &Op::BatchNorm { epsilon: eps },
-            &[
-                &t(&[1, 1], &[x0]),
-                &one(gamma),
-                &one(beta),
-                &one(mean),
-                &one(var),
-            ],
+        let (gamma, beta, mean, var) = (
+            one(-2.555665),
+            one(0.41809884),
+            one(-0.5677696),
+            one(0.4526493),
         );
-        assert_eq!(y.as_f32().unwrap()[0].to_bits(), want.to_bits());
+        let y = eval1(
+            &Op::BatchNorm { epsilon: 1e-5 },
+            &[&t(&[1, 1], &[2.040919]), &gamma, &beta, &mean, &var],
+        );
+        assert_eq!(y.as_f32().unwrap()[0].to_bits(), 0xC117_DBBA);
     }
 }

@@ -1,18 +1,129 @@
 //! Multiply-accumulate kernels that round as onnxruntime's MLAS does.
 //!
-//! MLAS (on the x86-64 CPUs with FMA the reference executor ran on) computes each output of
-//! Conv, Gemm and MatMul as one chain of fused multiply-adds from 0, in order of the reduction
-//! index: `acc = fma(a_k, b_k, acc)`, one rounding per step. Measured against the reference
-//! outputs, this order reproduces Conv (K = 9 and K = 288) and Gemm (K = 128) on non-exact
-//! products bit for bit, where a separate multiply and add differs in about a third of the
-//! outputs. (Products of ±1 and 8-bit fixed-point values are exact, so on those both agree.)
+//! The reference executor runs Conv, Gemm and MatMul through MLAS, whose kernels fix the order
+//! of every sum. Products of ±1 and of 8-bit fixed-point values are exact and their sums too,
+//! so for quantized layers any order agrees; for float layers (first and last layers, residual
+//! paths) the order decides the last bit, and a binarization after it can flip. So:
 //!
-//! `f32::mul_add` is exactly that step. On x86-64 the kernels are compiled a second time with
-//! the FMA instructions enabled and chosen at run time; elsewhere, or without FMA, `mul_add`
-//! is still a correctly rounded fused multiply-add (in software: slower, same results).
+//! - The general kernel (x86-64 with FMA, as on the reference machine) computes each output as
+//!   a chain of fused multiply-adds from 0 in order of the reduction index,
+//!   `acc = fma(a_k, b_k, acc)`, over slices of K ([`k_stride`]); each slice's sum is added to
+//!   the output so far.
+//! - A single row (M = 1), or a single column with the operands swapped, goes through MLAS's
+//!   AVX kernels for that case ([`m1_rows`], [`m1_transposed`]), with plain products and sums in
+//!   their own orders.
+//!
+//! All of this was measured against onnxruntime 1.32 and the reference outputs bit for bit.
+//! `f32::mul_add` is exactly the fused step; on x86-64 the hot loops are compiled a second
+//! time with the FMA instructions enabled and chosen at run time, elsewhere `mul_add` is still
+//! a correctly rounded fused multiply-add (in software: slower, same results).
+
+use std::ops::Range;
 
 /// Output rows computed together: independent chains that share each load of the other operand.
 pub(super) const BLOCK: usize = 8;
+
+/// Products this large (M * N * K) run on several threads, 64Ki multiply-adds each
+/// (`MLAS_SGEMM_THREAD_COMPLEXITY`), at most 16 (`MLAS_MAXIMUM_THREAD_COUNT`).
+const THREAD_COMPLEXITY: f64 = 65536.0;
+const MAX_THREADS: usize = 16;
+
+/// How a threaded MLAS product divides the output columns (N) among its threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Threading {
+    /// `MlasGemm`: when N > M, N in blocks of 16 columns shared out evenly.
+    Gemm,
+    /// `MlasConv`'s segmented path: N in equal strides rounded up to 16.
+    Conv,
+    /// One thread per batch and group (grouped or batched convolutions): N whole.
+    Whole,
+}
+
+/// A run of output columns `[start, end)` that MLAS sums with one K stride: every output's
+/// sum is an fma chain over each slice of `stride_k` reduction indices, the slices added in
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Segment {
+    pub start: usize,
+    pub end: usize,
+    pub stride_k: usize,
+}
+
+/// The column segments of an `m x k @ k x n` MLAS product. The thread count follows MLAS from
+/// the product's size, assuming the reference machine had the cores to run them all (the
+/// reference outputs agree with that); each segment's K stride is [`k_stride`] of its width.
+/// `expand_k` is false for Gemm with transA, where MLAS keeps the K stride.
+pub(super) fn segments(
+    m: usize,
+    n: usize,
+    k: usize,
+    threading: Threading,
+    expand_k: bool,
+) -> Vec<Segment> {
+    let complexity = m as f64 * n as f64 * k as f64;
+    let threads = if complexity < THREAD_COMPLEXITY * MAX_THREADS as f64 {
+        (complexity / THREAD_COMPLEXITY) as usize + 1
+    } else {
+        MAX_THREADS
+    };
+    let mut bounds: Vec<(usize, usize)> = Vec::new();
+    match threading {
+        Threading::Gemm if n > m && threads > 1 => {
+            let blocks = n.div_ceil(16);
+            let count = threads.min(blocks).max(1);
+            let (each, extra) = (blocks / count, blocks % count);
+            for i in 0..count {
+                let first = i * each + i.min(extra);
+                let len = each + usize::from(i < extra);
+                bounds.push(((first * 16).min(n), ((first + len) * 16).min(n)));
+            }
+        }
+        Threading::Conv if threads > 1 => {
+            let stride = n.div_ceil(threads).div_ceil(16) * 16;
+            let used = if stride >= n {
+                1
+            } else if stride * (threads - 1) >= n {
+                threads - 1
+            } else {
+                threads
+            };
+            if used == 1 {
+                bounds.push((0, n));
+            } else {
+                bounds.extend((0..used).map(|i| ((i * stride).min(n), ((i + 1) * stride).min(n))));
+            }
+        }
+        _ => bounds.push((0, n)),
+    }
+    bounds
+        .into_iter()
+        .filter(|(start, end)| start < end || n == 0)
+        .map(|(start, end)| Segment {
+            start,
+            end,
+            stride_k: k_stride(end - start, k, expand_k),
+        })
+        .collect()
+}
+
+/// How many reduction indices MLAS's general kernel sums in one pass over `n` columns
+/// (`MlasSgemmOperation`, `MlasConvOperation`): 128, halved while K is small next to N,
+/// doubled (with the N stride halved) while N is small.
+pub(super) fn k_stride(n: usize, k: usize, expand_k: bool) -> usize {
+    let (mut stride_n, mut stride_k) = (128usize, 128usize);
+    if n >= k {
+        // (MLAS doubles the N stride alongside; only K matters for the order.)
+        while stride_k / 2 >= k.max(1) {
+            stride_k /= 2;
+        }
+    } else if expand_k {
+        while stride_n > 16 && stride_n / 2 >= n {
+            stride_k *= 2;
+            stride_n /= 2;
+        }
+    }
+    stride_k
+}
 
 /// Rows of `w` (`rows x k`, row-major) packed as blocks of [`BLOCK`] rows, each stored
 /// column-major (`k x BLOCK`); the missing rows of the last block are zeros.
@@ -28,74 +139,174 @@ pub(super) fn pack_blocks(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
     packed
 }
 
-/// `sums[r] = fma chain over kk of packed_row_r[kk] * x[kk]`, for the `sums.len()` rows packed
-/// by [`pack_blocks`] with `k = x.len()`.
-pub(super) fn dot_blocks(packed: &[f32], x: &[f32], sums: &mut [f32]) {
+/// For the `sums.len()` rows packed by [`pack_blocks`] with `k = x.len()`: each row's dot
+/// product with `x`, one fma chain per slice of `stride` indices, the slices' sums added in
+/// order.
+pub(super) fn dot_blocks(packed: &[f32], x: &[f32], stride: usize, sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: `dot_blocks_fma` only requires the FMA extension, detected just above.
-        return unsafe { dot_blocks_fma(packed, x, sums) };
+        return unsafe { dot_blocks_fma(packed, x, stride, sums) };
     }
-    dot_blocks_body(packed, x, sums);
+    dot_blocks_body(packed, x, stride, sums);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn dot_blocks_fma(packed: &[f32], x: &[f32], sums: &mut [f32]) {
-    dot_blocks_body(packed, x, sums);
+unsafe fn dot_blocks_fma(packed: &[f32], x: &[f32], stride: usize, sums: &mut [f32]) {
+    dot_blocks_body(packed, x, stride, sums);
 }
 
 #[inline(always)]
-fn dot_blocks_body(packed: &[f32], x: &[f32], sums: &mut [f32]) {
+fn dot_blocks_body(packed: &[f32], x: &[f32], stride: usize, sums: &mut [f32]) {
     let k = x.len();
     if k == 0 {
         sums.fill(0.0);
         return;
     }
+    let stride = stride.max(1);
     for (block, out) in packed.chunks_exact(k * BLOCK).zip(sums.chunks_mut(BLOCK)) {
-        let mut acc = [0f32; BLOCK];
-        for (w, &v) in block.chunks_exact(BLOCK).zip(x) {
+        let mut total = [0f32; BLOCK];
+        for (slice, (w_slice, x_slice)) in block
+            .chunks(stride.saturating_mul(BLOCK))
+            .zip(x.chunks(stride))
+            .enumerate()
+        {
+            let mut acc = [0f32; BLOCK];
+            for (w, &v) in w_slice.chunks_exact(BLOCK).zip(x_slice) {
+                for j in 0..BLOCK {
+                    acc[j] = w[j].mul_add(v, acc[j]);
+                }
+            }
             for j in 0..BLOCK {
-                acc[j] = w[j].mul_add(v, acc[j]);
+                total[j] = if slice == 0 {
+                    acc[j]
+                } else {
+                    total[j] + acc[j]
+                };
             }
         }
-        out.copy_from_slice(&acc[..out.len()]);
+        out.copy_from_slice(&total[..out.len()]);
     }
 }
 
-/// `a (m x k) @ b (k x n)`, row-major, every output one fma chain in order of k.
-pub(super) fn matmul_2d(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; m * n];
+/// MLAS's general product `y = alpha * a (m x k) @ b (k x n) + y`, row-major, by column
+/// segments: per slice of the segment's K stride an fma chain from 0, joined to the output as
+/// `fma(acc, alpha, y)`; without `start` (beta 0) the first slice is stored as `alpha * acc`.
+pub(super) fn matmul_2d(
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    segments: &[Segment],
+    alpha: f32,
+    start: Option<Vec<f32>>,
+) -> Vec<f32> {
+    let zero_mode = start.is_none();
+    let mut y = start.unwrap_or_else(|| vec![0f32; m * n]);
+    let mut acc = vec![0f32; m * n];
+    for seg in segments {
+        let columns = seg.start..seg.end;
+        let stride = seg.stride_k.max(1);
+        let mut k0 = 0;
+        let mut first = zero_mode;
+        while k0 < k || first {
+            let k1 = k.min(k0.saturating_add(stride));
+            fma_rows(a, b, (k, n), (k0..k1, columns.clone()), &mut acc);
+            for i in 0..m {
+                for j in columns.clone() {
+                    let (yv, av) = (&mut y[i * n + j], acc[i * n + j]);
+                    *yv = match (first, alpha == 1.0) {
+                        (true, true) => av,
+                        (true, false) => av * alpha,
+                        (false, _) => av.mul_add(alpha, *yv),
+                    };
+                }
+            }
+            first = false;
+            k0 = k1.max(k0 + 1);
+        }
+    }
+    y
+}
+
+/// `acc_row[cols] = sum over kk in range of a[i, kk] * b_row_kk[cols]`, an fma chain from 0
+/// per output in order of k, the inner loop streaming contiguous rows.
+fn fma_rows(
+    a: &[f32],
+    b: &[f32],
+    (k, n): (usize, usize),
+    ranges: (Range<usize>, Range<usize>),
+    acc: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: `matmul_2d_fma` only requires the FMA extension, detected just above.
-        unsafe { matmul_2d_fma(a, b, k, n, &mut y) };
-        return y;
+        // SAFETY: `fma_rows_fma` only requires the FMA extension, detected just above.
+        return unsafe { fma_rows_fma(a, b, (k, n), ranges, acc) };
     }
-    matmul_2d_body(a, b, k, n, &mut y);
-    y
+    fma_rows_body(a, b, (k, n), ranges, acc);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn matmul_2d_fma(a: &[f32], b: &[f32], k: usize, n: usize, y: &mut [f32]) {
-    matmul_2d_body(a, b, k, n, y);
+unsafe fn fma_rows_fma(
+    a: &[f32],
+    b: &[f32],
+    (k, n): (usize, usize),
+    ranges: (Range<usize>, Range<usize>),
+    acc: &mut [f32],
+) {
+    fma_rows_body(a, b, (k, n), ranges, acc);
 }
 
-/// Row by row: `y_row += a[i, kk] * b_row_kk` for kk in order, so each output's chain runs in
-/// order of k while the inner loop streams contiguous rows.
 #[inline(always)]
-fn matmul_2d_body(a: &[f32], b: &[f32], k: usize, n: usize, y: &mut [f32]) {
+fn fma_rows_body(
+    a: &[f32],
+    b: &[f32],
+    (k, n): (usize, usize),
+    (ks, cols): (Range<usize>, Range<usize>),
+    acc: &mut [f32],
+) {
     if n == 0 || k == 0 {
         return;
     }
-    for (row, a_row) in y.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
-        for (&av, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
-            for (yv, &bv) in row.iter_mut().zip(b_row) {
+    for (row, a_row) in acc.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+        let row = &mut row[cols.clone()];
+        row.fill(0.0);
+        for kk in ks.clone() {
+            let av = a_row[kk];
+            for (yv, &bv) in row
+                .iter_mut()
+                .zip(&b[kk * n + cols.start..kk * n + cols.end])
+            {
                 *yv = av.mul_add(bv, *yv);
             }
         }
     }
+}
+
+/// One output of MLAS's M = 1 kernel (see [`m1_rows`]): `w . x` summed four products at a
+/// time, `((p0 + p1) + p2) + p3`, then two and one at the end, each group added to the sum so
+/// far (the first to 0).
+pub(super) fn m1_dot(w: &[f32], x: &[f32]) -> f32 {
+    let k = w.len().min(x.len());
+    let mut y = 0f32;
+    let mut kk = 0;
+    let mut group = |rows: usize, kk: usize| {
+        let sum = (1..rows).fold(w[kk] * x[kk], |s, r| s + w[kk + r] * x[kk + r]);
+        y += sum;
+    };
+    while k - kk >= 4 {
+        group(4, kk);
+        kk += 4;
+    }
+    if (k - kk) & 2 != 0 {
+        group(2, kk);
+        kk += 2;
+    }
+    if (k - kk) & 1 != 0 {
+        group(1, kk);
+    }
+    y
 }
 
 /// MLAS's kernel for one row times a row-major `b (k x n)` (`SgemmKernelM1Avx`), which
@@ -132,12 +343,10 @@ pub(super) fn m1_rows(a: &[f32], b: &[f32], k: usize, n: usize, c: Option<&[f32]
     y
 }
 
-/// MLAS's kernel for one row `a (k)` against the rows of `bt (n x k)` (`SgemmKernelM1TransposeBAvx`,
-/// used when M = 1 with B transposed, alpha = 1 and beta 0 or 1; also for N = 1 with the
-/// operands swapped). Each dot product runs in 8 lanes, lane `i` summing the plain products of
-/// indices `i mod 8` in order; the lanes are then reduced in an order that depends on whether
-/// the output is in a group of four, two or one (outputs are taken four at a time), and `c`,
-/// when given, is added last.
+/// MLAS's kernel for one row `a (k)` against the rows of `bt (n x k)`
+/// (`SgemmKernelM1TransposeBAvx`, used when M = 1 with B transposed, alpha = 1 and beta 0 or
+/// 1; also for N = 1 with the operands swapped). See [`m1_transposed_one`]; `c`, when given,
+/// is added last.
 pub(super) fn m1_transposed(
     a: &[f32],
     bt: &[f32],
@@ -145,35 +354,32 @@ pub(super) fn m1_transposed(
     n: usize,
     c: Option<&[f32]>,
 ) -> Vec<f32> {
-    let lanes = |row: &[f32]| {
-        let mut l = [0f32; 8];
-        for (i, (&x, &w)) in a.iter().zip(row).enumerate() {
-            l[i % 8] += x * w;
-        }
-        // The masked tail of the last 8 adds 0 * 0 to the unused lanes (-0 becomes +0).
-        if k % 8 != 0 {
-            l[k % 8..].iter_mut().for_each(|v| *v += 0.0);
-        }
-        l
-    };
-    // The horizontal sums of the kernel's 4-, 2- and 1-row epilogues.
-    let four = |l: [f32; 8]| (((l[0] + l[1]) + l[2]) + l[3]) + (((l[4] + l[5]) + l[6]) + l[7]);
-    let two = |l: [f32; 8]| ((l[0] + l[2]) + (l[4] + l[6])) + ((l[1] + l[3]) + (l[5] + l[7]));
-    let one = |l: [f32; 8]| ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-    let grouped_by_four = n - n % 4;
     (0..n)
-        .map(|j| {
-            let l = lanes(&bt[j * k..(j + 1) * k]);
-            let dot = if j < grouped_by_four {
-                four(l)
-            } else if n % 4 >= 2 && j < grouped_by_four + 2 {
-                two(l)
-            } else {
-                one(l)
-            };
-            dot + c.map_or(0.0, |c| c[j])
-        })
+        .map(|j| m1_transposed_one(a, &bt[j * k..(j + 1) * k], j, n) + c.map_or(0.0, |c| c[j]))
         .collect()
+}
+
+/// Output `j` of `n` of the M = 1, transposed-B kernel: the dot product runs in 8 lanes, lane
+/// `i` summing the plain products of the indices `i mod 8` in order; the lanes are then
+/// reduced in an order that depends on whether the output falls in a group of four, two or one
+/// (the kernel takes outputs four at a time, then two, then one).
+pub(super) fn m1_transposed_one(a: &[f32], row: &[f32], j: usize, n: usize) -> f32 {
+    let mut l = [0f32; 8];
+    for (i, (&x, &w)) in a.iter().zip(row).enumerate() {
+        l[i % 8] += x * w;
+    }
+    // The masked tail of the last 8 adds 0 * 0 to the unused lanes (-0 becomes +0).
+    if row.len() % 8 != 0 {
+        l[row.len() % 8..].iter_mut().for_each(|v| *v += 0.0);
+    }
+    let grouped_by_four = n - n % 4;
+    if j < grouped_by_four {
+        (((l[0] + l[1]) + l[2]) + l[3]) + (((l[4] + l[5]) + l[6]) + l[7])
+    } else if n % 4 >= 2 && j < grouped_by_four + 2 {
+        ((l[0] + l[2]) + (l[4] + l[6])) + ((l[1] + l[3]) + (l[5] + l[7]))
+    } else {
+        ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+    }
 }
 
 #[cfg(test)]
@@ -194,9 +400,61 @@ mod tests {
         let e = 2f32.powi(-12);
         let (w, x) = ([1.0, 1.0 + e], [-1.0, 1.0 + e]);
         let mut sums = [0f32];
-        dot_blocks(&pack_blocks(&w, 1, 2), &x, &mut sums);
+        dot_blocks(&pack_blocks(&w, 1, 2), &x, usize::MAX, &mut sums);
         assert_eq!(sums[0], 2.0 * e + e * e);
-        assert_eq!(matmul_2d(&w, &x, 1, 2, 1), vec![2.0 * e + e * e]);
+        assert_eq!(
+            matmul_2d(
+                &w,
+                &x,
+                (1, 2, 1),
+                &segments(1, 1, 2, Threading::Gemm, true),
+                1.0,
+                None
+            ),
+            vec![2.0 * e + e * e]
+        );
+    }
+
+    #[test]
+    fn k_strides_and_thread_segments() {
+        assert_eq!(k_stride(64, 300, true), 256);
+        assert_eq!(k_stride(9, 1152, true), 1024);
+        assert_eq!(k_stride(300, 64, true), 64);
+        assert_eq!(k_stride(9, 1152, false), 128);
+        // 16 x 36 x 576 runs on 6 threads, trimmed to 5 strides of 16 columns (the last 4).
+        let segs = segments(16, 36, 576, Threading::Conv, true);
+        let bounds: Vec<(usize, usize, usize)> =
+            segs.iter().map(|s| (s.start, s.end, s.stride_k)).collect();
+        assert_eq!(bounds, vec![(0, 16, 1024), (16, 32, 1024), (32, 36, 1024)]);
+        // Small products run on one thread over all columns.
+        assert_eq!(
+            segments(2, 64, 300, Threading::Gemm, true),
+            vec![Segment {
+                start: 0,
+                end: 64,
+                stride_k: 256
+            }]
+        );
+    }
+
+    #[test]
+    fn m1_kernel_orders() {
+        // Groups of four: ((1e8 + 1) - 1e8) + 1 = 1, then the single tail product: 2.
+        assert_eq!(m1_dot(&[1.0; 5], &[1e8, 1.0, -1e8, 1.0, 1.0]), 2.0);
+        // Lanes [1e8, 1, -1e8, 1, 0, ...]: the 4-, 2- and 1-row reductions of the transposed
+        // kernel give 1, 2 and 0 for seven outputs (four, two, one).
+        let a = [1e8, 1.0, -1e8, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let rows = [1f32; 8 * 7];
+        assert_eq!(
+            m1_transposed(&a, &rows, 8, 7, None),
+            vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0]
+        );
+        // M = 1 rows kernel with a start (beta 1): each group of four joins it.
+        let b = [1f32; 4 * 2];
+        assert_eq!(
+            m1_rows(&[1.0, 2.0, 3.0, 4.0], &b, 4, 2, Some(&[0.5, -0.5])),
+            vec![10.5, 9.5]
+        );
     }
 
     proptest! {
@@ -213,8 +471,9 @@ mod tests {
             let w: Vec<f32> = (0..rows * k).map(|_| next()).collect();
             let x: Vec<f32> = (0..k).map(|_| next()).collect();
             let mut sums = vec![0f32; rows];
-            dot_blocks(&pack_blocks(&w, rows, k), &x, &mut sums);
-            let via_matmul = matmul_2d(&w, &x, rows, k, 1);
+            dot_blocks(&pack_blocks(&w, rows, k), &x, usize::MAX, &mut sums);
+            let segs = segments(rows, 1, k, Threading::Gemm, true);
+            let via_matmul = matmul_2d(&w, &x, (rows, k, 1), &segs, 1.0, None);
             for r in 0..rows {
                 let want = reference_dot(&w[r * k..(r + 1) * k], &x);
                 prop_assert_eq!(sums[r].to_bits(), want.to_bits());

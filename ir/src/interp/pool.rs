@@ -145,10 +145,52 @@ pub(super) fn max_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Result<T
     })
 }
 
-/// ONNX AveragePool: the f32 sum of the taps inside the input, in order, divided by the number
-/// of taps inside the input, or with `count_include_pad` inside the padded extent.
+/// ONNX AveragePool as onnxruntime computes it. Without dilations, and unless ceil_mode and
+/// count_include_pad meet (where MLAS would divide partial windows by the full kernel size),
+/// onnxruntime runs MLAS's pooling: the global kernel when the window is the whole plane
+/// ([`mlas_global_mean`]), the vectorized kernel for 2-D and 3-D windows of at most 32 with a
+/// last stride of 1 or 2 ([`mlas_vector_average`]), else the generic one. The generic order,
+/// also onnxruntime's own for the other cases, is the f32 sum from 0 of the taps inside the
+/// input, row-major, divided by their number, or with `count_include_pad` by the number of
+/// taps inside the padded extent.
 pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
-    let strides = dense_strides(&x.shape()[2..]);
+    let spatial = &x.shape()[2.min(x.shape().len())..];
+    let n = spatial.len();
+    let mlas =
+        attrs.dilations.iter().all(|&d| d == 1) && !(attrs.ceil_mode && attrs.count_include_pad);
+    let whole_plane = attrs.kernel == spatial
+        && attrs.strides.iter().all(|&s| s == 1)
+        && attrs.pads.iter().all(|&p| p == 0);
+    if mlas && whole_plane {
+        return global_average_pool(x, out);
+    }
+    let buffer_fits = match (
+        attrs.pads.get(n.wrapping_sub(1)),
+        attrs.pads.get((2 * n).wrapping_sub(1)),
+        spatial.last(),
+    ) {
+        (Some(&l), Some(&r), Some(&w)) => l.saturating_add(r).saturating_add(w) <= VECTOR_BUFFER,
+        _ => false,
+    };
+    let vector = mlas
+        && (n == 2 || n == 3)
+        && attrs.strides.last().is_some_and(|&s| s <= 2)
+        && attrs.kernel.iter().all(|&k| k <= 32)
+        && buffer_fits;
+    if vector {
+        check_windows(attrs, x.shape(), out)?;
+        let data = floats(x);
+        let in_plane = numel(spatial);
+        let mut y = Vec::with_capacity(numel(out));
+        for plane in data
+            .chunks_exact(in_plane.max(1))
+            .take(x.shape()[0] * x.shape()[1])
+        {
+            mlas_vector_average(attrs, plane, spatial, &out[2..], &mut y);
+        }
+        return f32_result(out, y);
+    }
+    let strides = dense_strides(spatial);
     pool(attrs, x, out, |plane, windows| {
         let mut sum = 0f32;
         for_each_tap(windows, &strides, |o| sum += plane[o]);
@@ -161,21 +203,112 @@ pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Resu
     })
 }
 
-/// ONNX GlobalAveragePool: per (batch, channel) plane, the f32 sum in order divided by the
-/// plane's size.
+/// Room of MLAS's reduction buffer for one padded input row (2048 elements, less 3 kept for
+/// reading a whole vector past the end).
+const VECTOR_BUFFER: usize = 2048 - 3;
+
+/// MLAS's vectorized 2-D / 3-D average pooling of one plane (`MlasPool2DVectorKernel`,
+/// `MlasPool3DVectorKernel`), appending the outputs to `y`. For each output row it first sums
+/// every input column over the window's leading axes (in 2-D from the first row, in 3-D from
+/// 0) into a buffer with zeros for the left and right padding; each output then sums its
+/// window of that buffer from the first element, and divides by the kernel size (with
+/// count_include_pad) or by the number of input elements in the window.
+fn mlas_vector_average(
+    attrs: &PoolAttrs,
+    plane: &[f32],
+    spatial: &[usize],
+    out: &[usize],
+    y: &mut Vec<f32>,
+) {
+    let last = spatial.len() - 1;
+    let width = spatial[last];
+    let (kw, sw, pad_left) = (attrs.kernel[last], attrs.strides[last], attrs.pads[last]);
+    let kernel_size: usize = attrs.kernel.iter().product();
+    let strides = dense_strides(spatial);
+    let mut columns = vec![0f32; pad_left + width];
+    let mut lead = vec![0usize; last];
+    let mut offsets = Vec::new();
+    for _ in 0..numel(&out[..last]) {
+        // The window's extent along each leading axis, clamped to the input.
+        let ranges: Vec<(usize, usize)> = (0..last)
+            .map(|d| {
+                let start = lead[d] * attrs.strides[d];
+                let lo = start.saturating_sub(attrs.pads[d]).min(spatial[d]);
+                let hi = (start + attrs.kernel[d])
+                    .saturating_sub(attrs.pads[d])
+                    .min(spatial[d]);
+                (lo, hi.max(lo))
+            })
+            .collect();
+        let rows: usize = ranges.iter().map(|(lo, hi)| hi - lo).product();
+        // Offsets of the window's rows (leading axes row-major) within the plane.
+        offsets.clear();
+        offsets.push(0usize);
+        for (d, &(lo, hi)) in ranges.iter().enumerate() {
+            let stride = strides[d];
+            offsets = offsets
+                .iter()
+                .flat_map(|&o| (lo..hi).map(move |i| o + i * stride))
+                .collect();
+        }
+        for (w, column) in columns[pad_left..].iter_mut().enumerate() {
+            let mut values = offsets.iter().map(|&o| plane[o + w]);
+            // The 2-D kernel starts from the first row, the 3-D one from 0.
+            let first = if last == 1 {
+                values.next().unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            *column = values.fold(first, |s, v| s + v);
+        }
+        for pw in 0..out[last] {
+            let s = pw * sw;
+            let at = |i: usize| columns.get(i).copied().unwrap_or(0.0);
+            let sum = (s + 1..s + kw).fold(at(s), |acc, i| acc + at(i));
+            let divisor = if attrs.count_include_pad {
+                kernel_size as f32
+            } else {
+                let covered = (s + kw)
+                    .min(pad_left + width)
+                    .saturating_sub(s.max(pad_left));
+                ((covered * rows) as f32).max(1.0)
+            };
+            y.push(sum / divisor);
+        }
+        for a in (0..last).rev() {
+            lead[a] += 1;
+            if lead[a] < out[a] {
+                break;
+            }
+            lead[a] = 0;
+        }
+    }
+}
+
+/// ONNX GlobalAveragePool through MLAS's global kernel, per (batch, channel) plane: see
+/// [`mlas_global_mean`].
 pub(super) fn global_average_pool(x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
     let data = floats(x);
     let plane = numel(x.shape().get(2..).unwrap_or(&[]));
     let planes = numel(&x.shape()[..2.min(x.shape().len())]);
     let y = (0..planes)
-        .map(|p| {
-            data[p * plane..(p + 1) * plane]
-                .iter()
-                .fold(0f32, |s, &v| s + v)
-                / plane as f32
-        })
+        .map(|p| mlas_global_mean(&data[p * plane..(p + 1) * plane]))
         .collect();
     f32_result(out, y)
+}
+
+/// `MlasPoolGlobalKernel`: four lane sums from 0 over whole vectors, reduced as
+/// `(l0 + l2) + (l1 + l3)`, then the tail in order, divided by the count.
+fn mlas_global_mean(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 4];
+    let mut chunks = v.chunks_exact(4);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    let head = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+    chunks.remainder().iter().fold(head, |s, &x| s + x) / v.len() as f32
 }
 
 /// ONNX ReduceMean as onnxruntime computes it: when the reduced axes are the trailing ones

@@ -1,5 +1,7 @@
 //! FINN MultiThreshold and the lowered integer Threshold: `out_scale * #{i : x >= T[c, i]} +
-//! out_bias`, with `c` the index along the channel axis.
+//! out_bias`, with `c` the index along the channel axis. The Threshold op may carry a third
+//! operand, a direction per channel: -1 counts `x <= T[c, i]` instead (a channel whose folded
+//! float chain was decreasing).
 
 use super::{f32_result, floats, numel};
 use crate::op::ThresholdAttrs;
@@ -28,16 +30,24 @@ pub(super) fn multithreshold(
     if rows != 1 && rows != channels {
         return Err(format!("{rows} threshold rows for {channels} channels"));
     }
+    let descending: Vec<bool> = match x.get(2) {
+        None => vec![false; channels],
+        Some(d) if d.len() == channels => floats(d).iter().map(|&s| s < 0.0).collect(),
+        Some(d) => return Err(format!("{} directions for {channels} channels", d.len())),
+    };
     let inner = numel(&shape[axis + 1..]);
     let y = data
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let row = if rows == 1 { 0 } else { (i / inner) % channels };
-            let reached = thresholds[row * n..(row + 1) * n]
-                .iter()
-                .filter(|&&t| v >= t)
-                .count();
+            let channel = (i / inner) % channels;
+            let row = if rows == 1 { 0 } else { channel };
+            let row = &thresholds[row * n..(row + 1) * n];
+            let reached = if descending[channel] {
+                row.iter().filter(|&&t| v <= t).count()
+            } else {
+                row.iter().filter(|&&t| v >= t).count()
+            };
             attrs.out_scale * reached as f32 + attrs.out_bias
         })
         .collect();
@@ -86,6 +96,16 @@ mod tests {
         let t = Tensor::i64(vec![2, 3], vec![-2, 0, 2, 1, 3, 5]);
         let out = eval(&Op::Threshold(attrs(1.0, 0.0, 2)), &[&acc, &t]).unwrap();
         assert_eq!(out[0].as_f32().unwrap(), &[3.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn descending_channels_count_from_above() {
+        // Channel 0 ascending (acc >= 2), channel 1 descending (acc <= 2).
+        let acc = Tensor::f32(vec![1, 2, 3], vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        let t = Tensor::f32(vec![2, 1], vec![2.0, 2.0]);
+        let d = Tensor::f32(vec![2], vec![1.0, -1.0]);
+        let out = eval(&Op::Threshold(attrs(2.0, -1.0, 1)), &[&acc, &t, &d]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &[-1.0, 1.0, 1.0, 1.0, 1.0, -1.0]);
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! The pass manager: runs named passes in order and verifies the IR after each.
+
+use std::collections::BTreeMap;
+
+use bnnc_ir::Graph;
+
+use crate::error::PassError;
+
+/// What one run of a pass changed, in words users read in `bnnc inspect --passes`.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    /// One line per change or group of changes.
+    pub changes: Vec<String>,
+}
+
+impl PassReport {
+    /// Records a change.
+    pub fn note(&mut self, change: impl Into<String>) {
+        self.changes.push(change.into());
+    }
+}
+
+/// A pass: a name users can type, what it guarantees, and the function.
+pub struct Pass {
+    /// The name in `--print-after` and reports, e.g. `fold-batchnorm-to-threshold`.
+    pub name: &'static str,
+    /// One line: what the pass does.
+    pub summary: &'static str,
+    run: fn(&mut Graph) -> Result<PassReport, PassError>,
+}
+
+impl Pass {
+    /// Runs the pass on `graph` (not verifying; [`run_pipeline`] does).
+    pub fn run(&self, graph: &mut Graph) -> Result<PassReport, PassError> {
+        (self.run)(graph)
+    }
+}
+
+/// The default pipeline, in order: cleanup, streamlining on the e-graph, lowering to binary
+/// ops, cleanup.
+pub const PIPELINE: &[Pass] = &[
+    Pass {
+        name: "cleanup",
+        summary: "fold constants, remove identities and dead nodes, merge reshapes",
+        run: |g| {
+            crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
+                pass: "cleanup",
+                source,
+            })
+        },
+    },
+    Pass {
+        name: "fold-batchnorm-to-threshold",
+        summary: "monotone float chains between an integer accumulator and a quantizer become exact integer thresholds (on the e-graph)",
+        run: fold_batchnorm_to_threshold,
+    },
+    Pass {
+        name: "lower-xnor-popcount",
+        summary: "bipolar x bipolar Conv/Gemm/MatMul become XNOR-popcount ops",
+        run: |g| {
+            crate::xnor::lower_xnor_popcount(g).map_err(|source| PassError::Ir {
+                pass: "lower-xnor-popcount",
+                source,
+            })
+        },
+    },
+    Pass {
+        name: "cleanup",
+        summary: "fold constants, remove identities and dead nodes, merge reshapes",
+        run: |g| {
+            crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
+                pass: "cleanup",
+                source,
+            })
+        },
+    },
+];
+
+/// Streamlines on the e-graph; every rule applied or declined (and why) is in the report.
+fn fold_batchnorm_to_threshold(graph: &mut Graph) -> Result<PassReport, PassError> {
+    let (streamlined, report) =
+        crate::egraph::streamline(graph, &crate::egraph::Limits::default())?;
+    *graph = streamlined;
+    Ok(PassReport {
+        changes: report.to_string().lines().map(String::from).collect(),
+    })
+}
+
+/// Checks that `name` is a pass of the pipeline (or `all`), for command-line options.
+pub fn check_pass_name(name: &str) -> Result<(), PassError> {
+    if name == "all" || PIPELINE.iter().any(|p| p.name == name) {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = PIPELINE.iter().map(|p| p.name).collect();
+    names.dedup();
+    Err(PassError::UnknownPass(name.to_string(), names.join(", ")))
+}
+
+/// What the manager tells its caller while it runs.
+pub enum PassEvent<'a> {
+    /// A pass is about to run on `graph`.
+    Before {
+        pass: &'static str,
+        graph: &'a Graph,
+    },
+    /// A pass ran and the result verified.
+    After {
+        pass: &'static str,
+        graph: &'a Graph,
+        report: &'a PassReport,
+        ops_before: &'a BTreeMap<&'static str, usize>,
+    },
+}
+
+/// Runs every pass of [`PIPELINE`] on `graph`, verifying after each, and tells `observe`
+/// before and after each pass (for `--print-before`/`--print-after` and reports).
+pub fn run_pipeline(
+    mut graph: Graph,
+    observe: &mut dyn FnMut(PassEvent<'_>),
+) -> Result<Graph, PassError> {
+    for pass in PIPELINE {
+        observe(PassEvent::Before {
+            pass: pass.name,
+            graph: &graph,
+        });
+        let ops_before = op_counts(&graph);
+        let report = pass.run(&mut graph)?;
+        bnnc_ir::verify::verify(&graph).map_err(|source| PassError::Verify {
+            pass: pass.name,
+            source,
+        })?;
+        observe(PassEvent::After {
+            pass: pass.name,
+            graph: &graph,
+            report: &report,
+            ops_before: &ops_before,
+        });
+    }
+    Ok(graph)
+}
+
+/// The number of nodes of each op kind, by the op's name in the IR text.
+pub fn op_counts(graph: &Graph) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for n in graph.node_ids() {
+        *counts.entry(graph.node(n).op.name()).or_insert(0) += 1;
+    }
+    counts
+}
