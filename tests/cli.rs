@@ -243,3 +243,29 @@ fn build_rejects_unknown_pass_and_missing_backend() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }
+
+#[test]
+fn run_refuses_an_npy_header_larger_than_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("huge.npy");
+    let mut header =
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 784), }".to_vec();
+    header.resize(117, b' '); // 10 preamble bytes + 118 = a multiple of 64
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header);
+    bytes.extend([0u8; 16]);
+    std::fs::write(&input, bytes).unwrap();
+    let out = bnnc(&[
+        "run",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("y.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more data than the file holds"), "{err}");
+}
