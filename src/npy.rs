@@ -33,7 +33,7 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
         .collect();
     let bytes = shape
         .iter()
-        .try_fold(ty.size_field() as u64, |n, &d| n.checked_mul(d as u64));
+        .try_fold(ty.size_field(), |n, &d| n.checked_mul(d as u64));
     if bytes.is_none_or(|b| b > file_len) {
         bail!(
             "{}: the header declares shape {shape:?}, more data than the file holds",

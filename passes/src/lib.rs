@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod egraph;
 pub mod error;
 pub mod manager;
+pub mod pooling;
 pub mod threshold;
 pub mod xnor;
 

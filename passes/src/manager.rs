@@ -36,8 +36,8 @@ impl Pass {
     }
 }
 
-/// The default pipeline, in order: cleanup, streamlining on the e-graph, lowering to binary
-/// ops, cleanup.
+/// The default pipeline, in order: cleanup, moving max-pools onto bits, streamlining on the
+/// e-graph, lowering to binary ops, cleanup.
 pub const PIPELINE: &[Pass] = &[
     Pass {
         name: "cleanup",
@@ -45,6 +45,16 @@ pub const PIPELINE: &[Pass] = &[
         run: |g| {
             crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
                 pass: "cleanup",
+                source,
+            })
+        },
+    },
+    Pass {
+        name: "reorder-pooling",
+        summary: "a MaxPool before a per-channel non-decreasing chain and quantizer pools the quantizer's bits instead",
+        run: |g| {
+            crate::pooling::reorder_pooling(g).map_err(|source| PassError::Ir {
+                pass: "reorder-pooling",
                 source,
             })
         },

@@ -465,3 +465,38 @@ fn a_bound_reached_is_reported() {
     let (_, report) = streamline(&graph, &no_time).unwrap();
     assert!(matches!(report.stop, StopReason::TimeLimit(_)), "{report}");
 }
+
+#[test]
+fn relu_in_the_chain_folds() {
+    // acc -> BatchNorm (one falling channel) -> Relu -> unsigned Quant(2 bits, scale 0.5): the
+    // ReLU is a non-decreasing step; the falling channel stays falling through it.
+    let (mut b, x) = Builder::new(f32_input(&[1, 8]));
+    let acc = b.bipolar_gemm(x);
+    let bn = b.batchnorm(
+        acc,
+        &[1.0, -0.5, 0.75],
+        &[0.1, 0.5, -0.3],
+        &[0.0, 1.0, 2.0],
+        &[1.0, 4.0, 0.5],
+    );
+    let relu = b.node("Relu_0", Op::Relu, &[bn]);
+    let q = |b: &mut Builder, name: &str, v: f32| b.constant(name, None, f32s(&[], &[v]));
+    let (s, z, bits) = (
+        q(&mut b, "q_scale", 0.5),
+        q(&mut b, "q_zero", 0.0),
+        q(&mut b, "q_bits", 2.0),
+    );
+    let out = b.node(
+        "Quant_0",
+        Op::Quant(QuantAttrs {
+            signed: false,
+            narrow: false,
+            rounding: RoundingMode::HalfEven,
+        }),
+        &[relu, s, z, bits],
+    );
+    let graph = b.finish(out);
+    let (g, report) = check("relu_in_the_chain_folds", &graph, &all_sign_patterns(8));
+    assert_eq!(report.count("fold-batchnorm-to-threshold"), 1, "{report}");
+    assert!(!g.node_ids().any(|n| matches!(g.node(n).op, Op::Relu)));
+}

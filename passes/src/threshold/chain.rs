@@ -106,6 +106,9 @@ pub enum ChainStep {
         var: PerChannel,
         epsilon: f32,
     },
+    /// `Op::Relu` as the interpreter computes it: `x > 0 ? x : +0` (so -0 and NaN give +0).
+    /// Non-decreasing; it may make a channel constant, which the search sees in the values.
+    Relu,
 }
 
 impl ChainStep {
@@ -118,6 +121,7 @@ impl ChainStep {
             ChainStep::Sub(_) => "sub",
             ChainStep::SubFrom(_) => "sub from",
             ChainStep::BatchNorm { .. } => "batchnorm",
+            ChainStep::Relu => "relu",
         }
     }
 
@@ -154,6 +158,7 @@ impl ChainStep {
                 let t = finite(t, channel, &param("shift beta - mean * scale"))?;
                 Step::ScaleShift { s, t }
             }
+            ChainStep::Relu => Step::Relu,
         })
     }
 }
@@ -202,6 +207,7 @@ enum Step {
         s: f32,
         t: f32,
     },
+    Relu,
 }
 
 impl Step {
@@ -214,16 +220,24 @@ impl Step {
             Step::Sub(s) => x - s,
             Step::SubFrom(s) => s - x,
             Step::ScaleShift { s, t } => x * s + t,
+            // The interpreter's relu, comparison and all: NaN and -0 become +0.
+            Step::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
     /// Every step is an IEEE operation with finite constants, and correct rounding is
     /// monotone, so each step is monotone in x on the extended reals wherever it is not NaN;
-    /// the sign of its slope is the sign of its factor.
+    /// the sign of its slope is the sign of its factor. Relu (`max(x, 0)`) is non-decreasing.
     fn monotonicity(self) -> Monotonicity {
         match self {
             Step::Mul(f) | Step::Div(f) | Step::ScaleShift { s: f, .. } => Monotonicity::of_sign(f),
-            Step::Add(_) | Step::Sub(_) => Monotonicity::NonDecreasing,
+            Step::Add(_) | Step::Sub(_) | Step::Relu => Monotonicity::NonDecreasing,
             Step::SubFrom(_) => Monotonicity::NonIncreasing,
         }
     }
@@ -294,9 +308,18 @@ impl ChannelChain {
     }
 
     /// The level the quantizer gives the chain's result for `acc`, or `None` where the chain
-    /// computes NaN.
+    /// computes NaN, at the end or at any step on the way: a Relu turns NaN into +0, which
+    /// would hide an infinity meeting a zero multiplier, and the search's proof that NaN-free
+    /// ends make a NaN-free range holds step by step.
     pub fn level(&self, acc: i64) -> Option<usize> {
-        self.quantizer.level(self.value(acc))
+        let mut x = acc as f32;
+        for step in &self.steps {
+            x = step.apply(x);
+            if x.is_nan() {
+                return None;
+            }
+        }
+        self.quantizer.level(x)
     }
 
     /// The level the quantizer gives a chain result `x` (`None` for NaN).

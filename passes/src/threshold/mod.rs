@@ -2,7 +2,7 @@
 //!
 //! Between two quantizers, a binary or low-bit layer computes an integer accumulator `acc` in
 //! a known range, then a chain of per-channel float ops ([`ChainStep`]: Mul, Div, Add, Sub by
-//! constants, BatchNormalization) and a quantizer ([`ChainQuantizer`]). Per channel, the map
+//! constants, BatchNormalization, Relu) and a quantizer ([`ChainQuantizer`]). Per channel, the map
 //! from `acc` to the quantizer's level is monotone, so it equals a row of integer thresholds
 //! (the project's semantics notes, "Folding BatchNorm (and everything monotone) into
 //! thresholds"). [`fold_chain`] computes them; this module is the math only, the passes that
@@ -60,6 +60,7 @@
 mod chain;
 mod error;
 mod output;
+mod per_channel;
 mod quantizer;
 mod search;
 mod table;
@@ -70,6 +71,7 @@ mod tests;
 pub use chain::{ChainStep, ChannelChain, Monotonicity, PerChannel};
 pub use error::FoldError;
 pub use output::LevelOutput;
+pub use per_channel::per_channel;
 pub use quantizer::{ChainQuantizer, MAX_LEVELS};
 pub use search::ACC_LIMIT;
 pub use table::ThresholdTable;

@@ -60,3 +60,41 @@ save("lower-xnor-popcount/gemm_with_bias_stays.onnx",
      [bq("x", "one", "xq"), bq("w", "one", "wq"),
       helper.make_node("Gemm", ["xq", "wq", "b"], ["y"], name="fc", transB=1)],
      [io("x", [1, 6])], [io("y", [1, 4])], {**one, "w": rng.normal(size=(4, 6)), "b": rng.normal(size=4)})
+
+# reorder-pooling: a MaxPool before a non-decreasing per-channel chain and quantizer pools the
+# quantizer's bits; a negative gamma (non-increasing: would need a MinPool) and an AveragePool
+# stay.
+def pool_chain(path, gamma, pool="MaxPool", pool_attrs=None):
+    c = len(gamma)
+    save(path,
+         [bq("x", "one", "xq"), bq("w", "one", "wq"),
+          helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", kernel_shape=[3, 3]),
+          helper.make_node(pool, ["acc"], ["pooled"], name="pool",
+                           **(pool_attrs or {"kernel_shape": [2, 2], "strides": [2, 2]})),
+          helper.make_node("BatchNormalization", ["pooled", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+          helper.make_node("Mul", ["bn", "m"], ["scaled"], name="scale"),
+          bq("scaled", "one", "y")],
+         [io("x", [1, 2, 7, 7])], [io("y", None)],
+         {**one, "w": rng.normal(size=(c, 2, 3, 3)), "gamma": np.asarray(gamma),
+          "beta": rng.normal(size=c), "mean": rng.normal(size=c), "var": rng.uniform(0.5, 2, size=c),
+          "m": rng.uniform(0.5, 2, size=(1, c, 1, 1))})
+
+
+pool_chain("reorder-pooling/positive_gamma_moves.onnx", [1.5, 0.25, 2.0])
+pool_chain("reorder-pooling/padded_pool_moves.onnx", [0.5, 1.0, 3.0],
+           pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})
+pool_chain("reorder-pooling/negative_gamma_stays.onnx", [1.0, -0.5, 2.0])
+pool_chain("reorder-pooling/average_pool_stays.onnx", [1.0, 0.5, 2.0], pool="AveragePool")
+save("reorder-pooling/relu_quant_moves.onnx",
+     [bq("x", "one", "xq"), bq("w", "one", "wq"),
+      helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", kernel_shape=[3, 3]),
+      helper.make_node("MaxPool", ["acc"], ["pooled"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+      helper.make_node("Mul", ["pooled", "m"], ["scaled"], name="scale"),
+      helper.make_node("Add", ["scaled", "b"], ["biased"], name="bias"),
+      helper.make_node("Relu", ["biased"], ["relu"], name="relu"),
+      helper.make_node("Quant", ["relu", "qs", "zero", "bits"], ["y"], name="quant", domain=QONNX,
+                       signed=0, narrow=0, rounding_mode="ROUND")],
+     [io("x", [1, 2, 7, 7])], [io("y", None)],
+     {**one, "w": rng.normal(size=(3, 2, 3, 3)), "m": rng.uniform(0.1, 0.5, size=(3, 1, 1)),
+      "b": rng.normal(size=(1, 3, 1, 1)), "qs": np.asarray(0.5), "zero": np.asarray(0.0),
+      "bits": np.asarray(2.0)})

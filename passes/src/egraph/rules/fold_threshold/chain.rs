@@ -4,9 +4,10 @@
 //! `c + x`, `x - c`, `c - x` with `c` a constant that is one number or one per channel (axis
 //! 1), a BatchNorm with constant parameters, or a reshape that keeps every element's batch and
 //! channel (it moves no data and adds no step: `(1, 64)` to `(1, 64, 1)` and back in FINN's
-//! streamlined graphs). The walk stops at the first class with an integer type: the
-//! accumulator. Anything else in between (a MaxPool, a residual add of two computed values, a
-//! ReLU) ends the walk without a fold; other passes move such ops out of the way.
+//! streamlined graphs), or a Relu (non-decreasing, evaluated as the interpreter's `max(x, 0)`).
+//! The walk stops at the first class with an integer type: the accumulator. Anything else in
+//! between (a MaxPool, a residual add of two computed values) ends the walk without a fold;
+//! other passes move such ops out of the way (`reorder-pooling` for a MaxPool).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,10 +16,9 @@ use bnnc_ir::{BinaryOp, Op, TensorType};
 use egg::Id;
 
 use super::accumulator::{accumulator, Accumulator};
-use super::per_channel::per_channel;
 use crate::egraph::analysis::{constant, value_type, BnnEGraph};
 use crate::egraph::language::BnnLang;
-use crate::threshold::{ChainStep, PerChannel};
+use crate::threshold::{per_channel, ChainStep, PerChannel};
 
 /// Longest chain walked (steps and reshapes).
 const MAX_CHAIN: usize = 64;
@@ -119,6 +119,7 @@ fn step_of(
             };
             Ok((Some(step), x))
         }
+        (Op::Relu, &[x]) => Ok((Some(ChainStep::Relu), x)),
         (Op::Reshape { shape }, &[x]) => {
             let from = &value_type(egraph, x)
                 .ok_or("a reshape of an untyped value")?

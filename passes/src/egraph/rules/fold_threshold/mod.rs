@@ -5,8 +5,8 @@
 //! q = Quantizer(step_n(.. step_1(acc)))    ==>    q = Threshold(acc, T, directions)
 //! ```
 //! where the quantizer is a BipolarQuant, Sign, Quant, MultiThreshold or a QCDQ triple
-//! (`quantizer.rs`), the steps are Mul/Div/Add/Sub by per-tensor or per-channel constants and
-//! BatchNorm (`chain.rs`), and `acc` is an integer, or a scaled integer whose f32 values are
+//! (`quantizer.rs`), the steps are Mul/Div/Add/Sub by per-tensor or per-channel constants,
+//! BatchNorm and Relu (`chain.rs`), and `acc` is an integer, or a scaled integer whose f32 values are
 //! exactly `int * s` (`accumulator.rs`; the chain then starts with `Mul(s)`, so it sees the
 //! value the interpreter holds). [`fold_chain`] finds the thresholds by evaluating the chain
 //! as the interpreter does, so the result is exact on every accumulator value of the type's
@@ -25,7 +25,6 @@
 
 mod accumulator;
 mod chain;
-mod per_channel;
 mod quantizer;
 
 use std::sync::Arc;

@@ -4,10 +4,9 @@
 use bnnc_ir::{IntType, Op, RoundingMode, Tensor, TensorType};
 use egg::Id;
 
-use super::per_channel::per_channel;
 use crate::egraph::analysis::{constant, value_type, BnnEGraph};
 use crate::egraph::language::BnnLang;
-use crate::threshold::{ChainQuantizer, PerChannel};
+use crate::threshold::{per_channel, ChainQuantizer, PerChannel};
 
 /// The ops (by IR name) whose classes may hold the top of a quantizer.
 pub const QUANTIZER_KINDS: &[&str] = &[

@@ -2,7 +2,7 @@
 
 use bnnc_ir::Tensor;
 
-use crate::threshold::PerChannel;
+use super::PerChannel;
 
 /// The values of constant `t` for each channel of a tensor of shape `x`: one value when `t`
 /// has one element, else the values along axis 1 of `x` when that is the only axis along
