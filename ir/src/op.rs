@@ -40,6 +40,21 @@ impl RoundingMode {
         })
     }
 
+    /// Rounds `y` as qonnx's `resolve_rounding_mode` does: numpy functions, and the UP /
+    /// HALF_* modes written with `np.sign`, `np.abs`, `np.ceil` and `np.floor` (so their zeros
+    /// and NaNs are numpy's). The interpreter and the threshold search both round here.
+    pub fn apply(self, y: f32) -> f32 {
+        match self {
+            RoundingMode::HalfEven => y.round_ties_even(),
+            RoundingMode::Ceil => y.ceil(),
+            RoundingMode::Floor => y.floor(),
+            RoundingMode::Up => np_sign(y) * y.abs().ceil(),
+            RoundingMode::Down => y.trunc(),
+            RoundingMode::HalfUp => np_sign(y) * (y.abs() + 0.5).floor(),
+            RoundingMode::HalfDown => np_sign(y) * (y.abs() - 0.5).ceil(),
+        }
+    }
+
     /// The name in the IR text.
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +66,19 @@ impl RoundingMode {
             RoundingMode::HalfUp => "half_up",
             RoundingMode::HalfDown => "half_down",
         }
+    }
+}
+
+/// numpy's `np.sign` on floats: NaN stays NaN and both zeros give +0.
+fn np_sign(y: f32) -> f32 {
+    if y > 0.0 {
+        1.0
+    } else if y < 0.0 {
+        -1.0
+    } else if y == 0.0 {
+        0.0
+    } else {
+        y
     }
 }
 

@@ -3,36 +3,9 @@
 
 use super::strided::{expand, Expanded};
 use super::{f32_result, floats, numel, single};
-use crate::op::{QuantAttrs, RoundingMode, TruncAttrs};
+use crate::op::{QuantAttrs, TruncAttrs};
 use crate::tensor::Tensor;
 use crate::types::IntType;
-
-/// numpy's `np.sign` on floats: NaN stays NaN and both zeros give +0.
-fn np_sign(y: f32) -> f32 {
-    if y > 0.0 {
-        1.0
-    } else if y < 0.0 {
-        -1.0
-    } else if y == 0.0 {
-        0.0
-    } else {
-        y
-    }
-}
-
-/// Rounds as qonnx's `resolve_rounding_mode` does: numpy functions, and the UP / HALF_* modes
-/// written with `np.sign`, `np.abs`, `np.ceil` and `np.floor`.
-pub(super) fn round(mode: RoundingMode, y: f32) -> f32 {
-    match mode {
-        RoundingMode::HalfEven => y.round_ties_even(),
-        RoundingMode::Ceil => y.ceil(),
-        RoundingMode::Floor => y.floor(),
-        RoundingMode::Up => np_sign(y) * y.abs().ceil(),
-        RoundingMode::Down => y.trunc(),
-        RoundingMode::HalfUp => np_sign(y) * (y.abs() + 0.5).floor(),
-        RoundingMode::HalfDown => np_sign(y) * (y.abs() - 0.5).ceil(),
-    }
-}
 
 /// qonnx's `min_int` and `max_int` as float32 (`2^31 - 1` rounds to `2^31`, as numpy's
 /// `astype(float32)` does).
@@ -91,7 +64,7 @@ pub(super) fn quant(attrs: &QuantAttrs, x: &[&Tensor], out: &[usize]) -> Result<
                     -1.0
                 }
             } else {
-                round(attrs.rounding, clamp(y, min, max))
+                attrs.rounding.apply(clamp(y, min, max))
             };
             (q - z) * s
         })
@@ -142,7 +115,7 @@ pub(super) fn trunc(attrs: &TruncAttrs, x: &[&Tensor], out: &[usize]) -> Result<
             let (s, z, os) = (scale.at(i), zeropt.at(i), out_scale.at(i));
             let r = (v / s + z).round_ties_even();
             let shift = 2f32.powf((os / s).log2().round_ties_even());
-            let t = round(attrs.rounding, clamp(r / shift, min, max));
+            let t = attrs.rounding.apply(clamp(r / shift, min, max));
             y.push((t - z / shift) * os);
         }
     } else {
@@ -151,7 +124,7 @@ pub(super) fn trunc(attrs: &TruncAttrs, x: &[&Tensor], out: &[usize]) -> Result<
             let r = (v / s + z).round_ties_even();
             // numpy's `2.0 ** (in_bw - out_bw)` in float32.
             let shift = 2f32.powf(in_bits.at(i) - out_bits.at(i));
-            let t = round(attrs.rounding, r / shift);
+            let t = attrs.rounding.apply(r / shift);
             y.push((t - z) * s);
         }
     }
@@ -235,7 +208,7 @@ mod tests {
 
     use super::*;
     use crate::interp::eval;
-    use crate::op::Op;
+    use crate::op::{Op, RoundingMode};
 
     fn quant_op(signed: bool, narrow: bool, rounding: RoundingMode) -> Op {
         Op::Quant(QuantAttrs {
@@ -291,7 +264,7 @@ mod tests {
             ),
         ];
         for (mode, want) in cases {
-            let got: Vec<f32> = xs.iter().map(|&x| round(mode, x)).collect();
+            let got: Vec<f32> = xs.iter().map(|&x| mode.apply(x)).collect();
             assert_eq!(got, want, "{mode:?}");
             // Through Quant with scale 1 (8 bits: no clamping) the same.
             assert_eq!(
@@ -300,7 +273,7 @@ mod tests {
                 "{mode:?}"
             );
         }
-        assert!(round(RoundingMode::HalfUp, f32::NAN).is_nan());
+        assert!(RoundingMode::HalfUp.apply(f32::NAN).is_nan());
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Quantizer {
                 if *bipolar {
                     return Some(usize::from(y >= 0.0));
                 }
-                let q = round(*rounding, clamp(y, *min, *max));
+                let q = rounding.apply(clamp(y, *min, *max));
                 // q is an integer of [min, max] (the bounds are integers and every mode maps
                 // them to themselves), so q - min is exact; NaN fails the comparison.
                 let level = q - min;
@@ -290,32 +290,6 @@ impl Quantizer {
             Quantizer::Quant { scale, .. } => Monotonicity::of_sign(*scale),
             _ => Monotonicity::NonDecreasing,
         }
-    }
-}
-
-/// numpy's `np.sign` on floats: NaN stays NaN and both zeros give +0.
-fn np_sign(y: f32) -> f32 {
-    if y > 0.0 {
-        1.0
-    } else if y < 0.0 {
-        -1.0
-    } else if y == 0.0 {
-        0.0
-    } else {
-        y
-    }
-}
-
-/// Rounds as qonnx's `resolve_rounding_mode` does (the interpreter's `quant::round`).
-fn round(mode: RoundingMode, y: f32) -> f32 {
-    match mode {
-        RoundingMode::HalfEven => y.round_ties_even(),
-        RoundingMode::Ceil => y.ceil(),
-        RoundingMode::Floor => y.floor(),
-        RoundingMode::Up => np_sign(y) * y.abs().ceil(),
-        RoundingMode::Down => y.trunc(),
-        RoundingMode::HalfUp => np_sign(y) * (y.abs() + 0.5).floor(),
-        RoundingMode::HalfDown => np_sign(y) * (y.abs() - 0.5).ceil(),
     }
 }
 
