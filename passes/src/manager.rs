@@ -36,19 +36,22 @@ impl Pass {
     }
 }
 
+/// `cleanup`, which opens and closes the pipeline.
+const CLEANUP: Pass = Pass {
+    name: "cleanup",
+    summary: "fold constants, remove identities and dead nodes, merge reshapes",
+    run: |g| {
+        crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
+            pass: "cleanup",
+            source,
+        })
+    },
+};
+
 /// The default pipeline, in order: cleanup, moving max-pools onto bits, streamlining on the
 /// e-graph, lowering to binary ops, cleanup.
 pub const PIPELINE: &[Pass] = &[
-    Pass {
-        name: "cleanup",
-        summary: "fold constants, remove identities and dead nodes, merge reshapes",
-        run: |g| {
-            crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
-                pass: "cleanup",
-                source,
-            })
-        },
-    },
+    CLEANUP,
     Pass {
         name: "reorder-pooling",
         summary: "a MaxPool before a per-channel non-decreasing chain and quantizer pools the quantizer's bits instead",
@@ -74,16 +77,7 @@ pub const PIPELINE: &[Pass] = &[
             })
         },
     },
-    Pass {
-        name: "cleanup",
-        summary: "fold constants, remove identities and dead nodes, merge reshapes",
-        run: |g| {
-            crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
-                pass: "cleanup",
-                source,
-            })
-        },
-    },
+    CLEANUP,
 ];
 
 /// Streamlines on the e-graph; every rule applied or declined (and why) is in the report.
