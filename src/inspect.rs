@@ -16,6 +16,19 @@ struct Layer {
     weight_bits: u64,
 }
 
+impl Layer {
+    /// A linear layer's arithmetic as `w<bits>a<bits>` (weights, activations; `f` for
+    /// float32), the notation of the binary-network literature: `w1a1` is XNOR-popcount.
+    fn precision(&self) -> Option<String> {
+        let bits = |t: &ElemType| match t {
+            ElemType::F32 => "f".to_string(),
+            t => t.bits().to_string(),
+        };
+        let (w, a) = (self.weights.as_ref()?, self.inputs.first()?);
+        Some(format!("w{}a{}", bits(w), bits(a)))
+    }
+}
+
 /// The layers in execution order. Nodes computed from constants only (weight quantizers)
 /// are not layers: their results show as the weights of the layer that uses them.
 fn layers(graph: &Graph) -> Vec<Layer> {
@@ -49,6 +62,7 @@ pub fn json_report(graph: &Graph) -> serde_json::Value {
                 "input_types": types(&l.inputs),
                 "weight_type": l.weights.as_ref().map(|w| w.to_string()),
                 "output_types": types(&l.outputs),
+                "precision": l.precision(),
                 "macs": l.macs,
                 "weight_bits": l.weight_bits,
             })
@@ -82,10 +96,11 @@ pub fn layer_table(graph: &Graph) -> String {
         "input",
         "weights",
         "output",
+        "precision",
         "MACs",
         "weight bits",
     ];
-    let rows: Vec<[String; 8]> = layers
+    let rows: Vec<[String; 9]> = layers
         .iter()
         .map(|l| {
             [
@@ -95,6 +110,7 @@ pub fn layer_table(graph: &Graph) -> String {
                 join_types(&l.inputs),
                 l.weights.as_ref().map_or("-".into(), ElemType::to_string),
                 join_types(&l.outputs),
+                l.precision().unwrap_or_else(|| "-".into()),
                 count_or_dash(l.macs),
                 count_or_dash(l.weight_bits),
             ]
@@ -117,7 +133,7 @@ pub fn layer_table(graph: &Graph) -> String {
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             // Counts align right, text left.
-            if i >= 6 {
+            if i >= 7 {
                 let _ = write!(s, "{cell:>w$}  ");
             } else {
                 let _ = write!(s, "{cell:<w$}  ");

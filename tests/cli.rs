@@ -177,6 +177,13 @@ fn inspect_json_counts_ops_and_layers() {
         .expect("Conv_1 is a layer");
     assert_eq!(conv1["op"], "xnor_conv");
     assert_eq!(conv1["weight_type"], "bipolar");
+    assert_eq!(conv1["precision"], "w1a1");
+    let conv0 = layers
+        .iter()
+        .find(|l| l["node"] == "Conv_0")
+        .expect("Conv_0 is a layer");
+    // The first layer keeps its 8-bit input against binary weights.
+    assert_eq!(conv0["precision"], "w1a8");
     assert_eq!(conv1["output_shape"], serde_json::json!([1, 64, 28, 28]));
     assert_eq!(conv1["macs"], 28_901_376);
     assert_eq!(optimized["totals"]["macs"], imported["totals"]["macs"]);
