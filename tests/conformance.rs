@@ -5,6 +5,8 @@
 //! is fed at run time; the other inputs are bound as constants (initializers), the shape of the
 //! models bnnc compiles, whose weights, shapes and quantizer parameters are constants.
 //!
+//! Each graph also runs through the optimization pipeline, which must not change its outputs.
+//!
 //! A test that bnnc cannot run is listed in [`REJECTED`] with the reason, and must then fail
 //! to import with an error saying so: never a wrong answer, never a silent skip.
 
@@ -142,7 +144,27 @@ fn run(dir: &Path) -> Result<Vec<Tensor>, String> {
         Some(bytes) => vec![decode_tensor_proto(bytes).map_err(|e| e.to_string())?],
         None => Vec::new(),
     };
-    bnnc_ir::interp::run(&graph, &runtime).map_err(|e| e.to_string())
+    let imported = bnnc_ir::interp::run(&graph, &runtime).map_err(|e| e.to_string())?;
+    // The optimization pipeline must not change what any of these graphs computes.
+    let optimized = bnnc_passes::run_pipeline(graph, &mut |_| {}).map_err(|e| format!("{e:#}"))?;
+    let again = bnnc_ir::interp::run(&optimized, &runtime).map_err(|e| e.to_string())?;
+    if !same_values(&imported, &again) {
+        return Err("the optimized graph computes other values than the imported one".into());
+    }
+    Ok(imported)
+}
+
+/// Equal shapes, kinds and values (NaN equal to NaN).
+fn same_values(a: &[Tensor], b: &[Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.shape() == y.shape()
+                && std::mem::discriminant(x.data()) == std::mem::discriminant(y.data())
+                && x.to_f64_vec()
+                    .iter()
+                    .zip(y.to_f64_vec())
+                    .all(|(&p, q)| p == q || p.is_nan() && q.is_nan())
+        })
 }
 
 fn check(dir: &Path) -> Result<(), Failed> {
