@@ -392,6 +392,22 @@ fn mlas_gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
 /// ONNX BatchNormalization (inference) exactly as onnxruntime rounds it: per channel
 /// `inv = 1 / sqrt(var + eps)`, `s = inv * gamma`, `t = beta - mean * s`, then `y = x * s + t`,
 /// each step a separate f32 operation (no fused multiply-add).
+/// One channel of BatchNorm in inference as the affine `y = x * s + t`, computed as
+/// onnxruntime does (measured bit for bit): `inv = 1 / sqrt(var + eps)`, `s = inv * gamma`,
+/// `t = beta - mean * s`, each step rounded to f32 and no fused multiply-add. The threshold
+/// search folds BatchNorm with this same function.
+pub fn batchnorm_scale_shift(
+    gamma: f32,
+    beta: f32,
+    mean: f32,
+    var: f32,
+    epsilon: f32,
+) -> (f32, f32) {
+    let inv = 1.0 / (var + epsilon).sqrt();
+    let s = inv * gamma;
+    (s, beta - mean * s)
+}
+
 pub(super) fn batchnorm(epsilon: f32, x: &[&Tensor]) -> Result<Tensor, String> {
     let data = floats(x[0]);
     let [gamma, beta, mean, var] = [x[1], x[2], x[3], x[4]].map(floats);
@@ -399,12 +415,7 @@ pub(super) fn batchnorm(epsilon: f32, x: &[&Tensor]) -> Result<Tensor, String> {
     let channels = *shape.get(1).ok_or("BatchNorm input needs a channel axis")?;
     let inner = numel(&shape[2..]);
     let factors: Vec<(f32, f32)> = (0..channels)
-        .map(|c| {
-            let inv = 1.0 / (var[c] + epsilon).sqrt();
-            let s = inv * gamma[c];
-            let t = beta[c] - mean[c] * s;
-            (s, t)
-        })
+        .map(|c| batchnorm_scale_shift(gamma[c], beta[c], mean[c], var[c], epsilon))
         .collect();
     let y = data
         .iter()

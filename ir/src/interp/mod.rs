@@ -19,6 +19,8 @@ mod head;
 mod layout;
 mod linear;
 mod mac;
+
+pub use linear::batchnorm_scale_shift;
 mod pool;
 mod quant;
 mod strided;

@@ -149,10 +149,9 @@ impl ChainStep {
                 let (gamma, beta) = (get(gamma, "gamma")?, get(beta, "beta")?);
                 let (mean, var) = (get(mean, "mean")?, get(var, "variance")?);
                 let epsilon = finite(*epsilon, channel, &param("epsilon"))?;
-                // The interpreter's order (onnxruntime's): see `bnnc_ir::interp`'s batchnorm.
-                let inv = 1.0 / (var + epsilon).sqrt();
-                let s = inv * gamma;
-                let t = beta - mean * s;
+                // Exactly the interpreter's arithmetic (onnxruntime's order).
+                let (s, t) =
+                    bnnc_ir::interp::batchnorm_scale_shift(gamma, beta, mean, var, epsilon);
                 // A negative var + eps, or var + eps = 0, shows up here as NaN or infinity.
                 let s = finite(s, channel, &param("scale 1/sqrt(var + eps) * gamma"))?;
                 let t = finite(t, channel, &param("shift beta - mean * scale"))?;
