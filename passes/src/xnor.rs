@@ -6,7 +6,7 @@
 //! (run `cleanup` first so weight quantizers are folded into bipolar constants); the packing of
 //! the bits into words is the backend's layout.
 
-use bnnc_ir::{ElemType, Graph, IrError, NodeId, Op, Tensor};
+use bnnc_ir::{ElemType, Graph, IrError, NodeId, Op};
 
 use crate::manager::PassReport;
 
@@ -36,7 +36,14 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
                 let weight = if g.trans_b {
                     // XnorMatMul takes (K, M) weights: transpose Gemm's (M, K) once, here.
                     let data = graph.const_data(node.inputs[1]).expect("checked constant");
-                    let t = transpose_2d(data, &w.ty.shape);
+                    let transpose = Op::Transpose { perm: vec![1, 0] };
+                    let t = bnnc_ir::interp::eval(&transpose, &[data])
+                        .map_err(|reason| IrError::Node {
+                            node: node.name.clone(),
+                            op: node.op.name(),
+                            reason,
+                        })?
+                        .swap_remove(0);
                     graph.add_const(format!("{}.kxm", w.name), Some(w.ty.elem.clone()), t)?
                 } else {
                     node.inputs[1]
@@ -62,14 +69,4 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
         ));
     }
     Ok(report)
-}
-
-fn transpose_2d(t: &Tensor, shape: &[usize]) -> Tensor {
-    let (rows, cols) = (shape[0], shape[1]);
-    let v = t.to_f32_vec();
-    let data = (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| (r, c)))
-        .map(|(r, c)| v[r * cols + c])
-        .collect();
-    Tensor::f32(vec![cols, rows], data)
 }
