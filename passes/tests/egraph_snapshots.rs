@@ -157,8 +157,8 @@ fn f32_input(shape: &[usize]) -> TensorType {
     TensorType::new(ElemType::F32, shape.to_vec())
 }
 
-#[test]
-fn bipolar_gemm_batchnorm_bipolar_quant() {
+/// Bipolar Gemm (K = 8, 3 channels), BatchNorm, BipolarQuant: the layer every fold starts from.
+fn gemm_batchnorm_bipolar_graph() -> Graph {
     let (mut b, x) = Builder::new(f32_input(&[1, 8]));
     let acc = b.bipolar_gemm(x);
     let bn = b.batchnorm(
@@ -169,7 +169,12 @@ fn bipolar_gemm_batchnorm_bipolar_quant() {
         &[1.0, 4.0, 0.25],
     );
     let out = b.bipolar_quant(bn);
-    let graph = b.finish(out);
+    b.finish(out)
+}
+
+#[test]
+fn bipolar_gemm_batchnorm_bipolar_quant() {
+    let graph = gemm_batchnorm_bipolar_graph();
     let (g, report) = check(
         "bipolar_gemm_batchnorm_bipolar_quant",
         &graph,
@@ -423,17 +428,7 @@ fn an_output_that_becomes_the_input_keeps_its_name() {
 
 #[test]
 fn a_bound_reached_is_reported() {
-    let (mut b, x) = Builder::new(f32_input(&[1, 8]));
-    let acc = b.bipolar_gemm(x);
-    let bn = b.batchnorm(
-        acc,
-        &[1.0, 0.5, 2.0],
-        &[0.0, 0.25, -1.0],
-        &[0.0, 1.0, 2.0],
-        &[1.0, 4.0, 0.25],
-    );
-    let out = b.bipolar_quant(bn);
-    let graph = b.finish(out);
+    let graph = gemm_batchnorm_bipolar_graph();
     let input = &all_sign_patterns(8)[37];
     let want = run(&graph, std::slice::from_ref(input)).unwrap();
 
