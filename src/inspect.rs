@@ -216,6 +216,15 @@ fn join_types(types: &[ElemType]) -> String {
     }
 }
 
+/// Binary (XNOR-popcount) multiply-accumulates of one run of the graph.
+pub fn binary_macs(graph: &Graph) -> u64 {
+    graph
+        .node_ids()
+        .filter(|&n| matches!(graph.node(n).op, Op::XnorConv(_) | Op::XnorMatMul))
+        .map(|n| macs(graph, n))
+        .sum()
+}
+
 /// Multiply-accumulates of one run of a linear layer.
 fn macs(graph: &Graph, n: NodeId) -> u64 {
     let node = graph.node(n);

@@ -4,6 +4,7 @@
 //! and reason), 2 bad command-line usage.
 
 mod inspect;
+mod native;
 mod npy;
 
 use std::path::{Path, PathBuf};
@@ -56,15 +57,29 @@ enum Command {
         /// Which passes to run before interpreting.
         #[arg(long, value_enum, default_value_t = Pipeline::Default)]
         passes: Pipeline,
+        /// `interp`: the reference interpreter; `native`: compiled for this machine and run.
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
     },
-    /// Compiles a model. Today it emits the optimized IR; native code comes with the backends.
+    /// Compiles a model into a shared library (`libNAME.so` and `NAME.h`), an object, or IR.
     Build {
         /// The ONNX model.
         model: PathBuf,
         /// What to produce.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, default_value_t = Emit::So)]
         emit: Emit,
-        /// Where to write the result (standard output when absent).
+        /// `x86_64`, `aarch64` or a target triple (default: this machine).
+        #[arg(long)]
+        target: Option<String>,
+        /// The ISA level code may assume: native (default for this machine), generic,
+        /// x86-64-v2, x86-64-v3, x86-64-v4.
+        #[arg(long)]
+        cpu: Option<String>,
+        /// The model's name, prefix of the exported symbols (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the result (default: `libNAME.so` or `NAME.o` here; the IR goes
+        /// to standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Print the IR before this pass (`all` for every pass); may be repeated.
@@ -73,6 +88,24 @@ enum Command {
         /// Print the IR after this pass (`all` for every pass); may be repeated.
         #[arg(long, value_name = "PASS")]
         print_after: Vec<String>,
+    },
+    /// Times the compiled model on this machine: latency at batch 1 (median over runs) and
+    /// throughput at a larger batch.
+    Bench {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Samples per call for the throughput figure.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Threads sharing the throughput batch (latency is always one thread).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs for the latency median.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -83,6 +116,15 @@ enum Pipeline {
     None,
     /// The optimization pipeline.
     Default,
+}
+
+/// Where `bnnc run` runs the model.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Backend {
+    /// The reference interpreter.
+    Interp,
+    /// Native code for this machine (a shared library built on the fly).
+    Native,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -146,6 +188,7 @@ fn execute(command: Command) -> Result<()> {
             input,
             output,
             passes,
+            backend,
         } => {
             let mut graph = import(&model)?;
             if passes == Pipeline::Default {
@@ -160,6 +203,9 @@ fn execute(command: Command) -> Result<()> {
                 );
             }
             let x = npy::read_tensor(&input)?;
+            if backend == Backend::Native {
+                return run_native(&model, &graph, &x, &output);
+            }
             let mut results = bnnc_ir::interp::run_batch(&graph, &x)
                 .with_context(|| format!("running {}", model.display()))?;
             let y = results.swap_remove(0);
@@ -168,13 +214,13 @@ fn execute(command: Command) -> Result<()> {
         Command::Build {
             model,
             emit,
+            target,
+            cpu,
+            name,
             output,
             print_before,
             print_after,
         } => {
-            if emit != Emit::Ir {
-                bail!("native code generation (--emit obj, --emit so) is not implemented yet; --emit ir is");
-            }
             for name in print_before.iter().chain(&print_after) {
                 bnnc_passes::manager::check_pass_name(name)?;
             }
@@ -189,6 +235,42 @@ fn execute(command: Command) -> Result<()> {
                 }
                 _ => {}
             })?;
+            if emit != Emit::Ir {
+                let target = target.unwrap_or_else(|| bnnc_cranelift::Triple::host().to_string());
+                let name = name.unwrap_or_else(|| native::default_name(&model));
+                let options = native::options(&target, cpu.as_deref(), name)?;
+                let start = std::time::Instant::now();
+                let compiled = native::compile(&model, &graph, &options)?;
+                let mut shared = emit == Emit::So;
+                if shared && !native::can_link(&options.triple) {
+                    eprintln!(
+                        "note: no linker for {} on this machine: writing the object file only",
+                        options.triple
+                    );
+                    shared = false;
+                }
+                let out = output.unwrap_or_else(|| {
+                    PathBuf::from(if shared {
+                        format!("lib{}.so", options.name)
+                    } else {
+                        format!("{}.o", options.name)
+                    })
+                });
+                let written = native::write(&compiled, &options, &out, shared)?;
+                eprintln!(
+                    "wrote {} ({} for {}, {} KiB of scratch per call) in {:.2} s",
+                    written
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    if shared { "shared library" } else { "object" },
+                    options.triple,
+                    compiled.scratch_bytes.div_ceil(1024),
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
             let text = bnnc_ir::text::print_graph(&graph);
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -199,7 +281,72 @@ fn execute(command: Command) -> Result<()> {
                 }
             }
         }
+        Command::Bench {
+            model,
+            batch,
+            threads,
+            runs,
+            json,
+        } => {
+            if batch == 0 || threads == 0 || runs == 0 {
+                bail!("--batch, --threads and --runs must be positive");
+            }
+            let graph = optimize(&model, import(&model)?, &mut |_| {})?;
+            let loaded = native::load(&model, &graph)?;
+            let report = native::bench(&loaded.model, batch, threads, runs)?;
+            let latency_us = report.latency.as_secs_f64() * 1e6;
+            let binary_macs = inspect::binary_macs(&graph);
+            // Binary MACs per second at batch 1, in billions.
+            let gmacs = binary_macs as f64 / report.latency.as_secs_f64() / 1e9;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "model": model.display().to_string(),
+                        "latency_us": latency_us,
+                        "throughput_per_s": report.throughput_per_s,
+                        "batch": report.batch,
+                        "threads": report.threads,
+                        "binary_macs": binary_macs,
+                        "binary_gmacs_per_s": gmacs,
+                    })
+                );
+            } else {
+                println!(
+                    "{}: latency {latency_us:.1} us (batch 1, median of {runs}), throughput {:.0} samples/s (batch {}, {} thread(s)), {gmacs:.1} G binary MAC/s",
+                    model.display(),
+                    report.throughput_per_s,
+                    report.batch,
+                    report.threads
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// `bnnc run --backend native`: the batch through a library compiled for this machine.
+fn run_native(model: &Path, graph: &Graph, x: &bnnc_ir::Tensor, output: &Path) -> Result<()> {
+    let loaded = native::load(model, graph)?;
+    let m = &loaded.model;
+    let input = x.to_f32_vec();
+    let y = m
+        .run_batch(&input)
+        .with_context(|| format!("running {} natively", model.display()))?;
+    let samples = input.len() / m.input_len();
+    let out_ty = &graph.value(graph.outputs()[0]).ty;
+    // One sample's shape with the batch axis (of extent 1) replaced by the sample count.
+    let mut shape = out_ty.shape.clone();
+    match shape.first_mut() {
+        Some(first) if *first == 1 => *first = samples,
+        _ => shape.insert(0, samples),
+    }
+    let tensor = if out_ty.elem == bnnc_ir::ElemType::I64 {
+        bnnc_ir::Tensor::i64(shape, y.iter().map(|&v| v as i64).collect())
+    } else {
+        bnnc_ir::Tensor::f32(shape, y)
+    };
+    npy::write_tensor(output, &tensor)
 }
 
 /// Imports and verifies a model.

@@ -1,5 +1,5 @@
-//! End-to-end: every model folder under tests/data runs through `bnnc run` and must give the
-//! reference executor's outputs: integers exactly, floats within 1e-4 relative, the argmax of
+//! End-to-end: every model folder under tests/data runs through `bnnc run` (the interpreter,
+//! and native code from the Cranelift backend) and must give the reference executor's outputs: integers exactly, floats within 1e-4 relative, the argmax of
 //! every row identical, and the same accuracy on the held-out set.
 //!
 //! A folder holds model.onnx, input.npy and expected.npy, and optionally test_x.npy,
@@ -20,8 +20,9 @@ fn main() {
     for set in ["models", "external"] {
         for dir in model_dirs(&data.join(set)) {
             let name = format!("{set}/{}", dir.file_name().unwrap().to_string_lossy());
-            // Every model runs as imported (`--passes none`) and optimized (the default).
-            for passes in ["none", "default"] {
+            // Every model runs as imported (`--passes none`) and optimized (the default)
+            // through the interpreter, and optimized as native code (`native`).
+            for passes in ["none", "default", "native"] {
                 let d = dir.clone();
                 trials.push(Trial::test(format!("{name}/{passes}/input"), move || {
                     check_run(&d, passes, "input.npy", "expected.npy", None)
@@ -45,7 +46,7 @@ fn main() {
         }
     }
     assert!(
-        trials.len() >= 40,
+        trials.len() >= 60,
         "expected the models of tests/data, found {} trials",
         trials.len()
     );
@@ -117,7 +118,10 @@ fn check_run(
         .arg(dir.join(input))
         .arg("--output")
         .arg(&out)
-        .args(["--passes", passes])
+        .args(match passes {
+            "native" => ["--backend", "native"],
+            p => ["--passes", p],
+        })
         .output()?;
     if !status.status.success() {
         return Err(format!(

@@ -156,8 +156,8 @@ fn conv_f32(
 
 /// Which MLAS kernel computes a convolution's sums (per group: `m` filters, `n` output
 /// positions, reduction length `k`), as `MlasConvPrepare` chooses.
-#[derive(Clone, Copy)]
-enum ConvRoute {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvRoute {
     /// The general fma kernel, its columns (output positions) threaded as given.
     General(Threading),
     /// One filter: the M = 1 kernel ([`m1_dot`]).
@@ -170,7 +170,7 @@ enum ConvRoute {
     SinglePosition,
 }
 
-fn conv_route(
+pub fn conv_route(
     attrs: &ConvAttrs,
     in_shape: &[usize],
     cg: usize,

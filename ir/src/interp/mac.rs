@@ -21,7 +21,7 @@
 use std::ops::Range;
 
 /// Output rows computed together: independent chains that share each load of the other operand.
-pub(super) const BLOCK: usize = 8;
+pub const BLOCK: usize = 8;
 
 /// Products this large (M * N * K) run on several threads, 64Ki multiply-adds each
 /// (`MLAS_SGEMM_THREAD_COMPLEXITY`), at most 16 (`MLAS_MAXIMUM_THREAD_COUNT`).
@@ -30,7 +30,7 @@ const MAX_THREADS: usize = 16;
 
 /// How a threaded MLAS product divides the output columns (N) among its threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Threading {
+pub enum Threading {
     /// `MlasGemm`: when N > M, N in blocks of 16 columns shared out evenly.
     Gemm,
     /// `MlasConv`'s segmented path: N in equal strides rounded up to 16.
@@ -43,7 +43,7 @@ pub(super) enum Threading {
 /// sum is an fma chain over each slice of `stride_k` reduction indices, the slices added in
 /// order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Segment {
+pub struct Segment {
     pub start: usize,
     pub end: usize,
     pub stride_k: usize,
@@ -53,7 +53,7 @@ pub(super) struct Segment {
 /// the product's size, assuming the reference machine had the cores to run them all (the
 /// reference outputs agree with that); each segment's K stride is [`k_stride`] of its width.
 /// `expand_k` is false for Gemm with transA, where MLAS keeps the K stride.
-pub(super) fn segments(
+pub fn segments(
     m: usize,
     n: usize,
     k: usize,
@@ -109,7 +109,7 @@ pub(super) fn segments(
 /// How many reduction indices MLAS's general kernel sums in one pass over `n` columns
 /// (`MlasSgemmOperation`, `MlasConvOperation`): 128, halved while K is small next to N,
 /// doubled (with the N stride halved) while N is small.
-pub(super) fn k_stride(n: usize, k: usize, expand_k: bool) -> usize {
+pub fn k_stride(n: usize, k: usize, expand_k: bool) -> usize {
     let (mut stride_n, mut stride_k) = (128usize, 128usize);
     if n >= k {
         // (MLAS doubles the N stride alongside; only K matters for the order.)

@@ -21,6 +21,13 @@ mod linear;
 mod mac;
 
 pub use linear::batchnorm_scale_shift;
+
+/// How onnxruntime's MLAS orders the sums of float linear layers, for backends that must
+/// round as the interpreter does.
+pub mod mlas {
+    pub use super::linear::{conv_route, ConvRoute};
+    pub use super::mac::{k_stride, segments, Segment, Threading};
+}
 mod pool;
 mod quant;
 mod strided;

@@ -1,0 +1,267 @@
+//! [`KernelBuilder`]: a Cranelift function builder with the few idioms every kernel uses
+//! (counted loops, addressing, read-only tables).
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, I32, I64};
+use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::FunctionBuilder;
+use cranelift_module::{DataDescription, DataId, Linkage, Module};
+use cranelift_object::ObjectModule;
+
+/// Builds one kernel function: parameters are pointers, the body is straight-line code and
+/// counted loops.
+pub(crate) struct KernelBuilder<'a, 'm> {
+    pub b: FunctionBuilder<'a>,
+    module: &'m mut ObjectModule,
+    tables: &'m mut Vec<DataId>,
+    params: Vec<Value>,
+}
+
+/// Memory flags for the kernels' loads and stores: aligned enough, never trapping (the
+/// schedule only hands out in-bounds buffers).
+pub(crate) fn mem() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+impl<'a, 'm> KernelBuilder<'a, 'm> {
+    pub fn new(
+        b: FunctionBuilder<'a>,
+        module: &'m mut ObjectModule,
+        tables: &'m mut Vec<DataId>,
+        params: Vec<Value>,
+    ) -> Self {
+        KernelBuilder {
+            b,
+            module,
+            tables,
+            params,
+        }
+    }
+
+    pub fn finish(self) -> FunctionBuilder<'a> {
+        self.b
+    }
+
+    /// Kernel parameter `i` (a pointer).
+    pub fn param(&self, i: usize) -> Value {
+        self.params[i]
+    }
+
+    pub fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+
+    pub fn iconst32(&mut self, v: i32) -> Value {
+        self.b.ins().iconst(I32, i64::from(v))
+    }
+
+    pub fn fconst(&mut self, v: f32) -> Value {
+        self.b.ins().f32const(v)
+    }
+
+    /// `base + index * scale + offset` in bytes.
+    pub fn addr(&mut self, base: Value, index: Value, scale: i64, offset: i64) -> Value {
+        let scaled = if scale == 1 {
+            index
+        } else {
+            self.b.ins().imul_imm_s(index, scale)
+        };
+        let a = self.b.ins().iadd(base, scaled);
+        if offset == 0 {
+            a
+        } else {
+            self.b.ins().iadd_imm_s(a, offset)
+        }
+    }
+
+    pub fn load(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {
+        self.b.ins().load(ty, mem(), ptr, offset as i32)
+    }
+
+    pub fn store(&mut self, v: Value, ptr: Value, offset: i64) {
+        self.b.ins().store(mem(), v, ptr, offset as i32);
+    }
+
+    /// `ptr[index]` for 4-byte elements.
+    pub fn load_at(&mut self, ty: Type, ptr: Value, index: Value) -> Value {
+        let a = self.addr(ptr, index, i64::from(ty.bytes()), 0);
+        self.load(ty, a, 0)
+    }
+
+    pub fn store_at(&mut self, v: Value, ptr: Value, index: Value) {
+        let bytes = self.b.func.dfg.value_type(v).bytes();
+        let a = self.addr(ptr, index, i64::from(bytes), 0);
+        self.store(v, a, 0);
+    }
+
+    /// A read-only table in the object's data, 64-byte aligned; returns its address.
+    pub fn table(&mut self, bytes: Vec<u8>) -> Value {
+        let id = self
+            .module
+            .declare_anonymous_data(false, false)
+            .expect("anonymous data never clashes");
+        let mut desc = DataDescription::new();
+        desc.define(bytes.into_boxed_slice());
+        desc.set_align(64);
+        self.module
+            .define_data(id, &desc)
+            .expect("fresh data is defined once");
+        self.tables.push(id);
+        let gv = self.module.declare_data_in_func(id, self.b.func);
+        self.b.ins().symbol_value(I64, gv)
+    }
+
+    pub fn table_f32(&mut self, v: &[f32]) -> Value {
+        self.table(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    pub fn table_i32(&mut self, v: &[i32]) -> Value {
+        self.table(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    pub fn table_u64(&mut self, v: &[u64]) -> Value {
+        self.table(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    /// `for i in 0..n { body(i) }` with `i: i64`; nothing when `n == 0`.
+    pub fn for_range(&mut self, n: usize, mut body: impl FnMut(&mut Self, Value)) {
+        if n == 0 {
+            return;
+        }
+        if n == 1 {
+            let zero = self.iconst(0);
+            body(self, zero);
+            return;
+        }
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        let i = self.b.append_block_param(head, I64);
+        let zero = self.iconst(0);
+        self.b.ins().jump(head, &[BlockArg::Value(zero)]);
+        self.b.switch_to_block(head);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
+        self.b
+            .ins()
+            .brif(more, head, &[BlockArg::Value(next)], exit, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// Like [`Self::for_range`], carrying `init` through the iterations:
+    /// `state = body(i, state)`; returns the final state.
+    pub fn fold_range(
+        &mut self,
+        n: usize,
+        init: Vec<Value>,
+        mut body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
+    ) -> Vec<Value> {
+        if n == 0 {
+            return init;
+        }
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        let i = self.b.append_block_param(head, I64);
+        let state: Vec<Value> = init
+            .iter()
+            .map(|&v| {
+                let ty = self.b.func.dfg.value_type(v);
+                self.b.append_block_param(head, ty)
+            })
+            .collect();
+        let out: Vec<Value> = init
+            .iter()
+            .map(|&v| {
+                let ty = self.b.func.dfg.value_type(v);
+                self.b.append_block_param(exit, ty)
+            })
+            .collect();
+        let zero = self.iconst(0);
+        let args: Vec<BlockArg> = std::iter::once(zero)
+            .chain(init.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        self.b.ins().jump(head, &args);
+        self.b.switch_to_block(head);
+        let next_state = body(self, i, state);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
+        let again: Vec<BlockArg> = std::iter::once(next)
+            .chain(next_state.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        let done: Vec<BlockArg> = next_state.iter().copied().map(BlockArg::Value).collect();
+        self.b.ins().brif(more, head, &again, exit, &done);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        out
+    }
+
+    /// `cond ? a : b` for f32 values from an integer condition.
+    pub fn select(&mut self, cond: Value, a: Value, b: Value) -> Value {
+        self.b.ins().select(cond, a, b)
+    }
+
+    /// An i32 value as f32 (exact below 2^24).
+    pub fn i32_to_f32(&mut self, v: Value) -> Value {
+        self.b.ins().fcvt_from_sint(F32, v)
+    }
+}
+
+impl KernelBuilder<'_, '_> {
+    /// Calls a C function of the platform's libraries (`expf`, ...) with scalar arguments.
+    pub fn call_c(&mut self, name: &str, params: &[Type], ret: Type, args: &[Value]) -> Value {
+        let mut sig = self.module.make_signature();
+        sig.params.extend(
+            params
+                .iter()
+                .map(|&t| cranelift_codegen::ir::AbiParam::new(t)),
+        );
+        sig.returns.push(cranelift_codegen::ir::AbiParam::new(ret));
+        let id = self
+            .module
+            .declare_function(name, Linkage::Import, &sig)
+            .expect("C library functions are declared with one signature");
+        let f = self.module.declare_func_in_func(id, self.b.func);
+        let call = self.b.ins().call(f, args);
+        self.b.inst_results(call)[0]
+    }
+}
+
+impl KernelBuilder<'_, '_> {
+    /// Calls a C function returning nothing.
+    pub fn call_c_void(&mut self, name: &str, params: &[Type], args: &[Value]) {
+        let mut sig = self.module.make_signature();
+        sig.params.extend(
+            params
+                .iter()
+                .map(|&t| cranelift_codegen::ir::AbiParam::new(t)),
+        );
+        let id = self
+            .module
+            .declare_function(name, Linkage::Import, &sig)
+            .expect("C library functions are declared with one signature");
+        let f = self.module.declare_func_in_func(id, self.b.func);
+        self.b.ins().call(f, args);
+    }
+
+    /// A reference to a function of this module, to call it.
+    pub fn import_local(&mut self, f: cranelift_module::FuncId) -> cranelift_codegen::ir::FuncRef {
+        self.module.declare_func_in_func(f, self.b.func)
+    }
+
+    /// Calls a function of this module.
+    pub fn call_local(&mut self, f: cranelift_module::FuncId, args: &[Value]) {
+        let r = self.import_local(f);
+        self.b.ins().call(r, args);
+    }
+}

@@ -1,0 +1,350 @@
+//! Elementwise kernels with numpy broadcasting: arithmetic, quantizers, BatchNorm, Relu,
+//! Clip, Sign. Each computes exactly the f32 operations of the interpreter, in its order.
+
+use bnnc_ir::interp::batchnorm_scale_shift;
+use bnnc_ir::{BinaryOp, Node, Op, RoundingMode};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::convert::pack;
+use super::{KernelBuilder, Operand};
+use crate::schedule::Storage;
+use crate::BackendError;
+
+/// One input of [`map`]: the address of its f32 elements and its shape.
+pub(crate) struct Input {
+    pub ptr: Value,
+    pub shape: Vec<usize>,
+}
+
+impl Input {
+    fn of(kb: &mut KernelBuilder, op: &Operand) -> Input {
+        Input {
+            ptr: op.f32_ptr(kb),
+            shape: op.shape.clone(),
+        }
+    }
+
+    fn table(kb: &mut KernelBuilder, data: &[f32], shape: Vec<usize>) -> Input {
+        Input {
+            ptr: kb.table_f32(data),
+            shape,
+        }
+    }
+}
+
+/// Element strides of `shape` broadcast (numpy: aligned right, extent 1 repeats) to `out`.
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0usize; out.len()];
+    let mut stride = 1usize;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let o = out.len() - (shape.len() - i);
+        strides[o] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    strides
+}
+
+/// `out[i] = f(inputs[..][broadcast i])` over the output's shape, row-major.
+pub(crate) fn map(
+    kb: &mut KernelBuilder,
+    out: Value,
+    out_shape: &[usize],
+    inputs: &[Input],
+    mut f: impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
+) {
+    // Strides per axis of the output and of every input; axes that are contiguous for all
+    // of them merge, so the common cases (same shape, scalar, per-channel) are one or two
+    // loops.
+    let mut all: Vec<Vec<usize>> = vec![broadcast_strides(out_shape, out_shape)];
+    all.extend(
+        inputs
+            .iter()
+            .map(|i| broadcast_strides(&i.shape, out_shape)),
+    );
+    let mut dims: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (axis, &extent) in out_shape.iter().enumerate() {
+        if extent == 1 {
+            continue;
+        }
+        let strides: Vec<usize> = all.iter().map(|s| s[axis]).collect();
+        if let Some((prev_extent, prev)) = dims.last_mut() {
+            if prev.iter().zip(&strides).all(|(&p, &s)| p == s * extent) {
+                *prev_extent *= extent;
+                *prev = strides;
+                continue;
+            }
+        }
+        dims.push((extent, strides));
+    }
+    let mut bases: Vec<Value> = std::iter::once(out)
+        .chain(inputs.iter().map(|i| i.ptr))
+        .collect();
+    nest(kb, &dims, &mut bases, &mut f);
+}
+
+fn nest(
+    kb: &mut KernelBuilder,
+    dims: &[(usize, Vec<usize>)],
+    bases: &mut [Value],
+    f: &mut impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
+) {
+    let Some(((extent, strides), rest)) = dims.split_first() else {
+        let args: Vec<Value> = bases[1..].iter().map(|&p| kb.load(F32, p, 0)).collect();
+        let y = f(kb, &args);
+        kb.store(y, bases[0], 0);
+        return;
+    };
+    kb.for_range(*extent, |kb, i| {
+        let mut inner: Vec<Value> = bases
+            .iter()
+            .zip(strides)
+            .map(|(&b, &s)| {
+                if s == 0 {
+                    b
+                } else {
+                    kb.addr(b, i, (s * 4) as i64, 0)
+                }
+            })
+            .collect();
+        nest(kb, rest, &mut inner, f);
+    });
+}
+
+/// Add, Sub, Mul and Div of f32 tensors.
+pub(crate) fn binary(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    op: BinaryOp,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    if op == BinaryOp::Pow {
+        return Err(BackendError::unsupported(
+            node,
+            "Pow has no native kernel yet",
+        ));
+    }
+    let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
+    map(kb, out.ptr, &out.shape, &inputs, |kb, v| match op {
+        BinaryOp::Add => kb.b.ins().fadd(v[0], v[1]),
+        BinaryOp::Sub => kb.b.ins().fsub(v[0], v[1]),
+        BinaryOp::Mul => kb.b.ins().fmul(v[0], v[1]),
+        BinaryOp::Div => kb.b.ins().fdiv(v[0], v[1]),
+        BinaryOp::Pow => unreachable!(),
+    });
+    Ok(())
+}
+
+/// Rounds as [`RoundingMode::apply`].
+pub(crate) fn round(kb: &mut KernelBuilder, mode: RoundingMode, y: Value) -> Value {
+    match mode {
+        RoundingMode::HalfEven => kb.b.ins().nearest(y),
+        RoundingMode::Ceil => kb.b.ins().ceil(y),
+        RoundingMode::Floor => kb.b.ins().floor(y),
+        RoundingMode::Down => kb.b.ins().trunc(y),
+        RoundingMode::Up | RoundingMode::HalfUp | RoundingMode::HalfDown => {
+            // np.sign(y) * g(|y|)
+            let a = kb.b.ins().fabs(y);
+            let g = match mode {
+                RoundingMode::Up => kb.b.ins().ceil(a),
+                RoundingMode::HalfUp => {
+                    let half = kb.fconst(0.5);
+                    let s = kb.b.ins().fadd(a, half);
+                    kb.b.ins().floor(s)
+                }
+                _ => {
+                    let half = kb.fconst(0.5);
+                    let s = kb.b.ins().fsub(a, half);
+                    kb.b.ins().ceil(s)
+                }
+            };
+            let sign = np_sign(kb, y);
+            kb.b.ins().fmul(sign, g)
+        }
+    }
+}
+
+/// numpy's sign: -1, 0 (for both zeros), +1, NaN for NaN.
+fn np_sign(kb: &mut KernelBuilder, y: Value) -> Value {
+    let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
+    let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, y, zero);
+    let neg = kb.b.ins().fcmp(FloatCC::LessThan, y, zero);
+    let eq = kb.b.ins().fcmp(FloatCC::Equal, y, zero);
+    let or_nan = kb.select(eq, zero, y);
+    let or_neg = kb.select(neg, minus, or_nan);
+    kb.select(pos, one, or_neg)
+}
+
+/// `if y > max { max } else { y }`, then `if y < min { min } else { y }`.
+fn clamp(kb: &mut KernelBuilder, y: Value, min: f32, max: f32) -> Value {
+    let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+    let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
+    let y = kb.select(above, hi, y);
+    let below = kb.b.ins().fcmp(FloatCC::LessThan, y, lo);
+    kb.select(below, lo, y)
+}
+
+fn single_const(node: &Node, op: &Operand, what: &str) -> Result<f32, BackendError> {
+    match op.const_f32().as_deref() {
+        Some([v]) => Ok(*v),
+        _ => Err(BackendError::unsupported(
+            node,
+            format!("the {what} must be a constant scalar"),
+        )),
+    }
+}
+
+fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>, BackendError> {
+    op.const_f32()
+        .ok_or_else(|| BackendError::unsupported(node, format!("the {what} must be a constant")))
+}
+
+/// Per-axis parameters (QuantizeLinear's scale) as a tensor broadcastable to `shape`.
+fn along_axis(shape: &[usize], axis: usize, len: usize) -> Vec<usize> {
+    if len == 1 {
+        return vec![1];
+    }
+    let mut s = vec![1usize; shape.len()];
+    s[axis] = len;
+    s
+}
+
+/// The ops of one input and constant parameters.
+pub(crate) fn unary(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let x = Input::of(kb, &operands[0]);
+    let shape = out.shape.clone();
+    match &node.op {
+        Op::Relu => map(kb, out.ptr, &shape, &[x], |kb, v| {
+            let zero = kb.fconst(0.0);
+            let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, v[0], zero);
+            kb.select(pos, v[0], zero)
+        }),
+        Op::Sign => map(kb, out.ptr, &shape, &[x], |kb, v| np_sign(kb, v[0])),
+        Op::Clip { min, max } => {
+            let (min, max) = (*min, *max);
+            map(kb, out.ptr, &shape, &[x], |kb, v| {
+                let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+                let below = kb.b.ins().fcmp(FloatCC::LessThan, v[0], lo);
+                let y = kb.select(below, lo, v[0]);
+                let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
+                kb.select(above, hi, y)
+            })
+        }
+        Op::BatchNorm { epsilon } => {
+            let [g, b, m, v] =
+                [1, 2, 3, 4].map(|i| constant(node, &operands[i], "BatchNorm parameter"));
+            let (g, b, m, v) = (g?, b?, m?, v?);
+            let (s, t): (Vec<f32>, Vec<f32>) = (0..g.len())
+                .map(|c| batchnorm_scale_shift(g[c], b[c], m[c], v[c], *epsilon))
+                .unzip();
+            let per_channel = along_axis(&shape, 1, s.len());
+            let s = Input::table(kb, &s, per_channel.clone());
+            let t = Input::table(kb, &t, per_channel);
+            map(kb, out.ptr, &shape, &[x, s, t], |kb, v| {
+                let p = kb.b.ins().fmul(v[0], v[1]);
+                kb.b.ins().fadd(p, v[2])
+            })
+        }
+        Op::BipolarQuant if out.storage == Storage::Bits => {
+            // Only a unit scale makes bipolar values: the bit is the sign test.
+            let src = x.ptr;
+            pack(kb, &shape, out.ptr, |kb, index, _| {
+                let v = kb.load_at(F32, src, index);
+                let zero = kb.fconst(0.0);
+                kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
+            })
+        }
+        Op::BipolarQuant => {
+            let s = Input::of(kb, &operands[1]);
+            map(kb, out.ptr, &shape, &[x, s], |kb, v| {
+                let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
+                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v[0], zero);
+                let q = kb.select(ge, one, minus);
+                kb.b.ins().fmul(q, v[1])
+            })
+        }
+        Op::Quant(attrs) => {
+            let bits = single_const(node, &operands[3], "bit width")?;
+            if bits.fract() != 0.0 || !(1.0..=32.0).contains(&bits) {
+                return Err(BackendError::unsupported(node, format!("bit width {bits}")));
+            }
+            let bits = bits as u32;
+            let bipolar = bits == 1 && attrs.signed;
+            let (min, max) = int_range(attrs.signed, attrs.narrow, bits);
+            let rounding = attrs.rounding;
+            let s = Input::of(kb, &operands[1]);
+            let z = Input::of(kb, &operands[2]);
+            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+                let d = kb.b.ins().fdiv(v[0], v[1]);
+                let y = kb.b.ins().fadd(d, v[2]);
+                let q = if bipolar {
+                    let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
+                    let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, y, zero);
+                    kb.select(ge, one, minus)
+                } else {
+                    let c = clamp(kb, y, min, max);
+                    round(kb, rounding, c)
+                };
+                let centered = kb.b.ins().fsub(q, v[2]);
+                kb.b.ins().fmul(centered, v[1])
+            })
+        }
+        Op::QuantizeLinear { axis, out: int } => {
+            let scale = constant(node, &operands[1], "scale")?;
+            let zp = match operands.get(2) {
+                Some(z) => constant(node, z, "zero point")?,
+                None => vec![0.0; scale.len()],
+            };
+            let p = along_axis(&shape, *axis, scale.len());
+            let s = Input::table(kb, &scale, p.clone());
+            let z = Input::table(kb, &zp, p);
+            let (min, max) = (int.min() as f32, int.max() as f32);
+            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+                let d = kb.b.ins().fdiv(v[0], v[1]);
+                let r = kb.b.ins().nearest(d);
+                let q = kb.b.ins().fadd(r, v[2]);
+                // NaN saturates to the minimum; otherwise clamp.
+                let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+                let nan = kb.b.ins().fcmp(FloatCC::Unordered, q, q);
+                let c = kb.b.ins().fmax(q, lo);
+                let c = kb.b.ins().fmin(c, hi);
+                kb.select(nan, lo, c)
+            })
+        }
+        Op::DequantizeLinear { axis } => {
+            let scale = constant(node, &operands[1], "scale")?;
+            let zp = match operands.get(2) {
+                Some(z) => constant(node, z, "zero point")?,
+                None => vec![0.0; scale.len()],
+            };
+            let p = along_axis(&shape, *axis, scale.len());
+            let s = Input::table(kb, &scale, p.clone());
+            let z = Input::table(kb, &zp, p);
+            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+                let c = kb.b.ins().fsub(v[0], v[2]);
+                kb.b.ins().fmul(c, v[1])
+            })
+        }
+        _ => unreachable!("not an elementwise op"),
+    }
+    Ok(())
+}
+
+/// The integer range of a Quant, as the interpreter's.
+fn int_range(signed: bool, narrow: bool, bits: u32) -> (f32, f32) {
+    let b = i64::from(bits);
+    let (min, max) = match (signed, narrow) {
+        (true, false) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
+        (true, true) => (-(1i64 << (b - 1)) + 1, (1i64 << (b - 1)) - 1),
+        (false, false) => (0, (1i64 << b) - 1),
+        (false, true) => (0, (1i64 << b) - 2),
+    };
+    (min as f32, max as f32)
+}

@@ -1,0 +1,659 @@
+//! Float Conv, Gemm and MatMul.
+//!
+//! Two ways to sum, chosen per layer from the IR's types:
+//! - When every product is an integer times one power-of-two scale and the result fits 24
+//!   bits (the IR types it `iN` or `iN*2^e`), every partial sum is exact in f32 and any order
+//!   gives the interpreter's result: the sums run four output channels to a vector.
+//! - Otherwise the last bit depends on the order, and the sums follow the interpreter's,
+//!   which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]), product by product.
+
+use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
+use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Node, Scale};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, F32X4, I32};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{KernelBuilder, Operand};
+use crate::BackendError;
+
+/// Whether sums of this result type are exact in f32 in any order.
+fn exact_in_any_order(elem: &ElemType) -> bool {
+    let pow2 = |s: f32| s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0;
+    match elem {
+        ElemType::Int(t) => t.bits() <= 24,
+        ElemType::Scaled(t, Scale::Tensor(s)) => t.bits() <= 24 && pow2(*s),
+        _ => false,
+    }
+}
+
+/// Loads element `kk` of the reduction for output row `r`.
+type Loader<'l> = dyn Fn(&mut KernelBuilder, Value, Value) -> Value + 'l;
+
+/// The exact kernel: `out(r, j) = sum over kk of x(r, kk) * w[kk][j]`, four `j` at a time,
+/// `w` being a constant `(k, m)` matrix.
+fn exact_rows(
+    kb: &mut KernelBuilder,
+    rows: usize,
+    k: usize,
+    m: usize,
+    w_km: &[f32],
+    x: &Loader<'_>,
+    store: &dyn Fn(&mut KernelBuilder, Value, usize, Value, Value),
+) {
+    let mp = m.next_multiple_of(4);
+    let mut padded = vec![0f32; k * mp];
+    for kk in 0..k {
+        padded[kk * mp..kk * mp + m].copy_from_slice(&w_km[kk * m..(kk + 1) * m]);
+    }
+    let table = kb.table_f32(&padded);
+    // Four vectors (16 channels) per pass keep the accumulators in registers.
+    const VECTORS: usize = 4;
+    kb.for_range(rows, |kb, r| {
+        let mut j0 = 0;
+        while j0 < mp {
+            let nv = VECTORS.min((mp - j0) / 4);
+            let zero = kb.fconst(0.0);
+            let zv = kb.b.ins().splat(F32X4, zero);
+            let acc = kb.fold_range(k, vec![zv; nv], |kb, kk, acc| {
+                let xv = x(kb, r, kk);
+                let xs = kb.b.ins().splat(F32X4, xv);
+                let row = kb.addr(table, kk, (mp * 4) as i64, (j0 * 4) as i64);
+                acc.iter()
+                    .enumerate()
+                    .map(|(v, &a)| {
+                        let wv = kb.load(F32X4, row, (v * 16) as i64);
+                        let p = kb.b.ins().fmul(xs, wv);
+                        kb.b.ins().fadd(a, p)
+                    })
+                    .collect()
+            });
+            for (v, a) in acc.into_iter().enumerate() {
+                for lane in 0..4 {
+                    let j = j0 + v * 4 + lane;
+                    if j < m {
+                        let s = kb.b.ins().extractlane(a, lane as u8);
+                        let jv = kb.iconst(j as i64);
+                        store(kb, r, j, jv, s);
+                    }
+                }
+            }
+            j0 += nv * 4;
+        }
+    });
+}
+
+/// How one output's dot product is summed (see `bnnc_ir::interp::mlas`).
+#[derive(Clone, Copy)]
+enum Order {
+    /// Fused chains over slices of `stride`, the slices added in order (the general MLAS
+    /// kernel). `alpha` scales each slice as it joins (`fma(acc, alpha, y)`).
+    Slices { stride: usize, alpha: f32 },
+    /// Plain products in groups of four, `((p0 + p1) + p2) + p3`, each added to the sum so
+    /// far (MLAS's M = 1 kernel).
+    Groups,
+    /// Eight lanes of plain sums, reduced as output `j` of `n` is (MLAS's transposed M = 1
+    /// kernel).
+    Lanes { j: usize, n: usize },
+}
+
+/// One dot product of length `k` in `order`; `start` is the output's initial value (Gemm's
+/// C), if any.
+fn dot(
+    kb: &mut KernelBuilder,
+    k: usize,
+    order: Order,
+    start: Option<Value>,
+    a: &dyn Fn(&mut KernelBuilder, Value) -> Value,
+    b: &dyn Fn(&mut KernelBuilder, Value) -> Value,
+) -> Value {
+    let product = |kb: &mut KernelBuilder, kk: Value| {
+        let (x, y) = (a(kb, kk), b(kb, kk));
+        kb.b.ins().fmul(x, y)
+    };
+    match order {
+        Order::Slices { stride, alpha } => {
+            let stride = stride.max(1);
+            let mut y = start;
+            let mut k0 = 0;
+            while k0 < k || (k == 0 && k0 == 0) {
+                let len = stride.min(k - k0);
+                let zero = kb.fconst(0.0);
+                let base = k0;
+                let acc = kb.fold_range(len, vec![zero], |kb, i, acc| {
+                    let kk = kb.b.ins().iadd_imm_s(i, base as i64);
+                    let (x, w) = (a(kb, kk), b(kb, kk));
+                    vec![kb.b.ins().fma(x, w, acc[0])]
+                })[0];
+                let alpha_v = kb.fconst(alpha);
+                y = Some(match y {
+                    None if alpha == 1.0 => acc,
+                    None => kb.b.ins().fmul(acc, alpha_v),
+                    Some(prev) if alpha == 1.0 => kb.b.ins().fadd(prev, acc),
+                    Some(prev) => kb.b.ins().fma(acc, alpha_v, prev),
+                });
+                k0 += len.max(1);
+            }
+            y.expect("at least one slice")
+        }
+        Order::Groups => {
+            let zero = kb.fconst(0.0);
+            let init = start.unwrap_or(zero);
+            let groups = k / 4;
+            let y = kb.fold_range(groups, vec![init], |kb, g, y| {
+                let kk = kb.b.ins().imul_imm_s(g, 4);
+                let mut sum = product(kb, kk);
+                for r in 1..4 {
+                    let kr = kb.b.ins().iadd_imm_s(kk, r);
+                    let p = product(kb, kr);
+                    sum = kb.b.ins().fadd(sum, p);
+                }
+                vec![kb.b.ins().fadd(sum, y[0])]
+            })[0];
+            let mut y = y;
+            let mut kk = groups * 4;
+            for size in [2usize, 1] {
+                if (k - kk) & size != 0 {
+                    let first = kb.iconst(kk as i64);
+                    let mut sum = product(kb, first);
+                    for r in 1..size {
+                        let kr = kb.iconst((kk + r) as i64);
+                        let p = product(kb, kr);
+                        sum = kb.b.ins().fadd(sum, p);
+                    }
+                    y = kb.b.ins().fadd(sum, y);
+                    kk += size;
+                }
+            }
+            y
+        }
+        Order::Lanes { j, n } => {
+            let zero = kb.fconst(0.0);
+            let chunks = k / 8;
+            let mut l = kb.fold_range(chunks, vec![zero; 8], |kb, c, lanes| {
+                let base = kb.b.ins().imul_imm_s(c, 8);
+                lanes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &lane)| {
+                        let kk = kb.b.ins().iadd_imm_s(base, i as i64);
+                        let p = product(kb, kk);
+                        kb.b.ins().fadd(lane, p)
+                    })
+                    .collect()
+            });
+            for i in chunks * 8..k {
+                let kk = kb.iconst(i as i64);
+                let p = product(kb, kk);
+                l[i % 8] = kb.b.ins().fadd(l[i % 8], p);
+            }
+            // The masked tail adds 0 * 0 to the unused lanes (-0 becomes +0).
+            if k % 8 != 0 {
+                for lane in l.iter_mut().skip(k % 8) {
+                    *lane = kb.b.ins().fadd(*lane, zero);
+                }
+            }
+            let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
+            let grouped_by_four = n - n % 4;
+            let y = if j < grouped_by_four {
+                let a = add(l[0], l[1]);
+                let a = add(a, l[2]);
+                let lo = add(a, l[3]);
+                let b = add(l[4], l[5]);
+                let b = add(b, l[6]);
+                let hi = add(b, l[7]);
+                add(lo, hi)
+            } else {
+                let pairs: [(usize, usize); 4] = if n % 4 >= 2 && j < grouped_by_four + 2 {
+                    [(0, 2), (4, 6), (1, 3), (5, 7)]
+                } else {
+                    [(0, 1), (2, 3), (4, 5), (6, 7)]
+                };
+                let p: Vec<Value> = pairs.iter().map(|&(x, y)| add(l[x], l[y])).collect();
+                let lo = add(p[0], p[1]);
+                let hi = add(p[2], p[3]);
+                add(lo, hi)
+            };
+            match start {
+                Some(c) => kb.b.ins().fadd(y, c),
+                None => y,
+            }
+        }
+    }
+}
+
+fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>, BackendError> {
+    op.const_f32()
+        .ok_or_else(|| BackendError::unsupported(node, format!("the {what} must be constant")))
+}
+
+/// Conv (2-D or 1-D, one group) with optional bias.
+pub(crate) fn conv(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &ConvAttrs,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (x, w) = (&operands[0], &operands[1]);
+    let w_data = constant(node, w, "weights")?;
+    let bias = match operands.get(2) {
+        Some(b) => Some(constant(node, b, "bias")?),
+        None => None,
+    };
+    if attrs.group != 1 || x.shape.len() != 4 {
+        return Err(BackendError::unsupported(
+            node,
+            "the native float convolution is 2-D with one group",
+        ));
+    }
+    let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
+    let (oh, ow) = (out.shape[2], out.shape[3]);
+    let (taps, positions) = (kh * kw, oh * ow);
+    let k = c * taps;
+    // Per reduction index (channel-major, then taps row-major as im2col): channel, dy, dx.
+    let mut chan = Vec::with_capacity(k);
+    let mut dys = Vec::with_capacity(k);
+    let mut dxs = Vec::with_capacity(k);
+    for ch in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                chan.push((ch * h * wd) as i32);
+                dys.push((ky * attrs.dilations[0]) as i32 - attrs.pads[0] as i32);
+                dxs.push((kx * attrs.dilations[1]) as i32 - attrs.pads[1] as i32);
+            }
+        }
+    }
+    let (chan_t, dy_t, dx_t) = (kb.table_i32(&chan), kb.table_i32(&dys), kb.table_i32(&dxs));
+    let padded = attrs.pads.iter().any(|&p| p != 0);
+    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
+    let src = x.f32_ptr(kb);
+    let dst = out.ptr;
+    let image_bytes = (c * h * wd * 4) as i64;
+    let out_image = m * positions;
+    let bias_t = bias.as_ref().map(|b| kb.table_f32(b));
+
+    // x(n, p, kk): the input under tap kk of output position p of image n, 0 in the padding.
+    let load_x = move |kb: &mut KernelBuilder, n: Value, p: Value, kk: Value| -> Value {
+        let oy = kb.b.ins().udiv_imm_s(p, ow as i64);
+        let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
+        let ox = kb.b.ins().isub(p, oyw);
+        let dy = kb.load_at(I32, dy_t, kk);
+        let dy = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, dy);
+        let dx = kb.load_at(I32, dx_t, kk);
+        let dx = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, dx);
+        let y0 = kb.b.ins().imul_imm_s(oy, sh);
+        let iy = kb.b.ins().iadd(y0, dy);
+        let x0 = kb.b.ins().imul_imm_s(ox, sw);
+        let ix = kb.b.ins().iadd(x0, dx);
+        let ch = kb.load_at(I32, chan_t, kk);
+        let ch = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, ch);
+        let row = kb.b.ins().imul_imm_s(iy, wd as i64);
+        let at = kb.b.ins().iadd(row, ix);
+        let at = kb.b.ins().iadd(at, ch);
+        let image = kb.addr(src, n, image_bytes, 0);
+        if padded {
+            let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
+            let in_x =
+                kb.b.ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, ix, wd as i64);
+            let inside = kb.b.ins().band(in_y, in_x);
+            let zero_at = kb.iconst(0);
+            let safe = kb.select(inside, at, zero_at);
+            let v = kb.load_at(F32, image, safe);
+            let zero = kb.fconst(0.0);
+            kb.select(inside, v, zero)
+        } else {
+            kb.load_at(F32, image, at)
+        }
+    };
+    let add_bias = |kb: &mut KernelBuilder, j: Value, s: Value| match bias_t {
+        Some(t) => {
+            let bv = kb.load_at(F32, t, j);
+            kb.b.ins().fadd(s, bv)
+        }
+        None => s,
+    };
+
+    if exact_in_any_order(&out.elem) {
+        // (M, K) weights as a (K, M) matrix.
+        let mut w_km = vec![0f32; k * m];
+        for j in 0..m {
+            for kk in 0..k {
+                w_km[kk * m + j] = w_data[j * k + kk];
+            }
+        }
+        kb.for_range(batch, |kb, n| {
+            let x = |kb: &mut KernelBuilder, p: Value, kk: Value| load_x(kb, n, p, kk);
+            let store = |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, s: Value| {
+                let s = add_bias(kb, jv, s);
+                let image = kb.addr(dst, n, (out_image * 4) as i64, (j * positions * 4) as i64);
+                let at = kb.addr(image, p, 4, 0);
+                kb.store(s, at, 0);
+            };
+            exact_rows(kb, positions, k, m, &w_km, &x, &store);
+        });
+        return Ok(());
+    }
+
+    let route = conv_route(attrs, &x.shape, c, m, positions, k);
+    let w_t = kb.table_f32(&w_data);
+    let segs: Vec<Segment> = match route {
+        ConvRoute::General(threading) => segments(m, positions, k, threading, true),
+        _ => Vec::new(),
+    };
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(dst, n, (out_image * 4) as i64, 0);
+        // Output positions run in ranges whose order is fixed at compile time.
+        let mut ranges: Vec<(usize, usize, Option<usize>)> = match route {
+            ConvRoute::General(_) => segs
+                .iter()
+                .map(|s| (s.start, s.end, Some(s.stride_k)))
+                .collect(),
+            _ => vec![(0, positions, None)],
+        };
+        if ranges.is_empty() {
+            ranges.push((0, positions, Some(k)));
+        }
+        for (start, end, stride) in ranges {
+            let emit_position =
+                |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, order: Order| {
+                    let xa = |kb: &mut KernelBuilder, kk: Value| load_x(kb, n, p, kk);
+                    let wa = |kb: &mut KernelBuilder, kk: Value| {
+                        let row = kb.addr(w_t, jv, (k * 4) as i64, 0);
+                        kb.load_at(F32, row, kk)
+                    };
+                    // Lanes with the operands swapped (SinglePosition) sum patch x filter.
+                    let s = dot(kb, k, order, None, &xa, &wa);
+                    let s = add_bias(kb, jv, s);
+                    let at = kb.addr(image, p, 4, (j * positions * 4) as i64);
+                    kb.store(s, at, 0);
+                };
+            match route {
+                ConvRoute::General(_) => {
+                    let stride = stride.unwrap_or(k);
+                    kb.for_range(end - start, |kb, i| {
+                        let p = kb.b.ins().iadd_imm_s(i, start as i64);
+                        for j in 0..m {
+                            let jv = kb.iconst(j as i64);
+                            emit_position(kb, p, j, jv, Order::Slices { stride, alpha: 1.0 });
+                        }
+                    });
+                }
+                ConvRoute::SingleFilter => kb.for_range(positions, |kb, p| {
+                    let jv = kb.iconst(0);
+                    emit_position(kb, p, 0, jv, Order::Groups);
+                }),
+                ConvRoute::FullWidthRows => {
+                    for p in 0..positions {
+                        let pv = kb.iconst(p as i64);
+                        let jv = kb.iconst(0);
+                        emit_position(kb, pv, 0, jv, Order::Lanes { j: p, n: positions });
+                    }
+                }
+                ConvRoute::SinglePosition => {
+                    kb.for_range(positions, |kb, p| {
+                        for j in 0..m {
+                            let jv = kb.iconst(j as i64);
+                            emit_position(kb, p, j, jv, Order::Lanes { j, n: m });
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `alpha * op(a) @ b + start` for an activation `a` and a constant `b`, summed as the
+/// interpreter's `gemm` and `mlas_gemm` do.
+struct Product<'d> {
+    /// Row-major `(m, k)`, or `(k, m)` with `trans_a`.
+    a: Value,
+    trans_a: bool,
+    /// Whether the model's B was transposed (it decides MLAS's M = 1 kernel).
+    trans_b: bool,
+    /// B as a row-major `(k, n)` matrix.
+    b_kn: &'d [f32],
+    mkn: (usize, usize, usize),
+    alpha: f32,
+    /// `beta * C`, row-major `(m, n)`.
+    start: Option<&'d [f32]>,
+    /// MLAS takes its M = 1 kernels only with alpha 1 and beta 0 or 1.
+    m1_allowed: bool,
+    exact: bool,
+}
+
+fn product(kb: &mut KernelBuilder, p: &Product<'_>, dst: Value) {
+    let (m, k, n) = p.mkn;
+    let (a, trans_a) = (p.a, p.trans_a);
+    let load_a = move |kb: &mut KernelBuilder, i: Value, kk: Value| {
+        let (row, col, width) = if trans_a { (kk, i, m) } else { (i, kk, k) };
+        let r = kb.b.ins().imul_imm_s(row, width as i64);
+        let at = kb.b.ins().iadd(r, col);
+        kb.load_at(F32, a, at)
+    };
+    let start_t = p.start.map(|s| kb.table_f32(s));
+    let start_at = |kb: &mut KernelBuilder, i: Value, j: Value| {
+        start_t.map(|t| {
+            let r = kb.b.ins().imul_imm_s(i, n as i64);
+            let at = kb.b.ins().iadd(r, j);
+            kb.load_at(F32, t, at)
+        })
+    };
+    let store = |kb: &mut KernelBuilder, i: Value, j: Value, s: Value| {
+        let r = kb.b.ins().imul_imm_s(i, n as i64);
+        let at = kb.b.ins().iadd(r, j);
+        kb.store_at(s, dst, at);
+    };
+    if p.exact && p.alpha == 1.0 {
+        let store_exact = |kb: &mut KernelBuilder, i: Value, _j: usize, jv: Value, s: Value| {
+            let s = match start_at(kb, i, jv) {
+                Some(c) => kb.b.ins().fadd(s, c),
+                None => s,
+            };
+            store(kb, i, jv, s);
+        };
+        exact_rows(kb, m, k, n, p.b_kn, &load_a, &store_exact);
+        return;
+    }
+    let b_t = kb.table_f32(p.b_kn);
+    let load_b = move |kb: &mut KernelBuilder, kk: Value, j: Value| {
+        let r = kb.b.ins().imul_imm_s(kk, n as i64);
+        let at = kb.b.ins().iadd(r, j);
+        kb.load_at(F32, b_t, at)
+    };
+    // The transposed M = 1 kernel adds C (or 0) after its lanes.
+    let lanes_start =
+        |kb: &mut KernelBuilder, c: Option<Value>| Some(c.unwrap_or_else(|| kb.fconst(0.0)));
+    if p.m1_allowed && m == 1 && !trans_a {
+        kb.for_range(n, |kb, j| {
+            let i = kb.iconst(0);
+            let c = start_at(kb, i, j);
+            let s = if p.trans_b {
+                // Output j of n of the transposed kernel: unrolled over j at compile time.
+                None
+            } else {
+                Some(dot(
+                    kb,
+                    k,
+                    Order::Groups,
+                    c,
+                    &|kb, kk| load_a(kb, i, kk),
+                    &|kb, kk| load_b(kb, kk, j),
+                ))
+            };
+            if let Some(s) = s {
+                store(kb, i, j, s);
+            }
+        });
+        if p.trans_b {
+            for j in 0..n {
+                let (i, jv) = (kb.iconst(0), kb.iconst(j as i64));
+                let c = start_at(kb, i, jv);
+                let c = lanes_start(kb, c);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Lanes { j, n },
+                    c,
+                    &|kb, kk| load_a(kb, i, kk),
+                    &|kb, kk| load_b(kb, kk, jv),
+                );
+                store(kb, i, jv, s);
+            }
+        }
+    } else if p.m1_allowed && n == 1 && !p.trans_b {
+        // One column: MLAS swaps the operands, B's column against every row of op(A).
+        if trans_a {
+            kb.for_range(m, |kb, i| {
+                let j = kb.iconst(0);
+                let c = start_at(kb, i, j);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Groups,
+                    c,
+                    &|kb, kk| load_b(kb, kk, j),
+                    &|kb, kk| load_a(kb, i, kk),
+                );
+                store(kb, i, j, s);
+            });
+        } else {
+            for i in 0..m {
+                let (iv, j) = (kb.iconst(i as i64), kb.iconst(0));
+                let c = start_at(kb, iv, j);
+                let c = lanes_start(kb, c);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Lanes { j: i, n: m },
+                    c,
+                    &|kb, kk| load_b(kb, kk, j),
+                    &|kb, kk| load_a(kb, iv, kk),
+                );
+                store(kb, iv, j, s);
+            }
+        }
+    } else {
+        let alpha = p.alpha;
+        for seg in segments(m, n, k, Threading::Gemm, !trans_a) {
+            kb.for_range(m, |kb, i| {
+                kb.for_range(seg.end - seg.start, |kb, jj| {
+                    let j = kb.b.ins().iadd_imm_s(jj, seg.start as i64);
+                    let c = start_at(kb, i, j);
+                    let order = Order::Slices {
+                        stride: seg.stride_k,
+                        alpha,
+                    };
+                    let s = dot(kb, k, order, c, &|kb, kk| load_a(kb, i, kk), &|kb, kk| {
+                        load_b(kb, kk, j)
+                    });
+                    store(kb, i, j, s);
+                });
+            });
+        }
+    }
+}
+
+/// ONNX Gemm with a constant B (and C).
+pub(crate) fn gemm(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &GemmAttrs,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (a, b) = (&operands[0], &operands[1]);
+    let b_data = constant(node, b, "B matrix")?;
+    let (&[ar, ac], &[br, bc]) = (a.shape.as_slice(), b.shape.as_slice()) else {
+        return Err(BackendError::unsupported(
+            node,
+            "Gemm operands must be matrices",
+        ));
+    };
+    let (m, k) = if attrs.trans_a { (ac, ar) } else { (ar, ac) };
+    let n = if attrs.trans_b { br } else { bc };
+    let b_kn: Vec<f32> = if attrs.trans_b {
+        (0..k * n).map(|i| b_data[(i % n) * bc + i / n]).collect()
+    } else {
+        b_data
+    };
+    let start = match operands.get(2).filter(|_| attrs.beta != 0.0) {
+        Some(c) => {
+            let c_data = constant(node, c, "C matrix")?;
+            let strides = broadcast(&c.shape);
+            Some(
+                (0..m * n)
+                    .map(|i| {
+                        let v = c_data[(i / n) * strides[0] + (i % n) * strides[1]];
+                        if attrs.beta == 1.0 {
+                            v
+                        } else {
+                            attrs.beta * v
+                        }
+                    })
+                    .collect::<Vec<f32>>(),
+            )
+        }
+        None => None,
+    };
+    let a_ptr = a.f32_ptr(kb);
+    let p = Product {
+        a: a_ptr,
+        trans_a: attrs.trans_a,
+        trans_b: attrs.trans_b,
+        b_kn: &b_kn,
+        mkn: (m, k, n),
+        alpha: attrs.alpha,
+        m1_allowed: attrs.alpha == 1.0 && (start.is_none() || attrs.beta == 1.0),
+        start: start.as_deref(),
+        exact: exact_in_any_order(&out.elem),
+    };
+    product(kb, &p, out.ptr);
+    Ok(())
+}
+
+/// numpy broadcast strides of `shape` to a matrix.
+fn broadcast(shape: &[usize]) -> [usize; 2] {
+    let mut s = [0usize; 2];
+    let mut stride = 1;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let o = 2 - (shape.len() - i);
+        s[o] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    s
+}
+
+/// ONNX MatMul of an activation and a constant matrix (leading axes of A fold into rows).
+pub(crate) fn matmul(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (a, b) = (&operands[0], &operands[1]);
+    let b_data = constant(node, b, "B matrix")?;
+    let &[k, n] = b.shape.as_slice() else {
+        return Err(BackendError::unsupported(
+            node,
+            "the native MatMul needs a constant matrix B",
+        ));
+    };
+    let m = a.numel() / k.max(1);
+    let exact = exact_in_any_order(&out.elem);
+    let p = Product {
+        a: a.f32_ptr(kb),
+        trans_a: false,
+        trans_b: false,
+        b_kn: &b_data,
+        mkn: (m, k, n),
+        alpha: 1.0,
+        start: None,
+        m1_allowed: true,
+        exact,
+    };
+    product(kb, &p, out.ptr);
+    Ok(())
+}

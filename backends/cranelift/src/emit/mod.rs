@@ -1,0 +1,316 @@
+//! Cranelift code for a [`Schedule`]: one function per step, a function running one sample
+//! through the steps, and the ABI functions ([`bnnc_runtime::abi`]).
+
+mod builder;
+mod convert;
+mod elementwise;
+mod head;
+mod linear;
+mod operand;
+mod pool;
+mod threshold;
+mod xnor;
+
+use bnnc_ir::{Graph, Op};
+use bnnc_runtime::abi;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataId, FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+
+pub(crate) use builder::KernelBuilder;
+pub(crate) use operand::Operand;
+
+use crate::schedule::{Place, Schedule, Step, StepKind};
+use crate::BackendError;
+
+/// What the object is built for and named.
+pub(crate) struct ObjectSpec<'a> {
+    pub name: &'a str,
+    pub input_len: usize,
+    pub output_len: usize,
+}
+
+/// Compiles the scheduled graph into an object file's bytes.
+pub(crate) fn emit_object(
+    graph: &Graph,
+    schedule: &Schedule,
+    isa: OwnedTargetIsa,
+    spec: &ObjectSpec<'_>,
+) -> Result<Vec<u8>, BackendError> {
+    let builder = ObjectBuilder::new(isa, spec.name, cranelift_module::default_libcall_names())
+        .map_err(|e| BackendError::Target(e.to_string()))?;
+    let mut e = Emitter {
+        module: ObjectModule::new(builder),
+        fctx: FunctionBuilderContext::new(),
+        tables: Vec::new(),
+    };
+    let mut step_fns = Vec::with_capacity(schedule.steps.len());
+    for (i, step) in schedule.steps.iter().enumerate() {
+        step_fns.push(e.step(graph, i, step)?);
+    }
+    let sample = e.sample_fn(schedule, &step_fns)?;
+    e.abi_fns(spec, schedule.scratch_bytes, sample)?;
+    let product = e.module.finish();
+    product
+        .emit()
+        .map_err(|err| BackendError::Link(err.to_string()))
+}
+
+struct Emitter {
+    module: ObjectModule,
+    fctx: FunctionBuilderContext,
+    tables: Vec<DataId>,
+}
+
+fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
+    BackendError::Codegen {
+        function: function.to_string(),
+        reason: err.to_string(),
+    }
+}
+
+impl Emitter {
+    fn signature(&self, params: usize, ret: Option<cranelift_codegen::ir::Type>) -> Signature {
+        let mut sig = self.module.make_signature();
+        sig.params.extend((0..params).map(|_| AbiParam::new(I64)));
+        sig.returns.extend(ret.map(AbiParam::new));
+        sig
+    }
+
+    /// Defines function `name` whose body `body` builds from its parameters.
+    fn define(
+        &mut self,
+        name: &str,
+        linkage: Linkage,
+        sig: Signature,
+        body: impl FnOnce(
+            &mut KernelBuilder,
+        ) -> Result<Option<cranelift_codegen::ir::Value>, BackendError>,
+    ) -> Result<FuncId, BackendError> {
+        let id = self
+            .module
+            .declare_function(name, linkage, &sig)
+            .map_err(|err| codegen_error(name, err))?;
+        let frontend_config = self.module.target_config();
+        let mut ctx = Context::new();
+        ctx.func.signature = sig;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let params = b.block_params(entry).to_vec();
+            let mut kb = KernelBuilder::new(b, &mut self.module, &mut self.tables, params);
+            let ret = body(&mut kb)?;
+            let mut b = kb.finish();
+            match ret {
+                Some(v) => b.ins().return_(&[v]),
+                None => b.ins().return_(&[]),
+            };
+            b.seal_all_blocks();
+            b.finalize(frontend_config);
+        }
+        self.module
+            .define_function(id, &mut ctx)
+            .map_err(|err| codegen_error(name, format!("{err:?}")))?;
+        Ok(id)
+    }
+
+    /// One step as a function of its operand and result pointers.
+    fn step(&mut self, graph: &Graph, index: usize, step: &Step) -> Result<FuncId, BackendError> {
+        let arity = step.operands.len() + step.results.len();
+        let sig = self.signature(arity, None);
+        let name = format!("bnnc_step{index}");
+        self.define(&name, Linkage::Local, sig, |kb| {
+            let operands: Vec<Operand> = step
+                .operands
+                .iter()
+                .enumerate()
+                .map(|(i, placed)| Operand::of_step(graph, step, i, placed, kb.param(i)))
+                .collect();
+            let results: Vec<Operand> = step
+                .results
+                .iter()
+                .enumerate()
+                .map(|(j, &(_, storage))| {
+                    Operand::result(graph, step, j, storage, kb.param(step.operands.len() + j))
+                })
+                .collect();
+            match &step.kind {
+                StepKind::Convert => convert::convert(kb, &operands[0], &results[0]),
+                StepKind::Node(n) => {
+                    let node = graph.node(*n);
+                    let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
+                    match &node.op {
+                        Op::Binary(op) => {
+                            elementwise::binary(kb, node, *op, &operands, &results[0])
+                        }
+                        Op::Relu
+                        | Op::Clip { .. }
+                        | Op::BatchNorm { .. }
+                        | Op::Quant(_)
+                        | Op::BipolarQuant
+                        | Op::QuantizeLinear { .. }
+                        | Op::DequantizeLinear { .. }
+                        | Op::Sign => elementwise::unary(kb, node, &operands, &results[0]),
+                        Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
+                            threshold::threshold(kb, node, attrs, &operands, &results[0])
+                        }
+                        Op::XnorMatMul => xnor::matmul(kb, node, &operands, &results[0]),
+                        Op::XnorConv(attrs) => xnor::conv(kb, node, attrs, &operands, &results[0]),
+                        Op::Conv(attrs) => linear::conv(kb, node, attrs, &operands, &results[0]),
+                        Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),
+                        Op::MatMul => linear::matmul(kb, node, &operands, &results[0]),
+                        Op::MaxPool(attrs) => {
+                            pool::max_pool(kb, node, attrs, &operands[0], &results[0])
+                        }
+                        Op::ReduceMean { axes, .. } => {
+                            pool::reduce_mean(kb, node, axes, &operands[0], &results[0])
+                        }
+                        Op::Softmax { axis, coerce_2d } => {
+                            head::softmax(kb, node, *axis, *coerce_2d, &operands[0], &results[0])
+                        }
+                        Op::TopK {
+                            k, axis, largest, ..
+                        } => head::top_k(kb, node, (*k, *axis, *largest), &operands[0], &results),
+                        Op::Reshape { .. } => unsupported("internal: reshapes are views"),
+                        _ => unsupported("the native backend has no kernel for this op yet"),
+                    }
+                }
+            }?;
+            Ok(None)
+        })
+    }
+
+    /// `sample(input, output, scratch)`: every step once.
+    fn sample_fn(&mut self, schedule: &Schedule, steps: &[FuncId]) -> Result<FuncId, BackendError> {
+        let sig = self.signature(3, None);
+        let step_sigs: Vec<usize> = schedule
+            .steps
+            .iter()
+            .map(|s| s.operands.len() + s.results.len())
+            .collect();
+        self.define("bnnc_sample", Linkage::Local, sig, |kb| {
+            let (input, output, scratch) = (kb.param(0), kb.param(1), kb.param(2));
+            for (step, (&f, &arity)) in schedule.steps.iter().zip(steps.iter().zip(&step_sigs)) {
+                let mut args = Vec::with_capacity(arity);
+                let places = step
+                    .operands
+                    .iter()
+                    .map(|o| o.map(|(p, _)| p))
+                    .chain(step.results.iter().map(|&(p, _)| Some(p)));
+                for place in places {
+                    args.push(match place {
+                        None => kb.iconst(0),
+                        Some(Place::Input) => input,
+                        Some(Place::Output) => output,
+                        Some(Place::Scratch(off)) => kb.b.ins().iadd_imm_s(scratch, off as i64),
+                    });
+                }
+                kb.call_local(f, &args);
+            }
+            Ok(None)
+        })
+    }
+
+    /// `NAME_input_len`, `NAME_output_len` and `NAME_run`.
+    fn abi_fns(
+        &mut self,
+        spec: &ObjectSpec<'_>,
+        scratch_bytes: usize,
+        sample: FuncId,
+    ) -> Result<(), BackendError> {
+        for (function, len) in [
+            ("input_len", spec.input_len),
+            ("output_len", spec.output_len),
+        ] {
+            let sig = self.signature(0, Some(I64));
+            self.define(
+                &abi::symbol(spec.name, function),
+                Linkage::Export,
+                sig,
+                |kb| Ok(Some(kb.iconst(len as i64))),
+            )?;
+        }
+        let mut sig = self.signature(4, Some(I32));
+        sig.params[0] = AbiParam::new(I64);
+        let (in_len, out_len) = (spec.input_len as i64, spec.output_len as i64);
+        self.define(&abi::symbol(spec.name, "run"), Linkage::Export, sig, |kb| {
+            let (input, input_len, output, output_len) =
+                (kb.param(0), kb.param(1), kb.param(2), kb.param(3));
+            let done = kb.b.create_block();
+            let code = kb.b.append_block_param(done, I32);
+            let fail = |kb: &mut KernelBuilder, bad: cranelift_codegen::ir::Value, c: i32| {
+                let ok = kb.b.create_block();
+                let code = kb.iconst32(c);
+                kb.b.ins().brif(
+                    bad,
+                    done,
+                    &[cranelift_codegen::ir::BlockArg::Value(code)],
+                    ok,
+                    &[],
+                );
+                kb.b.seal_block(ok);
+                kb.b.switch_to_block(ok);
+            };
+            // input_len must be a positive multiple of the sample size.
+            let zero = kb.b.ins().icmp_imm_s(IntCC::Equal, input_len, 0);
+            fail(kb, zero, abi::RUN_BAD_INPUT_LEN);
+            let samples = kb.b.ins().udiv_imm_s(input_len, in_len);
+            let whole = kb.b.ins().imul_imm_s(samples, in_len);
+            let partial = kb.b.ins().icmp(IntCC::NotEqual, whole, input_len);
+            fail(kb, partial, abi::RUN_BAD_INPUT_LEN);
+            // output_len must hold exactly as many samples (no overflow: samples <= input_len).
+            let per_sample = kb.iconst(out_len);
+            let (want, overflow) = kb.b.ins().umul_overflow(samples, per_sample);
+            fail(kb, overflow, abi::RUN_BAD_OUTPUT_LEN);
+            let wrong = kb.b.ins().icmp(IntCC::NotEqual, want, output_len);
+            fail(kb, wrong, abi::RUN_BAD_OUTPUT_LEN);
+            let size = kb.iconst(scratch_bytes.max(64) as i64 + 64);
+            let raw = kb.call_c("malloc", &[I64], I64, &[size]);
+            let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
+            fail(kb, null, abi::RUN_OUT_OF_MEMORY);
+            // 64-byte alignment for the buffers' offsets.
+            let bumped = kb.b.ins().iadd_imm_s(raw, 63);
+            let scratch = kb.b.ins().band_imm_s(bumped, -64);
+            let sample_ref = kb.import_local(sample);
+            let top = kb.b.create_block();
+            let s = kb.b.append_block_param(top, I64);
+            let zero = kb.iconst(0);
+            kb.b.ins()
+                .jump(top, &[cranelift_codegen::ir::BlockArg::Value(zero)]);
+            kb.b.switch_to_block(top);
+            let in_ptr = kb.addr(input, s, in_len * 4, 0);
+            let out_ptr = kb.addr(output, s, out_len * 4, 0);
+            kb.b.ins().call(sample_ref, &[in_ptr, out_ptr, scratch]);
+            let next = kb.b.ins().iadd_imm_s(s, 1);
+            let more = kb.b.ins().icmp(IntCC::UnsignedLessThan, next, samples);
+            let exit = kb.b.create_block();
+            kb.b.ins().brif(
+                more,
+                top,
+                &[cranelift_codegen::ir::BlockArg::Value(next)],
+                exit,
+                &[],
+            );
+            kb.b.seal_block(top);
+            kb.b.switch_to_block(exit);
+            kb.b.seal_block(exit);
+            kb.call_c_void("free", &[I64], &[raw]);
+            let ok = kb.iconst32(abi::RUN_OK);
+            kb.b.ins()
+                .jump(done, &[cranelift_codegen::ir::BlockArg::Value(ok)]);
+            kb.b.switch_to_block(done);
+            kb.b.seal_block(done);
+            Ok(Some(code))
+        })?;
+        Ok(())
+    }
+}

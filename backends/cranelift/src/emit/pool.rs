@@ -1,0 +1,150 @@
+//! MaxPool (on floats, or on packed bipolar bits as an OR) and ReduceMean.
+
+use bnnc_ir::{Node, PoolAttrs};
+use bnnc_runtime::packing::words;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{KernelBuilder, Operand};
+use crate::schedule::{bit_geometry, Storage};
+use crate::BackendError;
+
+/// 2-D MaxPool. Taps outside the input (padding, ceil mode) never count. On bits, the
+/// maximum of bipolar values is the OR of their bits (1 is +1).
+pub(crate) fn max_pool(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &PoolAttrs,
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (&[n, c, h, w], &[_, _, oh, ow]) = (x.shape.as_slice(), out.shape.as_slice()) else {
+        return Err(BackendError::unsupported(node, "the native MaxPool is 2-D"));
+    };
+    let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
+    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
+    let (dh, dw) = (attrs.dilations[0] as i64, attrs.dilations[1] as i64);
+    let (pt, pl) = (attrs.pads[0] as i64, attrs.pads[1] as i64);
+    let bits = x.storage == Storage::Bits;
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    // Planes: every (n, c) for floats; every n for bits, whose pixels hold all channels.
+    let (planes, pixel_words) = if bits {
+        let (outer, ch, _) = bit_geometry(&x.shape);
+        (outer, words(ch))
+    } else {
+        (n * c, 1)
+    };
+    kb.for_range(planes, |kb, plane| {
+        let in_plane = kb.addr(
+            src,
+            plane,
+            (h * w * pixel_words * 4 * if bits { 2 } else { 1 }) as i64,
+            0,
+        );
+        let out_plane = kb.addr(
+            dst,
+            plane,
+            (oh * ow * pixel_words * 4 * if bits { 2 } else { 1 }) as i64,
+            0,
+        );
+        kb.for_range(oh, |kb, oy| {
+            kb.for_range(ow, |kb, ox| {
+                let mut inside_taps: Vec<(Value, Option<Value>)> = Vec::new();
+                for ky in 0..kh as i64 {
+                    for kx in 0..kw as i64 {
+                        let y0 = kb.b.ins().imul_imm_s(oy, sh);
+                        let iy = kb.b.ins().iadd_imm_s(y0, ky * dh - pt);
+                        let x0 = kb.b.ins().imul_imm_s(ox, sw);
+                        let ix = kb.b.ins().iadd_imm_s(x0, kx * dw - pl);
+                        let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
+                        let in_x = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ix, w as i64);
+                        let inside = kb.b.ins().band(in_y, in_x);
+                        let row = kb.b.ins().imul_imm_s(iy, w as i64);
+                        let pixel = kb.b.ins().iadd(row, ix);
+                        let zero = kb.iconst(0);
+                        let safe = kb.select(inside, pixel, zero);
+                        // Windows that fit whatever the position need no test.
+                        let always = !attrs.ceil_mode && attrs.pads.iter().all(|&p| p == 0);
+                        inside_taps.push((safe, (!always).then_some(inside)));
+                    }
+                }
+                let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let opix = kb.b.ins().iadd(oyw, ox);
+                if bits {
+                    for word in 0..pixel_words {
+                        let mut acc = kb.iconst(0);
+                        for &(pixel, inside) in &inside_taps {
+                            let at = kb.addr(
+                                in_plane,
+                                pixel,
+                                (pixel_words * 8) as i64,
+                                (word * 8) as i64,
+                            );
+                            let v = kb.load(I64, at, 0);
+                            let v = match inside {
+                                Some(inside) => {
+                                    let zero = kb.iconst(0);
+                                    kb.select(inside, v, zero)
+                                }
+                                None => v,
+                            };
+                            acc = kb.b.ins().bor(acc, v);
+                        }
+                        let at =
+                            kb.addr(out_plane, opix, (pixel_words * 8) as i64, (word * 8) as i64);
+                        kb.store(acc, at, 0);
+                    }
+                } else {
+                    let mut max = kb.fconst(f32::NEG_INFINITY);
+                    for &(pixel, inside) in &inside_taps {
+                        let v = kb.load_at(F32, in_plane, pixel);
+                        // `if v > max { max = v }`, as the interpreter.
+                        let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, max);
+                        let take = match inside {
+                            Some(inside) => kb.b.ins().band(greater, inside),
+                            None => greater,
+                        };
+                        max = kb.select(take, v, max);
+                    }
+                    kb.store_at(max, out_plane, opix);
+                }
+            })
+        })
+    });
+    Ok(())
+}
+
+/// ReduceMean over trailing axes: the f32 sum in order, divided by the count.
+pub(crate) fn reduce_mean(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    axes: &[usize],
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let rank = x.shape.len();
+    let reduced = |a: usize| axes.is_empty() || axes.contains(&a);
+    let first = (0..rank).find(|&a| reduced(a)).unwrap_or(rank);
+    if !(first..rank).all(reduced) {
+        return Err(BackendError::unsupported(
+            node,
+            "the native ReduceMean reduces trailing axes only",
+        ));
+    }
+    let count: usize = x.shape[first..].iter().product();
+    let rows: usize = x.shape[..first].iter().product();
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    kb.for_range(rows, |kb, r| {
+        let row = kb.addr(src, r, (count * 4) as i64, 0);
+        let zero = kb.fconst(0.0);
+        let sum = kb.fold_range(count, vec![zero], |kb, i, s| {
+            let v = kb.load_at(F32, row, i);
+            vec![kb.b.ins().fadd(s[0], v)]
+        })[0];
+        let n = kb.fconst(count as f32);
+        let mean = kb.b.ins().fdiv(sum, n);
+        kb.store_at(mean, dst, r);
+    });
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Threshold and MultiThreshold: `out_scale * #{i : x >= T[c, i]} + out_bias` per element,
+//! counting `x <= T[c, i]` in descending channels.
+//!
+//! A descending channel is counted on the negated input against negated thresholds
+//! (`-x >= -T` is `x <= T`, negation being exact), so one loop serves both directions. On an
+//! `i32` accumulator the thresholds become integers first: `x >= T` is `x >= ceil(T)`.
+
+use bnnc_ir::{Node, ThresholdAttrs};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::convert::pack;
+use super::{KernelBuilder, Operand};
+use crate::schedule::Storage;
+use crate::BackendError;
+
+/// Integer thresholds beyond any i32 accumulator: "never" and "always" stay so.
+const BEYOND: f64 = (1u64 << 40) as f64;
+
+pub(crate) fn threshold(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &ThresholdAttrs,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let x = &operands[0];
+    let table = operands[1]
+        .const_f32()
+        .ok_or_else(|| BackendError::unsupported(node, "the thresholds must be constant"))?;
+    let &[rows, n] = operands[1].shape.as_slice() else {
+        return Err(BackendError::unsupported(node, "thresholds must be (C, N)"));
+    };
+    let axis = attrs.channel_axis;
+    let channels = x.shape.get(axis).copied().unwrap_or(1);
+    let descending: Vec<bool> = match operands.get(2) {
+        None => vec![false; channels],
+        Some(d) => d
+            .const_f32()
+            .ok_or_else(|| BackendError::unsupported(node, "the directions must be constant"))?
+            .iter()
+            .map(|&s| s < 0.0)
+            .collect(),
+    };
+    if (rows != 1 && rows != channels) || descending.len() != channels {
+        return Err(BackendError::unsupported(
+            node,
+            format!(
+                "{rows} threshold rows and {} directions for {channels} channels",
+                descending.len()
+            ),
+        ));
+    }
+    let integer = x.storage == Storage::I32;
+    // Per channel: the sign to multiply the input by, and its N thresholds.
+    let mut signs = Vec::with_capacity(channels);
+    let mut int_t = Vec::with_capacity(channels * n);
+    let mut float_t = Vec::with_capacity(channels * n);
+    for (c, &desc) in descending.iter().enumerate() {
+        let row = if rows == 1 { 0 } else { c };
+        signs.push(if desc { -1i32 } else { 1 });
+        for &t in &table[row * n..(row + 1) * n] {
+            let t = f64::from(t);
+            let it = if t.is_nan() {
+                BEYOND
+            } else if desc {
+                -t.floor()
+            } else {
+                t.ceil()
+            };
+            int_t.push(it.clamp(-BEYOND, BEYOND) as i64);
+            float_t.push(if desc { -(t as f32) } else { t as f32 });
+        }
+    }
+    let signs_ptr = kb.table_i32(&signs);
+    let t_ptr = if integer {
+        kb.table(int_t.iter().flat_map(|v| v.to_le_bytes()).collect())
+    } else {
+        kb.table_f32(&float_t)
+    };
+    let src = x.f32_ptr(kb);
+    let (scale, bias) = (attrs.out_scale, attrs.out_bias);
+    // The f32 result of element `index` in `channel`.
+    let value = move |kb: &mut KernelBuilder, index: Value, channel: Value| -> Value {
+        let sign = kb.load_at(I32, signs_ptr, channel);
+        let first = kb.b.ins().imul_imm_s(channel, n as i64);
+        let count = if integer {
+            let raw = kb.load_at(I32, src, index);
+            let signed = kb.b.ins().imul(raw, sign);
+            let v = kb.b.ins().sextend(I64, signed);
+            count(kb, n, |kb, i| {
+                let at = kb.b.ins().iadd_imm_s(first, i as i64);
+                let t = kb.load_at(I64, t_ptr, at);
+                kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, t)
+            })
+        } else {
+            let raw = kb.load_at(F32, src, index);
+            let sf = kb.i32_to_f32(sign);
+            let v = kb.b.ins().fmul(raw, sf);
+            count(kb, n, |kb, i| {
+                let at = kb.b.ins().iadd_imm_s(first, i as i64);
+                let t = kb.load_at(F32, t_ptr, at);
+                kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, t)
+            })
+        };
+        let cf = kb.i32_to_f32(count);
+        let s = kb.fconst(scale);
+        let b = kb.fconst(bias);
+        let scaled = kb.b.ins().fmul(s, cf);
+        kb.b.ins().fadd(scaled, b)
+    };
+    if out.storage == Storage::Bits {
+        if axis != 1 {
+            return Err(BackendError::unsupported(
+                node,
+                "packed bits need the channels on axis 1",
+            ));
+        }
+        pack(kb, &out.shape, out.ptr, |kb, index, channel| {
+            let v = value(kb, index, channel);
+            let zero = kb.fconst(0.0);
+            kb.b.ins().fcmp(FloatCC::GreaterThan, v, zero)
+        });
+    } else {
+        let outer: usize = x.shape[..axis].iter().product();
+        let inner: usize = x.shape[axis + 1..].iter().product();
+        let dst = out.ptr;
+        kb.for_range(outer, |kb, o| {
+            kb.for_range(channels, |kb, c| {
+                kb.for_range(inner, |kb, i| {
+                    let oc = kb.b.ins().imul_imm_s(o, channels as i64);
+                    let row = kb.b.ins().iadd(oc, c);
+                    let base = kb.b.ins().imul_imm_s(row, inner as i64);
+                    let index = kb.b.ins().iadd(base, i);
+                    let v = value(kb, index, c);
+                    kb.store_at(v, dst, index);
+                })
+            })
+        });
+    }
+    Ok(())
+}
+
+/// The number of `i in 0..n` for which `reached(i)` holds, as an i32.
+fn count(
+    kb: &mut KernelBuilder,
+    n: usize,
+    mut reached: impl FnMut(&mut KernelBuilder, usize) -> Value,
+) -> Value {
+    let mut total = kb.iconst32(0);
+    for i in 0..n {
+        let hit = reached(kb, i);
+        let one = kb.b.ins().uextend(I32, hit);
+        total = kb.b.ins().iadd(total, one);
+    }
+    total
+}

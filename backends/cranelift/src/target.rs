@@ -1,0 +1,131 @@
+//! Targets and CPU feature levels: which machine code may assume which instructions.
+//! Ahead-of-time builds detect nothing: the features come from `--cpu`.
+
+use std::str::FromStr;
+
+use cranelift_codegen::isa::{self, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use target_lexicon::{Architecture, Triple};
+
+use crate::BackendError;
+
+/// The instruction set level code may assume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cpu {
+    /// The CPU bnnc runs on (host target only).
+    Native,
+    /// The architecture's baseline (x86-64 v1: SSE2; aarch64: Armv8-A).
+    Generic,
+    /// x86-64-v2: SSE4.2, POPCNT.
+    X86_64V2,
+    /// x86-64-v3: AVX2, FMA, BMI.
+    X86_64V3,
+    /// x86-64-v4: AVX-512 (F, VL, DQ, BW).
+    X86_64V4,
+}
+
+impl FromStr for Cpu {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cpu, String> {
+        Ok(match s {
+            "native" => Cpu::Native,
+            "generic" | "baseline" => Cpu::Generic,
+            "x86-64-v2" => Cpu::X86_64V2,
+            "x86-64-v3" => Cpu::X86_64V3,
+            "x86-64-v4" => Cpu::X86_64V4,
+            _ => {
+                return Err(format!(
+                "unknown CPU '{s}' (expected native, generic, x86-64-v2, x86-64-v3 or x86-64-v4)"
+            ))
+            }
+        })
+    }
+}
+
+/// Parses `x86_64`, `aarch64` or a full target triple.
+pub fn parse_target(target: &str) -> Result<Triple, BackendError> {
+    let full = match target {
+        "x86_64" => "x86_64-unknown-linux-gnu",
+        "aarch64" => "aarch64-unknown-linux-gnu",
+        other => other,
+    };
+    let triple = Triple::from_str(full)
+        .map_err(|e| BackendError::Target(format!("'{target}' is not a target triple: {e}")))?;
+    match triple.architecture {
+        Architecture::X86_64 | Architecture::Aarch64(_) => Ok(triple),
+        arch => Err(BackendError::Target(format!(
+            "architecture {arch} is not supported (x86_64 and aarch64 are)"
+        ))),
+    }
+}
+
+/// Whether `triple` is the machine bnnc runs on.
+pub fn is_host(triple: &Triple) -> bool {
+    triple.architecture == Triple::host().architecture
+}
+
+/// Cranelift's ISA for `triple` with `cpu`'s features.
+pub(crate) fn isa(triple: &Triple, cpu: Cpu) -> Result<OwnedTargetIsa, BackendError> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, k: &str, v: &str| {
+        flags
+            .set(k, v)
+            .map_err(|e| BackendError::Target(format!("setting {k}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    // A shared library's code must be position independent.
+    set(&mut flags, "is_pic", "true")?;
+    let flags = settings::Flags::new(flags);
+    let mut builder = if cpu == Cpu::Native {
+        if !is_host(triple) {
+            return Err(BackendError::Target(format!(
+                "--cpu native describes this machine, not {triple}; pick a CPU level"
+            )));
+        }
+        cranelift_native::builder_with_options(true)
+            .map_err(|e| BackendError::Target(e.to_string()))?
+    } else {
+        isa::lookup(triple.clone()).map_err(|e| BackendError::Target(e.to_string()))?
+    };
+    let features: Vec<&str> = match (triple.architecture, cpu) {
+        (Architecture::X86_64, Cpu::X86_64V2) => V2.to_vec(),
+        (Architecture::X86_64, Cpu::X86_64V3) => [V2.as_slice(), &V3].concat(),
+        (Architecture::X86_64, Cpu::X86_64V4) => [V2.as_slice(), &V3, &V4].concat(),
+        (_, Cpu::Native | Cpu::Generic) => Vec::new(),
+        (arch, level) => {
+            return Err(BackendError::Target(format!(
+                "--cpu {level:?} is an x86-64 level; the target is {arch}"
+            )))
+        }
+    };
+    for f in features {
+        builder
+            .enable(f)
+            .map_err(|e| BackendError::Target(format!("{f}: {e}")))?;
+    }
+    builder
+        .finish(flags)
+        .map_err(|e| BackendError::Target(e.to_string()))
+}
+
+const V2: [&str; 5] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
+const V3: [&str; 6] = [
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
+const V4: [&str; 4] = [
+    "has_avx512f",
+    "has_avx512vl",
+    "has_avx512dq",
+    "has_avx512bw",
+];

@@ -1,0 +1,345 @@
+//! Loading and running a model compiled by bnnc: a shared library exporting the C ABI of
+//! [`crate::abi`] for one model name.
+//!
+//! ```no_run
+//! use bnnc_runtime::Model;
+//! # fn main() -> Result<(), bnnc_runtime::RuntimeError> {
+//! let model = Model::load_default("libcnv_w1a1.so".as_ref())?;
+//! let input = vec![0.0f32; model.input_len()];
+//! let output = model.run_batch(&input)?;
+//! assert_eq!(output.len(), model.output_len());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use libloading::Library;
+
+use crate::abi;
+
+/// `size_t NAME_input_len(void)` and `size_t NAME_output_len(void)`.
+type LenFn = unsafe extern "C" fn() -> usize;
+/// `int32_t NAME_run(const float *input, size_t input_len, float *output, size_t output_len)`.
+type RunFn = unsafe extern "C" fn(*const f32, usize, *mut f32, usize) -> i32;
+
+/// What can go wrong loading or running a compiled model. Every message names the library or
+/// the model and the lengths involved, so that it can be acted on without a debugger.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The dynamic loader could not open the library (missing file, wrong architecture,
+    /// unresolved dependencies...).
+    #[error("cannot load compiled model {}: {source}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: libloading::Error,
+    },
+    /// A model name that cannot be part of a C symbol: symbols are `NAME_run` etc., so the
+    /// name must already be a C identifier (see [`abi::c_identifier`]).
+    #[error("`{name}` is not a C identifier, so no compiled model can be named that (did you mean `{suggestion}`?)")]
+    InvalidName { name: String, suggestion: String },
+    /// [`Model::load_default`] was given a path without a file name to derive the model's
+    /// name from.
+    #[error("cannot derive a model name from {}: it has no file name", path.display())]
+    NoFileName { path: PathBuf },
+    /// The library does not export the ABI for this name: usually it was built with another
+    /// `--name`, or it is not a bnnc model at all.
+    #[error(
+        "{} was not built for model `{name}`: missing symbol{} {} (was it built with `bnnc build --name {name}`?)",
+        path.display(),
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", ")
+    )]
+    MissingSymbols {
+        path: PathBuf,
+        name: String,
+        missing: Vec<String>,
+    },
+    /// `NAME_input_len()` or `NAME_output_len()` returned 0, which no model can mean: a sample
+    /// of no elements would make every batch length ambiguous.
+    #[error("model `{name}` in {} reports {function}() = 0; a compiled model has non-empty samples", path.display())]
+    ZeroLength {
+        path: PathBuf,
+        name: String,
+        function: String,
+    },
+    /// The input is empty or not a whole number of samples.
+    #[error(
+        "model `{name}`: the input has {actual} float32 elements, \
+         expected a positive multiple of the input length {input_len}"
+    )]
+    InputLength {
+        name: String,
+        input_len: usize,
+        actual: usize,
+    },
+    /// The output buffer does not hold exactly as many samples as the input.
+    #[error(
+        "model `{name}`: the output has {actual} float32 elements, expected {expected} \
+         ({samples} sample(s) of output length {output_len})"
+    )]
+    OutputLength {
+        name: String,
+        samples: usize,
+        output_len: usize,
+        expected: usize,
+        actual: usize,
+    },
+    /// The output of the batch would have more elements than `usize` can count.
+    #[error(
+        "model `{name}`: {samples} samples of output length {output_len} overflow the address space"
+    )]
+    OutputTooLarge {
+        name: String,
+        samples: usize,
+        output_len: usize,
+    },
+    /// `NAME_run` returned a non-zero code. With the lengths checked before the call this
+    /// means the model itself failed (e.g. out of memory) or disagrees with its own lengths.
+    #[error("model `{name}`: {name}_run returned error code {code}: {}", abi::describe_code(*code))]
+    Run { name: String, code: i32 },
+}
+
+/// A compiled model, loaded from its shared library.
+///
+/// `Model` is `Send + Sync`: the ABI is reentrant (no global mutable state, one scratch buffer
+/// per call), so one loaded model can serve any number of threads at once.
+pub struct Model {
+    name: String,
+    path: PathBuf,
+    input_len: usize,
+    output_len: usize,
+    run_fn: RunFn,
+    /// Keeps the library mapped for as long as `run_fn` may be called. Never read, but it must
+    /// outlive the function pointer above, which it does since both live and die with `self`.
+    _library: Library,
+}
+
+// Compile-time check that the promise in the doc comment holds: a field that is not
+// `Send + Sync` would make this fail to build rather than silently drop the guarantee.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+};
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("input_len", &self.input_len)
+            .field("output_len", &self.output_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads the library at `path` and resolves the ABI of model `name` (`name_input_len`,
+    /// `name_output_len`, `name_run`). The lengths are read once here and cached.
+    ///
+    /// A relative path is taken relative to the current directory, never searched for in the
+    /// loader's library path, so that `libfoo.so` means the file here.
+    pub fn load(path: &Path, name: &str) -> Result<Model, RuntimeError> {
+        let suggestion = abi::c_identifier(name);
+        if suggestion != name {
+            return Err(RuntimeError::InvalidName {
+                name: name.to_owned(),
+                suggestion,
+            });
+        }
+        // dlopen searches LD_LIBRARY_PATH and the system directories for a name without a
+        // slash; a leading "./" makes it open exactly the file the caller named.
+        let open_path = if path.is_relative() {
+            Path::new(".").join(path)
+        } else {
+            path.to_owned()
+        };
+        // SAFETY: loading a library runs its initializers. Libraries generated by bnnc have
+        // none beyond the C runtime's; loading an arbitrary library is the caller's choice, as
+        // with any plugin, and is what this function is documented to do.
+        let library = unsafe { Library::new(&open_path) }.map_err(|source| RuntimeError::Load {
+            path: path.to_owned(),
+            source,
+        })?;
+
+        let input_symbol = abi::symbol(name, "input_len");
+        let output_symbol = abi::symbol(name, "output_len");
+        let run_symbol = abi::symbol(name, "run");
+        // SAFETY (all three `get`s): the types are those of the ABI in `abi`, which every
+        // library exporting these names for a bnnc model implements. The symbols are copied
+        // out as plain function pointers; they stay valid because `library` is stored in the
+        // returned `Model` beside them and never unloaded before it is dropped.
+        let input_len_fn = unsafe { library.get::<LenFn>(input_symbol.as_bytes()) }.map(|s| *s);
+        let output_len_fn = unsafe { library.get::<LenFn>(output_symbol.as_bytes()) }.map(|s| *s);
+        let run_fn = unsafe { library.get::<RunFn>(run_symbol.as_bytes()) }.map(|s| *s);
+
+        // Report every missing symbol at once: all three missing means "another model", one
+        // missing means a broken or foreign library, and the difference helps.
+        let (input_len_fn, output_len_fn, run_fn) = match (input_len_fn, output_len_fn, run_fn) {
+            (Ok(i), Ok(o), Ok(r)) => (i, o, r),
+            (i, o, r) => {
+                let missing = [
+                    (i.is_err(), input_symbol),
+                    (o.is_err(), output_symbol),
+                    (r.is_err(), run_symbol),
+                ]
+                .into_iter()
+                .filter(|(is_missing, _)| *is_missing)
+                .map(|(_, symbol)| symbol)
+                .collect();
+                return Err(RuntimeError::MissingSymbols {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    missing,
+                });
+            }
+        };
+
+        // SAFETY: both functions take no arguments and, per the ABI, only return a constant.
+        let (input_len, output_len) = unsafe { (input_len_fn(), output_len_fn()) };
+        for (len, function) in [(input_len, "input_len"), (output_len, "output_len")] {
+            if len == 0 {
+                return Err(RuntimeError::ZeroLength {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    function: abi::symbol(name, function),
+                });
+            }
+        }
+
+        Ok(Model {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            input_len,
+            output_len,
+            run_fn,
+            _library: library,
+        })
+    }
+
+    /// Loads the library at `path` for the model named after the file: the file stem without
+    /// a leading `lib`, made a C identifier, as `bnnc build` names its outputs
+    /// (`libcnv_w1a1.so` → `cnv_w1a1`).
+    pub fn load_default(path: &Path) -> Result<Model, RuntimeError> {
+        let stem = path
+            .file_stem()
+            .ok_or_else(|| RuntimeError::NoFileName {
+                path: path.to_owned(),
+            })?
+            .to_string_lossy();
+        let stem = stem.strip_prefix("lib").unwrap_or(&stem);
+        Model::load(path, &abi::c_identifier(stem))
+    }
+
+    /// The model's name, the prefix of its symbols.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The library the model was loaded from, as given to [`Model::load`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// float32 elements of one input sample (never 0).
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    /// float32 elements of one output sample (never 0).
+    pub fn output_len(&self) -> usize {
+        self.output_len
+    }
+
+    /// The number of samples in `input_len` elements of input, or the error saying why that
+    /// is not a batch.
+    pub fn samples(&self, input_len: usize) -> Result<usize, RuntimeError> {
+        if input_len == 0 || input_len % self.input_len != 0 {
+            return Err(RuntimeError::InputLength {
+                name: self.name.clone(),
+                input_len: self.input_len,
+                actual: input_len,
+            });
+        }
+        Ok(input_len / self.input_len)
+    }
+
+    /// Output elements for `samples` samples, or the error if that overflows.
+    fn batch_output_len(&self, samples: usize) -> Result<usize, RuntimeError> {
+        samples
+            .checked_mul(self.output_len)
+            .ok_or_else(|| RuntimeError::OutputTooLarge {
+                name: self.name.clone(),
+                samples,
+                output_len: self.output_len,
+            })
+    }
+
+    /// Runs `input.len() / input_len()` samples into `output`, which must hold exactly as many
+    /// samples. The lengths are checked here, before the call, so that the error can name
+    /// them; the library checks them again.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), RuntimeError> {
+        let samples = self.samples(input.len())?;
+        let expected = self.batch_output_len(samples)?;
+        if output.len() != expected {
+            return Err(RuntimeError::OutputLength {
+                name: self.name.clone(),
+                samples,
+                output_len: self.output_len,
+                expected,
+                actual: output.len(),
+            });
+        }
+        // SAFETY: `run_fn` has the ABI's signature (see `load`) and the library is still
+        // loaded (owned by `self`). The pointers come from live slices of exactly the lengths
+        // passed, which the function reads (input) and writes (output) within; `output` is
+        // borrowed mutably, so nothing else reads it meanwhile. The ABI is reentrant, so
+        // concurrent calls through `&self` from several threads are allowed.
+        let code = unsafe {
+            (self.run_fn)(
+                input.as_ptr(),
+                input.len(),
+                output.as_mut_ptr(),
+                output.len(),
+            )
+        };
+        if code != abi::RUN_OK {
+            return Err(RuntimeError::Run {
+                name: self.name.clone(),
+                code,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `input.len() / input_len()` samples and returns their outputs, `output_len()`
+    /// elements per sample, in order.
+    pub fn run_batch(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+        let samples = self.samples(input.len())?;
+        let mut output = vec![0.0; self.batch_output_len(samples)?];
+        self.run(input, &mut output)?;
+        Ok(output)
+    }
+
+    /// Runs an array of any shape whose element count is a positive multiple of
+    /// `input_len()` (e.g. `[samples, C, H, W]`), in row-major order, and returns the outputs
+    /// with shape `[samples, output_len()]`. A view that is not in standard layout is copied
+    /// first, since the ABI takes one contiguous row-major buffer.
+    #[cfg(feature = "ndarray")]
+    pub fn run_array(
+        &self,
+        input: ndarray::ArrayViewD<'_, f32>,
+    ) -> Result<ndarray::ArrayD<f32>, RuntimeError> {
+        let input = input.as_standard_layout();
+        let data = input
+            .as_slice()
+            .expect("an array in standard layout is one contiguous slice");
+        let samples = self.samples(data.len())?;
+        let output = self.run_batch(data)?;
+        let output = ndarray::Array2::from_shape_vec((samples, self.output_len), output)
+            .expect("run_batch returns samples * output_len elements");
+        Ok(output.into_dyn())
+    }
+}

@@ -1,0 +1,162 @@
+//! `bnnc build --emit obj|so`, `bnnc run --backend native` and `bnnc bench`: compiled
+//! models through the Cranelift backend and the runtime crate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bnnc_cranelift::{Compiled, Cpu, Options, Triple};
+use bnnc_ir::Graph;
+use bnnc_runtime::Model;
+
+/// The model name a file's stem gives: `cnv-w1a1.onnx` is `cnv_w1a1`.
+pub fn default_name(model: &Path) -> String {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // `model.onnx` in a folder of its own is named after the folder.
+    let stem = if stem == "model" {
+        model
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or(stem)
+    } else {
+        stem
+    };
+    bnnc_runtime::abi::c_identifier(&stem)
+}
+
+/// Backend options from the command line's target and CPU.
+pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options> {
+    let triple = bnnc_cranelift::parse_target(target)?;
+    let cpu = match cpu {
+        Some(c) => c.parse::<Cpu>().map_err(anyhow::Error::msg)?,
+        None if bnnc_cranelift::is_host(&triple) => Cpu::Native,
+        None => Cpu::Generic,
+    };
+    Ok(Options { triple, cpu, name })
+}
+
+/// Compiles a graph, naming the model in errors.
+pub fn compile(model: &Path, graph: &Graph, options: &Options) -> Result<Compiled> {
+    bnnc_cranelift::compile(graph, options)
+        .with_context(|| format!("cannot compile {} for {}", model.display(), options.triple))
+}
+
+/// Writes the object (and, with `shared`, links the library) and the header; returns what
+/// was written.
+pub fn write(
+    compiled: &Compiled,
+    options: &Options,
+    out: &Path,
+    shared: bool,
+) -> Result<Vec<PathBuf>> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let header = dir.join(format!("{}.h", options.name));
+    std::fs::write(&header, &compiled.header)
+        .with_context(|| format!("cannot write {}", header.display()))?;
+    if !shared {
+        std::fs::write(out, &compiled.object)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        return Ok(vec![out.to_path_buf(), header]);
+    }
+    let object = tempfile::Builder::new()
+        .suffix(".o")
+        .tempfile()
+        .context("cannot create a temporary object file")?;
+    std::fs::write(object.path(), &compiled.object).context("cannot write the object file")?;
+    bnnc_cranelift::link_shared_library(object.path(), out)?;
+    Ok(vec![out.to_path_buf(), header])
+}
+
+/// Whether this machine can link shared libraries for `triple`.
+pub fn can_link(triple: &Triple) -> bool {
+    bnnc_cranelift::is_host(triple)
+}
+
+/// A model compiled into a temporary shared library and loaded.
+pub struct Loaded {
+    pub model: Model,
+    _dir: tempfile::TempDir,
+}
+
+/// Compiles for this machine and loads the library.
+pub fn load(model_path: &Path, graph: &Graph) -> Result<Loaded> {
+    let options = options(&Triple::host().to_string(), None, default_name(model_path))?;
+    let compiled = compile(model_path, graph, &options)?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let lib = dir.path().join(format!("lib{}.so", options.name));
+    write(&compiled, &options, &lib, true)?;
+    let model = Model::load(&lib, &options.name)?;
+    Ok(Loaded { model, _dir: dir })
+}
+
+/// Latency and throughput of a compiled model.
+pub struct BenchReport {
+    pub latency: Duration,
+    pub throughput_per_s: f64,
+    pub batch: usize,
+    pub threads: usize,
+}
+
+/// Times one sample `runs` times (median) and `batch` samples split over `threads`.
+pub fn bench(model: &Model, batch: usize, threads: usize, runs: usize) -> Result<BenchReport> {
+    let (il, ol) = (model.input_len(), model.output_len());
+    // A deterministic input in [-1, 1): the timing of binary kernels does not depend on it.
+    let input: Vec<f32> = (0..il * batch.max(1))
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let mut out = vec![0f32; ol];
+    for _ in 0..runs.clamp(5, 50) {
+        model.run(&input[..il], &mut out)?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        model.run(&input[..il], &mut out)?;
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    let latency = times[times.len() / 2];
+
+    let threads = threads.max(1);
+    let batch = batch.max(1);
+    let per_thread = batch.div_ceil(threads);
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = input
+                .chunks(per_thread * il)
+                .map(|chunk| {
+                    s.spawn(move || -> Result<()> {
+                        let mut out = vec![0f32; chunk.len() / il * ol];
+                        model.run(chunk, &mut out)?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        rates.push(batch as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    if latency.is_zero() {
+        bail!("the timer did not advance");
+    }
+    Ok(BenchReport {
+        latency,
+        throughput_per_s: rates[rates.len() / 2],
+        batch,
+        threads,
+    })
+}
