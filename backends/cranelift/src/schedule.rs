@@ -6,7 +6,7 @@
 //! value stored otherwise, a conversion step is inserted once per value and storage. Buffers
 //! whose lifetimes do not overlap share scratch memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bnnc_ir::{ElemType, Graph, IntType, NodeId, Op, ValueDef, ValueId};
 use bnnc_runtime::packing::words;
@@ -42,6 +42,9 @@ pub(crate) enum StepKind {
     Node(NodeId),
     /// A value converted from its operand's storage into its result's.
     Convert,
+    /// An XNOR-popcount layer whose one user, a threshold, runs in its output stage: the
+    /// step reads the layer's operands and writes the threshold's packed bits.
+    Fused { linear: NodeId, threshold: NodeId },
 }
 
 /// One kernel call: the places of its operands (`None` for constants, which kernels embed)
@@ -113,13 +116,16 @@ pub(crate) fn schedule(graph: &Graph) -> Result<Schedule, BackendError> {
         steps: Vec::new(),
         buffers: Vec::new(),
         placed: HashMap::new(),
+        fused: HashSet::new(),
     };
     planner.placed.insert(
         (graph.inputs()[0], Storage::F32),
         (Location::Input, Storage::F32),
     );
     for &n in &order {
-        planner.node(n)?;
+        if !planner.fused.contains(&n) {
+            planner.node(n)?;
+        }
     }
     // The result goes to the caller's output as f32.
     let out = graph.outputs()[0];
@@ -171,6 +177,8 @@ struct Planner<'g> {
     buffers: Vec<Buffer>,
     /// Where each (value, storage) pair has been materialized.
     placed: HashMap<(ValueId, Storage), (Location, Storage)>,
+    /// Thresholds already computed by the output stage of their layer.
+    fused: HashSet<NodeId>,
 }
 
 impl Planner<'_> {
@@ -252,8 +260,59 @@ impl Planner<'_> {
         })
     }
 
+    /// The threshold an XNOR layer's output stage can run: the layer's only user, one
+    /// threshold per channel on axis 1, writing bits.
+    fn fusable_threshold(&self, n: NodeId) -> Option<NodeId> {
+        let node = self.graph.node(n);
+        if !matches!(node.op, Op::XnorConv(_) | Op::XnorMatMul) {
+            return None;
+        }
+        let acc = node.outputs[0];
+        if self.graph.outputs().contains(&acc) {
+            return None;
+        }
+        let [user] = self.users.get(&acc)?.as_slice() else {
+            return None;
+        };
+        let t = self.graph.node(*user);
+        let Op::Threshold(attrs) = &t.op else {
+            return None;
+        };
+        let one_per_channel = t.inputs[1..]
+            .iter()
+            .all(|&v| matches!(self.graph.value(v).def, ValueDef::Const(_)))
+            && matches!(self.graph.value(t.inputs[1]).ty.shape.as_slice(), [_, 1]);
+        (t.inputs[0] == acc
+            && attrs.channel_axis == 1
+            && one_per_channel
+            && self.wants_bits(t.outputs[0]))
+        .then_some(*user)
+    }
+
     fn node(&mut self, n: NodeId) -> Result<(), BackendError> {
         let node = self.graph.node(n);
+        if let Some(t) = self.fusable_threshold(n) {
+            let mut operands = Vec::with_capacity(2);
+            for &v in &node.inputs {
+                operands.push(self.operand(v, Storage::Bits)?);
+            }
+            let out = self.graph.node(t).outputs[0];
+            let shape = self.graph.value(out).ty.shape.clone();
+            let loc = self.new_buffer(storage_bytes(&shape, Storage::Bits));
+            self.placed
+                .insert((out, Storage::Bits), (loc, Storage::Bits));
+            self.steps.push(PlannedStep {
+                kind: StepKind::Fused {
+                    linear: n,
+                    threshold: t,
+                },
+                value: None,
+                operands,
+                results: vec![(loc, Storage::Bits)],
+            });
+            self.fused.insert(t);
+            return Ok(());
+        }
         let first_input = node.inputs.first().copied();
         let input_storage = |p: &Self, v: ValueId| {
             [Storage::Bits, Storage::I32, Storage::F32]

@@ -17,10 +17,15 @@ pub(crate) struct KernelBuilder<'a, 'm> {
     params: Vec<Value>,
 }
 
-/// Memory flags for the kernels' loads and stores: aligned enough, never trapping (the
-/// schedule only hands out in-bounds buffers).
+/// Memory flags for the kernels' stores: never trapping (the schedule only hands out
+/// in-bounds buffers), and not assumed aligned (vectors start at any column).
 pub(crate) fn mem() -> MemFlagsData {
-    MemFlagsData::trusted()
+    MemFlagsData::new().with_notrap()
+}
+
+/// Memory flags for loads (not `readonly`: the kernels place their loads themselves).
+pub(crate) fn mem_load() -> MemFlagsData {
+    mem()
 }
 
 impl<'a, 'm> KernelBuilder<'a, 'm> {
@@ -74,8 +79,15 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         }
     }
 
+    /// A load from an operand or a table (read-only while the kernel runs).
     pub fn load(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {
-        self.b.ins().load(ty, mem(), ptr, offset as i32)
+        self.b.ins().load(ty, mem_load(), ptr, offset as i32)
+    }
+
+    /// A load from memory this kernel also writes.
+    pub fn load_written(&mut self, ty: Type, ptr: Value, index: Value) -> Value {
+        let a = self.addr(ptr, index, i64::from(ty.bytes()), 0);
+        self.b.ins().load(ty, mem(), a, 0)
     }
 
     pub fn store(&mut self, v: Value, ptr: Value, offset: i64) {

@@ -51,7 +51,7 @@ pub(crate) fn softmax(
             vec![kb.b.ins().fadd(s[0], e)]
         })[0];
         kb.for_range(len, |kb, i| {
-            let e = kb.load_at(F32, orow, i);
+            let e = kb.load_written(F32, orow, i);
             let y = kb.b.ins().fdiv(e, sum);
             kb.store_at(y, orow, i);
         });

@@ -120,6 +120,9 @@ impl Emitter {
         self.module
             .define_function(id, &mut ctx)
             .map_err(|err| codegen_error(name, format!("{err:?}")))?;
+        if std::env::var("BNNC_DUMP_CLIF").is_ok_and(|f| f == name) {
+            eprintln!("{}", ctx.func.display());
+        }
         Ok(id)
     }
 
@@ -145,6 +148,16 @@ impl Emitter {
                 .collect();
             match &step.kind {
                 StepKind::Convert => convert::convert(kb, &operands[0], &results[0]),
+                StepKind::Fused { linear, threshold } => {
+                    let (node, t) = (graph.node(*linear), graph.node(*threshold));
+                    let stage = xnor::OutputStage::bits(graph, t)?;
+                    match &node.op {
+                        Op::XnorConv(attrs) => {
+                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage)
+                        }
+                        _ => xnor::matmul(kb, node, &operands, &results[0], &stage),
+                    }
+                }
                 StepKind::Node(n) => {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
@@ -163,8 +176,17 @@ impl Emitter {
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])
                         }
-                        Op::XnorMatMul => xnor::matmul(kb, node, &operands, &results[0]),
-                        Op::XnorConv(attrs) => xnor::conv(kb, node, attrs, &operands, &results[0]),
+                        Op::XnorMatMul => {
+                            xnor::matmul(kb, node, &operands, &results[0], &xnor::OutputStage::Acc)
+                        }
+                        Op::XnorConv(attrs) => xnor::conv(
+                            kb,
+                            node,
+                            attrs,
+                            &operands,
+                            &results[0],
+                            &xnor::OutputStage::Acc,
+                        ),
                         Op::Conv(attrs) => linear::conv(kb, node, attrs, &operands, &results[0]),
                         Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),
                         Op::MatMul => linear::matmul(kb, node, &operands, &results[0]),

@@ -43,7 +43,7 @@ impl Operand {
         ptr: Value,
     ) -> Operand {
         let value = match &step.kind {
-            StepKind::Node(n) => graph.node(*n).inputs[i],
+            StepKind::Node(n) | StepKind::Fused { linear: n, .. } => graph.node(*n).inputs[i],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         let storage = placed.map_or(Storage::F32, |(_, s)| s);
@@ -53,7 +53,7 @@ impl Operand {
     /// Result `j` of `step`.
     pub fn result(graph: &Graph, step: &Step, j: usize, storage: Storage, ptr: Value) -> Operand {
         let value = match &step.kind {
-            StepKind::Node(n) => graph.node(*n).outputs[j],
+            StepKind::Node(n) | StepKind::Fused { threshold: n, .. } => graph.node(*n).outputs[j],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         Operand::new(graph, value, storage, ptr)

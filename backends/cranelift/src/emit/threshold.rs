@@ -6,6 +6,7 @@
 //! `i32` accumulator the thresholds become integers first: `x >= T` is `x >= ceil(T)`.
 
 use bnnc_ir::{Node, ThresholdAttrs};
+use bnnc_runtime::packing::WORD_BITS;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -53,6 +54,13 @@ pub(crate) fn threshold(
         ));
     }
     let integer = x.storage == Storage::I32;
+    if out.storage == Storage::Bits && n == 1 && axis == 1 {
+        let rows: Vec<(bool, f32)> = (0..channels)
+            .map(|c| (descending[c], table[if rows == 1 { 0 } else { c }]))
+            .collect();
+        bits_one_threshold(kb, attrs, x, out, &rows);
+        return Ok(());
+    }
     // Per channel: the sign to multiply the input by, and its N thresholds.
     let mut signs = Vec::with_capacity(channels);
     let mut int_t = Vec::with_capacity(channels * n);
@@ -140,6 +148,80 @@ pub(crate) fn threshold(
         });
     }
     Ok(())
+}
+
+/// One threshold per channel, written as packed bits: per pixel, every channel's compare
+/// with its threshold as an immediate, the accumulator read at a constant offset.
+fn bits_one_threshold(
+    kb: &mut KernelBuilder,
+    attrs: &ThresholdAttrs,
+    x: &Operand,
+    out: &Operand,
+    rows: &[(bool, f32)],
+) {
+    let (outer, channels, pixels) = crate::schedule::bit_geometry(&x.shape);
+    let nwords = bnnc_runtime::packing::words(channels);
+    let integer = x.storage == Storage::I32;
+    let value = |count: f32| attrs.out_scale * count + attrs.out_bias > 0.0;
+    let (b0, b1) = (value(0.0), value(1.0));
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    kb.for_range(outer, |kb, n| {
+        let image = kb.addr(src, n, (channels * pixels * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (pixels * nwords * 8) as i64, 0);
+        kb.for_range(pixels, |kb, p| {
+            let at = kb.addr(image, p, 4, 0);
+            let out_at = kb.addr(out_image, p, (nwords * 8) as i64, 0);
+            for w in 0..nwords {
+                let mut word = kb.iconst(0);
+                for j in 0..WORD_BITS.min(channels - w * WORD_BITS) {
+                    let c = w * WORD_BITS + j;
+                    let (desc, t) = rows[c];
+                    let offset = (c * pixels * 4) as i64;
+                    // reached: x >= t (ascending) or x <= t (descending).
+                    let reached = if t.is_nan() {
+                        None
+                    } else if integer {
+                        let v = kb.load(I32, at, offset);
+                        let v = kb.b.ins().sextend(I64, v);
+                        let t = f64::from(t);
+                        let (cc, bound) = if desc {
+                            (IntCC::SignedLessThanOrEqual, t.floor())
+                        } else {
+                            (IntCC::SignedGreaterThanOrEqual, t.ceil())
+                        };
+                        let bound = bound.clamp(-BEYOND, BEYOND) as i64;
+                        Some(kb.b.ins().icmp_imm_s(cc, v, bound))
+                    } else {
+                        let v = kb.load(F32, at, offset);
+                        let tv = kb.fconst(t);
+                        let cc = if desc {
+                            FloatCC::LessThanOrEqual
+                        } else {
+                            FloatCC::GreaterThanOrEqual
+                        };
+                        Some(kb.b.ins().fcmp(cc, v, tv))
+                    };
+                    let bit = match (reached, b0, b1) {
+                        (_, false, false) => continue,
+                        (_, true, true) | (None, true, _) => kb.iconst(1),
+                        (None, false, _) => continue,
+                        (Some(r), false, true) => kb.b.ins().uextend(I64, r),
+                        (Some(r), true, false) => {
+                            let r = kb.b.ins().uextend(I64, r);
+                            kb.b.ins().bxor_imm_s(r, 1)
+                        }
+                    };
+                    let shifted = if j == 0 {
+                        bit
+                    } else {
+                        kb.b.ins().ishl_imm_s(bit, j as i64)
+                    };
+                    word = kb.b.ins().bor(word, shifted);
+                }
+                kb.store(word, out_at, (w * 8) as i64);
+            }
+        });
+    });
 }
 
 /// The number of `i in 0..n` for which `reached(i)` holds, as an i32.
