@@ -132,3 +132,16 @@ const V4: [&str; 4] = [
     "has_avx512dq",
     "has_avx512bw",
 ];
+
+/// Whether vector popcounts (`popcnt.i8x16`) lower to a few instructions: aarch64's CNT,
+/// or x86's PSHUFB lookup (SSSE3) or VPOPCNTB (AVX-512 BITALG).
+pub(crate) fn simd_popcount(isa: &dyn isa::TargetIsa) -> bool {
+    match isa.triple().architecture {
+        Architecture::Aarch64(_) => true,
+        Architecture::X86_64 => isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
+        _ => false,
+    }
+}

@@ -42,9 +42,11 @@ pub(crate) fn emit_object(
     isa: OwnedTargetIsa,
     spec: &ObjectSpec<'_>,
 ) -> Result<Vec<u8>, BackendError> {
+    let simd_popcount = crate::target::simd_popcount(&*isa);
     let builder = ObjectBuilder::new(isa, spec.name, cranelift_module::default_libcall_names())
         .map_err(|e| BackendError::Target(e.to_string()))?;
     let mut e = Emitter {
+        simd_popcount,
         module: ObjectModule::new(builder),
         fctx: FunctionBuilderContext::new(),
         tables: Vec::new(),
@@ -62,6 +64,9 @@ pub(crate) fn emit_object(
 }
 
 struct Emitter {
+    /// Whether `popcnt.i8x16` and pairwise widening adds lower well (SSSE3 or better, or
+    /// aarch64's CNT).
+    simd_popcount: bool,
     module: ObjectModule,
     fctx: FunctionBuilderContext,
     tables: Vec<DataId>,
@@ -128,6 +133,7 @@ impl Emitter {
 
     /// One step as a function of its operand and result pointers.
     fn step(&mut self, graph: &Graph, index: usize, step: &Step) -> Result<FuncId, BackendError> {
+        let simd = self.simd_popcount;
         let arity = step.operands.len() + step.results.len();
         let sig = self.signature(arity, None);
         let name = format!("bnnc_step{index}");
@@ -153,7 +159,7 @@ impl Emitter {
                     let stage = xnor::OutputStage::bits(graph, t)?;
                     match &node.op {
                         Op::XnorConv(attrs) => {
-                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage)
+                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd)
                         }
                         _ => xnor::matmul(kb, node, &operands, &results[0], &stage),
                     }
@@ -186,6 +192,7 @@ impl Emitter {
                             &operands,
                             &results[0],
                             &xnor::OutputStage::Acc,
+                            simd,
                         ),
                         Op::Conv(attrs) => linear::conv(kb, node, attrs, &operands, &results[0]),
                         Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),

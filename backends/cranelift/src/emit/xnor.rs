@@ -9,8 +9,8 @@
 use bnnc_ir::{ConvAttrs, Graph, Node, Op};
 use bnnc_runtime::packing::{pack_conv_weights, pack_matrix_weights, words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{I16X8, I32, I32X4, I64, I64X2, I8X16};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::{KernelBuilder, Operand};
 use crate::schedule::bit_geometry;
@@ -91,8 +91,30 @@ fn xor_popcount(kb: &mut KernelBuilder, acc: Value, x: Value, w: Value) -> Value
     kb.b.ins().iadd(acc, p)
 }
 
+/// Dot products of consecutive filters.
+enum Dot {
+    /// One i64 per filter.
+    Scalars(Vec<Value>),
+    /// Four filters' dots in an `i32x4`.
+    Quad(Value),
+}
+
+impl Dot {
+    fn scalars(self, kb: &mut KernelBuilder) -> Vec<Value> {
+        match self {
+            Dot::Scalars(v) => v,
+            Dot::Quad(q) => (0..4)
+                .map(|j| {
+                    let d = kb.b.ins().extractlane(q, j as u8);
+                    kb.b.ins().sextend(I64, d)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The dot products of filters `first..first + width` at the current position.
-type Dots<'d> = dyn FnMut(&mut KernelBuilder, Value, usize) -> Vec<Value> + 'd;
+type Dots<'d> = dyn FnMut(&mut KernelBuilder, Value, usize) -> Dot + 'd;
 
 /// Runs `dots` over all `m` output channels and stores the results for one position:
 /// `acc_at` is the address of channel 0's `i32` (channels `channel_bytes` apart) and
@@ -109,7 +131,7 @@ fn output_channels(
         OutputStage::Acc => {
             let blocks = m / BLOCK;
             let mut store = |kb: &mut KernelBuilder, first: Value, width: usize| {
-                let d = dots(kb, first, width);
+                let d = dots(kb, first, width).scalars(kb);
                 let at = kb.addr(acc_at, first, channel_bytes, 0);
                 for (j, dot) in d.into_iter().enumerate() {
                     let dot = kb.b.ins().ireduce(I32, dot);
@@ -129,12 +151,27 @@ fn output_channels(
             let (sign_t, bound_t) = tables.expect("bit stages come with their tables");
             // bit j of a word: sign * dot >= bound for channel `first + j`.
             let mut bits = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
-                let d = dots(kb, first, width);
+                let d = match dots(kb, first, width) {
+                    Dot::Quad(q) => {
+                        // Four compares at once; their sign bits are the four bits.
+                        let s = kb.addr(sign_t, first, 4, 0);
+                        let s = kb.load(I32X4, s, 0);
+                        let b = kb.addr(bound_t, first, 4, 0);
+                        let b = kb.load(I32X4, b, 0);
+                        let v = kb.b.ins().imul(q, s);
+                        let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                        let four = kb.b.ins().vhigh_bits(I64, on);
+                        return kb.b.ins().ishl(four, shift0);
+                    }
+                    d => d.scalars(kb),
+                };
                 let mut word = kb.iconst(0);
                 for (j, dot) in d.into_iter().enumerate() {
                     let ch = kb.b.ins().iadd_imm_s(first, j as i64);
-                    let s = kb.load_at(I64, sign_t, ch);
-                    let b = kb.load_at(I64, bound_t, ch);
+                    let s = kb.load_at(I32, sign_t, ch);
+                    let s = kb.b.ins().sextend(I64, s);
+                    let b = kb.load_at(I32, bound_t, ch);
+                    let b = kb.b.ins().sextend(I64, b);
                     let v = kb.b.ins().imul(dot, s);
                     let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
                     let on = kb.b.ins().uextend(I64, on);
@@ -171,8 +208,17 @@ fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, V
     match stage {
         OutputStage::Acc => None,
         OutputStage::Bits { sign, bound } => {
-            let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            Some((kb.table(bytes(sign)), kb.table(bytes(bound))))
+            // i32 entries, padded to whole vectors; the bounds are within +-2^40, clamped
+            // to +-2^30, still beyond any dot product (|dot| <= K < 2^24).
+            let narrow = |v: &[i64]| -> Vec<i32> {
+                let mut n: Vec<i32> = v
+                    .iter()
+                    .map(|&x| x.clamp(-(1 << 30), 1 << 30) as i32)
+                    .collect();
+                n.resize(v.len().next_multiple_of(4), 0);
+                n
+            };
+            Some((kb.table_i32(&narrow(sign)), kb.table_i32(&narrow(bound))))
         }
     }
 }
@@ -207,7 +253,7 @@ pub(crate) fn matmul(
     kb.for_range(rows, |kb, r| {
         let row = kb.addr(src, r, (nw * 8) as i64, 0);
         let out_row = kb.addr(dst, r, row_out_bytes, 0);
-        let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Vec<Value> {
+        let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
             let wrow = kb.addr(packed, first, (nw * 8) as i64, 0);
             let zero = kb.iconst(0);
             let mut acc = vec![zero; width];
@@ -225,7 +271,7 @@ pub(crate) fn matmul(
                     let x = kb.load(I64, xa, 0);
                     let wa = kb.addr(wrow, word, 8, 0);
                     acc.iter()
-                        .map(|&a| a)
+                        .copied()
                         .enumerate()
                         .map(|(j, a)| {
                             let wv = kb.load(I64, wa, (j * nw * 8) as i64);
@@ -234,17 +280,94 @@ pub(crate) fn matmul(
                         .collect()
                 });
             }
-            acc.into_iter()
-                .map(|a| {
-                    let twice = kb.b.ins().ishl_imm_s(a, 1);
-                    let kk = kb.iconst(k as i64);
-                    kb.b.ins().isub(kk, twice)
-                })
-                .collect()
+            Dot::Scalars(
+                acc.into_iter()
+                    .map(|a| {
+                        let twice = kb.b.ins().ishl_imm_s(a, 1);
+                        let kk = kb.iconst(k as i64);
+                        kb.b.ins().isub(kk, twice)
+                    })
+                    .collect(),
+            )
         };
         output_channels(kb, m, stage, tables, (out_row, 4), &mut dots);
     });
     Ok(())
+}
+
+/// The dots of filters `first..first + 4` (`first` even) against the taps at `taps_at`,
+/// two filters to a 128-bit vector: the activation word is splat, xor-ed with both
+/// filters' words, and counted per byte (`popcnt.i8x16`); the byte counts are widened
+/// pairwise (bytes to i16 before any can overflow, then to i32) and the two pairs' sums
+/// joined into one `i32x4` of the four filters' counts.
+fn vector_dots(
+    kb: &mut KernelBuilder,
+    pairs: Value,
+    first: Value,
+    taps_at: &[Value],
+    nw: usize,
+    k: usize,
+) -> Dot {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let per = taps_at.len() * nw;
+    // Filters first and first + 1 are pair first / 2; its words start at pair * per * 16.
+    let base = kb.addr(pairs, first, (per * 8) as i64, 0);
+    let zero8 = {
+        let z = kb.iconst32(0);
+        let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, z);
+        kb.b.ins().splat(I8X16, z)
+    };
+    let zero16 = {
+        let z = kb.iconst32(0);
+        let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I16, z);
+        kb.b.ins().splat(I16X8, z)
+    };
+    let widen = |kb: &mut KernelBuilder, v: Value| {
+        let lo = kb.b.ins().uwiden_low(v);
+        let hi = kb.b.ins().uwiden_high(v);
+        kb.b.ins().iadd_pairwise(lo, hi)
+    };
+    let mut bytes = [zero8; 2];
+    let mut halves = [zero16; 2];
+    // Byte lanes hold at most 8 per word: flush to i16 lanes before 32 words.
+    let mut pending = 0;
+    for (t, &at) in taps_at.iter().enumerate() {
+        for word in 0..nw {
+            let x = kb.load(I64, at, (word * 8) as i64);
+            let xs = kb.b.ins().splat(I64X2, x);
+            let i = t * nw + word;
+            for (q, acc) in bytes.iter_mut().enumerate() {
+                let wv = kb.load(I64X2, base, ((q * per + i) * 16) as i64);
+                let d = kb.b.ins().bxor(xs, wv);
+                let d = kb.b.ins().bitcast(I8X16, little, d);
+                let pc = kb.b.ins().popcnt(d);
+                *acc = kb.b.ins().iadd(*acc, pc);
+            }
+            pending += 1;
+            if pending == 31 {
+                for (h, b) in halves.iter_mut().zip(bytes.iter_mut()) {
+                    let wide = widen(kb, *b);
+                    *h = kb.b.ins().iadd(*h, wide);
+                    *b = zero8;
+                }
+                pending = 0;
+            }
+        }
+    }
+    let mut quads = Vec::with_capacity(2);
+    for (h, b) in halves.iter().zip(&bytes) {
+        let wide = widen(kb, *b);
+        let h = kb.b.ins().iadd(*h, wide);
+        let lo = kb.b.ins().uwiden_low(h);
+        let hi = kb.b.ins().uwiden_high(h);
+        quads.push(kb.b.ins().iadd_pairwise(lo, hi));
+    }
+    // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3].
+    let counts = kb.b.ins().iadd_pairwise(quads[0], quads[1]);
+    let twice = kb.b.ins().ishl_imm_s(counts, 1);
+    let kk = kb.iconst32(k as i32);
+    let kk = kb.b.ins().splat(I32X4, kk);
+    Dot::Quad(kb.b.ins().isub(kk, twice))
 }
 
 /// XNOR convolution (2-D, one group): `x (N, C, H, W)` bits, channels-last, times
@@ -256,6 +379,7 @@ pub(crate) fn conv(
     operands: &[Operand],
     out: &Operand,
     stage: &OutputStage,
+    simd: bool,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
     let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, oh, ow]) =
@@ -274,12 +398,24 @@ pub(crate) fn conv(
     }
     let nw = words(c);
     let taps = kh * kw;
-    let packed = kb.table_u64(&pack_conv_weights(&weights(node, w)?, m, c, taps));
+    let w_packed = pack_conv_weights(&weights(node, w)?, m, c, taps);
+    let packed = kb.table_u64(&w_packed);
+    let padded = attrs.pads.iter().any(|&p| p != 0);
+    // Filter pairs interleaved word by word, for the vector kernel.
+    let pairs = (simd && !padded).then(|| {
+        let per = taps * nw;
+        let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
+        for f in 0..m {
+            for i in 0..per {
+                v[((f / 2) * per + i) * 2 + f % 2] = w_packed[f * per + i];
+            }
+        }
+        kb.table_u64(&v)
+    });
     let tables = stage_tables(kb, stage);
     let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
     let (dh, dw) = (attrs.dilations[0] as i64, attrs.dilations[1] as i64);
     let (pt, pl) = (attrs.pads[0] as i64, attrs.pads[1] as i64);
-    let padded = attrs.pads.iter().any(|&p| p != 0);
     let (src, dst) = (x.ptr, out.ptr);
     let pixel_bytes = (nw * 8) as i64;
     let positions = oh * ow;
@@ -315,7 +451,11 @@ pub(crate) fn conv(
                 }
                 let oyx = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(oyx, ox);
-                let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Vec<Value> {
+                let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
+                    if let (Some(pairs), BLOCK) = (pairs, width) {
+                        let taps_at: Vec<Value> = tap_at.iter().map(|&(at, _)| at).collect();
+                        return vector_dots(kb, pairs, first, &taps_at, nw, c * taps);
+                    }
                     let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
                     let zero = kb.iconst(0);
                     let mut dots = vec![zero; width];
@@ -348,15 +488,17 @@ pub(crate) fn conv(
                         }
                     }
                     if padded {
-                        return dots;
+                        return Dot::Scalars(dots);
                     }
-                    pcs.into_iter()
-                        .map(|pc| {
-                            let twice = kb.b.ins().ishl_imm_s(pc, 1);
-                            let kk = kb.iconst((c * taps) as i64);
-                            kb.b.ins().isub(kk, twice)
-                        })
-                        .collect()
+                    Dot::Scalars(
+                        pcs.into_iter()
+                            .map(|pc| {
+                                let twice = kb.b.ins().ishl_imm_s(pc, 1);
+                                let kk = kb.iconst((c * taps) as i64);
+                                kb.b.ins().isub(kk, twice)
+                            })
+                            .collect(),
+                    )
                 };
                 let nm = kb.b.ins().imul_imm_s(n, m as i64);
                 let (at, channel_bytes) = match stage {
