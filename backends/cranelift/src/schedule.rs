@@ -264,7 +264,12 @@ impl Planner<'_> {
     /// threshold per channel on axis 1, writing bits.
     fn fusable_threshold(&self, n: NodeId) -> Option<NodeId> {
         let node = self.graph.node(n);
-        if !matches!(node.op, Op::XnorConv(_) | Op::XnorMatMul) {
+        let fusable = match &node.op {
+            Op::XnorConv(_) | Op::XnorMatMul => true,
+            Op::Conv(attrs) => crate::emit::linear::int16_applies(self.graph, node, attrs),
+            _ => false,
+        };
+        if !fusable {
             return None;
         }
         let acc = node.outputs[0];
@@ -293,8 +298,12 @@ impl Planner<'_> {
         let node = self.graph.node(n);
         if let Some(t) = self.fusable_threshold(n) {
             let mut operands = Vec::with_capacity(2);
+            let input = match node.op {
+                Op::Conv(_) => Storage::F32,
+                _ => Storage::Bits,
+            };
             for &v in &node.inputs {
-                operands.push(self.operand(v, Storage::Bits)?);
+                operands.push(self.operand(v, input)?);
             }
             let out = self.graph.node(t).outputs[0];
             let shape = self.graph.value(out).ty.shape.clone();

@@ -84,6 +84,14 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         self.b.ins().load(ty, mem_load(), ptr, offset as i32)
     }
 
+    /// A load from an address aligned to the type's size (tables of vectors): x86 can then
+    /// fold it into the instruction that uses it.
+    pub fn load_aligned(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {
+        self.b
+            .ins()
+            .load(ty, MemFlagsData::trusted(), ptr, offset as i32)
+    }
+
     /// A load from memory this kernel also writes.
     pub fn load_written(&mut self, ty: Type, ptr: Value, index: Value) -> Value {
         let a = self.addr(ptr, index, i64::from(ty.bytes()), 0);

@@ -8,13 +8,181 @@
 //!   which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]), product by product.
 
 use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
-use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Node, Scale};
+use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, Scale};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{KernelBuilder, Operand};
 use crate::BackendError;
+
+/// The value of one step of an integer-valued accumulator type: its power-of-two scale,
+/// or 1.
+pub(crate) fn accumulator_unit(elem: &ElemType) -> f64 {
+    match elem {
+        ElemType::Scaled(_, Scale::Tensor(s)) => f64::from(*s),
+        _ => 1.0,
+    }
+}
+
+/// Integers and a power-of-two scale: `(bits, scale)` of an `iN` or `iN*2^e` type.
+fn int_pow2(elem: &ElemType) -> Option<(u8, f32)> {
+    let pow2 = |s: f32| s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0;
+    match elem {
+        ElemType::Int(t) => Some((t.bits(), 1.0)),
+        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => Some((t.bits(), *s)),
+        _ => None,
+    }
+}
+
+/// The weights of a Conv as integers of its weight type's scale, if they are small.
+fn int16_weights(graph: &Graph, node: &Node) -> Option<Vec<i16>> {
+    let w = node.inputs.get(1)?;
+    let (_, scale) = int_pow2(&graph.value(*w).ty.elem)?;
+    let data = graph.const_data(*w)?.to_f32_vec();
+    data.iter()
+        .map(|&v| {
+            let q = v / scale;
+            (q.fract() == 0.0 && q.abs() <= 127.0).then_some(q as i16)
+        })
+        .collect()
+}
+
+/// Whether [`conv_int16_bits`] computes this Conv: integer input and weights with
+/// power-of-two scales, a sum that fits 15 bits (so bounds clamped to i16 stay beyond it), no bias, no padding, one group.
+pub(crate) fn int16_applies(graph: &Graph, node: &Node, attrs: &ConvAttrs) -> bool {
+    let ty = |i: usize| node.inputs.get(i).map(|&v| &graph.value(v).ty);
+    let (Some(x), Some(out)) = (ty(0), Some(&graph.value(node.outputs[0]).ty)) else {
+        return false;
+    };
+    let input_small = int_pow2(&x.elem).is_some_and(|(bits, _)| bits <= 15);
+    let out_small = int_pow2(&out.elem).is_some_and(|(bits, _)| bits <= 15);
+    input_small
+        && out_small
+        && node.inputs.len() == 2
+        && attrs.group == 1
+        && x.shape.len() == 4
+        && attrs.pads.iter().all(|&p| p == 0)
+        && int16_weights(graph, node).is_some()
+}
+
+/// A Conv on small integers with its threshold fused: per output position, the sums of all
+/// filters in `i16x8` vectors (eight filters each), every tap's input splat and multiplied
+/// by eight filters' weights; then each vector compared with its eight thresholds, the
+/// compare's lanes being the position's bits. This is the 8-bit first layer of a binary
+/// network, run on integers and never on floats.
+pub(crate) fn conv_int16_bits(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &ConvAttrs,
+    operands: &[Operand],
+    out: &Operand,
+    stage: &super::xnor::OutputStage,
+) -> Result<(), BackendError> {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8, I64};
+    let super::xnor::OutputStage::Bits { sign, bound } = stage else {
+        return Err(BackendError::unsupported(
+            node,
+            "internal: the int16 kernel writes bits",
+        ));
+    };
+    let (x, w) = (&operands[0], &operands[1]);
+    let (Some((_, x_scale)), Some(weights)) = (
+        int_pow2(&x.elem),
+        w.data.as_ref().and_then(|_| {
+            let scale = int_pow2(&w.elem)?.1;
+            w.const_f32()?
+                .iter()
+                .map(|&v| {
+                    let q = v / scale;
+                    (q.fract() == 0.0 && q.abs() <= 127.0).then_some(q as i16)
+                })
+                .collect::<Option<Vec<i16>>>()
+        }),
+    ) else {
+        return Err(BackendError::unsupported(
+            node,
+            "internal: not an int16 convolution",
+        ));
+    };
+    let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
+    let (oh, ow) = (out.shape[2], out.shape[3]);
+    let k = c * kh * kw;
+    let groups = m.div_ceil(8);
+    // Weights as (k, filters padded to 8); padded filters have weight 0 and bound "never"
+    // (their bits lie past the channels and stay 0).
+    let mut w_km = vec![0i16; k * groups * 8];
+    for j in 0..m {
+        for kk in 0..k {
+            w_km[kk * groups * 8 + j] = weights[j * k + kk];
+        }
+    }
+    let w_t = kb.table(w_km.iter().flat_map(|v| v.to_le_bytes()).collect());
+    // s * acc >= b, as i16 lanes: bounds beyond the i16 range mean always or never.
+    let lanes = |v: &[i64], pad: i64| -> Vec<u8> {
+        let mut l: Vec<i16> = v.iter().map(|&x| x.clamp(-32768, 32767) as i16).collect();
+        l.resize(groups * 8, pad as i16);
+        l.iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
+    let sign_t = kb.table(lanes(sign, 1));
+    let bound_t = kb.table(lanes(bound, 32767));
+    let words_out = bnnc_runtime::packing::words(m);
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    let inv = 1.0 / x_scale;
+    let (sh, sw) = (attrs.strides[0], attrs.strides[1]);
+    let (dh, dw) = (attrs.dilations[0], attrs.dilations[1]);
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * words_out * 8) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let row = kb.b.ins().imul_imm_s(oy, (sh * wd) as i64);
+            kb.for_range(ow, |kb, ox| {
+                let col = kb.b.ins().imul_imm_s(ox, sw as i64);
+                let origin = kb.b.ins().iadd(row, col);
+                let at = kb.addr(image, origin, 4, 0);
+                let zero = kb.iconst32(0);
+                let zero = kb.b.ins().ireduce(I16, zero);
+                let zv = kb.b.ins().splat(I16X8, zero);
+                let mut acc = vec![zv; groups];
+                for kk in 0..k {
+                    let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let off = ((ch * h * wd + ky * dh * wd + kx * dw) * 4) as i64;
+                    let v = kb.load(F32, at, off);
+                    let s = kb.fconst(inv);
+                    let q = kb.b.ins().fmul(v, s);
+                    let q = kb.b.ins().fcvt_to_sint_sat(I32, q);
+                    let q = kb.b.ins().ireduce(I16, q);
+                    let qs = kb.b.ins().splat(I16X8, q);
+                    for (g, a) in acc.iter_mut().enumerate() {
+                        let wv = kb.load_aligned(I16X8, w_t, ((kk * groups + g) * 16) as i64);
+                        let p = kb.b.ins().imul(qs, wv);
+                        *a = kb.b.ins().iadd(*a, p);
+                    }
+                }
+                let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let pos = kb.b.ins().iadd(pos, ox);
+                let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
+                for word in 0..words_out {
+                    let mut bits = kb.iconst(0);
+                    for g in (word * 8)..((word + 1) * 8).min(groups) {
+                        let s = kb.load_aligned(I16X8, sign_t, (g * 16) as i64);
+                        let b = kb.load_aligned(I16X8, bound_t, (g * 16) as i64);
+                        let v = kb.b.ins().imul(acc[g], s);
+                        let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                        let eight = kb.b.ins().vhigh_bits(I64, on);
+                        let shifted = kb.b.ins().ishl_imm_s(eight, ((g - word * 8) * 8) as i64);
+                        bits = kb.b.ins().bor(bits, shifted);
+                    }
+                    kb.store(bits, out_at, (word * 8) as i64);
+                }
+            });
+        });
+    });
+    Ok(())
+}
 
 /// Whether sums of this result type are exact in f32 in any order.
 fn exact_in_any_order(elem: &ElemType) -> bool {

@@ -5,7 +5,7 @@ mod builder;
 mod convert;
 mod elementwise;
 mod head;
-mod linear;
+pub(crate) mod linear;
 mod operand;
 mod pool;
 mod threshold;
@@ -156,8 +156,12 @@ impl Emitter {
                 StepKind::Convert => convert::convert(kb, &operands[0], &results[0]),
                 StepKind::Fused { linear, threshold } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
-                    let stage = xnor::OutputStage::bits(graph, t)?;
+                    let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
+                    let stage = xnor::OutputStage::bits(graph, t, unit)?;
                     match &node.op {
+                        Op::Conv(attrs) => {
+                            linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], &stage)
+                        }
                         Op::XnorConv(attrs) => {
                             xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd)
                         }

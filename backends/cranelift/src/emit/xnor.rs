@@ -16,8 +16,11 @@ use super::{KernelBuilder, Operand};
 use crate::schedule::bit_geometry;
 use crate::BackendError;
 
-/// Output channels computed together.
-const BLOCK: usize = 4;
+/// Output channels a convolution computes together (four pairs of vectors).
+const BLOCK: usize = 8;
+
+/// Output channels a matrix product computes together (scalar registers).
+const MATMUL_BLOCK: usize = 4;
 
 /// Integer thresholds beyond any accumulator: "always" and "never".
 const BEYOND: i64 = 1 << 40;
@@ -33,7 +36,10 @@ pub(crate) enum OutputStage {
 impl OutputStage {
     /// The bit rule of a fused threshold (one threshold per channel, bipolar output): the
     /// bit is 1 where the threshold's output is +1.
-    pub fn bits(graph: &Graph, t: &Node) -> Result<OutputStage, BackendError> {
+    /// `unit` is the value of one accumulator step (the scale of a scaled integer sum; 1 for
+    /// XNOR dot products): a threshold `T` on values is `T / unit` on the integer sum, exact
+    /// for the powers of two the kernels accept.
+    pub fn bits(graph: &Graph, t: &Node, unit: f64) -> Result<OutputStage, BackendError> {
         let Op::Threshold(attrs) = &t.op else {
             return Err(BackendError::unsupported(t, "internal: not a threshold"));
         };
@@ -53,7 +59,7 @@ impl OutputStage {
         let (b0, b1) = (value(0.0), value(1.0));
         let (mut sign, mut bound) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
         for c in 0..channels {
-            let th = f64::from(table[if table.len() == 1 { 0 } else { c }]);
+            let th = f64::from(table[if table.len() == 1 { 0 } else { c }]) / unit;
             // reached <=> s * dot >= b, for an integer dot.
             let (s, b) = if th.is_nan() {
                 (1, BEYOND)
@@ -95,17 +101,19 @@ fn xor_popcount(kb: &mut KernelBuilder, acc: Value, x: Value, w: Value) -> Value
 enum Dot {
     /// One i64 per filter.
     Scalars(Vec<Value>),
-    /// Four filters' dots in an `i32x4`.
-    Quad(Value),
+    /// Four filters' dots per `i32x4`.
+    Quads(Vec<Value>),
 }
 
 impl Dot {
     fn scalars(self, kb: &mut KernelBuilder) -> Vec<Value> {
         match self {
             Dot::Scalars(v) => v,
-            Dot::Quad(q) => (0..4)
-                .map(|j| {
-                    let d = kb.b.ins().extractlane(q, j as u8);
+            Dot::Quads(qs) => qs
+                .into_iter()
+                .flat_map(|q| (0..4u8).map(move |j| (q, j)))
+                .map(|(q, j)| {
+                    let d = kb.b.ins().extractlane(q, j);
                     kb.b.ins().sextend(I64, d)
                 })
                 .collect(),
@@ -121,7 +129,7 @@ type Dots<'d> = dyn FnMut(&mut KernelBuilder, Value, usize) -> Dot + 'd;
 /// `bits_at` the address of the position's packed words.
 fn output_channels(
     kb: &mut KernelBuilder,
-    m: usize,
+    (m, block): (usize, usize),
     stage: &OutputStage,
     tables: Option<(Value, Value)>,
     (acc_at, channel_bytes): (Value, i64),
@@ -129,7 +137,7 @@ fn output_channels(
 ) {
     match stage {
         OutputStage::Acc => {
-            let blocks = m / BLOCK;
+            let blocks = m / block;
             let mut store = |kb: &mut KernelBuilder, first: Value, width: usize| {
                 let d = dots(kb, first, width).scalars(kb);
                 let at = kb.addr(acc_at, first, channel_bytes, 0);
@@ -139,10 +147,10 @@ fn output_channels(
                 }
             };
             kb.for_range(blocks, |kb, b| {
-                let first = kb.b.ins().imul_imm_s(b, BLOCK as i64);
-                store(kb, first, BLOCK);
+                let first = kb.b.ins().imul_imm_s(b, block as i64);
+                store(kb, first, block);
             });
-            for r in blocks * BLOCK..m {
+            for r in blocks * block..m {
                 let first = kb.iconst(r as i64);
                 store(kb, first, 1);
             }
@@ -152,16 +160,25 @@ fn output_channels(
             // bit j of a word: sign * dot >= bound for channel `first + j`.
             let mut bits = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
                 let d = match dots(kb, first, width) {
-                    Dot::Quad(q) => {
+                    Dot::Quads(qs) => {
                         // Four compares at once; their sign bits are the four bits.
-                        let s = kb.addr(sign_t, first, 4, 0);
-                        let s = kb.load(I32X4, s, 0);
-                        let b = kb.addr(bound_t, first, 4, 0);
-                        let b = kb.load(I32X4, b, 0);
-                        let v = kb.b.ins().imul(q, s);
-                        let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
-                        let four = kb.b.ins().vhigh_bits(I64, on);
-                        return kb.b.ins().ishl(four, shift0);
+                        let s_at = kb.addr(sign_t, first, 4, 0);
+                        let b_at = kb.addr(bound_t, first, 4, 0);
+                        let mut word = kb.iconst(0);
+                        for (i, q) in qs.into_iter().enumerate() {
+                            let s = kb.load(I32X4, s_at, (i * 16) as i64);
+                            let b = kb.load(I32X4, b_at, (i * 16) as i64);
+                            let v = kb.b.ins().imul(q, s);
+                            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                            let four = kb.b.ins().vhigh_bits(I64, on);
+                            let four = if i == 0 {
+                                four
+                            } else {
+                                kb.b.ins().ishl_imm_s(four, 4 * i as i64)
+                            };
+                            word = kb.b.ins().bor(word, four);
+                        }
+                        return kb.b.ins().ishl(word, shift0);
                     }
                     d => d.scalars(kb),
                 };
@@ -183,15 +200,15 @@ fn output_channels(
             };
             for w in 0..words(m) {
                 let count = WORD_BITS.min(m - w * WORD_BITS);
-                let blocks = count / BLOCK;
+                let blocks = count / block;
                 let zero = kb.iconst(0);
                 let mut word = kb.fold_range(blocks, vec![zero], |kb, b, word| {
-                    let shift = kb.b.ins().imul_imm_s(b, BLOCK as i64);
+                    let shift = kb.b.ins().imul_imm_s(b, block as i64);
                     let first = kb.b.ins().iadd_imm_s(shift, (w * WORD_BITS) as i64);
-                    let part = bits(kb, first, BLOCK, shift);
+                    let part = bits(kb, first, block, shift);
                     vec![kb.b.ins().bor(word[0], part)]
                 })[0];
-                for r in blocks * BLOCK..count {
+                for r in blocks * block..count {
                     let first = kb.iconst((w * WORD_BITS + r) as i64);
                     let shift = kb.iconst(r as i64);
                     let part = bits(kb, first, 1, shift);
@@ -290,16 +307,23 @@ pub(crate) fn matmul(
                     .collect(),
             )
         };
-        output_channels(kb, m, stage, tables, (out_row, 4), &mut dots);
+        output_channels(
+            kb,
+            (m, MATMUL_BLOCK),
+            stage,
+            tables,
+            (out_row, 4),
+            &mut dots,
+        );
     });
     Ok(())
 }
 
-/// The dots of filters `first..first + 4` (`first` even) against the taps at `taps_at`,
+/// The dots of filters `first..first + BLOCK` (`first` even) against the taps at `taps_at`,
 /// two filters to a 128-bit vector: the activation word is splat, xor-ed with both
 /// filters' words, and counted per byte (`popcnt.i8x16`); the byte counts are widened
-/// pairwise (bytes to i16 before any can overflow, then to i32) and the two pairs' sums
-/// joined into one `i32x4` of the four filters' counts.
+/// pairwise (bytes to i16 before any can overflow, then to i32) and each two pairs' sums
+/// joined into one `i32x4` of four filters' counts.
 fn vector_dots(
     kb: &mut KernelBuilder,
     pairs: Value,
@@ -327,8 +351,9 @@ fn vector_dots(
         let hi = kb.b.ins().uwiden_high(v);
         kb.b.ins().iadd_pairwise(lo, hi)
     };
-    let mut bytes = [zero8; 2];
-    let mut halves = [zero16; 2];
+    let pair_count = BLOCK / 2;
+    let mut bytes = vec![zero8; pair_count];
+    let mut halves = vec![zero16; pair_count];
     // Byte lanes hold at most 8 per word: flush to i16 lanes before 32 words.
     let mut pending = 0;
     for (t, &at) in taps_at.iter().enumerate() {
@@ -337,7 +362,7 @@ fn vector_dots(
             let xs = kb.b.ins().splat(I64X2, x);
             let i = t * nw + word;
             for (q, acc) in bytes.iter_mut().enumerate() {
-                let wv = kb.load(I64X2, base, ((q * per + i) * 16) as i64);
+                let wv = kb.load_aligned(I64X2, base, ((q * per + i) * 16) as i64);
                 let d = kb.b.ins().bxor(xs, wv);
                 let d = kb.b.ins().bitcast(I8X16, little, d);
                 let pc = kb.b.ins().popcnt(d);
@@ -354,20 +379,26 @@ fn vector_dots(
             }
         }
     }
-    let mut quads = Vec::with_capacity(2);
+    let mut halves_of_pairs = Vec::with_capacity(pair_count);
     for (h, b) in halves.iter().zip(&bytes) {
         let wide = widen(kb, *b);
         let h = kb.b.ins().iadd(*h, wide);
         let lo = kb.b.ins().uwiden_low(h);
         let hi = kb.b.ins().uwiden_high(h);
-        quads.push(kb.b.ins().iadd_pairwise(lo, hi));
+        halves_of_pairs.push(kb.b.ins().iadd_pairwise(lo, hi));
     }
-    // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3].
-    let counts = kb.b.ins().iadd_pairwise(quads[0], quads[1]);
-    let twice = kb.b.ins().ishl_imm_s(counts, 1);
     let kk = kb.iconst32(k as i32);
     let kk = kb.b.ins().splat(I32X4, kk);
-    Dot::Quad(kb.b.ins().isub(kk, twice))
+    // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3], for each two pairs.
+    let quads = halves_of_pairs
+        .chunks(2)
+        .map(|two| {
+            let counts = kb.b.ins().iadd_pairwise(two[0], two[1]);
+            let twice = kb.b.ins().ishl_imm_s(counts, 1);
+            kb.b.ins().isub(kk, twice)
+        })
+        .collect();
+    Dot::Quads(quads)
 }
 
 /// XNOR convolution (2-D, one group): `x (N, C, H, W)` bits, channels-last, times
@@ -513,7 +544,14 @@ pub(crate) fn conv(
                         (kb.addr(dst, pixel, (words(m) * 8) as i64, 0), 0)
                     }
                 };
-                output_channels(kb, m, stage, tables, (at, channel_bytes), &mut dots);
+                output_channels(
+                    kb,
+                    (m, BLOCK),
+                    stage,
+                    tables,
+                    (at, channel_bytes),
+                    &mut dots,
+                );
             })
         })
     });
