@@ -92,6 +92,17 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             .load(ty, MemFlagsData::trusted(), ptr, offset as i32)
     }
 
+    /// The address of `bytes` of this call's stack, 16-byte aligned.
+    pub fn stack(&mut self, bytes: u32) -> Value {
+        use cranelift_codegen::ir::{StackSlotData, StackSlotKind};
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            bytes,
+            4,
+        ));
+        self.b.ins().stack_addr(I64, slot, 0)
+    }
+
     /// A load from memory this kernel also writes.
     pub fn load_written(&mut self, ty: Type, ptr: Value, index: Value) -> Value {
         let a = self.addr(ptr, index, i64::from(ty.bytes()), 0);

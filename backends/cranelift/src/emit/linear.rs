@@ -110,6 +110,25 @@ pub(crate) fn conv_int16_bits(
     let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
     let (oh, ow) = (out.shape[2], out.shape[3]);
     let k = c * kh * kw;
+    if attrs.strides[1] == 1 && ow >= 8 {
+        let geometry = RowGeometry {
+            image: (batch, c, h, wd),
+            filters: (m, kh, kw),
+            out: (oh, ow),
+            stride_y: attrs.strides[0],
+            dilations: (attrs.dilations[0], attrs.dilations[1]),
+        };
+        let src = x.f32_ptr(kb);
+        conv_int16_rows(
+            kb,
+            &geometry,
+            &weights,
+            x_scale,
+            (sign, bound),
+            (src, out.ptr),
+        );
+        return Ok(());
+    }
     let groups = m.div_ceil(8);
     // Weights as (k, filters padded to 8); padded filters have weight 0 and bound "never"
     // (their bits lie past the channels and stay 0).
@@ -167,13 +186,14 @@ pub(crate) fn conv_int16_bits(
                 let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
                 for word in 0..words_out {
                     let mut bits = kb.iconst(0);
-                    for g in (word * 8)..((word + 1) * 8).min(groups) {
+                    let first = word * 8;
+                    for (g, &a) in acc.iter().enumerate().skip(first).take(8) {
                         let s = kb.load_aligned(I16X8, sign_t, (g * 16) as i64);
                         let b = kb.load_aligned(I16X8, bound_t, (g * 16) as i64);
-                        let v = kb.b.ins().imul(acc[g], s);
+                        let v = kb.b.ins().imul(a, s);
                         let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
                         let eight = kb.b.ins().vhigh_bits(I64, on);
-                        let shifted = kb.b.ins().ishl_imm_s(eight, ((g - word * 8) * 8) as i64);
+                        let shifted = kb.b.ins().ishl_imm_s(eight, ((g - first) * 8) as i64);
                         bits = kb.b.ins().bor(bits, shifted);
                     }
                     kb.store(bits, out_at, (word * 8) as i64);
@@ -182,6 +202,160 @@ pub(crate) fn conv_int16_bits(
         });
     });
     Ok(())
+}
+
+/// The shapes [`conv_int16_rows`] works on.
+struct RowGeometry {
+    image: (usize, usize, usize, usize),
+    filters: (usize, usize, usize),
+    out: (usize, usize),
+    stride_y: usize,
+    dilations: (usize, usize),
+}
+
+/// [`conv_int16_bits`] for unit column strides: eight neighbouring output columns to an
+/// `i16x8` vector, so that each weight, a constant of the code, is one add or subtract
+/// (a multiply for other values) of the tap's vector. Each filter's compare gives eight
+/// bits, one per column; eight filters' bytes are transposed (an 8x8 bit matrix) into one
+/// byte per column, stored into that column's packed channels.
+fn conv_int16_rows(
+    kb: &mut KernelBuilder,
+    g: &RowGeometry,
+    weights: &[i16],
+    x_scale: f32,
+    (sign, bound): (&[i64], &[i64]),
+    (src, dst): (Value, Value),
+) {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8, I32X4, I64, I8};
+    let (batch, c, h, wd) = g.image;
+    let (m, kh, kw) = g.filters;
+    let (oh, ow) = g.out;
+    let (dh, dw) = g.dilations;
+    let k = c * kh * kw;
+    let words_out = bnnc_runtime::packing::words(m);
+    let blocks = ow.div_ceil(8);
+    let inv = 1.0 / x_scale;
+    // Channels past m in the last word are never written by the byte stores: zero first.
+    if m % 64 != 0 {
+        let zero = kb.iconst(0);
+        kb.for_range(batch * oh * ow * words_out, |kb, i| {
+            kb.store_at(zero, dst, i)
+        });
+    }
+    let taps = kb.stack((k * 16) as u32);
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * words_out * 8) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let row = kb.addr(image, oy, (g.stride_y * wd * 4) as i64, 0);
+            kb.for_range(blocks, |kb, b| {
+                // The last block overlaps the one before when 8 does not divide the width.
+                let start = kb.b.ins().imul_imm_s(b, 8);
+                let last = kb.iconst((ow - 8) as i64);
+                let ox = kb.b.ins().umin(start, last);
+                let at = kb.addr(row, ox, 4, 0);
+                // Every tap's eight inputs as integers, once for all filters.
+                let s = kb.fconst(inv);
+                let sv = kb.b.ins().splat(F32X4, s);
+                for kk in 0..k {
+                    let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let off = ((ch * h * wd + ky * dh * wd + kx * dw) * 4) as i64;
+                    let halves: Vec<Value> = [0, 16]
+                        .iter()
+                        .map(|&o| {
+                            let v = kb.load(F32X4, at, off + o);
+                            let v = kb.b.ins().fmul(v, sv);
+                            kb.b.ins().fcvt_to_sint_sat(I32X4, v)
+                        })
+                        .collect();
+                    let q = kb.b.ins().snarrow(halves[0], halves[1]);
+                    kb.store(q, taps, (kk * 16) as i64);
+                }
+                let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let pos = kb.b.ins().iadd(pos, ox);
+                let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
+                for group in 0..m.div_ceil(8) {
+                    let filters = group * 8..(group * 8 + 8).min(m);
+                    let zero = kb.iconst32(0);
+                    let zero = kb.b.ins().ireduce(I16, zero);
+                    let zv = kb.b.ins().splat(I16X8, zero);
+                    let mut acc = vec![zv; filters.len()];
+                    for kk in 0..k {
+                        if filters.clone().all(|j| weights[j * k + kk] == 0) {
+                            continue;
+                        }
+                        let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                        for (a, j) in acc.iter_mut().zip(filters.clone()) {
+                            *a = match weights[j * k + kk] {
+                                0 => *a,
+                                1 => kb.b.ins().iadd(*a, xv),
+                                -1 => kb.b.ins().isub(*a, xv),
+                                wv => {
+                                    let c = kb.iconst32(i32::from(wv));
+                                    let c = kb.b.ins().ireduce(I16, c);
+                                    let cv = kb.b.ins().splat(I16X8, c);
+                                    let p = kb.b.ins().imul(xv, cv);
+                                    kb.b.ins().iadd(*a, p)
+                                }
+                            };
+                        }
+                    }
+                    // Byte j of `matrix`: filter j's bit per column.
+                    let mut matrix = kb.iconst(0);
+                    for (i, (a, j)) in acc.into_iter().zip(filters.clone()).enumerate() {
+                        let (cc, b) = if sign[j] >= 0 {
+                            (IntCC::SignedGreaterThanOrEqual, bound[j])
+                        } else {
+                            (IntCC::SignedLessThanOrEqual, -bound[j])
+                        };
+                        let b = kb.iconst32(b.clamp(-32768, 32767) as i32);
+                        let b = kb.b.ins().ireduce(I16, b);
+                        let bv = kb.b.ins().splat(I16X8, b);
+                        let on = kb.b.ins().icmp(cc, a, bv);
+                        let cols = kb.b.ins().vhigh_bits(I64, on);
+                        let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
+                        matrix = kb.b.ins().bor(matrix, cols);
+                    }
+                    let t = transpose8(kb, matrix);
+                    let byte = (group % 8) as i64 + (group / 8 * 8) as i64;
+                    for col in 0..8i64 {
+                        let v = if col == 0 {
+                            t
+                        } else {
+                            kb.b.ins().ushr_imm_s(t, 8 * col)
+                        };
+                        let v = kb.b.ins().ireduce(I8, v);
+                        kb.b.ins().store(
+                            super::builder::mem(),
+                            v,
+                            out_at,
+                            (col * (words_out as i64) * 8 + byte) as i32,
+                        );
+                    }
+                }
+            });
+        });
+    });
+}
+
+/// Transposes the 8x8 bit matrix whose row `i` is byte `i` (bit `8i + j` to bit `8j + i`).
+fn transpose8(kb: &mut KernelBuilder, x: Value) -> Value {
+    let mut x = x;
+    for (shift, mask) in [
+        (7i64, 0x00AA_00AA_00AA_00AAu64),
+        (14, 0x0000_CCCC_0000_CCCC),
+        (28, 0x0000_0000_F0F0_F0F0),
+    ] {
+        let shifted = kb.b.ins().ushr_imm_s(x, shift);
+        let t = kb.b.ins().bxor(x, shifted);
+        let t = kb.b.ins().band_imm_s(t, mask as i64);
+        let back = kb.b.ins().ishl_imm_s(t, shift);
+        let x1 = kb.b.ins().bxor(x, t);
+        x = kb.b.ins().bxor(x1, back);
+    }
+    x
 }
 
 /// Whether sums of this result type are exact in f32 in any order.
