@@ -1,0 +1,263 @@
+//! Native code: `bnnc build` writes libraries, headers and objects that run the models (read
+//! back through the runtime crate and from C), for every CPU level and for aarch64, and
+//! rejects what it cannot build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bnnc_runtime::Model;
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
+}
+
+fn bnnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bnnc"))
+        .args(args)
+        .output()
+        .expect("bnnc runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn read_f32(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().unwrap())
+}
+
+/// Builds `model` for this machine into `dir` and loads it.
+fn build_and_load(dir: &Path, model: &str, name: &str, extra: &[&str]) -> Model {
+    let lib = dir.join(format!("lib{name}.so"));
+    let mut args = vec!["build", model, "--name", name, "-o", lib.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = bnnc(&args);
+    assert!(out.status.success(), "bnnc build failed: {}", stderr(&out));
+    Model::load(&lib, name).unwrap()
+}
+
+/// The reference outputs of a model folder's input.npy, within 1e-4 relative.
+fn check_against_expected(model: &Model, folder: &str) {
+    let (_, input) = read_f32(&data(&format!("{folder}/input.npy")));
+    let (_, expected) = read_f32(&data(&format!("{folder}/expected.npy")));
+    let got = model.run_batch(&input).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, w)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * w.abs(),
+            "{folder}: element {i}: {g}, expected {w}"
+        );
+    }
+}
+
+#[test]
+fn build_writes_a_library_and_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("models/tfc_w1a1/model.onnx");
+    let m = build_and_load(dir.path(), model.to_str().unwrap(), "tfc", &[]);
+    assert_eq!((m.input_len(), m.output_len()), (784, 10));
+    check_against_expected(&m, "models/tfc_w1a1");
+    let header = std::fs::read_to_string(dir.path().join("tfc.h")).unwrap();
+    for decl in [
+        "size_t tfc_input_len(void);",
+        "size_t tfc_output_len(void);",
+        "int32_t tfc_run(const float *input, size_t input_len, float *output, size_t output_len);",
+        "1 x 1 x 28 x 28",
+    ] {
+        assert!(header.contains(decl), "missing `{decl}` in:\n{header}");
+    }
+}
+
+#[test]
+fn a_library_answers_only_to_its_model_name_and_checks_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("models/tfc_w1a1/model.onnx");
+    let m = build_and_load(dir.path(), model.to_str().unwrap(), "tfc", &[]);
+    let err = Model::load(&dir.path().join("libtfc.so"), "cnv").unwrap_err();
+    assert!(err.to_string().contains("cnv_run"), "{err}");
+    let mut out = vec![0f32; 10];
+    assert!(m.run(&[0.0; 783], &mut out).is_err());
+    assert!(m.run(&[0.0; 784], &mut out[..9]).is_err());
+    assert!(m.run(&[], &mut out).is_err());
+}
+
+/// Every CPU level x86-64 code may assume (and the vector and scalar popcount kernels
+/// they select) gives the reference outputs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_x86_64_cpu_level_gives_the_reference_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, cpu) in ["generic", "x86-64-v2", "x86-64-v3", "native"]
+        .iter()
+        .enumerate()
+    {
+        for folder in ["models/cnv_w1a1", "models/xnor_perchannel"] {
+            let model = data(&format!("{folder}/model.onnx"));
+            let name = format!("m{i}_{}", folder.replace('/', "_"));
+            let m = build_and_load(dir.path(), model.to_str().unwrap(), &name, &["--cpu", cpu]);
+            check_against_expected(&m, folder);
+        }
+    }
+}
+
+/// `--target aarch64` gives a relocatable aarch64 ELF object exporting the ABI, for every
+/// model of tests/data.
+#[test]
+fn aarch64_objects_for_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut built = 0;
+    for set in ["models", "external"] {
+        for entry in std::fs::read_dir(data(set)).unwrap() {
+            let folder = entry.unwrap().path();
+            let model = folder.join("model.onnx");
+            if !model.exists() {
+                continue;
+            }
+            let obj = dir.path().join("m.o");
+            let out = bnnc(&[
+                "build",
+                model.to_str().unwrap(),
+                "--target",
+                "aarch64",
+                "--emit",
+                "obj",
+                "--name",
+                "m",
+                "-o",
+                obj.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                folder.display(),
+                stderr(&out)
+            );
+            let bytes = std::fs::read(&obj).unwrap();
+            assert_eq!(&bytes[..4], b"\x7fELF", "{}", folder.display());
+            assert_eq!(bytes[4], 2, "64-bit");
+            assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 1, "relocatable");
+            assert_eq!(
+                u16::from_le_bytes([bytes[18], bytes[19]]),
+                183,
+                "EM_AARCH64"
+            );
+            for symbol in ["m_input_len", "m_output_len", "m_run"] {
+                assert!(
+                    bytes
+                        .windows(symbol.len() + 1)
+                        .any(|w| &w[..symbol.len()] == symbol.as_bytes() && w[symbol.len()] == 0),
+                    "{}: no symbol {symbol}",
+                    folder.display()
+                );
+            }
+            built += 1;
+        }
+    }
+    assert!(built >= 14, "built {built} models");
+}
+
+#[test]
+fn a_cross_target_without_a_linker_gets_its_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("models/tfc_w1a1/model.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_bnnc"))
+        .current_dir(dir.path())
+        .args(["build", model.to_str().unwrap(), "--target", "aarch64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no linker"), "{}", stderr(&out));
+    assert!(dir.path().join("tfc_w1a1.o").exists());
+    assert!(dir.path().join("tfc_w1a1.h").exists());
+}
+
+#[test]
+fn bad_targets_cpus_and_names_are_errors() {
+    let model = data("models/tfc_w1a1/model.onnx");
+    let model = model.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--target", "riscv64gc-unknown-linux-gnu"],
+            "not supported",
+        ),
+        (vec!["--target", "not a triple"], "not a target triple"),
+        (vec!["--cpu", "x86-64-v9"], "unknown CPU"),
+        (
+            vec!["--target", "aarch64", "--cpu", "x86-64-v3"],
+            "x86-64 level",
+        ),
+        (vec!["--name", "2 models"], "not a C identifier"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("lib.so");
+        let mut all = vec!["build", model, "-o", out_path.to_str().unwrap()];
+        all.extend(args.iter().copied());
+        let out = bnnc(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"));
+        assert!(!out_path.exists());
+    }
+}
+
+#[test]
+fn native_run_rejects_input_of_the_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("y.npy");
+    let out = bnnc(&[
+        "run",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--input",
+        data("models/cnv_w1a1/input.npy").to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+        "--backend",
+        "native",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("784"), "{}", stderr(&out));
+    assert!(!out_path.exists());
+}
+
+/// The C example: a program including the generated header, linked against the library.
+#[test]
+fn the_c_example_builds_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("models/cnv_w1a1/model.onnx");
+    build_and_load(dir.path(), model.to_str().unwrap(), "cnv_w1a1", &[]);
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/main.c");
+    let exe = dir.path().join("main");
+    let cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-std=c11"])
+        .arg("-DMODEL_HEADER=\"cnv_w1a1.h\"")
+        .arg("-DMODEL=cnv_w1a1")
+        .arg("-I")
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&main)
+        .arg("-L")
+        .arg(dir.path())
+        .arg("-lcnv_w1a1")
+        .arg(format!("-Wl,-rpath,{}", dir.path().display()))
+        .output()
+        .expect("a C compiler (cc) is needed for this test");
+    assert!(cc.status.success(), "{}", stderr(&cc));
+    // One real CIFAR-10 sample as raw float32.
+    let (_, input) = read_f32(&data("models/cnv_w1a1/input.npy"));
+    let sample = dir.path().join("sample.f32");
+    let bytes: Vec<u8> = input[..3072].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&sample, bytes).unwrap();
+    let run = Command::new(&exe).arg(&sample).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", stderr(&run));
+    let (_, expected) = read_f32(&data("models/cnv_w1a1/expected.npy"));
+    let argmax = (0..10).fold(0, |b, i| if expected[i] > expected[b] { i } else { b });
+    assert!(stdout.contains(&format!("argmax: {argmax}")), "{stdout}");
+    assert!(stdout.contains("rejected with code 1"), "{stdout}");
+}
