@@ -225,6 +225,14 @@ pub fn binary_macs(graph: &Graph) -> u64 {
         .sum()
 }
 
+/// Binary multiply-accumulates of one run of node `n` (0 unless an XNOR-popcount layer).
+pub fn node_binary_macs(graph: &Graph, n: NodeId) -> u64 {
+    match graph.node(n).op {
+        Op::XnorConv(_) | Op::XnorMatMul => macs(graph, n),
+        _ => 0,
+    }
+}
+
 /// Multiply-accumulates of one run of a linear layer.
 fn macs(graph: &Graph, n: NodeId) -> u64 {
     let node = graph.node(n);

@@ -6,6 +6,7 @@
 mod inspect;
 mod native;
 mod npy;
+mod peak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,8 +93,13 @@ enum Command {
     /// Times the compiled model on this machine: latency at batch 1 (median over runs) and
     /// throughput at a larger batch.
     Bench {
-        /// The ONNX model.
-        model: PathBuf,
+        /// The ONNX model (optional with `--peak`).
+        #[arg(required_unless_present = "peak")]
+        model: Option<PathBuf>,
+        /// Also measure this machine's XNOR-popcount peak (Cranelift's loops and a
+        /// hand-written AVX-512 reference); alone without a model.
+        #[arg(long)]
+        peak: bool,
         /// Samples per call for the throughput figure.
         #[arg(long, default_value_t = 64)]
         batch: usize,
@@ -283,6 +289,7 @@ fn execute(command: Command) -> Result<()> {
         }
         Command::Bench {
             model,
+            peak,
             batch,
             threads,
             runs,
@@ -291,11 +298,44 @@ fn execute(command: Command) -> Result<()> {
             if batch == 0 || threads == 0 || runs == 0 {
                 bail!("--batch, --threads and --runs must be positive");
             }
+            let peaks = if peak {
+                peak::measure_all()?
+            } else {
+                Vec::new()
+            };
+            let peak_json: Vec<serde_json::Value> = peaks
+                .iter()
+                .map(|p| serde_json::json!({"loop": p.name, "binary_gmacs_per_s": p.gmacs}))
+                .collect();
+            let Some(model) = model else {
+                if json {
+                    println!("{}", serde_json::json!({ "peak": peak_json }));
+                } else {
+                    print_peaks(&peaks);
+                }
+                return Ok(());
+            };
             let graph = optimize(&model, import(&model)?, &mut |_| {})?;
-            let loaded = native::load(&model, &graph)?;
+            let loaded = native::load(&model, &graph, true)?;
             let report = native::bench(&loaded.model, batch, threads, runs)?;
             let latency_us = report.latency.as_secs_f64() * 1e6;
             let binary_macs = inspect::binary_macs(&graph);
+            // Per step: its median time and, for binary layers, binary MACs per second.
+            let step_ns = native::profile_steps(&loaded, runs)?;
+            let layers: Vec<serde_json::Value> = loaded
+                .steps
+                .iter()
+                .zip(&step_ns)
+                .map(|(step, &ns)| {
+                    let macs = step.node.map_or(0, |n| inspect::node_binary_macs(&graph, n));
+                    serde_json::json!({
+                        "step": step.label,
+                        "us": ns / 1e3,
+                        "binary_macs": macs,
+                        "binary_gmacs_per_s": if macs > 0 && ns > 0.0 { macs as f64 / ns } else { 0.0 },
+                    })
+                })
+                .collect();
             // Binary MACs per second at batch 1, in billions.
             let gmacs = binary_macs as f64 / report.latency.as_secs_f64() / 1e9;
             if json {
@@ -309,6 +349,8 @@ fn execute(command: Command) -> Result<()> {
                         "threads": report.threads,
                         "binary_macs": binary_macs,
                         "binary_gmacs_per_s": gmacs,
+                        "steps": layers,
+                        "peak": peak_json,
                     })
                 );
             } else {
@@ -319,15 +361,49 @@ fn execute(command: Command) -> Result<()> {
                     report.batch,
                     report.threads
                 );
+                let best = peaks.iter().map(|p| p.gmacs).fold(0.0, f64::max);
+                println!(
+                    "{:<48} {:>9} {:>14} {:>10}",
+                    "step (one sample, median)", "us", "G bin-MAC/s", "of peak"
+                );
+                for l in &layers {
+                    let g = l["binary_gmacs_per_s"].as_f64().unwrap_or(0.0);
+                    println!(
+                        "{:<48} {:>9.1} {:>14} {:>10}",
+                        l["step"].as_str().unwrap_or(""),
+                        l["us"].as_f64().unwrap_or(0.0),
+                        if g > 0.0 {
+                            format!("{g:.1}")
+                        } else {
+                            "-".into()
+                        },
+                        if g > 0.0 && best > 0.0 {
+                            format!("{:.0}%", 100.0 * g / best)
+                        } else {
+                            "-".into()
+                        }
+                    );
+                }
+                print_peaks(&peaks);
             }
             Ok(())
         }
     }
 }
 
+/// The popcount peaks, one line each.
+fn print_peaks(peaks: &[peak::Peak]) {
+    if !peaks.is_empty() {
+        println!("XNOR-popcount peak on this machine (two 4 KiB arrays in L1, one thread):");
+    }
+    for p in peaks {
+        println!("  {:<40} {:>8.1} G binary MAC/s", p.name, p.gmacs);
+    }
+}
+
 /// `bnnc run --backend native`: the batch through a library compiled for this machine.
 fn run_native(model: &Path, graph: &Graph, x: &bnnc_ir::Tensor, output: &Path) -> Result<()> {
-    let loaded = native::load(model, graph)?;
+    let loaded = native::load(model, graph, false)?;
     let m = &loaded.model;
     let input = x.to_f32_vec();
     let y = m

@@ -36,7 +36,12 @@ pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options>
         None if bnnc_cranelift::is_host(&triple) => Cpu::Native,
         None => Cpu::Generic,
     };
-    Ok(Options { triple, cpu, name })
+    Ok(Options {
+        triple,
+        cpu,
+        name,
+        profile: false,
+    })
 }
 
 /// Compiles a graph, naming the model in errors.
@@ -82,18 +87,74 @@ pub fn can_link(triple: &Triple) -> bool {
 /// A model compiled into a temporary shared library and loaded.
 pub struct Loaded {
     pub model: Model,
+    /// The steps of the schedule (for profiles).
+    pub steps: Vec<bnnc_cranelift::StepInfo>,
+    /// `NAME_profile`, when built with profiling.
+    profile: Option<ProfileFn>,
+    // Keeps the library's file until the model is dropped.
+    _lib: Option<libloading::Library>,
     _dir: tempfile::TempDir,
 }
 
-/// Compiles for this machine and loads the library.
-pub fn load(model_path: &Path, graph: &Graph) -> Result<Loaded> {
-    let options = options(&Triple::host().to_string(), None, default_name(model_path))?;
+type ProfileFn = unsafe extern "C" fn(*const f32, *mut f32, *mut u64) -> i32;
+
+/// Compiles for this machine and loads the library (with `NAME_profile` when `profile`).
+pub fn load(model_path: &Path, graph: &Graph, profile: bool) -> Result<Loaded> {
+    let mut options = options(&Triple::host().to_string(), None, default_name(model_path))?;
+    options.profile = profile;
     let compiled = compile(model_path, graph, &options)?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let lib = dir.path().join(format!("lib{}.so", options.name));
-    write(&compiled, &options, &lib, true)?;
-    let model = Model::load(&lib, &options.name)?;
-    Ok(Loaded { model, _dir: dir })
+    let lib_path = dir.path().join(format!("lib{}.so", options.name));
+    write(&compiled, &options, &lib_path, true)?;
+    let model = Model::load(&lib_path, &options.name)?;
+    let (lib, profile) = if profile {
+        // SAFETY: the library was just built by bnnc; `NAME_profile` has the signature
+        // `ProfileFn` (backends/cranelift/src/emit/mod.rs).
+        let lib = unsafe { libloading::Library::new(&lib_path) }?;
+        let symbol = format!("{}_profile", options.name);
+        let f: ProfileFn = unsafe { *lib.get::<ProfileFn>(symbol.as_bytes())? };
+        (Some(lib), Some(f))
+    } else {
+        (None, None)
+    };
+    Ok(Loaded {
+        model,
+        steps: compiled.steps,
+        profile,
+        _lib: lib,
+        _dir: dir,
+    })
+}
+
+/// Median nanoseconds of every step over `runs` profiled runs of one sample.
+pub fn profile_steps(loaded: &Loaded, runs: usize) -> Result<Vec<f64>> {
+    let f = loaded
+        .profile
+        .context("internal: the library was built without profiling")?;
+    let (il, ol) = (loaded.model.input_len(), loaded.model.output_len());
+    let input: Vec<f32> = (0..il)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let mut out = vec![0f32; ol];
+    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(runs); loaded.steps.len()];
+    for _ in 0..runs.max(1) {
+        let mut times = vec![0u64; loaded.steps.len()];
+        // SAFETY: input and output hold one sample; times has one entry per step.
+        let code = unsafe { f(input.as_ptr(), out.as_mut_ptr(), times.as_mut_ptr()) };
+        if code != 0 {
+            bail!("the profiled run failed with code {code}");
+        }
+        for (s, t) in samples.iter_mut().zip(times) {
+            s.push(t);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_unstable();
+            s[s.len() / 2] as f64
+        })
+        .collect())
 }
 
 /// Latency and throughput of a compiled model.

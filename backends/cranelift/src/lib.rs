@@ -9,6 +9,7 @@
 mod emit;
 mod error;
 mod header;
+mod peak;
 mod schedule;
 mod target;
 
@@ -17,6 +18,7 @@ use std::process::Command;
 
 use bnnc_ir::Graph;
 pub use error::BackendError;
+pub use peak::peak_object;
 pub use target::{is_host, parse_target, Cpu};
 pub use target_lexicon::Triple;
 
@@ -27,6 +29,20 @@ pub struct Options {
     pub cpu: Cpu,
     /// The model's name: a C identifier, the prefix of the exported symbols.
     pub name: String,
+    /// Also export `int32_t NAME_profile(const float *input, float *output, uint64_t
+    /// *step_ns)`, which runs one sample and adds each step's nanoseconds to `step_ns`
+    /// (for `bnnc bench`; [`Compiled::steps`] names the steps).
+    pub profile: bool,
+}
+
+/// One step of a compiled model, for profiles.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    /// The node it computes (for a fused step, the linear layer's), or `None` for a
+    /// conversion between storages.
+    pub node: Option<bnnc_ir::NodeId>,
+    /// What it is, e.g. `xnor_conv+threshold Conv_1` or `convert`.
+    pub label: String,
 }
 
 /// A compiled model: the object file and its C header.
@@ -39,6 +55,8 @@ pub struct Compiled {
     pub output_len: usize,
     /// Bytes of scratch memory one call allocates.
     pub scratch_bytes: usize,
+    /// The steps in order.
+    pub steps: Vec<StepInfo>,
 }
 
 /// Compiles an optimized graph.
@@ -57,6 +75,7 @@ pub fn compile(graph: &Graph, options: &Options) -> Result<Compiled, BackendErro
         name: &options.name,
         input_len: input.numel(),
         output_len: output.numel(),
+        profile: options.profile,
     };
     if spec.input_len == 0 || spec.output_len == 0 {
         return Err(BackendError::Graph {
@@ -65,7 +84,31 @@ pub fn compile(graph: &Graph, options: &Options) -> Result<Compiled, BackendErro
         });
     }
     let object = emit::emit_object(graph, &schedule, isa, &spec)?;
+    let steps = schedule
+        .steps
+        .iter()
+        .map(|s| match &s.kind {
+            schedule::StepKind::Node(n) => StepInfo {
+                node: Some(*n),
+                label: format!("{} {}", graph.node(*n).op.name(), graph.node(*n).name),
+            },
+            schedule::StepKind::Fused { linear, threshold } => StepInfo {
+                node: Some(*linear),
+                label: format!(
+                    "{}+{} {}",
+                    graph.node(*linear).op.name(),
+                    graph.node(*threshold).op.name(),
+                    graph.node(*linear).name
+                ),
+            },
+            schedule::StepKind::Convert => StepInfo {
+                node: None,
+                label: "convert".into(),
+            },
+        })
+        .collect();
     Ok(Compiled {
+        steps,
         header: header::header(graph, &options.name),
         object,
         input_len: spec.input_len,

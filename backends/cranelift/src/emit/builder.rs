@@ -184,6 +184,53 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         self.b.seal_block(exit);
     }
 
+    /// `for i in 0..n` with `n` known only at run time (possibly 0), carrying `init`
+    /// through the iterations: `state = body(i, state)`; returns the final state.
+    pub fn fold_dynamic(
+        &mut self,
+        n: Value,
+        init: Vec<Value>,
+        mut body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
+    ) -> Vec<Value> {
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        let i = self.b.append_block_param(head, I64);
+        let types: Vec<Type> = init
+            .iter()
+            .map(|&v| self.b.func.dfg.value_type(v))
+            .collect();
+        let state: Vec<Value> = types
+            .iter()
+            .map(|&t| self.b.append_block_param(head, t))
+            .collect();
+        let out: Vec<Value> = types
+            .iter()
+            .map(|&t| self.b.append_block_param(exit, t))
+            .collect();
+        let zero = self.iconst(0);
+        let start: Vec<BlockArg> = std::iter::once(zero)
+            .chain(init.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        let skip: Vec<BlockArg> = init.iter().copied().map(BlockArg::Value).collect();
+        let any = self.b.ins().icmp_imm_s(IntCC::NotEqual, n, 0);
+        self.b.ins().brif(any, head, &start, exit, &skip);
+        self.b.switch_to_block(head);
+        let next_state = body(self, i, state);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, n);
+        let again: Vec<BlockArg> = std::iter::once(next)
+            .chain(next_state.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        let done: Vec<BlockArg> = next_state.iter().copied().map(BlockArg::Value).collect();
+        self.b.ins().brif(more, head, &again, exit, &done);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        out
+    }
+
     /// Like [`Self::for_range`], carrying `init` through the iterations:
     /// `state = body(i, state)`; returns the final state.
     pub fn fold_range(

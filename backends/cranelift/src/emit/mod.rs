@@ -33,7 +33,13 @@ pub(crate) struct ObjectSpec<'a> {
     pub name: &'a str,
     pub input_len: usize,
     pub output_len: usize,
+    /// Whether to export `NAME_profile` as well.
+    pub profile: bool,
 }
+
+/// Bytes allocated beyond the scratch buffer: room to align it to 64 bytes, and for vector
+/// loads that read a word past the end of a buffer.
+const SCRATCH_SLACK: i64 = 128;
 
 /// Compiles the scheduled graph into an object file's bytes.
 pub(crate) fn emit_object(
@@ -42,28 +48,22 @@ pub(crate) fn emit_object(
     isa: OwnedTargetIsa,
     spec: &ObjectSpec<'_>,
 ) -> Result<Vec<u8>, BackendError> {
-    let simd_popcount = crate::target::simd_popcount(&*isa);
-    let builder = ObjectBuilder::new(isa, spec.name, cranelift_module::default_libcall_names())
-        .map_err(|e| BackendError::Target(e.to_string()))?;
-    let mut e = Emitter {
-        simd_popcount,
-        module: ObjectModule::new(builder),
-        fctx: FunctionBuilderContext::new(),
-        tables: Vec::new(),
-    };
+    let mut e = Emitter::new(isa, spec.name)?;
     let mut step_fns = Vec::with_capacity(schedule.steps.len());
     for (i, step) in schedule.steps.iter().enumerate() {
         step_fns.push(e.step(graph, i, step)?);
     }
-    let sample = e.sample_fn(schedule, &step_fns)?;
+    let sample = e.sample_fn(schedule, &step_fns, false)?;
     e.abi_fns(spec, schedule.scratch_bytes, sample)?;
-    let product = e.module.finish();
-    product
-        .emit()
-        .map_err(|err| BackendError::Link(err.to_string()))
+    if spec.profile {
+        let profiled = e.sample_fn(schedule, &step_fns, true)?;
+        e.profile_fn(spec, schedule.scratch_bytes, profiled)?;
+    }
+    e.finish()
 }
 
-struct Emitter {
+/// A module being filled with functions.
+pub(crate) struct Emitter {
     /// Whether `popcnt.i8x16` and pairwise widening adds lower well (SSSE3 or better, or
     /// aarch64's CNT).
     simd_popcount: bool,
@@ -80,7 +80,27 @@ fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
 }
 
 impl Emitter {
-    fn signature(&self, params: usize, ret: Option<cranelift_codegen::ir::Type>) -> Signature {
+    pub fn new(isa: OwnedTargetIsa, name: &str) -> Result<Emitter, BackendError> {
+        let simd_popcount = crate::target::simd_popcount(&*isa);
+        let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
+            .map_err(|e| BackendError::Target(e.to_string()))?;
+        Ok(Emitter {
+            simd_popcount,
+            module: ObjectModule::new(builder),
+            fctx: FunctionBuilderContext::new(),
+            tables: Vec::new(),
+        })
+    }
+
+    /// The object file's bytes.
+    pub fn finish(self) -> Result<Vec<u8>, BackendError> {
+        self.module
+            .finish()
+            .emit()
+            .map_err(|err| BackendError::Link(err.to_string()))
+    }
+
+    pub fn signature(&self, params: usize, ret: Option<cranelift_codegen::ir::Type>) -> Signature {
         let mut sig = self.module.make_signature();
         sig.params.extend((0..params).map(|_| AbiParam::new(I64)));
         sig.returns.extend(ret.map(AbiParam::new));
@@ -88,7 +108,7 @@ impl Emitter {
     }
 
     /// Defines function `name` whose body `body` builds from its parameters.
-    fn define(
+    pub fn define(
         &mut self,
         name: &str,
         linkage: Linkage,
@@ -223,16 +243,45 @@ impl Emitter {
     }
 
     /// `sample(input, output, scratch)`: every step once.
-    fn sample_fn(&mut self, schedule: &Schedule, steps: &[FuncId]) -> Result<FuncId, BackendError> {
-        let sig = self.signature(3, None);
+    /// `sample(input, output, scratch)`, or with `profile`
+    /// `sample(input, output, scratch, step_ns)` adding each step's nanoseconds to
+    /// `step_ns[i]` (CLOCK_MONOTONIC around every call).
+    fn sample_fn(
+        &mut self,
+        schedule: &Schedule,
+        steps: &[FuncId],
+        profile: bool,
+    ) -> Result<FuncId, BackendError> {
+        let sig = self.signature(3 + usize::from(profile), None);
+        let name = if profile {
+            "bnnc_sample_profiled"
+        } else {
+            "bnnc_sample"
+        };
         let step_sigs: Vec<usize> = schedule
             .steps
             .iter()
             .map(|s| s.operands.len() + s.results.len())
             .collect();
-        self.define("bnnc_sample", Linkage::Local, sig, |kb| {
+        self.define(name, Linkage::Local, sig, |kb| {
             let (input, output, scratch) = (kb.param(0), kb.param(1), kb.param(2));
-            for (step, (&f, &arity)) in schedule.steps.iter().zip(steps.iter().zip(&step_sigs)) {
+            let timespec = profile.then(|| kb.stack(16));
+            let now = |kb: &mut KernelBuilder| {
+                let ts = timespec.expect("profiling has a timespec");
+                let clock = kb.iconst32(1); // CLOCK_MONOTONIC
+                kb.call_c("clock_gettime", &[I32, I64], I32, &[clock, ts]);
+                let sec = kb.load(I64, ts, 0);
+                let nsec = kb.load(I64, ts, 8);
+                let ns = kb.b.ins().imul_imm_s(sec, 1_000_000_000);
+                kb.b.ins().iadd(ns, nsec)
+            };
+            for (i, (step, (&f, &arity))) in schedule
+                .steps
+                .iter()
+                .zip(steps.iter().zip(&step_sigs))
+                .enumerate()
+            {
+                let start = profile.then(|| now(kb));
                 let mut args = Vec::with_capacity(arity);
                 let places = step
                     .operands
@@ -248,9 +297,63 @@ impl Emitter {
                     });
                 }
                 kb.call_local(f, &args);
+                if let Some(start) = start {
+                    let end = now(kb);
+                    let took = kb.b.ins().isub(end, start);
+                    let times = kb.param(3);
+                    let sum = kb.load(I64, times, (i * 8) as i64);
+                    let sum = kb.b.ins().iadd(sum, took);
+                    kb.store(sum, times, (i * 8) as i64);
+                }
             }
             Ok(None)
         })
+    }
+
+    /// `int32_t NAME_profile(const float *input, float *output, uint64_t *step_ns)`: one
+    /// sample, adding each step's time to `step_ns` (one entry per step of the schedule).
+    fn profile_fn(
+        &mut self,
+        spec: &ObjectSpec<'_>,
+        scratch_bytes: usize,
+        sample: FuncId,
+    ) -> Result<(), BackendError> {
+        let sig = self.signature(3, Some(I32));
+        self.define(
+            &abi::symbol(spec.name, "profile"),
+            Linkage::Export,
+            sig,
+            |kb| {
+                let (input, output, times) = (kb.param(0), kb.param(1), kb.param(2));
+                let size = kb.iconst(scratch_bytes.max(64) as i64 + SCRATCH_SLACK);
+                let raw = kb.call_c("malloc", &[I64], I64, &[size]);
+                let done = kb.b.create_block();
+                let code = kb.b.append_block_param(done, I32);
+                let ok = kb.b.create_block();
+                let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
+                let oom = kb.iconst32(abi::RUN_OUT_OF_MEMORY);
+                kb.b.ins().brif(
+                    null,
+                    done,
+                    &[cranelift_codegen::ir::BlockArg::Value(oom)],
+                    ok,
+                    &[],
+                );
+                kb.b.seal_block(ok);
+                kb.b.switch_to_block(ok);
+                let bumped = kb.b.ins().iadd_imm_s(raw, 63);
+                let scratch = kb.b.ins().band_imm_s(bumped, -64);
+                kb.call_local(sample, &[input, output, scratch, times]);
+                kb.call_c_void("free", &[I64], &[raw]);
+                let zero = kb.iconst32(abi::RUN_OK);
+                kb.b.ins()
+                    .jump(done, &[cranelift_codegen::ir::BlockArg::Value(zero)]);
+                kb.b.switch_to_block(done);
+                kb.b.seal_block(done);
+                Ok(Some(code))
+            },
+        )?;
+        Ok(())
     }
 
     /// `NAME_input_len`, `NAME_output_len` and `NAME_run`.
@@ -306,7 +409,7 @@ impl Emitter {
             fail(kb, overflow, abi::RUN_BAD_OUTPUT_LEN);
             let wrong = kb.b.ins().icmp(IntCC::NotEqual, want, output_len);
             fail(kb, wrong, abi::RUN_BAD_OUTPUT_LEN);
-            let size = kb.iconst(scratch_bytes.max(64) as i64 + 64);
+            let size = kb.iconst(scratch_bytes.max(64) as i64 + SCRATCH_SLACK);
             let raw = kb.call_c("malloc", &[I64], I64, &[size]);
             let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
             fail(kb, null, abi::RUN_OUT_OF_MEMORY);
