@@ -256,7 +256,7 @@ impl Model {
     /// The number of samples in `input_len` elements of input, or the error saying why that
     /// is not a batch.
     pub fn samples(&self, input_len: usize) -> Result<usize, RuntimeError> {
-        if input_len == 0 || input_len % self.input_len != 0 {
+        if input_len == 0 || !input_len.is_multiple_of(self.input_len) {
             return Err(RuntimeError::InputLength {
                 name: self.name.clone(),
                 input_len: self.input_len,

@@ -369,7 +369,7 @@ pub(super) fn m1_transposed_one(a: &[f32], row: &[f32], j: usize, n: usize) -> f
         l[i % 8] += x * w;
     }
     // The masked tail of the last 8 adds 0 * 0 to the unused lanes (-0 becomes +0).
-    if row.len() % 8 != 0 {
+    if !row.len().is_multiple_of(8) {
         l[row.len() % 8..].iter_mut().for_each(|v| *v += 0.0);
     }
     let grouped_by_four = n - n % 4;

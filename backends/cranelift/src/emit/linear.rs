@@ -529,7 +529,7 @@ fn dot(
                 l[i % 8] = kb.b.ins().fadd(l[i % 8], p);
             }
             // The masked tail adds 0 * 0 to the unused lanes (-0 becomes +0).
-            if k % 8 != 0 {
+            if !k.is_multiple_of(8) {
                 for lane in l.iter_mut().skip(k % 8) {
                     *lane = kb.b.ins().fadd(*lane, zero);
                 }
