@@ -75,13 +75,15 @@ pub fn write(
         .tempfile()
         .context("cannot create a temporary object file")?;
     std::fs::write(object.path(), &compiled.object).context("cannot write the object file")?;
-    bnnc_cranelift::link_shared_library(object.path(), out)?;
+    let cc = bnnc_cranelift::linker_for(&options.triple)
+        .with_context(|| format!("no linker for {}", options.triple))?;
+    bnnc_cranelift::link_shared_library_with(&cc, object.path(), out)?;
     Ok(vec![out.to_path_buf(), header])
 }
 
 /// Whether this machine can link shared libraries for `triple`.
 pub fn can_link(triple: &Triple) -> bool {
-    bnnc_cranelift::is_host(triple)
+    bnnc_cranelift::linker_for(triple).is_some()
 }
 
 /// A model compiled into a temporary shared library and loaded.

@@ -165,8 +165,10 @@ fn aarch64_objects_for_every_model() {
 fn a_cross_target_without_a_linker_gets_its_object() {
     let dir = tempfile::tempdir().unwrap();
     let model = data("models/tfc_w1a1/model.onnx");
+    // No PATH: no cross linker to be found.
     let out = Command::new(env!("CARGO_BIN_EXE_bnnc"))
         .current_dir(dir.path())
+        .env("PATH", "")
         .args(["build", model.to_str().unwrap(), "--target", "aarch64"])
         .output()
         .unwrap();
@@ -260,4 +262,155 @@ fn the_c_example_builds_and_runs() {
     let argmax = (0..10).fold(0, |b, i| if expected[i] > expected[b] { i } else { b });
     assert!(stdout.contains(&format!("argmax: {argmax}")), "{stdout}");
     assert!(stdout.contains("rejected with code 1"), "{stdout}");
+}
+
+/// A C program that runs a compiled library on raw float32 samples:
+/// `driver LIB NAME IN.f32 OUT.f32`.
+const DRIVER: &str = r#"
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void *sym(void *lib, const char *name, const char *function) {
+    char s[256];
+    snprintf(s, sizeof s, "%s_%s", name, function);
+    void *f = dlsym(lib, s);
+    if (!f) { fprintf(stderr, "no symbol %s\n", s); exit(2); }
+    return f;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) { fprintf(stderr, "usage: driver LIB NAME IN OUT\n"); return 2; }
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
+    size_t (*input_len)(void) = (size_t (*)(void))sym(lib, argv[2], "input_len");
+    size_t (*output_len)(void) = (size_t (*)(void))sym(lib, argv[2], "output_len");
+    int32_t (*run)(const float *, size_t, float *, size_t) =
+        (int32_t (*)(const float *, size_t, float *, size_t))sym(lib, argv[2], "run");
+    FILE *f = fopen(argv[3], "rb");
+    if (!f) { perror(argv[3]); return 2; }
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f) / sizeof(float);
+    fseek(f, 0, SEEK_SET);
+    float *in = malloc(n * sizeof(float));
+    if (fread(in, sizeof(float), n, f) != n) { perror("read"); return 2; }
+    fclose(f);
+    size_t m = n / input_len() * output_len();
+    float *out = malloc(m * sizeof(float));
+    int32_t code = run(in, n, out, m);
+    if (code != 0) { fprintf(stderr, "run: code %d\n", (int)code); return 3; }
+    f = fopen(argv[4], "wb");
+    fwrite(out, sizeof(float), m, f);
+    fclose(f);
+    return 0;
+}
+"#;
+
+/// The aarch64 libraries of every model run (under qemu-aarch64) and give the reference
+/// outputs. Needs `aarch64-linux-gnu-gcc` and `qemu-aarch64` (Debian: gcc-aarch64-linux-gnu,
+/// libc6-dev-arm64-cross, qemu-user; `.ci/run` installs them).
+#[test]
+fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
+    for tool in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
+        let found = Command::new(tool).arg("--version").output().is_ok();
+        assert!(
+            found,
+            "{tool} is needed (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let driver_c = dir.path().join("driver.c");
+    std::fs::write(&driver_c, DRIVER).unwrap();
+    let driver = dir.path().join("driver");
+    let cc = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-O2", "-o"])
+        .arg(&driver)
+        .arg(&driver_c)
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(cc.status.success(), "{}", stderr(&cc));
+    let mut ran = 0;
+    for set in ["models", "external"] {
+        let mut folders: Vec<PathBuf> = std::fs::read_dir(data(set))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("model.onnx").exists())
+            .collect();
+        folders.sort();
+        for folder in folders {
+            let lib = dir.path().join("libm.so");
+            let out = bnnc(&[
+                "build",
+                folder.join("model.onnx").to_str().unwrap(),
+                "--target",
+                "aarch64",
+                "--name",
+                "m",
+                "-o",
+                lib.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                folder.display(),
+                stderr(&out)
+            );
+            let (_, input) = read_f32(&folder.join("input.npy"));
+            let in_path = dir.path().join("in.f32");
+            let out_path = dir.path().join("out.f32");
+            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&in_path, bytes).unwrap();
+            let run = Command::new("qemu-aarch64")
+                .args(["-L", "/usr/aarch64-linux-gnu"])
+                .arg(&driver)
+                .args([&lib, Path::new("m"), &in_path, &out_path])
+                .output()
+                .unwrap();
+            assert!(
+                run.status.success(),
+                "{}: {}",
+                folder.display(),
+                stderr(&run)
+            );
+            let got: Vec<f32> = std::fs::read(&out_path)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let expected = read_expected(&folder.join("expected.npy"));
+            assert_eq!(got.len(), expected.len(), "{}", folder.display());
+            for (i, (&g, &w)) in got.iter().zip(&expected).enumerate() {
+                let g = f64::from(g);
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs(),
+                    "{}: element {i}: {g}, expected {w}",
+                    folder.display()
+                );
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 14, "ran {ran} models");
+}
+
+/// expected.npy as f64, whether it holds float32 or int64 (TopK indices).
+fn read_expected(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int => npy
+            .into_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+        _ => npy
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    }
 }
