@@ -62,8 +62,19 @@ if ! [[ -x $python ]] || ! "$python" -c 'import onnxruntime, numpy' 2>/dev/null;
     "$python" -c 'import onnxruntime, numpy' || die "onnxruntime or numpy does not import in $venv"
 fi
 
-echo "bench.sh: building bnnc (release)" >&2
-cargo build --release --package bnnc --bin bnnc
+# The XNOR convolutions' code generator: LLVM (512-bit vectors) when LLVM 16 is installed,
+# else Cranelift; BNNC_CODEGEN=cranelift|llvm chooses.
+codegen=${BNNC_CODEGEN:-}
+if [[ -z $codegen ]]; then
+    if command -v llvm-config-16 >/dev/null; then codegen=llvm; else codegen=cranelift; fi
+fi
+case $codegen in
+    llvm) features=(--features llvm) ;;
+    cranelift) features=() ;;
+    *) die "BNNC_CODEGEN must be cranelift or llvm, not '$codegen'" ;;
+esac
+echo "bench.sh: building bnnc (release, codegen $codegen)" >&2
+cargo build --release --package bnnc --bin bnnc "${features[@]}"
 bnnc=$root/target/release/bnnc
 [[ -x $bnnc ]] || die "cargo build succeeded but $bnnc is missing"
 
@@ -80,7 +91,7 @@ for m in "${models[@]}"; do
     ort_json=$("$python" scripts/bench_onnxruntime.py "$baselines/${m}_float.onnx" --threads 1 --json) ||
         die "onnxruntime benchmark of $m failed"
     echo "bench.sh: $m: bnnc" >&2
-    bnnc_json=$("$bnnc" bench "tests/data/models/${m}_w1a1/model.onnx" --json) ||
+    bnnc_json=$("$bnnc" bench "tests/data/models/${m}_w1a1/model.onnx" --json --codegen "$codegen") ||
         die "bnnc bench of $m failed"
     "$python" -c '
 import json, sys
@@ -89,12 +100,12 @@ print(json.dumps({"name": name, "ort": json.loads(ort), "bnnc": json.loads(bnnc)
 ' "$m" "$ort_json" "$bnnc_json" >>"$raw" || die "the output of a benchmark of $m is not JSON"
 done
 
-"$python" - "$raw" "$cpu" "$results" <<'EOF'
+"$python" - "$raw" "$cpu" "$results" "$codegen" <<'EOF'
 import json
 import os
 import sys
 
-raw, cpu, results = sys.argv[1:]
+raw, cpu, results, codegen = sys.argv[1:]
 rows = [json.loads(line) for line in open(raw)]
 
 
@@ -114,6 +125,7 @@ for row in rows:
 
 print(f"CPU: {cpu}")
 print(f"onnxruntime {rows[0]['ort'].get('onnxruntime', '?')}, 1 thread; latency: median at batch 1")
+print(f"bnnc: XNOR convolutions by {codegen}, the rest by cranelift; 1 thread")
 print()
 header = (
     f"{'model':<6} {'ort latency':>14} {'bnnc latency':>14} {'speedup':>8}"
@@ -130,7 +142,7 @@ for name, ort_lat, bnnc_lat, ort_tp, bnnc_tp in table:
 
 os.makedirs(os.path.dirname(results) or ".", exist_ok=True)
 with open(results, "w") as out:
-    json.dump({"cpu": cpu, "models": rows}, out, indent=2)
+    json.dump({"cpu": cpu, "codegen": codegen, "models": rows}, out, indent=2)
 print()
 print(f"raw results: {results}")
 EOF

@@ -61,6 +61,9 @@ enum Command {
         /// `interp`: the reference interpreter; `native`: compiled for this machine and run.
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
+        /// With `--backend native`: which code generator compiles the XNOR convolutions.
+        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        codegen: native::Codegen,
     },
     /// Compiles a model into a shared library (`libNAME.so` and `NAME.h`), an object, or IR.
     Build {
@@ -83,6 +86,10 @@ enum Command {
         /// to standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Which code generator compiles the XNOR convolutions (`llvm` needs bnnc built with
+        /// `--features llvm`).
+        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        codegen: native::Codegen,
         /// Print the IR before this pass (`all` for every pass); may be repeated.
         #[arg(long, value_name = "PASS")]
         print_before: Vec<String>,
@@ -112,6 +119,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Which code generator compiles the XNOR convolutions.
+        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        codegen: native::Codegen,
     },
 }
 
@@ -195,6 +205,7 @@ fn execute(command: Command) -> Result<()> {
             output,
             passes,
             backend,
+            codegen,
         } => {
             let mut graph = import(&model)?;
             if passes == Pipeline::Default {
@@ -210,7 +221,7 @@ fn execute(command: Command) -> Result<()> {
             }
             let x = npy::read_tensor(&input)?;
             if backend == Backend::Native {
-                return run_native(&model, &graph, &x, &output);
+                return run_native(&model, &graph, &x, &output, codegen);
             }
             let mut results = bnnc_ir::interp::run_batch(&graph, &x)
                 .with_context(|| format!("running {}", model.display()))?;
@@ -224,6 +235,7 @@ fn execute(command: Command) -> Result<()> {
             cpu,
             name,
             output,
+            codegen,
             print_before,
             print_after,
         } => {
@@ -246,7 +258,7 @@ fn execute(command: Command) -> Result<()> {
                 let name = name.unwrap_or_else(|| native::default_name(&model));
                 let options = native::options(&target, cpu.as_deref(), name)?;
                 let start = std::time::Instant::now();
-                let compiled = native::compile(&model, &graph, &options)?;
+                let build = native::compile(&model, &graph, &options, codegen)?;
                 let mut shared = emit == Emit::So;
                 if shared && !native::can_link(&options.triple) {
                     eprintln!(
@@ -262,7 +274,7 @@ fn execute(command: Command) -> Result<()> {
                         format!("{}.o", options.name)
                     })
                 });
-                let written = native::write(&compiled, &options, &out, shared)?;
+                let written = native::write(&build, &options, &out, shared)?;
                 eprintln!(
                     "wrote {} ({} for {}, {} KiB of scratch per call) in {:.2} s",
                     written
@@ -272,7 +284,7 @@ fn execute(command: Command) -> Result<()> {
                         .join(" and "),
                     if shared { "shared library" } else { "object" },
                     options.triple,
-                    compiled.scratch_bytes.div_ceil(1024),
+                    build.compiled.scratch_bytes.div_ceil(1024),
                     start.elapsed().as_secs_f64()
                 );
                 return Ok(());
@@ -294,6 +306,7 @@ fn execute(command: Command) -> Result<()> {
             threads,
             runs,
             json,
+            codegen,
         } => {
             if batch == 0 || threads == 0 || runs == 0 {
                 bail!("--batch, --threads and --runs must be positive");
@@ -316,7 +329,7 @@ fn execute(command: Command) -> Result<()> {
                 return Ok(());
             };
             let graph = optimize(&model, import(&model)?, &mut |_| {})?;
-            let loaded = native::load(&model, &graph, true)?;
+            let loaded = native::load(&model, &graph, true, codegen)?;
             let report = native::bench(&loaded.model, batch, threads, runs)?;
             let latency_us = report.latency.as_secs_f64() * 1e6;
             let binary_macs = inspect::binary_macs(&graph);
@@ -402,8 +415,14 @@ fn print_peaks(peaks: &[peak::Peak]) {
 }
 
 /// `bnnc run --backend native`: the batch through a library compiled for this machine.
-fn run_native(model: &Path, graph: &Graph, x: &bnnc_ir::Tensor, output: &Path) -> Result<()> {
-    let loaded = native::load(model, graph, false)?;
+fn run_native(
+    model: &Path,
+    graph: &Graph,
+    x: &bnnc_ir::Tensor,
+    output: &Path,
+    codegen: native::Codegen,
+) -> Result<()> {
+    let loaded = native::load(model, graph, false, codegen)?;
     let m = &loaded.model;
     let input = x.to_f32_vec();
     let y = m

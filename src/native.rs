@@ -44,20 +44,66 @@ pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options>
     })
 }
 
+/// Which code generator compiles the XNOR convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codegen {
+    /// Cranelift, for everything (128-bit vectors).
+    Cranelift,
+    /// LLVM for the XNOR convolutions (512-bit vectors under AVX-512), Cranelift for the rest;
+    /// needs bnnc built with `--features llvm`.
+    Llvm,
+}
+
+/// A compiled model: Cranelift's object, and the LLVM kernels' object if any.
+pub struct Build {
+    pub compiled: Compiled,
+    pub kernels: Option<Vec<u8>>,
+}
+
 /// Compiles a graph, naming the model in errors.
-pub fn compile(model: &Path, graph: &Graph, options: &Options) -> Result<Compiled> {
-    bnnc_cranelift::compile(graph, options)
-        .with_context(|| format!("cannot compile {} for {}", model.display(), options.triple))
+pub fn compile(model: &Path, graph: &Graph, options: &Options, codegen: Codegen) -> Result<Build> {
+    let context = || format!("cannot compile {} for {}", model.display(), options.triple);
+    match codegen {
+        Codegen::Cranelift => Ok(Build {
+            compiled: bnnc_cranelift::compile(graph, options).with_context(context)?,
+            kernels: None,
+        }),
+        Codegen::Llvm => compile_llvm(graph, options).with_context(context),
+    }
+}
+
+#[cfg(feature = "llvm")]
+fn compile_llvm(graph: &Graph, options: &Options) -> Result<Build> {
+    let cpu = match options.cpu {
+        Cpu::Native => "native",
+        Cpu::Generic if options.triple.architecture == bnnc_cranelift::Architecture::X86_64 => {
+            "x86-64"
+        }
+        Cpu::Generic => "generic",
+        Cpu::X86_64V2 => "x86-64-v2",
+        Cpu::X86_64V3 => "x86-64-v3",
+        Cpu::X86_64V4 => "x86-64-v4",
+    };
+    let mut kernels = bnnc_llvm::LlvmKernels::new(&options.triple.to_string(), cpu)
+        .map_err(anyhow::Error::msg)?;
+    let compiled = bnnc_cranelift::compile_with(graph, options, &mut kernels)?;
+    let kernels = if kernels.is_empty() {
+        None
+    } else {
+        Some(kernels.finish().map_err(anyhow::Error::msg)?)
+    };
+    Ok(Build { compiled, kernels })
+}
+
+#[cfg(not(feature = "llvm"))]
+fn compile_llvm(_: &Graph, _: &Options) -> Result<Build> {
+    bail!("this bnnc was built without the LLVM backend: rebuild with `--features llvm` (needs LLVM 16)")
 }
 
 /// Writes the object (and, with `shared`, links the library) and the header; returns what
 /// was written.
-pub fn write(
-    compiled: &Compiled,
-    options: &Options,
-    out: &Path,
-    shared: bool,
-) -> Result<Vec<PathBuf>> {
+pub fn write(build: &Build, options: &Options, out: &Path, shared: bool) -> Result<Vec<PathBuf>> {
+    let compiled = &build.compiled;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -66,6 +112,9 @@ pub fn write(
     std::fs::write(&header, &compiled.header)
         .with_context(|| format!("cannot write {}", header.display()))?;
     if !shared {
+        if build.kernels.is_some() {
+            bail!("--emit obj with LLVM kernels would be two objects: use --emit so or --codegen cranelift");
+        }
         std::fs::write(out, &compiled.object)
             .with_context(|| format!("cannot write {}", out.display()))?;
         return Ok(vec![out.to_path_buf(), header]);
@@ -77,7 +126,20 @@ pub fn write(
     std::fs::write(object.path(), &compiled.object).context("cannot write the object file")?;
     let cc = bnnc_cranelift::linker_for(&options.triple)
         .with_context(|| format!("no linker for {}", options.triple))?;
-    bnnc_cranelift::link_shared_library_with(&cc, object.path(), out)?;
+    let kernels = match &build.kernels {
+        Some(bytes) => {
+            let file = tempfile::Builder::new()
+                .suffix(".o")
+                .tempfile()
+                .context("cannot create a temporary object file")?;
+            std::fs::write(file.path(), bytes).context("cannot write the kernels' object")?;
+            Some(file)
+        }
+        None => None,
+    };
+    let mut objects = vec![object.path()];
+    objects.extend(kernels.as_ref().map(|k| k.path()));
+    bnnc_cranelift::link_shared_library_with(&cc, &objects, out)?;
     Ok(vec![out.to_path_buf(), header])
 }
 
@@ -101,13 +163,14 @@ pub struct Loaded {
 type ProfileFn = unsafe extern "C" fn(*const f32, *mut f32, *mut u64) -> i32;
 
 /// Compiles for this machine and loads the library (with `NAME_profile` when `profile`).
-pub fn load(model_path: &Path, graph: &Graph, profile: bool) -> Result<Loaded> {
+pub fn load(model_path: &Path, graph: &Graph, profile: bool, codegen: Codegen) -> Result<Loaded> {
     let mut options = options(&Triple::host().to_string(), None, default_name(model_path))?;
     options.profile = profile;
-    let compiled = compile(model_path, graph, &options)?;
+    let build = compile(model_path, graph, &options, codegen)?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let lib_path = dir.path().join(format!("lib{}.so", options.name));
-    write(&compiled, &options, &lib_path, true)?;
+    write(&build, &options, &lib_path, true)?;
+    let compiled = build.compiled;
     let model = Model::load(&lib_path, &options.name)?;
     let (lib, profile) = if profile {
         // SAFETY: the library was just built by bnnc; `NAME_profile` has the signature

@@ -21,8 +21,14 @@ fn main() {
         for dir in model_dirs(&data.join(set)) {
             let name = format!("{set}/{}", dir.file_name().unwrap().to_string_lossy());
             // Every model runs as imported (`--passes none`) and optimized (the default)
-            // through the interpreter, and optimized as native code (`native`).
-            for passes in ["none", "default", "native"] {
+            // through the interpreter, and optimized as native code (`native`; with the
+            // LLVM backend built in, also with its XNOR kernels: `native-llvm`).
+            let variants: &[&'static str] = if cfg!(feature = "llvm") {
+                &["none", "default", "native", "native-llvm"]
+            } else {
+                &["none", "default", "native"]
+            };
+            for &passes in variants {
                 let d = dir.clone();
                 trials.push(Trial::test(format!("{name}/{passes}/input"), move || {
                     check_run(&d, passes, "input.npy", "expected.npy", None)
@@ -119,8 +125,9 @@ fn check_run(
         .arg("--output")
         .arg(&out)
         .args(match passes {
-            "native" => ["--backend", "native"],
-            p => ["--passes", p],
+            "native" => vec!["--backend", "native"],
+            "native-llvm" => vec!["--backend", "native", "--codegen", "llvm"],
+            p => vec!["--passes", p],
         })
         .output()?;
     if !status.status.success() {

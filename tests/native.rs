@@ -332,67 +332,77 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
         .unwrap();
     assert!(cc.status.success(), "{}", stderr(&cc));
     let mut ran = 0;
-    for set in ["models", "external"] {
-        let mut folders: Vec<PathBuf> = std::fs::read_dir(data(set))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.join("model.onnx").exists())
-            .collect();
-        folders.sort();
-        for folder in folders {
-            let lib = dir.path().join("libm.so");
-            let out = bnnc(&[
-                "build",
-                folder.join("model.onnx").to_str().unwrap(),
-                "--target",
-                "aarch64",
-                "--name",
-                "m",
-                "-o",
-                lib.to_str().unwrap(),
-            ]);
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                folder.display(),
-                stderr(&out)
-            );
-            let (_, input) = read_f32(&folder.join("input.npy"));
-            let in_path = dir.path().join("in.f32");
-            let out_path = dir.path().join("out.f32");
-            let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::write(&in_path, bytes).unwrap();
-            let run = Command::new("qemu-aarch64")
-                .args(["-L", "/usr/aarch64-linux-gnu"])
-                .arg(&driver)
-                .args([&lib, Path::new("m"), &in_path, &out_path])
-                .output()
-                .unwrap();
-            assert!(
-                run.status.success(),
-                "{}: {}",
-                folder.display(),
-                stderr(&run)
-            );
-            let got: Vec<f32> = std::fs::read(&out_path)
+    // With the LLVM backend built in, its kernels (NEON) run too.
+    let codegens: &[&str] = if cfg!(feature = "llvm") {
+        &["cranelift", "llvm"]
+    } else {
+        &["cranelift"]
+    };
+    for &codegen in codegens {
+        for set in ["models", "external"] {
+            let mut folders: Vec<PathBuf> = std::fs::read_dir(data(set))
                 .unwrap()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.join("model.onnx").exists())
                 .collect();
-            let expected = read_expected(&folder.join("expected.npy"));
-            assert_eq!(got.len(), expected.len(), "{}", folder.display());
-            for (i, (&g, &w)) in got.iter().zip(&expected).enumerate() {
-                let g = f64::from(g);
+            folders.sort();
+            for folder in folders {
+                let lib = dir.path().join("libm.so");
+                let out = bnnc(&[
+                    "build",
+                    folder.join("model.onnx").to_str().unwrap(),
+                    "--target",
+                    "aarch64",
+                    "--name",
+                    "m",
+                    "--codegen",
+                    codegen,
+                    "-o",
+                    lib.to_str().unwrap(),
+                ]);
                 assert!(
-                    (g - w).abs() <= 1e-4 * w.abs(),
-                    "{}: element {i}: {g}, expected {w}",
-                    folder.display()
+                    out.status.success(),
+                    "{}: {}",
+                    folder.display(),
+                    stderr(&out)
                 );
+                let (_, input) = read_f32(&folder.join("input.npy"));
+                let in_path = dir.path().join("in.f32");
+                let out_path = dir.path().join("out.f32");
+                let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(&in_path, bytes).unwrap();
+                let run = Command::new("qemu-aarch64")
+                    .args(["-L", "/usr/aarch64-linux-gnu"])
+                    .arg(&driver)
+                    .args([&lib, Path::new("m"), &in_path, &out_path])
+                    .output()
+                    .unwrap();
+                assert!(
+                    run.status.success(),
+                    "{}: {}",
+                    folder.display(),
+                    stderr(&run)
+                );
+                let got: Vec<f32> = std::fs::read(&out_path)
+                    .unwrap()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let expected = read_expected(&folder.join("expected.npy"));
+                assert_eq!(got.len(), expected.len(), "{}", folder.display());
+                for (i, (&g, &w)) in got.iter().zip(&expected).enumerate() {
+                    let g = f64::from(g);
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs(),
+                        "{}: element {i}: {g}, expected {w}",
+                        folder.display()
+                    );
+                }
+                ran += 1;
             }
-            ran += 1;
         }
     }
-    assert!(ran >= 14, "ran {ran} models");
+    assert!(ran >= 14 * codegens.len(), "ran {ran} models");
 }
 
 /// expected.npy as f64, whether it holds float32 or int64 (TopK indices).

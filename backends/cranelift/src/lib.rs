@@ -20,7 +20,7 @@ use bnnc_ir::Graph;
 pub use error::BackendError;
 pub use peak::peak_object;
 pub use target::{is_host, parse_target, Cpu};
-pub use target_lexicon::Triple;
+pub use target_lexicon::{Architecture, Triple};
 
 /// What to build for.
 #[derive(Clone, Debug)]
@@ -59,8 +59,56 @@ pub struct Compiled {
     pub steps: Vec<StepInfo>,
 }
 
+/// A fused XNOR convolution and threshold (2-D, one group, no padding), for a kernel
+/// provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`:
+/// `x` the input's packed bits (`batch` images of `h * w` pixels of `words(c)` words,
+/// channels-last), `out` the output's (`batch * oh * ow` pixels of `words(m)` words), bit
+/// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero.
+#[derive(Clone, Debug)]
+pub struct XnorConvKernel {
+    pub symbol: String,
+    /// `(batch, c, h, w)` of the input.
+    pub input: (usize, usize, usize, usize),
+    /// `(m, kh, kw)` of the filters.
+    pub filters: (usize, usize, usize),
+    /// `(oh, ow)` of the output.
+    pub output: (usize, usize),
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    /// [`bnnc_runtime::packing::pack_conv_weights`] of the filters.
+    pub weights: Vec<u64>,
+    pub sign: Vec<i64>,
+    pub bound: Vec<i64>,
+}
+
+/// Kernels compiled by another code generator (the LLVM backend), called from the
+/// Cranelift code and linked into the same library.
+pub trait KernelProvider {
+    /// Takes the kernel if it compiles it (its symbol must then be defined in the provider's
+    /// object), or declines it.
+    fn xnor_conv(&mut self, kernel: &XnorConvKernel) -> bool;
+}
+
+/// The provider that takes nothing: everything is Cranelift's.
+pub struct CraneliftOnly;
+
+impl KernelProvider for CraneliftOnly {
+    fn xnor_conv(&mut self, _: &XnorConvKernel) -> bool {
+        false
+    }
+}
+
 /// Compiles an optimized graph.
 pub fn compile(graph: &Graph, options: &Options) -> Result<Compiled, BackendError> {
+    compile_with(graph, options, &mut CraneliftOnly)
+}
+
+/// Compiles an optimized graph, offering kernels to `provider`.
+pub fn compile_with(
+    graph: &Graph,
+    options: &Options,
+    provider: &mut dyn KernelProvider,
+) -> Result<Compiled, BackendError> {
     if bnnc_runtime::abi::c_identifier(&options.name) != options.name {
         return Err(BackendError::Target(format!(
             "'{}' is not a C identifier",
@@ -83,7 +131,7 @@ pub fn compile(graph: &Graph, options: &Options) -> Result<Compiled, BackendErro
             reason: "an empty input or output has no native ABI".into(),
         });
     }
-    let object = emit::emit_object(graph, &schedule, isa, &spec)?;
+    let object = emit::emit_object(graph, &schedule, isa, &spec, provider)?;
     let steps = schedule
         .steps
         .iter()
@@ -137,20 +185,21 @@ pub fn linker_for(triple: &Triple) -> Option<String> {
 /// Links an object for this machine into a shared library (libc for malloc and free, libm
 /// for expf).
 pub fn link_shared_library(object: &Path, out: &Path) -> Result<(), BackendError> {
-    link_shared_library_with(
-        &std::env::var("CC").unwrap_or_else(|_| "cc".into()),
-        object,
-        out,
-    )
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    link_shared_library_with(&cc, &[object], out)
 }
 
-/// Links an object into a shared library with the C compiler driver `cc`.
-pub fn link_shared_library_with(cc: &str, object: &Path, out: &Path) -> Result<(), BackendError> {
+/// Links objects into a shared library with the C compiler driver `cc`.
+pub fn link_shared_library_with(
+    cc: &str,
+    objects: &[&Path],
+    out: &Path,
+) -> Result<(), BackendError> {
     let status = Command::new(cc)
         .arg("-shared")
         .arg("-o")
         .arg(out)
-        .arg(object)
+        .args(objects)
         .arg("-lm")
         .status()
         .map_err(|e| BackendError::Link(format!("could not run '{cc}': {e}")))?;

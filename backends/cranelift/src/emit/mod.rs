@@ -47,8 +47,22 @@ pub(crate) fn emit_object(
     schedule: &Schedule,
     isa: OwnedTargetIsa,
     spec: &ObjectSpec<'_>,
+    provider: &mut dyn crate::KernelProvider,
 ) -> Result<Vec<u8>, BackendError> {
     let mut e = Emitter::new(isa, spec.name)?;
+    // Steps another code generator takes: their functions call its kernels.
+    for (i, step) in schedule.steps.iter().enumerate() {
+        if let StepKind::Fused { linear, threshold } = step.kind {
+            let symbol = format!("{}_kernel{i}", spec.name);
+            if let Some(kernel) =
+                xnor::conv_kernel(graph, graph.node(linear), graph.node(threshold), symbol)?
+            {
+                if provider.xnor_conv(&kernel) {
+                    e.external.insert(i, kernel.symbol);
+                }
+            }
+        }
+    }
     let mut step_fns = Vec::with_capacity(schedule.steps.len());
     for (i, step) in schedule.steps.iter().enumerate() {
         step_fns.push(e.step(graph, i, step)?);
@@ -70,6 +84,8 @@ pub(crate) struct Emitter {
     module: ObjectModule,
     fctx: FunctionBuilderContext,
     tables: Vec<DataId>,
+    /// Steps computed by another code generator's kernel: the symbol to call.
+    external: std::collections::HashMap<usize, String>,
 }
 
 fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
@@ -89,6 +105,7 @@ impl Emitter {
             module: ObjectModule::new(builder),
             fctx: FunctionBuilderContext::new(),
             tables: Vec::new(),
+            external: std::collections::HashMap::new(),
         })
     }
 
@@ -154,6 +171,7 @@ impl Emitter {
     /// One step as a function of its operand and result pointers.
     fn step(&mut self, graph: &Graph, index: usize, step: &Step) -> Result<FuncId, BackendError> {
         let simd = self.simd_popcount;
+        let external = self.external.get(&index).cloned();
         let arity = step.operands.len() + step.results.len();
         let sig = self.signature(arity, None);
         let name = format!("bnnc_step{index}");
@@ -174,6 +192,11 @@ impl Emitter {
                 .collect();
             match &step.kind {
                 StepKind::Convert => convert::convert(kb, &operands[0], &results[0]),
+                StepKind::Fused { .. } if external.is_some() => {
+                    let symbol = external.as_deref().expect("checked");
+                    kb.call_c_void(symbol, &[I64, I64], &[operands[0].ptr, results[0].ptr]);
+                    Ok(())
+                }
                 StepKind::Fused { linear, threshold } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
                     let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);

@@ -85,6 +85,50 @@ impl OutputStage {
     }
 }
 
+/// The fused XNOR convolution of `node` and its threshold `t` as a kernel for another code
+/// generator, if it is one such kernels cover (2-D, one group, no padding).
+pub(crate) fn conv_kernel(
+    graph: &Graph,
+    node: &Node,
+    t: &Node,
+    symbol: String,
+) -> Result<Option<crate::XnorConvKernel>, BackendError> {
+    let Op::XnorConv(attrs) = &node.op else {
+        return Ok(None);
+    };
+    let shape = |v| graph.value(v).ty.shape.clone();
+    let (x, w, out) = (
+        shape(node.inputs[0]),
+        shape(node.inputs[1]),
+        shape(t.outputs[0]),
+    );
+    let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, oh, ow]) =
+        (x.as_slice(), w.as_slice(), out.as_slice())
+    else {
+        return Ok(None);
+    };
+    if attrs.group != 1 || wc != c || attrs.pads.iter().any(|&p| p != 0) {
+        return Ok(None);
+    }
+    let Some(data) = graph.const_data(node.inputs[1]) else {
+        return Ok(None);
+    };
+    let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
+        return Ok(None);
+    };
+    Ok(Some(crate::XnorConvKernel {
+        symbol,
+        input: (batch, c, h, wd),
+        filters: (m, kh, kw),
+        output: (oh, ow),
+        strides: (attrs.strides[0], attrs.strides[1]),
+        dilations: (attrs.dilations[0], attrs.dilations[1]),
+        weights: pack_conv_weights(&data.to_f32_vec(), m, c, kh * kw),
+        sign,
+        bound,
+    }))
+}
+
 fn weights(node: &Node, w: &Operand) -> Result<Vec<f32>, BackendError> {
     w.const_f32()
         .ok_or_else(|| BackendError::unsupported(node, "the weights must be constant"))

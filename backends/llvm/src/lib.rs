@@ -1,0 +1,340 @@
+//! bnnc's LLVM backend: the XNOR-popcount convolutions, compiled by LLVM (through inkwell)
+//! for vectors wider than Cranelift's 128 bits: eight filters per 512-bit `vpopcntq` under
+//! AVX-512 VPOPCNTDQ, NEON's `cnt` on aarch64. The Cranelift backend offers these kernels
+//! ([`bnnc_cranelift::KernelProvider`]), calls them from its own code, and the two objects are
+//! linked into one library.
+//!
+//! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
+
+use bnnc_cranelift::{KernelProvider, XnorConvKernel};
+use bnnc_runtime::packing::words;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::{Linkage, Module};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
+};
+use inkwell::types::VectorType;
+use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::{AddressSpace, IntPredicate, OptimizationLevel};
+
+/// Filters per vector: eight 64-bit lanes.
+const LANES: usize = 8;
+
+/// Integer thresholds beyond any dot product (as in the Cranelift kernels).
+const BEYOND: i64 = 1 << 40;
+
+/// Collects the kernels offered while the Cranelift backend compiles a graph, then compiles
+/// them into one object ([`LlvmKernels::finish`]).
+pub struct LlvmKernels {
+    triple: String,
+    cpu: String,
+    features: String,
+    kernels: Vec<XnorConvKernel>,
+}
+
+impl LlvmKernels {
+    /// Kernels for `triple` (an LLVM triple such as `x86_64-unknown-linux-gnu`) on `cpu`
+    /// (`native` for this machine, else an LLVM CPU name such as `x86-64-v4`).
+    pub fn new(triple: &str, cpu: &str) -> Result<LlvmKernels, String> {
+        Target::initialize_x86(&InitializationConfig::default());
+        Target::initialize_aarch64(&InitializationConfig::default());
+        let (cpu, features) = if cpu == "native" {
+            (
+                TargetMachine::get_host_cpu_name().to_string(),
+                TargetMachine::get_host_cpu_features().to_string(),
+            )
+        } else {
+            (cpu.to_string(), String::new())
+        };
+        Target::from_triple(&TargetTriple::create(triple)).map_err(|e| e.to_string())?;
+        Ok(LlvmKernels {
+            triple: triple.to_string(),
+            cpu,
+            features,
+            kernels: Vec::new(),
+        })
+    }
+
+    /// Whether no kernel was taken (then there is no object to link).
+    pub fn is_empty(&self) -> bool {
+        self.kernels.is_empty()
+    }
+
+    /// The object file defining every kernel taken.
+    pub fn finish(self) -> Result<Vec<u8>, String> {
+        let context = Context::create();
+        let module = context.create_module("bnnc_llvm_kernels");
+        let triple = TargetTriple::create(&self.triple);
+        let target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
+        let machine = target
+            .create_target_machine(
+                &triple,
+                &self.cpu,
+                &self.features,
+                OptimizationLevel::Aggressive,
+                RelocMode::PIC,
+                CodeModel::Default,
+            )
+            .ok_or_else(|| format!("LLVM has no target machine for {}", self.triple))?;
+        module.set_triple(&triple);
+        module.set_data_layout(&machine.get_target_data().get_data_layout());
+        let emitter = KernelEmitter {
+            context: &context,
+            module: &module,
+            builder: context.create_builder(),
+        };
+        for kernel in &self.kernels {
+            emitter
+                .xnor_conv(kernel)
+                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+        }
+        module.verify().map_err(|e| e.to_string())?;
+        module
+            .run_passes("default<O3>", &machine, PassBuilderOptions::create())
+            .map_err(|e| e.to_string())?;
+        let buffer = machine
+            .write_to_memory_buffer(&module, FileType::Object)
+            .map_err(|e| e.to_string())?;
+        Ok(buffer.as_slice().to_vec())
+    }
+}
+
+impl KernelProvider for LlvmKernels {
+    fn xnor_conv(&mut self, kernel: &XnorConvKernel) -> bool {
+        self.kernels.push(kernel.clone());
+        true
+    }
+}
+
+type Built<T> = std::result::Result<T, inkwell::builder::BuilderError>;
+
+struct KernelEmitter<'ctx, 'm> {
+    context: &'ctx Context,
+    module: &'m Module<'ctx>,
+    builder: Builder<'ctx>,
+}
+
+impl<'ctx> KernelEmitter<'ctx, '_> {
+    fn i64(&self, v: i64) -> IntValue<'ctx> {
+        self.context.i64_type().const_int(v as u64, true)
+    }
+
+    fn v8(&self) -> VectorType<'ctx> {
+        self.context.i64_type().vec_type(LANES as u32)
+    }
+
+    /// A private constant array of i64 in the module; returns its address.
+    fn table(&self, name: &str, values: &[i64]) -> PointerValue<'ctx> {
+        let ty = self.context.i64_type();
+        let consts: Vec<IntValue> = values
+            .iter()
+            .map(|&v| ty.const_int(v as u64, true))
+            .collect();
+        let array = ty.const_array(&consts);
+        let global = self.module.add_global(array.get_type(), None, name);
+        global.set_initializer(&array);
+        global.set_constant(true);
+        global.set_linkage(Linkage::Private);
+        global.set_alignment(64);
+        global.as_pointer_value()
+    }
+
+    /// `for i in 0..n { body(i) }` on an i64 counter.
+    fn counted(
+        &self,
+        function: FunctionValue<'ctx>,
+        n: usize,
+        body: &mut dyn FnMut(IntValue<'ctx>) -> Built<()>,
+    ) -> Built<()> {
+        let entry = self.builder.get_insert_block().expect("positioned");
+        let head = self.context.append_basic_block(function, "loop");
+        let exit = self.context.append_basic_block(function, "done");
+        self.builder.build_unconditional_branch(head)?;
+        self.builder.position_at_end(head);
+        let i = self.builder.build_phi(self.context.i64_type(), "i")?;
+        i.add_incoming(&[(&self.i64(0), entry)]);
+        let iv = i.as_basic_value().into_int_value();
+        body(iv)?;
+        let next = self.builder.build_int_add(iv, self.i64(1), "next")?;
+        let latch = self.builder.get_insert_block().expect("positioned");
+        i.add_incoming(&[(&next, latch)]);
+        let more =
+            self.builder
+                .build_int_compare(IntPredicate::ULT, next, self.i64(n as i64), "more")?;
+        self.builder.build_conditional_branch(more, head, exit)?;
+        self.builder.position_at_end(exit);
+        Ok(())
+    }
+
+    fn load_i64(&self, base: PointerValue<'ctx>, index: IntValue<'ctx>) -> Built<IntValue<'ctx>> {
+        let ty = self.context.i64_type();
+        // SAFETY (of the generated code): every index stays inside its tensor (see callers).
+        let at = unsafe { self.builder.build_in_bounds_gep(ty, base, &[index], "at")? };
+        Ok(self.builder.build_load(ty, at, "w")?.into_int_value())
+    }
+
+    fn load_v8(&self, base: PointerValue<'ctx>, index: IntValue<'ctx>) -> Built<VectorValue<'ctx>> {
+        let ty = self.context.i64_type();
+        let at = unsafe { self.builder.build_in_bounds_gep(ty, base, &[index], "at")? };
+        let load = self
+            .builder
+            .build_load(self.v8(), at, "v")?
+            .into_vector_value();
+        // Table rows of eight i64 start at multiples of 64 bytes.
+        load.as_instruction()
+            .expect("a load is an instruction")
+            .set_alignment(64)
+            .expect("valid alignment");
+        Ok(load)
+    }
+
+    fn splat(&self, v: IntValue<'ctx>) -> Built<VectorValue<'ctx>> {
+        let undef = self.v8().get_undef();
+        let one = self.builder.build_insert_element(
+            undef,
+            v,
+            self.context.i32_type().const_zero(),
+            "one",
+        )?;
+        let mask = self.context.i32_type().vec_type(LANES as u32).const_zero();
+        self.builder.build_shuffle_vector(one, undef, mask, "splat")
+    }
+
+    /// One fused XNOR convolution: per output pixel, eight filters per vector over every
+    /// tap and word; each vector of dot products compared with eight thresholds gives a
+    /// byte of the pixel's packed bits.
+    fn xnor_conv(&self, k: &XnorConvKernel) -> Built<()> {
+        let (batch, c, h, w) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (oh, ow) = k.output;
+        let (nw, taps, wo) = (words(c), kh * kw, words(m));
+        let blocks = m.div_ceil(LANES);
+        let per_filter = taps * nw;
+        // Weights as [block][tap][word][lane]; padded filters are zeros with "never" bounds.
+        let mut wt = vec![0i64; blocks * per_filter * LANES];
+        for f in 0..m {
+            for i in 0..per_filter {
+                wt[((f / LANES) * per_filter + i) * LANES + f % LANES] =
+                    k.weights[f * per_filter + i] as i64;
+            }
+        }
+        let mut sign = k.sign.clone();
+        let mut bound = k.bound.clone();
+        sign.resize(blocks * LANES, 1);
+        bound.resize(blocks * LANES, BEYOND);
+        let name = &k.symbol;
+        let wt = self.table(&format!("{name}.weights"), &wt);
+        let sign = self.table(&format!("{name}.sign"), &sign);
+        let bound = self.table(&format!("{name}.bound"), &bound);
+
+        let ptr = self.context.ptr_type(AddressSpace::default());
+        let fn_ty = self
+            .context
+            .void_type()
+            .fn_type(&[ptr.into(), ptr.into()], false);
+        let function = self
+            .module
+            .add_function(name, fn_ty, Some(Linkage::External));
+        let entry = self.context.append_basic_block(function, "entry");
+        self.builder.position_at_end(entry);
+        let x = function.get_nth_param(0).expect("x").into_pointer_value();
+        let out = function.get_nth_param(1).expect("out").into_pointer_value();
+        let ctpop = Intrinsic::find("llvm.ctpop").expect("llvm.ctpop exists");
+        let ctpop = ctpop
+            .get_declaration(self.module, &[self.v8().into()])
+            .expect("ctpop of <8 x i64>");
+        let b = &self.builder;
+        let k_total = self.i64((c * taps) as i64);
+        self.counted(function, batch, &mut |n| {
+            self.counted(function, oh, &mut |oy| {
+                self.counted(function, ow, &mut |ox| {
+                    // Input words of every tap (row-major taps, words within).
+                    let mut tap_words = Vec::with_capacity(per_filter);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = b.build_int_add(
+                                b.build_int_mul(oy, self.i64(k.strides.0 as i64), "")?,
+                                self.i64((ky * k.dilations.0) as i64),
+                                "iy",
+                            )?;
+                            let ix = b.build_int_add(
+                                b.build_int_mul(ox, self.i64(k.strides.1 as i64), "")?,
+                                self.i64((kx * k.dilations.1) as i64),
+                                "ix",
+                            )?;
+                            let row = b.build_int_add(
+                                b.build_int_mul(n, self.i64(h as i64), "")?,
+                                iy,
+                                "",
+                            )?;
+                            let pixel = b.build_int_add(
+                                b.build_int_mul(row, self.i64(w as i64), "")?,
+                                ix,
+                                "pixel",
+                            )?;
+                            let first = b.build_int_mul(pixel, self.i64(nw as i64), "")?;
+                            for word in 0..nw {
+                                let at = b.build_int_add(first, self.i64(word as i64), "")?;
+                                tap_words.push(self.splat(self.load_i64(x, at)?)?);
+                            }
+                        }
+                    }
+                    let opix = b.build_int_add(
+                        b.build_int_mul(
+                            b.build_int_add(b.build_int_mul(n, self.i64(oh as i64), "")?, oy, "")?,
+                            self.i64(ow as i64),
+                            "",
+                        )?,
+                        ox,
+                        "opix",
+                    )?;
+                    let out_first = b.build_int_mul(opix, self.i64(wo as i64), "")?;
+                    let mut word = self.i64(0);
+                    for blk in 0..blocks {
+                        let mut acc = self.v8().const_zero();
+                        for (i, &xs) in tap_words.iter().enumerate() {
+                            let wv = self
+                                .load_v8(wt, self.i64(((blk * per_filter + i) * LANES) as i64))?;
+                            let d = b.build_xor(xs, wv, "d")?;
+                            let p = b
+                                .build_call(ctpop, &[d.into()], "p")?
+                                .try_as_basic_value()
+                                .left()
+                                .expect("ctpop returns a value")
+                                .into_vector_value();
+                            acc = b.build_int_add(acc, p, "acc")?;
+                        }
+                        let kv = self.splat(k_total)?;
+                        let twice = b.build_int_add(acc, acc, "twice")?;
+                        let dot = b.build_int_sub(kv, twice, "dot")?;
+                        let s = self.load_v8(sign, self.i64((blk * LANES) as i64))?;
+                        let bd = self.load_v8(bound, self.i64((blk * LANES) as i64))?;
+                        let v = b.build_int_mul(dot, s, "v")?;
+                        let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
+                        let byte = b
+                            .build_bit_cast(on, self.context.i8_type(), "byte")?
+                            .into_int_value();
+                        let byte = b.build_int_z_extend(byte, self.context.i64_type(), "")?;
+                        let shifted =
+                            b.build_left_shift(byte, self.i64(((blk % 8) * 8) as i64), "")?;
+                        word = b.build_or(word, shifted, "word")?;
+                        if blk % 8 == 7 || blk + 1 == blocks {
+                            let at = b.build_int_add(out_first, self.i64((blk / 8) as i64), "")?;
+                            let dst = unsafe {
+                                b.build_in_bounds_gep(self.context.i64_type(), out, &[at], "dst")?
+                            };
+                            b.build_store(dst, word)?;
+                            word = self.i64(0);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        })?;
+        self.builder.build_return(None)?;
+        Ok(())
+    }
+}
