@@ -5,7 +5,7 @@
 //! and `bnnc_xor_popcount_vector` (`words` a multiple of 8; the vector one needs
 //! [`simd_popcount`](crate::target) code, else it is the scalar one).
 
-use cranelift_codegen::ir::types::{I16, I16X8, I64, I64X2, I8, I8X16};
+use cranelift_codegen::ir::types::{I16, I16X8, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_module::Linkage;
 
@@ -105,6 +105,5 @@ fn vector(kb: &mut KernelBuilder) -> Value {
         let v = kb.b.ins().uextend(I64, v);
         total = kb.b.ins().iadd(total, v);
     }
-    let _ = I8;
     total
 }

@@ -2,7 +2,7 @@
 
 use bnnc_ir::Node;
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::InstBuilder;
 
 use super::{KernelBuilder, Operand};
@@ -95,7 +95,6 @@ pub(crate) fn top_k(
         });
         kb.store_at(best[0], values, r);
         let index = kb.b.ins().fcvt_from_sint(F32, best[1]);
-        let _ = I64;
         kb.store_at(index, indices, r);
     });
     Ok(())

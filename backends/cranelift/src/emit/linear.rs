@@ -39,7 +39,11 @@ fn int_pow2(elem: &ElemType) -> Option<(u8, f32)> {
 fn int16_weights(graph: &Graph, node: &Node) -> Option<Vec<i16>> {
     let w = node.inputs.get(1)?;
     let (_, scale) = int_pow2(&graph.value(*w).ty.elem)?;
-    let data = graph.const_data(*w)?.to_f32_vec();
+    small_integers(&graph.const_data(*w)?.to_f32_vec(), scale)
+}
+
+/// `data / scale` as integers of at most 7 bits, if every one is.
+fn small_integers(data: &[f32], scale: f32) -> Option<Vec<i16>> {
     data.iter()
         .map(|&v| {
             let q = v / scale;
@@ -90,16 +94,7 @@ pub(crate) fn conv_int16_bits(
     let (x, w) = (&operands[0], &operands[1]);
     let (Some((_, x_scale)), Some(weights)) = (
         int_pow2(&x.elem),
-        w.data.as_ref().and_then(|_| {
-            let scale = int_pow2(&w.elem)?.1;
-            w.const_f32()?
-                .iter()
-                .map(|&v| {
-                    let q = v / scale;
-                    (q.fract() == 0.0 && q.abs() <= 127.0).then_some(q as i16)
-                })
-                .collect::<Option<Vec<i16>>>()
-        }),
+        int_pow2(&w.elem).and_then(|(_, scale)| small_integers(&w.const_f32()?, scale)),
     ) else {
         return Err(BackendError::unsupported(
             node,
@@ -360,12 +355,7 @@ fn transpose8(kb: &mut KernelBuilder, x: Value) -> Value {
 
 /// Whether sums of this result type are exact in f32 in any order.
 fn exact_in_any_order(elem: &ElemType) -> bool {
-    let pow2 = |s: f32| s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0;
-    match elem {
-        ElemType::Int(t) => t.bits() <= 24,
-        ElemType::Scaled(t, Scale::Tensor(s)) => t.bits() <= 24 && pow2(*s),
-        _ => false,
-    }
+    int_pow2(elem).is_some_and(|(bits, _)| bits <= 24)
 }
 
 /// Loads element `kk` of the reduction for output row `r`.

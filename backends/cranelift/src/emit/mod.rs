@@ -162,6 +162,7 @@ impl Emitter {
         self.module
             .define_function(id, &mut ctx)
             .map_err(|err| codegen_error(name, format!("{err:?}")))?;
+        // A debugging aid: BNNC_DUMP_CLIF=bnnc_step4 prints that function's CLIF.
         if std::env::var("BNNC_DUMP_CLIF").is_ok_and(|f| f == name) {
             eprintln!("{}", ctx.func.display());
         }
