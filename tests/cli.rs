@@ -1,20 +1,7 @@
 //! The command line: its output on good models, and its errors and exit codes on bad ones.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(path)
-}
-
-fn bnnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bnnc"))
-        .args(args)
-        .output()
-        .expect("bnnc runs")
-}
+mod common;
+use common::{bnnc, data};
 
 /// Runs `bnnc inspect` on a malformed model and returns its error message, checking that it
 /// failed cleanly (exit code 1, no panic).

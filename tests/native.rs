@@ -5,20 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{bnnc, data};
+
 use bnnc_runtime::Model;
-
-fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(path)
-}
-
-fn bnnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bnnc"))
-        .args(args)
-        .output()
-        .expect("bnnc runs")
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -21,6 +21,7 @@ mod linear;
 mod mac;
 
 pub use linear::batchnorm_scale_shift;
+pub use quant::quant_range;
 
 /// How onnxruntime's MLAS orders the sums of float linear layers, for backends that must
 /// round as the interpreter does.

@@ -9,7 +9,9 @@ use crate::types::IntType;
 
 /// qonnx's `min_int` and `max_int` as float32 (`2^31 - 1` rounds to `2^31`, as numpy's
 /// `astype(float32)` does).
-fn int_range(signed: bool, narrow: bool, bits: u32) -> (f32, f32) {
+/// The integer range of a QONNX Quant (or Trunc) of `bits` bits, as f32 bounds; shared with
+/// the native backend's quantizer.
+pub fn quant_range(signed: bool, narrow: bool, bits: u32) -> (f32, f32) {
     let b = i64::from(bits);
     let (min, max) = match (signed, narrow) {
         (true, false) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
@@ -49,7 +51,7 @@ pub(super) fn quant(attrs: &QuantAttrs, x: &[&Tensor], out: &[usize]) -> Result<
     let zeropt = expand(&zeropt, x[2].shape(), out)?;
     let bits = bit_width(x[3], "bit width", 32.0)?;
     let bipolar = bits == 1 && attrs.signed;
-    let (min, max) = int_range(attrs.signed, attrs.narrow, bits);
+    let (min, max) = quant_range(attrs.signed, attrs.narrow, bits);
     let y = data
         .iter()
         .enumerate()
@@ -110,7 +112,7 @@ pub(super) fn trunc(attrs: &TruncAttrs, x: &[&Tensor], out: &[usize]) -> Result<
             return Err("Trunc v2 expects an output scale operand".into());
         };
         let bits = bit_width(x[4], "output bit width", 64.0)?;
-        let (min, max) = int_range(attrs.signed, attrs.narrow, bits);
+        let (min, max) = quant_range(attrs.signed, attrs.narrow, bits);
         for (i, &v) in data.iter().enumerate() {
             let (s, z, os) = (scale.at(i), zeropt.at(i), out_scale.at(i));
             let r = (v / s + z).round_ties_even();
@@ -434,7 +436,7 @@ mod tests {
                 RoundingMode::Down, RoundingMode::HalfUp, RoundingMode::HalfDown,
             ];
             let out = quant1(&quant_op(signed, narrow, modes[mode]), &xs, scale, 0.0, bits as f32);
-            let (min, max) = int_range(signed, narrow, bits);
+            let (min, max) = quant_range(signed, narrow, bits);
             for y in out {
                 // y = k * scale was computed in f32 from the integer k: dividing recovers it.
                 let k = (y / scale).round();

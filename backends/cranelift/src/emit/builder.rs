@@ -8,6 +8,15 @@ use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
 use cranelift_object::ObjectModule;
 
+/// A loop's trip count.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// Known at compile time (positive).
+    Known(usize),
+    /// In a register.
+    Runtime(Value),
+}
+
 /// Builds one kernel function: parameters are pointers, the body is straight-line code and
 /// counted loops.
 pub(crate) struct KernelBuilder<'a, 'm> {
@@ -156,32 +165,29 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
 
     /// `for i in 0..n { body(i) }` with `i: i64`; nothing when `n == 0`.
     pub fn for_range(&mut self, n: usize, mut body: impl FnMut(&mut Self, Value)) {
-        if n == 0 {
-            return;
-        }
         if n == 1 {
             let zero = self.iconst(0);
             body(self, zero);
             return;
         }
-        let head = self.b.create_block();
-        let exit = self.b.create_block();
-        let i = self.b.append_block_param(head, I64);
-        let zero = self.iconst(0);
-        self.b.ins().jump(head, &[BlockArg::Value(zero)]);
-        self.b.switch_to_block(head);
-        body(self, i);
-        let next = self.b.ins().iadd_imm_s(i, 1);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
-        self.b
-            .ins()
-            .brif(more, head, &[BlockArg::Value(next)], exit, &[]);
-        self.b.seal_block(head);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
+        self.fold_range(n, Vec::new(), |kb, i, state| {
+            body(kb, i);
+            state
+        });
+    }
+
+    /// Like [`Self::for_range`], carrying `init` through the iterations:
+    /// `state = body(i, state)`; returns the final state.
+    pub fn fold_range(
+        &mut self,
+        n: usize,
+        init: Vec<Value>,
+        body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
+    ) -> Vec<Value> {
+        if n == 0 {
+            return init;
+        }
+        self.counted_loop(Bound::Known(n), init, body)
     }
 
     /// `for i in 0..n` with `n` known only at run time (possibly 0), carrying `init`
@@ -189,6 +195,18 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
     pub fn fold_dynamic(
         &mut self,
         n: Value,
+        init: Vec<Value>,
+        body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
+    ) -> Vec<Value> {
+        self.counted_loop(Bound::Runtime(n), init, body)
+    }
+
+    /// The loop of [`Self::fold_range`] and [`Self::fold_dynamic`]: a header block taking
+    /// the counter and the state, entered at 0 (after a test for `n == 0` when `n` is known
+    /// only at run time, a known `n` being positive).
+    fn counted_loop(
+        &mut self,
+        n: Bound,
         init: Vec<Value>,
         mut body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
     ) -> Vec<Value> {
@@ -207,76 +225,38 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             .iter()
             .map(|&t| self.b.append_block_param(exit, t))
             .collect();
+        let args = |first: Option<Value>, rest: &[Value]| -> Vec<BlockArg> {
+            first
+                .into_iter()
+                .chain(rest.iter().copied())
+                .map(BlockArg::Value)
+                .collect()
+        };
         let zero = self.iconst(0);
-        let start: Vec<BlockArg> = std::iter::once(zero)
-            .chain(init.iter().copied())
-            .map(BlockArg::Value)
-            .collect();
-        let skip: Vec<BlockArg> = init.iter().copied().map(BlockArg::Value).collect();
-        let any = self.b.ins().icmp_imm_s(IntCC::NotEqual, n, 0);
-        self.b.ins().brif(any, head, &start, exit, &skip);
-        self.b.switch_to_block(head);
-        let next_state = body(self, i, state);
-        let next = self.b.ins().iadd_imm_s(i, 1);
-        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, n);
-        let again: Vec<BlockArg> = std::iter::once(next)
-            .chain(next_state.iter().copied())
-            .map(BlockArg::Value)
-            .collect();
-        let done: Vec<BlockArg> = next_state.iter().copied().map(BlockArg::Value).collect();
-        self.b.ins().brif(more, head, &again, exit, &done);
-        self.b.seal_block(head);
-        self.b.switch_to_block(exit);
-        self.b.seal_block(exit);
-        out
-    }
-
-    /// Like [`Self::for_range`], carrying `init` through the iterations:
-    /// `state = body(i, state)`; returns the final state.
-    pub fn fold_range(
-        &mut self,
-        n: usize,
-        init: Vec<Value>,
-        mut body: impl FnMut(&mut Self, Value, Vec<Value>) -> Vec<Value>,
-    ) -> Vec<Value> {
-        if n == 0 {
-            return init;
+        let start = args(Some(zero), &init);
+        match n {
+            Bound::Known(_) => {
+                self.b.ins().jump(head, &start);
+            }
+            Bound::Runtime(n) => {
+                let any = self.b.ins().icmp_imm_s(IntCC::NotEqual, n, 0);
+                self.b
+                    .ins()
+                    .brif(any, head, &start, exit, &args(None, &init));
+            }
         }
-        let head = self.b.create_block();
-        let exit = self.b.create_block();
-        let i = self.b.append_block_param(head, I64);
-        let state: Vec<Value> = init
-            .iter()
-            .map(|&v| {
-                let ty = self.b.func.dfg.value_type(v);
-                self.b.append_block_param(head, ty)
-            })
-            .collect();
-        let out: Vec<Value> = init
-            .iter()
-            .map(|&v| {
-                let ty = self.b.func.dfg.value_type(v);
-                self.b.append_block_param(exit, ty)
-            })
-            .collect();
-        let zero = self.iconst(0);
-        let args: Vec<BlockArg> = std::iter::once(zero)
-            .chain(init.iter().copied())
-            .map(BlockArg::Value)
-            .collect();
-        self.b.ins().jump(head, &args);
         self.b.switch_to_block(head);
         let next_state = body(self, i, state);
         let next = self.b.ins().iadd_imm_s(i, 1);
-        let more = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64);
-        let again: Vec<BlockArg> = std::iter::once(next)
-            .chain(next_state.iter().copied())
-            .map(BlockArg::Value)
-            .collect();
-        let done: Vec<BlockArg> = next_state.iter().copied().map(BlockArg::Value).collect();
+        let more = match n {
+            Bound::Known(n) => self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, next, n as i64),
+            Bound::Runtime(n) => self.b.ins().icmp(IntCC::UnsignedLessThan, next, n),
+        };
+        let again = args(Some(next), &next_state);
+        let done = args(None, &next_state);
         self.b.ins().brif(more, head, &again, exit, &done);
         self.b.seal_block(head);
         self.b.switch_to_block(exit);

@@ -1,7 +1,7 @@
 //! Elementwise kernels with numpy broadcasting: arithmetic, quantizers, BatchNorm, Relu,
 //! Clip, Sign. Each computes exactly the f32 operations of the interpreter, in its order.
 
-use bnnc_ir::interp::batchnorm_scale_shift;
+use bnnc_ir::interp::{batchnorm_scale_shift, quant_range};
 use bnnc_ir::{BinaryOp, Node, Op, RoundingMode};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::F32;
@@ -211,6 +211,27 @@ fn along_axis(shape: &[usize], axis: usize, len: usize) -> Vec<usize> {
     s
 }
 
+/// QuantizeLinear's and DequantizeLinear's scale and zero point (0 when absent), per
+/// `axis` or for the whole tensor, as inputs broadcast to `shape`.
+fn linear_quant_params(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    operands: &[Operand],
+    shape: &[usize],
+    axis: usize,
+) -> Result<(Input, Input), BackendError> {
+    let scale = constant(node, &operands[1], "scale")?;
+    let zp = match operands.get(2) {
+        Some(z) => constant(node, z, "zero point")?,
+        None => vec![0.0; scale.len()],
+    };
+    let p = along_axis(shape, axis, scale.len());
+    Ok((
+        Input::table(kb, &scale, p.clone()),
+        Input::table(kb, &zp, p),
+    ))
+}
+
 /// The ops of one input and constant parameters.
 pub(crate) fn unary(
     kb: &mut KernelBuilder,
@@ -277,7 +298,7 @@ pub(crate) fn unary(
             }
             let bits = bits as u32;
             let bipolar = bits == 1 && attrs.signed;
-            let (min, max) = int_range(attrs.signed, attrs.narrow, bits);
+            let (min, max) = quant_range(attrs.signed, attrs.narrow, bits);
             let rounding = attrs.rounding;
             let s = Input::of(kb, &operands[1]);
             let z = Input::of(kb, &operands[2]);
@@ -297,14 +318,7 @@ pub(crate) fn unary(
             })
         }
         Op::QuantizeLinear { axis, out: int } => {
-            let scale = constant(node, &operands[1], "scale")?;
-            let zp = match operands.get(2) {
-                Some(z) => constant(node, z, "zero point")?,
-                None => vec![0.0; scale.len()],
-            };
-            let p = along_axis(&shape, *axis, scale.len());
-            let s = Input::table(kb, &scale, p.clone());
-            let z = Input::table(kb, &zp, p);
+            let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
             let (min, max) = (int.min() as f32, int.max() as f32);
             map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
                 let d = kb.b.ins().fdiv(v[0], v[1]);
@@ -319,14 +333,7 @@ pub(crate) fn unary(
             })
         }
         Op::DequantizeLinear { axis } => {
-            let scale = constant(node, &operands[1], "scale")?;
-            let zp = match operands.get(2) {
-                Some(z) => constant(node, z, "zero point")?,
-                None => vec![0.0; scale.len()],
-            };
-            let p = along_axis(&shape, *axis, scale.len());
-            let s = Input::table(kb, &scale, p.clone());
-            let z = Input::table(kb, &zp, p);
+            let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
             map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
                 let c = kb.b.ins().fsub(v[0], v[2]);
                 kb.b.ins().fmul(c, v[1])
@@ -335,16 +342,4 @@ pub(crate) fn unary(
         _ => unreachable!("not an elementwise op"),
     }
     Ok(())
-}
-
-/// The integer range of a Quant, as the interpreter's.
-fn int_range(signed: bool, narrow: bool, bits: u32) -> (f32, f32) {
-    let b = i64::from(bits);
-    let (min, max) = match (signed, narrow) {
-        (true, false) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
-        (true, true) => (-(1i64 << (b - 1)) + 1, (1i64 << (b - 1)) - 1),
-        (false, false) => (0, (1i64 << b) - 1),
-        (false, true) => (0, (1i64 << b) - 2),
-    };
-    (min as f32, max as f32)
 }

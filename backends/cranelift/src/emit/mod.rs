@@ -9,6 +9,7 @@ pub(crate) mod linear;
 mod operand;
 mod pool;
 mod threshold;
+mod window;
 mod xnor;
 
 use bnnc_ir::{Graph, Op};

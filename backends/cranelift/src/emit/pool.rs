@@ -2,10 +2,11 @@
 
 use bnnc_ir::{Node, PoolAttrs};
 use bnnc_runtime::packing::words;
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::InstBuilder;
 
+use super::window::{Tap, Window};
 use super::{KernelBuilder, Operand};
 use crate::schedule::{bit_geometry, Storage};
 use crate::BackendError;
@@ -22,10 +23,15 @@ pub(crate) fn max_pool(
     let (&[n, c, h, w], &[_, _, oh, ow]) = (x.shape.as_slice(), out.shape.as_slice()) else {
         return Err(BackendError::unsupported(node, "the native MaxPool is 2-D"));
     };
-    let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
-    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
-    let (dh, dw) = (attrs.dilations[0] as i64, attrs.dilations[1] as i64);
-    let (pt, pl) = (attrs.pads[0] as i64, attrs.pads[1] as i64);
+    let window = Window {
+        image: (h, w),
+        kernel: (attrs.kernel[0], attrs.kernel[1]),
+        strides: (attrs.strides[0], attrs.strides[1]),
+        dilations: (attrs.dilations[0], attrs.dilations[1]),
+        pads: (attrs.pads[0], attrs.pads[1]),
+    };
+    // Windows that fit whatever the position need no test.
+    let check = attrs.ceil_mode || attrs.pads.iter().any(|&p| p != 0);
     let bits = x.storage == Storage::Bits;
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     // Planes: every (n, c) for floats; every n for bits, whose pixels hold all channels.
@@ -35,46 +41,20 @@ pub(crate) fn max_pool(
     } else {
         (n * c, 1)
     };
+    // A pixel is `pixel_words` words of bits, or one f32.
+    let pixel_bytes = if bits { pixel_words * 8 } else { 4 };
     kb.for_range(planes, |kb, plane| {
-        let in_plane = kb.addr(
-            src,
-            plane,
-            (h * w * pixel_words * 4 * if bits { 2 } else { 1 }) as i64,
-            0,
-        );
-        let out_plane = kb.addr(
-            dst,
-            plane,
-            (oh * ow * pixel_words * 4 * if bits { 2 } else { 1 }) as i64,
-            0,
-        );
+        let in_plane = kb.addr(src, plane, (h * w * pixel_bytes) as i64, 0);
+        let out_plane = kb.addr(dst, plane, (oh * ow * pixel_bytes) as i64, 0);
         kb.for_range(oh, |kb, oy| {
             kb.for_range(ow, |kb, ox| {
-                let mut inside_taps: Vec<(Value, Option<Value>)> = Vec::new();
-                for ky in 0..kh as i64 {
-                    for kx in 0..kw as i64 {
-                        let y0 = kb.b.ins().imul_imm_s(oy, sh);
-                        let iy = kb.b.ins().iadd_imm_s(y0, ky * dh - pt);
-                        let x0 = kb.b.ins().imul_imm_s(ox, sw);
-                        let ix = kb.b.ins().iadd_imm_s(x0, kx * dw - pl);
-                        let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
-                        let in_x = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ix, w as i64);
-                        let inside = kb.b.ins().band(in_y, in_x);
-                        let row = kb.b.ins().imul_imm_s(iy, w as i64);
-                        let pixel = kb.b.ins().iadd(row, ix);
-                        let zero = kb.iconst(0);
-                        let safe = kb.select(inside, pixel, zero);
-                        // Windows that fit whatever the position need no test.
-                        let always = !attrs.ceil_mode && attrs.pads.iter().all(|&p| p == 0);
-                        inside_taps.push((safe, (!always).then_some(inside)));
-                    }
-                }
+                let taps = window.taps(kb, oy, ox, check);
                 let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let opix = kb.b.ins().iadd(oyw, ox);
                 if bits {
                     for word in 0..pixel_words {
                         let mut acc = kb.iconst(0);
-                        for &(pixel, inside) in &inside_taps {
+                        for &Tap { pixel, inside } in &taps {
                             let at = kb.addr(
                                 in_plane,
                                 pixel,
@@ -97,7 +77,7 @@ pub(crate) fn max_pool(
                     }
                 } else {
                     let mut max = kb.fconst(f32::NEG_INFINITY);
-                    for &(pixel, inside) in &inside_taps {
+                    for &Tap { pixel, inside } in &taps {
                         let v = kb.load_at(F32, in_plane, pixel);
                         // `if v > max { max = v }`, as the interpreter.
                         let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, max);

@@ -12,6 +12,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I16X8, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
+use super::window::Window;
 use super::{KernelBuilder, Operand};
 use crate::schedule::bit_geometry;
 use crate::BackendError;
@@ -488,9 +489,13 @@ pub(crate) fn conv(
         kb.table_u64(&v)
     });
     let tables = stage_tables(kb, stage);
-    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
-    let (dh, dw) = (attrs.dilations[0] as i64, attrs.dilations[1] as i64);
-    let (pt, pl) = (attrs.pads[0] as i64, attrs.pads[1] as i64);
+    let window = Window {
+        image: (h, wd),
+        kernel: (kh, kw),
+        strides: (attrs.strides[0], attrs.strides[1]),
+        dilations: (attrs.dilations[0], attrs.dilations[1]),
+        pads: (attrs.pads[0], attrs.pads[1]),
+    };
     let (src, dst) = (x.ptr, out.ptr);
     let pixel_bytes = (nw * 8) as i64;
     let positions = oh * ow;
@@ -498,32 +503,13 @@ pub(crate) fn conv(
         let image = kb.addr(src, n, h as i64 * wd as i64 * pixel_bytes, 0);
         kb.for_range(oh, |kb, oy| {
             kb.for_range(ow, |kb, ox| {
-                // Per tap: its pixel's address, and whether it is inside the image.
-                let mut tap_at = Vec::with_capacity(taps);
-                for ky in 0..kh as i64 {
-                    for kx in 0..kw as i64 {
-                        let y0 = kb.b.ins().imul_imm_s(oy, sh);
-                        let iy = kb.b.ins().iadd_imm_s(y0, ky * dh - pt);
-                        let x0 = kb.b.ins().imul_imm_s(ox, sw);
-                        let ix = kb.b.ins().iadd_imm_s(x0, kx * dw - pl);
-                        let row = kb.b.ins().imul_imm_s(iy, wd as i64);
-                        let pixel = kb.b.ins().iadd(row, ix);
-                        let at = kb.addr(image, pixel, pixel_bytes, 0);
-                        if padded {
-                            // Unsigned compares also reject negative coordinates.
-                            let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
-                            let in_x =
-                                kb.b.ins()
-                                    .icmp_imm_s(IntCC::UnsignedLessThan, ix, wd as i64);
-                            let inside = kb.b.ins().band(in_y, in_x);
-                            // An outside tap reads the image's first pixel, then counts 0.
-                            let safe = kb.select(inside, at, image);
-                            tap_at.push((safe, Some(inside)));
-                        } else {
-                            tap_at.push((at, None));
-                        }
-                    }
-                }
+                // Per tap: its pixel's address (the first pixel's for a tap outside the
+                // image, which then counts 0), and whether it is inside.
+                let tap_at: Vec<(Value, Option<Value>)> = window
+                    .taps(kb, oy, ox, padded)
+                    .into_iter()
+                    .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
+                    .collect();
                 let oyx = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(oyx, ox);
                 let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
