@@ -16,7 +16,9 @@ use bnnc_ir::{Graph, Op};
 use bnnc_runtime::abi;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::ir::{
+    AbiParam, Block, BlockArg, InstBuilder, Signature, UserFuncName, Value,
+};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -350,29 +352,13 @@ impl Emitter {
             sig,
             |kb| {
                 let (input, output, times) = (kb.param(0), kb.param(1), kb.param(2));
-                let size = kb.iconst(scratch_bytes.max(64) as i64 + SCRATCH_SLACK);
-                let raw = kb.call_c("malloc", &[I64], I64, &[size]);
                 let done = kb.b.create_block();
                 let code = kb.b.append_block_param(done, I32);
-                let ok = kb.b.create_block();
-                let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
-                let oom = kb.iconst32(abi::RUN_OUT_OF_MEMORY);
-                kb.b.ins().brif(
-                    null,
-                    done,
-                    &[cranelift_codegen::ir::BlockArg::Value(oom)],
-                    ok,
-                    &[],
-                );
-                kb.b.seal_block(ok);
-                kb.b.switch_to_block(ok);
-                let bumped = kb.b.ins().iadd_imm_s(raw, 63);
-                let scratch = kb.b.ins().band_imm_s(bumped, -64);
+                let (raw, scratch) = alloc_scratch(kb, done, scratch_bytes);
                 kb.call_local(sample, &[input, output, scratch, times]);
                 kb.call_c_void("free", &[I64], &[raw]);
                 let zero = kb.iconst32(abi::RUN_OK);
-                kb.b.ins()
-                    .jump(done, &[cranelift_codegen::ir::BlockArg::Value(zero)]);
+                kb.b.ins().jump(done, &[BlockArg::Value(zero)]);
                 kb.b.switch_to_block(done);
                 kb.b.seal_block(done);
                 Ok(Some(code))
@@ -408,19 +394,7 @@ impl Emitter {
                 (kb.param(0), kb.param(1), kb.param(2), kb.param(3));
             let done = kb.b.create_block();
             let code = kb.b.append_block_param(done, I32);
-            let fail = |kb: &mut KernelBuilder, bad: cranelift_codegen::ir::Value, c: i32| {
-                let ok = kb.b.create_block();
-                let code = kb.iconst32(c);
-                kb.b.ins().brif(
-                    bad,
-                    done,
-                    &[cranelift_codegen::ir::BlockArg::Value(code)],
-                    ok,
-                    &[],
-                );
-                kb.b.seal_block(ok);
-                kb.b.switch_to_block(ok);
-            };
+            let fail = |kb: &mut KernelBuilder, bad, c| exit_if(kb, done, bad, c);
             // input_len must be a positive multiple of the sample size.
             let zero = kb.b.ins().icmp_imm_s(IntCC::Equal, input_len, 0);
             fail(kb, zero, abi::RUN_BAD_INPUT_LEN);
@@ -434,44 +408,43 @@ impl Emitter {
             fail(kb, overflow, abi::RUN_BAD_OUTPUT_LEN);
             let wrong = kb.b.ins().icmp(IntCC::NotEqual, want, output_len);
             fail(kb, wrong, abi::RUN_BAD_OUTPUT_LEN);
-            let size = kb.iconst(scratch_bytes.max(64) as i64 + SCRATCH_SLACK);
-            let raw = kb.call_c("malloc", &[I64], I64, &[size]);
-            let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
-            fail(kb, null, abi::RUN_OUT_OF_MEMORY);
-            // 64-byte alignment for the buffers' offsets.
-            let bumped = kb.b.ins().iadd_imm_s(raw, 63);
-            let scratch = kb.b.ins().band_imm_s(bumped, -64);
-            let sample_ref = kb.import_local(sample);
-            let top = kb.b.create_block();
-            let s = kb.b.append_block_param(top, I64);
-            let zero = kb.iconst(0);
-            kb.b.ins()
-                .jump(top, &[cranelift_codegen::ir::BlockArg::Value(zero)]);
-            kb.b.switch_to_block(top);
-            let in_ptr = kb.addr(input, s, in_len * 4, 0);
-            let out_ptr = kb.addr(output, s, out_len * 4, 0);
-            kb.b.ins().call(sample_ref, &[in_ptr, out_ptr, scratch]);
-            let next = kb.b.ins().iadd_imm_s(s, 1);
-            let more = kb.b.ins().icmp(IntCC::UnsignedLessThan, next, samples);
-            let exit = kb.b.create_block();
-            kb.b.ins().brif(
-                more,
-                top,
-                &[cranelift_codegen::ir::BlockArg::Value(next)],
-                exit,
-                &[],
-            );
-            kb.b.seal_block(top);
-            kb.b.switch_to_block(exit);
-            kb.b.seal_block(exit);
+            let (raw, scratch) = alloc_scratch(kb, done, scratch_bytes);
+            // samples >= 1 here.
+            kb.fold_dynamic(samples, Vec::new(), |kb, s, state| {
+                let in_ptr = kb.addr(input, s, in_len * 4, 0);
+                let out_ptr = kb.addr(output, s, out_len * 4, 0);
+                kb.call_local(sample, &[in_ptr, out_ptr, scratch]);
+                state
+            });
             kb.call_c_void("free", &[I64], &[raw]);
             let ok = kb.iconst32(abi::RUN_OK);
-            kb.b.ins()
-                .jump(done, &[cranelift_codegen::ir::BlockArg::Value(ok)]);
+            kb.b.ins().jump(done, &[BlockArg::Value(ok)]);
             kb.b.switch_to_block(done);
             kb.b.seal_block(done);
             Ok(Some(code))
         })?;
         Ok(())
     }
+}
+
+/// Jumps to `done` with `code` when `cond` holds; continues in a new block otherwise.
+fn exit_if(kb: &mut KernelBuilder, done: Block, cond: Value, code: i32) {
+    let ok = kb.b.create_block();
+    let code = kb.iconst32(code);
+    kb.b.ins()
+        .brif(cond, done, &[BlockArg::Value(code)], ok, &[]);
+    kb.b.seal_block(ok);
+    kb.b.switch_to_block(ok);
+}
+
+/// Mallocs the scratch buffer (exiting to `done` with [`abi::RUN_OUT_OF_MEMORY`] on
+/// failure): its address to free, and the address aligned to 64 bytes for the buffers'
+/// offsets.
+fn alloc_scratch(kb: &mut KernelBuilder, done: Block, scratch_bytes: usize) -> (Value, Value) {
+    let size = kb.iconst(scratch_bytes.max(64) as i64 + SCRATCH_SLACK);
+    let raw = kb.call_c("malloc", &[I64], I64, &[size]);
+    let null = kb.b.ins().icmp_imm_s(IntCC::Equal, raw, 0);
+    exit_if(kb, done, null, abi::RUN_OUT_OF_MEMORY);
+    let bumped = kb.b.ins().iadd_imm_s(raw, 63);
+    (raw, kb.b.ins().band_imm_s(bumped, -64))
 }
