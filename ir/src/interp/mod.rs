@@ -11,6 +11,10 @@
 //! against onnxruntime 1.32 and the reference outputs of every bundled model, bit for bit,
 //! except Softmax (MLAS's own `exp`: the last bit may differ).
 //!
+//! The one exception is a linear layer on scaled integers, whose accumulator is exact and whose
+//! value is rounded once ([`scaled`]): that is what its Scaled type says, and onnxruntime's
+//! float sums agree with it up to float rounding (bit for bit where scales are powers of two).
+//!
 //! Each kernel module holds one family of ops; [`eval`] checks operands with
 //! [`crate::infer`] first, so the kernels may rely on consistent shapes.
 
@@ -22,6 +26,7 @@ mod mac;
 
 pub use linear::batchnorm_scale_shift;
 pub use quant::quant_range;
+pub use scaled::{integer_first, IntegerFirst};
 
 /// How onnxruntime's MLAS orders the sums of float linear layers, for backends that must
 /// round as the interpreter does.
@@ -31,6 +36,7 @@ pub mod mlas {
 }
 mod pool;
 mod quant;
+mod scaled;
 mod strided;
 mod threshold;
 
@@ -355,7 +361,16 @@ impl<'g> Session<'g> {
 /// Evaluates node `n` and checks its results against the graph's types.
 fn evaluate(graph: &Graph, n: NodeId, operands: &[&Tensor]) -> Result<Vec<Tensor>, IrError> {
     let node = graph.node(n);
-    let results = eval(&node.op, operands).map_err(|reason| node_error(graph, n, reason))?;
+    let types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+    let out0 = node
+        .outputs
+        .first()
+        .map(|&v| graph.value(v).ty.shape.as_slice());
+    let results = match out0.and_then(|out| scaled::linear(&node.op, operands, &types, out)) {
+        Some(result) => result.map(|t| vec![t]),
+        None => eval(&node.op, operands),
+    }
+    .map_err(|reason| node_error(graph, n, reason))?;
     if results.len() != node.outputs.len() {
         return Err(node_error(
             graph,

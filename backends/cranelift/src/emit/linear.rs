@@ -4,11 +4,16 @@
 //! - When every product is an integer times one power-of-two scale and the result fits 24
 //!   bits (the IR types it `iN` or `iN*2^e`), every partial sum is exact in f32 and any order
 //!   gives the interpreter's result: the sums run four output channels to a vector.
+//! - When the operands are integers with other scales, the interpreter sums the integers and
+//!   scales once ([`bnnc_ir::interp::IntegerFirst`]): the same exact kernel runs on the
+//!   integers (the weights' at compile time, the activations' as they are loaded) and scales
+//!   each sum as it stores it.
 //! - Otherwise the last bit depends on the order, and the sums follow the interpreter's,
 //!   which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]), product by product.
 
 use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
-use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, Scale};
+use bnnc_ir::interp::{integer_first, IntegerFirst};
+use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, Scale, TensorType};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -358,6 +363,35 @@ fn exact_in_any_order(elem: &ElemType) -> bool {
     int_pow2(elem).is_some_and(|(bits, _)| bits <= 24)
 }
 
+/// The interpreter's integer-first plan for this layer, if it has one.
+fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<IntegerFirst> {
+    let types: Vec<TensorType> = operands
+        .iter()
+        .map(|o| TensorType::new(o.elem.clone(), o.shape.clone()))
+        .collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    integer_first(&node.op, &refs, &out.shape)
+}
+
+/// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to
+/// nearest by adding and removing 1.5 * 2^23, exact while `|int| < 2^22`.
+fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
+    if scale == 1.0 {
+        return v;
+    }
+    let s = kb.fconst(scale);
+    let q = kb.b.ins().fdiv(v, s);
+    let magic = kb.fconst(12_582_912.0);
+    let shifted = kb.b.ins().fadd(q, magic);
+    kb.b.ins().fsub(shifted, magic)
+}
+
+/// `sum * out_scales[j]`: one scale, or the one of output channel `j`.
+fn scale_sum(kb: &mut KernelBuilder, plan: &IntegerFirst, j: usize, sum: Value) -> Value {
+    let s = kb.fconst(plan.out_scales[j % plan.out_scales.len()]);
+    kb.b.ins().fmul(sum, s)
+}
+
 /// Loads element `kk` of the reduction for output row `r`.
 type Loader<'l> = dyn Fn(&mut KernelBuilder, Value, Value) -> Value + 'l;
 
@@ -567,7 +601,11 @@ pub(crate) fn conv(
     out: &Operand,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
-    let w_data = constant(node, w, "weights")?;
+    let plan = scaled_integers(node, operands, out);
+    let mut w_data = constant(node, w, "weights")?;
+    if let Some(plan) = &plan {
+        w_data = plan.weight_integers(&w_data, &w.shape);
+    }
     let bias = match operands.get(2) {
         Some(b) => Some(constant(node, b, "bias")?),
         None => None,
@@ -647,7 +685,8 @@ pub(crate) fn conv(
         None => s,
     };
 
-    if exact_in_any_order(&out.elem) && unrolled_fits(attrs, &x.shape, m, k, ow) {
+    let exact = exact_in_any_order(&out.elem);
+    if exact && plan.is_none() && unrolled_fits(attrs, &x.shape, m, k, ow) {
         unrolled_conv(
             kb,
             &x.shape,
@@ -660,7 +699,7 @@ pub(crate) fn conv(
         );
         return Ok(());
     }
-    if exact_in_any_order(&out.elem) {
+    if exact || plan.is_some() {
         // (M, K) weights as a (K, M) matrix.
         let mut w_km = vec![0f32; k * m];
         for j in 0..m {
@@ -668,9 +707,20 @@ pub(crate) fn conv(
                 w_km[kk * m + j] = w_data[j * k + kk];
             }
         }
+        let plan = plan.as_ref();
         kb.for_range(batch, |kb, n| {
-            let x = |kb: &mut KernelBuilder, p: Value, kk: Value| load_x(kb, n, p, kk);
+            let x = |kb: &mut KernelBuilder, p: Value, kk: Value| {
+                let v = load_x(kb, n, p, kk);
+                match plan {
+                    Some(plan) => integer_of(kb, v, plan.a_scale),
+                    None => v,
+                }
+            };
             let store = |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, s: Value| {
+                let s = match plan {
+                    Some(plan) => scale_sum(kb, plan, j, s),
+                    None => s,
+                };
                 let s = add_bias(kb, jv, s);
                 let image = kb.addr(dst, n, (out_image * 4) as i64, (j * positions * 4) as i64);
                 let at = kb.addr(image, p, 4, 0);
@@ -860,6 +910,8 @@ struct Product<'d> {
     /// MLAS takes its M = 1 kernels only with alpha 1 and beta 0 or 1.
     m1_allowed: bool,
     exact: bool,
+    /// Sums of integers, scaled once (`b_kn` holds the weights' integers).
+    scaled: Option<&'d IntegerFirst>,
 }
 
 fn product(kb: &mut KernelBuilder, p: &Product<'_>, dst: Value) {
@@ -884,6 +936,27 @@ fn product(kb: &mut KernelBuilder, p: &Product<'_>, dst: Value) {
         let at = kb.b.ins().iadd(r, j);
         kb.store_at(s, dst, at);
     };
+    if let Some(plan) = p.scaled {
+        let alpha = p.alpha;
+        let load_int = |kb: &mut KernelBuilder, i: Value, kk: Value| {
+            let v = load_a(kb, i, kk);
+            integer_of(kb, v, plan.a_scale)
+        };
+        let store_scaled = |kb: &mut KernelBuilder, i: Value, j: usize, jv: Value, s: Value| {
+            let mut s = scale_sum(kb, plan, j, s);
+            if alpha != 1.0 {
+                let a = kb.fconst(alpha);
+                s = kb.b.ins().fmul(s, a);
+            }
+            let s = match start_at(kb, i, jv) {
+                Some(c) => kb.b.ins().fadd(s, c),
+                None => s,
+            };
+            store(kb, i, jv, s);
+        };
+        exact_rows(kb, m, k, n, p.b_kn, &load_int, &store_scaled);
+        return;
+    }
     if p.exact && p.alpha == 1.0 {
         let store_exact = |kb: &mut KernelBuilder, i: Value, _j: usize, jv: Value, s: Value| {
             let s = match start_at(kb, i, jv) {
@@ -1003,7 +1076,11 @@ pub(crate) fn gemm(
     out: &Operand,
 ) -> Result<(), BackendError> {
     let (a, b) = (&operands[0], &operands[1]);
-    let b_data = constant(node, b, "B matrix")?;
+    let plan = scaled_integers(node, operands, out);
+    let mut b_data = constant(node, b, "B matrix")?;
+    if let Some(plan) = &plan {
+        b_data = plan.weight_integers(&b_data, &b.shape);
+    }
     let (&[ar, ac], &[br, bc]) = (a.shape.as_slice(), b.shape.as_slice()) else {
         return Err(BackendError::unsupported(
             node,
@@ -1047,6 +1124,7 @@ pub(crate) fn gemm(
         m1_allowed: attrs.alpha == 1.0 && (start.is_none() || attrs.beta == 1.0),
         start: start.as_deref(),
         exact: exact_in_any_order(&out.elem),
+        scaled: plan.as_ref(),
     };
     product(kb, &p, out.ptr);
     Ok(())
@@ -1072,7 +1150,11 @@ pub(crate) fn matmul(
     out: &Operand,
 ) -> Result<(), BackendError> {
     let (a, b) = (&operands[0], &operands[1]);
-    let b_data = constant(node, b, "B matrix")?;
+    let plan = scaled_integers(node, operands, out);
+    let mut b_data = constant(node, b, "B matrix")?;
+    if let Some(plan) = &plan {
+        b_data = plan.weight_integers(&b_data, &b.shape);
+    }
     let &[k, n] = b.shape.as_slice() else {
         return Err(BackendError::unsupported(
             node,
@@ -1091,6 +1173,7 @@ pub(crate) fn matmul(
         start: None,
         m1_allowed: true,
         exact,
+        scaled: plan.as_ref(),
     };
     product(kb, &p, out.ptr);
     Ok(())

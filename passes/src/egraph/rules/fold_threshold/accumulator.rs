@@ -1,13 +1,15 @@
-//! Where a chain starts: an integer accumulator whose f32 value the interpreter holds exactly.
+//! Where a chain starts: an integer accumulator whose f32 value is its integer times its scale,
+//! rounded once.
 //!
 //! An `Int` value holds its integers exactly (inference types a value `Int` only then). A
-//! `Scaled(int, s)` value holds `int * s` as the interpreter computed it, and the thresholds
-//! compare that f32, so the fold is exact only if the f32 *is* `int * s` for every integer of
-//! the range: then the chain, given `Mul(s)` as its first step, sees exactly the value the
-//! interpreter sees. That holds when every scale is a power of two and each op on the way
-//! computed without rounding: a quantizer's `q * s`, and products and sums of such values
-//! (inference bounds accumulators to 2^24 units). It fails for a scale like 0.1, where a
-//! dot product of `±0.1` values rounds at every step, so such accumulators do not fold.
+//! `Scaled(int, s)` value holds `int * s`, and the thresholds compare that f32, so the fold is
+//! exact when the f32 is `int * s` rounded once for an integer of the range: then the chain,
+//! given `Mul(s)` as its first step, sees exactly the value the interpreter sees. A quantizer
+//! computes its output so; a linear layer on scaled integers does too whatever the scales,
+//! since the interpreter sums its integers exactly and scales once (`bnnc_ir::interp`'s
+//! `scaled`), except where every scale is a power of two and it sums the floats, which is exact
+//! only if its operands are; moving, selecting and clamping keep the form. Sums of scaled
+//! values (an Add of two computed values) do not: a scale like 0.1 rounds at every step.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,9 +83,9 @@ pub fn accumulator(egraph: &BnnEGraph, class: Id) -> Option<Result<Accumulator, 
                 Ok(acc(*int, scale))
             } else {
                 Err(format!(
-                    "the accumulator {} is typed {}: its f32 values are not exactly integer \
-                     times scale (a scale on the way is not a power of two), so integer \
-                     thresholds cannot reproduce it",
+                    "the accumulator {} is typed {}: its f32 values are not integer times \
+                     scale rounded once (a sum of scaled values on the way rounds at every \
+                     step), so integer thresholds cannot reproduce it",
                     egraph[class].data.describe(class),
                     ty.elem
                 ))
@@ -140,7 +142,7 @@ impl ExactScaled<'_> {
         if matches!(ty.elem, ElemType::Int(_)) {
             return true;
         }
-        if depth == 0 || !power_of_two_scales(&ty.elem) {
+        if depth == 0 {
             return false;
         }
         self.known.insert(class, false);
@@ -154,12 +156,17 @@ impl ExactScaled<'_> {
                 matches!(n.as_op(), Some(Op::TopK { .. })) && self.all(n.children(), depth)
             }),
             BnnLang::Op(key, ch) => match key.op() {
-                // `q * s` with a power-of-two `s`: exact (inference types them Scaled only
-                // with a zero point of zero).
+                // `q * s`, one rounding (inference types them Scaled only with a zero point
+                // of zero).
                 Op::Quant(_) | Op::BipolarQuant | Op::DequantizeLinear { .. } => true,
-                // Products of exact operands and their sums: exact below 2^24 units, which
-                // inference guarantees for an integer-typed accumulator (a bias makes it f32).
-                Op::Gemm(_) | Op::MatMul | Op::Conv(_) => self.all(ch, depth),
+                // `level * out_scale`, one rounding.
+                Op::Threshold(t) | Op::MultiThreshold(t) => t.out_bias == 0.0,
+                // Integer-first: the exact sum scaled once. With powers of two the float sums
+                // are exact below 2^24 units (inference's bound for a Scaled accumulator) when
+                // their operands are.
+                Op::Gemm(_) | Op::MatMul | Op::Conv(_) => {
+                    !power_of_two_scales(&ty.elem) || self.all(ch, depth)
+                }
                 // Moving, selecting or clamping exact values at multiples of the scale.
                 Op::MaxPool(_)
                 | Op::Reshape { .. }
@@ -199,8 +206,8 @@ fn const_is_exact(t: &bnnc_ir::Tensor, shape: &[usize], scale: &Scale) -> bool {
                     .unwrap_or(f32::NAN)
             }
         };
-        // A power-of-two scale divides exactly.
-        (v / s).fract() == 0.0
+        // The integer nearest `v / s`, scaled back with one rounding, must give `v`.
+        (v / s).round() * s == v
     })
 }
 

@@ -210,9 +210,10 @@ fn plan(
 
 /// The thresholds in the accumulator's f32 units, their type, and the directions.
 ///
-/// A threshold `T` on the integer is `T * s` on the value `int * s`; with `s` a power of two
-/// (see [`accumulator`]) the product is exact. A negative `s` turns the order around, so the
-/// channel's direction flips.
+/// A threshold `T` on the integer is `T * s` on the value `int * s` (both rounded once, see
+/// [`accumulator`]): rounding keeps the order, so `acc >= T` holds exactly when the values
+/// compare so, as long as `T - 1` and `T` stay apart. A negative `s` turns the order around,
+/// so the channel's direction flips.
 fn threshold_operands(
     table: &ThresholdTable,
     scale: &AccScale,
@@ -233,7 +234,17 @@ fn threshold_operands(
     let mut descending = Vec::with_capacity(channels);
     for c in 0..channels {
         let s = scale.of_channel(c);
-        values.extend(table.row(c).iter().map(|&t| t as f32 * s));
+        for &t in table.row(c) {
+            // `acc >= T` is `acc * s >= T * s` in f32 only while `(T - 1) * s` rounds below
+            // `T * s` (true below 2^23 units, checked rather than assumed).
+            if (t - 1) as f32 * s == t as f32 * s {
+                return Err(format!(
+                    "threshold {t} and {} round to the same value times the scale {s}",
+                    t - 1
+                ));
+            }
+            values.push(t as f32 * s);
+        }
         descending.push(table.descending[c] != (s < 0.0));
     }
     let thresholds = Tensor::try_f32(vec![channels, n], values)
