@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::op::{ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
+use crate::op::{BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
 use crate::tensor::Tensor;
 use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
 
@@ -260,14 +260,15 @@ fn infer(
             one(ElemType::F32, shape)
         }
 
-        Op::Binary(_) => {
+        Op::Binary(b) => {
             arity(inputs, 2, 2)?;
             let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
-            // Two i64 operands (shape arithmetic) stay integers; everything else is float.
+            // Two i64 operands (shape arithmetic) stay integers, exact affine maps of scaled
+            // integers stay scaled integers; everything else is float.
             let elem = if inputs[0].elem == ElemType::I64 && inputs[1].elem == ElemType::I64 {
                 ElemType::I64
             } else {
-                ElemType::F32
+                affine_type(*b, inputs, consts).unwrap_or(ElemType::F32)
             };
             one(elem, shape)
         }
@@ -982,6 +983,55 @@ fn clip_type(elem: &ElemType, min: f32, max: f32) -> ElemType {
         }
         _ => ElemType::F32,
     }
+}
+
+/// The type of `x op c` for a value `x` of integers times a power-of-two scale (or plain
+/// integers) and a scalar constant `c`, when every result is exact in f32: adding or
+/// subtracting a multiple of the scale shifts the integers, multiplying or dividing by a
+/// positive power of two moves the scale. (`(x + 1) / 2` of a bipolar `x` is `u2*0.5`.)
+fn affine_type(
+    op: BinaryOp,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Option<ElemType> {
+    let scalar = |i: usize| {
+        consts[i]
+            .filter(|t| t.len() == 1)
+            .map(|t| t.to_f32_vec()[0])
+    };
+    let (value, c, const_first) = match (scalar(0), scalar(1)) {
+        (None, Some(c)) => (inputs[0], c, false),
+        (Some(c), None) => (inputs[1], c, true),
+        _ => return None,
+    };
+    let pow2 = |s: f32| s > 0.0 && s.is_normal() && s.to_bits() & 0x007f_ffff == 0;
+    let (int, s) = match &value.elem {
+        ElemType::Int(t) => (*t, 1.0),
+        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => (*t, *s),
+        _ => return None,
+    };
+    let (lo, hi) = (i128::from(int.min()), i128::from(int.max()));
+    let units = (c / s).round();
+    let is_multiple = units * s == c && units.abs() <= F32_EXACT_LIMIT as f32;
+    let k = units as i128;
+    let (range, scale) = match (op, const_first) {
+        (BinaryOp::Add, _) if is_multiple => ((lo + k, hi + k), s),
+        (BinaryOp::Sub, false) if is_multiple => ((lo - k, hi - k), s),
+        (BinaryOp::Sub, true) if is_multiple => ((k - hi, k - lo), s),
+        (BinaryOp::Mul, _) if pow2(c) && pow2(s * c) => ((lo, hi), s * c),
+        (BinaryOp::Div, false) if pow2(c) && pow2(s / c) => ((lo, hi), s / c),
+        _ => return None,
+    };
+    if range.0 < -F32_EXACT_LIMIT || range.1 > F32_EXACT_LIMIT {
+        return None;
+    }
+    // Within +-2^24, so the casts are lossless.
+    let int = IntType::covering(range.0 as i64, range.1 as i64);
+    Some(if scale == 1.0 {
+        ElemType::Int(int)
+    } else {
+        ElemType::Scaled(int, Scale::Tensor(scale))
+    })
 }
 
 fn relu_type(elem: &ElemType) -> ElemType {

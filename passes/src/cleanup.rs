@@ -1,10 +1,13 @@
-//! `cleanup`: constant folding, removal of identities and dead nodes, merging of reshapes.
+//! `cleanup`: constant folding, removal of identities and dead nodes, merging of reshapes,
+//! biases split off layers of scaled integers.
 //!
 //! Every rewrite here is exact: a folded constant is what the interpreter would compute at run
-//! time, `x * 1` and `x / 1` are `x` bit for bit, and a reshape of a reshape is one reshape.
+//! time, `x * 1` and `x / 1` are `x` bit for bit, a reshape of a reshape is one reshape, and a
+//! layer of scaled integers joins its bias to its scaled sum as an Add after it would.
 //! (`x + 0` is left alone: it turns -0 into +0.)
 
-use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, ValueId};
+use bnnc_ir::interp::integer_first;
+use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, TensorType, ValueId};
 
 use crate::manager::PassReport;
 
@@ -16,6 +19,7 @@ pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
         fold_constants(graph, &mut report)?;
         remove_identities(graph, &mut report)?;
         merge_reshapes(graph, &mut report)?;
+        split_biases(graph, &mut report)?;
         let dead = graph.remove_dead_nodes();
         if dead > 0 {
             report.note(format!("removed {dead} unused nodes"));
@@ -108,6 +112,65 @@ fn merge_reshapes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrEr
         let name = node.name.clone();
         graph.set_operand(n, 0, inner_input);
         report.note(format!("merged the reshape before `{name}` into it"));
+    }
+    Ok(())
+}
+
+/// A Conv's constant bias, or a Gemm's C (alpha and beta 1), on a layer of scaled integers
+/// becomes an Add after the layer: the interpreter joins it to the scaled sum in just that
+/// way ([`bnnc_ir::interp::IntegerFirst`]), and the sum alone is an accumulator that
+/// thresholds fold.
+fn split_biases(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
+    let nodes: Vec<NodeId> = graph.node_ids().collect();
+    for n in nodes {
+        let node = graph.node(n).clone();
+        let takes_bias = match &node.op {
+            Op::Conv(_) => node.inputs.len() == 3,
+            Op::Gemm(g) => node.inputs.len() == 3 && g.alpha == 1.0 && g.beta == 1.0,
+            _ => false,
+        };
+        if !takes_bias {
+            continue;
+        }
+        let out = node.outputs[0];
+        let out_ty = graph.value(out).ty.clone();
+        let types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        if integer_first(&node.op, &types, &out_ty.shape).is_none() {
+            continue;
+        }
+        let mut bias = node.inputs[2];
+        if let Op::Conv(_) = node.op {
+            // (M) along the channels of (N, M, spatial...): (M, 1, ...).
+            let Some(data) = graph.const_data(bias) else {
+                continue;
+            };
+            let mut shape = vec![data.len()];
+            shape.resize(out_ty.shape.len() - 1, 1);
+            let values = data.to_f32_vec();
+            let name = format!("{}.channels", graph.value(bias).name);
+            bias = graph.add_const(name, None, Tensor::f32(shape, values))?;
+        }
+        let out_name = graph.value(out).name.clone();
+        let sum = graph.add_node(
+            node.name.clone(),
+            node.op.clone(),
+            &node.inputs[..2],
+            vec![format!("{out_name}.sum")],
+        )?[0];
+        let biased = graph.add_node(
+            format!("{}.bias", node.name),
+            Op::Binary(BinaryOp::Add),
+            &[sum, bias],
+            vec![format!("{out_name}.biased")],
+        )?[0];
+        graph.replace_uses(out, biased)?;
+        graph.remove_node(n);
+        graph.rename_value(biased, out_name);
+        report.note(format!(
+            "split the bias off `{}` ({}): an add after its scaled sum",
+            node.name,
+            node.op.name()
+        ));
     }
     Ok(())
 }

@@ -98,3 +98,22 @@ save("reorder-pooling/relu_quant_moves.onnx",
      {**one, "w": rng.normal(size=(3, 2, 3, 3)), "m": rng.uniform(0.1, 0.5, size=(3, 1, 1)),
       "b": rng.normal(size=(1, 3, 1, 1)), "qs": np.asarray(0.5), "zero": np.asarray(0.0),
       "bits": np.asarray(2.0)})
+
+# cleanup: a bias on a layer of scaled integers (a scale that is not a power of two) becomes
+# an Add after the layer's scaled sum; with a power-of-two scale the float layer keeps it.
+tenths = {"s_w": np.asarray([0.3])}
+save("cleanup/split_bias_scaled_gemm.onnx",
+     [bq("x", "one", "xq"), bq("w", "s_w", "wq"),
+      helper.make_node("Gemm", ["xq", "wq", "b"], ["y"], name="fc", transB=1)],
+     [io("x", [1, 6])], [io("y", [1, 4])],
+     {**one, **tenths, "w": rng.normal(size=(4, 6)), "b": rng.normal(size=(4,))})
+save("cleanup/split_bias_scaled_conv.onnx",
+     [bq("x", "one", "xq"), bq("w", "s_w", "wq"),
+      helper.make_node("Conv", ["xq", "wq", "b"], ["y"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3])],
+     [io("x", [1, 2, 4, 4])], [io("y", [1, 3, 4, 4])],
+     {**one, **tenths, "w": rng.normal(size=(3, 2, 3, 3)), "b": rng.normal(size=(3,))})
+save("cleanup/power_of_two_bias_stays.onnx",
+     [bq("x", "one", "xq"), bq("w", "half", "wq"),
+      helper.make_node("Gemm", ["xq", "wq", "b"], ["y"], name="fc", transB=1)],
+     [io("x", [1, 6])], [io("y", [1, 4])],
+     {**one, "half": np.asarray([0.5]), "w": rng.normal(size=(4, 6)), "b": rng.normal(size=(4,))})

@@ -8,7 +8,8 @@
 //! computes its output so; a linear layer on scaled integers does too whatever the scales,
 //! since the interpreter sums its integers exactly and scales once (`bnnc_ir::interp`'s
 //! `scaled`), except where every scale is a power of two and it sums the floats, which is exact
-//! only if its operands are; moving, selecting and clamping keep the form. Sums of scaled
+//! only if its operands are; moving, selecting and clamping keep the form, and so do the
+//! exact affine maps inference types as scaled integers (`(x + 1) / 2`). Sums of scaled
 //! values (an Add of two computed values) do not: a scale like 0.1 rounds at every step.
 
 use std::collections::HashMap;
@@ -167,6 +168,12 @@ impl ExactScaled<'_> {
                 Op::Gemm(_) | Op::MatMul | Op::Conv(_) => {
                     !power_of_two_scales(&ty.elem) || self.all(ch, depth)
                 }
+                // `x + k * s`, `x * 2^e`, ...: inference types them scaled only when exact
+                // (a power-of-two scale, a constant that is a multiple or a power of two).
+                Op::Binary(_) => ch
+                    .iter()
+                    .filter(|&&c| constant(egraph, c).is_none())
+                    .all(|&c| self.check(c, depth - 1)),
                 // Moving, selecting or clamping exact values at multiples of the scale.
                 Op::MaxPool(_)
                 | Op::Reshape { .. }

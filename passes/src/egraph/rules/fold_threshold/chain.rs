@@ -5,7 +5,9 @@
 //! 1), a BatchNorm with constant parameters, or a reshape that keeps every element's batch and
 //! channel (it moves no data and adds no step: `(1, 64)` to `(1, 64, 1)` and back in FINN's
 //! streamlined graphs), or a Relu (non-decreasing, evaluated as the interpreter's `max(x, 0)`).
-//! The walk stops at the first class with an integer type: the accumulator. Anything else in
+//! The walk stops at the first class with an integer type, the accumulator, unless that class
+//! is itself a step of an integer further down (an exact affine map is typed as a scaled
+//! integer), where it goes on to that one. Anything else in
 //! between (a MaxPool, a residual add of two computed values) ends the walk without a fold;
 //! other passes move such ops out of the way (`reorder-pooling` for a MaxPool).
 
@@ -35,20 +37,20 @@ pub struct Chain {
 
 /// Walks down from `top`, the quantizer's operand, to an accumulator.
 pub fn walk(egraph: &BnnEGraph, top: Id) -> Result<Chain, String> {
-    let mut at = egraph.find(top);
-    let mut visited = HashSet::new();
-    let mut down = Vec::new();
-    let mut batchnorm = None;
+    walk_from(egraph, egraph.find(top), HashSet::new(), Vec::new(), None)
+}
+
+/// The walk from class `at`, with the classes `visited` and the steps `down` (nearest the
+/// quantizer first) so far.
+fn walk_from(
+    egraph: &BnnEGraph,
+    mut at: Id,
+    mut visited: HashSet<Id>,
+    mut down: Vec<ChainStep>,
+    mut batchnorm: Option<Arc<str>>,
+) -> Result<Chain, String> {
     for _ in 0..MAX_CHAIN {
         visited.insert(at);
-        if let Some(acc) = accumulator(egraph, at) {
-            down.reverse();
-            return Ok(Chain {
-                steps: down,
-                acc: acc?,
-                batchnorm,
-            });
-        }
         let class = &egraph[at];
         let ty = class
             .data
@@ -68,6 +70,24 @@ pub fn walk(egraph: &BnnEGraph, top: Id) -> Result<Chain, String> {
                     why_not.get_or_insert(reason);
                 }
             }
+        }
+        if let Some(acc) = accumulator(egraph, at) {
+            let acc = acc?;
+            // A scaled integer that is a step of an integer below (`x * 0.5 - 1` is typed
+            // `i6*0.5`): the chain goes on down when it can, leaving no step behind.
+            if let Some((step, below, _)) = next {
+                let mut deeper = down.clone();
+                deeper.extend(step);
+                if let Ok(chain) = walk_from(egraph, below, visited, deeper, batchnorm.clone()) {
+                    return Ok(chain);
+                }
+            }
+            down.reverse();
+            return Ok(Chain {
+                steps: down,
+                acc,
+                batchnorm,
+            });
         }
         let Some((step, below, node)) = next else {
             return Err(format!(
