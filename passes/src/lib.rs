@@ -7,6 +7,7 @@
 //! benefit from exploring alternatives run on an e-graph ([`egraph`]); steps that are not
 //! local rewrites (exact threshold search, lowering, layout) are plain passes.
 
+pub mod batchnorm;
 pub mod cleanup;
 pub mod egraph;
 pub mod error;

@@ -81,13 +81,20 @@ pub const PIPELINE: &[Pass] = &[
 ];
 
 /// Streamlines on the e-graph; every rule applied or declined (and why) is in the report.
+/// BatchNorms that fold into no threshold become their affine maps.
 fn fold_batchnorm_to_threshold(graph: &mut Graph) -> Result<PassReport, PassError> {
     let (streamlined, report) =
         crate::egraph::streamline(graph, &crate::egraph::Limits::default())?;
     *graph = streamlined;
-    Ok(PassReport {
+    let mut report = PassReport {
         changes: report.to_string().lines().map(String::from).collect(),
-    })
+    };
+    // What did not fold is a plain affine map.
+    crate::batchnorm::batchnorm_to_affine(graph, &mut report).map_err(|source| PassError::Ir {
+        pass: "fold-batchnorm-to-threshold",
+        source,
+    })?;
+    Ok(report)
 }
 
 /// Checks that `name` is a pass of the pipeline (or `all`), for command-line options.

@@ -117,3 +117,19 @@ save("cleanup/power_of_two_bias_stays.onnx",
       helper.make_node("Gemm", ["xq", "wq", "b"], ["y"], name="fc", transB=1)],
      [io("x", [1, 6])], [io("y", [1, 4])],
      {**one, "half": np.asarray([0.5]), "w": rng.normal(size=(4, 6)), "b": rng.normal(size=(4,))})
+
+# fold-batchnorm-to-threshold: a BatchNorm before a quantizer folds; one before a real-valued
+# residual add (Bi-Real) becomes its affine map, a mul and an add.
+bn = {f"{p}{i}": v for i in range(2) for p, v in
+      [("gamma", rng.uniform(0.5, 1.5, 3)), ("beta", rng.normal(size=3)),
+       ("mean", rng.normal(size=3)), ("var", rng.uniform(0.5, 2.0, 3))]}
+save("fold-batchnorm-to-threshold/residual_batchnorm_becomes_affine.onnx",
+     [bq("x", "one", "xq"), bq("w0", "s_w", "w0q"), bq("w1", "s_w", "w1q"),
+      helper.make_node("Conv", ["xq", "w0q"], ["acc0"], name="conv0", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+      helper.make_node("BatchNormalization", ["acc0", "gamma0", "beta0", "mean0", "var0"], ["bn0"], name="bn0"),
+      bq("bn0", "one", "a1"),
+      helper.make_node("Conv", ["a1", "w1q"], ["acc1"], name="conv1", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+      helper.make_node("BatchNormalization", ["acc1", "gamma1", "beta1", "mean1", "var1"], ["bn1"], name="bn1"),
+      helper.make_node("Add", ["bn0", "bn1"], ["y"], name="residual")],
+     [io("x", [1, 3, 4, 4])], [io("y", [1, 3, 4, 4])],
+     {**one, **tenths, **bn, "w0": rng.normal(size=(3, 3, 3, 3)), "w1": rng.normal(size=(3, 3, 3, 3))})
