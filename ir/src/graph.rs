@@ -213,6 +213,11 @@ impl Graph {
         &self.nodes[n]
     }
 
+    /// Whether node `n` is (still) in the graph.
+    pub fn contains_node(&self, n: NodeId) -> bool {
+        self.nodes.contains_node(n)
+    }
+
     /// Every node id, in the order the nodes were added.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes.node_indices()

@@ -986,14 +986,20 @@ fn clip_type(elem: &ElemType, min: f32, max: f32) -> ElemType {
 }
 
 /// The type of `x op c` for a value `x` of integers times a power-of-two scale (or plain
-/// integers) and a scalar constant `c`, when every result is exact in f32: adding or
-/// subtracting a multiple of the scale shifts the integers, multiplying or dividing by a
-/// positive power of two moves the scale. (`(x + 1) / 2` of a bipolar `x` is `u2*0.5`.)
+/// integers) and a scalar constant `c`, when every result is exact in f32 or rounds once:
+/// adding or subtracting a multiple of the scale shifts the integers, multiplying or dividing
+/// by a positive power of two moves the scale, and any other multiplier makes a scaled
+/// integer ([`scaling_type`]). (`(x + 1) / 2` of a bipolar `x` is `u2*0.5`.)
 fn affine_type(
     op: BinaryOp,
     inputs: &[&TensorType],
     consts: &[Option<&Tensor>],
 ) -> Option<ElemType> {
+    if op == BinaryOp::Mul {
+        if let Some(elem) = scaling_type(inputs, consts) {
+            return Some(elem);
+        }
+    }
     let scalar = |i: usize| {
         consts[i]
             .filter(|t| t.len() == 1)
@@ -1031,6 +1037,54 @@ fn affine_type(
         ElemType::Int(int)
     } else {
         ElemType::Scaled(int, Scale::Tensor(scale))
+    })
+}
+
+/// The type of `x * c` for integers `x` (or integers times a power-of-two scale) and a
+/// constant `c`, one number or one per channel (axis 1), finite and nonzero: `int * (s * c)`
+/// rounded once, a scaled integer whatever `c` is. (A lowered XNOR-Net layer is its integer
+/// accumulator times its per-channel weight scale.)
+fn scaling_type(inputs: &[&TensorType], consts: &[Option<&Tensor>]) -> Option<ElemType> {
+    let (value, c) = match (consts[0], consts[1]) {
+        (None, Some(c)) => (inputs[0], c),
+        (Some(c), None) => (inputs[1], c),
+        _ => return None,
+    };
+    let pow2 = |s: f32| s > 0.0 && s.is_normal() && s.to_bits() & 0x007f_ffff == 0;
+    let (int, s) = match &value.elem {
+        ElemType::Int(t) => (*t, 1.0),
+        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => (*t, *s),
+        _ => return None,
+    };
+    let factors = c.to_f32_vec();
+    // `s * c` is exact (a power-of-two `s`), and a normal result keeps it so.
+    let scales: Vec<f32> = factors.iter().map(|&f| s * f).collect();
+    if !scales.iter().all(|v| v.is_normal()) {
+        return None;
+    }
+    if scales.iter().all(|&v| v == 1.0) {
+        return Some(ElemType::Int(int));
+    }
+    if let [scale] = scales[..] {
+        return Some(ElemType::Scaled(int, Scale::Tensor(scale)));
+    }
+    // One factor per channel: `c` varies only along axis 1 of `x` (aligned right) and adds
+    // no axis.
+    let (x, cs) = (&value.shape, c.shape());
+    let offset = x.len().checked_sub(cs.len())?;
+    let per_channel = x.len() >= 2
+        && cs
+            .iter()
+            .enumerate()
+            .all(|(i, &d)| d == 1 || (offset + i == 1 && d == x[1]));
+    per_channel.then(|| {
+        ElemType::Scaled(
+            int,
+            Scale::Channel {
+                axis: 1,
+                values: scales.into(),
+            },
+        )
     })
 }
 

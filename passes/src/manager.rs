@@ -69,7 +69,7 @@ pub const PIPELINE: &[Pass] = &[
     },
     Pass {
         name: "lower-xnor-popcount",
-        summary: "bipolar x bipolar Conv/Gemm/MatMul become XNOR-popcount ops",
+        summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
         run: |g| {
             crate::xnor::lower_xnor_popcount(g).map_err(|source| PassError::Ir {
                 pass: "lower-xnor-popcount",

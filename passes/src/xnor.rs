@@ -1,72 +1,366 @@
-//! `lower-xnor-popcount`: a Conv, Gemm or MatMul whose activations and weights are both
-//! bipolar becomes an XNOR-popcount op (`xnor_conv`, `xnor_matmul`).
+//! `lower-xnor-popcount`: a Conv, Gemm or MatMul whose activations are bipolar and whose
+//! weights are bipolar, or bipolar times a scale (XNOR-Net's alpha, one per tensor or per
+//! output channel), becomes an XNOR-popcount op (`xnor_conv`, `xnor_matmul`).
 //!
 //! The lowered ops compute the same integers (the bipolar dot product `K - 2 * popcount(a ^ w)`,
-//! zero padding contributing 0), so the result type is unchanged. Weights must be constants
-//! (run `cleanup` first so weight quantizers are folded into bipolar constants); the packing of
-//! the bits into words is the backend's layout.
+//! zero padding contributing 0). A weight scale becomes a multiply after the integers: the
+//! layer's value is its integer sum times the scale rounded once, and so is the multiply's
+//! (`bnnc_ir::interp`'s integer-first layers), so the value and its type are unchanged. A
+//! Threshold reading that value then reads the integers instead, with integer thresholds
+//! found by search on the multiply's f32 values (a negative scale turns a channel's direction
+//! around), so binary layers keep their fused integer output stage.
+//!
+//! Weights must be constants (run `cleanup` first so weight quantizers are folded into
+//! bipolar constants); the packing of the bits into words is the backend's layout.
 
-use bnnc_ir::{ElemType, Graph, IrError, NodeId, Op};
+use bnnc_ir::{
+    BinaryOp, ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor, ValueId,
+};
 
 use crate::manager::PassReport;
 
-/// Lowers every bipolar x bipolar linear layer.
+/// Lowers every bipolar x (scaled) bipolar linear layer.
 pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
     let mut report = PassReport::default();
     let nodes: Vec<NodeId> = graph.node_ids().collect();
     for n in nodes {
-        let node = graph.node(n).clone();
-        let bipolar = |i: usize| {
-            node.inputs
-                .get(i)
-                .is_some_and(|&v| graph.value(v).ty.elem == ElemType::BIPOLAR)
-        };
-        if !(bipolar(0) && bipolar(1)) || graph.const_data(node.inputs[1]).is_none() {
+        // A threshold moved onto the integers of an earlier layer is gone.
+        if !graph.contains_node(n) {
             continue;
         }
-        let (op, weight) = match &node.op {
-            Op::Conv(attrs) if node.inputs.len() == 2 => {
-                (Op::XnorConv(attrs.clone()), node.inputs[1])
-            }
-            Op::MatMul if graph.value(node.inputs[1]).ty.shape.len() == 2 => {
-                (Op::XnorMatMul, node.inputs[1])
-            }
-            Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => {
-                let w = graph.value(node.inputs[1]).clone();
-                let weight = if g.trans_b {
-                    // XnorMatMul takes (K, M) weights: transpose Gemm's (M, K) once, here.
-                    let data = graph.const_data(node.inputs[1]).expect("checked constant");
-                    let transpose = Op::Transpose { perm: vec![1, 0] };
-                    let t = bnnc_ir::interp::eval(&transpose, &[data])
-                        .map_err(|reason| IrError::Node {
-                            node: node.name.clone(),
-                            op: node.op.name(),
-                            reason,
-                        })?
-                        .swap_remove(0);
-                    graph.add_const(format!("{}.kxm", w.name), Some(w.ty.elem.clone()), t)?
-                } else {
-                    node.inputs[1]
-                };
-                (Op::XnorMatMul, weight)
-            }
-            _ => continue,
+        let node = graph.node(n).clone();
+        let Some(plan) = plan(graph, &node)? else {
+            continue;
         };
         let out = node.outputs[0];
         let name = graph.value(out).name.clone();
-        let lowered =
-            graph.add_node(node.name.clone(), op, &[node.inputs[0], weight], vec![name])?[0];
-        graph.replace_uses(out, lowered)?;
+        let weight = match plan.signs {
+            Some((suffix, signs)) => graph.add_const(
+                format!("{}.{suffix}", graph.value(node.inputs[1]).name),
+                Some(ElemType::BIPOLAR),
+                signs,
+            )?,
+            None => node.inputs[1],
+        };
+        let acc_name = match plan.scales {
+            Some(_) => format!("{name}.popcount"),
+            None => name.clone(),
+        };
+        let acc = graph.add_node(
+            node.name.clone(),
+            plan.op,
+            &[node.inputs[0], weight],
+            vec![acc_name],
+        )?[0];
+        let lowered_op = graph
+            .node(graph.producer(acc).expect("a node result"))
+            .op
+            .name();
+        let Some(scales) = plan.scales else {
+            graph.replace_uses(out, acc)?;
+            graph.remove_node(n);
+            report.note(format!(
+                "`{}` ({}) is now {lowered_op}",
+                node.name,
+                node.op.name()
+            ));
+            continue;
+        };
+        let scale = scales.constant(graph, &name)?;
+        let scaled = graph.add_node(
+            format!("{}.scale", node.name),
+            Op::Binary(BinaryOp::Mul),
+            &[acc, scale],
+            vec![format!("{name}.scaled")],
+        )?[0];
+        if graph.value(scaled).ty != graph.value(out).ty {
+            // Inference types the product otherwise (it should not): leave the layer.
+            graph.remove_node(graph.producer(scaled).expect("a node result"));
+            graph.remove_node(graph.producer(acc).expect("a node result"));
+            continue;
+        }
+        graph.replace_uses(out, scaled)?;
         graph.remove_node(n);
+        graph.rename_value(scaled, name);
         report.note(format!(
-            "`{}` ({}) is now {}",
+            "`{}` ({}) is now {lowered_op} times its weight scale",
             node.name,
-            node.op.name(),
-            graph
-                .node(graph.producer(lowered).expect("a node result"))
-                .op
-                .name()
+            node.op.name()
         ));
+        let moved = thresholds_onto_integers(graph, scaled, acc, &scales)?;
+        if moved > 0 {
+            report.note(format!(
+                "{moved} threshold(s) after `{}` compare its integers",
+                node.name
+            ));
+        }
     }
+    // Multiplies only thresholds read are gone with them.
+    graph.remove_dead_nodes();
     Ok(report)
+}
+
+/// A layer to lower: the XNOR op, the ±1 weights in its layout when they are not the
+/// layer's own (and the suffix of their name), and the weight scale.
+struct Plan {
+    op: Op,
+    signs: Option<(&'static str, Tensor)>,
+    scales: Option<WeightScale>,
+}
+
+/// A weight scale: one, or one per output channel.
+struct WeightScale {
+    values: Vec<f32>,
+    /// The shape of the multiplier: `[]`, or the channels against the result (`(M, 1, 1)`
+    /// for a convolution's `(N, M, H, W)`, `(N)` for a matrix product's last axis).
+    shape: Vec<usize>,
+}
+
+impl WeightScale {
+    fn of_channel(&self, c: usize) -> f32 {
+        self.values[c % self.values.len()]
+    }
+
+    fn constant(&self, graph: &mut Graph, name: &str) -> Result<ValueId, IrError> {
+        let t = Tensor::f32(self.shape.clone(), self.values.clone());
+        graph.add_const(format!("{name}.weight_scale"), None, t)
+    }
+}
+
+/// What lowering `node` takes, or `None` when it is not a bipolar x (scaled) bipolar layer.
+fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
+    let ty = |i: usize| node.inputs.get(i).map(|&v| &graph.value(v).ty);
+    let (Some(x), Some(w)) = (ty(0), ty(1)) else {
+        return Ok(None);
+    };
+    let Some(w_data) = graph.const_data(node.inputs[1]) else {
+        return Ok(None);
+    };
+    if x.elem != ElemType::BIPOLAR {
+        return Ok(None);
+    }
+    let out_rank = graph.value(node.outputs[0]).ty.shape.len();
+    // The op, the weights' output-channel axis, and the multiplier's shape per channel.
+    let (op, w_axis, channel_shape) = match &node.op {
+        Op::Conv(attrs) if node.inputs.len() == 2 => {
+            let m = w.shape[0];
+            let mut shape = vec![m];
+            shape.resize(out_rank - 1, 1);
+            (Op::XnorConv(attrs.clone()), 0, shape)
+        }
+        Op::MatMul if w.shape.len() == 2 => (Op::XnorMatMul, 1, vec![w.shape[1]]),
+        Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => {
+            let axis = usize::from(!g.trans_b);
+            (Op::XnorMatMul, axis, vec![w.shape[axis]])
+        }
+        _ => return Ok(None),
+    };
+    let scales = match &w.elem {
+        ElemType::Int(IntType::Bipolar) => None,
+        ElemType::Scaled(IntType::Bipolar, Scale::Tensor(s)) => Some(WeightScale {
+            values: vec![*s],
+            shape: Vec::new(),
+        }),
+        ElemType::Scaled(IntType::Bipolar, Scale::Channel { axis, values }) if *axis == w_axis => {
+            Some(WeightScale {
+                values: values.to_vec(),
+                shape: channel_shape,
+            })
+        }
+        _ => return Ok(None),
+    };
+    // The signs: each weight over its channel's scale is exactly ±1.
+    let inner: usize = w.shape[w_axis + 1..].iter().product();
+    let values = w_data.to_f32_vec();
+    let signs: Option<Vec<f32>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let s = scales
+                .as_ref()
+                .map_or(1.0, |s| s.of_channel((i / inner.max(1)) % w.shape[w_axis]));
+            let q = v / s;
+            (q == 1.0 || q == -1.0).then_some(q)
+        })
+        .collect();
+    let Some(signs) = signs else {
+        return Ok(None);
+    };
+    let mut signs = scales
+        .is_some()
+        .then(|| ("signs", Tensor::f32(w.shape.clone(), signs)));
+    if matches!(&node.op, Op::Gemm(g) if g.trans_b) {
+        // XnorMatMul takes (K, M) weights: transpose Gemm's (M, K) once, here.
+        let (suffix, t) = signs.unwrap_or(("kxm", w_data.clone()));
+        let transpose = Op::Transpose { perm: vec![1, 0] };
+        let t = bnnc_ir::interp::eval(&transpose, &[&t])
+            .map_err(|reason| IrError::Node {
+                node: node.name.clone(),
+                op: node.op.name(),
+                reason,
+            })?
+            .swap_remove(0);
+        signs = Some((suffix, t));
+    }
+    Ok(Some(Plan { op, signs, scales }))
+}
+
+/// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on axis
+/// 1) into one on `acc`, with the integer thresholds that give every integer of `acc`'s range
+/// the same level. Returns how many moved.
+fn thresholds_onto_integers(
+    graph: &mut Graph,
+    scaled: ValueId,
+    acc: ValueId,
+    scales: &WeightScale,
+) -> Result<usize, IrError> {
+    let Some(int) = graph.value(acc).ty.elem.int_type() else {
+        return Ok(0);
+    };
+    let (lo, hi) = (int.min(), int.max());
+    let channels = graph.value(acc).ty.shape.get(1).copied().unwrap_or(1);
+    let users: Vec<NodeId> = graph
+        .node_ids()
+        .filter(|&u| graph.node(u).inputs.first() == Some(&scaled))
+        .collect();
+    let mut moved = 0;
+    for u in users {
+        let node = graph.node(u).clone();
+        let Op::Threshold(attrs) = &node.op else {
+            continue;
+        };
+        if attrs.channel_axis != 1 {
+            continue;
+        }
+        let Some(table) = graph.const_data(node.inputs[1]).cloned() else {
+            continue;
+        };
+        let directions = match node.inputs.get(2) {
+            Some(&d) => match graph.const_data(d) {
+                Some(t) => t.to_f32_vec(),
+                None => continue,
+            },
+            None => vec![1.0; channels],
+        };
+        let &[rows, n] = table.shape() else {
+            continue;
+        };
+        if (rows != 1 && rows != channels) || directions.len() != channels {
+            continue;
+        }
+        let values = table.to_f32_vec();
+        let mut thresholds = Vec::with_capacity(channels * n);
+        let mut descending = Vec::with_capacity(channels);
+        for c in 0..channels {
+            let s = scales.of_channel(c);
+            let value_descending = directions[c] < 0.0;
+            let int_descending = value_descending != (s < 0.0);
+            let row = if rows == 1 { 0 } else { c };
+            for &t in &values[row * n..(row + 1) * n] {
+                let reached = |k: i64| {
+                    let v = k as f32 * s;
+                    if value_descending {
+                        v <= t
+                    } else {
+                        v >= t
+                    }
+                };
+                thresholds.push(integer_threshold(reached, lo, hi, int_descending));
+            }
+            descending.push(int_descending);
+        }
+        let (tmin, tmax) = thresholds
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), &t| (a.min(t), b.max(t)));
+        let elem = if thresholds.is_empty() {
+            ElemType::BINARY
+        } else {
+            ElemType::Int(IntType::covering(tmin, tmax))
+        };
+        let t_values = thresholds.iter().map(|&t| t as f32).collect();
+        let base = graph.value(node.inputs[1]).name.clone();
+        let t = graph.add_const(
+            format!("{base}.integers"),
+            Some(elem),
+            Tensor::f32(vec![channels, n], t_values),
+        )?;
+        let mut operands = vec![acc, t];
+        if descending.iter().any(|&d| d) {
+            let signs = descending
+                .iter()
+                .map(|&d| if d { -1.0 } else { 1.0 })
+                .collect();
+            operands.push(graph.add_const(
+                format!("{base}.integer_directions"),
+                Some(ElemType::Int(IntType::Signed(2))),
+                Tensor::f32(vec![channels], signs),
+            )?);
+        }
+        let old = node.outputs[0];
+        let name = graph.value(old).name.clone();
+        let new = graph.add_node(node.name.clone(), node.op.clone(), &operands, vec![name])?[0];
+        graph.replace_uses(old, new)?;
+        graph.remove_node(u);
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+/// The integer threshold of a monotone predicate over `[lo, hi]`: the smallest integer
+/// reaching it when ascending (`hi + 1` if none does), the largest when descending (`lo - 1`
+/// if none does). Found by binary search, evaluating the predicate (the f32 product the
+/// interpreter computes) rather than trusting `t / s`.
+fn integer_threshold(reached: impl Fn(i64) -> bool, lo: i64, hi: i64, descending: bool) -> i64 {
+    if descending {
+        // reached on a prefix [lo, T].
+        if !reached(lo) {
+            return lo - 1;
+        }
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let m = a + (b - a + 1) / 2;
+            if reached(m) {
+                a = m;
+            } else {
+                b = m - 1;
+            }
+        }
+        a
+    } else {
+        // reached on a suffix [T, hi].
+        if !reached(hi) {
+            return hi + 1;
+        }
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let m = a + (b - a) / 2;
+            if reached(m) {
+                b = m;
+            } else {
+                a = m + 1;
+            }
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integer_threshold;
+
+    #[test]
+    fn thresholds_of_a_negative_scale() {
+        // n * -0.1 >= -0.25 holds for n <= 2: descending at 2.
+        let reached = |n: i64| n as f32 * -0.1 >= -0.25;
+        assert_eq!(integer_threshold(reached, -9, 9, true), 2);
+        // Never, always.
+        assert_eq!(integer_threshold(|_| false, -9, 9, false), 10);
+        assert_eq!(integer_threshold(|_| true, -9, 9, false), -9);
+        assert_eq!(integer_threshold(|_| false, -9, 9, true), -10);
+        // Ascending: n * 0.1 >= 0.3 first holds at n = 3 (3 * 0.1f32 rounds to 0.3f32).
+        assert_eq!(
+            integer_threshold(|n| n as f32 * 0.1 >= 0.3, -9, 9, false),
+            3
+        );
+    }
 }

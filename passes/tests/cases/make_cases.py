@@ -133,3 +133,15 @@ save("fold-batchnorm-to-threshold/residual_batchnorm_becomes_affine.onnx",
       helper.make_node("Add", ["bn0", "bn1"], ["y"], name="residual")],
      [io("x", [1, 3, 4, 4])], [io("y", [1, 3, 4, 4])],
      {**one, **tenths, **bn, "w0": rng.normal(size=(3, 3, 3, 3)), "w1": rng.normal(size=(3, 3, 3, 3))})
+
+# lower-xnor-popcount: XNOR-Net weights (bipolar times a per-channel scale, one negative)
+# lower to xnor_conv times the scale, and the folded threshold after them moves onto the
+# integers, its direction turned around where the scale is negative.
+save("lower-xnor-popcount/per_channel_scale_moves_threshold.onnx",
+     [bq("x", "one", "xq"), bq("w", "alpha", "wq"),
+      helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+      helper.make_node("BatchNormalization", ["acc", "gamma0", "beta0", "mean0", "var0"], ["bn"], name="bn"),
+      bq("bn", "one", "y")],
+     [io("x", [1, 3, 4, 4])], [io("y", [1, 3, 4, 4])],
+     {**one, **{k: v for k, v in bn.items() if k.endswith("0")},
+      "alpha": np.asarray([0.3, -0.2, 0.7]).reshape(3, 1, 1, 1), "w": rng.normal(size=(3, 3, 3, 3))})
