@@ -17,15 +17,11 @@ struct Layer {
 }
 
 impl Layer {
-    /// A linear layer's arithmetic as `w<bits>a<bits>` (weights, activations; `f` for
-    /// float32), the notation of the binary-network literature: `w1a1` is XNOR-popcount.
+    /// A linear layer's arithmetic as `w<bits>a<bits>` (see
+    /// [`bnnc_passes::precision::precision`]).
     fn precision(&self) -> Option<String> {
-        let bits = |t: &ElemType| match t {
-            ElemType::F32 => "f".to_string(),
-            t => t.bits().to_string(),
-        };
         let (w, a) = (self.weights.as_ref()?, self.inputs.first()?);
-        Some(format!("w{}a{}", bits(w), bits(a)))
+        Some(bnnc_passes::precision::precision(w, a))
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bnnc_ir::Graph;
-use bnnc_passes::PassEvent;
+use bnnc_passes::{FirstLastPolicy, PassEvent, PipelineOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -44,6 +44,10 @@ enum Command {
         /// default); bare `--passes` (or `report`): list what each pass changed.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "report")]
         passes: Option<InspectPasses>,
+        /// What to do with float first and last layers: `keep` them, or quantize their
+        /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
+        #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
+        first_last: FirstLast,
     },
     /// Runs a batch through the reference interpreter and writes the output as .npy.
     Run {
@@ -64,6 +68,10 @@ enum Command {
         /// With `--backend native`: which code generator compiles the XNOR convolutions.
         #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
         codegen: native::Codegen,
+        /// What to do with float first and last layers: `keep` them, or quantize their
+        /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
+        #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
+        first_last: FirstLast,
     },
     /// Compiles a model into a shared library (`libNAME.so` and `NAME.h`), an object, or IR.
     Build {
@@ -96,6 +104,10 @@ enum Command {
         /// Print the IR after this pass (`all` for every pass); may be repeated.
         #[arg(long, value_name = "PASS")]
         print_after: Vec<String>,
+        /// What to do with float first and last layers: `keep` them, or quantize their
+        /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
+        #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
+        first_last: FirstLast,
     },
     /// Times the compiled model on this machine: latency at batch 1 (median over runs) and
     /// throughput at a larger batch.
@@ -122,6 +134,10 @@ enum Command {
         /// Which code generator compiles the XNOR convolutions.
         #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
         codegen: native::Codegen,
+        /// What to do with float first and last layers: `keep` them, or quantize their
+        /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
+        #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
+        first_last: FirstLast,
     },
 }
 
@@ -132,6 +148,24 @@ enum Pipeline {
     None,
     /// The optimization pipeline.
     Default,
+}
+
+/// `--first-last`: what the pipeline does with float first and last layers.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum FirstLast {
+    /// Keep every layer at the model's own precision.
+    Keep,
+    /// Quantize f32 weights of the first and last layers to 8 bits per output channel.
+    Int8,
+}
+
+impl From<FirstLast> for FirstLastPolicy {
+    fn from(f: FirstLast) -> Self {
+        match f {
+            FirstLast::Keep => FirstLastPolicy::Keep,
+            FirstLast::Int8 => FirstLastPolicy::Int8,
+        }
+    }
 }
 
 /// Where `bnnc run` runs the model.
@@ -178,17 +212,22 @@ fn execute(command: Command) -> Result<()> {
             ir,
             json,
             passes,
+            first_last,
         } => {
             let imported = import(&model)?;
             let graph = match passes {
                 Some(InspectPasses::None) => imported,
                 Some(InspectPasses::Report) => {
                     let mut out = String::new();
-                    optimize(&model, imported, &mut |event| report_pass(&mut out, event))?;
+                    optimize(&model, imported, first_last, &mut |event| {
+                        report_pass(&mut out, event)
+                    })?;
                     print!("{out}");
                     return Ok(());
                 }
-                Some(InspectPasses::Default) | None => optimize(&model, imported, &mut |_| {})?,
+                Some(InspectPasses::Default) | None => {
+                    optimize(&model, imported, first_last, &mut |_| {})?
+                }
             };
             if json {
                 println!("{:#}", inspect::json_report(&graph));
@@ -206,10 +245,11 @@ fn execute(command: Command) -> Result<()> {
             passes,
             backend,
             codegen,
+            first_last,
         } => {
             let mut graph = import(&model)?;
             if passes == Pipeline::Default {
-                graph = optimize(&model, graph, &mut |_| {})?;
+                graph = optimize(&model, graph, first_last, &mut |_| {})?;
             }
             if graph.inputs().len() != 1 || graph.outputs().len() != 1 {
                 bail!(
@@ -238,13 +278,14 @@ fn execute(command: Command) -> Result<()> {
             codegen,
             print_before,
             print_after,
+            first_last,
         } => {
             for name in print_before.iter().chain(&print_after) {
                 bnnc_passes::manager::check_pass_name(name)?;
             }
             let wants = |list: &[String], pass: &str| list.iter().any(|p| p == "all" || p == pass);
             let graph = import(&model)?;
-            let graph = optimize(&model, graph, &mut |event| match event {
+            let graph = optimize(&model, graph, first_last, &mut |event| match event {
                 PassEvent::Before { pass, graph } if wants(&print_before, pass) => {
                     eprint!("; IR before {pass}\n{}", bnnc_ir::text::print_graph(graph));
                 }
@@ -307,6 +348,7 @@ fn execute(command: Command) -> Result<()> {
             runs,
             json,
             codegen,
+            first_last,
         } => {
             if batch == 0 || threads == 0 || runs == 0 {
                 bail!("--batch, --threads and --runs must be positive");
@@ -328,7 +370,7 @@ fn execute(command: Command) -> Result<()> {
                 }
                 return Ok(());
             };
-            let graph = optimize(&model, import(&model)?, &mut |_| {})?;
+            let graph = optimize(&model, import(&model)?, first_last, &mut |_| {})?;
             let loaded = native::load(&model, &graph, true, codegen)?;
             let report = native::bench(&loaded.model, batch, threads, runs)?;
             let latency_us = report.latency.as_secs_f64() * 1e6;
@@ -453,10 +495,32 @@ fn import(path: &Path) -> Result<Graph> {
     Ok(graph)
 }
 
-/// Runs the optimization pipeline.
-fn optimize(path: &Path, graph: Graph, observe: &mut dyn FnMut(PassEvent<'_>)) -> Result<Graph> {
-    bnnc_passes::run_pipeline(graph, observe)
-        .with_context(|| format!("cannot optimize {}", path.display()))
+/// Runs the optimization pipeline; what `--first-last` changed goes to standard error, since
+/// it can change accuracy.
+fn optimize(
+    path: &Path,
+    graph: Graph,
+    first_last: FirstLast,
+    observe: &mut dyn FnMut(PassEvent<'_>),
+) -> Result<Graph> {
+    let options = PipelineOptions {
+        first_last: first_last.into(),
+    };
+    bnnc_passes::run_pipeline_with(graph, &options, &mut |event| {
+        if let PassEvent::After { pass, report, .. } = &event {
+            if *pass == "first-last-precision" {
+                for change in report
+                    .changes
+                    .iter()
+                    .filter(|c| c.starts_with("--first-last"))
+                {
+                    eprintln!("note: {change}");
+                }
+            }
+        }
+        observe(event)
+    })
+    .with_context(|| format!("cannot optimize {}", path.display()))
 }
 
 /// One pass's entry of `bnnc inspect --passes`: its changes and how the op counts moved.

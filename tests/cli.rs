@@ -260,3 +260,25 @@ fn run_refuses_an_npy_header_larger_than_its_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("more data than the file holds"), "{err}");
 }
+
+#[test]
+fn first_last_int8_says_what_it_changed() {
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("passes/tests/cases/first-last-precision/float_first_layer.onnx");
+    let case = case.to_str().unwrap();
+    let keep = bnnc(&["build", case, "--emit", "ir"]);
+    assert!(keep.status.success());
+    assert!(!String::from_utf8_lossy(&keep.stderr).contains("--first-last"));
+    assert!(String::from_utf8_lossy(&keep.stdout).contains("%w0: f32[4,6]"));
+    let int8 = bnnc(&["build", case, "--emit", "ir", "--first-last", "int8"]);
+    assert!(int8.status.success());
+    let stderr = String::from_utf8_lossy(&int8.stderr);
+    assert!(
+        stderr.contains("note: --first-last int8: quantized the f32 weights `w0`")
+            && stderr.contains("this can change accuracy"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&int8.stdout).contains("%w0.int8: i8*[4]@0[4,6]"));
+    let bad = bnnc(&["build", case, "--emit", "ir", "--first-last", "int4"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

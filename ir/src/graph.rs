@@ -175,6 +175,25 @@ impl Graph {
         infer_output_types(op, &types, &consts)
     }
 
+    /// Infers every node's result types again, in topological order: after a rewrite
+    /// changed the type of a value (a constant's), the values computed from it follow.
+    pub fn reinfer(&mut self) -> Result<()> {
+        for n in self.topo_order()? {
+            let node = &self.nodes[n];
+            let types = self
+                .infer(&node.op, &node.inputs)
+                .map_err(|reason| IrError::Node {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    reason,
+                })?;
+            for (v, ty) in node.outputs.clone().into_iter().zip(types) {
+                self.values[v.index()].ty = ty;
+            }
+        }
+        Ok(())
+    }
+
     /// Declares the graph's outputs.
     pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
         self.outputs = outputs;

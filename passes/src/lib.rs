@@ -13,8 +13,12 @@ pub mod egraph;
 pub mod error;
 pub mod manager;
 pub mod pooling;
+pub mod precision;
 pub mod threshold;
 pub mod xnor;
 
 pub use error::PassError;
-pub use manager::{run_pipeline, Pass, PassEvent, PassReport, PIPELINE};
+pub use manager::{
+    run_pipeline, run_pipeline_with, Pass, PassEvent, PassReport, PipelineOptions, PIPELINE,
+};
+pub use precision::FirstLastPolicy;

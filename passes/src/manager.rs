@@ -5,6 +5,14 @@ use std::collections::BTreeMap;
 use bnnc_ir::Graph;
 
 use crate::error::PassError;
+use crate::precision::FirstLastPolicy;
+
+/// What a user chooses about the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// What `first-last-precision` does with float first and last layers.
+    pub first_last: FirstLastPolicy,
+}
 
 /// What one run of a pass changed, in words users read in `bnnc inspect --passes`.
 #[derive(Clone, Debug, Default)]
@@ -26,13 +34,17 @@ pub struct Pass {
     pub name: &'static str,
     /// One line: what the pass does.
     pub summary: &'static str,
-    run: fn(&mut Graph) -> Result<PassReport, PassError>,
+    run: fn(&mut Graph, &PipelineOptions) -> Result<PassReport, PassError>,
 }
 
 impl Pass {
     /// Runs the pass on `graph` (not verifying; [`run_pipeline`] does).
-    pub fn run(&self, graph: &mut Graph) -> Result<PassReport, PassError> {
-        (self.run)(graph)
+    pub fn run(
+        &self,
+        graph: &mut Graph,
+        options: &PipelineOptions,
+    ) -> Result<PassReport, PassError> {
+        (self.run)(graph, options)
     }
 }
 
@@ -40,7 +52,7 @@ impl Pass {
 const CLEANUP: Pass = Pass {
     name: "cleanup",
     summary: "fold constants, remove identities and dead nodes, merge reshapes",
-    run: |g| {
+    run: |g, _| {
         crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
             pass: "cleanup",
             source,
@@ -53,9 +65,21 @@ const CLEANUP: Pass = Pass {
 pub const PIPELINE: &[Pass] = &[
     CLEANUP,
     Pass {
+        name: "first-last-precision",
+        summary: "first and last linear layers keep their own precision; --first-last applies a policy to float ones",
+        run: |g, options| {
+            crate::precision::first_last_precision(g, options.first_last).map_err(|source| {
+                PassError::Ir {
+                    pass: "first-last-precision",
+                    source,
+                }
+            })
+        },
+    },
+    Pass {
         name: "reorder-pooling",
         summary: "a MaxPool before a per-channel non-decreasing chain and quantizer pools the quantizer's bits instead",
-        run: |g| {
+        run: |g, _| {
             crate::pooling::reorder_pooling(g).map_err(|source| PassError::Ir {
                 pass: "reorder-pooling",
                 source,
@@ -65,12 +89,12 @@ pub const PIPELINE: &[Pass] = &[
     Pass {
         name: "fold-batchnorm-to-threshold",
         summary: "monotone float chains between an integer accumulator and a quantizer become exact integer thresholds (on the e-graph)",
-        run: fold_batchnorm_to_threshold,
+        run: |g, _| fold_batchnorm_to_threshold(g),
     },
     Pass {
         name: "lower-xnor-popcount",
         summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
-        run: |g| {
+        run: |g, _| {
             crate::xnor::lower_xnor_popcount(g).map_err(|source| PassError::Ir {
                 pass: "lower-xnor-popcount",
                 source,
@@ -123,10 +147,20 @@ pub enum PassEvent<'a> {
     },
 }
 
+/// Runs every pass of [`PIPELINE`] on `graph` with the default options (see
+/// [`run_pipeline_with`]).
+pub fn run_pipeline(
+    graph: Graph,
+    observe: &mut dyn FnMut(PassEvent<'_>),
+) -> Result<Graph, PassError> {
+    run_pipeline_with(graph, &PipelineOptions::default(), observe)
+}
+
 /// Runs every pass of [`PIPELINE`] on `graph`, verifying after each, and tells `observe`
 /// before and after each pass (for `--print-before`/`--print-after` and reports).
-pub fn run_pipeline(
+pub fn run_pipeline_with(
     mut graph: Graph,
+    options: &PipelineOptions,
     observe: &mut dyn FnMut(PassEvent<'_>),
 ) -> Result<Graph, PassError> {
     for pass in PIPELINE {
@@ -135,7 +169,7 @@ pub fn run_pipeline(
             graph: &graph,
         });
         let ops_before = op_counts(&graph);
-        let report = pass.run(&mut graph)?;
+        let report = pass.run(&mut graph, options)?;
         bnnc_ir::verify::verify(&graph).map_err(|source| PassError::Verify {
             pass: pass.name,
             source,

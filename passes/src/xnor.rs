@@ -205,9 +205,9 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
     Ok(Some(Plan { op, signs, scales }))
 }
 
-/// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on axis
-/// 1) into one on `acc`, with the integer thresholds that give every integer of `acc`'s range
-/// the same level. Returns how many moved.
+/// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on
+/// axis 1) into one on `acc`, with the integer thresholds that give every integer of `acc`'s
+/// range the same level. Returns how many moved.
 fn thresholds_onto_integers(
     graph: &mut Graph,
     scaled: ValueId,
@@ -251,9 +251,9 @@ fn thresholds_onto_integers(
         let values = table.to_f32_vec();
         let mut thresholds = Vec::with_capacity(channels * n);
         let mut descending = Vec::with_capacity(channels);
-        for c in 0..channels {
+        for (c, &direction) in directions.iter().enumerate() {
             let s = scales.of_channel(c);
-            let value_descending = directions[c] < 0.0;
+            let value_descending = direction < 0.0;
             let int_descending = value_descending != (s < 0.0);
             let row = if rows == 1 { 0 } else { c };
             for &t in &values[row * n..(row + 1) * n] {

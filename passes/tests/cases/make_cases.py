@@ -145,3 +145,12 @@ save("lower-xnor-popcount/per_channel_scale_moves_threshold.onnx",
      [io("x", [1, 3, 4, 4])], [io("y", [1, 3, 4, 4])],
      {**one, **{k: v for k, v in bn.items() if k.endswith("0")},
       "alpha": np.asarray([0.3, -0.2, 0.7]).reshape(3, 1, 1, 1), "w": rng.normal(size=(3, 3, 3, 3))})
+
+# first-last-precision: a float first layer (f32 input, f32 weights) stays float by default;
+# `--first-last int8` quantizes its weights (tests/first_last.rs).
+save("first-last-precision/float_first_layer.onnx",
+     [helper.make_node("Gemm", ["x", "w0", "b0"], ["acc0"], name="fc0", transB=1),
+      bq("acc0", "one", "a1"), bq("w1", "one", "w1q"),
+      helper.make_node("Gemm", ["a1", "w1q"], ["y"], name="fc1", transB=1)],
+     [io("x", [1, 6])], [io("y", [1, 3])],
+     {**one, "w0": rng.normal(size=(4, 6)), "b0": rng.normal(size=(4,)), "w1": rng.normal(size=(3, 4))})
