@@ -182,9 +182,12 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
     // The weights of a linear layer are its constant second operand; a layer's other constant
     // operands (scales, thresholds, BatchNorm statistics) are parameters, not weights.
     let weight = match node.op {
-        Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::XnorConv(_) | Op::XnorMatMul => {
-            node.inputs.get(1).copied().filter(|v| constant[v.index()])
-        }
+        Op::Conv(_)
+        | Op::Gemm(_)
+        | Op::MatMul
+        | Op::XnorConv(_)
+        | Op::XnorMatMul
+        | Op::BitSerialMatMul { .. } => node.inputs.get(1).copied().filter(|v| constant[v.index()]),
         _ => None,
     };
     let out = ty(node.outputs[0]);
@@ -245,7 +248,9 @@ fn macs(graph: &Graph, n: NodeId) -> u64 {
             let k = if g.trans_a { a.first() } else { a.get(1) };
             out_numel * k.copied().unwrap_or(0) as u64
         }
-        Op::MatMul | Op::XnorMatMul => out_numel * shape(0).last().copied().unwrap_or(0) as u64,
+        Op::MatMul | Op::XnorMatMul | Op::BitSerialMatMul { .. } => {
+            out_numel * shape(0).last().copied().unwrap_or(0) as u64
+        }
         _ => 0,
     }
 }

@@ -420,6 +420,38 @@ fn infer(
             let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
             one(xnor_accumulator(k)?, shape)
         }
+        Op::BitSerialMatMul { a_scale } => {
+            arity(inputs, 2, 2)?;
+            let (a, w) = (inputs[0], inputs[1]);
+            if a.shape.is_empty() || w.shape.len() != 2 {
+                return Err(format!(
+                    "operands have shapes {:?} and {:?}, expected (.., K) and (K, M)",
+                    a.shape, w.shape
+                ));
+            }
+            let (shape, k) = matmul_shape(&a.shape, &w.shape)?;
+            // Untyped operands (`interp::eval` on bare tensors): the kernel reads integers
+            // off the values, the result is only known to be f32.
+            if a.elem == ElemType::F32 || w.elem == ElemType::F32 {
+                return one(ElemType::F32, shape);
+            }
+            let a_int = match &a.elem {
+                ElemType::Int(t) if *a_scale == 1.0 => *t,
+                ElemType::Scaled(t, Scale::Tensor(s)) if s == a_scale => *t,
+                other => {
+                    return Err(format!(
+                        "the activations are typed {other}, not integers times a_scale {a_scale:?}"
+                    ))
+                }
+            };
+            let ElemType::Int(_) = w.elem else {
+                return Err(format!("the weights are typed {}, not integers", w.elem));
+            };
+            match accumulator(&ElemType::Int(a_int), &w.elem, k, None) {
+                acc @ ElemType::Int(_) => one(acc, shape),
+                _ => Err("the integer dot products may pass 2^24".into()),
+            }
+        }
     }
 }
 

@@ -257,6 +257,11 @@ pub enum Op {
     /// Bipolar x bipolar convolution as an integer; zero padding contributes 0 to the dot
     /// product (only valid taps count). Operands: x, w, both bipolar.
     XnorConv(ConvAttrs),
+    /// Low-bit integer matrix product as an integer, computed bit-serially by backends (one
+    /// popcount per pair of bit planes, weighted by the planes' place values). Operands: a
+    /// `(.., K)` of integers or integers times `a_scale` (its integers are `a / a_scale`,
+    /// rounded), and integer weights `(K, M)`; the result is the exact integer dot product.
+    BitSerialMatMul { a_scale: f32 },
 }
 
 impl Op {
@@ -290,6 +295,7 @@ impl Op {
             Op::Threshold(_) => "threshold",
             Op::XnorMatMul => "xnor_matmul",
             Op::XnorConv(_) => "xnor_conv",
+            Op::BitSerialMatMul { .. } => "bitserial_matmul",
         }
     }
 
@@ -305,7 +311,12 @@ impl Op {
     pub fn is_linear_layer(&self) -> bool {
         matches!(
             self,
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::XnorMatMul | Op::XnorConv(_)
+            Op::Conv(_)
+                | Op::Gemm(_)
+                | Op::MatMul
+                | Op::XnorMatMul
+                | Op::XnorConv(_)
+                | Op::BitSerialMatMul { .. }
         )
     }
 }

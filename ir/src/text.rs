@@ -190,6 +190,7 @@ fn op_attrs(op: &Op) -> Vec<String> {
         Op::Transpose { perm } => vec![format!("perm={}", list(perm))],
         Op::Pad { pads, value } => vec![format!("pads={}", list(pads)), format!("value={value:?}")],
         Op::Concat { axis } => vec![format!("axis={axis}")],
+        Op::BitSerialMatMul { a_scale } => vec![format!("a_scale={a_scale:?}")],
         Op::Softmax { axis, coerce_2d } => {
             [Some(format!("axis={axis}")), flag(*coerce_2d, "coerce_2d")]
                 .into_iter()

@@ -8,6 +8,7 @@
 //! local rewrites (exact threshold search, lowering, layout) are plain passes.
 
 pub mod batchnorm;
+pub mod bitserial;
 pub mod cleanup;
 pub mod egraph;
 pub mod error;

@@ -49,7 +49,12 @@ pub fn precision(weights: &ElemType, activations: &ElemType) -> String {
 fn is_linear(op: &Op) -> bool {
     matches!(
         op,
-        Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::XnorConv(_) | Op::XnorMatMul
+        Op::Conv(_)
+            | Op::Gemm(_)
+            | Op::MatMul
+            | Op::XnorConv(_)
+            | Op::XnorMatMul
+            | Op::BitSerialMatMul { .. }
     )
 }
 

@@ -10,6 +10,9 @@
 //! found by search on the multiply's f32 values (a negative scale turns a channel's direction
 //! around), so binary layers keep their fused integer output stage.
 //!
+//! Low-bit (2 to 4 bit) matrix products lower to `bitserial_matmul` where a cost model
+//! prefers it ([`crate::bitserial`]).
+//!
 //! Weights must be constants (run `cleanup` first so weight quantizers are folded into
 //! bipolar constants); the packing of the bits into words is the backend's layout.
 
@@ -95,6 +98,7 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
             ));
         }
     }
+    crate::bitserial::lower_bit_serial(graph, &mut report)?;
     // Multiplies only thresholds read are gone with them.
     graph.remove_dead_nodes();
     Ok(report)
@@ -108,12 +112,12 @@ struct Plan {
     scales: Option<WeightScale>,
 }
 
-/// A weight scale: one, or one per output channel.
-struct WeightScale {
-    values: Vec<f32>,
+/// A layer's scale after its integers: one, or one per output channel.
+pub(crate) struct WeightScale {
+    pub(crate) values: Vec<f32>,
     /// The shape of the multiplier: `[]`, or the channels against the result (`(M, 1, 1)`
     /// for a convolution's `(N, M, H, W)`, `(N)` for a matrix product's last axis).
-    shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
 }
 
 impl WeightScale {
@@ -121,7 +125,7 @@ impl WeightScale {
         self.values[c % self.values.len()]
     }
 
-    fn constant(&self, graph: &mut Graph, name: &str) -> Result<ValueId, IrError> {
+    pub(crate) fn constant(&self, graph: &mut Graph, name: &str) -> Result<ValueId, IrError> {
         let t = Tensor::f32(self.shape.clone(), self.values.clone());
         graph.add_const(format!("{name}.weight_scale"), None, t)
     }
@@ -208,7 +212,7 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
 /// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on
 /// axis 1) into one on `acc`, with the integer thresholds that give every integer of `acc`'s
 /// range the same level. Returns how many moved.
-fn thresholds_onto_integers(
+pub(crate) fn thresholds_onto_integers(
     graph: &mut Graph,
     scaled: ValueId,
     acc: ValueId,

@@ -328,6 +328,26 @@ pub(super) fn xnor_matmul(x: &[&Tensor], out: &[usize]) -> Result<Tensor, String
     f32_result(out, matmul_nd(&a, x[0].shape(), &w, x[1].shape())?)
 }
 
+/// A low-bit integer matrix product: the activations' integers (`a / a_scale`, rounded)
+/// against integer weights; the sums are exact integers (inference bounds them by 2^24).
+pub(super) fn bitserial_matmul(
+    a_scale: f32,
+    x: &[&Tensor],
+    out: &[usize],
+) -> Result<Tensor, String> {
+    if let Some(bad) = floats(x[1]).iter().find(|w| w.fract() != 0.0) {
+        return Err(format!("operand 1 holds {bad}, not an integer"));
+    }
+    let a: Vec<f32> = floats(x[0])
+        .iter()
+        .map(|&v| (v / a_scale).round())
+        .collect();
+    f32_result(
+        out,
+        matmul_nd(&a, x[0].shape(), &floats(x[1]), x[1].shape())?,
+    )
+}
+
 /// MatMul as onnxruntime runs it: one MLAS product per batch index (with alpha 1 and beta 0);
 /// when B is a matrix, every leading axis of A folds into M, so that a batch of rows is one
 /// product.
@@ -643,6 +663,41 @@ mod tests {
             eval1(&Op::XnorMatMul, &[&a, &w]).as_f32().unwrap(),
             &[4.0, -2.0]
         );
+    }
+
+    #[test]
+    fn bitserial_matmul_sums_the_integers() {
+        // Activations 0.5, -0.25, 0.75 with a_scale 0.25 are 2, -1, 3.
+        let a = t(&[1, 3], &[0.5, -0.25, 0.75]);
+        let w = t(&[3, 2], &[1.0, -4.0, -2.0, 3.0, 3.0, 0.0]);
+        let op = Op::BitSerialMatMul { a_scale: 0.25 };
+        assert_eq!(eval1(&op, &[&a, &w]).as_f32().unwrap(), &[13.0, -11.0]);
+        // Weights must be integers.
+        let half = t(&[3, 2], &[0.5; 6]);
+        assert!(eval(&op, &[&a, &half]).is_err());
+    }
+
+    #[test]
+    fn bitserial_matmul_types() {
+        use crate::infer::infer_output_types;
+        use crate::types::{ElemType, IntType, Scale, TensorType};
+        let a = TensorType::new(
+            ElemType::Scaled(IntType::Signed(3), Scale::Tensor(0.25)),
+            vec![1, 64],
+        );
+        let w = TensorType::new(ElemType::Int(IntType::Signed(2)), vec![64, 8]);
+        let op = Op::BitSerialMatMul { a_scale: 0.25 };
+        let out = infer_output_types(&op, &[&a, &w], &[None, None]).unwrap();
+        // |a| <= 4, |w| <= 2, 64 terms: within +-512.
+        assert_eq!(out[0].elem, ElemType::Int(IntType::covering(-512, 512)));
+        // The activations' scale must be the op's.
+        let other = Op::BitSerialMatMul { a_scale: 0.5 };
+        assert!(infer_output_types(&other, &[&a, &w], &[None, None]).is_err());
+        let scaled_w = TensorType::new(
+            ElemType::Scaled(IntType::Signed(2), Scale::Tensor(0.3)),
+            vec![64, 8],
+        );
+        assert!(infer_output_types(&op, &[&a, &scaled_w], &[None, None]).is_err());
     }
 
     #[test]

@@ -182,6 +182,7 @@ fn compute(op: &Op, x: &[&Tensor], out: &[Shape]) -> Result<Vec<Tensor>, String>
         } => head::top_k(*k, *axis, *largest, x[0]),
         Op::XnorMatMul => one(linear::xnor_matmul(x, out0)),
         Op::XnorConv(attrs) => one(linear::xnor_conv(attrs, x, out0)),
+        Op::BitSerialMatMul { a_scale } => one(linear::bitserial_matmul(*a_scale, x, out0)),
     }
 }
 

@@ -455,6 +455,7 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
             sorted,
         } => out.extend([25, *k as u64, *axis as u64, b(*largest), b(*sorted)]),
         Op::XnorMatMul => out.push(26),
+        Op::BitSerialMatMul { a_scale } => out.extend([27, f32_word(*a_scale)]),
     }
 }
 

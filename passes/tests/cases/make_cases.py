@@ -154,3 +154,20 @@ save("first-last-precision/float_first_layer.onnx",
       helper.make_node("Gemm", ["a1", "w1q"], ["y"], name="fc1", transB=1)],
      [io("x", [1, 6])], [io("y", [1, 3])],
      {**one, "w0": rng.normal(size=(4, 6)), "b0": rng.normal(size=(4,)), "w1": rng.normal(size=(3, 4))})
+
+# lower-xnor-popcount: 3-bit signed activations against 2-bit signed weights (scaled) become
+# bitserial_matmul times the scale (two's complement planes, the top one negative); the
+# threshold after it moves onto the integers.
+def quant(x, s, z, b, y, signed=1, narrow=0):
+    return helper.make_node("Quant", [x, s, z, b], [y], name=f"q_{y}", domain=QONNX,
+                            signed=signed, narrow=narrow, rounding_mode="ROUND")
+save("lower-xnor-popcount/bit_serial_signed.onnx",
+     [quant("x", "s_a", "zero", "three", "xq"), quant("w", "s_w", "zero", "two", "wq"),
+      helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),
+      helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+      quant("bn", "s_y", "zero", "two", "y", signed=0)],
+     [io("x", [1, 256])], [io("y", [1, 128])],
+     {"s_a": np.asarray(0.25), "s_w": np.asarray(0.3), "s_y": np.asarray(0.5),
+      "zero": np.asarray(0.0), "three": np.asarray(3.0), "two": np.asarray(2.0),
+      "w": rng.normal(size=(256, 128)) * 0.4, "g": rng.uniform(0.5, 1.5, 128),
+      "b": rng.normal(size=128), "m": rng.normal(size=128) * 2, "v": rng.uniform(1, 9, 128)})

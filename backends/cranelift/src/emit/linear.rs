@@ -375,7 +375,7 @@ fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<I
 
 /// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to
 /// nearest by adding and removing 1.5 * 2^23, exact while `|int| < 2^22`.
-fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
+pub(crate) fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
     if scale == 1.0 {
         return v;
     }

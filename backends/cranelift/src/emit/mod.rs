@@ -1,6 +1,7 @@
 //! Cranelift code for a [`Schedule`]: one function per step, a function running one sample
 //! through the steps, and the ABI functions ([`bnnc_runtime::abi`]).
 
+mod bitserial;
 mod builder;
 mod convert;
 mod elementwise;
@@ -235,6 +236,9 @@ impl Emitter {
                         }
                         Op::XnorMatMul => {
                             xnor::matmul(kb, node, &operands, &results[0], &xnor::OutputStage::Acc)
+                        }
+                        Op::BitSerialMatMul { a_scale } => {
+                            bitserial::matmul(kb, node, *a_scale, &operands, &results[0])
                         }
                         Op::XnorConv(attrs) => xnor::conv(
                             kb,

@@ -1,0 +1,156 @@
+//! The bit-serial matrix product (`bitserial_matmul`): low-bit integers as bit planes.
+//!
+//! An integer of `b` bits is `sum_p c_p * 2^p * bit_p`, with `c_p = -1` for the top plane of
+//! a two's complement type and 1 otherwise. So a dot product of activations `a` and weights
+//! `w` is `sum_{p,q} c_p c_q 2^(p+q) * popcount(A_p & W_q)` over 64-bit words of planes: the
+//! weights' planes are packed at compile time (`(N, planes, words)`), the activations' planes
+//! once per row on the stack, and every output sums `planes_a * planes_w` popcounts per
+//! word. The sums are exact integers, stored as `i32`.
+
+use bnnc_ir::{ElemType, IntType, Node};
+use cranelift_codegen::ir::types::{F32, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{KernelBuilder, Operand};
+use crate::BackendError;
+
+/// Bits per packed word.
+const WORD: usize = 64;
+
+/// How an integer type is split into planes: their number and whether the top one counts
+/// negatively (two's complement).
+fn planes(elem: &ElemType) -> Option<(usize, bool)> {
+    match elem.int_type()? {
+        IntType::Binary => Some((1, false)),
+        IntType::Unsigned(b) => Some((b.into(), false)),
+        IntType::Signed(b) => Some((b.into(), true)),
+        IntType::Bipolar => None,
+    }
+}
+
+/// The place value of plane `p` of `n`, negative for the top plane of a signed type.
+fn place(p: usize, n: usize, signed: bool) -> i64 {
+    let v = 1i64 << p;
+    if signed && p + 1 == n {
+        -v
+    } else {
+        v
+    }
+}
+
+pub(crate) fn matmul(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    a_scale: f32,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (a, w) = (&operands[0], &operands[1]);
+    let unsupported = |why: &str| BackendError::unsupported(node, why);
+    let w_data = w
+        .const_f32()
+        .ok_or_else(|| unsupported("the weights must be constant"))?;
+    let &[k, n] = w.shape.as_slice() else {
+        return Err(unsupported("the weights must be a (K, N) matrix"));
+    };
+    let (pa, signed_a) =
+        planes(&a.elem).ok_or_else(|| unsupported("the activations are not low-bit integers"))?;
+    let (pw, signed_w) =
+        planes(&w.elem).ok_or_else(|| unsupported("the weights are not low-bit integers"))?;
+    let words = k.div_ceil(WORD);
+    let rows = a.numel() / k.max(1);
+
+    // Weight planes, (N, pw, words): bit k of plane q of output j.
+    let mut table = vec![0u64; n * pw * words];
+    for kk in 0..k {
+        for j in 0..n {
+            // In range of the weight type (inference and the interpreter check), so the
+            // two's complement bits below are the planes.
+            let q = w_data[kk * n + j] as i64;
+            for plane in 0..pw {
+                if (q >> plane) & 1 == 1 {
+                    table[(j * pw + plane) * words + kk / WORD] |= 1 << (kk % WORD);
+                }
+            }
+        }
+    }
+    let w_t = kb.table_u64(&table);
+    let src = a.f32_ptr(kb);
+    let dst = out.ptr;
+    let planes_bytes = (pa * words * 8) as u32;
+    let stack = kb.stack(planes_bytes.max(8));
+
+    kb.for_range(rows, |kb, r| {
+        // The activations' planes of row r, (pa, words): each word gathered in registers
+        // from its 64 activations (fewer in the last), then stored once.
+        let row = kb.addr(src, r, (k * 4) as i64, 0);
+        let pack_words = |kb: &mut KernelBuilder, first_word: usize, count: usize, len: usize| {
+            kb.for_range(count, |kb, wi| {
+                let wi = kb.b.ins().iadd_imm_s(wi, first_word as i64);
+                let base = kb.addr(row, wi, (WORD * 4) as i64, 0);
+                let zero = kb.iconst(0);
+                let gathered = kb.fold_range(len, vec![zero; pa], |kb, i, mut acc| {
+                    let x = kb.load_at(F32, base, i);
+                    let v = integer(kb, x, a_scale);
+                    for (plane, word) in acc.iter_mut().enumerate() {
+                        let shifted = kb.b.ins().ushr_imm_s(v, plane as i64);
+                        let b = kb.b.ins().band_imm_s(shifted, 1);
+                        let placed = kb.b.ins().ishl(b, i);
+                        *word = kb.b.ins().bor(*word, placed);
+                    }
+                    acc
+                });
+                for (plane, &word) in gathered.iter().enumerate() {
+                    let at = kb.b.ins().iadd_imm_s(wi, (plane * words) as i64);
+                    kb.store_at(word, stack, at);
+                }
+            });
+        };
+        pack_words(kb, 0, k / WORD, WORD);
+        if k % WORD != 0 {
+            pack_words(kb, k / WORD, 1, k % WORD);
+        }
+        let out_row = kb.addr(dst, r, (n * 4) as i64, 0);
+        kb.for_range(n, |kb, j| {
+            let filter = kb.addr(w_t, j, (pw * words * 8) as i64, 0);
+            // One count per pair of planes over the words; the place values weigh them once.
+            let zero = kb.iconst(0);
+            let counts = kb.fold_range(words, vec![zero; pa * pw], |kb, wi, mut counts| {
+                let a_words: Vec<Value> = (0..pa)
+                    .map(|p| {
+                        let at = kb.b.ins().iadd_imm_s(wi, (p * words) as i64);
+                        kb.load_written(I64, stack, at)
+                    })
+                    .collect();
+                for q in 0..pw {
+                    let at = kb.b.ins().iadd_imm_s(wi, (q * words) as i64);
+                    let wq = kb.load_at(I64, filter, at);
+                    for (p, &ap) in a_words.iter().enumerate() {
+                        let both = kb.b.ins().band(ap, wq);
+                        let count = kb.b.ins().popcnt(both);
+                        counts[q * pa + p] = kb.b.ins().iadd(counts[q * pa + p], count);
+                    }
+                }
+                counts
+            });
+            let mut total = kb.iconst(0);
+            for q in 0..pw {
+                for p in 0..pa {
+                    let weight = place(p, pa, signed_a) * place(q, pw, signed_w);
+                    let term = kb.b.ins().imul_imm_s(counts[q * pa + p], weight);
+                    total = kb.b.ins().iadd(total, term);
+                }
+            }
+            let acc = [total];
+            let sum = kb.b.ins().ireduce(I32, acc[0]);
+            kb.store_at(sum, out_row, j);
+        });
+    });
+    Ok(())
+}
+
+/// The integer `x / scale` of a value `int * scale` as an i64.
+fn integer(kb: &mut KernelBuilder, x: Value, scale: f32) -> Value {
+    let v = super::linear::integer_of(kb, x, scale);
+    kb.b.ins().fcvt_to_sint_sat(I64, v)
+}

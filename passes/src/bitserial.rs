@@ -1,0 +1,206 @@
+//! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul or Gemm of low-bit integers
+//! (2 to 4 bits, activations and weights, plain or scaled) becomes `bitserial_matmul`, the
+//! exact integer dot product a backend computes as a weighted sum of popcounts over pairs of
+//! bit planes, times the layer's scale, where a cost model says that beats summing the
+//! integers as floats.
+//!
+//! The value is unchanged: a layer on scaled integers is its integer sum times `s_a * s_w[c]`
+//! rounded once, and so is the multiply after the integer op. Thresholds reading the value
+//! move onto the integers, as after an XNOR layer.
+//!
+//! # Cost model
+//! Per row, with `N` outputs, `K` terms, `W = ceil(K / 64)` words and `p = b_a * b_w`
+//! plane pairs: bit-serial costs `N * W * p` popcount steps plus `K * b_a` steps to pack the
+//! activations' planes; the exact float kernel costs `N * K / 4` four-lane multiply-adds.
+//! The step costs were fitted to `bnnc bench` per-step times on the benchmark machine (AMD
+//! EPYC Zen 5), forcing each kernel with `BNNC_BIT_SERIAL=always|never`:
+//!
+//! | layer (K x N, bits)        | bit-serial | float  |
+//! |----------------------------|------------|--------|
+//! | tfc_w2a2 first (784x64, 2x2) | 1.9 us   | 2.5 us |
+//! | kws hidden (256x256, 3x3)  | 3.5 us     | 6.0 us |
+//! | kws last (256x12, 3x3)     | 0.6 us     | 0.3 us |
+//! | unsw first (600x64, 2x2)   | 1.6 us     | 3.1 us |
+
+use bnnc_ir::{BinaryOp, ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
+
+use crate::manager::PassReport;
+use crate::xnor::{thresholds_onto_integers, WeightScale};
+
+/// Nanoseconds per popcount step (load, and, popcount, add) of the bit-serial kernel.
+const POPCOUNT_STEP: f64 = 0.33;
+/// Nanoseconds per activation per plane to pack the planes.
+const PACK_STEP: f64 = 0.6;
+/// Nanoseconds per four-lane multiply-add of the exact float kernel.
+const FLOAT_STEP: f64 = 0.3;
+
+/// The widest planes taken: beyond 4 bits the plane pairs outnumber the float work.
+const MAX_BITS: u8 = 4;
+
+/// Whether the cost model is overridden (`BNNC_BIT_SERIAL=always|never`, for measuring it).
+fn forced() -> Option<bool> {
+    match std::env::var("BNNC_BIT_SERIAL").ok()?.as_str() {
+        "always" => Some(true),
+        "never" => Some(false),
+        _ => None,
+    }
+}
+
+/// Lowers the low-bit matrix products the cost model prefers bit-serial.
+pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
+    let nodes: Vec<NodeId> = graph.node_ids().collect();
+    for n in nodes {
+        if !graph.contains_node(n) {
+            continue;
+        }
+        let node = graph.node(n).clone();
+        let Some(plan) = plan(graph, &node) else {
+            continue;
+        };
+        let (bs, fl) = (plan.bit_serial_ns, plan.float_ns);
+        if !forced().unwrap_or(bs < fl) {
+            report.note(format!(
+                "`{}` ({}) stays on integers: bit-serial {bs:.0} ns against {fl:.0} ns",
+                node.name,
+                node.op.name()
+            ));
+            continue;
+        }
+        let out = node.outputs[0];
+        let name = graph.value(out).name.clone();
+        let w_name = graph.value(node.inputs[1]).name.clone();
+        let weights = graph.add_const(
+            format!("{w_name}.integers"),
+            Some(ElemType::Int(plan.w_int)),
+            plan.weights,
+        )?;
+        let acc = graph.add_node(
+            node.name.clone(),
+            Op::BitSerialMatMul {
+                a_scale: plan.a_scale,
+            },
+            &[node.inputs[0], weights],
+            vec![format!("{name}.planes")],
+        )?[0];
+        let scale = plan.scales.constant(graph, &name)?;
+        let scaled = graph.add_node(
+            format!("{}.scale", node.name),
+            Op::Binary(BinaryOp::Mul),
+            &[acc, scale],
+            vec![format!("{name}.scaled")],
+        )?[0];
+        if graph.value(scaled).ty != graph.value(out).ty {
+            graph.remove_node(graph.producer(scaled).expect("a node result"));
+            graph.remove_node(graph.producer(acc).expect("a node result"));
+            continue;
+        }
+        graph.replace_uses(out, scaled)?;
+        graph.remove_node(n);
+        graph.rename_value(scaled, name);
+        report.note(format!(
+            "`{}` ({}) is now bitserial_matmul, {} plane pairs: {bs:.0} ns against {fl:.0} ns \
+             on floats",
+            node.name,
+            node.op.name(),
+            plan.pairs
+        ));
+        let moved = thresholds_onto_integers(graph, scaled, acc, &plan.scales)?;
+        if moved > 0 {
+            report.note(format!(
+                "{moved} threshold(s) after `{}` compare its integers",
+                node.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Plan {
+    a_scale: f32,
+    /// The weights' integers as a `(K, N)` matrix, and their type.
+    weights: Tensor,
+    w_int: IntType,
+    /// `s_a * s_w[c]`: the value is the integer times these.
+    scales: WeightScale,
+    pairs: usize,
+    bit_serial_ns: f64,
+    float_ns: f64,
+}
+
+/// The planes of an integer type: unsigned, or two's complement, of at most [`MAX_BITS`].
+fn planes(t: IntType) -> Option<usize> {
+    match t {
+        IntType::Binary => Some(1),
+        IntType::Signed(b) | IntType::Unsigned(b) if b <= MAX_BITS => Some(b.into()),
+        _ => None,
+    }
+}
+
+fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
+    let (a, w) = (
+        &graph.value(*node.inputs.first()?).ty,
+        &graph.value(*node.inputs.get(1)?).ty,
+    );
+    let w_data = graph.const_data(node.inputs[1])?;
+    let trans_b = match &node.op {
+        Op::MatMul if w.shape.len() == 2 => false,
+        Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => g.trans_b,
+        _ => return None,
+    };
+    let w_axis = usize::from(!trans_b);
+    let (a_int, a_scale) = match &a.elem {
+        ElemType::Int(t) => (*t, 1.0),
+        ElemType::Scaled(t, Scale::Tensor(s)) => (*t, *s),
+        _ => return None,
+    };
+    let (w_int, w_scales) = match &w.elem {
+        ElemType::Int(t) => (*t, vec![1.0]),
+        ElemType::Scaled(t, Scale::Tensor(s)) => (*t, vec![*s]),
+        ElemType::Scaled(t, Scale::Channel { axis, values }) if *axis == w_axis => {
+            (*t, values.to_vec())
+        }
+        _ => return None,
+    };
+    let (pa, pw) = (planes(a_int)?, planes(w_int)?);
+    let (k, n) = if trans_b {
+        (w.shape[1], w.shape[0])
+    } else {
+        (w.shape[0], w.shape[1])
+    };
+    // The weights' integers, checked to be what the type says, as (K, N).
+    let values = w_data.to_f32_vec();
+    let mut weights = vec![0f32; k * n];
+    for (i, &v) in values.iter().enumerate() {
+        let (row, col) = (i / w.shape[1], i % w.shape[1]);
+        let (kk, j) = if trans_b { (col, row) } else { (row, col) };
+        let s = w_scales[j % w_scales.len()];
+        let q = (v / s).round();
+        if q * s != v || !w_int.contains(f64::from(q)) {
+            return None;
+        }
+        weights[kk * n + j] = q;
+    }
+    let scales = WeightScale {
+        values: w_scales.iter().map(|s| a_scale * s).collect(),
+        shape: if w_scales.len() == 1 {
+            Vec::new()
+        } else {
+            vec![n]
+        },
+    };
+    let rows = (a.numel() / k.max(1)) as f64;
+    let pairs = pa * pw;
+    let words = k.div_ceil(64) as f64;
+    let bit_serial_ns =
+        rows * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (k * pa) as f64 * PACK_STEP);
+    let float_ns = rows * n as f64 * k as f64 / 4.0 * FLOAT_STEP;
+    Some(Plan {
+        a_scale,
+        weights: Tensor::f32(vec![k, n], weights),
+        w_int,
+        scales,
+        pairs,
+        bit_serial_ns,
+        float_ns,
+    })
+}
