@@ -213,7 +213,7 @@ impl Emitter {
                         Op::XnorConv(attrs) => {
                             xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd)
                         }
-                        _ => xnor::matmul(kb, node, &operands, &results[0], &stage),
+                        _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], &stage, simd),
                     }
                 }
                 StepKind::Node(n) => {
@@ -234,9 +234,14 @@ impl Emitter {
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])
                         }
-                        Op::XnorMatMul => {
-                            xnor::matmul(kb, node, &operands, &results[0], &xnor::OutputStage::Acc)
-                        }
+                        Op::XnorMatMul => xnor::matmul_as_conv(
+                            kb,
+                            node,
+                            &operands,
+                            &results[0],
+                            &xnor::OutputStage::Acc,
+                            simd,
+                        ),
                         Op::BitSerialMatMul { a_scale } => {
                             bitserial::matmul(kb, node, *a_scale, &operands, &results[0])
                         }

@@ -94,6 +94,9 @@ pub(crate) fn conv_kernel(
     t: &Node,
     symbol: String,
 ) -> Result<Option<crate::XnorConvKernel>, BackendError> {
+    if let Op::XnorMatMul = node.op {
+        return matmul_kernel(graph, node, t, symbol);
+    }
     let Op::XnorConv(attrs) = &node.op else {
         return Ok(None);
     };
@@ -128,6 +131,85 @@ pub(crate) fn conv_kernel(
         sign,
         bound,
     }))
+}
+
+/// [`conv_kernel`] of an XNOR matrix product, as the 1x1 convolution it is.
+fn matmul_kernel(
+    graph: &Graph,
+    node: &Node,
+    t: &Node,
+    symbol: String,
+) -> Result<Option<crate::XnorConvKernel>, BackendError> {
+    let (&[rows, k], &[_, m]) = (
+        graph.value(node.inputs[0]).ty.shape.as_slice(),
+        graph.value(node.inputs[1]).ty.shape.as_slice(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(data) = graph.const_data(node.inputs[1]) else {
+        return Ok(None);
+    };
+    let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
+        return Ok(None);
+    };
+    Ok(Some(crate::XnorConvKernel {
+        symbol,
+        input: (rows, k, 1, 1),
+        filters: (m, 1, 1),
+        output: (1, 1),
+        strides: (1, 1),
+        dilations: (1, 1),
+        weights: pack_conv_weights(&filters_of(&data.to_f32_vec(), k, m), m, k, 1),
+        sign,
+        bound,
+    }))
+}
+
+/// `(K, M)` matrix weights as `M` filters of `K` channels.
+fn filters_of(w_km: &[f32], k: usize, m: usize) -> Vec<f32> {
+    (0..m * k).map(|i| w_km[(i % k) * m + i / k]).collect()
+}
+
+/// An XNOR matrix product `(rows, K) x (K, M)` is a 1x1 convolution of `rows` images of one
+/// pixel and `K` channels. On packed bits the layouts coincide (activations `[row][word]`,
+/// filters `[filter][word]`, results `[row][word]` or `[row][filter]`), so the
+/// convolution's kernels serve it, the vector filter pairs included (with vector popcounts;
+/// without them, [`matmul`]).
+pub(crate) fn matmul_as_conv(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    operands: &[Operand],
+    out: &Operand,
+    stage: &OutputStage,
+    simd: bool,
+) -> Result<(), BackendError> {
+    let (a, w) = (&operands[0], &operands[1]);
+    // Without vector popcounts the register-blocked scalar product is the faster.
+    let (true, &[rows, k], &[wk, m]) = (simd, a.shape.as_slice(), w.shape.as_slice()) else {
+        return matmul(kb, node, operands, out, stage);
+    };
+    if wk != k {
+        return Err(BackendError::unsupported(node, "operand shapes disagree"));
+    }
+    let filters = filters_of(&weights(node, w)?, k, m);
+    let view = |shape: Vec<usize>, of: &Operand, data: Option<Vec<f32>>| Operand {
+        data: data.map(|d| std::sync::Arc::new(bnnc_ir::Tensor::f32(shape.clone(), d))),
+        shape,
+        elem: of.elem.clone(),
+        storage: of.storage,
+        ptr: of.ptr,
+    };
+    let x = view(vec![rows, k, 1, 1], a, None);
+    let filters = view(vec![m, k, 1, 1], w, Some(filters));
+    let out = view(vec![rows, m, 1, 1], out, None);
+    let attrs = ConvAttrs {
+        kernel: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group: 1,
+    };
+    conv(kb, node, &attrs, &[x, filters], &out, stage, simd)
 }
 
 fn weights(node: &Node, w: &Operand) -> Result<Vec<f32>, BackendError> {
