@@ -171,3 +171,22 @@ save("lower-xnor-popcount/bit_serial_signed.onnx",
       "zero": np.asarray(0.0), "three": np.asarray(3.0), "two": np.asarray(2.0),
       "w": rng.normal(size=(256, 128)) * 0.4, "g": rng.uniform(0.5, 1.5, 128),
       "b": rng.normal(size=128), "m": rng.normal(size=128) * 2, "v": rng.uniform(1, 9, 128)})
+
+# lower-xnor-popcount: an 8-bit first layer (power-of-two scales, no padding) whose threshold
+# feeds an XNOR layer: the backend's integer kernel, with filters of ±1 weights (summed from
+# the taps of the rarer sign and the sum of all taps) and filters of other small integers.
+q_w = rng.integers(-2, 2, size=(16, 3, 3, 3)).astype(np.float64)
+q_w[:8] = np.where(rng.random(size=(8, 3, 3, 3)) < 0.3, 1.0, -1.0)
+q_w[8] = 1.0
+save("lower-xnor-popcount/int8_first_layer.onnx",
+     [quant("x", "s_in", "zero", "eight", "xq"), quant("w", "half", "zero", "two", "wq"),
+      helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv0", kernel_shape=[3, 3]),
+      helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+      bq("bn", "one", "a1"), bq("w1", "one", "w1q"),
+      helper.make_node("Conv", ["a1", "w1q"], ["y"], name="conv1", kernel_shape=[3, 3])],
+     [io("x", [1, 3, 12, 12])], [io("y", [1, 4, 8, 8])],
+     {**one, "s_in": np.asarray(2.0 ** -5), "half": np.asarray(0.5), "zero": np.asarray(0.0),
+      "eight": np.asarray(8.0), "two": np.asarray(2.0), "w": q_w * 0.5,
+      "g": rng.uniform(0.5, 1.5, 16) * np.where(np.arange(16) % 5 == 0, -1, 1),
+      "b": rng.normal(size=16), "m": rng.normal(size=16), "v": rng.uniform(0.5, 2, 16),
+      "w1": rng.normal(size=(4, 16, 3, 3))})

@@ -276,23 +276,41 @@ fn conv_int16_rows(
                 let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(pos, ox);
                 let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
+                // The sum of all taps, shared by every filter of ±1 weights: such a
+                // filter's sum is `2 * (sum of its +1 taps) - all`, or `all - 2 * (sum of
+                // its -1 taps)`, so it adds only the fewer of its two kinds of taps.
+                let zero = kb.iconst32(0);
+                let zero = kb.b.ins().ireduce(I16, zero);
+                let zv = kb.b.ins().splat(I16X8, zero);
+                let mut all = zv;
+                for kk in 0..k {
+                    let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                    all = kb.b.ins().iadd(all, xv);
+                }
                 for group in 0..m.div_ceil(8) {
                     let filters = group * 8..(group * 8 + 8).min(m);
-                    let zero = kb.iconst32(0);
-                    let zero = kb.b.ins().ireduce(I16, zero);
-                    let zv = kb.b.ins().splat(I16X8, zero);
+                    let forms: Vec<SumForm> = filters
+                        .clone()
+                        .map(|j| SumForm::of(&weights[j * k..(j + 1) * k]))
+                        .collect();
                     let mut acc = vec![zv; filters.len()];
                     for kk in 0..k {
-                        if filters.clone().all(|j| weights[j * k + kk] == 0) {
+                        let used = |f: &SumForm, j: usize| f.adds(weights[j * k + kk]);
+                        if !forms.iter().zip(filters.clone()).any(|(f, j)| used(f, j)) {
                             continue;
                         }
                         let xv = kb.load(I16X8, taps, (kk * 16) as i64);
-                        for (a, j) in acc.iter_mut().zip(filters.clone()) {
-                            *a = match weights[j * k + kk] {
-                                0 => *a,
-                                1 => kb.b.ins().iadd(*a, xv),
-                                -1 => kb.b.ins().isub(*a, xv),
-                                wv => {
+                        for ((a, j), form) in acc.iter_mut().zip(filters.clone()).zip(&forms) {
+                            let wv = weights[j * k + kk];
+                            if !used(form, j) {
+                                continue;
+                            }
+                            *a = match (form, wv) {
+                                (SumForm::Plus | SumForm::Minus, _) | (SumForm::Direct, 1) => {
+                                    kb.b.ins().iadd(*a, xv)
+                                }
+                                (SumForm::Direct, -1) => kb.b.ins().isub(*a, xv),
+                                (SumForm::Direct, wv) => {
                                     let c = kb.iconst32(i32::from(wv));
                                     let c = kb.b.ins().ireduce(I16, c);
                                     let cv = kb.b.ins().splat(I16X8, c);
@@ -301,6 +319,14 @@ fn conv_int16_rows(
                                 }
                             };
                         }
+                    }
+                    for (a, form) in acc.iter_mut().zip(&forms) {
+                        let twice = kb.b.ins().iadd(*a, *a);
+                        *a = match form {
+                            SumForm::Plus => kb.b.ins().isub(twice, all),
+                            SumForm::Minus => kb.b.ins().isub(all, twice),
+                            SumForm::Direct => *a,
+                        };
                     }
                     // Byte j of `matrix`: filter j's bit per column.
                     let mut matrix = kb.iconst(0);
@@ -338,6 +364,39 @@ fn conv_int16_rows(
             });
         });
     });
+}
+
+/// How [`conv_int16_rows`] sums one filter.
+enum SumForm {
+    /// Weights all ±1, fewer +1: `2 * (sum of the +1 taps) - all`.
+    Plus,
+    /// Weights all ±1, fewer -1: `all - 2 * (sum of the -1 taps)`.
+    Minus,
+    /// Other weights: every tap times its weight.
+    Direct,
+}
+
+impl SumForm {
+    fn of(weights: &[i16]) -> SumForm {
+        if !weights.iter().all(|&w| w == 1 || w == -1) {
+            return SumForm::Direct;
+        }
+        let plus = weights.iter().filter(|&&w| w == 1).count();
+        if plus <= weights.len() - plus {
+            SumForm::Plus
+        } else {
+            SumForm::Minus
+        }
+    }
+
+    /// Whether the filter adds the tap of weight `w`.
+    fn adds(&self, w: i16) -> bool {
+        match self {
+            SumForm::Plus => w == 1,
+            SumForm::Minus => w == -1,
+            SumForm::Direct => w != 0,
+        }
+    }
 }
 
 /// Transposes the 8x8 bit matrix whose row `i` is byte `i` (bit `8i + j` to bit `8j + i`).
