@@ -317,6 +317,18 @@ impl Graph {
         Ok(())
     }
 
+    /// Puts `new` in the place of node `n`'s first result: its uses, and its name (so that
+    /// graph outputs and printed IR keep the model's names); then removes `n`. The types
+    /// must agree, as for [`Graph::replace_uses`].
+    pub fn replace_node(&mut self, n: NodeId, new: ValueId) -> Result<()> {
+        let old = self.nodes[n].outputs[0];
+        self.replace_uses(old, new)?;
+        let name = self.values[old.index()].name.clone();
+        self.remove_node(n);
+        self.rename_value(new, name);
+        Ok(())
+    }
+
     /// Makes operand `i` of node `n` the value `v`, keeping the dataflow edges in step. The
     /// caller keeps the node's result types right (or re-infers them).
     pub fn set_operand(&mut self, n: NodeId, i: usize, v: ValueId) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::op::{BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
 use crate::tensor::Tensor;
-use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
+use crate::types::{checked_numel, is_power_of_two, ElemType, IntType, Scale, Shape, TensorType};
 
 /// The largest number of elements a tensor may have (2^31).
 pub const MAX_ELEMENTS: usize = 1 << 31;
@@ -1042,12 +1042,7 @@ fn affine_type(
         (Some(c), None) => (inputs[1], c, true),
         _ => return None,
     };
-    let pow2 = |s: f32| s > 0.0 && s.is_normal() && s.to_bits() & 0x007f_ffff == 0;
-    let (int, s) = match &value.elem {
-        ElemType::Int(t) => (*t, 1.0),
-        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => (*t, *s),
-        _ => return None,
-    };
+    let (int, s) = value.elem.exact_scaled()?;
     let (lo, hi) = (i128::from(int.min()), i128::from(int.max()));
     let units = (c / s).round();
     let is_multiple = units * s == c && units.abs() <= F32_EXACT_LIMIT as f32;
@@ -1056,8 +1051,7 @@ fn affine_type(
         (BinaryOp::Add, _) if is_multiple => ((lo + k, hi + k), s),
         (BinaryOp::Sub, false) if is_multiple => ((lo - k, hi - k), s),
         (BinaryOp::Sub, true) if is_multiple => ((k - hi, k - lo), s),
-        (BinaryOp::Mul, _) if pow2(c) && pow2(s * c) => ((lo, hi), s * c),
-        (BinaryOp::Div, false) if pow2(c) && pow2(s / c) => ((lo, hi), s / c),
+        (BinaryOp::Div, false) if is_power_of_two(c) && is_power_of_two(s / c) => ((lo, hi), s / c),
         _ => return None,
     };
     if range.0 < -F32_EXACT_LIMIT || range.1 > F32_EXACT_LIMIT {
@@ -1082,12 +1076,7 @@ fn scaling_type(inputs: &[&TensorType], consts: &[Option<&Tensor>]) -> Option<El
         (Some(c), None) => (inputs[1], c),
         _ => return None,
     };
-    let pow2 = |s: f32| s > 0.0 && s.is_normal() && s.to_bits() & 0x007f_ffff == 0;
-    let (int, s) = match &value.elem {
-        ElemType::Int(t) => (*t, 1.0),
-        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => (*t, *s),
-        _ => return None,
-    };
+    let (int, s) = value.elem.exact_scaled()?;
     let factors = c.to_f32_vec();
     // `s * c` is exact (a power-of-two `s`), and a normal result keeps it so.
     let scales: Vec<f32> = factors.iter().map(|&f| s * f).collect();

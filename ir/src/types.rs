@@ -141,6 +141,16 @@ impl ElemType {
     pub fn bits(&self) -> u8 {
         self.int_type().map_or(32, IntType::bits)
     }
+
+    /// `(int, scale)` of plain integers (scale 1) or integers times one power-of-two scale:
+    /// values whose products by powers of two, and sums below 2^24 units, are exact in f32.
+    pub fn exact_scaled(&self) -> Option<(IntType, f32)> {
+        match self {
+            ElemType::Int(t) => Some((*t, 1.0)),
+            ElemType::Scaled(t, Scale::Tensor(s)) if is_power_of_two(*s) => Some((*t, *s)),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for ElemType {
@@ -151,6 +161,12 @@ impl fmt::Display for ElemType {
             ElemType::Scaled(t, s) => write!(f, "{t}*{s}"),
         }
     }
+}
+
+/// Whether `s` is a positive power of two (a normal float with an empty mantissa), so that
+/// multiplying by it, or dividing, is exact.
+pub fn is_power_of_two(s: f32) -> bool {
+    s > 0.0 && s.is_normal() && s.to_bits() & 0x007f_ffff == 0
 }
 
 /// A static shape: the extent of every axis.

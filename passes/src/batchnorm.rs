@@ -58,9 +58,7 @@ pub fn batchnorm_to_affine(graph: &mut Graph, report: &mut PassReport) -> Result
             &[scaled, t],
             vec![format!("{out_name}.shifted")],
         )?[0];
-        graph.replace_uses(out, shifted)?;
-        graph.remove_node(n);
-        graph.rename_value(shifted, out_name);
+        graph.replace_node(n, shifted)?;
         report.note(format!(
             "`{}` (batchnorm) feeds no quantizer: now its affine map, a mul and an add",
             node.name

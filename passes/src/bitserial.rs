@@ -22,10 +22,10 @@
 //! | kws last (256x12, 3x3)     | 0.6 us     | 0.3 us |
 //! | unsw first (600x64, 2x2)   | 1.6 us     | 3.1 us |
 
-use bnnc_ir::{BinaryOp, ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
+use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
 use crate::manager::PassReport;
-use crate::xnor::{thresholds_onto_integers, WeightScale};
+use crate::xnor::{replace_by_integers, Integers, WeightScale};
 
 /// Nanoseconds per popcount step (load, and, popcount, add) of the bit-serial kernel.
 const POPCOUNT_STEP: f64 = 0.33;
@@ -66,51 +66,25 @@ pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<()
             ));
             continue;
         }
-        let out = node.outputs[0];
-        let name = graph.value(out).name.clone();
         let w_name = graph.value(node.inputs[1]).name.clone();
         let weights = graph.add_const(
             format!("{w_name}.integers"),
             Some(ElemType::Int(plan.w_int)),
             plan.weights,
         )?;
-        let acc = graph.add_node(
-            node.name.clone(),
-            Op::BitSerialMatMul {
+        let what = format!(
+            "is now bitserial_matmul, {} plane pairs: {bs:.0} ns against {fl:.0} ns on floats",
+            plan.pairs
+        );
+        let integers = Integers {
+            op: Op::BitSerialMatMul {
                 a_scale: plan.a_scale,
             },
-            &[node.inputs[0], weights],
-            vec![format!("{name}.planes")],
-        )?[0];
-        let scale = plan.scales.constant(graph, &name)?;
-        let scaled = graph.add_node(
-            format!("{}.scale", node.name),
-            Op::Binary(BinaryOp::Mul),
-            &[acc, scale],
-            vec![format!("{name}.scaled")],
-        )?[0];
-        if graph.value(scaled).ty != graph.value(out).ty {
-            graph.remove_node(graph.producer(scaled).expect("a node result"));
-            graph.remove_node(graph.producer(acc).expect("a node result"));
-            continue;
-        }
-        graph.replace_uses(out, scaled)?;
-        graph.remove_node(n);
-        graph.rename_value(scaled, name);
-        report.note(format!(
-            "`{}` ({}) is now bitserial_matmul, {} plane pairs: {bs:.0} ns against {fl:.0} ns \
-             on floats",
-            node.name,
-            node.op.name(),
-            plan.pairs
-        ));
-        let moved = thresholds_onto_integers(graph, scaled, acc, &plan.scales)?;
-        if moved > 0 {
-            report.note(format!(
-                "{moved} threshold(s) after `{}` compare its integers",
-                node.name
-            ));
-        }
+            operands: &[node.inputs[0], weights],
+            suffix: "planes",
+            scales: &plan.scales,
+        };
+        replace_by_integers(graph, n, integers, &what, report)?;
     }
     Ok(())
 }

@@ -163,9 +163,7 @@ fn split_biases(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrErro
             &[sum, bias],
             vec![format!("{out_name}.biased")],
         )?[0];
-        graph.replace_uses(out, biased)?;
-        graph.remove_node(n);
-        graph.rename_value(biased, out_name);
+        graph.replace_node(n, biased)?;
         report.note(format!(
             "split the bias off `{}` ({}): an add after its scaled sum",
             node.name,

@@ -45,23 +45,11 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
             )?,
             None => node.inputs[1],
         };
-        let acc_name = match plan.scales {
-            Some(_) => format!("{name}.popcount"),
-            None => name.clone(),
-        };
-        let acc = graph.add_node(
-            node.name.clone(),
-            plan.op,
-            &[node.inputs[0], weight],
-            vec![acc_name],
-        )?[0];
-        let lowered_op = graph
-            .node(graph.producer(acc).expect("a node result"))
-            .op
-            .name();
+        let lowered_op = plan.op.name();
+        let operands = [node.inputs[0], weight];
         let Some(scales) = plan.scales else {
-            graph.replace_uses(out, acc)?;
-            graph.remove_node(n);
+            let acc = graph.add_node(node.name.clone(), plan.op, &operands, vec![name])?[0];
+            graph.replace_node(n, acc)?;
             report.note(format!(
                 "`{}` ({}) is now {lowered_op}",
                 node.name,
@@ -69,34 +57,14 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
             ));
             continue;
         };
-        let scale = scales.constant(graph, &name)?;
-        let scaled = graph.add_node(
-            format!("{}.scale", node.name),
-            Op::Binary(BinaryOp::Mul),
-            &[acc, scale],
-            vec![format!("{name}.scaled")],
-        )?[0];
-        if graph.value(scaled).ty != graph.value(out).ty {
-            // Inference types the product otherwise (it should not): leave the layer.
-            graph.remove_node(graph.producer(scaled).expect("a node result"));
-            graph.remove_node(graph.producer(acc).expect("a node result"));
-            continue;
-        }
-        graph.replace_uses(out, scaled)?;
-        graph.remove_node(n);
-        graph.rename_value(scaled, name);
-        report.note(format!(
-            "`{}` ({}) is now {lowered_op} times its weight scale",
-            node.name,
-            node.op.name()
-        ));
-        let moved = thresholds_onto_integers(graph, scaled, acc, &scales)?;
-        if moved > 0 {
-            report.note(format!(
-                "{moved} threshold(s) after `{}` compare its integers",
-                node.name
-            ));
-        }
+        let what = format!("is now {lowered_op} times its weight scale");
+        let integers = Integers {
+            op: plan.op,
+            operands: &operands,
+            suffix: "popcount",
+            scales: &scales,
+        };
+        replace_by_integers(graph, n, integers, &what, &mut report)?;
     }
     crate::bitserial::lower_bit_serial(graph, &mut report)?;
     // Multiplies only thresholds read are gone with them.
@@ -110,6 +78,59 @@ struct Plan {
     op: Op,
     signs: Option<(&'static str, Tensor)>,
     scales: Option<WeightScale>,
+}
+
+/// An integer op that computes a layer's integers, and the scale that makes them its value.
+pub(crate) struct Integers<'a> {
+    pub(crate) op: Op,
+    pub(crate) operands: &'a [ValueId],
+    /// The integers' name is the layer's result's, with this suffix.
+    pub(crate) suffix: &'a str,
+    pub(crate) scales: &'a WeightScale,
+}
+
+/// Replaces linear node `n` by `integers` times their scale, which has the layer's value and
+/// type (a scaled integer is its integer times its scale, rounded once), and moves the
+/// thresholds on that value onto the integers. Reports `what` it became; changes nothing
+/// (and says nothing) if inference types the product otherwise.
+pub(crate) fn replace_by_integers(
+    graph: &mut Graph,
+    n: NodeId,
+    integers: Integers<'_>,
+    what: &str,
+    report: &mut PassReport,
+) -> Result<(), IrError> {
+    let node = graph.node(n).clone();
+    let out = node.outputs[0];
+    let name = graph.value(out).name.clone();
+    let acc = graph.add_node(
+        node.name.clone(),
+        integers.op,
+        integers.operands,
+        vec![format!("{name}.{}", integers.suffix)],
+    )?[0];
+    let scale = integers.scales.constant(graph, &name)?;
+    let scaled = graph.add_node(
+        format!("{}.scale", node.name),
+        Op::Binary(BinaryOp::Mul),
+        &[acc, scale],
+        vec![format!("{name}.scaled")],
+    )?[0];
+    if graph.value(scaled).ty != graph.value(out).ty {
+        graph.remove_node(graph.producer(scaled).expect("a node result"));
+        graph.remove_node(graph.producer(acc).expect("a node result"));
+        return Ok(());
+    }
+    graph.replace_node(n, scaled)?;
+    report.note(format!("`{}` ({}) {what}", node.name, node.op.name()));
+    let moved = thresholds_onto_integers(graph, scaled, acc, integers.scales)?;
+    if moved > 0 {
+        report.note(format!(
+            "{moved} threshold(s) after `{}` compare its integers",
+            node.name
+        ));
+    }
+    Ok(())
 }
 
 /// A layer's scale after its integers: one, or one per output channel.
@@ -212,7 +233,7 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
 /// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on
 /// axis 1) into one on `acc`, with the integer thresholds that give every integer of `acc`'s
 /// range the same level. Returns how many moved.
-pub(crate) fn thresholds_onto_integers(
+fn thresholds_onto_integers(
     graph: &mut Graph,
     scaled: ValueId,
     acc: ValueId,

@@ -17,7 +17,7 @@ use super::strided::expand;
 use super::{compute, f32_result, floats, numel};
 use crate::op::Op;
 use crate::tensor::Tensor;
-use crate::types::{ElemType, IntType, Scale, TensorType};
+use crate::types::{is_power_of_two, ElemType, IntType, Scale, TensorType};
 
 /// Accumulators beyond this many units are not all exact in f32.
 const F32_EXACT_LIMIT: i128 = 1 << 24;
@@ -96,7 +96,7 @@ pub fn integer_first(op: &Op, types: &[&TensorType], out: &[usize]) -> Option<In
         ElemType::Scaled(_, Scale::Channel { axis, values }) if *axis == w_axis => values.to_vec(),
         _ => return None,
     };
-    let pow2 = |s: &f32| s.is_normal() && s.to_bits() & 0x007f_ffff == 0;
+    let pow2 = |s: &f32| is_power_of_two(s.abs());
     if pow2(&a_scale) && w_scales.iter().all(pow2) {
         return None;
     }

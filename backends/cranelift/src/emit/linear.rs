@@ -32,12 +32,7 @@ pub(crate) fn accumulator_unit(elem: &ElemType) -> f64 {
 
 /// Integers and a power-of-two scale: `(bits, scale)` of an `iN` or `iN*2^e` type.
 fn int_pow2(elem: &ElemType) -> Option<(u8, f32)> {
-    let pow2 = |s: f32| s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0;
-    match elem {
-        ElemType::Int(t) => Some((t.bits(), 1.0)),
-        ElemType::Scaled(t, Scale::Tensor(s)) if pow2(*s) => Some((t.bits(), *s)),
-        _ => None,
-    }
+    elem.exact_scaled().map(|(t, s)| (t.bits(), s))
 }
 
 /// The weights of a Conv as integers of its weight type's scale, if they are small.

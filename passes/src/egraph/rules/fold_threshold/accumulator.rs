@@ -96,9 +96,9 @@ pub fn accumulator(egraph: &BnnEGraph, class: Id) -> Option<Result<Accumulator, 
     Some(found)
 }
 
-/// Whether `s` is plus or minus a power of two (a normal float with an empty mantissa).
+/// Whether `s` is plus or minus a power of two.
 fn is_power_of_two(s: f32) -> bool {
-    s.is_normal() && s.to_bits() & 0x007f_ffff == 0
+    bnnc_ir::types::is_power_of_two(s.abs())
 }
 
 /// Whether every scale of the class's type is a power of two.
