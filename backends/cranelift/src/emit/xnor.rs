@@ -87,79 +87,64 @@ impl OutputStage {
 }
 
 /// The fused XNOR convolution of `node` and its threshold `t` as a kernel for another code
-/// generator, if it is one such kernels cover (2-D, one group, no padding).
+/// generator, if it is one such kernels cover (2-D, one group, no padding). An XNOR matrix
+/// product is offered as the 1x1 convolution it is (see [`matmul_as_conv`]).
 pub(crate) fn conv_kernel(
     graph: &Graph,
     node: &Node,
     t: &Node,
     symbol: String,
 ) -> Result<Option<crate::XnorConvKernel>, BackendError> {
-    if let Op::XnorMatMul = node.op {
-        return matmul_kernel(graph, node, t, symbol);
-    }
-    let Op::XnorConv(attrs) = &node.op else {
-        return Ok(None);
-    };
     let shape = |v| graph.value(v).ty.shape.clone();
     let (x, w, out) = (
         shape(node.inputs[0]),
         shape(node.inputs[1]),
         shape(t.outputs[0]),
     );
-    let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, oh, ow]) =
-        (x.as_slice(), w.as_slice(), out.as_slice())
-    else {
-        return Ok(None);
-    };
-    if attrs.group != 1 || wc != c || attrs.pads.iter().any(|&p| p != 0) {
-        return Ok(None);
-    }
     let Some(data) = graph.const_data(node.inputs[1]) else {
         return Ok(None);
+    };
+    let data = data.to_f32_vec();
+    // Input, filters, output, strides, dilations, filters' weights as (M, C, taps).
+    let (input, filters, output, strides, dilations, data) = match (&node.op, &x[..], &w[..]) {
+        (Op::XnorMatMul, &[rows, k], &[_, m]) => (
+            (rows, k, 1, 1),
+            (m, 1, 1),
+            (1, 1),
+            (1, 1),
+            (1, 1),
+            filters_of(&data, k, m),
+        ),
+        (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, wc, kh, kw]) => {
+            let &[_, _, oh, ow] = &out[..] else {
+                return Ok(None);
+            };
+            if attrs.group != 1 || wc != c || attrs.pads.iter().any(|&p| p != 0) {
+                return Ok(None);
+            }
+            (
+                (batch, c, h, wd),
+                (m, kh, kw),
+                (oh, ow),
+                (attrs.strides[0], attrs.strides[1]),
+                (attrs.dilations[0], attrs.dilations[1]),
+                data,
+            )
+        }
+        _ => return Ok(None),
     };
     let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
         return Ok(None);
     };
+    let (m, kh, kw) = filters;
     Ok(Some(crate::XnorConvKernel {
         symbol,
-        input: (batch, c, h, wd),
-        filters: (m, kh, kw),
-        output: (oh, ow),
-        strides: (attrs.strides[0], attrs.strides[1]),
-        dilations: (attrs.dilations[0], attrs.dilations[1]),
-        weights: pack_conv_weights(&data.to_f32_vec(), m, c, kh * kw),
-        sign,
-        bound,
-    }))
-}
-
-/// [`conv_kernel`] of an XNOR matrix product, as the 1x1 convolution it is.
-fn matmul_kernel(
-    graph: &Graph,
-    node: &Node,
-    t: &Node,
-    symbol: String,
-) -> Result<Option<crate::XnorConvKernel>, BackendError> {
-    let (&[rows, k], &[_, m]) = (
-        graph.value(node.inputs[0]).ty.shape.as_slice(),
-        graph.value(node.inputs[1]).ty.shape.as_slice(),
-    ) else {
-        return Ok(None);
-    };
-    let Some(data) = graph.const_data(node.inputs[1]) else {
-        return Ok(None);
-    };
-    let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
-        return Ok(None);
-    };
-    Ok(Some(crate::XnorConvKernel {
-        symbol,
-        input: (rows, k, 1, 1),
-        filters: (m, 1, 1),
-        output: (1, 1),
-        strides: (1, 1),
-        dilations: (1, 1),
-        weights: pack_conv_weights(&filters_of(&data.to_f32_vec(), k, m), m, k, 1),
+        input,
+        filters,
+        output,
+        strides,
+        dilations,
+        weights: pack_conv_weights(&data, m, input.1, kh * kw),
         sign,
         bound,
     }))
