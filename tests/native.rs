@@ -421,8 +421,8 @@ const CASES_WITHOUT_KERNELS: &[(&str, &str)] = &[(
     "(avgpool): the native backend has no kernel for this op yet",
 )];
 
-/// Every small model of the pass snapshot cases (passes/tests/cases) runs natively with the
-/// interpreter's outputs, bit for bit: the kernels each pass leads to (bit-serial planes of
+/// Every small model of the pass snapshot cases (passes/tests/cases) runs natively (with
+/// the LLVM kernels too, when built with them) with the interpreter's outputs, bit for bit: the kernels each pass leads to (bit-serial planes of
 /// signed and unsigned integers, XNOR layers times a scale, thresholds moved onto integers,
 /// split biases) against the semantics.
 #[test]
@@ -450,27 +450,34 @@ fn every_pass_case_runs_natively_as_interpreted() {
             .collect();
         let x = bnnc_ir::Tensor::f32(ty.shape.clone(), input.clone());
         let want = bnnc_ir::interp::run(&graph, &[x]).unwrap()[0].to_f32_vec();
-        let name = format!("case{i}");
-        let lib = dir.path().join(format!("lib{name}.so"));
-        let out = bnnc(&[
-            "build",
-            case.to_str().unwrap(),
-            "--name",
-            &name,
-            "-o",
-            lib.to_str().unwrap(),
-        ]);
-        let expected_error = CASES_WITHOUT_KERNELS.iter().find(|(c, _)| *c == label);
-        match (out.status.success(), expected_error) {
-            (true, None) => {
-                let got = Model::load(&lib, &name).unwrap().run_batch(&input).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                if bits(&got) != bits(&want) {
-                    failures.push(format!("{label}: native {got:?}, interpreter {want:?}"));
+        let codegens: &[&str] = if cfg!(feature = "llvm") {
+            &["cranelift", "llvm"]
+        } else {
+            &["cranelift"]
+        };
+        for codegen in codegens {
+            let name = format!("case{i}_{codegen}");
+            let lib = dir.path().join(format!("lib{name}.so"));
+            let path = case.to_str().unwrap();
+            let args = ["build", path, "--name", &name, "-o", lib.to_str().unwrap()];
+            let out = bnnc(&[&args[..], &["--codegen", codegen]].concat());
+            let expected_error = CASES_WITHOUT_KERNELS.iter().find(|(c, _)| *c == label);
+            match (out.status.success(), expected_error) {
+                (true, None) => {
+                    let got = Model::load(&lib, &name).unwrap().run_batch(&input).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    if bits(&got) != bits(&want) {
+                        failures.push(format!(
+                            "{label} ({codegen}): native {got:?}, interpreter {want:?}"
+                        ));
+                    }
                 }
+                (false, Some((_, error))) if stderr(&out).contains(error) => {}
+                (ok, _) => failures.push(format!(
+                    "{label} ({codegen}): build ok = {ok}: {}",
+                    stderr(&out)
+                )),
             }
-            (false, Some((_, error))) if stderr(&out).contains(error) => {}
-            (ok, _) => failures.push(format!("{label}: build ok = {ok}: {}", stderr(&out))),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -71,7 +71,7 @@ pub struct XnorConvKernel {
     pub input: (usize, usize, usize, usize),
     /// `(m, kh, kw)` of the filters.
     pub filters: (usize, usize, usize),
-    /// `(oh, ow)` of the output.
+    /// `(oh, ow)`: the output positions the kernel computes (all of them, unless it pools).
     pub output: (usize, usize),
     pub strides: (usize, usize),
     pub dilations: (usize, usize),
@@ -79,6 +79,17 @@ pub struct XnorConvKernel {
     pub weights: Vec<u64>,
     pub sign: Vec<i64>,
     pub bound: Vec<i64>,
+    /// A MaxPool on the kernel's bits, when the kernel runs one.
+    pub pool: Option<KernelPool>,
+}
+
+/// A MaxPool an XNOR kernel runs on its output bits: the bits of computed pixel `(y, x)` are
+/// ORed into pixel `(y / window.0, x / window.1)` of an image of extent `pooled`, whose words
+/// the kernel zeroes first. The kernel's `output` is then the positions it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelPool {
+    pub window: (usize, usize),
+    pub pooled: (usize, usize),
 }
 
 /// Kernels compiled by another code generator (the LLVM backend), called from the
@@ -140,12 +151,17 @@ pub fn compile_with(
                 node: Some(*n),
                 label: format!("{} {}", graph.node(*n).op.name(), graph.node(*n).name),
             },
-            schedule::StepKind::Fused { linear, threshold } => StepInfo {
+            schedule::StepKind::Fused {
+                linear,
+                threshold,
+                pool,
+            } => StepInfo {
                 node: Some(*linear),
                 label: format!(
-                    "{}+{} {}",
+                    "{}+{}{} {}",
                     graph.node(*linear).op.name(),
                     graph.node(*threshold).op.name(),
+                    if pool.is_some() { "+maxpool" } else { "" },
                     graph.node(*linear).name
                 ),
             },

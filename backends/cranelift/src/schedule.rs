@@ -43,8 +43,13 @@ pub(crate) enum StepKind {
     /// A value converted from its operand's storage into its result's.
     Convert,
     /// An XNOR-popcount layer whose one user, a threshold, runs in its output stage: the
-    /// step reads the layer's operands and writes the threshold's packed bits.
-    Fused { linear: NodeId, threshold: NodeId },
+    /// step reads the layer's operands and writes the threshold's packed bits, or, with a
+    /// `pool`, the bits of the MaxPool after the threshold (OR into the pooled pixel).
+    Fused {
+        linear: NodeId,
+        threshold: NodeId,
+        pool: Option<NodeId>,
+    },
 }
 
 /// One kernel call: the places of its operands (`None` for constants, which kernels embed)
@@ -294,6 +299,29 @@ impl Planner<'_> {
         .then_some(*user)
     }
 
+    /// The MaxPool a fused threshold's output stage can run too: the threshold's only user,
+    /// 2-D with windows that tile the image (kernel = strides, no padding or dilation), whose
+    /// result every user reads as bits. Each output pixel's bits are then ORed into its one
+    /// pooled pixel; the positions past the last whole window are not computed at all.
+    fn fusable_pool(&self, t: NodeId) -> Option<NodeId> {
+        let bits = self.graph.node(t).outputs[0];
+        if self.graph.outputs().contains(&bits) {
+            return None;
+        }
+        let [pool] = self.users.get(&bits)?.as_slice() else {
+            return None;
+        };
+        let node = self.graph.node(*pool);
+        let Op::MaxPool(attrs) = &node.op else {
+            return None;
+        };
+        let tiles = attrs.kernel.len() == 2
+            && attrs.kernel == attrs.strides
+            && attrs.pads.iter().all(|&p| p == 0)
+            && attrs.dilations.iter().all(|&d| d == 1);
+        (tiles && self.wants_bits(node.outputs[0])).then_some(*pool)
+    }
+
     fn node(&mut self, n: NodeId) -> Result<(), BackendError> {
         let node = self.graph.node(n);
         if let Some(t) = self.fusable_threshold(n) {
@@ -305,7 +333,12 @@ impl Planner<'_> {
             for &v in &node.inputs {
                 operands.push(self.operand(v, input)?);
             }
-            let out = self.graph.node(t).outputs[0];
+            let pool = match node.op {
+                Op::XnorConv(_) => self.fusable_pool(t),
+                _ => None,
+            };
+            let last = pool.unwrap_or(t);
+            let out = self.graph.node(last).outputs[0];
             let shape = self.graph.value(out).ty.shape.clone();
             let loc = self.new_buffer(storage_bytes(&shape, Storage::Bits));
             self.placed
@@ -314,12 +347,14 @@ impl Planner<'_> {
                 kind: StepKind::Fused {
                     linear: n,
                     threshold: t,
+                    pool,
                 },
                 value: None,
                 operands,
                 results: vec![(loc, Storage::Bits)],
             });
             self.fused.insert(t);
+            self.fused.extend(pool);
             return Ok(());
         }
         let first_input = node.inputs.first().copied();

@@ -248,6 +248,19 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             .expect("ctpop of <8 x i64>");
         let b = &self.builder;
         let k_total = self.i64((c * taps) as i64);
+        // The pixels written: the pooled ones (zeroed first, then ORed into), or every one.
+        let ((ph, pw), (out_h, out_w)) = match k.pool {
+            Some(p) => (p.window, p.pooled),
+            None => ((1, 1), (oh, ow)),
+        };
+        if k.pool.is_some() {
+            self.counted(function, batch * out_h * out_w * wo, &mut |i| {
+                let dst =
+                    unsafe { b.build_in_bounds_gep(self.context.i64_type(), out, &[i], "z")? };
+                b.build_store(dst, self.i64(0))?;
+                Ok(())
+            })?;
+        }
         self.counted(function, batch, &mut |n| {
             self.counted(function, oh, &mut |oy| {
                 self.counted(function, ow, &mut |ox| {
@@ -282,13 +295,25 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             }
                         }
                     }
+                    let (py, px) = if k.pool.is_some() {
+                        (
+                            b.build_int_unsigned_div(oy, self.i64(ph as i64), "py")?,
+                            b.build_int_unsigned_div(ox, self.i64(pw as i64), "px")?,
+                        )
+                    } else {
+                        (oy, ox)
+                    };
                     let opix = b.build_int_add(
                         b.build_int_mul(
-                            b.build_int_add(b.build_int_mul(n, self.i64(oh as i64), "")?, oy, "")?,
-                            self.i64(ow as i64),
+                            b.build_int_add(
+                                b.build_int_mul(n, self.i64(out_h as i64), "")?,
+                                py,
+                                "",
+                            )?,
+                            self.i64(out_w as i64),
                             "",
                         )?,
-                        ox,
+                        px,
                         "opix",
                     )?;
                     let out_first = b.build_int_mul(opix, self.i64(wo as i64), "")?;
@@ -326,6 +351,12 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             let dst = unsafe {
                                 b.build_in_bounds_gep(self.context.i64_type(), out, &[at], "dst")?
                             };
+                            if k.pool.is_some() {
+                                let old = b
+                                    .build_load(self.context.i64_type(), dst, "old")?
+                                    .into_int_value();
+                                word = b.build_or(old, word, "pooled")?;
+                            }
                             b.build_store(dst, word)?;
                             word = self.i64(0);
                         }

@@ -190,3 +190,21 @@ save("lower-xnor-popcount/int8_first_layer.onnx",
       "g": rng.uniform(0.5, 1.5, 16) * np.where(np.arange(16) % 5 == 0, -1, 1),
       "b": rng.normal(size=16), "m": rng.normal(size=16), "v": rng.uniform(0.5, 2, 16),
       "w1": rng.normal(size=(4, 16, 3, 3))})
+
+# lower-xnor-popcount: a MaxPool on the bits of a thresholded XNOR layer, whose 7x7 output
+# the 2x2 windows do not tile (floor drops the last row and column, ceil keeps them as partial
+# windows); the backend pools in the layer's output stage.
+for mode in (0, 1):
+    save(f"lower-xnor-popcount/pooled_bits_ceil{mode}.onnx",
+         [bq("x", "one", "xq"), bq("w", "one", "wq"),
+          helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv0", kernel_shape=[3, 3]),
+          helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+          bq("bn", "one", "a1"),
+          helper.make_node("MaxPool", ["a1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2],
+                           ceil_mode=mode),
+          bq("w1", "one", "w1q"),
+          helper.make_node("Conv", ["p1", "w1q"], ["y"], name="conv1", kernel_shape=[3, 3])],
+         [io("x", [1, 8, 9, 9])], [io("y", None)],
+         {**one, "w": rng.normal(size=(70, 8, 3, 3)), "g": rng.uniform(-1.5, 1.5, 70),
+          "b": rng.normal(size=70), "m": rng.normal(size=70) * 3, "v": rng.uniform(1, 9, 70),
+          "w1": rng.normal(size=(4, 70, 3, 3))})

@@ -45,6 +45,23 @@ pub(crate) struct ObjectSpec<'a> {
 /// loads that read a word past the end of a buffer.
 const SCRATCH_SLACK: i64 = 128;
 
+/// The MaxPool `pool` after threshold `t`, run in the output stage of `t`'s layer.
+fn bit_pool(graph: &Graph, t: &bnnc_ir::Node, pool: &bnnc_ir::Node) -> xnor::BitPool {
+    let extent = |v: bnnc_ir::ValueId| {
+        let shape = &graph.value(v).ty.shape;
+        (shape[2], shape[3])
+    };
+    let window = match &pool.op {
+        Op::MaxPool(attrs) => (attrs.kernel[0], attrs.kernel[1]),
+        _ => (1, 1),
+    };
+    xnor::BitPool {
+        window,
+        conv_out: extent(t.outputs[0]),
+        pooled: extent(pool.outputs[0]),
+    }
+}
+
 /// Compiles the scheduled graph into an object file's bytes.
 pub(crate) fn emit_object(
     graph: &Graph,
@@ -56,11 +73,16 @@ pub(crate) fn emit_object(
     let mut e = Emitter::new(isa, spec.name)?;
     // Steps another code generator takes: their functions call its kernels.
     for (i, step) in schedule.steps.iter().enumerate() {
-        if let StepKind::Fused { linear, threshold } = step.kind {
+        if let StepKind::Fused {
+            linear,
+            threshold,
+            pool,
+        } = step.kind
+        {
             let symbol = format!("{}_kernel{i}", spec.name);
-            if let Some(kernel) =
-                xnor::conv_kernel(graph, graph.node(linear), graph.node(threshold), symbol)?
-            {
+            let t = graph.node(threshold);
+            let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
+            if let Some(kernel) = xnor::conv_kernel(graph, graph.node(linear), t, pool, symbol)? {
                 if provider.xnor_conv(&kernel) {
                     e.external.insert(i, kernel.symbol);
                 }
@@ -101,7 +123,11 @@ fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
 
 impl Emitter {
     pub fn new(isa: OwnedTargetIsa, name: &str) -> Result<Emitter, BackendError> {
-        let simd_popcount = crate::target::simd_popcount(&*isa);
+        // Where the CPU has them, vector popcounts won on every XNOR layer shape measured
+        // (1.6-2x, BENCHMARKS.md); `BNNC_XNOR_POPCOUNT=scalar` forces the scalar kernels
+        // to measure that again.
+        let simd_popcount = crate::target::simd_popcount(&*isa)
+            && std::env::var("BNNC_XNOR_POPCOUNT").as_deref() != Ok("scalar");
         let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Target(e.to_string()))?;
         Ok(Emitter {
@@ -202,8 +228,13 @@ impl Emitter {
                     kb.call_c_void(symbol, &[I64, I64], &[operands[0].ptr, results[0].ptr]);
                     Ok(())
                 }
-                StepKind::Fused { linear, threshold } => {
+                StepKind::Fused {
+                    linear,
+                    threshold,
+                    pool,
+                } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
+                    let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
                     let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
                     let stage = xnor::OutputStage::bits(graph, t, unit)?;
                     match &node.op {
@@ -211,7 +242,7 @@ impl Emitter {
                             linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], &stage)
                         }
                         Op::XnorConv(attrs) => {
-                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd)
+                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd, pool)
                         }
                         _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], &stage, simd),
                     }
@@ -253,6 +284,7 @@ impl Emitter {
                             &results[0],
                             &xnor::OutputStage::Acc,
                             simd,
+                            None,
                         ),
                         Op::Conv(attrs) => linear::conv(kb, node, attrs, &operands, &results[0]),
                         Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),

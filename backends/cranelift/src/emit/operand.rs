@@ -53,7 +53,13 @@ impl Operand {
     /// Result `j` of `step`.
     pub fn result(graph: &Graph, step: &Step, j: usize, storage: Storage, ptr: Value) -> Operand {
         let value = match &step.kind {
-            StepKind::Node(n) | StepKind::Fused { threshold: n, .. } => graph.node(*n).outputs[j],
+            StepKind::Node(n)
+            | StepKind::Fused { pool: Some(n), .. }
+            | StepKind::Fused {
+                threshold: n,
+                pool: None,
+                ..
+            } => graph.node(*n).outputs[j],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         Operand::new(graph, value, storage, ptr)

@@ -88,11 +88,13 @@ impl OutputStage {
 
 /// The fused XNOR convolution of `node` and its threshold `t` as a kernel for another code
 /// generator, if it is one such kernels cover (2-D, one group, no padding). An XNOR matrix
-/// product is offered as the 1x1 convolution it is (see [`matmul_as_conv`]).
+/// product is offered as the 1x1 convolution it is (see [`matmul_as_conv`]). With `pool`, the
+/// kernel pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
     node: &Node,
     t: &Node,
+    pool: Option<BitPool>,
     symbol: String,
 ) -> Result<Option<crate::XnorConvKernel>, BackendError> {
     let shape = |v| graph.value(v).ty.shape.clone();
@@ -137,6 +139,17 @@ pub(crate) fn conv_kernel(
         return Ok(None);
     };
     let (m, kh, kw) = filters;
+    // Pooled, it computes the positions the pooled pixels gather.
+    let (output, pool) = match pool {
+        Some(p) => (
+            p.computed(),
+            Some(crate::KernelPool {
+                window: p.window,
+                pooled: p.pooled,
+            }),
+        ),
+        None => (output, None),
+    };
     Ok(Some(crate::XnorConvKernel {
         symbol,
         input,
@@ -147,6 +160,7 @@ pub(crate) fn conv_kernel(
         weights: pack_conv_weights(&data, m, input.1, kh * kw),
         sign,
         bound,
+        pool,
     }))
 }
 
@@ -194,7 +208,7 @@ pub(crate) fn matmul_as_conv(
         pads: vec![0; 4],
         group: 1,
     };
-    conv(kb, node, &attrs, &[x, filters], &out, stage, simd)
+    conv(kb, node, &attrs, &[x, filters], &out, stage, simd, None)
 }
 
 fn weights(node: &Node, w: &Operand) -> Result<Vec<f32>, BackendError> {
@@ -244,7 +258,7 @@ fn output_channels(
     (m, block): (usize, usize),
     stage: &OutputStage,
     tables: Option<(Value, Value)>,
-    (acc_at, channel_bytes): (Value, i64),
+    (acc_at, channel_bytes, or_into): (Value, i64, bool),
     dots: &mut Dots<'_>,
 ) {
     match stage {
@@ -325,6 +339,12 @@ fn output_channels(
                     let shift = kb.iconst(r as i64);
                     let part = bits(kb, first, 1, shift);
                     word = kb.b.ins().bor(word, part);
+                }
+                if or_into {
+                    let old =
+                        kb.b.ins()
+                            .load(I64, super::builder::mem(), acc_at, (w * 8) as i32);
+                    word = kb.b.ins().bor(old, word);
                 }
                 kb.store(word, acc_at, (w * 8) as i64);
             }
@@ -424,7 +444,7 @@ pub(crate) fn matmul(
             (m, MATMUL_BLOCK),
             stage,
             tables,
-            (out_row, 4),
+            (out_row, 4, false),
             &mut dots,
         );
     });
@@ -513,8 +533,33 @@ fn vector_dots(
     Dot::Quads(quads)
 }
 
+/// A MaxPool on bits that a convolution's output stage runs (the schedule's
+/// `fusable_pool`): each output pixel's bits are ORed into its pooled pixel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BitPool {
+    /// The window, which is also the stride.
+    pub window: (usize, usize),
+    /// The convolution's own output extent.
+    pub conv_out: (usize, usize),
+    /// The pooled extent.
+    pub pooled: (usize, usize),
+}
+
+impl BitPool {
+    /// The positions computed: those some pooled pixel gathers (positions past the last
+    /// whole window, or past the last partial one in ceil mode, are not).
+    pub fn computed(&self) -> (usize, usize) {
+        (
+            self.conv_out.0.min(self.pooled.0 * self.window.0),
+            self.conv_out.1.min(self.pooled.1 * self.window.1),
+        )
+    }
+}
+
 /// XNOR convolution (2-D, one group): `x (N, C, H, W)` bits, channels-last, times
-/// `w (M, C, KH, KW)`. Taps in the zero padding contribute 0.
+/// `w (M, C, KH, KW)`. Taps in the zero padding contribute 0. With `pool`, `out` is the
+/// pooled result.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -523,9 +568,10 @@ pub(crate) fn conv(
     out: &Operand,
     stage: &OutputStage,
     simd: bool,
+    pool: Option<BitPool>,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
-    let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, oh, ow]) =
+    let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, out_h, out_w]) =
         (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
     else {
         return Err(BackendError::unsupported(
@@ -539,6 +585,11 @@ pub(crate) fn conv(
             "grouped XNOR convolutions have no native kernel yet",
         ));
     }
+    // The positions computed, and the window a pooled pixel gathers.
+    let ((oh, ow), (ph, pw)) = match pool {
+        Some(p) => (p.computed(), p.window),
+        None => ((out_h, out_w), (1, 1)),
+    };
     let nw = words(c);
     let taps = kh * kw;
     let w_packed = pack_conv_weights(&weights(node, w)?, m, c, taps);
@@ -565,7 +616,14 @@ pub(crate) fn conv(
     };
     let (src, dst) = (x.ptr, out.ptr);
     let pixel_bytes = (nw * 8) as i64;
-    let positions = oh * ow;
+    let positions = out_h * out_w;
+    if pool.is_some() {
+        // Pooled pixels gather bits with OR: all start at 0.
+        let zero = kb.iconst(0);
+        kb.for_range(batch * positions * words(m), |kb, i| {
+            kb.store_at(zero, dst, i)
+        });
+    }
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(src, n, h as i64 * wd as i64 * pixel_bytes, 0);
         kb.for_range(oh, |kb, oy| {
@@ -577,8 +635,16 @@ pub(crate) fn conv(
                     .into_iter()
                     .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
                     .collect();
-                let oyx = kb.b.ins().imul_imm_s(oy, ow as i64);
-                let pos = kb.b.ins().iadd(oyx, ox);
+                let (py, px) = if pool.is_some() {
+                    (
+                        kb.b.ins().udiv_imm_s(oy, ph as i64),
+                        kb.b.ins().udiv_imm_s(ox, pw as i64),
+                    )
+                } else {
+                    (oy, ox)
+                };
+                let oyx = kb.b.ins().imul_imm_s(py, out_w as i64);
+                let pos = kb.b.ins().iadd(oyx, px);
                 let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
                     if let (Some(pairs), BLOCK) = (pairs, width) {
                         let taps_at: Vec<Value> = tap_at.iter().map(|&(at, _)| at).collect();
@@ -646,7 +712,7 @@ pub(crate) fn conv(
                     (m, BLOCK),
                     stage,
                     tables,
-                    (at, channel_bytes),
+                    (at, channel_bytes, pool.is_some()),
                     &mut dots,
                 );
             })
