@@ -1,5 +1,6 @@
 //! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul or Gemm of low-bit integers
-//! (2 to 4 bits, activations and weights, plain or scaled) becomes `bitserial_matmul`, the
+//! (1 to 4 bit activations; 1 to 4 bit or bipolar weights; plain or scaled) becomes
+//! `bitserial_matmul`, the
 //! exact integer dot product a backend computes as a weighted sum of popcounts over pairs of
 //! bit planes, times the layer's scale, where a cost model says that beats summing the
 //! integers as floats.
@@ -21,6 +22,7 @@
 //! | kws hidden (256x256, 3x3)  | 3.5 us     | 6.0 us |
 //! | kws last (256x12, 3x3)     | 0.6 us     | 0.3 us |
 //! | unsw first (600x64, 2x2)   | 1.6 us     | 3.1 us |
+//! | zoo_tfc_1w2a first (784x64, 2 x bipolar) | 1.4 us | 2.8 us |
 
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
@@ -135,7 +137,12 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         }
         _ => return None,
     };
-    let (pa, pw) = (planes(a_int)?, planes(w_int)?);
+    // Bipolar weights are one plane (`w = 2b - 1`, see the kernel).
+    let pw = match w_int {
+        IntType::Bipolar => 1,
+        t => planes(t)?,
+    };
+    let pa = planes(a_int)?;
     let (k, n) = if trans_b {
         (w.shape[1], w.shape[0])
     } else {

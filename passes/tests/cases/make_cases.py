@@ -208,3 +208,15 @@ for mode in (0, 1):
          {**one, "w": rng.normal(size=(70, 8, 3, 3)), "g": rng.uniform(-1.5, 1.5, 70),
           "b": rng.normal(size=70), "m": rng.normal(size=70) * 3, "v": rng.uniform(1, 9, 70),
           "w1": rng.normal(size=(4, 70, 3, 3))})
+
+# lower-xnor-popcount: 2-bit signed activations against bipolar weights (w1a2) become
+# bitserial_matmul with the weights as one plane b, w = 2b - 1.
+save("lower-xnor-popcount/bit_serial_bipolar_weights.onnx",
+     [quant("x", "half", "zero", "two", "xq"), bq("w", "one", "wq"),
+      helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),
+      helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+      quant("bn", "half", "zero", "two", "y", signed=0)],
+     [io("x", [1, 300])], [io("y", [1, 96])],
+     {**one, "half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
+      "w": rng.normal(size=(300, 96)), "g": rng.uniform(-1.5, 1.5, 96),
+      "b": rng.normal(size=96), "m": rng.normal(size=96) * 4, "v": rng.uniform(1, 30, 96)})

@@ -6,6 +6,9 @@
 //! weights' planes are packed at compile time (`(N, planes, words)`), the activations' planes
 //! once per row on the stack, and every output sums `planes_a * planes_w` popcounts per
 //! word. The sums are exact integers, stored as `i32`.
+//!
+//! Bipolar weights are one plane `b` with `w = 2b - 1`: a plane pair then counts
+//! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per row.
 
 use bnnc_ir::{ElemType, IntType, Node};
 use cranelift_codegen::ir::types::{F32, I32, I64};
@@ -55,8 +58,12 @@ pub(crate) fn matmul(
     };
     let (pa, signed_a) =
         planes(&a.elem).ok_or_else(|| unsupported("the activations are not low-bit integers"))?;
-    let (pw, signed_w) =
-        planes(&w.elem).ok_or_else(|| unsupported("the weights are not low-bit integers"))?;
+    let bipolar_w = w.elem.int_type() == Some(IntType::Bipolar);
+    let (pw, signed_w) = if bipolar_w {
+        (1, false)
+    } else {
+        planes(&w.elem).ok_or_else(|| unsupported("the weights are not low-bit integers"))?
+    };
     let words = k.div_ceil(WORD);
     let rows = a.numel() / k.max(1);
 
@@ -66,7 +73,9 @@ pub(crate) fn matmul(
         for j in 0..n {
             // In range of the weight type (inference and the interpreter check), so the
             // two's complement bits below are the planes.
+            // A bipolar weight's plane is 1 for +1.
             let q = w_data[kk * n + j] as i64;
+            let q = if bipolar_w { i64::from(q > 0) } else { q };
             for plane in 0..pw {
                 if (q >> plane) & 1 == 1 {
                     table[(j * pw + plane) * words + kk / WORD] |= 1 << (kk % WORD);
@@ -110,6 +119,21 @@ pub(crate) fn matmul(
         if k % WORD != 0 {
             pack_words(kb, k / WORD, 1, k % WORD);
         }
+        // With bipolar weights, each activation plane's popcount over the row.
+        let totals: Vec<Value> = if bipolar_w {
+            let zero = kb.iconst(0);
+            kb.fold_range(words, vec![zero; pa], |kb, wi, mut totals| {
+                for (p, total) in totals.iter_mut().enumerate() {
+                    let at = kb.b.ins().iadd_imm_s(wi, (p * words) as i64);
+                    let word = kb.load_written(I64, stack, at);
+                    let count = kb.b.ins().popcnt(word);
+                    *total = kb.b.ins().iadd(*total, count);
+                }
+                totals
+            })
+        } else {
+            Vec::new()
+        };
         let out_row = kb.addr(dst, r, (n * 4) as i64, 0);
         kb.for_range(n, |kb, j| {
             let filter = kb.addr(w_t, j, (pw * words * 8) as i64, 0);
@@ -136,8 +160,14 @@ pub(crate) fn matmul(
             let mut total = kb.iconst(0);
             for q in 0..pw {
                 for p in 0..pa {
+                    let mut count = counts[q * pa + p];
+                    if bipolar_w {
+                        // 2 * popcount(A_p & B) - popcount(A_p).
+                        let twice = kb.b.ins().iadd(count, count);
+                        count = kb.b.ins().isub(twice, totals[p]);
+                    }
                     let weight = place(p, pa, signed_a) * place(q, pw, signed_w);
-                    let term = kb.b.ins().imul_imm_s(counts[q * pa + p], weight);
+                    let term = kb.b.ins().imul_imm_s(count, weight);
                     total = kb.b.ins().iadd(total, term);
                 }
             }
