@@ -230,6 +230,15 @@ fn infer(
             arity(inputs, 1, 1)?;
             one(ElemType::F32, pool_shape(attrs, inputs[0])?)
         }
+        Op::MinMaxPool { attrs, min } => {
+            arity(inputs, 1, 1)?;
+            let shape = pool_shape(attrs, inputs[0])?;
+            if min.len() != shape[1] {
+                return Err(format!("{} min flags for {} channels", min.len(), shape[1]));
+            }
+            let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
+            one(elem, shape)
+        }
         Op::GlobalAveragePool => {
             arity(inputs, 1, 1)?;
             let x = inputs[0];

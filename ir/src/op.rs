@@ -257,6 +257,11 @@ pub enum Op {
     /// Bipolar x bipolar convolution as an integer; zero padding contributes 0 to the dot
     /// product (only valid taps count). Operands: x, w, both bipolar.
     XnorConv(ConvAttrs),
+    /// MaxPool on the channels (axis 1) whose `min` is false, MinPool on the others: what a
+    /// MaxPool becomes when it moves past a quantizer that falls on some channels
+    /// (`t(max x) = min t(x)` for a non-increasing `t`). On bipolar bits, OR and AND. Padded
+    /// taps never count.
+    MinMaxPool { attrs: PoolAttrs, min: Vec<bool> },
     /// Low-bit integer matrix product as an integer, computed bit-serially by backends (one
     /// popcount per pair of bit planes, weighted by the planes' place values). Operands: a
     /// `(.., K)` of integers or integers times `a_scale` (its integers are `a / a_scale`,
@@ -296,6 +301,7 @@ impl Op {
             Op::XnorMatMul => "xnor_matmul",
             Op::XnorConv(_) => "xnor_conv",
             Op::BitSerialMatMul { .. } => "bitserial_matmul",
+            Op::MinMaxPool { .. } => "minmaxpool",
         }
     }
 

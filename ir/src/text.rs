@@ -191,6 +191,18 @@ fn op_attrs(op: &Op) -> Vec<String> {
         Op::Pad { pads, value } => vec![format!("pads={}", list(pads)), format!("value={value:?}")],
         Op::Concat { axis } => vec![format!("axis={axis}")],
         Op::BitSerialMatMul { a_scale } => vec![format!("a_scale={a_scale:?}")],
+        Op::MinMaxPool { attrs: p, min } => {
+            let mut v = vec![
+                format!("kernel={}", list(&p.kernel)),
+                format!("strides={}", list(&p.strides)),
+                format!("pads={}", list(&p.pads)),
+                format!("dilations={}", list(&p.dilations)),
+            ];
+            v.extend(flag(p.ceil_mode, "ceil_mode"));
+            let channels: Vec<usize> = (0..min.len()).filter(|&c| min[c]).collect();
+            v.push(format!("min_channels={}", list(&channels)));
+            v
+        }
         Op::Softmax { axis, coerce_2d } => {
             [Some(format!("axis={axis}")), flag(*coerce_2d, "coerce_2d")]
                 .into_iter()

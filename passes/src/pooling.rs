@@ -4,11 +4,12 @@
 //! ```text
 //! q = Quantizer(step_n(.. step_1(MaxPool(acc))))  ==>  q = MaxPool(Quantizer(step_n(.. step_1(acc))))
 //! ```
-//! For a map `t` that is non-decreasing on every channel, `t(max_i x_i) = max_i t(x_i)`
-//! (`semantics.md`, "Pooling reorder"); the steps act on each element with constants of its
-//! channel, so they commute with a spatial window. A non-increasing channel would need a
-//! MinPool, which the IR does not have: such a pool stays, and the report says why. An
-//! AveragePool never moves (an average of quantized values is not the quantized average).
+//! For a map `t` that is non-decreasing on a channel, `t(max_i x_i) = max_i t(x_i)`; for a
+//! non-increasing one, `t(max_i x_i) = min_i t(x_i)` (`semantics.md`, "Pooling reorder"). The
+//! steps act on each element with constants of its channel, so they commute with a spatial
+//! window. A pool whose channels all rise stays a MaxPool (OR on bits); one with falling
+//! channels becomes a `minmaxpool` that takes their minimum (AND on bits). An AveragePool
+//! never moves (an average of quantized values is not the quantized average).
 //!
 //! Precondition: the graph verifies. The pool's operand is an integer or scaled integer
 //! (finite, never NaN: the interpreter's MaxPool skips NaN, which a chain could create); every
@@ -44,10 +45,16 @@ pub fn reorder_pooling(graph: &mut Graph) -> Result<PassReport, IrError> {
         match plan(graph, pool, attrs) {
             Ok(plan) => {
                 move_pool(graph, pool, &plan)?;
+                let falling = plan.min.iter().filter(|&&m| m).count();
                 report.note(format!(
-                    "moved maxpool `{name}` past {} to pool the output of `{}`",
+                    "moved maxpool `{name}` past {} to pool the output of `{}`{}",
                     plan.describe_chain(graph),
-                    graph.node(plan.quantizer).name
+                    graph.node(plan.quantizer).name,
+                    if falling > 0 {
+                        format!(", by the minimum on its {falling} falling channels")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             Err(Skip::Silent) => {}
@@ -75,10 +82,12 @@ impl From<String> for Skip {
     }
 }
 
-/// The chain nodes (from the pool down) and the quantizer a pool moves past.
+/// The chain nodes (from the pool down), the quantizer a pool moves past, and the channels
+/// whose chain falls (pooled by their minimum after the move).
 struct Plan {
     chain: Vec<NodeId>,
     quantizer: NodeId,
+    min: Vec<bool>,
 }
 
 impl Plan {
@@ -133,17 +142,12 @@ fn plan(graph: &Graph, pool: NodeId, attrs: &PoolAttrs) -> Result<Plan, Skip> {
             "a window lies in the padding only (its -inf maximum is not a quantized value)".into(),
         ));
     }
+    let mut min = Vec::with_capacity(channels);
     for c in 0..channels {
         let chain = ChannelChain::new(&steps, &q, c, channels).map_err(|e| e.to_string())?;
         match chain.monotonicity() {
-            Monotonicity::NonDecreasing => {}
-            Monotonicity::NonIncreasing => {
-                return Err(format!(
-                    "channel {c} is non-increasing (pooling it after the quantizer would take \
-                     a MinPool, which the IR does not have)"
-                )
-                .into())
-            }
+            Monotonicity::NonDecreasing => min.push(false),
+            Monotonicity::NonIncreasing => min.push(true),
             Monotonicity::Constant => {
                 return Err(format!(
                     "channel {c} has a zero factor (gamma or multiplier), which can meet an \
@@ -153,7 +157,11 @@ fn plan(graph: &Graph, pool: NodeId, attrs: &PoolAttrs) -> Result<Plan, Skip> {
             }
         }
     }
-    Ok(Plan { chain, quantizer })
+    Ok(Plan {
+        chain,
+        quantizer,
+        min,
+    })
 }
 
 /// The node using `v`, if it is the only use and `v` is not a graph output.
@@ -315,6 +323,13 @@ fn move_pool(graph: &mut Graph, pool: NodeId, plan: &Plan) -> Result<(), IrError
     let q_out = graph.node(plan.quantizer).outputs[0];
     let q_name = graph.value(at).name.clone();
     graph.rename_value(at, format!("{q_name}.unpooled"));
-    let pooled = graph.add_node(pool_node.name, pool_node.op, &[at], vec![q_name])?[0];
+    let op = match pool_node.op {
+        Op::MaxPool(attrs) if plan.min.contains(&true) => Op::MinMaxPool {
+            attrs,
+            min: plan.min.clone(),
+        },
+        op => op,
+    };
+    let pooled = graph.add_node(pool_node.name, op, &[at], vec![q_name])?[0];
     graph.replace_uses(q_out, pooled)
 }

@@ -255,7 +255,7 @@ impl Planner<'_> {
             match &node.op {
                 Op::XnorConv(attrs) => node.inputs[0] == v && attrs.group == 1,
                 Op::XnorMatMul => node.inputs[0] == v && self.graph.value(v).ty.shape.len() == 2,
-                Op::MaxPool(_) => self.wants_bits(node.outputs[0]),
+                Op::MaxPool(_) | Op::MinMaxPool { .. } => self.wants_bits(node.outputs[0]),
                 Op::Reshape { .. } => {
                     bits_reshape_is_free(self.graph, v, node.outputs[0])
                         && self.wants_bits(node.outputs[0])
@@ -391,7 +391,7 @@ impl Planner<'_> {
                 };
                 (vec![Storage::F32; node.inputs.len()], vec![out])
             }
-            Op::MaxPool(_) => {
+            Op::MaxPool(_) | Op::MinMaxPool { .. } => {
                 let s = match first_input.and_then(|v| input_storage(self, v)) {
                     Some(Storage::Bits) if self.wants_bits(node.outputs[0]) => Storage::Bits,
                     _ => Storage::F32,

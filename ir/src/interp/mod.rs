@@ -166,6 +166,7 @@ fn compute(op: &Op, x: &[&Tensor], out: &[Shape]) -> Result<Vec<Tensor>, String>
         Op::MatMul => one(linear::matmul(x, out0)),
         Op::BatchNorm { epsilon } => one(linear::batchnorm(*epsilon, x)),
         Op::MaxPool(attrs) => one(pool::max_pool(attrs, x[0], out0)),
+        Op::MinMaxPool { attrs, min } => one(pool::min_max_pool(attrs, min, x[0], out0)),
         Op::AveragePool(attrs) => one(pool::average_pool(attrs, x[0], out0)),
         Op::GlobalAveragePool => one(pool::global_average_pool(x[0], out0)),
         Op::ReduceMean { axes, .. } => one(pool::reduce_mean(axes, x[0], out0)),

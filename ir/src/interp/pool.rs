@@ -145,6 +145,28 @@ pub(super) fn max_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Result<T
     })
 }
 
+/// [`max_pool`] on the channels whose `min` is false, the minimum on the others; padded
+/// taps never count on either.
+pub(super) fn min_max_pool(
+    attrs: &PoolAttrs,
+    min: &[bool],
+    x: &Tensor,
+    out: &[usize],
+) -> Result<Tensor, String> {
+    let channels = x.shape().get(1).copied().unwrap_or(1).max(1);
+    let flipped = |t: &Tensor| -> Result<Tensor, String> {
+        let plane = numel(&t.shape()[2.min(t.shape().len())..]).max(1);
+        let v = floats(t)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if min[(i / plane) % channels] { -v } else { v })
+            .collect();
+        f32_result(t.shape(), v)
+    };
+    // min(x) = -max(-x): negation is exact, and padding never counts either way.
+    flipped(&max_pool(attrs, &flipped(x)?, out)?)
+}
+
 /// ONNX AveragePool as onnxruntime computes it. Without dilations, and unless ceil_mode and
 /// count_include_pad meet (where MLAS would divide partial windows by the full kernel size),
 /// onnxruntime runs MLAS's pooling: the global kernel when the window is the whole plane
@@ -421,6 +443,29 @@ mod tests {
 
     fn run(op: Op, x: &Tensor) -> Tensor {
         eval(&op, &[x]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn min_max_pool_takes_the_minimum_on_marked_channels() {
+        // Two channels of 1..=4 (2x2), one window each, padded by 1 (kernel 3, stride 2):
+        // channel 0 its maximum, channel 1 its minimum; padding counts for neither.
+        let x = Tensor::f32(
+            vec![1, 2, 2, 2],
+            vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0],
+        );
+        let op = Op::MinMaxPool {
+            attrs: attrs(3, 2, [1, 1, 1, 1], false, false),
+            min: vec![false, true],
+        };
+        let y = run(op, &x);
+        assert_eq!(y.shape(), &[1, 2, 1, 1]);
+        assert_eq!(y.as_f32().unwrap(), &[4.0, 1.0]);
+        // The flags must match the channels.
+        let wrong = Op::MinMaxPool {
+            attrs: attrs(2, 2, [0; 4], false, false),
+            min: vec![true],
+        };
+        assert!(eval(&wrong, &[&x]).is_err());
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn weight(op: &Op, results: &[TensorType]) -> f64 {
         | Op::Pad { .. }
         | Op::Concat { .. }
         | Op::MaxPool(_)
+        | Op::MinMaxPool { .. }
         | Op::Relu
         | Op::Clip { .. } => moving,
         Op::Gemm(_) | Op::MatMul | Op::Conv(_) if bits < 32 => 2.0,

@@ -456,6 +456,15 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
         } => out.extend([25, *k as u64, *axis as u64, b(*largest), b(*sorted)]),
         Op::XnorMatMul => out.push(26),
         Op::BitSerialMatMul { a_scale } => out.extend([27, f32_word(*a_scale)]),
+        Op::MinMaxPool { attrs: p, min } => {
+            out.push(28);
+            push_list(out, &p.kernel);
+            push_list(out, &p.strides);
+            push_list(out, &p.dilations);
+            push_list(out, &p.pads);
+            out.push(b(p.ceil_mode));
+            out.extend(min.iter().map(|&m| b(m)));
+        }
     }
 }
 

@@ -61,9 +61,9 @@ save("lower-xnor-popcount/gemm_with_bias_stays.onnx",
       helper.make_node("Gemm", ["xq", "wq", "b"], ["y"], name="fc", transB=1)],
      [io("x", [1, 6])], [io("y", [1, 4])], {**one, "w": rng.normal(size=(4, 6)), "b": rng.normal(size=4)})
 
-# reorder-pooling: a MaxPool before a non-decreasing per-channel chain and quantizer pools the
-# quantizer's bits; a negative gamma (non-increasing: would need a MinPool) and an AveragePool
-# stay.
+# reorder-pooling: a MaxPool before a per-channel monotone chain and quantizer pools the
+# quantizer's bits (by the minimum on channels whose chain falls, a negative gamma); an
+# AveragePool stays.
 def pool_chain(path, gamma, pool="MaxPool", pool_attrs=None):
     c = len(gamma)
     save(path,
@@ -83,7 +83,7 @@ def pool_chain(path, gamma, pool="MaxPool", pool_attrs=None):
 pool_chain("reorder-pooling/positive_gamma_moves.onnx", [1.5, 0.25, 2.0])
 pool_chain("reorder-pooling/padded_pool_moves.onnx", [0.5, 1.0, 3.0],
            pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})
-pool_chain("reorder-pooling/negative_gamma_stays.onnx", [1.0, -0.5, 2.0])
+pool_chain("reorder-pooling/negative_gamma_pools_by_min.onnx", [1.0, -0.5, 2.0])
 pool_chain("reorder-pooling/average_pool_stays.onnx", [1.0, 0.5, 2.0], pool="AveragePool")
 save("reorder-pooling/relu_quant_moves.onnx",
      [bq("x", "one", "xq"), bq("w", "one", "wq"),
@@ -220,3 +220,21 @@ save("lower-xnor-popcount/bit_serial_bipolar_weights.onnx",
      {**one, "half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
       "w": rng.normal(size=(300, 96)), "g": rng.uniform(-1.5, 1.5, 96),
       "b": rng.normal(size=96), "m": rng.normal(size=96) * 4, "v": rng.uniform(1, 30, 96)})
+
+# reorder-pooling: channels of both directions (70, two words of bits), the pool moved onto
+# bits read by an XNOR layer: OR on rising channels, AND on falling ones, with and without
+# padding (a padded tap counts for neither).
+for name, attrs in [("mixed_directions_on_bits", {"kernel_shape": [2, 2], "strides": [2, 2]}),
+                    ("mixed_directions_padded", {"kernel_shape": [3, 3], "strides": [2, 2],
+                                                 "pads": [1, 1, 1, 1]})]:
+    save(f"reorder-pooling/{name}.onnx",
+         [bq("x", "one", "xq"), bq("w", "one", "wq"),
+          helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", kernel_shape=[3, 3]),
+          helper.make_node("MaxPool", ["acc"], ["pooled"], name="pool", **attrs),
+          helper.make_node("BatchNormalization", ["pooled", "g", "b", "m", "v"], ["bn"], name="bn"),
+          bq("bn", "one", "a1"), bq("w1", "one", "w1q"),
+          helper.make_node("Conv", ["a1", "w1q"], ["y"], name="conv1", kernel_shape=[1, 1])],
+         [io("x", [1, 6, 9, 9])], [io("y", None)],
+         {**one, "w": rng.normal(size=(70, 6, 3, 3)), "g": rng.uniform(0.5, 1.5, 70) * np.where(np.arange(70) % 3 == 0, -1, 1),
+          "b": rng.normal(size=70), "m": rng.normal(size=70) * 3, "v": rng.uniform(1, 9, 70),
+          "w1": rng.normal(size=(5, 70, 1, 1))})

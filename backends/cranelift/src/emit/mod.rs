@@ -290,7 +290,10 @@ impl Emitter {
                         Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),
                         Op::MatMul => linear::matmul(kb, node, &operands, &results[0]),
                         Op::MaxPool(attrs) => {
-                            pool::max_pool(kb, node, attrs, &operands[0], &results[0])
+                            pool::max_pool(kb, node, attrs, &[], &operands[0], &results[0])
+                        }
+                        Op::MinMaxPool { attrs, min } => {
+                            pool::max_pool(kb, node, attrs, min, &operands[0], &results[0])
                         }
                         Op::ReduceMean { axes, .. } => {
                             pool::reduce_mean(kb, node, axes, &operands[0], &results[0])

@@ -176,6 +176,7 @@ impl ExactScaled<'_> {
                     .all(|&c| self.check(c, depth - 1)),
                 // Moving, selecting or clamping exact values at multiples of the scale.
                 Op::MaxPool(_)
+                | Op::MinMaxPool { .. }
                 | Op::Reshape { .. }
                 | Op::Transpose { .. }
                 | Op::Pad { .. }
