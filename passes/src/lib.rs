@@ -15,6 +15,7 @@ pub mod error;
 pub mod manager;
 pub mod pooling;
 pub mod precision;
+pub mod scales;
 pub mod threshold;
 pub mod xnor;
 

@@ -92,6 +92,16 @@ pub const PIPELINE: &[Pass] = &[
         run: |g, _| fold_batchnorm_to_threshold(g),
     },
     Pass {
+        name: "fuse-scales",
+        summary: "consecutive constant multiplies, divides, adds and subtracts collapse into one affine map where exact",
+        run: |g, _| {
+            crate::scales::fuse_scales(g).map_err(|source| PassError::Ir {
+                pass: "fuse-scales",
+                source,
+            })
+        },
+    },
+    Pass {
         name: "lower-xnor-popcount",
         summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
         run: |g, _| {

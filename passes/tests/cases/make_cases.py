@@ -238,3 +238,20 @@ for name, attrs in [("mixed_directions_on_bits", {"kernel_shape": [2, 2], "strid
          {**one, "w": rng.normal(size=(70, 6, 3, 3)), "g": rng.uniform(0.5, 1.5, 70) * np.where(np.arange(70) % 3 == 0, -1, 1),
           "b": rng.normal(size=70), "m": rng.normal(size=70) * 3, "v": rng.uniform(1, 9, 70),
           "w1": rng.normal(size=(5, 70, 1, 1))})
+
+# fuse-scales: constant steps after an integer accumulator collapse where one affine map is
+# exact on every integer of its range ((2x + 3) * 0.5 - 1 is x + 0.5); a BatchNorm written
+# as Sub, Div, Mul, Add rounds differently and stays.
+def affine_chain(path, steps):
+    nodes = [bq("x", "one", "xq"), bq("w", "one", "wq"),
+             helper.make_node("MatMul", ["xq", "wq"], ["v0"], name="mm")]
+    inits = {**one, "w": rng.normal(size=(6, 3))}
+    for i, (op, c) in enumerate(steps):
+        inits[f"c{i}"] = np.asarray(c)
+        out = "y" if i + 1 == len(steps) else f"v{i + 1}"
+        nodes.append(helper.make_node(op, [f"v{i}", f"c{i}"], [out], name=f"{op.lower()}{i}"))
+    save(path, nodes, [io("x", [1, 6])], [io("y", [1, 3])], inits)
+affine_chain("fuse-scales/exact_chain_collapses.onnx",
+             [("Mul", 2.0), ("Add", 3.0), ("Mul", 0.5), ("Sub", 1.0)])
+affine_chain("fuse-scales/rounding_chain_stays.onnx",
+             [("Sub", 1.3055943), ("Div", 14.613561), ("Mul", 1.7354248), ("Add", -0.20374633)])
