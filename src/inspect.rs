@@ -187,7 +187,8 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
         | Op::MatMul
         | Op::XnorConv(_)
         | Op::XnorMatMul
-        | Op::BitSerialMatMul { .. } => node.inputs.get(1).copied().filter(|v| constant[v.index()]),
+        | Op::BitSerialMatMul { .. }
+        | Op::BitSerialConv { .. } => node.inputs.get(1).copied().filter(|v| constant[v.index()]),
         _ => None,
     };
     let out = ty(node.outputs[0]);
@@ -238,7 +239,7 @@ fn macs(graph: &Graph, n: NodeId) -> u64 {
     let shape = |i: usize| graph.value(node.inputs[i]).ty.shape.clone();
     let out_numel = graph.value(node.outputs[0]).ty.numel() as u64;
     match &node.op {
-        Op::Conv(_) | Op::XnorConv(_) => {
+        Op::Conv(_) | Op::XnorConv(_) | Op::BitSerialConv { .. } => {
             let w = shape(1);
             // Each output element sums C/group * prod(kernel) products: the weight's size per filter.
             out_numel * w.iter().skip(1).product::<usize>() as u64

@@ -439,28 +439,49 @@ fn infer(
                 ));
             }
             let (shape, k) = matmul_shape(&a.shape, &w.shape)?;
-            // Untyped operands (`interp::eval` on bare tensors): the kernel reads integers
-            // off the values, the result is only known to be f32.
-            if a.elem == ElemType::F32 || w.elem == ElemType::F32 {
-                return one(ElemType::F32, shape);
-            }
-            let a_int = match &a.elem {
-                ElemType::Int(t) if *a_scale == 1.0 => *t,
-                ElemType::Scaled(t, Scale::Tensor(s)) if s == a_scale => *t,
-                other => {
-                    return Err(format!(
-                        "the activations are typed {other}, not integers times a_scale {a_scale:?}"
-                    ))
-                }
-            };
-            let ElemType::Int(_) = w.elem else {
-                return Err(format!("the weights are typed {}, not integers", w.elem));
-            };
-            match accumulator(&ElemType::Int(a_int), &w.elem, k, None) {
-                acc @ ElemType::Int(_) => one(acc, shape),
-                _ => Err("the integer dot products may pass 2^24".into()),
-            }
+            one(bit_serial_accumulator(a, w, *a_scale, k)?, shape)
         }
+        Op::BitSerialConv { attrs, a_scale } => {
+            arity(inputs, 2, 2)?;
+            if attrs.group != 1 {
+                return Err("bit-serial convolutions have one group".into());
+            }
+            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+            one(
+                bit_serial_accumulator(inputs[0], inputs[1], *a_scale, k)?,
+                shape,
+            )
+        }
+    }
+}
+
+/// The exact accumulator of a bit-serial product of `k` terms: activations of integers (times
+/// `a_scale`) and integer weights. Untyped operands (`interp::eval` on bare tensors) give
+/// `f32`: the kernel reads the integers off the values.
+fn bit_serial_accumulator(
+    a: &TensorType,
+    w: &TensorType,
+    a_scale: f32,
+    k: usize,
+) -> Result<ElemType, String> {
+    if a.elem == ElemType::F32 || w.elem == ElemType::F32 {
+        return Ok(ElemType::F32);
+    }
+    let a_int = match &a.elem {
+        ElemType::Int(t) if a_scale == 1.0 => *t,
+        ElemType::Scaled(t, Scale::Tensor(s)) if *s == a_scale => *t,
+        other => {
+            return Err(format!(
+                "the activations are typed {other}, not integers times a_scale {a_scale:?}"
+            ))
+        }
+    };
+    let ElemType::Int(_) = w.elem else {
+        return Err(format!("the weights are typed {}, not integers", w.elem));
+    };
+    match accumulator(&ElemType::Int(a_int), &w.elem, k, None) {
+        acc @ ElemType::Int(_) => Ok(acc),
+        _ => Err("the integer dot products may pass 2^24".into()),
     }
 }
 

@@ -267,6 +267,10 @@ pub enum Op {
     /// `(.., K)` of integers or integers times `a_scale` (its integers are `a / a_scale`,
     /// rounded), and integer weights `(K, M)`; the result is the exact integer dot product.
     BitSerialMatMul { a_scale: f32 },
+    /// Low-bit integer convolution as an integer (one group), computed bit-serially by
+    /// backends; zero padding contributes 0. Operands: x `(N, C, H, W)` of integers or
+    /// integers times `a_scale`, and integer weights `(M, C, KH, KW)`.
+    BitSerialConv { attrs: ConvAttrs, a_scale: f32 },
 }
 
 impl Op {
@@ -301,6 +305,7 @@ impl Op {
             Op::XnorMatMul => "xnor_matmul",
             Op::XnorConv(_) => "xnor_conv",
             Op::BitSerialMatMul { .. } => "bitserial_matmul",
+            Op::BitSerialConv { .. } => "bitserial_conv",
             Op::MinMaxPool { .. } => "minmaxpool",
         }
     }
@@ -323,6 +328,7 @@ impl Op {
                 | Op::XnorMatMul
                 | Op::XnorConv(_)
                 | Op::BitSerialMatMul { .. }
+                | Op::BitSerialConv { .. }
         )
     }
 }

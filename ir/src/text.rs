@@ -191,6 +191,13 @@ fn op_attrs(op: &Op) -> Vec<String> {
         Op::Pad { pads, value } => vec![format!("pads={}", list(pads)), format!("value={value:?}")],
         Op::Concat { axis } => vec![format!("axis={axis}")],
         Op::BitSerialMatMul { a_scale } => vec![format!("a_scale={a_scale:?}")],
+        Op::BitSerialConv { attrs: c, a_scale } => vec![
+            format!("kernel={}", list(&c.kernel)),
+            format!("strides={}", list(&c.strides)),
+            format!("pads={}", list(&c.pads)),
+            format!("dilations={}", list(&c.dilations)),
+            format!("a_scale={a_scale:?}"),
+        ],
         Op::MinMaxPool { attrs: p, min } => {
             let mut v = vec![
                 format!("kernel={}", list(&p.kernel)),

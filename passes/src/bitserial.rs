@@ -1,6 +1,6 @@
-//! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul or Gemm of low-bit integers
-//! (1 to 4 bit activations; 1 to 4 bit or bipolar weights; plain or scaled) becomes
-//! `bitserial_matmul`, the
+//! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul, Gemm or Conv (one group) of
+//! low-bit integers (1 to 4 bit activations; 1 to 4 bit or bipolar weights; plain or scaled)
+//! becomes `bitserial_matmul` or `bitserial_conv`, the
 //! exact integer dot product a backend computes as a weighted sum of popcounts over pairs of
 //! bit planes, times the layer's scale, where a cost model says that beats summing the
 //! integers as floats.
@@ -10,7 +10,7 @@
 //! move onto the integers, as after an XNOR layer.
 //!
 //! # Cost model
-//! Per row, with `N` outputs, `K` terms, `W = ceil(K / 64)` words and `p = b_a * b_w`
+//! Per row (a convolution's output position), with `N` outputs, `K` terms, `W = ceil(K / 64)` words and `p = b_a * b_w`
 //! plane pairs: bit-serial costs `N * W * p` popcount steps plus `K * b_a` steps to pack the
 //! activations' planes; the exact float kernel costs `N * K / 4` four-lane multiply-adds.
 //! The step costs were fitted to `bnnc bench` per-step times on the benchmark machine (AMD
@@ -23,6 +23,10 @@
 //! | kws last (256x12, 3x3)     | 0.6 us     | 0.3 us |
 //! | unsw first (600x64, 2x2)   | 1.6 us     | 3.1 us |
 //! | zoo_tfc_1w2a first (784x64, 2 x bipolar) | 1.4 us | 2.8 us |
+//! | conv 32 -> 64, 3x3, 6x6, padded (2 x 2) | 48.6 us | 109.5 us |
+//!
+//! A convolution gathers each window term by term, so both of its kernels take about twice
+//! the model's estimate (27.6 and 49.8 us for that layer); the ratio, which decides, holds.
 
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
@@ -75,13 +79,12 @@ pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<()
             plan.weights,
         )?;
         let what = format!(
-            "is now bitserial_matmul, {} plane pairs: {bs:.0} ns against {fl:.0} ns on floats",
+            "is now {}, {} plane pairs: {bs:.0} ns against {fl:.0} ns on floats",
+            plan.op.name(),
             plan.pairs
         );
         let integers = Integers {
-            op: Op::BitSerialMatMul {
-                a_scale: plan.a_scale,
-            },
+            op: plan.op,
             operands: &[node.inputs[0], weights],
             suffix: "planes",
             scales: &plan.scales,
@@ -92,8 +95,10 @@ pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<()
 }
 
 struct Plan {
-    a_scale: f32,
-    /// The weights' integers as a `(K, N)` matrix, and their type.
+    /// `bitserial_matmul` or `bitserial_conv`.
+    op: Op,
+    /// The weights' integers (`(K, N)`, or `(M, C, KH, KW)` for a convolution), and their
+    /// type.
     weights: Tensor,
     w_int: IntType,
     /// `s_a * s_w[c]`: the value is the integer times these.
@@ -118,12 +123,41 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         &graph.value(*node.inputs.get(1)?).ty,
     );
     let w_data = graph.const_data(node.inputs[1])?;
-    let trans_b = match &node.op {
-        Op::MatMul if w.shape.len() == 2 => false,
-        Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => g.trans_b,
+    let out = &graph.value(node.outputs[0]).ty.shape;
+    // The layer's shape: the weights' output-channel axis, whether they are (N, K) (Gemm's
+    // trans_b), the outputs N and terms K per position, the positions, and the op.
+    let (w_axis, trans_b, n, k, positions, op) = match &node.op {
+        Op::MatMul if w.shape.len() == 2 => {
+            let (k, n) = (w.shape[0], w.shape[1]);
+            let op = Op::BitSerialMatMul { a_scale: 0.0 };
+            (1, false, n, k, a.numel() / k.max(1), op)
+        }
+        Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => {
+            let (k, n) = if g.trans_b {
+                (w.shape[1], w.shape[0])
+            } else {
+                (w.shape[0], w.shape[1])
+            };
+            let op = Op::BitSerialMatMul { a_scale: 0.0 };
+            (
+                usize::from(!g.trans_b),
+                g.trans_b,
+                n,
+                k,
+                a.numel() / k.max(1),
+                op,
+            )
+        }
+        Op::Conv(attrs) if node.inputs.len() == 2 && attrs.group == 1 && out.len() == 4 => {
+            let k = w.shape[1..].iter().product();
+            let op = Op::BitSerialConv {
+                attrs: attrs.clone(),
+                a_scale: 0.0,
+            };
+            (0, false, w.shape[0], k, out[0] * out[2] * out[3], op)
+        }
         _ => return None,
     };
-    let w_axis = usize::from(!trans_b);
     let (a_int, a_scale) = match &a.elem {
         ElemType::Int(t) => (*t, 1.0),
         ElemType::Scaled(t, Scale::Tensor(s)) => (*t, *s),
@@ -143,41 +177,51 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         t => planes(t)?,
     };
     let pa = planes(a_int)?;
-    let (k, n) = if trans_b {
-        (w.shape[1], w.shape[0])
-    } else {
-        (w.shape[0], w.shape[1])
-    };
-    // The weights' integers, checked to be what the type says, as (K, N).
+    // The weights' integers, checked to be what the type says: (K, N) for a matrix product,
+    // (M, C, KH, KW) as they are for a convolution.
     let values = w_data.to_f32_vec();
-    let mut weights = vec![0f32; k * n];
+    let inner: usize = w.shape[w_axis + 1..].iter().product();
+    let mut weights = vec![0f32; values.len()];
     for (i, &v) in values.iter().enumerate() {
-        let (row, col) = (i / w.shape[1], i % w.shape[1]);
-        let (kk, j) = if trans_b { (col, row) } else { (row, col) };
+        let j = (i / inner.max(1)) % w.shape[w_axis];
         let s = w_scales[j % w_scales.len()];
         let q = (v / s).round();
         if q * s != v || !w_int.contains(f64::from(q)) {
             return None;
         }
-        weights[kk * n + j] = q;
+        let at = if trans_b {
+            // (N, K) to (K, N).
+            (i % k) * n + i / k
+        } else {
+            i
+        };
+        weights[at] = q;
     }
+    let weights_shape = match op {
+        Op::BitSerialConv { .. } => w.shape.clone(),
+        _ => vec![k, n],
+    };
     let scales = WeightScale {
         values: w_scales.iter().map(|s| a_scale * s).collect(),
-        shape: if w_scales.len() == 1 {
-            Vec::new()
-        } else {
-            vec![n]
+        shape: match (w_scales.len(), &op) {
+            (1, _) => Vec::new(),
+            (_, Op::BitSerialConv { .. }) => vec![n, 1, 1],
+            _ => vec![n],
         },
     };
-    let rows = (a.numel() / k.max(1)) as f64;
+    let op = match op {
+        Op::BitSerialConv { attrs, .. } => Op::BitSerialConv { attrs, a_scale },
+        _ => Op::BitSerialMatMul { a_scale },
+    };
+    let positions = positions as f64;
     let pairs = pa * pw;
     let words = k.div_ceil(64) as f64;
     let bit_serial_ns =
-        rows * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (k * pa) as f64 * PACK_STEP);
-    let float_ns = rows * n as f64 * k as f64 / 4.0 * FLOAT_STEP;
+        positions * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (k * pa) as f64 * PACK_STEP);
+    let float_ns = positions * n as f64 * k as f64 / 4.0 * FLOAT_STEP;
     Some(Plan {
-        a_scale,
-        weights: Tensor::f32(vec![k, n], weights),
+        op,
+        weights: Tensor::f32(weights_shape, weights),
         w_int,
         scales,
         pairs,

@@ -55,6 +55,7 @@ fn is_linear(op: &Op) -> bool {
             | Op::XnorConv(_)
             | Op::XnorMatMul
             | Op::BitSerialMatMul { .. }
+            | Op::BitSerialConv { .. }
     )
 }
 

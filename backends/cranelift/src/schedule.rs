@@ -368,7 +368,9 @@ impl Planner<'_> {
             Op::XnorConv(_) | Op::XnorMatMul => {
                 (vec![Storage::Bits, Storage::Bits], vec![Storage::I32])
             }
-            Op::BitSerialMatMul { .. } => (vec![Storage::F32, Storage::F32], vec![Storage::I32]),
+            Op::BitSerialMatMul { .. } | Op::BitSerialConv { .. } => {
+                (vec![Storage::F32, Storage::F32], vec![Storage::I32])
+            }
             Op::Threshold(_) | Op::MultiThreshold(_) => {
                 let acc = match first_input.and_then(|v| input_storage(self, v)) {
                     Some(Storage::I32) => Storage::I32,

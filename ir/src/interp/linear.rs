@@ -348,6 +348,28 @@ pub(super) fn bitserial_matmul(
     )
 }
 
+/// A low-bit integer convolution: the activations' integers against integer weights, zero
+/// padding contributing 0; the sums are exact integers (inference bounds them by 2^24).
+pub(super) fn bitserial_conv(
+    attrs: &ConvAttrs,
+    a_scale: f32,
+    x: &[&Tensor],
+    out: &[usize],
+) -> Result<Tensor, String> {
+    if let Some(bad) = floats(x[1]).iter().find(|w| w.fract() != 0.0) {
+        return Err(format!("operand 1 holds {bad}, not an integer"));
+    }
+    let a: Vec<f32> = floats(x[0])
+        .iter()
+        .map(|&v| (v / a_scale).round())
+        .collect();
+    let w = floats(x[1]);
+    f32_result(
+        out,
+        conv_f32(attrs, &a, x[0].shape(), &w, x[1].shape(), out),
+    )
+}
+
 /// MatMul as onnxruntime runs it: one MLAS product per batch index (with alpha 1 and beta 0);
 /// when B is a matrix, every leading axis of A folds into M, so that a batch of rows is one
 /// product.
@@ -675,6 +697,24 @@ mod tests {
         // Weights must be integers.
         let half = t(&[3, 2], &[0.5; 6]);
         assert!(eval(&op, &[&a, &half]).is_err());
+    }
+
+    #[test]
+    fn bitserial_conv_sums_the_integers_with_zero_padding() {
+        // 2x2 activations 0.5, 1.0, 1.5, -0.5 with a_scale 0.5 are 1, 2, 3, -1; a 2x2 filter
+        // of ones with padding 1 sums each 2x2 window, the padding adding 0.
+        let x = t(&[1, 1, 2, 2], &[0.5, 1.0, 1.5, -0.5]);
+        let w = t(&[1, 1, 2, 2], &[1.0; 4]);
+        let op = Op::BitSerialConv {
+            attrs: conv_attrs(&[2, 2], &[1, 1], &[1, 1], &[1, 1, 1, 1], 1),
+            a_scale: 0.5,
+        };
+        let y = eval1(&op, &[&x, &w]);
+        assert_eq!(y.shape(), &[1, 1, 3, 3]);
+        assert_eq!(
+            y.as_f32().unwrap(),
+            &[1.0, 3.0, 2.0, 4.0, 5.0, 1.0, 3.0, 2.0, -1.0]
+        );
     }
 
     #[test]

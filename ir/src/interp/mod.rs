@@ -184,6 +184,9 @@ fn compute(op: &Op, x: &[&Tensor], out: &[Shape]) -> Result<Vec<Tensor>, String>
         Op::XnorMatMul => one(linear::xnor_matmul(x, out0)),
         Op::XnorConv(attrs) => one(linear::xnor_conv(attrs, x, out0)),
         Op::BitSerialMatMul { a_scale } => one(linear::bitserial_matmul(*a_scale, x, out0)),
+        Op::BitSerialConv { attrs, a_scale } => {
+            one(linear::bitserial_conv(attrs, *a_scale, x, out0))
+        }
     }
 }
 

@@ -68,7 +68,11 @@ fn weight(op: &Op, results: &[TensorType]) -> f64 {
         _ => 2.0,
     };
     match op {
-        Op::Threshold(_) | Op::XnorMatMul | Op::XnorConv(_) | Op::BitSerialMatMul { .. } => 1.0,
+        Op::Threshold(_)
+        | Op::XnorMatMul
+        | Op::XnorConv(_)
+        | Op::BitSerialMatMul { .. }
+        | Op::BitSerialConv { .. } => 1.0,
         Op::Reshape { .. }
         | Op::Transpose { .. }
         | Op::Pad { .. }

@@ -456,6 +456,14 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
         } => out.extend([25, *k as u64, *axis as u64, b(*largest), b(*sorted)]),
         Op::XnorMatMul => out.push(26),
         Op::BitSerialMatMul { a_scale } => out.extend([27, f32_word(*a_scale)]),
+        Op::BitSerialConv { attrs: c, a_scale } => {
+            out.push(29);
+            push_list(out, &c.kernel);
+            push_list(out, &c.strides);
+            push_list(out, &c.dilations);
+            push_list(out, &c.pads);
+            out.push(f32_word(*a_scale));
+        }
         Op::MinMaxPool { attrs: p, min } => {
             out.push(28);
             push_list(out, &p.kernel);

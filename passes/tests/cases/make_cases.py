@@ -255,3 +255,16 @@ affine_chain("fuse-scales/exact_chain_collapses.onnx",
              [("Mul", 2.0), ("Add", 3.0), ("Mul", 0.5), ("Sub", 1.0)])
 affine_chain("fuse-scales/rounding_chain_stays.onnx",
              [("Sub", 1.3055943), ("Div", 14.613561), ("Mul", 1.7354248), ("Add", -0.20374633)])
+
+# lower-xnor-popcount: a 2-bit convolution (unsigned activations, signed weights scaled per
+# output channel, zero padding) becomes bitserial_conv times its scales.
+save("lower-xnor-popcount/bit_serial_conv.onnx",
+     [quant("x", "half", "zero", "two", "xq", signed=0), quant("w", "s_c", "zero", "two", "wq"),
+      helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+      helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+      quant("bn", "half", "zero", "two", "y", signed=0)],
+     [io("x", [1, 32, 6, 6])], [io("y", [1, 64, 6, 6])],
+     {"half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
+      "s_c": rng.uniform(0.1, 0.4, size=(64, 1, 1, 1)), "w": rng.normal(size=(64, 32, 3, 3)) * 0.3,
+      "g": rng.uniform(-1.5, 1.5, 64), "b": rng.normal(size=64), "m": rng.normal(size=64) * 4,
+      "v": rng.uniform(1, 30, 64)})

@@ -10,7 +10,8 @@
 //! Bipolar weights are one plane `b` with `w = 2b - 1`: a plane pair then counts
 //! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per row.
 
-use bnnc_ir::{ElemType, IntType, Node};
+use bnnc_ir::{ConvAttrs, ElemType, IntType, Node};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -41,40 +42,65 @@ fn place(p: usize, n: usize, signed: bool) -> i64 {
     }
 }
 
-pub(crate) fn matmul(
-    kb: &mut KernelBuilder,
-    node: &Node,
-    a_scale: f32,
-    operands: &[Operand],
-    out: &Operand,
-) -> Result<(), BackendError> {
-    let (a, w) = (&operands[0], &operands[1]);
-    let unsupported = |why: &str| BackendError::unsupported(node, why);
-    let w_data = w
-        .const_f32()
-        .ok_or_else(|| unsupported("the weights must be constant"))?;
-    let &[k, n] = w.shape.as_slice() else {
-        return Err(unsupported("the weights must be a (K, N) matrix"));
-    };
-    let (pa, signed_a) =
-        planes(&a.elem).ok_or_else(|| unsupported("the activations are not low-bit integers"))?;
-    let bipolar_w = w.elem.int_type() == Some(IntType::Bipolar);
-    let (pw, signed_w) = if bipolar_w {
-        (1, false)
-    } else {
-        planes(&w.elem).ok_or_else(|| unsupported("the weights are not low-bit integers"))?
-    };
-    let words = k.div_ceil(WORD);
-    let rows = a.numel() / k.max(1);
+/// How a product's operands split into planes.
+struct Planes {
+    /// The activations' planes, and whether the top one is negative.
+    a: (usize, bool),
+    /// The weights' planes, and whether the top one is negative.
+    w: (usize, bool),
+    /// Bipolar weights: one plane `b`, `w = 2b - 1`.
+    bipolar_w: bool,
+}
 
-    // Weight planes, (N, pw, words): bit k of plane q of output j.
+impl Planes {
+    fn of(node: &Node, a: &ElemType, w: &ElemType) -> Result<Planes, BackendError> {
+        let unsupported = |why: &str| BackendError::unsupported(node, why);
+        let bipolar_w = w.int_type() == Some(IntType::Bipolar);
+        Ok(Planes {
+            a: planes(a).ok_or_else(|| unsupported("the activations are not low-bit integers"))?,
+            w: if bipolar_w {
+                (1, false)
+            } else {
+                planes(w).ok_or_else(|| unsupported("the weights are not low-bit integers"))?
+            },
+            bipolar_w,
+        })
+    }
+}
+
+/// What a row's terms are read from, computed once per row `r`.
+type RowSetup<'g> = dyn Fn(&mut KernelBuilder, Value) -> Vec<Value> + 'g;
+
+/// Term `kk` of the row set up as given, as an f32 value (an activation, or 0 for a tap in
+/// the padding).
+type Gather<'g> = dyn Fn(&mut KernelBuilder, &[Value], Value) -> Value + 'g;
+
+/// Stores the integer sum of output `j` of row `r`.
+type Store<'s> = dyn Fn(&mut KernelBuilder, Value, Value, Value) + 's;
+
+/// `rows` dot products of `k` terms with each of the `n` filters (`(N, K)` row-major
+/// integers), bit-serially: per row, the activations' planes are packed once (each word in
+/// registers from its 64 terms), then every filter counts each pair of planes over the words.
+#[allow(clippy::too_many_arguments)]
+fn products(
+    kb: &mut KernelBuilder,
+    planes: &Planes,
+    filters: &[f32],
+    (rows, k, n): (usize, usize, usize),
+    a_scale: f32,
+    (setup, gather): (&RowSetup<'_>, &Gather<'_>),
+    store: &Store<'_>,
+) {
+    let ((pa, signed_a), (pw, signed_w)) = (planes.a, planes.w);
+    let bipolar_w = planes.bipolar_w;
+    let words = k.div_ceil(WORD);
+    // Weight planes, (N, pw, words): bit k of plane q of filter j.
     let mut table = vec![0u64; n * pw * words];
-    for kk in 0..k {
-        for j in 0..n {
+    for j in 0..n {
+        for kk in 0..k {
             // In range of the weight type (inference and the interpreter check), so the
-            // two's complement bits below are the planes.
-            // A bipolar weight's plane is 1 for +1.
-            let q = w_data[kk * n + j] as i64;
+            // two's complement bits below are the planes; a bipolar weight's plane is 1 for +1.
+            let q = filters[j * k + kk] as i64;
             let q = if bipolar_w { i64::from(q > 0) } else { q };
             for plane in 0..pw {
                 if (q >> plane) & 1 == 1 {
@@ -84,22 +110,18 @@ pub(crate) fn matmul(
         }
     }
     let w_t = kb.table_u64(&table);
-    let src = a.f32_ptr(kb);
-    let dst = out.ptr;
-    let planes_bytes = (pa * words * 8) as u32;
-    let stack = kb.stack(planes_bytes.max(8));
+    let stack = kb.stack(((pa * words * 8) as u32).max(8));
 
     kb.for_range(rows, |kb, r| {
-        // The activations' planes of row r, (pa, words): each word gathered in registers
-        // from its 64 activations (fewer in the last), then stored once.
-        let row = kb.addr(src, r, (k * 4) as i64, 0);
+        let row = setup(kb, r);
         let pack_words = |kb: &mut KernelBuilder, first_word: usize, count: usize, len: usize| {
             kb.for_range(count, |kb, wi| {
                 let wi = kb.b.ins().iadd_imm_s(wi, first_word as i64);
-                let base = kb.addr(row, wi, (WORD * 4) as i64, 0);
+                let first = kb.b.ins().imul_imm_s(wi, WORD as i64);
                 let zero = kb.iconst(0);
                 let gathered = kb.fold_range(len, vec![zero; pa], |kb, i, mut acc| {
-                    let x = kb.load_at(F32, base, i);
+                    let kk = kb.b.ins().iadd(first, i);
+                    let x = gather(kb, &row, kk);
                     let v = integer(kb, x, a_scale);
                     for (plane, word) in acc.iter_mut().enumerate() {
                         let shifted = kb.b.ins().ushr_imm_s(v, plane as i64);
@@ -134,7 +156,6 @@ pub(crate) fn matmul(
         } else {
             Vec::new()
         };
-        let out_row = kb.addr(dst, r, (n * 4) as i64, 0);
         kb.for_range(n, |kb, j| {
             let filter = kb.addr(w_t, j, (pw * words * 8) as i64, 0);
             // One count per pair of planes over the words; the place values weigh them once.
@@ -171,11 +192,144 @@ pub(crate) fn matmul(
                     total = kb.b.ins().iadd(total, term);
                 }
             }
-            let acc = [total];
-            let sum = kb.b.ins().ireduce(I32, acc[0]);
-            kb.store_at(sum, out_row, j);
+            let sum = kb.b.ins().ireduce(I32, total);
+            store(kb, r, j, sum);
         });
     });
+}
+
+/// `bitserial_matmul`: rows of activations `(.., K)` against `(K, N)` integer weights.
+pub(crate) fn matmul(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    a_scale: f32,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (a, w) = (&operands[0], &operands[1]);
+    let unsupported = |why: &str| BackendError::unsupported(node, why);
+    let w_data = w
+        .const_f32()
+        .ok_or_else(|| unsupported("the weights must be constant"))?;
+    let &[k, n] = w.shape.as_slice() else {
+        return Err(unsupported("the weights must be a (K, N) matrix"));
+    };
+    let planes = Planes::of(node, &a.elem, &w.elem)?;
+    let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
+    let (src, dst) = (a.f32_ptr(kb), out.ptr);
+    let setup = move |kb: &mut KernelBuilder, r: Value| vec![kb.addr(src, r, (k * 4) as i64, 0)];
+    let gather = |kb: &mut KernelBuilder, row: &[Value], kk: Value| kb.load_at(F32, row[0], kk);
+    let store = move |kb: &mut KernelBuilder, r: Value, j: Value, sum: Value| {
+        let row = kb.addr(dst, r, (n * 4) as i64, 0);
+        kb.store_at(sum, row, j);
+    };
+    let rows = a.numel() / k.max(1);
+    products(
+        kb,
+        &planes,
+        &filters,
+        (rows, k, n),
+        a_scale,
+        (&setup, &gather),
+        &store,
+    );
+    Ok(())
+}
+
+/// `bitserial_conv`: every output position's receptive field (channel-major, then taps
+/// row-major, as the weights are laid out; 0 in the padding) against `(M, C, KH, KW)`
+/// integer weights, one group. Results are `i32`, NCHW.
+pub(crate) fn conv(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &ConvAttrs,
+    a_scale: f32,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (x, w) = (&operands[0], &operands[1]);
+    let unsupported = |why: &str| BackendError::unsupported(node, why);
+    let filters = w
+        .const_f32()
+        .ok_or_else(|| unsupported("the weights must be constant"))?;
+    let (&[batch, c, h, wd], &[m, _, kh, kw], &[_, _, oh, ow]) =
+        (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
+    else {
+        return Err(unsupported("the native bit-serial convolution is 2-D"));
+    };
+    let planes = Planes::of(node, &x.elem, &w.elem)?;
+    let k = c * kh * kw;
+    // Per term: its channel's offset, and its tap's offsets from the window's origin.
+    let mut chan = Vec::with_capacity(k);
+    let mut dys = Vec::with_capacity(k);
+    let mut dxs = Vec::with_capacity(k);
+    for ch in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                chan.push((ch * h * wd) as i32);
+                dys.push((ky * attrs.dilations[0]) as i32 - attrs.pads[0] as i32);
+                dxs.push((kx * attrs.dilations[1]) as i32 - attrs.pads[1] as i32);
+            }
+        }
+    }
+    let (chan_t, dy_t, dx_t) = (kb.table_i32(&chan), kb.table_i32(&dys), kb.table_i32(&dxs));
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    let positions = oh * ow;
+    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
+    // Per row (output position): its image and the window's origin.
+    let setup = move |kb: &mut KernelBuilder, r: Value| {
+        let n = kb.b.ins().udiv_imm_s(r, positions as i64);
+        let pos = kb.b.ins().urem_imm_s(r, positions as i64);
+        let oy = kb.b.ins().udiv_imm_s(pos, ow as i64);
+        let ox = kb.b.ins().urem_imm_s(pos, ow as i64);
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let y0 = kb.b.ins().imul_imm_s(oy, sh);
+        let x0 = kb.b.ins().imul_imm_s(ox, sw);
+        vec![image, y0, x0]
+    };
+    let gather = move |kb: &mut KernelBuilder, row: &[Value], kk: Value| {
+        let (image, y0, x0) = (row[0], row[1], row[2]);
+        let dy = kb.load_at(I32, dy_t, kk);
+        let dy = kb.b.ins().sextend(I64, dy);
+        let dx = kb.load_at(I32, dx_t, kk);
+        let dx = kb.b.ins().sextend(I64, dx);
+        let iy = kb.b.ins().iadd(y0, dy);
+        let ix = kb.b.ins().iadd(x0, dx);
+        let ch = kb.load_at(I32, chan_t, kk);
+        let ch = kb.b.ins().sextend(I64, ch);
+        let row = kb.b.ins().imul_imm_s(iy, wd as i64);
+        let at = kb.b.ins().iadd(row, ix);
+        let at = kb.b.ins().iadd(at, ch);
+        // A tap in the padding reads the first element and counts as 0.
+        let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
+        let in_x =
+            kb.b.ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, ix, wd as i64);
+        let inside = kb.b.ins().band(in_y, in_x);
+        let zero = kb.iconst(0);
+        let safe = kb.select(inside, at, zero);
+        let v = kb.load_at(F32, image, safe);
+        let zero = kb.fconst(0.0);
+        kb.select(inside, v, zero)
+    };
+    let store = move |kb: &mut KernelBuilder, r: Value, j: Value, sum: Value| {
+        let n = kb.b.ins().udiv_imm_s(r, positions as i64);
+        let pos = kb.b.ins().urem_imm_s(r, positions as i64);
+        let nm = kb.b.ins().imul_imm_s(n, m as i64);
+        let plane = kb.b.ins().iadd(nm, j);
+        let base = kb.b.ins().imul_imm_s(plane, positions as i64);
+        let at = kb.b.ins().iadd(base, pos);
+        kb.store_at(sum, dst, at);
+    };
+    products(
+        kb,
+        &planes,
+        &filters,
+        (batch * positions, k, m),
+        a_scale,
+        (&setup, &gather),
+        &store,
+    );
     Ok(())
 }
 

@@ -276,6 +276,9 @@ impl Emitter {
                         Op::BitSerialMatMul { a_scale } => {
                             bitserial::matmul(kb, node, *a_scale, &operands, &results[0])
                         }
+                        Op::BitSerialConv { attrs, a_scale } => {
+                            bitserial::conv(kb, node, attrs, *a_scale, &operands, &results[0])
+                        }
                         Op::XnorConv(attrs) => xnor::conv(
                             kb,
                             node,
