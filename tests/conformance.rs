@@ -228,10 +228,6 @@ const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
         "the native Softmax runs over the last axis only",
     ),
     (
-        "test_transpose_all_permutations_0",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
         "test_transpose_all_permutations_1",
         "the native backend has no kernel for this op yet",
     ),

@@ -1,8 +1,9 @@
 //! `cleanup`: constant folding, removal of identities and dead nodes, merging of reshapes,
-//! biases split off layers of scaled integers.
+//! folding of transposes, biases split off layers of scaled integers.
 //!
 //! Every rewrite here is exact: a folded constant is what the interpreter would compute at run
-//! time, `x * 1` and `x / 1` are `x` bit for bit, a reshape of a reshape is one reshape, and a
+//! time, `x * 1` and `x / 1` are `x` bit for bit, a reshape of a reshape is one reshape, so
+//! is a transpose of a transpose one transpose (or a reshape when it moves only unit axes), and a
 //! layer of scaled integers joins its bias to its scaled sum as an Add after it would.
 //! (`x + 0` is left alone: it turns -0 into +0.)
 
@@ -19,6 +20,7 @@ pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
         fold_constants(graph, &mut report)?;
         remove_identities(graph, &mut report)?;
         merge_reshapes(graph, &mut report)?;
+        fold_transposes(graph, &mut report)?;
         split_biases(graph, &mut report)?;
         let dead = graph.remove_dead_nodes();
         if dead > 0 {
@@ -92,6 +94,56 @@ fn is_scalar_one(graph: &Graph, v: ValueId) -> bool {
     graph
         .const_data(v)
         .is_some_and(|t| t.len() == 1 && t.to_f64_vec()[0] == 1.0)
+}
+
+/// `transpose(transpose(x))` is one transpose, and a transpose that moves only axes of extent
+/// 1 keeps every element's place in memory: it is a reshape, free (and gone when the shape
+/// does not change). Either replaces the node only when its result keeps its type.
+fn fold_transposes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
+    let nodes: Vec<NodeId> = graph.node_ids().collect();
+    for n in nodes {
+        if !graph.contains_node(n) {
+            continue;
+        }
+        let node = graph.node(n).clone();
+        let Op::Transpose { perm } = &node.op else {
+            continue;
+        };
+        let x = node.inputs[0];
+        let inner = graph.producer(x).and_then(|p| match &graph.node(p).op {
+            Op::Transpose { perm } => Some((graph.node(p).inputs[0], perm.clone())),
+            _ => None,
+        });
+        let shape = &graph.value(x).ty.shape;
+        let moved: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
+        let (op, operand, what) = match inner {
+            // y[i] = x[inner[outer[i]]].
+            Some((source, inner)) => (
+                Op::Transpose {
+                    perm: perm.iter().map(|&i| inner[i]).collect(),
+                },
+                source,
+                "merged the transpose before it",
+            ),
+            None if moved.windows(2).all(|w| w[0] < w[1]) => (
+                Op::Reshape {
+                    shape: graph.value(node.outputs[0]).ty.shape.clone(),
+                },
+                x,
+                "moves only axes of extent 1: now a reshape",
+            ),
+            None => continue,
+        };
+        let name = node.name.clone();
+        let out = graph.add_node(name.clone(), op, &[operand], vec![format!("{name}.folded")])?[0];
+        if graph.value(out).ty != graph.value(node.outputs[0]).ty {
+            graph.remove_node(graph.producer(out).expect("a node result"));
+            continue;
+        }
+        graph.replace_node(n, out)?;
+        report.note(format!("`{name}` {what}"));
+    }
+    Ok(())
 }
 
 /// `reshape(reshape(x))` is one reshape of `x`.

@@ -268,3 +268,11 @@ save("lower-xnor-popcount/bit_serial_conv.onnx",
       "s_c": rng.uniform(0.1, 0.4, size=(64, 1, 1, 1)), "w": rng.normal(size=(64, 32, 3, 3)) * 0.3,
       "g": rng.uniform(-1.5, 1.5, 64), "b": rng.normal(size=64), "m": rng.normal(size=64) * 4,
       "v": rng.uniform(1, 30, 64)})
+
+# cleanup: a transpose that moves only an axis of extent 1 is a reshape; two transposes
+# that cancel are nothing.
+save("cleanup/fold_transposes.onnx",
+     [helper.make_node("Transpose", ["x"], ["t1"], name="t1", perm=[0, 2, 1, 3]),
+      helper.make_node("Transpose", ["t1"], ["t2"], name="t2", perm=[0, 1, 3, 2]),
+      helper.make_node("Transpose", ["t2"], ["y"], name="t3", perm=[0, 1, 3, 2])],
+     [io("x", [1, 4, 1, 3])], [io("y", [1, 1, 4, 3])], {})
