@@ -451,21 +451,23 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-/// The dots of filters `first..first + BLOCK` (`first` even) against the taps at `taps_at`,
-/// two filters to a 128-bit vector: the activation word is splat, xor-ed with both
-/// filters' words, and counted per byte (`popcnt.i8x16`); the byte counts are widened
-/// pairwise (bytes to i16 before any can overflow, then to i32) and each two pairs' sums
-/// joined into one `i32x4` of four filters' counts.
+/// The dots of filters `first..first + BLOCK` (`first` even) against the taps at `taps`
+/// (`c` channels each), two filters to a 128-bit vector: the activation word is splat,
+/// xor-ed with both filters' words, and counted per byte (`popcnt.i8x16`); the byte counts
+/// are widened pairwise (bytes to i16 before any can overflow, then to i32) and each two
+/// pairs' sums joined into one `i32x4` of four filters' counts. A tap in the padding (its
+/// `inside` false) has its counts masked to 0 and its `c` terms left out of `K`: it
+/// contributes 0 to the dot product.
 fn vector_dots(
     kb: &mut KernelBuilder,
     pairs: Value,
     first: Value,
-    taps_at: &[Value],
+    taps: &[(Value, Option<Value>)],
     nw: usize,
-    k: usize,
+    c: usize,
 ) -> Dot {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let per = taps_at.len() * nw;
+    let per = taps.len() * nw;
     // Filters first and first + 1 are pair first / 2; its words start at pair * per * 16.
     let base = kb.addr(pairs, first, (per * 8) as i64, 0);
     let zero8 = {
@@ -488,7 +490,25 @@ fn vector_dots(
     let mut halves = vec![zero16; pair_count];
     // Byte lanes hold at most 8 per word: flush to i16 lanes before 32 words.
     let mut pending = 0;
-    for (t, &at) in taps_at.iter().enumerate() {
+    // The valid terms: `c` per tap inside the image.
+    let mut k = kb.iconst32(0);
+    for (t, &(at, inside)) in taps.iter().enumerate() {
+        let cc = kb.iconst32(c as i32);
+        // Byte mask of the tap's counts: all ones inside, 0 in the padding.
+        let mask = inside.map(|inside| {
+            let ones = kb.iconst32(0xFF);
+            let zero = kb.iconst32(0);
+            let m = kb.select(inside, ones, zero);
+            let m = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, m);
+            k = {
+                let valid = kb.select(inside, cc, zero);
+                kb.b.ins().iadd(k, valid)
+            };
+            kb.b.ins().splat(I8X16, m)
+        });
+        if mask.is_none() {
+            k = kb.b.ins().iadd(k, cc);
+        }
         for word in 0..nw {
             let x = kb.load(I64, at, (word * 8) as i64);
             let xs = kb.b.ins().splat(I64X2, x);
@@ -498,6 +518,10 @@ fn vector_dots(
                 let d = kb.b.ins().bxor(xs, wv);
                 let d = kb.b.ins().bitcast(I8X16, little, d);
                 let pc = kb.b.ins().popcnt(d);
+                let pc = match mask {
+                    Some(m) => kb.b.ins().band(pc, m),
+                    None => pc,
+                };
                 *acc = kb.b.ins().iadd(*acc, pc);
             }
             pending += 1;
@@ -519,8 +543,7 @@ fn vector_dots(
         let hi = kb.b.ins().uwiden_high(h);
         halves_of_pairs.push(kb.b.ins().iadd_pairwise(lo, hi));
     }
-    let kk = kb.iconst32(k as i32);
-    let kk = kb.b.ins().splat(I32X4, kk);
+    let kk = kb.b.ins().splat(I32X4, k);
     // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3], for each two pairs.
     let quads = halves_of_pairs
         .chunks(2)
@@ -596,7 +619,7 @@ pub(crate) fn conv(
     let packed = kb.table_u64(&w_packed);
     let padded = attrs.pads.iter().any(|&p| p != 0);
     // Filter pairs interleaved word by word, for the vector kernel.
-    let pairs = (simd && !padded).then(|| {
+    let pairs = simd.then(|| {
         let per = taps * nw;
         let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
         for f in 0..m {
@@ -647,8 +670,7 @@ pub(crate) fn conv(
                 let pos = kb.b.ins().iadd(oyx, px);
                 let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
                     if let (Some(pairs), BLOCK) = (pairs, width) {
-                        let taps_at: Vec<Value> = tap_at.iter().map(|&(at, _)| at).collect();
-                        return vector_dots(kb, pairs, first, &taps_at, nw, c * taps);
+                        return vector_dots(kb, pairs, first, &tap_at, nw, c);
                     }
                     let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
                     let zero = kb.iconst(0);
