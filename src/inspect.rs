@@ -181,15 +181,10 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
         .collect();
     // The weights of a linear layer are its constant second operand; a layer's other constant
     // operands (scales, thresholds, BatchNorm statistics) are parameters, not weights.
-    let weight = match node.op {
-        Op::Conv(_)
-        | Op::Gemm(_)
-        | Op::MatMul
-        | Op::XnorConv(_)
-        | Op::XnorMatMul
-        | Op::BitSerialMatMul { .. }
-        | Op::BitSerialConv { .. } => node.inputs.get(1).copied().filter(|v| constant[v.index()]),
-        _ => None,
+    let weight = if node.op.is_linear_layer() {
+        node.inputs.get(1).copied().filter(|v| constant[v.index()])
+    } else {
+        None
     };
     let out = ty(node.outputs[0]);
     Layer {

@@ -112,16 +112,6 @@ fn name_token(name: &str) -> String {
 
 /// The attributes of an op, as `key=value` (or a bare `key` for a true flag).
 fn op_attrs(op: &Op) -> Vec<String> {
-    let flag = |on: bool, name: &str| on.then(|| name.to_string());
-    let list = |v: &[usize]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    };
     match op {
         Op::Quant(q) => [
             flag(q.signed, "signed"),
@@ -167,13 +157,7 @@ fn op_attrs(op: &Op) -> Vec<String> {
         .collect(),
         Op::BatchNorm { epsilon } => vec![format!("epsilon={epsilon:?}")],
         Op::MaxPool(p) | Op::AveragePool(p) => {
-            let mut v = vec![
-                format!("kernel={}", list(&p.kernel)),
-                format!("strides={}", list(&p.strides)),
-                format!("pads={}", list(&p.pads)),
-                format!("dilations={}", list(&p.dilations)),
-            ];
-            v.extend(flag(p.ceil_mode, "ceil_mode"));
+            let mut v = pool_attrs(p);
             if matches!(op, Op::AveragePool(_)) {
                 v.extend(flag(p.count_include_pad, "count_include_pad"));
             }
@@ -199,13 +183,7 @@ fn op_attrs(op: &Op) -> Vec<String> {
             format!("a_scale={a_scale:?}"),
         ],
         Op::MinMaxPool { attrs: p, min } => {
-            let mut v = vec![
-                format!("kernel={}", list(&p.kernel)),
-                format!("strides={}", list(&p.strides)),
-                format!("pads={}", list(&p.pads)),
-                format!("dilations={}", list(&p.dilations)),
-            ];
-            v.extend(flag(p.ceil_mode, "ceil_mode"));
+            let mut v = pool_attrs(p);
             let channels: Vec<usize> = (0..min.len()).filter(|&c| min[c]).collect();
             v.push(format!("min_channels={}", list(&channels)));
             v
@@ -238,6 +216,29 @@ fn op_attrs(op: &Op) -> Vec<String> {
         | Op::Sign
         | Op::XnorMatMul => Vec::new(),
     }
+}
+
+/// A bare `name` for a true flag.
+fn flag(on: bool, name: &str) -> Option<String> {
+    on.then(|| name.to_string())
+}
+
+/// `[a,b,c]`.
+fn list(v: &[usize]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// The attributes pools share, in the text form.
+fn pool_attrs(p: &crate::op::PoolAttrs) -> Vec<String> {
+    let mut v = vec![
+        format!("kernel={}", list(&p.kernel)),
+        format!("strides={}", list(&p.strides)),
+        format!("pads={}", list(&p.pads)),
+        format!("dilations={}", list(&p.dilations)),
+    ];
+    v.extend(flag(p.ceil_mode, "ceil_mode"));
+    v
 }
 
 /// A constant's data: in full when small, else a preview, the count and a content hash so

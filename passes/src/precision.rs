@@ -46,19 +46,6 @@ pub fn precision(weights: &ElemType, activations: &ElemType) -> String {
     format!("w{}a{}", bits(weights), bits(activations))
 }
 
-fn is_linear(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv(_)
-            | Op::Gemm(_)
-            | Op::MatMul
-            | Op::XnorConv(_)
-            | Op::XnorMatMul
-            | Op::BitSerialMatMul { .. }
-            | Op::BitSerialConv { .. }
-    )
-}
-
 /// The linear layers computed from the graph input without another linear layer before
 /// them (first), and those with none after them (last), in topological order.
 fn first_and_last(graph: &Graph) -> Result<(Vec<NodeId>, Vec<NodeId>), IrError> {
@@ -66,7 +53,7 @@ fn first_and_last(graph: &Graph) -> Result<(Vec<NodeId>, Vec<NodeId>), IrError> 
     let linear: Vec<NodeId> = order
         .iter()
         .copied()
-        .filter(|&n| is_linear(&graph.node(n).op))
+        .filter(|&n| graph.node(n).op.is_linear_layer())
         .collect();
     // Values a linear layer computed, directly or through other ops.
     let mut after_linear: HashSet<ValueId> = HashSet::new();
@@ -74,10 +61,10 @@ fn first_and_last(graph: &Graph) -> Result<(Vec<NodeId>, Vec<NodeId>), IrError> 
     for &n in &order {
         let node = graph.node(n);
         let upstream = node.inputs.iter().any(|v| after_linear.contains(v));
-        if is_linear(&node.op) && !upstream {
+        if node.op.is_linear_layer() && !upstream {
             first.push(n);
         }
-        if upstream || is_linear(&node.op) {
+        if upstream || node.op.is_linear_layer() {
             after_linear.extend(node.outputs.iter().copied());
         }
     }
@@ -86,10 +73,10 @@ fn first_and_last(graph: &Graph) -> Result<(Vec<NodeId>, Vec<NodeId>), IrError> 
     for &n in order.iter().rev() {
         let node = graph.node(n);
         let downstream = node.outputs.iter().any(|v| before_linear.contains(v));
-        if is_linear(&node.op) && !downstream {
+        if node.op.is_linear_layer() && !downstream {
             last.push(n);
         }
-        if downstream || is_linear(&node.op) {
+        if downstream || node.op.is_linear_layer() {
             before_linear.extend(node.inputs.iter().copied());
         }
     }

@@ -335,17 +335,25 @@ pub(super) fn bitserial_matmul(
     x: &[&Tensor],
     out: &[usize],
 ) -> Result<Tensor, String> {
-    if let Some(bad) = floats(x[1]).iter().find(|w| w.fract() != 0.0) {
+    let (a, w) = integer_operands(a_scale, x)?;
+    f32_result(out, matmul_nd(&a, x[0].shape(), &w, x[1].shape())?)
+}
+
+/// The activations' integers (`a / a_scale`, rounded) and the weights, which must be
+/// integers, of a bit-serial op.
+fn integer_operands<'t>(
+    a_scale: f32,
+    x: &[&'t Tensor],
+) -> Result<(Vec<f32>, Cow<'t, [f32]>), String> {
+    let w = floats(x[1]);
+    if let Some(bad) = w.iter().find(|w| w.fract() != 0.0) {
         return Err(format!("operand 1 holds {bad}, not an integer"));
     }
-    let a: Vec<f32> = floats(x[0])
+    let a = floats(x[0])
         .iter()
         .map(|&v| (v / a_scale).round())
         .collect();
-    f32_result(
-        out,
-        matmul_nd(&a, x[0].shape(), &floats(x[1]), x[1].shape())?,
-    )
+    Ok((a, w))
 }
 
 /// A low-bit integer convolution: the activations' integers against integer weights, zero
@@ -356,14 +364,7 @@ pub(super) fn bitserial_conv(
     x: &[&Tensor],
     out: &[usize],
 ) -> Result<Tensor, String> {
-    if let Some(bad) = floats(x[1]).iter().find(|w| w.fract() != 0.0) {
-        return Err(format!("operand 1 holds {bad}, not an integer"));
-    }
-    let a: Vec<f32> = floats(x[0])
-        .iter()
-        .map(|&v| (v / a_scale).round())
-        .collect();
-    let w = floats(x[1]);
+    let (a, w) = integer_operands(a_scale, x)?;
     f32_result(
         out,
         conv_f32(attrs, &a, x[0].shape(), &w, x[1].shape(), out),

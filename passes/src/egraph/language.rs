@@ -357,6 +357,14 @@ fn rounding_word(r: RoundingMode) -> u64 {
     }
 }
 
+fn encode_pool(p: &bnnc_ir::PoolAttrs, out: &mut Vec<u64>) {
+    push_list(out, &p.kernel);
+    push_list(out, &p.strides);
+    push_list(out, &p.dilations);
+    push_list(out, &p.pads);
+    out.extend([u64::from(p.ceil_mode), u64::from(p.count_include_pad)]);
+}
+
 fn encode_op(op: &Op, out: &mut Vec<u64>) {
     use bnnc_ir::BinaryOp;
     let b = |x: bool| u64::from(x);
@@ -409,11 +417,7 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
         Op::BatchNorm { epsilon } => out.extend([12, f32_word(*epsilon)]),
         Op::MaxPool(p) | Op::AveragePool(p) => {
             out.push(if matches!(op, Op::MaxPool(_)) { 13 } else { 14 });
-            push_list(out, &p.kernel);
-            push_list(out, &p.strides);
-            push_list(out, &p.dilations);
-            push_list(out, &p.pads);
-            out.extend([b(p.ceil_mode), b(p.count_include_pad)]);
+            encode_pool(p, out);
         }
         Op::GlobalAveragePool => out.push(15),
         Op::ReduceMean { axes, keep_dims } => {
@@ -466,11 +470,7 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
         }
         Op::MinMaxPool { attrs: p, min } => {
             out.push(28);
-            push_list(out, &p.kernel);
-            push_list(out, &p.strides);
-            push_list(out, &p.dilations);
-            push_list(out, &p.pads);
-            out.push(b(p.ceil_mode));
+            encode_pool(p, out);
             out.extend(min.iter().map(|&m| b(m)));
         }
     }

@@ -11,7 +11,6 @@
 //! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per row.
 
 use bnnc_ir::{ConvAttrs, ElemType, IntType, Node};
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -259,23 +258,9 @@ pub(crate) fn conv(
     };
     let planes = Planes::of(node, &x.elem, &w.elem)?;
     let k = c * kh * kw;
-    // Per term: its channel's offset, and its tap's offsets from the window's origin.
-    let mut chan = Vec::with_capacity(k);
-    let mut dys = Vec::with_capacity(k);
-    let mut dxs = Vec::with_capacity(k);
-    for ch in 0..c {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                chan.push((ch * h * wd) as i32);
-                dys.push((ky * attrs.dilations[0]) as i32 - attrs.pads[0] as i32);
-                dxs.push((kx * attrs.dilations[1]) as i32 - attrs.pads[1] as i32);
-            }
-        }
-    }
-    let (chan_t, dy_t, dx_t) = (kb.table_i32(&chan), kb.table_i32(&dys), kb.table_i32(&dxs));
+    let im2col = super::window::Im2col::new(kb, attrs, (c, h, wd));
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     let positions = oh * ow;
-    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
     // Per row (output position): its image and the window's origin.
     let setup = move |kb: &mut KernelBuilder, r: Value| {
         let n = kb.b.ins().udiv_imm_s(r, positions as i64);
@@ -283,34 +268,11 @@ pub(crate) fn conv(
         let oy = kb.b.ins().udiv_imm_s(pos, ow as i64);
         let ox = kb.b.ins().urem_imm_s(pos, ow as i64);
         let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
-        let y0 = kb.b.ins().imul_imm_s(oy, sh);
-        let x0 = kb.b.ins().imul_imm_s(ox, sw);
+        let (y0, x0) = im2col.origin(kb, oy, ox);
         vec![image, y0, x0]
     };
     let gather = move |kb: &mut KernelBuilder, row: &[Value], kk: Value| {
-        let (image, y0, x0) = (row[0], row[1], row[2]);
-        let dy = kb.load_at(I32, dy_t, kk);
-        let dy = kb.b.ins().sextend(I64, dy);
-        let dx = kb.load_at(I32, dx_t, kk);
-        let dx = kb.b.ins().sextend(I64, dx);
-        let iy = kb.b.ins().iadd(y0, dy);
-        let ix = kb.b.ins().iadd(x0, dx);
-        let ch = kb.load_at(I32, chan_t, kk);
-        let ch = kb.b.ins().sextend(I64, ch);
-        let row = kb.b.ins().imul_imm_s(iy, wd as i64);
-        let at = kb.b.ins().iadd(row, ix);
-        let at = kb.b.ins().iadd(at, ch);
-        // A tap in the padding reads the first element and counts as 0.
-        let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
-        let in_x =
-            kb.b.ins()
-                .icmp_imm_s(IntCC::UnsignedLessThan, ix, wd as i64);
-        let inside = kb.b.ins().band(in_y, in_x);
-        let zero = kb.iconst(0);
-        let safe = kb.select(inside, at, zero);
-        let v = kb.load_at(F32, image, safe);
-        let zero = kb.fconst(0.0);
-        kb.select(inside, v, zero)
+        im2col.load(kb, row[0], (row[1], row[2]), kk)
     };
     let store = move |kb: &mut KernelBuilder, r: Value, j: Value, sum: Value| {
         let n = kb.b.ins().udiv_imm_s(r, positions as i64);

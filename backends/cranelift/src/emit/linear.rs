@@ -14,7 +14,6 @@
 use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
 use bnnc_ir::interp::{integer_first, IntegerFirst};
 use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, Scale, TensorType};
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -675,22 +674,7 @@ pub(crate) fn conv(
     let (oh, ow) = (out.shape[2], out.shape[3]);
     let (taps, positions) = (kh * kw, oh * ow);
     let k = c * taps;
-    // Per reduction index (channel-major, then taps row-major as im2col): channel, dy, dx.
-    let mut chan = Vec::with_capacity(k);
-    let mut dys = Vec::with_capacity(k);
-    let mut dxs = Vec::with_capacity(k);
-    for ch in 0..c {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                chan.push((ch * h * wd) as i32);
-                dys.push((ky * attrs.dilations[0]) as i32 - attrs.pads[0] as i32);
-                dxs.push((kx * attrs.dilations[1]) as i32 - attrs.pads[1] as i32);
-            }
-        }
-    }
-    let (chan_t, dy_t, dx_t) = (kb.table_i32(&chan), kb.table_i32(&dys), kb.table_i32(&dxs));
-    let padded = attrs.pads.iter().any(|&p| p != 0);
-    let (sh, sw) = (attrs.strides[0] as i64, attrs.strides[1] as i64);
+    let im2col = super::window::Im2col::new(kb, attrs, (c, h, wd));
     let src = x.f32_ptr(kb);
     let dst = out.ptr;
     let image_bytes = (c * h * wd * 4) as i64;
@@ -702,34 +686,9 @@ pub(crate) fn conv(
         let oy = kb.b.ins().udiv_imm_s(p, ow as i64);
         let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
         let ox = kb.b.ins().isub(p, oyw);
-        let dy = kb.load_at(I32, dy_t, kk);
-        let dy = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, dy);
-        let dx = kb.load_at(I32, dx_t, kk);
-        let dx = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, dx);
-        let y0 = kb.b.ins().imul_imm_s(oy, sh);
-        let iy = kb.b.ins().iadd(y0, dy);
-        let x0 = kb.b.ins().imul_imm_s(ox, sw);
-        let ix = kb.b.ins().iadd(x0, dx);
-        let ch = kb.load_at(I32, chan_t, kk);
-        let ch = kb.b.ins().sextend(cranelift_codegen::ir::types::I64, ch);
-        let row = kb.b.ins().imul_imm_s(iy, wd as i64);
-        let at = kb.b.ins().iadd(row, ix);
-        let at = kb.b.ins().iadd(at, ch);
+        let origin = im2col.origin(kb, oy, ox);
         let image = kb.addr(src, n, image_bytes, 0);
-        if padded {
-            let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h as i64);
-            let in_x =
-                kb.b.ins()
-                    .icmp_imm_s(IntCC::UnsignedLessThan, ix, wd as i64);
-            let inside = kb.b.ins().band(in_y, in_x);
-            let zero_at = kb.iconst(0);
-            let safe = kb.select(inside, at, zero_at);
-            let v = kb.load_at(F32, image, safe);
-            let zero = kb.fconst(0.0);
-            kb.select(inside, v, zero)
-        } else {
-            kb.load_at(F32, image, at)
-        }
+        im2col.load(kb, image, origin, kk)
     };
     let add_bias = |kb: &mut KernelBuilder, j: Value, s: Value| match bias_t {
         Some(t) => {
