@@ -1,17 +1,16 @@
 //! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul, Gemm or Conv (one group) of
 //! low-bit integers (1 to 4 bit activations; 1 to 4 bit or bipolar weights; plain or scaled)
-//! becomes `bitserial_matmul` or `bitserial_conv`, the
-//! exact integer dot product a backend computes as a weighted sum of popcounts over pairs of
-//! bit planes, times the layer's scale, where a cost model says that beats summing the
-//! integers as floats.
+//! becomes `bitserial_matmul` or `bitserial_conv` times the layer's scale, where a cost model
+//! says that beats summing the integers as floats. A backend computes the exact integer dot
+//! product as a weighted sum of popcounts over pairs of bit planes.
 //!
 //! The value is unchanged: a layer on scaled integers is its integer sum times `s_a * s_w[c]`
 //! rounded once, and so is the multiply after the integer op. Thresholds reading the value
 //! move onto the integers, as after an XNOR layer.
 //!
 //! # Cost model
-//! Per row (a convolution's output position), with `N` outputs, `K` terms, `W = ceil(K / 64)` words and `p = b_a * b_w`
-//! plane pairs: bit-serial costs `N * W * p` popcount steps plus `K * b_a` steps to pack the
+//! Per row (a convolution's output position), with `N` outputs, `K` terms, `W = ceil(K / 64)`
+//! words and `p = b_a * b_w` plane pairs: bit-serial costs `N * W * p` popcount steps plus `K * b_a` steps to pack the
 //! activations' planes; the exact float kernel costs `N * K / 4` four-lane multiply-adds.
 //! The step costs were fitted to `bnnc bench` per-step times on the benchmark machine (AMD
 //! EPYC Zen 5), forcing each kernel with `BNNC_BIT_SERIAL=always|never`:

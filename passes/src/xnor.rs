@@ -10,8 +10,8 @@
 //! found by search on the multiply's f32 values (a negative scale turns a channel's direction
 //! around), so binary layers keep their fused integer output stage.
 //!
-//! Low-bit (2 to 4 bit) matrix products lower to `bitserial_matmul` where a cost model
-//! prefers it ([`crate::bitserial`]).
+//! Low-bit (1 to 4 bit) matrix products and convolutions lower to `bitserial_matmul` and
+//! `bitserial_conv` where a cost model prefers them ([`crate::bitserial`]).
 //!
 //! Weights must be constants (run `cleanup` first so weight quantizers are folded into
 //! bipolar constants); the packing of the bits into words is the backend's layout.
