@@ -187,18 +187,48 @@ fn layer(graph: &Graph, n: NodeId, constant: &[bool]) -> Layer {
         None
     };
     let out = ty(node.outputs[0]);
+    // A lowered XNOR layer's packed words hold one bipolar weight per bit of each filter's
+    // reduction (the padding bits of a last word are not weights).
+    let weights = weight.map(|w| match node.op {
+        Op::XnorConv(_) | Op::XnorMatMul => {
+            let filters = ty(w).shape.first().copied().unwrap_or(0);
+            (ElemType::BIPOLAR, (filters * reduction(graph, n)) as u64)
+        }
+        _ => (ty(w).elem, ty(w).numel() as u64),
+    });
     Layer {
         node: node.name.clone(),
         op: node.op.name(),
         shape: out.shape,
         inputs: data.iter().map(|&v| ty(v).elem).collect(),
-        weights: weight.map(|w| ty(w).elem),
+        weights: weights.as_ref().map(|(elem, _)| elem.clone()),
         outputs: node.outputs.iter().map(|&v| ty(v).elem).collect(),
         macs: macs(graph, n),
-        weight_bits: weight.map_or(0, |w| {
-            let t = ty(w);
-            t.numel() as u64 * t.elem.bits() as u64
-        }),
+        weight_bits: weights.map_or(0, |(elem, count)| count * u64::from(elem.bits())),
+    }
+}
+
+/// The products each output of linear layer `n` sums.
+fn reduction(graph: &Graph, n: NodeId) -> usize {
+    let node = graph.node(n);
+    let shape = |i: usize| graph.value(node.inputs[i]).ty.shape.clone();
+    match &node.op {
+        // x (N, C, ...), packed weights (M, K..., words): C times the taps.
+        Op::XnorConv(_) => {
+            let w = shape(1);
+            let taps: usize = w[1..w.len().saturating_sub(1)].iter().product();
+            shape(0).get(1).copied().unwrap_or(0) * taps
+        }
+        Op::Conv(_) | Op::BitSerialConv { .. } => shape(1).iter().skip(1).product(),
+        Op::Gemm(g) => {
+            let a = shape(0);
+            let k = if g.trans_a { a.first() } else { a.get(1) };
+            k.copied().unwrap_or(0)
+        }
+        Op::MatMul | Op::XnorMatMul | Op::BitSerialMatMul { .. } => {
+            shape(0).last().copied().unwrap_or(0)
+        }
+        _ => 0,
     }
 }
 
@@ -230,25 +260,8 @@ pub fn node_binary_macs(graph: &Graph, n: NodeId) -> u64 {
 
 /// Multiply-accumulates of one run of a linear layer.
 fn macs(graph: &Graph, n: NodeId) -> u64 {
-    let node = graph.node(n);
-    let shape = |i: usize| graph.value(node.inputs[i]).ty.shape.clone();
-    let out_numel = graph.value(node.outputs[0]).ty.numel() as u64;
-    match &node.op {
-        Op::Conv(_) | Op::XnorConv(_) | Op::BitSerialConv { .. } => {
-            let w = shape(1);
-            // Each output element sums C/group * prod(kernel) products: the weight's size per filter.
-            out_numel * w.iter().skip(1).product::<usize>() as u64
-        }
-        Op::Gemm(g) => {
-            let a = shape(0);
-            let k = if g.trans_a { a.first() } else { a.get(1) };
-            out_numel * k.copied().unwrap_or(0) as u64
-        }
-        Op::MatMul | Op::XnorMatMul | Op::BitSerialMatMul { .. } => {
-            out_numel * shape(0).last().copied().unwrap_or(0) as u64
-        }
-        _ => 0,
-    }
+    let out_numel = graph.value(graph.node(n).outputs[0]).ty.numel() as u64;
+    out_numel * reduction(graph, n) as u64
 }
 
 fn count_or_dash(n: u64) -> String {

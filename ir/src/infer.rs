@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::op::{BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
+use crate::packing;
 use crate::tensor::Tensor;
 use crate::types::{checked_numel, is_power_of_two, ElemType, IntType, Scale, Shape, TensorType};
 
@@ -416,17 +417,33 @@ fn infer(
         Op::XnorMatMul => {
             arity(inputs, 2, 2)?;
             let (a, w) = (&inputs[0].shape, &inputs[1].shape);
-            if a.is_empty() || w.len() != 2 {
+            let (Some(&k), &[m, words]) = (a.last(), w.as_slice()) else {
                 return Err(format!(
-                    "operands have shapes {a:?} and {w:?}, expected (.., K) and (K, M)"
+                    "operands have shapes {a:?} and {w:?}, expected (.., K) and packed \
+                     (M, words(K))"
                 ));
+            };
+            if words != packing::words(k) {
+                return Err(format!("{words} words per column pack {k} rows"));
             }
-            let (shape, k) = matmul_shape(a, w)?;
+            let (shape, k) = matmul_shape(a, &[k, m])?;
             one(xnor_accumulator(k)?, shape)
         }
         Op::XnorConv(attrs) => {
             arity(inputs, 2, 2)?;
-            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+            let (x, w) = (inputs[0], inputs[1]);
+            let c = x.shape.get(1).copied().unwrap_or(0);
+            let (Some((&m, rest)), Some(&words)) = (w.shape.split_first(), w.shape.last()) else {
+                return Err(format!("packed weights of shape {:?}", w.shape));
+            };
+            if words != packing::words(c) {
+                return Err(format!("{words} words per tap pack {c} channels"));
+            }
+            // The weights' logical shape (M, C, K...).
+            let mut logical = vec![m, c];
+            logical.extend_from_slice(&rest[..rest.len() - 1]);
+            let logical = TensorType::new(ElemType::BIPOLAR, logical);
+            let (shape, k) = conv_shape(attrs, x, &logical)?;
             one(xnor_accumulator(k)?, shape)
         }
         Op::BitSerialMatMul { a_scale } => {
@@ -1822,7 +1839,8 @@ mod tests {
             &Op::XnorConv(attrs),
             &[
                 typed(ElemType::BIPOLAR, &[1, 3, 4, 4]),
-                typed(ElemType::BIPOLAR, &[2, 3, 3, 3]),
+                // 2 filters of 3 channels, packed: (M, KH, KW, words(C)).
+                typed(ElemType::I64, &[2, 3, 3, 1]),
             ],
         );
         assert_eq!(
@@ -1833,12 +1851,24 @@ mod tests {
             &Op::XnorMatMul,
             &[
                 typed(ElemType::BIPOLAR, &[2, 8]),
-                typed(ElemType::BIPOLAR, &[8, 4]),
+                // (K, M) = (8, 4) packed: (M, words(K)).
+                typed(ElemType::I64, &[4, 1]),
             ],
         );
         assert_eq!(
             t.unwrap()[0],
             typed(ElemType::Int(IntType::Signed(5)), &[2, 4])
         );
+        // Words that do not pack the reduction are an error.
+        let wrong = infer_vars(
+            &Op::XnorMatMul,
+            &[
+                typed(ElemType::BIPOLAR, &[2, 80]),
+                typed(ElemType::I64, &[4, 1]),
+            ],
+        );
+        assert!(wrong
+            .unwrap_err()
+            .contains("1 words per column pack 80 rows"));
     }
 }

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod infer;
 pub mod interp;
 pub mod op;
+pub mod packing;
 pub mod tensor;
 pub mod text;
 pub mod types;

@@ -252,10 +252,13 @@ pub enum Op {
     /// absent).
     Threshold(ThresholdAttrs),
     /// Bipolar x bipolar matrix product as an integer: `dot = K - 2 * popcount(a ^ w)`.
-    /// Operands: a `(.., K)`, w `(K, M)`, both bipolar.
+    /// Operands: a bipolar `(.., K)`, and the weights, bipolar `(K, M)` packed into 64-bit
+    /// words along K: an i64 tensor `(M, words(K))` ([`crate::packing`]).
     XnorMatMul,
     /// Bipolar x bipolar convolution as an integer; zero padding contributes 0 to the dot
-    /// product (only valid taps count). Operands: x, w, both bipolar.
+    /// product (only valid taps count). Operands: x bipolar `(N, C, K...)`, and the weights,
+    /// bipolar `(M, C, K...)` packed into 64-bit words along the channels: an i64 tensor
+    /// `(M, K..., words(C))` ([`crate::packing`]).
     XnorConv(ConvAttrs),
     /// MaxPool on the channels (axis 1) whose `min` is false, MinPool on the others: what a
     /// MaxPool becomes when it moves past a quantizer that falls on some channels

@@ -106,6 +106,14 @@ impl Tensor {
         }
     }
 
+    /// Every element as i64 (f32 truncated toward zero).
+    pub fn to_i64_vec(&self) -> Vec<i64> {
+        match &self.data {
+            TensorData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::I64(v) => v.clone(),
+        }
+    }
+
     /// The same data under another shape of the same size.
     pub fn reshaped(self, shape: Shape) -> Option<Self> {
         (checked_numel(&shape)? == self.len()).then_some(Tensor {

@@ -14,10 +14,11 @@
 //! `bitserial_conv` where a cost model prefers them ([`crate::bitserial`]).
 //!
 //! Weights must be constants (run `cleanup` first so weight quantizers are folded into
-//! bipolar constants); the packing of the bits into words is the backend's layout.
+//! bipolar constants); the lowered ops hold their signs packed into 64-bit words along the
+//! reduction axis ([`bnnc_ir::packing`]), as backends read them.
 
 use bnnc_ir::{
-    BinaryOp, ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor, ValueId,
+    packing, BinaryOp, ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor, ValueId,
 };
 
 use crate::manager::PassReport;
@@ -37,14 +38,11 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
         };
         let out = node.outputs[0];
         let name = graph.value(out).name.clone();
-        let weight = match plan.signs {
-            Some((suffix, signs)) => graph.add_const(
-                format!("{}.{suffix}", graph.value(node.inputs[1]).name),
-                Some(ElemType::BIPOLAR),
-                signs,
-            )?,
-            None => node.inputs[1],
-        };
+        let weight = graph.add_const(
+            format!("{}.packed", graph.value(node.inputs[1]).name),
+            Some(ElemType::I64),
+            plan.packed,
+        )?;
         let lowered_op = plan.op.name();
         let operands = [node.inputs[0], weight];
         let Some(scales) = plan.scales else {
@@ -76,7 +74,8 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
 /// layer's own (and the suffix of their name), and the weight scale.
 struct Plan {
     op: Op,
-    signs: Option<(&'static str, Tensor)>,
+    /// The weights' signs packed into words ([`packing`]).
+    packed: Tensor,
     scales: Option<WeightScale>,
 }
 
@@ -211,23 +210,26 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
     let Some(signs) = signs else {
         return Ok(None);
     };
-    let mut signs = scales
-        .is_some()
-        .then(|| ("signs", Tensor::f32(w.shape.clone(), signs)));
+    let mut signs = Tensor::f32(w.shape.clone(), signs);
     if matches!(&node.op, Op::Gemm(g) if g.trans_b) {
-        // XnorMatMul takes (K, M) weights: transpose Gemm's (M, K) once, here.
-        let (suffix, t) = signs.unwrap_or(("kxm", w_data.clone()));
+        // Gemm's (M, K) weights as the (K, M) of a matrix product.
         let transpose = Op::Transpose { perm: vec![1, 0] };
-        let t = bnnc_ir::interp::eval(&transpose, &[&t])
+        signs = bnnc_ir::interp::eval(&transpose, &[&signs])
             .map_err(|reason| IrError::Node {
                 node: node.name.clone(),
                 op: node.op.name(),
                 reason,
             })?
             .swap_remove(0);
-        signs = Some((suffix, t));
     }
-    Ok(Some(Plan { op, signs, scales }))
+    let packed = match op {
+        Op::XnorConv(_) => packing::pack_conv_weights(&signs),
+        _ => packing::pack_matrix_weights(&signs),
+    };
+    let Some(packed) = packed else {
+        return Ok(None);
+    };
+    Ok(Some(Plan { op, packed, scales }))
 }
 
 /// Rewrites each Threshold on `scaled = acc * scale` (constant thresholds, channels on

@@ -75,7 +75,7 @@ pub struct XnorConvKernel {
     pub output: (usize, usize),
     pub strides: (usize, usize),
     pub dilations: (usize, usize),
-    /// [`bnnc_runtime::packing::pack_conv_weights`] of the filters.
+    /// The filters' packed words, `(M, taps, words(C))` ([`bnnc_ir::packing`]).
     pub weights: Vec<u64>,
     pub sign: Vec<i64>,
     pub bound: Vec<i64>,

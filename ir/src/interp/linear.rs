@@ -38,15 +38,20 @@ pub(super) fn conv(attrs: &ConvAttrs, x: &[&Tensor], out: &[usize]) -> Result<Te
     f32_result(out, y)
 }
 
-/// Bipolar convolution: both operands hold only ±1; padded taps contribute 0. The sums are
-/// integers of magnitude at most K <= 2^24 (inference checks), hence exact in f32.
+/// Bipolar convolution: activations of ±1 against packed bipolar weights (unpacked here);
+/// padded taps contribute 0. The sums are integers of magnitude at most K <= 2^24 (inference
+/// checks), hence exact in f32.
 pub(super) fn xnor_conv(attrs: &ConvAttrs, x: &[&Tensor], out: &[usize]) -> Result<Tensor, String> {
-    let (input, w) = (floats(x[0]), floats(x[1]));
+    let input = floats(x[0]);
     check_bipolar(&input, 0)?;
-    check_bipolar(&w, 1)?;
+    let c = x[0].shape()[1];
+    let packed = x[1].shape();
+    let mut w_shape = vec![packed[0], c];
+    w_shape.extend_from_slice(&packed[1..packed.len() - 1]);
+    let w = crate::packing::unpack_conv_weights(x[1], c);
     f32_result(
         out,
-        conv_f32(attrs, &input, x[0].shape(), &w, x[1].shape(), out),
+        conv_f32(attrs, &input, x[0].shape(), &w, &w_shape, out),
     )
 }
 
@@ -319,13 +324,16 @@ pub(super) fn matmul(x: &[&Tensor], out: &[usize]) -> Result<Tensor, String> {
     )
 }
 
-/// Bipolar matrix product: operands of ±1 only, so the f32 sums are the exact integer dot
-/// products (|dot| <= K <= 2^24, checked by inference).
+/// Bipolar matrix product: activations of ±1 against packed bipolar weights (unpacked
+/// here), so the f32 sums are the exact integer dot products (|dot| <= K <= 2^24, checked by
+/// inference).
 pub(super) fn xnor_matmul(x: &[&Tensor], out: &[usize]) -> Result<Tensor, String> {
-    let (a, w) = (floats(x[0]), floats(x[1]));
+    let a = floats(x[0]);
     check_bipolar(&a, 0)?;
-    check_bipolar(&w, 1)?;
-    f32_result(out, matmul_nd(&a, x[0].shape(), &w, x[1].shape())?)
+    let k = x[0].shape().last().copied().unwrap_or(0);
+    let m = x[1].shape()[0];
+    let w = crate::packing::unpack_matrix_weights(x[1], k);
+    f32_result(out, matmul_nd(&a, x[0].shape(), &w, &[k, m])?)
 }
 
 /// A low-bit integer matrix product: the activations' integers (`a / a_scale`, rounded)
@@ -576,16 +584,17 @@ mod tests {
 
     #[test]
     fn xnor_conv_counts_only_valid_taps() {
+        let conv_packed = |w: Tensor| crate::packing::pack_conv_weights(&w).unwrap();
         let x = t(&[1, 1, 2, 2], &[1.0, -1.0, -1.0, 1.0]);
-        let w = t(&[1, 1, 3, 3], &[1.0; 9]);
+        let w = conv_packed(t(&[1, 1, 3, 3], &[1.0; 9]));
         let attrs = conv_attrs(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], 1);
         let y = eval1(&Op::XnorConv(attrs.clone()), &[&x, &w]);
         // Every window holds all four inputs: 1 - 1 - 1 + 1 = 0.
         assert_eq!(y.as_f32().unwrap(), &[0.0; 4]);
-        let w = t(
+        let w = conv_packed(t(
             &[1, 1, 3, 3],
             &[-1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
-        );
+        ));
         let y = eval1(&Op::XnorConv(attrs.clone()), &[&x, &w]);
         // The -1 tap (top-left) sees x[0][0] only from output (1, 1).
         assert_eq!(y.as_f32().unwrap(), &[0.0, 0.0, 0.0, -2.0]);
@@ -682,6 +691,8 @@ mod tests {
     fn xnor_matmul_dot() {
         let a = t(&[1, 4], &[1.0, -1.0, 1.0, 1.0]);
         let w = t(&[4, 2], &[1.0, -1.0, -1.0, -1.0, 1.0, -1.0, 1.0, -1.0]);
+        let w = crate::packing::pack_matrix_weights(&w).unwrap();
+        assert_eq!(w.shape(), &[2, 1]);
         assert_eq!(
             eval1(&Op::XnorMatMul, &[&a, &w]).as_f32().unwrap(),
             &[4.0, -2.0]

@@ -148,8 +148,8 @@ fn op_errors_name_the_node() {
     let w = g
         .add_const(
             "w",
-            Some(ElemType::BIPOLAR),
-            Tensor::f32(vec![2, 1], vec![1.0, -1.0]),
+            Some(ElemType::I64),
+            crate::packing::pack_matrix_weights(&Tensor::f32(vec![2, 1], vec![1.0, -1.0])).unwrap(),
         )
         .unwrap();
     let y = g

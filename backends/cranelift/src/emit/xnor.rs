@@ -7,7 +7,7 @@
 //! in, compares each against its channel's integer threshold and writes packed bits.
 
 use bnnc_ir::{ConvAttrs, Graph, Node, Op};
-use bnnc_runtime::packing::{pack_conv_weights, pack_matrix_weights, words, WORD_BITS};
+use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I16X8, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
@@ -106,22 +106,18 @@ pub(crate) fn conv_kernel(
     let Some(data) = graph.const_data(node.inputs[1]) else {
         return Ok(None);
     };
-    let data = data.to_f32_vec();
-    // Input, filters, output, strides, dilations, filters' weights as (M, C, taps).
-    let (input, filters, output, strides, dilations, data) = match (&node.op, &x[..], &w[..]) {
-        (Op::XnorMatMul, &[rows, k], &[_, m]) => (
-            (rows, k, 1, 1),
-            (m, 1, 1),
-            (1, 1),
-            (1, 1),
-            (1, 1),
-            filters_of(&data, k, m),
-        ),
-        (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, wc, kh, kw]) => {
+    // The weights are packed as the kernels read them: (M, taps, words), one tap for a
+    // matrix product.
+    let weights = packed_words(data);
+    let (input, filters, output, strides, dilations) = match (&node.op, &x[..], &w[..]) {
+        (Op::XnorMatMul, &[rows, k], &[m, _]) => {
+            ((rows, k, 1, 1), (m, 1, 1), (1, 1), (1, 1), (1, 1))
+        }
+        (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, kh, kw, _]) => {
             let &[_, _, oh, ow] = &out[..] else {
                 return Ok(None);
             };
-            if attrs.group != 1 || wc != c || attrs.pads.iter().any(|&p| p != 0) {
+            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
                 return Ok(None);
             }
             (
@@ -130,7 +126,6 @@ pub(crate) fn conv_kernel(
                 (oh, ow),
                 (attrs.strides[0], attrs.strides[1]),
                 (attrs.dilations[0], attrs.dilations[1]),
-                data,
             )
         }
         _ => return Ok(None),
@@ -138,7 +133,6 @@ pub(crate) fn conv_kernel(
     let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
         return Ok(None);
     };
-    let (m, kh, kw) = filters;
     // Pooled, it computes the positions the pooled pixels gather.
     let (output, pool) = match pool {
         Some(p) => (
@@ -157,16 +151,11 @@ pub(crate) fn conv_kernel(
         output,
         strides,
         dilations,
-        weights: pack_conv_weights(&data, m, input.1, kh * kw),
+        weights,
         sign,
         bound,
         pool,
     }))
-}
-
-/// `(K, M)` matrix weights as `M` filters of `K` channels.
-fn filters_of(w_km: &[f32], k: usize, m: usize) -> Vec<f32> {
-    (0..m * k).map(|i| w_km[(i % k) * m + i / k]).collect()
 }
 
 /// An XNOR matrix product `(rows, K) x (K, M)` is a 1x1 convolution of `rows` images of one
@@ -184,23 +173,20 @@ pub(crate) fn matmul_as_conv(
 ) -> Result<(), BackendError> {
     let (a, w) = (&operands[0], &operands[1]);
     // Without vector popcounts the register-blocked scalar product is the faster.
-    let (true, &[rows, k], &[wk, m]) = (simd, a.shape.as_slice(), w.shape.as_slice()) else {
+    let (true, &[rows, k], &[m, nw]) = (simd, a.shape.as_slice(), w.shape.as_slice()) else {
         return matmul(kb, node, operands, out, stage);
     };
-    if wk != k {
-        return Err(BackendError::unsupported(node, "operand shapes disagree"));
-    }
-    let filters = filters_of(&weights(node, w)?, k, m);
-    let view = |shape: Vec<usize>, of: &Operand, data: Option<Vec<f32>>| Operand {
-        data: data.map(|d| std::sync::Arc::new(bnnc_ir::Tensor::f32(shape.clone(), d))),
+    // The packed (M, words) weights are (M, 1, 1, words) filters as they are.
+    let view = |shape: Vec<usize>, of: &Operand| Operand {
+        data: of.data.clone(),
         shape,
         elem: of.elem.clone(),
         storage: of.storage,
         ptr: of.ptr,
     };
-    let x = view(vec![rows, k, 1, 1], a, None);
-    let filters = view(vec![m, k, 1, 1], w, Some(filters));
-    let out = view(vec![rows, m, 1, 1], out, None);
+    let x = view(vec![rows, k, 1, 1], a);
+    let filters = view(vec![m, 1, 1, nw], w);
+    let out = view(vec![rows, m, 1, 1], out);
     let attrs = ConvAttrs {
         kernel: vec![1, 1],
         strides: vec![1, 1],
@@ -211,9 +197,17 @@ pub(crate) fn matmul_as_conv(
     conv(kb, node, &attrs, &[x, filters], &out, stage, simd, None)
 }
 
-fn weights(node: &Node, w: &Operand) -> Result<Vec<f32>, BackendError> {
-    w.const_f32()
+/// The weights' packed words, as the lowering pass packed them ([`bnnc_ir::packing`]).
+fn weights(node: &Node, w: &Operand) -> Result<Vec<u64>, BackendError> {
+    w.data
+        .as_deref()
+        .map(packed_words)
         .ok_or_else(|| BackendError::unsupported(node, "the weights must be constant"))
+}
+
+/// The words of a packed-weights constant (stored as the bits of i64 elements).
+fn packed_words(t: &bnnc_ir::Tensor) -> Vec<u64> {
+    t.to_i64_vec().into_iter().map(|w| w as u64).collect()
 }
 
 /// `popcount(x ^ w)` added to `acc`.
@@ -382,17 +376,16 @@ pub(crate) fn matmul(
 ) -> Result<(), BackendError> {
     let (a, w) = (&operands[0], &operands[1]);
     let (rows, k, _) = bit_geometry(&a.shape);
-    let &[wk, m] = w.shape.as_slice() else {
+    let &[m, nw] = w.shape.as_slice() else {
         return Err(BackendError::unsupported(
             node,
-            "weights must be a (K, M) matrix",
+            "weights must be packed as (M, words)",
         ));
     };
-    if wk != k {
+    if nw != words(k) {
         return Err(BackendError::unsupported(node, "operand shapes disagree"));
     }
-    let nw = words(k);
-    let packed = kb.table_u64(&pack_matrix_weights(&weights(node, w)?, k, m));
+    let packed = kb.table_u64(&weights(node, w)?);
     let tables = stage_tables(kb, stage);
     let (src, dst) = (a.ptr, out.ptr);
     let row_out_bytes = match stage {
@@ -594,7 +587,7 @@ pub(crate) fn conv(
     pool: Option<BitPool>,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
-    let (&[batch, c, h, wd], &[m, wc, kh, kw], &[_, _, out_h, out_w]) =
+    let (&[batch, c, h, wd], &[m, kh, kw, wc], &[_, _, out_h, out_w]) =
         (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
     else {
         return Err(BackendError::unsupported(
@@ -602,7 +595,7 @@ pub(crate) fn conv(
             "the native XNOR convolution is 2-D",
         ));
     };
-    if attrs.group != 1 || wc != c {
+    if attrs.group != 1 || wc != words(c) {
         return Err(BackendError::unsupported(
             node,
             "grouped XNOR convolutions have no native kernel yet",
@@ -615,7 +608,7 @@ pub(crate) fn conv(
     };
     let nw = words(c);
     let taps = kh * kw;
-    let w_packed = pack_conv_weights(&weights(node, w)?, m, c, taps);
+    let w_packed = weights(node, w)?;
     let packed = kb.table_u64(&w_packed);
     let padded = attrs.pads.iter().any(|&p| p != 0);
     // Filter pairs interleaved word by word, for the vector kernel.
