@@ -482,3 +482,18 @@ fn every_pass_case_runs_natively_as_interpreted() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The runtime's activation bits and the compiler's weight bits share one layout: a run of
+/// bipolar values packs to the same words either way, so `popcount(a ^ w)` lines them up.
+#[test]
+fn activation_and_weight_bit_layouts_agree() {
+    let values: Vec<f32> = (0..70)
+        .map(|i| if i % 3 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let runtime = bnnc_runtime::packing::pack_bipolar(values.iter().copied());
+    // A (70, 1) matrix packs its one column of 70 rows.
+    let column = bnnc_ir::Tensor::f32(vec![70, 1], values);
+    let compiler = bnnc_ir::packing::pack_matrix_weights(&column).unwrap();
+    let compiler: Vec<u64> = compiler.to_i64_vec().iter().map(|&w| w as u64).collect();
+    assert_eq!(runtime, compiler);
+}
