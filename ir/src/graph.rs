@@ -232,6 +232,24 @@ impl Graph {
         &self.nodes[n]
     }
 
+    /// The node that uses value `v`, if it is the only one, uses it once, and `v` is not a
+    /// graph output: where a rewrite may change `v` without anyone else seeing.
+    pub fn only_user(&self, v: ValueId) -> Option<NodeId> {
+        if self.outputs.contains(&v) {
+            return None;
+        }
+        let producer = self.producer(v)?;
+        let mut users: Vec<NodeId> = self
+            .users(producer)
+            .filter(|&u| self.nodes[u].inputs.contains(&v))
+            .collect();
+        users.dedup();
+        match users[..] {
+            [u] if self.nodes[u].inputs.iter().filter(|&&i| i == v).count() == 1 => Some(u),
+            _ => None,
+        }
+    }
+
     /// Whether node `n` is (still) in the graph.
     pub fn contains_node(&self, n: NodeId) -> bool {
         self.nodes.contains_node(n)

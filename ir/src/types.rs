@@ -52,6 +52,18 @@ impl IntType {
         }
     }
 
+    /// The bit planes of the type's integers, `sum_p c_p * 2^p * bit_p`: their number, and
+    /// whether the top one counts negatively (`c = -1`, two's complement). `None` for
+    /// bipolar values, which are not sums of planes.
+    pub fn planes(self) -> Option<(usize, bool)> {
+        match self {
+            IntType::Bipolar => None,
+            IntType::Binary => Some((1, false)),
+            IntType::Unsigned(b) => Some((b.into(), false)),
+            IntType::Signed(b) => Some((b.into(), true)),
+        }
+    }
+
     /// Whether the value `v` belongs to the type.
     pub fn contains(self, v: f64) -> bool {
         if v.fract() != 0.0 {

@@ -8,6 +8,7 @@ use bnnc_ir::interp::batchnorm_scale_shift;
 use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor};
 
 use crate::manager::PassReport;
+use crate::threshold::channel_shape;
 
 /// Rewrites every BatchNorm with constant parameters into a Mul and an Add.
 pub fn batchnorm_to_affine(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
@@ -32,9 +33,7 @@ pub fn batchnorm_to_affine(graph: &mut Graph, report: &mut PassReport) -> Result
         let (scales, shifts): (Vec<f32>, Vec<f32>) = (0..gamma.len())
             .map(|c| batchnorm_scale_shift(gamma[c], beta[c], mean[c], var[c], epsilon))
             .unzip();
-        // (C) along axis 1 of (N, C, ...): (C, 1, ...).
-        let mut shape = vec![gamma.len()];
-        shape.resize(rank.saturating_sub(1).max(1), 1);
+        let shape = channel_shape(gamma.len(), rank);
         let out_name = graph.value(out).name.clone();
         let s = graph.add_const(
             format!("{out_name}.scale"),

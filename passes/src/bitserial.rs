@@ -30,6 +30,7 @@
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
 use crate::manager::PassReport;
+use crate::threshold::channel_shape;
 use crate::xnor::{replace_by_integers, Integers, WeightScale};
 
 /// Nanoseconds per popcount step (load, and, popcount, add) of the bit-serial kernel.
@@ -109,11 +110,9 @@ struct Plan {
 
 /// The planes of an integer type: unsigned, or two's complement, of at most [`MAX_BITS`].
 fn planes(t: IntType) -> Option<usize> {
-    match t {
-        IntType::Binary => Some(1),
-        IntType::Signed(b) | IntType::Unsigned(b) if b <= MAX_BITS => Some(b.into()),
-        _ => None,
-    }
+    t.planes()
+        .map(|(count, _)| count)
+        .filter(|&count| count <= usize::from(MAX_BITS))
 }
 
 fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
@@ -204,7 +203,7 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         values: w_scales.iter().map(|s| a_scale * s).collect(),
         shape: match (w_scales.len(), &op) {
             (1, _) => Vec::new(),
-            (_, Op::BitSerialConv { .. }) => vec![n, 1, 1],
+            (_, Op::BitSerialConv { .. }) => channel_shape(n, out.len()),
             _ => vec![n],
         },
     };

@@ -11,6 +11,7 @@ use bnnc_ir::interp::integer_first;
 use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, TensorType, ValueId};
 
 use crate::manager::PassReport;
+use crate::threshold::channel_shape;
 
 /// Runs the cleanup rewrites until none applies.
 pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
@@ -192,12 +193,10 @@ fn split_biases(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrErro
         }
         let mut bias = node.inputs[2];
         if let Op::Conv(_) = node.op {
-            // (M) along the channels of (N, M, spatial...): (M, 1, ...).
             let Some(data) = graph.const_data(bias) else {
                 continue;
             };
-            let mut shape = vec![data.len()];
-            shape.resize(out_ty.shape.len() - 1, 1);
+            let shape = channel_shape(data.len(), out_ty.shape.len());
             let values = data.to_f32_vec();
             let name = format!("{}.channels", graph.value(bias).name);
             bias = graph.add_const(name, None, Tensor::f32(shape, values))?;

@@ -118,7 +118,7 @@ fn plan(graph: &Graph, pool: NodeId, attrs: &PoolAttrs) -> Result<Plan, Skip> {
     let mut steps = Vec::new();
     let mut at = y;
     let (quantizer, q) = loop {
-        let user = only_user(graph, at).ok_or(Skip::Silent)?;
+        let user = graph.only_user(at).ok_or(Skip::Silent)?;
         let n = graph.node(user);
         if let Some(q) = quantizer_of(graph, user, &y_shape)? {
             break (user, q);
@@ -162,23 +162,6 @@ fn plan(graph: &Graph, pool: NodeId, attrs: &PoolAttrs) -> Result<Plan, Skip> {
         quantizer,
         min,
     })
-}
-
-/// The node using `v`, if it is the only use and `v` is not a graph output.
-fn only_user(graph: &Graph, v: ValueId) -> Option<NodeId> {
-    if graph.outputs().contains(&v) {
-        return None;
-    }
-    let producer = graph.producer(v)?;
-    let mut users: Vec<NodeId> = graph
-        .users(producer)
-        .filter(|&u| graph.node(u).inputs.contains(&v))
-        .collect();
-    users.dedup();
-    match users[..] {
-        [u] if graph.node(u).inputs.iter().filter(|&&i| i == v).count() == 1 => Some(u),
-        _ => None,
-    }
 }
 
 /// A constant operand of `n`, as per-channel values for a tensor of `shape`.

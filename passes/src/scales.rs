@@ -18,7 +18,7 @@
 use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, Node, NodeId, Op, Tensor, ValueId};
 
 use crate::manager::PassReport;
-use crate::threshold::per_channel;
+use crate::threshold::{channel_shape, per_channel};
 
 /// The most `(channel, integer)` pairs the check evaluates.
 const MAX_EVALUATIONS: usize = 1 << 22;
@@ -93,18 +93,6 @@ fn step_of(graph: &Graph, n: NodeId) -> Option<(Step, ValueId)> {
     ))
 }
 
-/// The value's only user, if it has one and is not a graph output.
-fn only_user(graph: &Graph, v: ValueId) -> Option<NodeId> {
-    if graph.outputs().contains(&v) {
-        return None;
-    }
-    let mut users = graph
-        .node_ids()
-        .filter(|&u| graph.node(u).inputs.contains(&v));
-    let user = users.next()?;
-    users.next().is_none().then_some(user)
-}
-
 /// Collapses every chain of two or more constant steps where exact.
 pub fn fuse_scales(graph: &mut Graph) -> Result<PassReport, IrError> {
     let mut report = PassReport::default();
@@ -117,14 +105,14 @@ pub fn fuse_scales(graph: &mut Graph) -> Result<PassReport, IrError> {
         };
         // Chains start at a step whose operand no step of the chain computed.
         if let Some(p) = graph.producer(x) {
-            if step_of(graph, p).is_some() && only_user(graph, x) == Some(n) {
+            if step_of(graph, p).is_some() && graph.only_user(x) == Some(n) {
                 continue;
             }
         }
         let mut nodes = vec![n];
         let mut steps = vec![first];
         let mut at = graph.node(n).outputs[0];
-        while let Some(u) = only_user(graph, at) {
+        while let Some(u) = graph.only_user(at) {
             match step_of(graph, u) {
                 Some((step, operand)) if operand == at => {
                     nodes.push(u);
@@ -226,23 +214,12 @@ fn collapse(
         }
     }
     let uniform = |v: &[f32]| v.iter().all(|&a| a.to_bits() == v[0].to_bits());
-    let shape_of = |v: &[f32]| -> Vec<usize> {
-        if uniform(v) {
-            Vec::new()
-        } else {
-            let mut s = vec![v.len()];
-            s.resize(ty.shape.len().saturating_sub(1).max(1), 1);
-            s
-        }
-    };
     let constant = |v: &[f32]| {
-        let shape = shape_of(v);
-        let data = if shape.is_empty() {
-            vec![v[0]]
+        if uniform(v) {
+            Tensor::f32(Vec::new(), vec![v[0]])
         } else {
-            v.to_vec()
-        };
-        Tensor::f32(shape, data)
+            Tensor::f32(channel_shape(v.len(), ty.shape.len()), v.to_vec())
+        }
     };
     let out = graph.node(last).outputs[0];
     let name = graph.value(out).name.clone();
@@ -265,11 +242,10 @@ fn collapse(
         )?[0];
         added.push(at);
     }
-    let shifted = at;
-    if graph.value(shifted).ty != graph.value(out).ty {
+    if graph.value(at).ty != graph.value(out).ty {
         let reason = format!(
             "the affine map is typed {}, the chain {}",
-            graph.value(shifted).ty,
+            graph.value(at).ty,
             graph.value(out).ty
         );
         for v in added.into_iter().rev() {
@@ -277,6 +253,6 @@ fn collapse(
         }
         return Ok(Outcome::Kept(reason));
     }
-    graph.replace_node(last, shifted)?;
+    graph.replace_node(last, at)?;
     Ok(Outcome::Collapsed)
 }

@@ -22,6 +22,7 @@ use bnnc_ir::{
 };
 
 use crate::manager::PassReport;
+use crate::threshold::channel_shape;
 
 /// Lowers every bipolar x (scaled) bipolar linear layer.
 pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
@@ -166,12 +167,11 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
     let out_rank = graph.value(node.outputs[0]).ty.shape.len();
     // The op, the weights' output-channel axis, and the multiplier's shape per channel.
     let (op, w_axis, channel_shape) = match &node.op {
-        Op::Conv(attrs) if node.inputs.len() == 2 => {
-            let m = w.shape[0];
-            let mut shape = vec![m];
-            shape.resize(out_rank - 1, 1);
-            (Op::XnorConv(attrs.clone()), 0, shape)
-        }
+        Op::Conv(attrs) if node.inputs.len() == 2 => (
+            Op::XnorConv(attrs.clone()),
+            0,
+            channel_shape(w.shape[0], out_rank),
+        ),
         Op::MatMul if w.shape.len() == 2 => (Op::XnorMatMul, 1, vec![w.shape[1]]),
         Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => {
             let axis = usize::from(!g.trans_b);

@@ -71,7 +71,7 @@ mod tests;
 pub use chain::{ChainStep, ChannelChain, Monotonicity, PerChannel};
 pub use error::FoldError;
 pub use output::LevelOutput;
-pub use per_channel::per_channel;
+pub use per_channel::{channel_shape, per_channel};
 pub use quantizer::{ChainQuantizer, MAX_LEVELS};
 pub use search::ACC_LIMIT;
 pub use table::ThresholdTable;

@@ -4,6 +4,14 @@ use bnnc_ir::Tensor;
 
 use super::PerChannel;
 
+/// The shape of a constant of `channels` values that broadcasts along axis 1 of a value of
+/// rank `rank` (numpy aligns shapes right): `(C, 1, ...)`, or `(C)` for a matrix.
+pub fn channel_shape(channels: usize, rank: usize) -> Vec<usize> {
+    let mut shape = vec![channels];
+    shape.resize(rank.saturating_sub(1).max(1), 1);
+    shape
+}
+
 /// The values of constant `t` for each channel of a tensor of shape `x`: one value when `t`
 /// has one element, else the values along axis 1 of `x` when that is the only axis along
 /// which `t` (right-aligned against `x`, as numpy broadcasts) varies.

@@ -1,4 +1,5 @@
-//! The bit-serial matrix product (`bitserial_matmul`): low-bit integers as bit planes.
+//! Bit-serial matrix products and convolutions (`bitserial_matmul`, `bitserial_conv`):
+//! low-bit integers as bit planes.
 //!
 //! An integer of `b` bits is `sum_p c_p * 2^p * bit_p`, with `c_p = -1` for the top plane of
 //! a two's complement type and 1 otherwise. So a dot product of activations `a` and weights
@@ -11,24 +12,16 @@
 //! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per row.
 
 use bnnc_ir::{ConvAttrs, ElemType, IntType, Node};
+use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::{KernelBuilder, Operand};
 use crate::BackendError;
 
-/// Bits per packed word.
-const WORD: usize = 64;
-
-/// How an integer type is split into planes: their number and whether the top one counts
-/// negatively (two's complement).
+/// How a value type splits into planes ([`IntType::planes`]).
 fn planes(elem: &ElemType) -> Option<(usize, bool)> {
-    match elem.int_type()? {
-        IntType::Binary => Some((1, false)),
-        IntType::Unsigned(b) => Some((b.into(), false)),
-        IntType::Signed(b) => Some((b.into(), true)),
-        IntType::Bipolar => None,
-    }
+    elem.int_type()?.planes()
 }
 
 /// The place value of plane `p` of `n`, negative for the top plane of a signed type.
@@ -92,7 +85,7 @@ fn products(
 ) {
     let ((pa, signed_a), (pw, signed_w)) = (planes.a, planes.w);
     let bipolar_w = planes.bipolar_w;
-    let words = k.div_ceil(WORD);
+    let words = words(k);
     // Weight planes, (N, pw, words): bit k of plane q of filter j.
     let mut table = vec![0u64; n * pw * words];
     for j in 0..n {
@@ -103,7 +96,7 @@ fn products(
             let q = if bipolar_w { i64::from(q > 0) } else { q };
             for plane in 0..pw {
                 if (q >> plane) & 1 == 1 {
-                    table[(j * pw + plane) * words + kk / WORD] |= 1 << (kk % WORD);
+                    table[(j * pw + plane) * words + kk / WORD_BITS] |= 1 << (kk % WORD_BITS);
                 }
             }
         }
@@ -116,7 +109,7 @@ fn products(
         let pack_words = |kb: &mut KernelBuilder, first_word: usize, count: usize, len: usize| {
             kb.for_range(count, |kb, wi| {
                 let wi = kb.b.ins().iadd_imm_s(wi, first_word as i64);
-                let first = kb.b.ins().imul_imm_s(wi, WORD as i64);
+                let first = kb.b.ins().imul_imm_s(wi, WORD_BITS as i64);
                 let zero = kb.iconst(0);
                 let gathered = kb.fold_range(len, vec![zero; pa], |kb, i, mut acc| {
                     let kk = kb.b.ins().iadd(first, i);
@@ -136,9 +129,9 @@ fn products(
                 }
             });
         };
-        pack_words(kb, 0, k / WORD, WORD);
-        if k % WORD != 0 {
-            pack_words(kb, k / WORD, 1, k % WORD);
+        pack_words(kb, 0, k / WORD_BITS, WORD_BITS);
+        if k % WORD_BITS != 0 {
+            pack_words(kb, k / WORD_BITS, 1, k % WORD_BITS);
         }
         // With bipolar weights, each activation plane's popcount over the row.
         let totals: Vec<Value> = if bipolar_w {
