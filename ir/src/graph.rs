@@ -53,6 +53,10 @@ pub struct Node {
     pub op: Op,
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
+    /// Runs in the output stage of the layer that computes its first operand (directly, or
+    /// through other fused nodes): a threshold, or a pool after it. The `fuse-output-stages`
+    /// pass decides this once, for every backend; it changes no value.
+    pub fused: bool,
 }
 
 /// A dataflow graph of quantized tensor ops with static shapes.
@@ -148,6 +152,7 @@ impl Graph {
             op,
             inputs: inputs.to_vec(),
             outputs: Vec::new(),
+            fused: false,
         });
         let outputs: Vec<ValueId> = output_names
             .into_iter()
@@ -294,6 +299,21 @@ impl Graph {
             graph: self.name.clone(),
             reason: format!("cycle through node `{}`", self.nodes[cycle.node_id()].name),
         })
+    }
+
+    /// Marks node `n` as run in its layer's output stage, or not ([`Node::fused`]).
+    pub fn set_fused(&mut self, n: NodeId, fused: bool) {
+        self.nodes[n].fused = fused;
+    }
+
+    /// The layer whose output stage runs fused node `n`: the producer of its first operand,
+    /// followed through other fused nodes. `None` for a node that is not fused.
+    pub fn stage_layer(&self, n: NodeId) -> Option<NodeId> {
+        let mut at = n;
+        while self.nodes[at].fused {
+            at = self.producer(*self.nodes[at].inputs.first()?)?;
+        }
+        (at != n).then_some(at)
     }
 
     /// Renames a value (for example to keep an ONNX output's name on another value).

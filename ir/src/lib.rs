@@ -9,6 +9,7 @@
 pub mod error;
 pub mod graph;
 pub mod infer;
+pub mod integer_threshold;
 pub mod interp;
 pub mod op;
 pub mod packing;

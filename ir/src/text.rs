@@ -74,7 +74,8 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
             }
             write!(out, "{}: {}", value_token(graph, r), graph.value(r).ty)?;
         }
-        write!(out, " = {}", node.op.name())?;
+        out.write_str(if node.fused { " = fused " } else { " = " })?;
+        out.write_str(node.op.name())?;
         for (i, &a) in node.inputs.iter().enumerate() {
             out.write_str(if i == 0 { " " } else { ", " })?;
             out.write_str(&value_token(graph, a))?;

@@ -120,6 +120,10 @@ pub fn verify(graph: &Graph) -> Result<()> {
         )));
     }
 
+    for n in graph.node_ids() {
+        check_fused(graph, n)?;
+    }
+
     let order = graph.topo_order()?;
     for n in order {
         let node = graph.node(n);
@@ -160,6 +164,41 @@ pub fn verify(graph: &Graph) -> Result<()> {
     }
     if graph.outputs().is_empty() {
         return Err(graph_err("the graph has no output".into()));
+    }
+    Ok(())
+}
+
+/// A fused node ([`crate::Node::fused`]) reads, as its first operand, a value that only it
+/// uses, computed by a linear layer or by another fused node: the output stage it joins.
+fn check_fused(graph: &Graph, n: crate::NodeId) -> Result<()> {
+    let node = graph.node(n);
+    if !node.fused {
+        return Ok(());
+    }
+    let node_err = |reason: &str| {
+        Err(IrError::Node {
+            node: node.name.clone(),
+            op: node.op.name(),
+            reason: reason.to_string(),
+        })
+    };
+    if !matches!(
+        node.op,
+        crate::Op::Threshold(_) | crate::Op::MaxPool(_) | crate::Op::MinMaxPool { .. }
+    ) {
+        return node_err("is fused, but only thresholds and pools run in an output stage");
+    }
+    let Some(producer) = node.inputs.first().and_then(|&v| graph.producer(v)) else {
+        return node_err("is fused, but its first operand is not computed by a node");
+    };
+    let stage = graph.node(producer);
+    if !(stage.fused || stage.op.is_linear_layer()) {
+        return node_err(
+            "is fused, but its first operand comes from neither a layer nor a fused node",
+        );
+    }
+    if graph.only_user(node.inputs[0]) != Some(n) {
+        return node_err("is fused, but its first operand has other users");
     }
     Ok(())
 }

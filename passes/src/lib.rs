@@ -12,6 +12,7 @@ pub mod bitserial;
 pub mod cleanup;
 pub mod egraph;
 pub mod error;
+pub mod fusion;
 pub mod manager;
 pub mod pooling;
 pub mod precision;

@@ -61,7 +61,7 @@ const CLEANUP: Pass = Pass {
 };
 
 /// The default pipeline, in order: cleanup, moving max-pools onto bits, streamlining on the
-/// e-graph, lowering to binary ops, cleanup.
+/// e-graph, lowering to binary ops, cleanup, and the choice of fused output stages.
 pub const PIPELINE: &[Pass] = &[
     CLEANUP,
     Pass {
@@ -112,6 +112,16 @@ pub const PIPELINE: &[Pass] = &[
         },
     },
     CLEANUP,
+    Pass {
+        name: "fuse-output-stages",
+        summary: "a threshold that alone reads a layer's sums, and a tiling max-pool after it, run in the layer's output stage",
+        run: |g, _| {
+            crate::fusion::fuse_output_stages(g).map_err(|source| PassError::Ir {
+                pass: "fuse-output-stages",
+                source,
+            })
+        },
+    },
 ];
 
 /// Streamlines on the e-graph; every rule applied or declined (and why) is in the report.

@@ -23,6 +23,7 @@ use bnnc_ir::{
 
 use crate::manager::PassReport;
 use crate::threshold::channel_shape;
+use bnnc_ir::integer_threshold::integer_threshold;
 
 /// Lowers every bipolar x (scaled) bipolar linear layer.
 pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
@@ -331,63 +332,4 @@ fn thresholds_onto_integers(
         moved += 1;
     }
     Ok(moved)
-}
-
-/// The integer threshold of a monotone predicate over `[lo, hi]`: the smallest integer
-/// reaching it when ascending (`hi + 1` if none does), the largest when descending (`lo - 1`
-/// if none does). Found by binary search, evaluating the predicate (the f32 product the
-/// interpreter computes) rather than trusting `t / s`.
-fn integer_threshold(reached: impl Fn(i64) -> bool, lo: i64, hi: i64, descending: bool) -> i64 {
-    if descending {
-        // reached on a prefix [lo, T].
-        if !reached(lo) {
-            return lo - 1;
-        }
-        let (mut a, mut b) = (lo, hi);
-        while a < b {
-            let m = a + (b - a + 1) / 2;
-            if reached(m) {
-                a = m;
-            } else {
-                b = m - 1;
-            }
-        }
-        a
-    } else {
-        // reached on a suffix [T, hi].
-        if !reached(hi) {
-            return hi + 1;
-        }
-        let (mut a, mut b) = (lo, hi);
-        while a < b {
-            let m = a + (b - a) / 2;
-            if reached(m) {
-                b = m;
-            } else {
-                a = m + 1;
-            }
-        }
-        a
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::integer_threshold;
-
-    #[test]
-    fn thresholds_of_a_negative_scale() {
-        // n * -0.1 >= -0.25 holds for n <= 2: descending at 2.
-        let reached = |n: i64| n as f32 * -0.1 >= -0.25;
-        assert_eq!(integer_threshold(reached, -9, 9, true), 2);
-        // Never, always.
-        assert_eq!(integer_threshold(|_| false, -9, 9, false), 10);
-        assert_eq!(integer_threshold(|_| true, -9, 9, false), -9);
-        assert_eq!(integer_threshold(|_| false, -9, 9, true), -10);
-        // Ascending: n * 0.1 >= 0.3 first holds at n = 3 (3 * 0.1f32 rounds to 0.3f32).
-        assert_eq!(
-            integer_threshold(|n| n as f32 * 0.1 >= 0.3, -9, 9, false),
-            3
-        );
-    }
 }

@@ -265,61 +265,42 @@ impl Planner<'_> {
         })
     }
 
-    /// The threshold an XNOR layer's output stage can run: the layer's only user, one
-    /// threshold per channel on axis 1, writing bits.
+    /// The node that `fuse-output-stages` put in the output stage after `n`, if any.
+    fn fused_after(&self, n: NodeId) -> Option<NodeId> {
+        let out = *self.graph.node(n).outputs.first()?;
+        let user = self.graph.only_user(out)?;
+        self.graph.node(user).fused.then_some(user)
+    }
+
+    /// The fused threshold after layer `n` that a fused kernel of ours runs: XNOR layers and
+    /// the first layer on `i16` lanes, one threshold per channel, writing bits. Other fused
+    /// stages run as their own steps, one after the other.
     fn fusable_threshold(&self, n: NodeId) -> Option<NodeId> {
         let node = self.graph.node(n);
-        let fusable = match &node.op {
+        let has_kernel = match &node.op {
             Op::XnorConv(_) | Op::XnorMatMul => true,
             Op::Conv(attrs) => crate::emit::linear::int16_applies(self.graph, node, attrs),
             _ => false,
         };
-        if !fusable {
-            return None;
-        }
-        let acc = node.outputs[0];
-        if self.graph.outputs().contains(&acc) {
-            return None;
-        }
-        let [user] = self.users.get(&acc)?.as_slice() else {
-            return None;
-        };
-        let t = self.graph.node(*user);
-        let Op::Threshold(attrs) = &t.op else {
-            return None;
-        };
-        let one_per_channel = t.inputs[1..]
-            .iter()
-            .all(|&v| matches!(self.graph.value(v).def, ValueDef::Const(_)))
-            && matches!(self.graph.value(t.inputs[1]).ty.shape.as_slice(), [_, 1]);
-        (t.inputs[0] == acc
-            && attrs.channel_axis == 1
-            && one_per_channel
-            && self.wants_bits(t.outputs[0]))
-        .then_some(*user)
+        let t = self.fused_after(n).filter(|_| has_kernel)?;
+        let one_threshold = matches!(
+            self.graph
+                .value(self.graph.node(t).inputs[1])
+                .ty
+                .shape
+                .as_slice(),
+            [_, 1]
+        );
+        (one_threshold && self.wants_bits(self.graph.node(t).outputs[0])).then_some(t)
     }
 
-    /// The MaxPool a fused threshold's output stage can run too: the threshold's only user,
-    /// 2-D with windows that tile the image (kernel = strides, no padding or dilation), whose
-    /// result every user reads as bits. Each output pixel's bits are then ORed into its one
-    /// pooled pixel; the positions past the last whole window are not computed at all.
+    /// The fused MaxPool after fused threshold `t` that the XNOR output stage runs: each
+    /// output pixel's bits are ORed into its one pooled pixel; the positions past the last
+    /// whole window are not computed at all. (A `minmaxpool` runs as its own step.)
     fn fusable_pool(&self, t: NodeId) -> Option<NodeId> {
-        let bits = self.graph.node(t).outputs[0];
-        if self.graph.outputs().contains(&bits) {
-            return None;
-        }
-        let [pool] = self.users.get(&bits)?.as_slice() else {
-            return None;
-        };
-        let node = self.graph.node(*pool);
-        let Op::MaxPool(attrs) = &node.op else {
-            return None;
-        };
-        let tiles = attrs.kernel.len() == 2
-            && attrs.kernel == attrs.strides
-            && attrs.pads.iter().all(|&p| p == 0)
-            && attrs.dilations.iter().all(|&d| d == 1);
-        (tiles && self.wants_bits(node.outputs[0])).then_some(*pool)
+        let pool = self.fused_after(t)?;
+        let node = self.graph.node(pool);
+        (matches!(node.op, Op::MaxPool(_)) && self.wants_bits(node.outputs[0])).then_some(pool)
     }
 
     fn node(&mut self, n: NodeId) -> Result<(), BackendError> {

@@ -276,3 +276,34 @@ save("cleanup/fold_transposes.onnx",
       helper.make_node("Transpose", ["t1"], ["t2"], name="t2", perm=[0, 1, 3, 2]),
       helper.make_node("Transpose", ["t2"], ["y"], name="t3", perm=[0, 1, 3, 2])],
      [io("x", [1, 4, 1, 3])], [io("y", [1, 1, 4, 3])], {})
+
+# fuse-output-stages: a threshold that alone reads a layer's sums runs in its output stage,
+# and so does a max-pool after it whose windows tile the image (by the minimum on falling
+# channels); an overlapping pool, or sums read twice, stay apart.
+def fused_conv(path, pool_attrs, shared=False):
+    nodes = [bq("x", "one", "xq"), bq("w", "one", "wq"),
+             helper.make_node("Conv", ["xq", "wq"], ["acc"], name="conv", kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+             bq("bn", "one", "a1")]
+    if shared:
+        nodes.append(helper.make_node("Add", ["a1", "acc"], ["y"], name="residual"))
+    else:
+        nodes.append(helper.make_node("MaxPool", ["a1"], ["y"], name="pool", **pool_attrs))
+    save(path, nodes, [io("x", [1, 4, 9, 9])], [io("y", None)],
+         {**one, "w": rng.normal(size=(5, 4, 3, 3)), "g": rng.uniform(0.5, 1.5, 5),
+          "b": rng.normal(size=5), "m": rng.normal(size=5) * 3, "v": rng.uniform(1, 9, 5)})
+
+
+fused_conv("fuse-output-stages/threshold_and_tiling_pool.onnx", {"kernel_shape": [2, 2], "strides": [2, 2]})
+fused_conv("fuse-output-stages/overlapping_pool_stays_apart.onnx", {"kernel_shape": [3, 3], "strides": [2, 2]})
+fused_conv("fuse-output-stages/shared_sums_stay_apart.onnx", None, shared=True)
+pool_chain("fuse-output-stages/min_pool_on_falling_channels.onnx", [1.0, -0.5, 2.0])
+save("fuse-output-stages/multi_level_bit_serial.onnx",
+     [quant("x", "half", "zero", "two", "xq"), quant("w", "half", "zero", "two", "wq"),
+      helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),
+      helper.make_node("BatchNormalization", ["acc", "g", "b", "m", "v"], ["bn"], name="bn"),
+      quant("bn", "half", "zero", "two", "y", signed=0)],
+     [io("x", [1, 200])], [io("y", [1, 32])],
+     {**one, "half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
+      "w": rng.normal(size=(200, 32)), "g": rng.uniform(-1.5, 1.5, 32),
+      "b": rng.normal(size=32), "m": rng.normal(size=32) * 4, "v": rng.uniform(1, 30, 32)})
