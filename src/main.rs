@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the model or an input was rejected (the message names the node, op
 //! and reason), 2 bad command-line usage.
 
+mod fpga;
 mod inspect;
 mod native;
 mod npy;
@@ -48,6 +49,11 @@ enum Command {
         /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
         #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
         first_last: FirstLast,
+        /// `hls`: the FPGA dataflow plan instead (per layer PE, SIMD, cycles, resources).
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        fpga: fpga::FpgaArgs,
     },
     /// Runs a batch through the reference interpreter and writes the output as .npy.
     Run {
@@ -73,14 +79,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
         first_last: FirstLast,
     },
-    /// Compiles a model into a shared library (`libNAME.so` and `NAME.h`), an object, or IR.
+    /// Compiles a model into a shared library (`libNAME.so` and `NAME.h`), an object, IR, or
+    /// (`--target hls`) a Vitis HLS project.
     Build {
         /// The ONNX model.
         model: PathBuf,
         /// What to produce.
         #[arg(long, value_enum, default_value_t = Emit::So)]
         emit: Emit,
-        /// `x86_64`, `aarch64` or a target triple (default: this machine).
+        /// `x86_64`, `aarch64` or a target triple (default: this machine); `hls` for a Vitis
+        /// HLS project (a folder).
         #[arg(long)]
         target: Option<String>,
         /// The ISA level code may assume: native (default for this machine), generic,
@@ -90,8 +98,8 @@ enum Command {
         /// The model's name, prefix of the exported symbols (default: the file's stem).
         #[arg(long)]
         name: Option<String>,
-        /// Where to write the result (default: `libNAME.so` or `NAME.o` here; the IR goes
-        /// to standard output).
+        /// Where to write the result (default: `libNAME.so` or `NAME.o` here, `NAME_hls/` for
+        /// `--target hls`; the IR goes to standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Which code generator compiles the XNOR convolutions (`llvm` needs bnnc built with
@@ -108,6 +116,10 @@ enum Command {
         /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
         #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
         first_last: FirstLast,
+        #[command(flatten)]
+        fpga: fpga::FpgaArgs,
+        #[command(flatten)]
+        testbench: fpga::TestbenchArgs,
     },
     /// Times the compiled model on this machine: latency at batch 1 (median over runs) and
     /// throughput at a larger batch.
@@ -220,6 +232,8 @@ fn execute(command: Command) -> Result<()> {
             json,
             passes,
             first_last,
+            target,
+            fpga,
         } => {
             let imported = import(&model)?;
             let graph = match passes {
@@ -236,6 +250,16 @@ fn execute(command: Command) -> Result<()> {
                     optimize(&model, imported, first_last, &mut |_| {})?
                 }
             };
+            if let Some(target) = target {
+                fpga_target(&target)?;
+                let (_, report) = fpga::plan(&model, &graph, &native::default_name(&model), &fpga)?;
+                if json {
+                    println!("{:#}", report.json());
+                } else {
+                    print!("{}", report.table());
+                }
+                return Ok(());
+            }
             if json {
                 println!("{:#}", inspect::json_report(&graph));
             } else if ir {
@@ -286,6 +310,8 @@ fn execute(command: Command) -> Result<()> {
             print_before,
             print_after,
             first_last,
+            fpga,
+            testbench,
         } => {
             for name in print_before.iter().chain(&print_after) {
                 bnnc_passes::manager::check_pass_name(name)?;
@@ -301,6 +327,26 @@ fn execute(command: Command) -> Result<()> {
                 }
                 _ => {}
             })?;
+            if let Some(t) = target.as_deref().filter(|t| is_fpga_target(t)) {
+                fpga_target(t)?;
+                let start = std::time::Instant::now();
+                let name = bnnc_runtime::abi::c_identifier(
+                    &name.unwrap_or_else(|| native::default_name(&model)),
+                );
+                let (plan, report) = fpga::plan(&model, &graph, &name, &fpga)?;
+                let vectors = fpga::test_vectors(&graph, &testbench)?;
+                let dir = output.unwrap_or_else(|| PathBuf::from(format!("{name}_hls")));
+                fpga::write_hls(&plan, &report, &vectors, &dir, &testbench)?;
+                print!("{}", report.table());
+                eprintln!(
+                    "wrote {} (Vitis HLS project of {} layers; `make -C {} csim` to simulate) in {:.2} s",
+                    dir.display(),
+                    plan.layers.len(),
+                    dir.display(),
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
             if emit != Emit::Ir {
                 let target = target.unwrap_or_else(|| bnnc_cranelift::Triple::host().to_string());
                 let name = name.unwrap_or_else(|| native::default_name(&model));
@@ -450,6 +496,22 @@ fn execute(command: Command) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Whether `--target` names an FPGA backend rather than a CPU.
+fn is_fpga_target(target: &str) -> bool {
+    matches!(target, "hls" | "verilog")
+}
+
+/// Checks an FPGA target: `hls`, or an error saying what is not there.
+fn fpga_target(target: &str) -> Result<()> {
+    match target {
+        "hls" => Ok(()),
+        "verilog" => bail!(
+            "the Verilog backend does not exist yet; `--target hls` writes a Vitis HLS project"
+        ),
+        other => bail!("`--target {other}` here takes `hls`"),
     }
 }
 
