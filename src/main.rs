@@ -313,6 +313,7 @@ fn execute(command: Command) -> Result<()> {
             fpga,
             testbench,
         } => {
+            let started = std::time::Instant::now();
             for name in print_before.iter().chain(&print_after) {
                 bnnc_passes::manager::check_pass_name(name)?;
             }
@@ -329,7 +330,6 @@ fn execute(command: Command) -> Result<()> {
             })?;
             if let Some(t) = target.as_deref().filter(|t| is_fpga_target(t)) {
                 fpga_target(t)?;
-                let start = std::time::Instant::now();
                 let name = bnnc_runtime::abi::c_identifier(
                     &name.unwrap_or_else(|| native::default_name(&model)),
                 );
@@ -343,7 +343,7 @@ fn execute(command: Command) -> Result<()> {
                     dir.display(),
                     plan.layers.len(),
                     dir.display(),
-                    start.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64()
                 );
                 return Ok(());
             }

@@ -282,3 +282,150 @@ fn first_last_int8_says_what_it_changed() {
     let bad = bnnc(&["build", case, "--emit", "ir", "--first-last", "int4"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn inspect_target_hls_prints_the_plan() {
+    let model = data("models/tfc_w1a1/model.onnx");
+    let model = model.to_str().unwrap();
+    let out = bnnc(&["inspect", model, "--target", "hls", "--fps", "100000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "Gemm_0 ",
+        "Gemm_3 ",
+        "part xc7z020clg400-1",
+        "initiation interval",
+    ] {
+        assert!(table.contains(line), "no {line:?} in:\n{table}");
+    }
+    let out = bnnc(&[
+        "inspect",
+        model,
+        "--target",
+        "hls",
+        "--json",
+        "--part",
+        "xczu3eg-sbva484-1-e",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["part"]["name"], "xczu3eg-sbva484-1-e");
+    assert_eq!(json["layers"][0]["layer"], "Gemm_0");
+    assert!(json["fps"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn fpga_options_are_checked() {
+    let model = data("models/tfc_w1a1/model.onnx");
+    let model = model.to_str().unwrap();
+    let err = |args: &[&str]| {
+        let out = bnnc(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        err(&["inspect", model, "--target", "hls", "--part", "xc9nope"])
+            .contains("unknown part 'xc9nope'")
+    );
+    assert!(
+        err(&["inspect", model, "--target", "hls", "--part", "list"])
+            .contains("xc7z020clg400-1 (Pynq-Z1")
+    );
+    assert!(err(&["build", model, "--target", "verilog"])
+        .contains("Verilog backend does not exist yet"));
+    let dir = tempfile::tempdir().unwrap();
+    let folding = dir.path().join("folding.json");
+    std::fs::write(&folding, r#"{"Gemm_0": {"PE": 5}}"#).unwrap();
+    let e = err(&[
+        "inspect",
+        model,
+        "--target",
+        "hls",
+        "--folding",
+        folding.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("layer 'Gemm_0': PE 5 does not divide MH 64"),
+        "{e}"
+    );
+}
+
+#[test]
+fn build_target_hls_writes_a_project() {
+    let model = data("models/tfc_w1a1/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tfc");
+    let out = bnnc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--target",
+        "hls",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--ap-types",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    // Missing ap_int headers are the user's to add: the project is still written.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no ap_int.h"));
+    for file in [
+        "src/tfc_w1a1_top.cpp",
+        "src/tfc_w1a1_top.h",
+        "src/bnnc_hls.h",
+        "host/tfc_w1a1_host.c",
+        "host/tfc_w1a1_host.h",
+        "host/bnnc_host_ops.h",
+        "tb/tfc_w1a1_tb.cpp",
+        "tb/input.f32",
+        "tb/expected.f32",
+        "csim/hls_stream.h",
+        "Makefile",
+        "run_hls.tcl",
+        "hls_config.cfg",
+        "README.md",
+        "folding.json",
+        "report.json",
+    ] {
+        assert!(out_dir.join(file).exists(), "no {file}");
+    }
+    let top = std::fs::read_to_string(out_dir.join("src/tfc_w1a1_top.cpp")).unwrap();
+    for pragma in [
+        "INTERFACE axis port=in",
+        "INTERFACE axis port=out",
+        "DATAFLOW",
+        "STREAM variable=",
+        "PIPELINE II=1",
+    ] {
+        assert!(top.contains(pragma), "no {pragma} in the top");
+    }
+    // Seeded random test vectors by default: 8 samples of 784 floats.
+    assert_eq!(
+        std::fs::metadata(out_dir.join("tb/input.f32"))
+            .unwrap()
+            .len(),
+        8 * 784 * 4
+    );
+    // The written folding builds the same plan again.
+    let folding = out_dir.join("folding.json");
+    let again = bnnc(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--target",
+        "hls",
+        "--folding",
+        folding.to_str().unwrap(),
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

@@ -147,7 +147,7 @@ pub enum DataLocation {
 pub struct TensorProto {
     #[prost(int64, repeated, packed = "false", tag = "1")]
     pub dims: Vec<i64>,
-    /// A `TensorProto.DataType` code (see [`crate::tensor_data`]).
+    /// A `TensorProto.DataType` code (see the crate's `tensor_data` module).
     #[prost(int32, tag = "2")]
     pub data_type: i32,
     #[prost(float, repeated, tag = "4")]

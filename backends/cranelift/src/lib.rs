@@ -2,8 +2,8 @@
 //! and a shared library through the system's C compiler driver, exporting the ABI of
 //! [`bnnc_runtime::abi`].
 //!
-//! [`schedule`] decides how each tensor is stored (packed bits for XNOR-popcount layers,
-//! `i32` accumulators, `f32` otherwise) and where it lives in one scratch buffer; [`emit`]
+//! `schedule` decides how each tensor is stored (packed bits for XNOR-popcount layers,
+//! `i32` accumulators, `f32` otherwise) and where it lives in one scratch buffer; `emit`
 //! writes one function per step and the ABI functions around them.
 
 mod emit;

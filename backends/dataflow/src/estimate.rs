@@ -6,8 +6,8 @@
 //! first window needs; the other layers move one beat per cycle.
 //!
 //! Resources are FINN-R's estimates for the matrix-vector units (`../shared/docs/fpga.md`):
-//! LUTs `300 + 1.1 * PE * (mult + addertree + acc + thr + comp)`, weight BRAM18 from the
-//! memory's depth and width; small fixed costs for the rest, block RAM for line buffers,
+//! LUTs `300 + 1.1 * PE * (mult + addertree + acc + thr + comp)`; weights in block RAM in the
+//! aspect ratio that needs the fewest blocks, or in LUTs when the memory is shallow; small fixed costs for the rest, block RAM for line buffers,
 //! DSPs for 8-bit multipliers and for f32 arithmetic (Vitis' `fadd`: 2, `fmul`: 3).
 
 use crate::plan::{ElementOp, Encoding, Layer, LayerKind, Mac, Mvau, Plan, Window, WindowGeometry};
@@ -40,6 +40,27 @@ const LUTRAM_BITS: u64 = 1024;
 
 /// Weight memories this shallow (words) are LUTs, whatever their width.
 const SHALLOW_WORDS: u64 = 64;
+
+/// The aspect ratios of an 18 Kb block RAM: depth x width.
+const BRAM18_SHAPES: [(u64, u64); 6] = [
+    (16384, 1),
+    (8192, 2),
+    (4096, 4),
+    (2048, 9),
+    (1024, 18),
+    (512, 36),
+];
+
+/// Block RAMs (18 Kb) for a memory of `depth` words of `width` bits, in the aspect ratio
+/// that needs the fewest. (FINN-R's formulas take 4-bit words for widths of 2 and 3, twice
+/// what an 8K x 2 block holds.)
+pub fn bram18_of(depth: u64, width: u64) -> u64 {
+    BRAM18_SHAPES
+        .iter()
+        .map(|&(d, w)| ceil_div(depth, d) * ceil_div(width, w))
+        .min()
+        .unwrap_or(0)
+}
 
 /// Block RAMs (18 Kb) for `bits` of buffer, none when small.
 fn buffer_bram18(bits: u64) -> u64 {
@@ -114,9 +135,10 @@ pub fn cost(plan: &Plan, layer: &Layer) -> Cost {
             let s = &plan.streams[layer.inputs[0]];
             let elements = s.elements() as u64;
             let bits = u64::from(s.encoding.bits());
-            // A shift register: one beat in or out per cycle.
+            // A shift register: a beat in and a beat out per cycle, the first out after
+            // enough are in.
             Cost {
-                cycles: ceil_div(elements, *from as u64) + ceil_div(elements, *to as u64),
+                cycles: ceil_div(elements, *from as u64).max(ceil_div(elements, *to as u64)) + 1,
                 luts: 20 + 2 * bits * (*from + *to) as u64,
                 bram18: 0,
                 dsps: 0,
@@ -181,31 +203,18 @@ pub(crate) fn mvau_cost(m: &Mvau, pe: usize, simd: usize) -> Cost {
     let thr = levels * acc * (tmem / 64.0).ceil();
     let comp = levels * acc;
     let luts = 300.0 + 1.1 * p * (mult + addertree + acc + thr + comp);
+    // Weights: one memory per PE (the generated code partitions them along PE) of omega
+    // words of SIMD * W bits. Shallow memories go to LUTs (a LUT6 holds 64 x 1 bits), as
+    // Vivado maps them: in block RAM a wide, shallow memory spends a block per 36 bits.
     let omega = (m.mw * m.mh / (simd * pe)) as u64;
-    let width = (simd as u64) * u64::from(m.weight.bits()) * pe as u64;
-    // Weights: omega words of width SIMD * W * PE bits.
-    // Shallow memories go to LUTs (a LUT6 holds 64 x 1 bits), as Vivado maps them; FINN-R's
-    // BRAM formulas below would spend a whole block per 36 bits of a wide, shallow memory.
+    let width = (simd as u64) * u64::from(m.weight.bits());
     let lutram = omega <= SHALLOW_WORDS || omega * width <= LUTRAM_BITS;
-    let bram18 = if lutram {
-        0
-    } else if width == 1 {
-        ceil_div(omega, 16384)
-    } else if width <= 4 {
-        ceil_div(omega, 4096) * ceil_div(width, 4)
-    } else if width <= 9 {
-        ceil_div(omega, 2048) * ceil_div(width, 9)
-    } else if width <= 18 || omega > 512 {
-        ceil_div(omega, 1024) * ceil_div(width, 18)
+    let (bram18, weight_luts) = if lutram {
+        (0, pe as u64 * width * ceil_div(omega, 64))
     } else {
-        ceil_div(omega, 512) * ceil_div(width, 36)
+        (pe as u64 * bram18_of(omega, width), 0)
     };
-    let luts = luts.round() as u64
-        + if lutram {
-            width * ceil_div(omega, 64)
-        } else {
-            0
-        };
+    let luts = luts.round() as u64 + weight_luts;
     let dsps = match m.mac {
         Mac::Multiply if m.weight.bits().max(m.input.bits()) >= 8 => (pe * simd) as u64,
         _ => 0,

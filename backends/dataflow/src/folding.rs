@@ -61,6 +61,10 @@ pub fn parse_folding(text: &str) -> Result<Folding, PlanError> {
         })?;
         let mut fold = Fold::default();
         for (key, n) in fields {
+            // Figures `bnnc build` writes beside them for the reader.
+            if matches!(key.to_ascii_lowercase().as_str(), "cycles" | "kind") {
+                continue;
+            }
             let n = n.as_u64().filter(|&n| n > 0).ok_or_else(|| {
                 PlanError::Options(format!("layer '{layer}': {key} must be a positive integer"))
             })? as usize;
@@ -68,8 +72,6 @@ pub fn parse_folding(text: &str) -> Result<Folding, PlanError> {
                 "pe" => fold.pe = Some(n),
                 "simd" => fold.simd = Some(n),
                 "lanes" => fold.lanes = Some(n),
-                // Figures `bnnc build` writes beside them for the reader.
-                "cycles" | "kind" => {}
                 _ => {
                     return Err(PlanError::Options(format!(
                         "layer '{layer}': unknown key '{key}' (PE, SIMD, lanes)"
@@ -192,32 +194,78 @@ fn candidates(plan: &Plan, i: usize) -> Vec<Choice> {
 /// For every foldable layer the file does not set: its cheapest choice meeting `target`
 /// (the fastest where none does).
 fn choose(plan: &Plan, target: u64, fixed: &Folding) -> Vec<Option<Choice>> {
-    (0..plan.layers.len())
-        .map(|i| {
-            if fixed.contains_key(&plan.layers[i].name) {
-                return None;
+    let mut choices: Vec<Option<Choice>> = vec![None; plan.layers.len()];
+    for i in 0..plan.layers.len() {
+        if fixed.contains_key(&plan.layers[i].name) {
+            continue;
+        }
+        // The converter a choice needs in front (its producer's beats are decided).
+        let feeding = feeding_lanes(plan, &choices, fixed, i);
+        let elements = plan.layers[i]
+            .inputs
+            .first()
+            .map_or(0, |&s| plan.streams[s].elements() as u64);
+        let mut best: Option<(bool, u64, u64, Choice)> = None;
+        for choice in candidates(plan, i) {
+            let mut c = cost_at(plan, i, choice);
+            if let Some(have) = feeding.filter(|&h| h != choice.1) {
+                c.cycles = c.cycles.max(
+                    elements
+                        .div_ceil(have as u64)
+                        .max(elements.div_ceil(choice.1 as u64))
+                        + 1,
+                );
             }
-            let mut best: Option<(bool, u64, u64, Choice)> = None;
-            for choice in candidates(plan, i) {
-                let c = cost_at(plan, i, choice);
-                let meets = c.cycles <= target;
-                // Meeting the target, then fewest LUTs; else fewest cycles.
-                let key = if meets {
-                    (c.luts, c.cycles)
-                } else {
-                    (c.cycles, c.luts)
-                };
-                let better = match best {
-                    None => true,
-                    Some((m, k1, k2, _)) => (meets && !m) || (meets == m && key < (k1, k2)),
-                };
-                if better {
-                    best = Some((meets, key.0, key.1, choice));
-                }
+            let meets = c.cycles <= target;
+            // Meeting the target, then fewest LUTs; else fewest cycles.
+            let key = if meets {
+                (c.luts, c.cycles)
+            } else {
+                (c.cycles, c.luts)
+            };
+            let better = match best {
+                None => true,
+                Some((m, k1, k2, _)) => (meets && !m) || (meets == m && key < (k1, k2)),
+            };
+            if better {
+                best = Some((meets, key.0, key.1, choice));
             }
-            best.map(|b| b.3)
-        })
-        .collect()
+        }
+        choices[i] = best.map(|b| b.3);
+    }
+    choices
+}
+
+/// The beats layer `i` will be fed at (for a matrix-vector unit behind a window generator,
+/// the window's input), as chosen so far: `None` for the top's input, which takes any.
+fn feeding_lanes(
+    plan: &Plan,
+    choices: &[Option<Choice>],
+    fixed: &Folding,
+    i: usize,
+) -> Option<usize> {
+    let reader = window_of(&plan.layers, i).unwrap_or(i);
+    let mut stream = *plan.layers[reader].inputs.first()?;
+    loop {
+        let p = plan
+            .layers
+            .iter()
+            .position(|l| l.outputs.contains(&stream))?;
+        let layer = &plan.layers[p];
+        let chosen = if fixed.contains_key(&layer.name) {
+            None
+        } else {
+            choices[p]
+        };
+        return Some(match &layer.kind {
+            LayerKind::Duplicate { .. } => {
+                stream = layer.inputs[0];
+                continue;
+            }
+            LayerKind::Mvau(m) => chosen.map_or(m.pe, |c| c.0),
+            kind => chosen.map_or(kind.output_lanes(), |c| c.0),
+        });
+    }
 }
 
 /// Sets the choices on the plan's layers (and window generators).

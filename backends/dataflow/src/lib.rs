@@ -1,12 +1,12 @@
 //! bnnc's dataflow plan: the optimized IR as a streaming design of hardware layers, shared
 //! by the FPGA backends (HLS C++ and Verilog).
 //!
-//! [`plan`] splits the graph into host code before, hardware, and host code after
+//! [`plan()`] splits the graph into host code before, hardware, and host code after
 //! ([`partition`]); lowers the hardware part to layers that pass frames along streams
 //! ([`plan::Plan`]): window generators, matrix-vector units with their fused thresholds and
 //! pools (as `fuse-output-stages` decided), pools, thresholds, elementwise arithmetic,
 //! duplication; folds them ([`folding`]); and estimates their cycles and resources
-//! ([`estimate`], [`report`]). [`host`] writes the host code in C, and [`sim`] runs a plan on
+//! ([`estimate`], [`report()`]). [`host`] writes the host code in C, and [`sim`] runs a plan on
 //! integers, as hardware would.
 
 pub mod error;

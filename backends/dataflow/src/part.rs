@@ -33,6 +33,14 @@ pub const PARTS: &[Part] = &[
         dsps: 80,
     },
     Part {
+        name: "xc7z045ffg900-2",
+        board: "ZC706",
+        luts: 218_600,
+        ffs: 437_200,
+        bram18: 1_090,
+        dsps: 900,
+    },
+    Part {
         name: "xczu3eg-sbva484-1-e",
         board: "Ultra96-V2",
         luts: 70_560,

@@ -87,16 +87,22 @@ fn store(beat: &str, i: &str, encoding: Encoding, value: &str) -> String {
     }
 }
 
-/// Packs `values` (element `s` at bits `s * bits`) into 64-bit words.
-fn pack_words(values: impl Iterator<Item = u64>, bits: u32, words: usize) -> Vec<u64> {
+/// Packs `values` of `bits` each into 64-bit words, `per_word` to a word (element `s` at bit
+/// `(s % per_word) * bits` of word `s / per_word`).
+fn pack_words(
+    values: impl Iterator<Item = u64>,
+    bits: u32,
+    words: usize,
+    per_word: usize,
+) -> Vec<u64> {
     let mut out = vec![0u64; words];
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     for (s, v) in values.enumerate() {
-        for b in 0..bits as usize {
-            if (v >> b) & 1 == 1 {
-                let bit = s * bits as usize + b;
-                out[bit / 64] |= 1 << (bit % 64);
-            }
-        }
+        out[s / per_word] |= (v & mask) << ((s % per_word) as u32 * bits);
     }
     out
 }
@@ -194,8 +200,9 @@ fn mvau(tables: &mut String, body: &mut String, f: &str, m: &Mvau, in_ty: &str, 
     let (pe, simd, nf, sf) = (m.pe, m.simd, m.nf(), m.sf());
     let wbits = m.weight.bits();
     let word_bits = simd as u32 * wbits;
-    let words = (word_bits as usize).div_ceil(64);
-    // Weights: [PE][NF * SF] words of SIMD elements.
+    // Weights: [PE][NF * SF] words of SIMD elements, none straddling a 64-bit word.
+    let per_word = (64 / wbits) as usize;
+    let words = simd.div_ceil(per_word);
     let wty = match word_bits {
         0..=8 => "uint8_t",
         9..=16 => "uint16_t",
@@ -218,7 +225,7 @@ fn mvau(tables: &mut String, body: &mut String, f: &str, m: &Mvau, in_ty: &str, 
             let (n, s) = (t / sf, t % sf);
             let row = n * pe + p;
             let codes = (0..simd).map(|k| m.weight.code(m.weights[row * m.mw + s * simd + k]));
-            let packed = pack_words(codes, wbits, words);
+            let packed = pack_words(codes, wbits, words, per_word);
             if t > 0 {
                 tables.push(',');
             }
@@ -280,34 +287,71 @@ fn mvau(tables: &mut String, body: &mut String, f: &str, m: &Mvau, in_ty: &str, 
         m.pixels * nf * sf
     );
     let _ = writeln!(body, "    {in_ty} v;\n    if (nf == 0) {{\n      v = in.read();\n      buf[sf] = v;\n    }} else {{\n      v = buf[sf];\n    }}");
+    if m.mac != Mac::Xnor {
+        // The beat's elements, once for every PE.
+        let a_bits = m.input.bits() + 1;
+        let _ = writeln!(
+            body,
+            "    ap_int<{a_bits}> a[{simd}];\n#pragma HLS ARRAY_PARTITION variable=a complete"
+        );
+        let _ = writeln!(
+            body,
+            "    for (unsigned s = 0; s < {simd}; s++) {{\n#pragma HLS UNROLL\n      a[s] = {};\n    }}",
+            element("v", "s", m.input)
+        );
+    }
     let _ = writeln!(
         body,
         "    for (unsigned pe = 0; pe < {pe}; pe++) {{\n#pragma HLS UNROLL"
     );
-    if words > 1 {
-        let _ = writeln!(body, "      ap_uint<{word_bits}> w = bnnc_join<{word_bits}, {words}>({f}_w[pe][nf * {sf} + sf]);");
-    } else {
-        let _ = writeln!(
-            body,
-            "      ap_uint<{word_bits}> w = {f}_w[pe][nf * {sf} + sf];"
-        );
-    }
     let _ = writeln!(body, "      {acc} sum = 0;");
     match m.mac {
         Mac::Xnor => {
+            if words > 1 {
+                let _ = writeln!(
+                    body,
+                    "      ap_uint<{word_bits}> w = bnnc_join<{word_bits}, {words}>({f}_w[pe][nf * {sf} + sf]);"
+                );
+            } else {
+                let _ = writeln!(
+                    body,
+                    "      ap_uint<{word_bits}> w = {f}_w[pe][nf * {sf} + sf];"
+                );
+            }
             let _ = writeln!(body, "      sum = bnnc_popcount<{simd}>(~(v ^ w));");
         }
         mac => {
+            let word = if words > 1 {
+                format!("{f}_w[pe][nf * {sf} + sf][s / {per_word}]")
+            } else {
+                format!("{f}_w[pe][nf * {sf} + sf]")
+            };
+            let mask = if wbits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << wbits) - 1
+            };
             let _ = writeln!(
                 body,
                 "      for (unsigned s = 0; s < {simd}; s++) {{\n#pragma HLS UNROLL"
             );
-            let a = element("v", "s", m.input);
-            let wv = element("w", "s", m.weight);
+            let _ = writeln!(
+                body,
+                "        uint64_t wb = ((uint64_t){word} >> ((s % {per_word}) * {wbits})) & 0x{mask:x}ull;"
+            );
+            let wv = match m.weight {
+                Encoding::Int { bits, signed: true } => {
+                    format!("ap_int<{bits}>(ap_uint<{bits}>(wb))")
+                }
+                Encoding::Int {
+                    bits,
+                    signed: false,
+                } => format!("ap_int<{}>(wb)", bits + 1),
+                _ => "ap_int<2>(wb ? 1 : -1)".to_string(),
+            };
             let product = match mac {
-                Mac::IntByBipolar => format!("(w[s] ? {acc}({a}) : {acc}(-{a}))"),
-                Mac::BipolarByInt => format!("(v[s] ? {acc}({wv}) : {acc}(-{wv}))"),
-                _ => format!("{acc}({a} * {wv})"),
+                Mac::IntByBipolar => format!("(wb ? {acc}(a[s]) : {acc}(-a[s]))"),
+                _ => format!("{acc}(a[s] * {wv})"),
             };
             let _ = writeln!(body, "        sum += {product};\n      }}");
         }
@@ -812,23 +856,18 @@ fn elementwise(
 }
 
 /// Regroups `elements` from beats of `from` to beats of `to` through a shift register of
-/// `from + to` elements: each cycle one beat in, or one out when enough are held.
+/// `from + to` elements: each cycle one beat out when enough are held, and one in when there
+/// is room.
 fn convert(body: &mut String, f: &str, bits: u32, from: usize, to: usize, elements: usize) {
     let (bi, bo) = (bits as usize * from, bits as usize * to);
     let bg = bits as usize * (from + to);
+    let (reads, writes) = (elements / from, elements / to);
     let _ = writeln!(
         body,
         "void {f}(hls::stream<ap_uint<{bi}>> &in, hls::stream<ap_uint<{bo}>> &out) {{"
     );
-    let _ = writeln!(
-        body,
-        "  ap_uint<{bg}> held = 0;\n  unsigned have = 0;   /* elements held */"
-    );
-    let _ = writeln!(
-        body,
-        "  for (unsigned i = 0; i < {}; i++) {{\n#pragma HLS PIPELINE II=1",
-        elements / from + elements / to
-    );
-    let _ = writeln!(body, "    if (have >= {to}) {{\n      out.write(ap_uint<{bo}>(held.range({}, 0)));\n      held >>= {bo};\n      have -= {to};", bo - 1);
-    let _ = writeln!(body, "    }} else {{\n      ap_uint<{bg}> x = in.read();\n      held |= x << (have * {bits});\n      have += {from};\n    }}\n  }}\n}}");
+    let _ = writeln!(body, "  ap_uint<{bg}> held = 0;\n  unsigned have = 0, reads = 0, writes = 0;   /* elements held, beats moved */");
+    let _ = writeln!(body, "  while (reads < {reads} || writes < {writes}) {{\n#pragma HLS PIPELINE II=1\n#pragma HLS LOOP_TRIPCOUNT min={m} max={m}", m = reads.max(writes) + 1);
+    let _ = writeln!(body, "    if (have >= {to}) {{\n      out.write(ap_uint<{bo}>(held.range({}, 0)));\n      held >>= {bo};\n      have -= {to};\n      writes++;\n    }}", bo - 1);
+    let _ = writeln!(body, "    if (reads < {reads} && have <= {to}) {{\n      ap_uint<{bg}> x = in.read();\n      held |= x << (have * {bits});\n      have += {from};\n      reads++;\n    }}\n  }}\n}}");
 }

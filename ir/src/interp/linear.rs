@@ -165,13 +165,13 @@ fn conv_f32(
 pub enum ConvRoute {
     /// The general fma kernel, its columns (output positions) threaded as given.
     General(Threading),
-    /// One filter: the M = 1 kernel ([`m1_dot`]).
+    /// One filter: the M = 1 kernel (`m1_dot`).
     SingleFilter,
     /// One filter whose windows are runs of whole input rows, read in place as a transposed B
-    /// ([`m1_transposed_one`] over the positions).
+    /// (`m1_transposed_one` over the positions).
     FullWidthRows,
     /// One output position with several filters: the N = 1 case with the operands swapped
-    /// ([`m1_transposed_one`] over the filters).
+    /// (`m1_transposed_one` over the filters).
     SinglePosition,
 }
 

@@ -12,7 +12,7 @@
 //! except Softmax (MLAS's own `exp`: the last bit may differ).
 //!
 //! The one exception is a linear layer on scaled integers, whose accumulator is exact and whose
-//! value is rounded once ([`scaled`]): that is what its Scaled type says, and onnxruntime's
+//! value is rounded once (`scaled`): that is what its Scaled type says, and onnxruntime's
 //! float sums agree with it up to float rounding (bit for bit where scales are powers of two).
 //!
 //! Each kernel module holds one family of ops; [`eval`] checks operands with
