@@ -213,10 +213,13 @@ fn copy_ap_types(from: &Path, to: &Path) -> Result<usize> {
     if copied == 0 || !to.join("ap_int.h").exists() {
         bail!("{} holds no ap_int.h", from.display());
     }
+    if from.join("LICENSE").exists() {
+        std::fs::copy(from.join("LICENSE"), to.join("LICENSE"))?;
+    }
     std::fs::write(
         to.join("NOTICE"),
         format!(
-            "The ap_int and ap_fixed headers of Xilinx's HLS_arbitrary_Precision_Types,\nlicensed under the Apache License, Version 2.0 (see each file's header),\ncopied by bnnc from {}.\n",
+            "The ap_int and ap_fixed headers of Xilinx's HLS_arbitrary_Precision_Types,\nlicensed under the Apache License, Version 2.0\n(http://www.apache.org/licenses/LICENSE-2.0; see each file's header),\ncopied by bnnc from {}.\n",
             from.display()
         ),
     )?;

@@ -106,7 +106,12 @@ pub fn cost(plan: &Plan, layer: &Layer) -> Cost {
                     ElementOp::Binary(bnnc_ir::BinaryOp::Mul, ..) => (130, 3),
                     ElementOp::Binary(bnnc_ir::BinaryOp::Div, ..) => (800, 0),
                     ElementOp::Binary(..) => (220, 2),
-                    ElementOp::Relu(_) | ElementOp::BipolarQuant(..) => (40, 0),
+                    ElementOp::Relu(_)
+                    | ElementOp::Sign(_)
+                    | ElementOp::Clip(..)
+                    | ElementOp::BipolarQuant(..) => (40, 0),
+                    // A division, a rounding and a multiplication.
+                    ElementOp::Quant { .. } => (1100, 3),
                 };
                 luts += l * e.lanes as u64;
                 dsps += d * e.lanes as u64;

@@ -287,7 +287,12 @@ impl<'g> Lowering<'g> {
                 self.values.insert(node.outputs[0], hw);
                 Ok(())
             }
-            Op::Binary(_) | Op::Relu | Op::BipolarQuant => {
+            Op::Binary(_)
+            | Op::Relu
+            | Op::Sign
+            | Op::Clip { .. }
+            | Op::BipolarQuant
+            | Op::Quant(_) => {
                 if !self.rescale(node)? {
                     self.elementwise(node)?;
                 }
@@ -902,13 +907,12 @@ impl<'g> Lowering<'g> {
     /// Elementwise f32 arithmetic on streams (and constants).
     fn elementwise(&mut self, node: &Node) -> Result<(), PlanError> {
         let out_ty = self.graph.value(node.outputs[0]).ty.clone();
-        let mut inputs = Vec::new();
-        let mut streams = Vec::new();
-        let mut operands = Vec::new();
+        // The streams read, and the elementwise layer this node joins, if it is the only
+        // reader of one whose result it takes.
         let mut geometry: Option<(usize, usize)> = None;
+        let mut joined: Option<usize> = None;
         for &v in &node.inputs {
-            if let Some(c) = self.graph.const_data(v) {
-                operands.push((v, None, Some(c.clone())));
+            if self.graph.const_data(v).is_some() {
                 continue;
             }
             let hw = self.hw(v, Some(node))?;
@@ -929,28 +933,95 @@ impl<'g> Lowering<'g> {
                 }
                 _ => {}
             }
-            operands.push((v, Some(inputs.len()), None));
-            inputs.push((s.encoding, hw.decode.clone()));
-            streams.push(hw.stream);
+            let producer = self.layers.iter().position(|l| {
+                matches!(l.kind, LayerKind::Elementwise(_)) && l.outputs == [hw.stream]
+            });
+            if joined.is_none() && self.graph.only_user(v).is_some() {
+                joined = producer;
+            }
         }
         let Some((pixels, channels)) = geometry else {
             return Err(PlanError::node(node, "no operand is computed in hardware"));
         };
-        let operand = |i: usize| -> Result<Operand, PlanError> {
-            match &operands[i] {
-                (_, Some(k), _) => Ok(Operand::Input(*k)),
-                (_, None, Some(c)) => slot_constant(c, &out_ty.shape, pixels, channels)
-                    .map(Operand::Const)
-                    .map_err(|r| PlanError::node(node, r)),
-                _ => unreachable!("an operand is a stream or a constant"),
+        let (mut layer, mut e) = match joined {
+            Some(i) => {
+                // Joining: the layer moves after the producers of this node's operands.
+                let layer = self.layers.remove(i);
+                let LayerKind::Elementwise(e) = layer.kind.clone() else {
+                    unreachable!("joined layers are elementwise")
+                };
+                (layer, e)
             }
+            None => (
+                Layer {
+                    name: node.name.clone(),
+                    nodes: Vec::new(),
+                    kind: LayerKind::Duplicate { lanes: 1 },
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                },
+                Elementwise {
+                    inputs: Vec::new(),
+                    ops: Vec::new(),
+                    output: Encoding::F32,
+                    output_scale: vec![1.0],
+                    channels,
+                    lanes: 1,
+                },
+            ),
+        };
+        let joined_stream = layer.outputs.first().copied();
+        let mut operands = Vec::with_capacity(node.inputs.len());
+        for &v in &node.inputs {
+            if let Some(c) = self.graph.const_data(v) {
+                let c = slot_constant(c, &out_ty.shape, pixels, channels)
+                    .map_err(|r| PlanError::node(node, r))?;
+                operands.push(Operand::Const(c));
+                continue;
+            }
+            let hw = self.hw(v, Some(node))?;
+            if Some(hw.stream) == joined_stream {
+                operands.push(Operand::Op(e.ops.len() - 1));
+            } else {
+                operands.push(Operand::Input(e.inputs.len()));
+                e.inputs
+                    .push((self.streams[hw.stream].encoding, hw.decode.clone()));
+                layer.inputs.push(hw.stream);
+            }
+        }
+        let constant = |i: usize| match operands.get(i) {
+            Some(Operand::Const(c)) if c.len() == 1 => Some(c[0]),
+            _ => None,
         };
         let op = match &node.op {
             Op::Binary(b) if *b != bnnc_ir::BinaryOp::Pow => {
-                ElementOp::Binary(*b, operand(0)?, operand(1)?)
+                ElementOp::Binary(*b, operands[0].clone(), operands[1].clone())
             }
-            Op::Relu => ElementOp::Relu(operand(0)?),
-            Op::BipolarQuant => ElementOp::BipolarQuant(operand(0)?, operand(1)?),
+            Op::Relu => ElementOp::Relu(operands[0].clone()),
+            Op::Sign => ElementOp::Sign(operands[0].clone()),
+            Op::Clip { min, max } => ElementOp::Clip(operands[0].clone(), *min, *max),
+            Op::BipolarQuant => ElementOp::BipolarQuant(operands[0].clone(), operands[1].clone()),
+            Op::Quant(attrs) => {
+                let bits = constant(3)
+                    .filter(|b| b.fract() == 0.0 && (1.0..=32.0).contains(b))
+                    .ok_or_else(|| {
+                        PlanError::node(
+                            node,
+                            "the bit width must be one constant integer in 1..=32",
+                        )
+                    })?;
+                let (min, max) =
+                    bnnc_ir::interp::quant_range(attrs.signed, attrs.narrow, bits as u32);
+                ElementOp::Quant {
+                    x: operands[0].clone(),
+                    scale: operands[1].clone(),
+                    zero: operands[2].clone(),
+                    min,
+                    max,
+                    bipolar: bits == 1.0 && attrs.signed,
+                    rounding: attrs.rounding,
+                }
+            }
             _ => {
                 return Err(PlanError::node(
                     node,
@@ -958,32 +1029,34 @@ impl<'g> Lowering<'g> {
                 ))
             }
         };
-        let output = Encoding::of_elem(&out_ty.elem);
-        let (output_scale, decode) =
-            match scaled_decode(&out_ty.elem, &out_ty.shape, channels, pixels) {
-                Ok(Decode::Scaled(s)) => (s.clone(), Decode::Scaled(s)),
-                Ok(d) => (vec![1.0], d),
-                Err(r) => return Err(PlanError::node(node, r)),
-            };
+        e.ops.push(op);
+        e.output = Encoding::of_elem(&out_ty.elem);
+        let decode = match scaled_decode(&out_ty.elem, &out_ty.shape, channels, pixels) {
+            Ok(Decode::Scaled(s)) => {
+                e.output_scale = s.clone();
+                Decode::Scaled(s)
+            }
+            Ok(d) => {
+                e.output_scale = vec![1.0];
+                d
+            }
+            Err(r) => return Err(PlanError::node(node, r)),
+        };
         let out = self.stream(
             &self.graph.value(node.outputs[0]).name.clone(),
-            output,
+            e.output,
             pixels,
             channels,
         );
+        layer.nodes.push(node.name.clone());
+        layer.outputs = vec![out];
+        layer.kind = LayerKind::Elementwise(e);
         self.push(
-            node.name.clone(),
-            vec![node.name.clone()],
-            LayerKind::Elementwise(Elementwise {
-                inputs,
-                ops: vec![op],
-                output,
-                output_scale,
-                channels,
-                lanes: 1,
-            }),
-            streams,
-            vec![out],
+            layer.name.clone(),
+            layer.nodes,
+            layer.kind,
+            layer.inputs,
+            layer.outputs,
         );
         self.values.insert(
             node.outputs[0],

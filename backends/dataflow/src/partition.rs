@@ -9,9 +9,10 @@
 //! - after: the chain of host nodes that ends at the graph output, each reading one
 //!   computed tensor (the output's scale and bias, a float last layer, Softmax, TopK).
 //!
-//! Hardware nodes are the linear layers on integers, thresholds, pools on integers, and
+//! Hardware nodes are the linear layers on integers, thresholds, max-pools on integers, and
 //! elementwise nodes of two computed operands (a residual addition); everything between the
-//! two host programs runs in hardware.
+//! two host programs runs in hardware. (An average pool on integers is a float result: the
+//! host computes it when it ends the network.)
 
 use std::collections::HashSet;
 
@@ -45,9 +46,7 @@ fn is_hardware(graph: &Graph, n: NodeId) -> bool {
     match &node.op {
         op if op.is_linear_layer() => integer_operand,
         Op::Threshold(_) => true,
-        Op::MaxPool(_) | Op::MinMaxPool { .. } | Op::AveragePool(_) | Op::GlobalAveragePool => {
-            integer_operand
-        }
+        Op::MaxPool(_) | Op::MinMaxPool { .. } => integer_operand,
         Op::Binary(_) => node.inputs.iter().filter(computed).count() > 1,
         _ => false,
     }

@@ -414,8 +414,23 @@ pub enum Operand {
 pub enum ElementOp {
     Binary(bnnc_ir::BinaryOp, Operand, Operand),
     Relu(Operand),
+    /// ONNX Sign: -1, 0 or +1.
+    Sign(Operand),
+    /// ONNX Clip with constant bounds.
+    Clip(Operand, f32, f32),
     /// QONNX BipolarQuant: `(x >= 0 ? 1 : -1) * scale`.
     BipolarQuant(Operand, Operand),
+    /// QONNX Quant: `y = x / scale + zero`, the bipolar case or clamped to `min..=max` and
+    /// rounded, then `(q - zero) * scale`.
+    Quant {
+        x: Operand,
+        scale: Operand,
+        zero: Operand,
+        min: f32,
+        max: f32,
+        bipolar: bool,
+        rounding: bnnc_ir::RoundingMode,
+    },
 }
 
 /// Elementwise f32 arithmetic on one or more streams of the same shape, writing the last

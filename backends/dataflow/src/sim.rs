@@ -172,6 +172,50 @@ pub fn simulate(plan: &Plan, input: &[i64]) -> Result<Frame, String> {
                                     0.0
                                 }
                             }
+                            ElementOp::Sign(x) => {
+                                let x = get(x, &results);
+                                if x > 0.0 {
+                                    1.0
+                                } else if x < 0.0 {
+                                    -1.0
+                                } else if x == 0.0 {
+                                    0.0
+                                } else {
+                                    x
+                                }
+                            }
+                            ElementOp::Clip(x, lo, hi) => {
+                                let x = get(x, &results);
+                                let x = if x < *lo { *lo } else { x };
+                                if x > *hi {
+                                    *hi
+                                } else {
+                                    x
+                                }
+                            }
+                            ElementOp::Quant {
+                                x,
+                                scale,
+                                zero,
+                                min,
+                                max,
+                                bipolar,
+                                rounding,
+                            } => {
+                                let (s, z) = (get(scale, &results), get(zero, &results));
+                                let y = get(x, &results) / s + z;
+                                let q = if *bipolar {
+                                    if y >= 0.0 {
+                                        1.0
+                                    } else {
+                                        -1.0
+                                    }
+                                } else {
+                                    let y = if y > *max { *max } else { y };
+                                    rounding.apply(if y < *min { *min } else { y })
+                                };
+                                (q - z) * s
+                            }
                             ElementOp::BipolarQuant(x, scale) => {
                                 (if get(x, &results) >= 0.0 { 1.0 } else { -1.0 })
                                     * get(scale, &results)

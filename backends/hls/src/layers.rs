@@ -10,6 +10,7 @@ use bnnc_dataflow::plan::{
     Decode, ElementOp, Elementwise, Encoding, Layer, LayerKind, Mac, Mvau, Operand, Plan, Pool,
     ThresholdLayer, Thresholds, Window, WindowGeometry,
 };
+use bnnc_ir::RoundingMode;
 
 /// A layer's C++: its tables (a header) and its function.
 pub struct LayerCode {
@@ -829,6 +830,43 @@ fn elementwise(
             ElementOp::BipolarQuant(x, s) => {
                 let (x, s) = (operand(x, tables), operand(s, tables));
                 format!("({x} >= 0.0f ? 1.0f : -1.0f) * {s}")
+            }
+            ElementOp::Sign(x) => {
+                let x = operand(x, tables);
+                format!("bnnc_sign({x})")
+            }
+            ElementOp::Clip(x, lo, hi) => {
+                let x = operand(x, tables);
+                format!("bnnc_clip({x}, {}, {})", c_float(*lo), c_float(*hi))
+            }
+            ElementOp::Quant {
+                x,
+                scale,
+                zero,
+                min,
+                max,
+                bipolar,
+                rounding,
+            } => {
+                let (x, s, z) = (
+                    operand(x, tables),
+                    operand(scale, tables),
+                    operand(zero, tables),
+                );
+                let mode = match rounding {
+                    RoundingMode::HalfEven => 0,
+                    RoundingMode::Ceil => 1,
+                    RoundingMode::Floor => 2,
+                    RoundingMode::Up => 3,
+                    RoundingMode::Down => 4,
+                    RoundingMode::HalfUp => 5,
+                    RoundingMode::HalfDown => 6,
+                };
+                format!(
+                    "bnnc_quant({x}, {s}, {z}, {}, {}, {bipolar}, {mode})",
+                    c_float(*min),
+                    c_float(*max)
+                )
             }
         };
         let _ = writeln!(body, "      float r{k} = {expr};");

@@ -12,10 +12,51 @@
 #endif
 #include <ap_int.h>
 #include <hls_stream.h>
+#include <math.h>
 #include <stdint.h>
 
 /* Element i of W bits of a beat, as bits. */
 #define BNNC_ELEM(beat, i, W) ((beat).range((i) * (W) + (W) - 1, (i) * (W)))
+
+/* ONNX Sign: -1, 0 or +1; NaN stays NaN. */
+static inline float bnnc_sign(float y) {
+  return y > 0.0f ? 1.0f : (y < 0.0f ? -1.0f : (y == 0.0f ? 0.0f : y));
+}
+
+/* ONNX Clip: min(max(x, lo), hi), NaN passing. */
+static inline float bnnc_clip(float x, float lo, float hi) {
+  float v = x < lo ? lo : x;
+  return v > hi ? hi : v;
+}
+
+/* QONNX rounding modes (bnnc_ir::RoundingMode in order: half even, ceil, floor, up, down,
+ * half up, half down), as qonnx's numpy code rounds. */
+static inline float bnnc_round(unsigned mode, float y) {
+  float s = bnnc_sign(y);
+  switch (mode) {
+  case 0: return nearbyintf(y);
+  case 1: return ceilf(y);
+  case 2: return floorf(y);
+  case 3: return s * ceilf(fabsf(y));
+  case 4: return truncf(y);
+  case 5: return s * floorf(fabsf(y) + 0.5f);
+  default: return s * ceilf(fabsf(y) - 0.5f);
+  }
+}
+
+/* QONNX Quant on one value: y = x / s + z, the bipolar case or clamp and round, (q - z) * s. */
+static inline float bnnc_quant(float x, float s, float z, float min, float max, bool bipolar,
+                               unsigned mode) {
+  float y = x / s + z, q;
+  if (bipolar) {
+    q = y >= 0.0f ? 1.0f : -1.0f;
+  } else {
+    y = y > max ? max : y;
+    y = y < min ? min : y;
+    q = bnnc_round(mode, y);
+  }
+  return (q - z) * s;
+}
 
 /* The f32 whose bits are b, and back. */
 static inline float bnnc_f32(ap_uint<32> b) {
