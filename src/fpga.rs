@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use bnnc_dataflow::{Options, Plan, Report};
+use bnnc_dataflow::{Options, Plan, Project, Report, TestVectors};
 use bnnc_ir::{Graph, Tensor};
 use clap::Args;
 
@@ -125,7 +125,7 @@ fn random_inputs(graph: &Graph) -> Tensor {
 
 /// The testbench's vectors: the user's, or the interpreter's outputs on theirs or on random
 /// inputs.
-pub fn test_vectors(graph: &Graph, args: &TestbenchArgs) -> Result<bnnc_hls::TestVectors> {
+pub fn test_vectors(graph: &Graph, args: &TestbenchArgs) -> Result<TestVectors> {
     let (x, origin) = match &args.tb_input {
         Some(path) => (
             npy::read_tensor(path)?,
@@ -165,7 +165,7 @@ pub fn test_vectors(graph: &Graph, args: &TestbenchArgs) -> Result<bnnc_hls::Tes
             expected.len()
         );
     }
-    Ok(bnnc_hls::TestVectors {
+    Ok(TestVectors {
         inputs: x.to_f32_vec(),
         expected,
         origin,
@@ -226,15 +226,26 @@ fn copy_ap_types(from: &Path, to: &Path) -> Result<usize> {
     Ok(copied)
 }
 
-/// Writes the HLS project of `plan` into `dir`.
-pub fn write_hls(
+/// Which FPGA backend writes the project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FpgaBackend {
+    Hls,
+    Verilog,
+}
+
+/// Writes the project of `plan` for `backend` into `dir`.
+pub fn write_project(
+    backend: FpgaBackend,
     plan: &Plan,
     report: &Report,
-    vectors: &bnnc_hls::TestVectors,
+    vectors: &TestVectors,
     dir: &Path,
     tb: &TestbenchArgs,
 ) -> Result<()> {
-    let project = bnnc_hls::project(plan, report, vectors)?;
+    let project: Project = match backend {
+        FpgaBackend::Hls => bnnc_hls::project(plan, report, vectors)?,
+        FpgaBackend::Verilog => bnnc_verilog::project(plan, report, vectors)?,
+    };
     for (path, contents) in &project.files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -244,14 +255,16 @@ pub fn write_hls(
         std::fs::write(&path, contents)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    match ap_types_dir(tb.ap_types.as_deref()) {
-        Some(from) => {
-            copy_ap_types(&from, &dir.join("csim/ap_types"))?;
+    if backend == FpgaBackend::Hls {
+        match ap_types_dir(tb.ap_types.as_deref()) {
+            Some(from) => {
+                copy_ap_types(&from, &dir.join("csim/ap_types"))?;
+            }
+            None => eprintln!(
+                "note: no ap_int headers found (give --ap-types DIR, or pip install hls4ml): put them in {} before `make csim`",
+                dir.join("csim/ap_types").display()
+            ),
         }
-        None => eprintln!(
-            "note: no ap_int headers found (give --ap-types DIR, or pip install hls4ml): put them in {} before `make csim`",
-            dir.join("csim/ap_types").display()
-        ),
     }
     Ok(())
 }

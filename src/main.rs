@@ -49,7 +49,8 @@ enum Command {
         /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
         #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
         first_last: FirstLast,
-        /// `hls`: the FPGA dataflow plan instead (per layer PE, SIMD, cycles, resources).
+        /// `hls` or `verilog`: the FPGA dataflow plan instead (per layer PE, SIMD, cycles,
+        /// resources).
         #[arg(long)]
         target: Option<String>,
         #[command(flatten)]
@@ -88,7 +89,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Emit::So)]
         emit: Emit,
         /// `x86_64`, `aarch64` or a target triple (default: this machine); `hls` for a Vitis
-        /// HLS project (a folder).
+        /// HLS project, `verilog` for a Verilog design (folders).
         #[arg(long)]
         target: Option<String>,
         /// The ISA level code may assume: native (default for this machine), generic,
@@ -329,17 +330,21 @@ fn execute(command: Command) -> Result<()> {
                 _ => {}
             })?;
             if let Some(t) = target.as_deref().filter(|t| is_fpga_target(t)) {
-                fpga_target(t)?;
+                let backend = fpga_target(t)?;
                 let name = bnnc_runtime::abi::c_identifier(
                     &name.unwrap_or_else(|| native::default_name(&model)),
                 );
                 let (plan, report) = fpga::plan(&model, &graph, &name, &fpga)?;
                 let vectors = fpga::test_vectors(&graph, &testbench)?;
-                let dir = output.unwrap_or_else(|| PathBuf::from(format!("{name}_hls")));
-                fpga::write_hls(&plan, &report, &vectors, &dir, &testbench)?;
+                let dir = output.unwrap_or_else(|| PathBuf::from(format!("{name}_{t}")));
+                fpga::write_project(backend, &plan, &report, &vectors, &dir, &testbench)?;
                 print!("{}", report.table());
+                let (what, how) = match backend {
+                    fpga::FpgaBackend::Hls => ("Vitis HLS project", "csim"),
+                    fpga::FpgaBackend::Verilog => ("Verilog design", "sim"),
+                };
                 eprintln!(
-                    "wrote {} (Vitis HLS project of {} layers; `make -C {} csim` to simulate) in {:.2} s",
+                    "wrote {} ({what} of {} layers; `make -C {} {how}` to simulate) in {:.2} s",
                     dir.display(),
                     plan.layers.len(),
                     dir.display(),
@@ -504,14 +509,12 @@ fn is_fpga_target(target: &str) -> bool {
     matches!(target, "hls" | "verilog")
 }
 
-/// Checks an FPGA target: `hls`, or an error saying what is not there.
-fn fpga_target(target: &str) -> Result<()> {
+/// The FPGA backend `--target` names.
+fn fpga_target(target: &str) -> Result<fpga::FpgaBackend> {
     match target {
-        "hls" => Ok(()),
-        "verilog" => bail!(
-            "the Verilog backend does not exist yet; `--target hls` writes a Vitis HLS project"
-        ),
-        other => bail!("`--target {other}` here takes `hls`"),
+        "hls" => Ok(fpga::FpgaBackend::Hls),
+        "verilog" => Ok(fpga::FpgaBackend::Verilog),
+        other => bail!("`--target {other}` here takes `hls` or `verilog`"),
     }
 }
 

@@ -17,6 +17,7 @@ mod lower;
 pub mod part;
 pub mod partition;
 pub mod plan;
+pub mod project;
 pub mod report;
 pub mod sim;
 
@@ -24,6 +25,7 @@ pub use error::PlanError;
 pub use folding::{folding_json, parse_folding, Fold, Folding, FoldingGoal};
 pub use part::{part, Part, DEFAULT_PART, PARTS};
 pub use plan::Plan;
+pub use project::{Project, TestVectors};
 pub use report::{report, Report};
 
 use bnnc_ir::Graph;

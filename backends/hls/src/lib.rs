@@ -17,6 +17,7 @@ use std::fmt::Write;
 
 use bnnc_dataflow::host::{host_code, HOST_OPS_H};
 use bnnc_dataflow::plan::{LayerKind, Plan};
+use bnnc_dataflow::project::{f32_bytes, port_bits, Project, TestVectors};
 use bnnc_dataflow::{folding_json, PlanError, Report};
 use bnnc_ir::ElemType;
 
@@ -27,38 +28,6 @@ use layers::{beat, layer_code};
 pub const HLS_STREAM_H: &str = include_str!("include/hls_stream.h");
 /// The generated layers' shared header (ours).
 pub const BNNC_HLS_H: &str = include_str!("include/bnnc_hls.h");
-
-/// Test vectors for the testbench: samples in, the outputs expected of them.
-#[derive(Clone, Debug)]
-pub struct TestVectors {
-    /// `samples * input_len` floats.
-    pub inputs: Vec<f32>,
-    /// `samples * output_len` floats.
-    pub expected: Vec<f32>,
-    /// Where they come from, for the README.
-    pub origin: String,
-}
-
-/// A project: files by path relative to its folder.
-#[derive(Clone, Debug, Default)]
-pub struct Project {
-    pub files: Vec<(String, Vec<u8>)>,
-}
-
-impl Project {
-    fn add(&mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) {
-        self.files.push((path.into(), contents.into()));
-    }
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Whole bytes for an AXI-Stream port of `bits`.
-fn port_bits(bits: u32) -> u32 {
-    bits.div_ceil(8) * 8
-}
 
 /// The project for `plan`, sized by `report`, tested on `vectors`.
 pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Project, PlanError> {
