@@ -246,6 +246,24 @@ pub fn write_project(
         FpgaBackend::Hls => bnnc_hls::project(plan, report, vectors)?,
         FpgaBackend::Verilog => bnnc_verilog::project(plan, report, vectors)?,
     };
+    // A project written here before: its generated folders go, so that no stale file (a
+    // layer the new plan does not have) is built with the new ones.
+    if dir.join("report.json").exists() {
+        let mut folders: Vec<&str> = project
+            .files
+            .iter()
+            .filter_map(|(path, _)| path.split_once('/').map(|(folder, _)| folder))
+            .collect();
+        folders.sort_unstable();
+        folders.dedup();
+        for folder in folders.into_iter().filter(|f| *f != "csim") {
+            let path = dir.join(folder);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot clear {}", path.display()))?;
+            }
+        }
+    }
     for (path, contents) in &project.files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {

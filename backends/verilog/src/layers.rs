@@ -11,7 +11,10 @@
 use std::fmt::Write;
 
 use bnnc_dataflow::estimate::buffer_rows;
-use bnnc_dataflow::plan::{Encoding, Layer, LayerKind, Mac, Mvau, Plan, Window};
+use bnnc_dataflow::plan::{
+    Decode, ElementOp, Elementwise, Encoding, Layer, LayerKind, Mac, Mvau, Operand, Plan,
+    ThresholdLayer, Window,
+};
 
 /// A layer's Verilog: its module and the memory files it reads.
 pub struct LayerRtl {
@@ -107,6 +110,25 @@ pub fn layer_rtl(
             stream(layer.outputs[0]).beat_bits() as usize,
         )),
         LayerKind::Window(w) => Ok(window(module, w)),
+        LayerKind::Threshold(t) => {
+            let st = stream(layer.inputs[0]);
+            Ok(threshold(
+                module,
+                t,
+                st.beat_bits() as usize,
+                stream(layer.outputs[0]).beat_bits() as usize,
+            ))
+        }
+        LayerKind::Elementwise(e) => elementwise(
+            module,
+            e,
+            layer
+                .inputs
+                .iter()
+                .map(|&s| stream(s).beat_bits() as usize)
+                .collect(),
+            stream(layer.outputs[0]).beat_bits() as usize,
+        ),
         other => Err(format!(
             "the Verilog backend has no {} layer yet (layer {index})",
             other.name()
@@ -546,4 +568,252 @@ fn window(module: &str, w: &Window) -> LayerRtl {
         verilog: v,
         memories: Vec::new(),
     }
+}
+
+/// A per-slot table of 32-bit words (f32 bits): a constant when one, else a ROM read at
+/// `index`. Returns the Verilog expression.
+fn slot_word(
+    v: &mut String,
+    memories: &mut Vec<(String, String)>,
+    module: &str,
+    name: &str,
+    words: &[u32],
+    index: &str,
+    slots: usize,
+) -> String {
+    if words.iter().all(|&w| w == words[0]) {
+        return format!("32'h{:08x}", words[0]);
+    }
+    let file = format!("{module}_{name}.mem");
+    let text: String = (0..slots)
+        .map(|j| format!("{:08x}\n", words[j % words.len()]))
+        .collect();
+    memories.push((file.clone(), text));
+    let _ = writeln!(
+        v,
+        "    reg [31:0] {name} [0:{}];\n    initial $readmemh(\"rtl/mem/{file}\", {name});",
+        slots - 1
+    );
+    format!("{name}[{index}]")
+}
+
+/// A standalone threshold: a comparator bank per lane, thresholds per slot.
+fn threshold(module: &str, t: &ThresholdLayer, iw: usize, ow: usize) -> LayerRtl {
+    let lanes = t.lanes;
+    let cb = t.channels / lanes;
+    let th = &t.thresholds;
+    let ib = t.input.bits() as usize;
+    let ob = th.output.bits() as usize;
+    let (lo, hi) = th
+        .values
+        .iter()
+        .fold(t.input.range().unwrap_or((0, 0)), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let ab =
+        (64 - (lo.unsigned_abs().max(hi.unsigned_abs())).leading_zeros() as usize + 2).max(ib + 2);
+    let mut memories = Vec::new();
+    let cbw = clog2(cb);
+    let mut v = String::new();
+    let _ = writeln!(
+        v,
+        "module {module} (\n    input wire clk,\n    input wire rst,\n    input wire [{}:0] s_tdata,\n    input wire s_tvalid,\n    output wire s_tready,\n    output reg [{}:0] m_tdata,\n    output reg m_tvalid,\n    input wire m_tready\n);",
+        iw - 1,
+        ow - 1
+    );
+    // Slot j's thresholds, and its direction in the top bit.
+    let mut text = String::new();
+    for j in 0..t.channels {
+        let mut bits = Vec::new();
+        for k in 0..th.levels {
+            push_bits(&mut bits, th.values[j * th.levels + k], ab as u32);
+        }
+        bits.push(th.descending[j]);
+        let _ = writeln!(text, "{}", hex_word(&bits));
+    }
+    let tw = th.levels * ab + 1;
+    memories.push((format!("{module}_t.mem"), text));
+    let _ = writeln!(v, "    reg [{}:0] thresholds [0:{}];\n    initial $readmemh(\"rtl/mem/{module}_t.mem\", thresholds);", tw - 1, t.channels - 1);
+    let _ = writeln!(v, "    reg [{}:0] cb;\n    wire en = !m_tvalid || m_tready;\n    assign s_tready = en;\n    wire fire = en && s_tvalid;", cbw - 1);
+    let _ = writeln!(v, "    reg [{}:0] result;\n    reg [{}:0] row;\n    reg signed [{}:0] a;\n    reg [15:0] count;\n    reg signed [23:0] code;\n    integer l;\n    integer k;\n    wire unused = ^code;", ow - 1, tw - 1, ab - 1);
+    let _ = writeln!(v, "    always @* begin\n        result = {ow}'d0;\n        for (l = 0; l < {lanes}; l = l + 1) begin\n            row = thresholds[{{{}'d0, cb}} * {lanes} + l];\n            a = {};\n            count = 16'd0;", 32usize.saturating_sub(cbw), element("s_tdata", "l", t.input, ab));
+    if th.levels > 0 {
+        let _ = writeln!(v, "            for (k = 0; k < {}; k = k + 1)\n                if (row[{}] ? a <= $signed(row[k*{ab} +: {ab}]) : a >= $signed(row[k*{ab} +: {ab}]))\n                    count = count + 16'd1;", th.levels, tw - 1);
+    }
+    let _ = writeln!(
+        v,
+        "            code = {} + {} * $signed({{8'd0, count}});",
+        sconst(24, th.offset),
+        sconst(24, th.step)
+    );
+    if th.output == Encoding::Bipolar {
+        let _ = writeln!(v, "            result[l] = code > 24'sd0;");
+    } else {
+        let _ = writeln!(
+            v,
+            "            result[l*{ob} +: {ob}] = code[{}:0];",
+            ob - 1
+        );
+    }
+    let _ = writeln!(v, "        end\n    end");
+    let _ = writeln!(v, "    always @(posedge clk) begin\n        if (rst) begin\n            m_tvalid <= 1'b0;\n            cb <= {cbw}'d0;\n        end else if (en) begin\n            m_tvalid <= fire;\n            if (fire) begin\n                m_tdata <= result;\n                cb <= cb == {cbw}'d{} ? {cbw}'d0 : cb + {cbw}'d1;\n            end\n        end\n    end\nendmodule", cb - 1);
+    LayerRtl {
+        verilog: v,
+        memories,
+    }
+}
+
+/// Elementwise f32 arithmetic (`bnnc_f32_*.v`), lane by lane, one beat per cycle.
+fn elementwise(
+    module: &str,
+    e: &Elementwise,
+    iws: Vec<usize>,
+    ow: usize,
+) -> Result<LayerRtl, String> {
+    let lanes = e.lanes;
+    let cb = e.channels / lanes;
+    let cbw = clog2(cb);
+    let n = e.inputs.len();
+    let mut memories = Vec::new();
+    let mut v = String::new();
+    let ports: Vec<String> = (0..n)
+        .map(|k| format!("    input wire [{}:0] s{k}_tdata,\n    input wire s{k}_tvalid,\n    output wire s{k}_tready,", iws[k] - 1))
+        .collect();
+    let _ = writeln!(
+        v,
+        "module {module} (\n    input wire clk,\n    input wire rst,\n{}\n    output reg [{}:0] m_tdata,\n    output reg m_tvalid,\n    input wire m_tready\n);",
+        ports.join("\n"),
+        ow - 1
+    );
+    let all_valid = (0..n)
+        .map(|k| format!("s{k}_tvalid"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let _ = writeln!(v, "    reg [{}:0] cb;\n    wire en = !m_tvalid || m_tready;\n    wire fire = en && {all_valid};", cbw - 1);
+    for k in 0..n {
+        let others: Vec<String> = (0..n)
+            .filter(|&o| o != k)
+            .map(|o| format!(" && s{o}_tvalid"))
+            .collect();
+        let _ = writeln!(v, "    assign s{k}_tready = en{};", others.join(""));
+    }
+    let _ = writeln!(v, "    wire [{}:0] result;", ow - 1);
+    let _ = writeln!(
+        v,
+        "    genvar l;\n    generate\n        for (l = 0; l < {lanes}; l = l + 1) begin : lane"
+    );
+    let slot = format!("{{{}'d0, cb}} * {lanes} + l", 32usize.saturating_sub(cbw));
+    let mut tables = 0;
+    let mut table = |v: &mut String, memories: &mut Vec<(String, String)>, words: &[f32]| {
+        tables += 1;
+        let bits: Vec<u32> = words.iter().map(|w| w.to_bits()).collect();
+        slot_word(
+            v,
+            memories,
+            module,
+            &format!("c{tables}"),
+            &bits,
+            &slot,
+            e.channels,
+        )
+    };
+    // The inputs' values.
+    let mut body = String::new();
+    for (k, (enc, dec)) in e.inputs.iter().enumerate() {
+        match (enc, dec) {
+            (Encoding::F32, _) => {
+                let _ = writeln!(
+                    body,
+                    "            wire [31:0] in{k} = s{k}_tdata[l*32 +: 32];"
+                );
+            }
+            (Encoding::Int { .. } | Encoding::Bipolar, Decode::Scaled(scales)) => {
+                let b = enc.bits() as usize;
+                let w = b + 1;
+                let int = element(&format!("s{k}_tdata"), "l", *enc, w);
+                let _ = writeln!(body, "            wire [{}:0] int{k} = {int};\n            wire [31:0] raw{k};\n            bnnc_f32_from_int #(.WIDTH({w})) from{k} (.a(int{k}), .y(raw{k}));", w - 1);
+                let s = table(&mut body, &mut memories, scales);
+                let _ = writeln!(body, "            wire [31:0] in{k};\n            bnnc_f32_mul scale{k} (.a(raw{k}), .b({s}), .y(in{k}));");
+            }
+            _ => {
+                return Err(
+                    "the Verilog backend has no elementwise layer on threshold levels yet".into(),
+                )
+            }
+        }
+    }
+    let mut last = String::new();
+    for (i, op) in e.ops.iter().enumerate() {
+        let mut operand =
+            |o: &Operand, body: &mut String, memories: &mut Vec<(String, String)>| -> String {
+                match o {
+                    Operand::Input(k) => format!("in{k}"),
+                    Operand::Op(j) => format!("r{j}"),
+                    Operand::Const(c) => table(body, memories, c),
+                }
+            };
+        match op {
+            ElementOp::Binary(b, p, q) => {
+                let (p, q) = (
+                    operand(p, &mut body, &mut memories),
+                    operand(q, &mut body, &mut memories),
+                );
+                let _ = writeln!(body, "            wire [31:0] r{i};");
+                match b {
+                    bnnc_ir::BinaryOp::Add => {
+                        let _ = writeln!(
+                            body,
+                            "            bnnc_f32_add op{i} (.a({p}), .b({q}), .y(r{i}));"
+                        );
+                    }
+                    bnnc_ir::BinaryOp::Sub => {
+                        let _ = writeln!(body, "            wire [31:0] neg{i} = {q} ^ 32'h80000000;\n            bnnc_f32_add op{i} (.a({p}), .b(neg{i}), .y(r{i}));");
+                    }
+                    bnnc_ir::BinaryOp::Mul => {
+                        let _ = writeln!(
+                            body,
+                            "            bnnc_f32_mul op{i} (.a({p}), .b({q}), .y(r{i}));"
+                        );
+                    }
+                    _ => return Err(format!("the Verilog backend has no f32 {} yet", b.name())),
+                }
+            }
+            ElementOp::Relu(x) => {
+                let x = operand(x, &mut body, &mut memories);
+                // x > 0 ? x : +0 (a NaN gives +0).
+                let _ = writeln!(body, "            wire [31:0] r{i} = (!{x}[31] && {x}[30:0] != 31'd0 && !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0)) ? {x} : 32'd0;");
+            }
+            ElementOp::BipolarQuant(x, s) => {
+                let (x, s) = (
+                    operand(x, &mut body, &mut memories),
+                    operand(s, &mut body, &mut memories),
+                );
+                // (x >= 0 ? 1 : -1) * s: s, or s with its sign flipped (a NaN x gives -1).
+                let _ = writeln!(body, "            wire nonneg{i} = !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0) && (!{x}[31] || {x}[30:0] == 31'd0);\n            wire [31:0] r{i} = nonneg{i} ? {s} : {s} ^ 32'h80000000;");
+            }
+            _ => return Err("the Verilog backend has no f32 Sign, Clip or Quant yet".into()),
+        }
+        last = format!("r{i}");
+    }
+    let _ = write!(v, "{body}");
+    match e.output {
+        Encoding::F32 => {
+            let _ = writeln!(v, "            assign result[l*32 +: 32] = {last};");
+        }
+        Encoding::Bipolar if e.output_scale.iter().all(|&s| s == 1.0) => {
+            // round(v / 1) of +-1: the sign.
+            let _ = writeln!(v, "            assign result[l] = !{last}[31];\n            wire unused_value = ^{last};");
+        }
+        _ => {
+            return Err(
+                "the Verilog backend has no f32-to-integer conversion but to bipolar yet".into(),
+            )
+        }
+    }
+    let _ = writeln!(v, "        end\n    endgenerate");
+    let _ = writeln!(v, "    always @(posedge clk) begin\n        if (rst) begin\n            m_tvalid <= 1'b0;\n            cb <= {cbw}'d0;\n        end else if (en) begin\n            m_tvalid <= fire;\n            if (fire) begin\n                m_tdata <= result;\n                cb <= cb == {cbw}'d{} ? {cbw}'d0 : cb + {cbw}'d1;\n            end\n        end\n    end\nendmodule", cb - 1);
+    Ok(LayerRtl {
+        verilog: v,
+        memories,
+    })
 }

@@ -31,6 +31,16 @@ use layers::{identifier, layer_rtl};
 const FIFO_V: &str = include_str!("rtl/bnnc_fifo.v");
 const CONVERT_V: &str = include_str!("rtl/bnnc_convert.v");
 const DUPLICATE_V: &str = include_str!("rtl/bnnc_duplicate.v");
+/// f32 arithmetic, for residual paths: rounding, conversion, multiplication, addition.
+const F32_V: [(&str, &str); 4] = [
+    ("bnnc_f32_round.v", include_str!("rtl/bnnc_f32_round.v")),
+    (
+        "bnnc_f32_from_int.v",
+        include_str!("rtl/bnnc_f32_from_int.v"),
+    ),
+    ("bnnc_f32_mul.v", include_str!("rtl/bnnc_f32_mul.v")),
+    ("bnnc_f32_add.v", include_str!("rtl/bnnc_f32_add.v")),
+];
 
 /// The project for `plan`, sized by `report`, tested on `vectors`.
 pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Project, PlanError> {
@@ -43,6 +53,15 @@ pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Pr
     p.add("rtl/bnnc_fifo.v", FIFO_V);
     p.add("rtl/bnnc_convert.v", CONVERT_V);
     p.add("rtl/bnnc_duplicate.v", DUPLICATE_V);
+    if plan
+        .layers
+        .iter()
+        .any(|l| matches!(l.kind, LayerKind::Elementwise(_)))
+    {
+        for (file, text) in F32_V {
+            p.add(format!("rtl/{file}"), text);
+        }
+    }
 
     let mut modules = Vec::new();
     for (i, layer) in plan.layers.iter().enumerate() {
@@ -121,6 +140,12 @@ fn top(plan: &Plan, modules: &[String]) -> String {
     used.push(plan.output.stream);
     used.sort_unstable();
     used.dedup();
+    let duplicated: Vec<usize> = plan
+        .layers
+        .iter()
+        .filter(|l| matches!(l.kind, LayerKind::Duplicate { .. }))
+        .flat_map(|l| l.outputs.clone())
+        .collect();
     for &s in &used {
         let b = plan.streams[s].beat_bits();
         let _ = writeln!(
@@ -139,7 +164,13 @@ fn top(plan: &Plan, modules: &[String]) -> String {
                 _ => None,
             })
             .unwrap_or(2)
-            .max(2);
+            .max(if duplicated.contains(&s) {
+                // A copy waits while its twin goes the long way round (a residual's window):
+                // it holds a whole frame.
+                plan.streams[s].beats()
+            } else {
+                2
+            });
         let _ = writeln!(
             v,
             "    bnnc_fifo #(.WIDTH({b}), .DEPTH({depth}), .AW({})) fifo{s} (.clk(clk), .rst(rst), .s_tdata(p{s}_tdata), .s_tvalid(p{s}_tvalid), .s_tready(p{s}_tready), .m_tdata(q{s}_tdata), .m_tvalid(q{s}_tvalid), .m_tready(q{s}_tready));",
@@ -200,6 +231,20 @@ fn top(plan: &Plan, modules: &[String]) -> String {
                     outs("tdata"),
                     outs("tvalid"),
                     outs("tready")
+                );
+            }
+            LayerKind::Elementwise(_) => {
+                let o2 = layer.outputs[0];
+                let ins: Vec<String> = layer
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| format!(".s{k}_tdata(q{s}_tdata), .s{k}_tvalid(q{s}_tvalid), .s{k}_tready(q{s}_tready)"))
+                    .collect();
+                let _ = writeln!(
+                    v,
+                    "    {module} {module}_i (.clk(clk), .rst(rst), {}, .m_tdata(p{o2}_tdata), .m_tvalid(p{o2}_tvalid), .m_tready(p{o2}_tready));",
+                    ins.join(", ")
                 );
             }
             _ => {
