@@ -334,8 +334,8 @@ fn fpga_options_are_checked() {
         err(&["inspect", model, "--target", "hls", "--part", "list"])
             .contains("xc7z020clg400-1 (Pynq-Z1")
     );
-    assert!(err(&["build", model, "--target", "verilog"])
-        .contains("Verilog backend does not exist yet"));
+    assert!(err(&["inspect", model, "--target", "vhdl"])
+        .contains("`--target vhdl` here takes `hls` or `verilog`"));
     let dir = tempfile::tempdir().unwrap();
     let folding = dir.path().join("folding.json");
     std::fs::write(&folding, r#"{"Gemm_0": {"PE": 5}}"#).unwrap();

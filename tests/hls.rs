@@ -11,6 +11,9 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod common;
+use common::run;
+
 /// Models whose designs simulate too slowly for their whole test set in CI (a csim of
 /// CNV's 397 images takes minutes): input.npy only.
 const SLOW: &[&str] = &["cnv_w1a1", "cnv_w2a2"];
@@ -48,19 +51,6 @@ fn ap_types() -> Result<PathBuf, Failed> {
         )
         .into())
     }
-}
-
-fn run(cmd: &mut Command) -> Result<String, Failed> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed:\n{text}").into());
-    }
-    Ok(text)
 }
 
 /// The floats of a .npy file (float32, or int64 indices).

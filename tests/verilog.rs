@@ -13,6 +13,9 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod common;
+use common::run;
+
 /// The models and the simulator each runs under.
 const MODELS: &[(&str, &str)] = &[
     ("models/tfc_w1a1", "iverilog"),
@@ -47,20 +50,7 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
-fn run(cmd: &mut Command) -> Result<String, Failed> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed:\n{text}").into());
-    }
-    Ok(text)
-}
-
-fn build(dir: &Path, project: &Path, extra: &[&str]) -> Result<String, Failed> {
+fn build(dir: &Path, project: &Path, extra: &[&str]) -> Result<String, String> {
     run(Command::new(env!("CARGO_BIN_EXE_bnnc"))
         .args(["build", "--target", "verilog", "-o"])
         .arg(project)

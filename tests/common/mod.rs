@@ -1,4 +1,6 @@
-//! What the command-line tests share: the bundled data and running `bnnc`.
+//! What the command-line tests share: the bundled data and running `bnnc` and other tools.
+// Each test binary uses some of these.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,4 +18,18 @@ pub fn bnnc(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("bnnc runs")
+}
+
+/// Runs a command; its standard output and error, or why it failed with them.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed:\n{text}"));
+    }
+    Ok(text)
 }

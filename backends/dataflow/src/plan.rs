@@ -495,6 +495,19 @@ pub struct Layer {
     pub outputs: Vec<StreamId>,
 }
 
+impl Layer {
+    /// The layer's function or module name in generated code: `L{index}_` and its name as a
+    /// C identifier.
+    pub fn symbol(&self, index: usize) -> String {
+        let id: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("L{index}_{id}")
+    }
+}
+
 /// Where the hardware meets the host: a stream, the IR value it carries, and the values of
 /// its integers.
 #[derive(Clone, Debug)]

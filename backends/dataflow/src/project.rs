@@ -18,6 +18,17 @@ pub struct Project {
 }
 
 impl Project {
+    /// A project holding the host code of `plan` (`host/`), which both FPGA backends ship.
+    pub fn with_host(plan: &crate::Plan) -> Result<Project, crate::PlanError> {
+        let name = &plan.name;
+        let host = crate::host::host_code(plan)?;
+        let mut p = Project::default();
+        p.add(format!("host/{name}_host.h"), host.header);
+        p.add(format!("host/{name}_host.c"), host.source);
+        p.add("host/bnnc_host_ops.h", crate::host::HOST_OPS_H);
+        Ok(p)
+    }
+
     /// Adds a file.
     pub fn add(&mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) {
         self.files.push((path.into(), contents.into()));

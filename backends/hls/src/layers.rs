@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use bnnc_dataflow::estimate::buffer_rows;
-use bnnc_dataflow::host::c_float;
+use bnnc_dataflow::host::{c_float, c_value};
 use bnnc_dataflow::plan::{
     Decode, ElementOp, Elementwise, Encoding, Layer, LayerKind, Mac, Mvau, Operand, Plan, Pool,
     ThresholdLayer, Thresholds, Window, WindowGeometry,
@@ -20,18 +20,6 @@ pub struct LayerCode {
     pub tables: String,
     /// The function's definition.
     pub body: String,
-}
-
-/// A C identifier from a layer name.
-pub fn identifier(name: &str) -> String {
-    let mut id: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
-        id.insert(0, '_');
-    }
-    id
 }
 
 /// The beat type of `lanes` elements of `encoding`.
@@ -110,7 +98,7 @@ fn pack_words(
 
 /// The code of one layer.
 pub fn layer_code(plan: &Plan, index: usize, layer: &Layer) -> LayerCode {
-    let function = format!("L{index}_{}", identifier(&layer.name));
+    let function = layer.symbol(index);
     let stream = |s: usize| &plan.streams[s];
     let input = |k: usize| {
         let s = stream(layer.inputs[k]);
@@ -728,23 +716,10 @@ fn decoded(
     cb: usize,
 ) -> String {
     let raw = element(&format!("x{k}"), "s", encoding);
-    match decode {
-        Decode::Float => raw,
-        Decode::Scaled(s) => {
-            let scale = per_slot(tables, &format!("{f}_s{k}"), s, lanes, cb);
-            format!("(float)({raw}.to_int()) * {scale}")
-        }
-        Decode::Level {
-            out_scale,
-            out_bias,
-            step,
-            offset,
-        } => format!(
-            "{} * (float)(({raw}.to_int() - ({offset})) / ({step})) + {}",
-            c_float(*out_scale),
-            c_float(*out_bias)
-        ),
-    }
+    c_value(decode, &format!("{raw}.to_int()"), &mut |scales| {
+        per_slot(tables, &format!("{f}_s{k}"), scales, lanes, cb)
+    })
+    .unwrap_or(raw)
 }
 
 /// A per-slot constant as `name[s][cb]` (a table), or a literal when all slots agree.

@@ -15,13 +15,11 @@ mod layers;
 
 use std::fmt::Write;
 
-use bnnc_dataflow::host::{host_code, HOST_OPS_H};
 use bnnc_dataflow::plan::{LayerKind, Plan};
 use bnnc_dataflow::project::{f32_bytes, port_bits, Project, TestVectors};
 use bnnc_dataflow::{folding_json, PlanError, Report};
 use bnnc_ir::ElemType;
 
-pub use layers::identifier;
 use layers::{beat, layer_code};
 
 /// The csim stream header (ours).
@@ -32,11 +30,7 @@ pub const BNNC_HLS_H: &str = include_str!("include/bnnc_hls.h");
 /// The project for `plan`, sized by `report`, tested on `vectors`.
 pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Project, PlanError> {
     let name = &plan.name;
-    let mut p = Project::default();
-    let host = host_code(plan)?;
-    p.add(format!("host/{name}_host.h"), host.header);
-    p.add(format!("host/{name}_host.c"), host.source);
-    p.add("host/bnnc_host_ops.h", HOST_OPS_H);
+    let mut p = Project::with_host(plan)?;
     p.add("src/bnnc_hls.h", BNNC_HLS_H);
     p.add("csim/hls_stream.h", HLS_STREAM_H);
 

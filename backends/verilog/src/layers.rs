@@ -28,18 +28,6 @@ pub fn clog2(n: usize) -> usize {
     (usize::BITS - n.saturating_sub(1).leading_zeros()).max(1) as usize
 }
 
-/// A C-style identifier from a layer name.
-pub fn identifier(name: &str) -> String {
-    let mut id: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
-        id.insert(0, '_');
-    }
-    id
-}
-
 /// Hex digits of a word of `bits` from its bits, least significant first.
 fn hex_word(bits: &[bool]) -> String {
     let digits = bits.len().div_ceil(4).max(1);

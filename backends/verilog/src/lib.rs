@@ -19,14 +19,13 @@ mod layers;
 
 use std::fmt::Write;
 
-use bnnc_dataflow::host::{host_code, HOST_OPS_H};
 use bnnc_dataflow::plan::{LayerKind, Plan};
 use bnnc_dataflow::project::{f32_bytes, port_bits, Project, TestVectors};
 use bnnc_dataflow::{PlanError, Report};
 use bnnc_ir::ElemType;
 
 pub use layers::clog2;
-use layers::{identifier, layer_rtl};
+use layers::layer_rtl;
 
 const FIFO_V: &str = include_str!("rtl/bnnc_fifo.v");
 const CONVERT_V: &str = include_str!("rtl/bnnc_convert.v");
@@ -45,11 +44,7 @@ const F32_V: [(&str, &str); 4] = [
 /// The project for `plan`, sized by `report`, tested on `vectors`.
 pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Project, PlanError> {
     let name = &plan.name;
-    let mut p = Project::default();
-    let host = host_code(plan)?;
-    p.add(format!("host/{name}_host.h"), host.header);
-    p.add(format!("host/{name}_host.c"), host.source);
-    p.add("host/bnnc_host_ops.h", HOST_OPS_H);
+    let mut p = Project::with_host(plan)?;
     p.add("rtl/bnnc_fifo.v", FIFO_V);
     p.add("rtl/bnnc_convert.v", CONVERT_V);
     p.add("rtl/bnnc_duplicate.v", DUPLICATE_V);
@@ -65,7 +60,7 @@ pub fn project(plan: &Plan, report: &Report, vectors: &TestVectors) -> Result<Pr
 
     let mut modules = Vec::new();
     for (i, layer) in plan.layers.iter().enumerate() {
-        let module = format!("L{i}_{}", identifier(&layer.name));
+        let module = layer.symbol(i);
         match &layer.kind {
             LayerKind::Convert { .. } | LayerKind::Duplicate { .. } => modules.push(module),
             _ => {

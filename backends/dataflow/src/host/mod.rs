@@ -799,23 +799,34 @@ fn first_hw_node(plan: &Plan) -> NodeId {
         .expect("a planned graph has nodes")
 }
 
-/// The C expression of the value of integer `h` in slot `j` of the output port.
-fn decode_expr(e: &mut Emitter<'_>, port: &Port, encoding: Encoding) -> String {
-    match &port.decode {
-        Decode::Scaled(s) => format!("(float)h * {}", per_slot(e, s)),
+/// The C (or C++) expression of the f32 value of integer expression `int` under `decode`,
+/// as the interpreter computes it; `scale` gives the expression of a per-slot scale table.
+/// `None` for f32 elements, which are their value.
+pub fn c_value(
+    decode: &Decode,
+    int: &str,
+    scale: &mut dyn FnMut(&[f32]) -> String,
+) -> Option<String> {
+    match decode {
+        Decode::Scaled(s) => Some(format!("(float)({int}) * {}", scale(s))),
         Decode::Level {
             out_scale,
             out_bias,
             step,
             offset,
-        } => format!(
-            "{} * (float)((h - ({offset})) / ({step})) + {}",
+        } => Some(format!(
+            "{} * (float)(({int} - ({offset})) / ({step})) + {}",
             c_float(*out_scale),
             c_float(*out_bias)
-        ),
-        Decode::Float => {
-            debug_assert_eq!(encoding, Encoding::F32);
-            "bnnc_f32_of_bits(h)".into()
-        }
+        )),
+        Decode::Float => None,
     }
+}
+
+/// The C expression of the value of integer `h` in slot `j` of the output port.
+fn decode_expr(e: &mut Emitter<'_>, port: &Port, encoding: Encoding) -> String {
+    c_value(&port.decode, "h", &mut |s| per_slot(e, s)).unwrap_or_else(|| {
+        debug_assert_eq!(encoding, Encoding::F32);
+        "bnnc_f32_of_bits(h)".into()
+    })
 }
