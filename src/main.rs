@@ -536,20 +536,28 @@ fn run_native(
     output: &Path,
     codegen: native::Codegen,
 ) -> Result<()> {
+    // The batch must fit the input as the interpreter requires, not only its length.
+    let expected = &graph.value(graph.inputs()[0]).ty.shape;
+    let Some(samples) = bnnc_ir::interp::batch_samples(expected, x.shape()) else {
+        bail!(
+            "{}: a batch of shape {:?} does not fit the input's shape {expected:?}",
+            model.display(),
+            x.shape()
+        );
+    };
     let loaded = native::load(model, graph, false, codegen)?;
     let m = &loaded.model;
     let input = x.to_f32_vec();
     let y = m
         .run_batch(&input)
         .with_context(|| format!("running {} natively", model.display()))?;
-    let samples = input.len() / m.input_len();
     let out_ty = &graph.value(graph.outputs()[0]).ty;
-    // One sample's shape with the batch axis (of extent 1) replaced by the sample count.
-    let mut shape = out_ty.shape.clone();
-    match shape.first_mut() {
-        Some(first) if *first == 1 => *first = samples,
-        _ => shape.insert(0, samples),
-    }
+    // Shaped as the interpreter shapes a batch's output.
+    let shape = if x.shape() == expected.as_slice() {
+        out_ty.shape.clone()
+    } else {
+        bnnc_ir::interp::batch_output_shape(&out_ty.shape, samples)
+    };
     let tensor = if out_ty.elem == bnnc_ir::ElemType::I64 {
         bnnc_ir::Tensor::i64(shape, y.iter().map(|&v| v as i64).collect())
     } else {

@@ -429,3 +429,75 @@ fn build_target_hls_writes_a_project() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// A float32 .npy of `shape` with zeros.
+fn zeros_npy(path: &std::path::Path, shape: &[usize]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (header.len() + 11) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + shape.iter().product::<usize>() * 4, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Native code used to take any input whose length was whole samples ((1, 28, 28) for a
+/// (1, 1, 28, 28) input) where the interpreter rejects it: both reject it now.
+#[test]
+fn native_run_rejects_a_shape_the_interpreter_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    zeros_npy(&x, &[1, 28, 28]);
+    let model = data("models/tfc_w1a1/model.onnx");
+    for backend in ["interp", "native"] {
+        let out = bnnc(&[
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--output",
+            y.to_str().unwrap(),
+            "--backend",
+            backend,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {err}");
+        assert!(
+            err.contains("does not fit the input's shape [1, 1, 28, 28]"),
+            "{backend}: {err}"
+        );
+        assert!(!y.exists());
+    }
+    // A batch of two gives (2, 10) from both.
+    zeros_npy(&x, &[2, 1, 28, 28]);
+    for backend in ["interp", "native"] {
+        let out = bnnc(&[
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--output",
+            y.to_str().unwrap(),
+            "--backend",
+            backend,
+        ]);
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header = std::fs::read(&y).unwrap();
+        let header = String::from_utf8_lossy(&header[..80]).replace(" ", "");
+        assert!(
+            header.contains("(2,10,)") || header.contains("(2,10)"),
+            "{backend}: {header}"
+        );
+    }
+}

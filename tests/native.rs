@@ -497,3 +497,35 @@ fn activation_and_weight_bit_layouts_agree() {
     let compiler: Vec<u64> = compiler.to_i64_vec().iter().map(|&w| w as u64).collect();
     assert_eq!(runtime, compiler);
 }
+
+/// Issue 12, finding 4: a MultiThreshold declared UINT1 but biased by -1 (levels -1 and 0)
+/// into a 3x3 convolution of 4-bit weights with 16 channels: native code, bit-serial, gave
+/// exactly the negation of the interpreter. The levels now decide the type (i2), and both
+/// agree bit for bit.
+#[test]
+fn contradicting_threshold_annotations_compile_to_the_interpreters_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("regressions/uint1_biased_into_bitserial_conv.onnx");
+    let input = data("regressions/uint1_biased_into_bitserial_conv_input.npy");
+    let run = |backend: &str| {
+        let y = dir.path().join(format!("{backend}.npy"));
+        let out = Command::new(env!("CARGO_BIN_EXE_bnnc"))
+            .args([
+                "run",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+            ])
+            .args(["--output", y.to_str().unwrap(), "--backend", backend])
+            .env("BNNC_BIT_SERIAL", "always")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        read_f32(&y)
+    };
+    let (interp, native) = (run("interp"), run("native"));
+    assert_eq!(interp.0, native.0);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&interp.1), bits(&native.1));
+    assert!(interp.1.iter().any(|&v| v != 0.0));
+}

@@ -291,6 +291,9 @@ pub fn slice_indices(extent: usize, start: i64, end: i64, step: i64) -> Result<V
     if step == 0 {
         return Err("slice step 0".into());
     }
+    if extent == 0 {
+        return Ok(Vec::new());
+    }
     let (extent_i, start, end, step) = (
         extent as i128,
         i128::from(start),
@@ -432,6 +435,13 @@ mod tests {
         );
         assert_eq!(slice_indices(5, 0, -2, 2).unwrap(), vec![0, 2]);
         assert!(slice_indices(5, 0, 1, 0).is_err());
+        // A zero-extent axis has nothing to slice, in either direction (this used to panic
+        // on a negative step: clamping to 0..=-1).
+        assert_eq!(
+            slice_indices(0, -1, i64::MIN, -1).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(slice_indices(0, 0, 5, 1).unwrap(), Vec::<usize>::new());
         let t = Tensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(
             slice(&t, &[(1, vec![2, 0])]).unwrap(),

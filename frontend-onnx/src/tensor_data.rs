@@ -13,9 +13,8 @@ use crate::error::FrontendError;
 use crate::external_data;
 use crate::proto::{DataLocation, TensorProto};
 
-/// The most elements one tensor may have (2^31): far beyond any network bnnc compiles, and
-/// small enough that no checked size can overflow when multiplied by an element's width.
-pub const MAX_ELEMENTS: usize = 1 << 31;
+/// The most elements one tensor may have: the IR's limit ([`bnnc_ir::infer::MAX_ELEMENTS`]).
+pub const MAX_ELEMENTS: usize = bnnc_ir::infer::MAX_ELEMENTS;
 
 /// The ONNX data types (`TensorProto.DataType`) the importer reads.
 ///
@@ -139,7 +138,7 @@ pub fn decode_tensor(
     let (shape, numel) = checked_shape(&proto.dims).map_err(err)?;
 
     if proto.data_location == DataLocation::External as i32 {
-        // numel <= 2^31 and width <= 8: no overflow.
+        // numel <= MAX_ELEMENTS and width <= 8: no overflow.
         let byte_len = numel * data_type.byte_width();
         let bytes = external_data::read(&proto.external_data, name, base_dir, byte_len as u64)?;
         return from_le_bytes(data_type, shape, &bytes).map_err(err);

@@ -231,3 +231,99 @@ fn undefined_operands_and_outputs_are_named() {
         .import_err();
     assert_eq!(err, "the graph has no outputs");
 }
+
+// Findings of the outside fuzzing run (issue 12): each is a test.
+
+/// A Slice of a zero-extent constant with a negative step used to panic (`min > max` in the
+/// clamp of the shape folder); it is an empty tensor.
+#[test]
+fn slice_of_nothing_backwards_is_empty() {
+    use model_builder::{i64_tensor, int};
+    let g = ModelBuilder::new(13)
+        .input("x", &[1, 2])
+        .initializer(f32_tensor("empty", &[0], &[]))
+        .initializer(i64_tensor("starts", &[1], &[-1]))
+        .initializer(i64_tensor("ends", &[1], &[i64::MIN]))
+        .initializer(i64_tensor("axes", &[1], &[0]))
+        .initializer(i64_tensor("steps", &[1], &[-1]))
+        .node(
+            "Slice",
+            &["empty", "starts", "ends", "axes", "steps"],
+            &["s"],
+            vec![],
+        )
+        .node("Shape", &["s"], &["n"], vec![])
+        .node("Concat", &["n", "n"], &["nn"], vec![int("axis", 0)])
+        .node("Reshape", &["x", "nn"], &["y"], vec![])
+        .output("y")
+        .import();
+    // Whatever the reshape makes of it, the result is a clean value or a clean error.
+    if let Err(e) = g {
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+/// A Pad whose result would hold 9e8 elements passed the import checks and aborted `bnnc
+/// run` on a 3.6 GB allocation; the IR now refuses any tensor past its limit, naming it.
+#[test]
+fn a_huge_padded_result_is_refused_before_any_allocation() {
+    use model_builder::{i64_tensor, string};
+    let err = ModelBuilder::new(13)
+        .input("x", &[1, 1, 2, 2])
+        .initializer(i64_tensor("pads", &[8], &[0, 0, 0, 0, 0, 0, 30000, 30000]))
+        .node(
+            "Pad",
+            &["x", "pads"],
+            &["y"],
+            vec![string("mode", "constant")],
+        )
+        .output("y")
+        .import_err();
+    assert!(
+        err.contains("Pad_y") && err.contains("bnnc's limit for one tensor"),
+        "{err}"
+    );
+}
+
+/// A MultiThreshold whose declared type contradicts its levels: UINT1 with out_bias -1 gives
+/// -1 and 0; BIPOLAR with scale 1 and bias 0 gives 0 and 1. The type follows the levels,
+/// so no pass or backend takes -1/0 for bits (the bit-serial kernel used to negate the
+/// result) or 0/1 for ±1 (the XNOR lowering used to refuse it).
+#[test]
+fn threshold_levels_decide_the_type_when_the_annotation_contradicts_them() {
+    use bnnc_ir::{ElemType, IntType};
+    use model_builder::{float, string};
+    let model = |dtype: &str, scale: f32, bias: f32| {
+        ModelBuilder::new(11)
+            .input("x", &[1, 4])
+            .initializer(f32_tensor("t", &[1, 1], &[0.5]))
+            .domain_node(
+                "qonnx.custom_op.general",
+                "MultiThreshold",
+                &["x", "t"],
+                &["y"],
+                vec![
+                    string("out_dtype", dtype),
+                    float("out_scale", scale),
+                    float("out_bias", bias),
+                ],
+            )
+            .output("y")
+            .import_ok()
+    };
+    let ty = |g: &bnnc_ir::Graph| g.value(g.outputs()[0]).ty.elem.clone();
+    assert_eq!(
+        ty(&model("UINT1", 1.0, -1.0)),
+        ElemType::Int(IntType::Signed(2))
+    );
+    assert_eq!(
+        ty(&model("BIPOLAR", 1.0, 0.0)),
+        ElemType::Int(IntType::Binary)
+    );
+    // Annotations that hold stay.
+    assert_eq!(ty(&model("BIPOLAR", 2.0, -1.0)), ElemType::BIPOLAR);
+    assert_eq!(
+        ty(&model("UINT1", 1.0, 0.0)),
+        ElemType::Int(IntType::Binary)
+    );
+}

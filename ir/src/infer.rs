@@ -15,8 +15,14 @@ use crate::packing;
 use crate::tensor::Tensor;
 use crate::types::{checked_numel, is_power_of_two, ElemType, IntType, Scale, Shape, TensorType};
 
-/// The largest number of elements a tensor may have (2^31).
-pub const MAX_ELEMENTS: usize = 1 << 31;
+/// The largest number of elements a tensor may have (2^26: 256 MiB of f32), so that no
+/// model file can make a command allocate without bound. The largest tensor of the networks
+/// bnnc is for (a first layer's activations, a classifier's weights) is a hundred times
+/// smaller.
+pub const MAX_ELEMENTS: usize = 1 << 26;
+
+/// The most elements all the tensors of a graph may hold together (2^28: 1 GiB of f32).
+pub const MAX_GRAPH_ELEMENTS: usize = 1 << 28;
 
 /// Integer accumulators larger than this are not exact in float32, which the interpreter
 /// computes in; beyond it an accumulator is typed `f32`.
@@ -104,7 +110,7 @@ fn infer(
         Op::MultiThreshold(attrs) => {
             arity(inputs, 2, 2)?;
             check_thresholds(attrs, inputs[0], inputs[1])?;
-            one(attrs.out_type.clone(), inputs[0].shape.clone())
+            one(threshold_type(attrs, inputs[1]), inputs[0].shape.clone())
         }
         Op::Threshold(attrs) => {
             arity(inputs, 2, 3)?;
@@ -123,7 +129,7 @@ fn infer(
                     }
                 }
             }
-            one(attrs.out_type.clone(), inputs[0].shape.clone())
+            one(threshold_type(attrs, inputs[1]), inputs[0].shape.clone())
         }
         Op::QuantizeLinear { axis, out } => {
             arity(inputs, 2, 3)?;
@@ -528,7 +534,7 @@ fn check_size(shape: &[usize]) -> Result<(), String> {
     match checked_numel(shape) {
         Some(n) if n <= MAX_ELEMENTS => Ok(()),
         _ => Err(format!(
-            "result of shape {shape:?} has more than 2^31 elements"
+            "a result of shape {shape:?} would hold more than {MAX_ELEMENTS} elements, bnnc's limit for one tensor"
         )),
     }
 }
@@ -822,6 +828,43 @@ pub(crate) fn matmul_shape(a: &[usize], b: &[usize]) -> Result<(Shape, usize), S
         shape.push(b[b.len() - 1]);
     }
     Ok((shape, ka))
+}
+
+/// A threshold's result type: the one its attributes declare when every level it can give
+/// (`out_scale * count + out_bias` in f32, for `count` in `0..=N`) is a value of it, else the
+/// narrowest integer type of the levels (f32 when they are not all integers). So an
+/// annotation that contradicts the levels (a UINT1 output biased by -1, a BIPOLAR one whose
+/// levels are 0 and 1) never makes a type lie to the passes and backends.
+fn threshold_type(attrs: &ThresholdAttrs, thresholds: &TensorType) -> ElemType {
+    let levels = thresholds.shape.get(1).copied().unwrap_or(0);
+    let values: Vec<f32> = (0..=levels)
+        .map(|count| attrs.out_scale * count as f32 + attrs.out_bias)
+        .collect();
+    let scaled_fits = |t: IntType, s: f32| {
+        values.iter().all(|&v| {
+            let i = (f64::from(v) / f64::from(s)).round();
+            t.contains(i) && (i as f32 * s).to_bits() == v.to_bits()
+        })
+    };
+    let fits = match &attrs.out_type {
+        ElemType::F32 => true,
+        ElemType::Int(t) => values.iter().all(|&v| t.contains(f64::from(v))),
+        ElemType::Scaled(t, Scale::Tensor(s)) => scaled_fits(*t, *s),
+        ElemType::Scaled(t, Scale::Channel { values: scales, .. }) => {
+            scales.iter().all(|&s| scaled_fits(*t, s))
+        }
+    };
+    if fits {
+        return attrs.out_type.clone();
+    }
+    if values.iter().all(|v| v.is_finite() && v.fract() == 0.0) {
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        ElemType::Int(IntType::covering(lo as i64, hi as i64))
+    } else {
+        ElemType::F32
+    }
 }
 
 fn check_thresholds(attrs: &ThresholdAttrs, x: &TensorType, t: &TensorType) -> Result<(), String> {
@@ -1824,7 +1867,9 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("too many elements"), "{err}");
         let big = f32t(&[1 << 20, 1 << 12]);
-        assert!(infer_vars(&Op::Relu, &[big]).unwrap_err().contains("2^31"));
+        assert!(infer_vars(&Op::Relu, &[big])
+            .unwrap_err()
+            .contains("bnnc's limit for one tensor"));
         let pads = Op::Pad {
             pads: vec![usize::MAX, 1],
             value: 0.0,

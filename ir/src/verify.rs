@@ -123,6 +123,16 @@ pub fn verify(graph: &Graph) -> Result<()> {
     for n in graph.node_ids() {
         check_fused(graph, n)?;
     }
+    // All the tensors together stay within bounds (each one does, by inference).
+    let total = graph.values().try_fold(0usize, |sum, (_, v)| {
+        crate::types::checked_numel(&v.ty.shape).and_then(|n| sum.checked_add(n))
+    });
+    if total.is_none_or(|t| t > crate::infer::MAX_GRAPH_ELEMENTS) {
+        return Err(graph_err(format!(
+            "its tensors would hold more than {} elements together, bnnc's limit for a graph",
+            crate::infer::MAX_GRAPH_ELEMENTS
+        )));
+    }
 
     let order = graph.topo_order()?;
     for n in order {

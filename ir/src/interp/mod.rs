@@ -44,7 +44,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::error::IrError;
-use crate::graph::{Graph, NodeId, ValueDef};
+use crate::graph::{Graph, NodeId, ValueDef, ValueId};
 use crate::infer::infer_output_types;
 use crate::op::Op;
 use crate::tensor::{Tensor, TensorData};
@@ -56,11 +56,37 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, IrError> {
     Session::new(graph)?.run(inputs)
 }
 
+/// How many samples a batch of shape `got` holds for a graph input of shape `expected`:
+/// the input's first axis must be 1 and the rest agree (a batch of exactly the input's shape
+/// is one sample). `None` when the batch does not fit.
+pub fn batch_samples(expected: &[usize], got: &[usize]) -> Option<usize> {
+    let fits =
+        expected.first() == Some(&1) && got.len() == expected.len() && got[1..] == expected[1..];
+    if got == expected {
+        Some(1)
+    } else {
+        fits.then(|| got[0])
+    }
+}
+
+/// The shape of a batch's output for a per-sample output shape: the sample count in place of
+/// a first axis of 1, or before the per-sample shape when it has no such axis. (A run on
+/// exactly the input's shape gives the per-sample shapes.)
+pub fn batch_output_shape(per_sample: &[usize], samples: usize) -> Vec<usize> {
+    let mut shape = per_sample.to_vec();
+    match shape.first_mut() {
+        Some(first) if *first == 1 => *first = samples,
+        _ => shape.insert(0, samples),
+    }
+    shape
+}
+
 /// Runs a graph with one input on a batch whose first axis may differ from the graph input's.
 ///
 /// If the shapes are equal this is one [`run`]. If the graph's first axis is 1, each sample (a
-/// slice along axis 0) runs on its own and each output is the concatenation of the samples'
-/// outputs along axis 0. Constant subgraphs (weight quantizers) are computed once for the batch.
+/// slice along axis 0) runs on its own and each output holds the samples' outputs in order,
+/// shaped by [`batch_output_shape`] (as native code shapes them). Constant subgraphs (weight
+/// quantizers) are computed once for the batch.
 pub fn run_batch(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>, IrError> {
     let [value] = graph.inputs() else {
         return Err(IrError::Graph {
@@ -77,9 +103,7 @@ pub fn run_batch(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>, IrError> 
     if got == expected.as_slice() {
         return run(graph, std::slice::from_ref(input));
     }
-    let fits =
-        expected.first() == Some(&1) && got.len() == expected.len() && got[1..] == expected[1..];
-    if !fits {
+    if batch_samples(expected, got).is_none() {
         return Err(IrError::Value {
             value: data.name.clone(),
             reason: format!("a batch of shape {got:?} does not fit the input's shape {expected:?}"),
@@ -111,19 +135,25 @@ pub fn run_batch(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>, IrError> 
             });
         }
     }
-    // An empty batch gives empty outputs of the graph's output shapes with a first axis of 0.
-    let empty = |&v| {
-        let mut shape = graph.value(v).ty.shape.clone();
-        if let Some(first) = shape.first_mut() {
-            *first = 0;
+    // Outputs take the batch's shape (`batch_output_shape`): the samples' data in order,
+    // as stacked. An empty batch gives empty outputs.
+    let samples = got[0];
+    let shaped = |t: Option<Tensor>, &v: &ValueId| {
+        let shape = batch_output_shape(&graph.value(v).ty.shape, samples);
+        match t {
+            Some(t) => t.reshaped(shape),
+            None => Tensor::try_f32(shape, Vec::new()),
         }
-        Tensor::try_f32(shape, Vec::new()).unwrap_or_else(|| Tensor::f32(vec![0], Vec::new()))
+        .ok_or_else(|| IrError::Graph {
+            graph: graph.name.clone(),
+            reason: format!("internal: the outputs of {samples} samples do not stack"),
+        })
     };
-    Ok(stacked
+    stacked
         .into_iter()
         .zip(graph.outputs())
-        .map(|(t, v)| t.unwrap_or_else(|| empty(v)))
-        .collect())
+        .map(|(t, v)| shaped(t, v))
+        .collect()
 }
 
 /// Evaluates one op on concrete operands (used for constant folding). The error is the reason.

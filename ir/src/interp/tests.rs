@@ -171,3 +171,22 @@ fn op_errors_name_the_node() {
         other => panic!("expected a node error, got {other}"),
     }
 }
+
+/// An output without a batch axis of 1 (a reshape of (1, 2, 6) to (3, 4)) gets the samples
+/// as a new first axis, as native code shapes it: (2, 3, 4) for two samples, not (6, 4).
+#[test]
+fn batch_outputs_without_a_batch_axis_stack_on_a_new_one() {
+    let mut g = Graph::new("flat");
+    let x = g.add_input("x", TensorType::new(ElemType::F32, vec![1, 2, 6]));
+    let y = g
+        .add_node("r", Op::Reshape { shape: vec![3, 4] }, &[x], names("y"))
+        .unwrap()[0];
+    g.set_outputs(vec![y]);
+    let batch = Tensor::f32(vec![2, 2, 6], (0..24).map(|i| i as f32).collect());
+    let out = run_batch(&g, &batch).unwrap();
+    assert_eq!(out[0].shape(), &[2, 3, 4]);
+    assert_eq!(out[0].as_f32().unwrap()[12], 12.0);
+    // Exactly the input's shape is one sample, shaped as the graph says.
+    let one = Tensor::f32(vec![1, 2, 6], vec![0.0; 12]);
+    assert_eq!(run_batch(&g, &one).unwrap()[0].shape(), &[3, 4]);
+}
