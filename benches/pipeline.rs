@@ -27,9 +27,28 @@ fn pipeline(c: &mut Criterion) {
     }
 }
 
+/// A chain of n Relu: the pipeline's time must grow linearly with n (issue 12: 20,000 took
+/// 38 s when extraction was quadratic).
+fn chains(c: &mut Criterion) {
+    use bnnc_ir::{ElemType, Graph, Op, TensorType};
+    for n in [2_000usize, 20_000] {
+        let mut g = Graph::new("chain");
+        let mut v = g.add_input("x", TensorType::new(ElemType::F32, vec![1, 4]));
+        for i in 0..n {
+            v = g
+                .add_node(format!("relu{i}"), Op::Relu, &[v], vec![format!("r{i}")])
+                .expect("a relu types")[0];
+        }
+        g.set_outputs(vec![v]);
+        c.bench_function(&format!("relu_chain_{n}/passes"), |b| {
+            b.iter(|| bnnc_passes::run_pipeline(g.clone(), &mut |_| {}).expect("optimizes"))
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20);
-    targets = pipeline
+    config = Criterion::default().sample_size(10);
+    targets = pipeline, chains
 }
 criterion_main!(benches);

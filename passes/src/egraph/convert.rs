@@ -15,10 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bnnc_ir::{Graph, IrError, Op, Tensor, TensorType, ValueDef, ValueId};
-use egg::{Extractor, Id, Language};
+use egg::{Id, Language};
 
 use super::analysis::{BnnAnalysis, BnnEGraph};
 use super::cost::BnnCost;
+use super::extract::Choices;
 use super::language::{BnnLang, ConstRef};
 
 /// What is needed to build a graph back from the e-graph of an imported one.
@@ -149,7 +150,7 @@ impl Imported {
     /// Builds the graph of the e-nodes the cost model prefers, from the classes the outputs
     /// reach. `egraph` is this import's e-graph after the rewrites (rebuilt).
     pub fn to_graph(&self, egraph: &BnnEGraph) -> Result<Graph, IrError> {
-        let extractor = Extractor::new(egraph, BnnCost::new(egraph));
+        let extractor = Choices::new(egraph, BnnCost::new(egraph));
         let mut builder = Builder::new(self, egraph, &extractor);
         for &root in &self.roots {
             builder.build_class(root)?;
@@ -176,7 +177,7 @@ struct ImportedNode {
 /// Builds a graph from the extractor's choices.
 struct Builder<'a, 'x> {
     egraph: &'a BnnEGraph,
-    extractor: &'x Extractor<'a, BnnCost<'a>, BnnLang, BnnAnalysis>,
+    extractor: &'x Choices,
     graph: Graph,
     /// The value of each built class (constants aside).
     values: HashMap<Id, ValueId>,
@@ -195,11 +196,7 @@ struct Builder<'a, 'x> {
 }
 
 impl<'a, 'x> Builder<'a, 'x> {
-    fn new(
-        imported: &Imported,
-        egraph: &'a BnnEGraph,
-        extractor: &'x Extractor<'a, BnnCost<'a>, BnnLang, BnnAnalysis>,
-    ) -> Self {
+    fn new(imported: &Imported, egraph: &'a BnnEGraph, extractor: &'x Choices) -> Self {
         let canonical = |n: &BnnLang| n.clone().map_children(|c| egraph.find(c));
         let mut class_names = HashMap::new();
         for (&root, name) in imported.roots.iter().zip(&imported.output_names) {
@@ -260,7 +257,7 @@ impl<'a, 'x> Builder<'a, 'x> {
     /// user's name for it), or after the class.
     fn value_of(&mut self, class: Id, name: Option<&str>) -> Result<ValueId, IrError> {
         let class = self.egraph.find(class);
-        if let BnnLang::Const(c) = self.extractor.find_best_node(class) {
+        if let BnnLang::Const(c) = self.extractor.find_best_node(self.egraph, class) {
             return self.const_value(class, c, name);
         }
         self.values
@@ -319,7 +316,10 @@ impl<'a, 'x> Builder<'a, 'x> {
         let class = self.egraph.find(class);
         self.values.contains_key(&class)
             || self.tuples.contains_key(&class)
-            || matches!(self.extractor.find_best_node(class), BnnLang::Const(_))
+            || matches!(
+                self.extractor.find_best_node(self.egraph, class),
+                BnnLang::Const(_)
+            )
     }
 
     /// Builds `root` and every class it needs, operands first (without recursion, so deep
@@ -331,7 +331,7 @@ impl<'a, 'x> Builder<'a, 'x> {
             if self.is_built(class) {
                 continue;
             }
-            let node = self.extractor.find_best_node(class);
+            let node = self.extractor.find_best_node(self.egraph, class);
             if children_done {
                 self.build_node(class, node)?;
                 continue;

@@ -24,6 +24,7 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+pub mod extract;
 pub mod language;
 pub mod rules;
 
