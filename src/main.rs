@@ -26,6 +26,60 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Knobs for measuring bnnc's own choices against each other (each also read from its
+/// environment variable). Library crates never read the environment: these reach them as
+/// options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Tuning {
+    /// Which 1-4 bit layers become bit-serial: those the measured cost model prefers
+    /// (`auto`), `always`, or `never`.
+    #[arg(long, global = true, value_enum, env = "BNNC_BIT_SERIAL", default_value_t = BitSerialArg::Auto)]
+    bit_serial: BitSerialArg,
+    /// XNOR-popcount kernels in Cranelift code: vector where the CPU has them (`vector`), or
+    /// `scalar` everywhere.
+    #[arg(long, global = true, value_enum, env = "BNNC_XNOR_POPCOUNT", default_value_t = Popcount::Vector)]
+    xnor_popcount: Popcount,
+    /// Print the Cranelift IR of this generated function as it is compiled (e.g.
+    /// `bnnc_step4`; a debugging aid).
+    #[arg(long, global = true, env = "BNNC_DUMP_CLIF", value_name = "FUNCTION")]
+    dump_clif: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BitSerialArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Popcount {
+    Vector,
+    Scalar,
+}
+
+/// The tuning the command line was given (set once, before any command runs).
+static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+
+/// The command line's tuning knobs.
+pub fn tuning() -> &'static Tuning {
+    TUNING.get().expect("main sets the tuning first")
+}
+
+impl Tuning {
+    /// Whether Cranelift code uses only scalar popcounts.
+    pub fn scalar_popcount(&self) -> bool {
+        self.xnor_popcount == Popcount::Scalar
+    }
+
+    /// The function whose CLIF to print.
+    pub fn dump_clif(&self) -> Option<String> {
+        self.dump_clif.clone()
+    }
 }
 
 #[derive(Subcommand)]
@@ -216,6 +270,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    TUNING.set(cli.tuning).expect("set once");
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -585,6 +640,11 @@ fn optimize(
 ) -> Result<Graph> {
     let options = PipelineOptions {
         first_last: first_last.into(),
+        bit_serial: match tuning().bit_serial {
+            BitSerialArg::Auto => bnnc_passes::BitSerial::CostModel,
+            BitSerialArg::Always => bnnc_passes::BitSerial::Always,
+            BitSerialArg::Never => bnnc_passes::BitSerial::Never,
+        },
     };
     bnnc_passes::run_pipeline_with(graph, &options, &mut |event| {
         if let PassEvent::After { pass, report, .. } = &event {

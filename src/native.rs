@@ -41,6 +41,8 @@ pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options>
         cpu,
         name,
         profile: false,
+        scalar_popcount: crate::tuning().scalar_popcount(),
+        dump_clif: crate::tuning().dump_clif(),
     })
 }
 

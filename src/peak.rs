@@ -59,6 +59,8 @@ pub fn measure_all() -> Result<Vec<Peak>> {
         cpu: Cpu::Native,
         name: "bnnc_peak".into(),
         profile: false,
+        scalar_popcount: false,
+        dump_clif: None,
     };
     let object = bnnc_cranelift::peak_object(&options)?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;

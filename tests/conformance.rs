@@ -311,6 +311,8 @@ fn run_native(graph: &bnnc_ir::Graph, input: &Tensor) -> Result<Vec<f32>, String
         cpu: bnnc_cranelift::Cpu::Native,
         name: "t".into(),
         profile: false,
+        scalar_popcount: false,
+        dump_clif: None,
     };
     let compiled = bnnc_cranelift::compile(graph, &options).map_err(|e| format!("native: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@
 //! words and `p = b_a * b_w` plane pairs: bit-serial costs `N * W * p` popcount steps plus `K * b_a` steps to pack the
 //! activations' planes; the exact float kernel costs `N * K / 4` four-lane multiply-adds.
 //! The step costs were fitted to `bnnc bench` per-step times on the benchmark machine (AMD
-//! EPYC Zen 5), forcing each kernel with `BNNC_BIT_SERIAL=always|never`:
+//! EPYC Zen 5), forcing each kernel with `bnnc --bit-serial always|never`:
 //!
 //! | layer (K x N, bits)        | bit-serial | float  |
 //! |----------------------------|------------|--------|
@@ -43,17 +43,29 @@ const FLOAT_STEP: f64 = 0.3;
 /// The widest planes taken: beyond 4 bits the plane pairs outnumber the float work.
 const MAX_BITS: u8 = 4;
 
-/// Whether the cost model is overridden (`BNNC_BIT_SERIAL=always|never`, for measuring it).
-fn forced() -> Option<bool> {
-    match std::env::var("BNNC_BIT_SERIAL").ok()?.as_str() {
-        "always" => Some(true),
-        "never" => Some(false),
-        _ => None,
-    }
+/// Which low-bit layers become bit-serial.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BitSerial {
+    /// Those the measured cost model prefers bit-serial.
+    #[default]
+    CostModel,
+    /// Every one that can (to measure the cost model).
+    Always,
+    /// None.
+    Never,
 }
 
-/// Lowers the low-bit matrix products the cost model prefers bit-serial.
-pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
+/// Lowers the low-bit matrix products `choice` makes bit-serial.
+pub fn lower_bit_serial(
+    graph: &mut Graph,
+    choice: BitSerial,
+    report: &mut PassReport,
+) -> Result<(), IrError> {
+    let forced = match choice {
+        BitSerial::CostModel => None,
+        BitSerial::Always => Some(true),
+        BitSerial::Never => Some(false),
+    };
     let nodes: Vec<NodeId> = graph.node_ids().collect();
     for n in nodes {
         if !graph.contains_node(n) {
@@ -64,7 +76,7 @@ pub fn lower_bit_serial(graph: &mut Graph, report: &mut PassReport) -> Result<()
             continue;
         };
         let (bs, fl) = (plan.bit_serial_ns, plan.float_ns);
-        if !forced().unwrap_or(bs < fl) {
+        if !forced.unwrap_or(bs < fl) {
             report.note(format!(
                 "`{}` ({}) stays on integers: bit-serial {bs:.0} ns against {fl:.0} ns",
                 node.name,

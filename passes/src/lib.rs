@@ -20,6 +20,7 @@ pub mod scales;
 pub mod threshold;
 pub mod xnor;
 
+pub use bitserial::BitSerial;
 pub use error::PassError;
 pub use manager::{
     run_pipeline, run_pipeline_with, Pass, PassEvent, PassReport, PipelineOptions, PIPELINE,

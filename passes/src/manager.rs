@@ -12,6 +12,8 @@ use crate::precision::FirstLastPolicy;
 pub struct PipelineOptions {
     /// What `first-last-precision` does with float first and last layers.
     pub first_last: FirstLastPolicy,
+    /// Which low-bit layers `lower-xnor-popcount` makes bit-serial.
+    pub bit_serial: crate::bitserial::BitSerial,
 }
 
 /// What one run of a pass changed, in words users read in `bnnc inspect --passes`.
@@ -104,8 +106,8 @@ pub const PIPELINE: &[Pass] = &[
     Pass {
         name: "lower-xnor-popcount",
         summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
-        run: |g, _| {
-            crate::xnor::lower_xnor_popcount(g).map_err(|source| PassError::Ir {
+        run: |g, options| {
+            crate::xnor::lower_xnor_popcount(g, options.bit_serial).map_err(|source| PassError::Ir {
                 pass: "lower-xnor-popcount",
                 source,
             })

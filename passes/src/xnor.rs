@@ -26,7 +26,10 @@ use crate::threshold::channel_shape;
 use bnnc_ir::integer_threshold::integer_threshold;
 
 /// Lowers every bipolar x (scaled) bipolar linear layer.
-pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
+pub fn lower_xnor_popcount(
+    graph: &mut Graph,
+    bit_serial: crate::bitserial::BitSerial,
+) -> Result<PassReport, IrError> {
     let mut report = PassReport::default();
     let nodes: Vec<NodeId> = graph.node_ids().collect();
     for n in nodes {
@@ -66,7 +69,7 @@ pub fn lower_xnor_popcount(graph: &mut Graph) -> Result<PassReport, IrError> {
         };
         replace_by_integers(graph, n, integers, &what, &mut report)?;
     }
-    crate::bitserial::lower_bit_serial(graph, &mut report)?;
+    crate::bitserial::lower_bit_serial(graph, bit_serial, &mut report)?;
     // Multiplies only thresholds read are gone with them.
     graph.remove_dead_nodes();
     Ok(report)

@@ -15,7 +15,10 @@ fn case() -> Graph {
 /// The optimized graph and the report of `first-last-precision`.
 fn optimize(policy: FirstLastPolicy) -> (Graph, Vec<String>) {
     let mut changes = Vec::new();
-    let options = PipelineOptions { first_last: policy };
+    let options = PipelineOptions {
+        first_last: policy,
+        ..Default::default()
+    };
     let graph = run_pipeline_with(case(), &options, &mut |event| {
         if let PassEvent::After { pass, report, .. } = event {
             if pass == "first-last-precision" {

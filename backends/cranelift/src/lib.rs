@@ -33,6 +33,12 @@ pub struct Options {
     /// *step_ns)`, which runs one sample and adds each step's nanoseconds to `step_ns`
     /// (for `bnnc bench`; [`Compiled::steps`] names the steps).
     pub profile: bool,
+    /// Use the scalar XNOR-popcount kernels even where vector ones are faster (to measure
+    /// them against each other).
+    pub scalar_popcount: bool,
+    /// Print this function's Cranelift IR as it is compiled (a debugging aid), e.g.
+    /// `bnnc_step4`.
+    pub dump_clif: Option<String>,
 }
 
 /// One step of a compiled model, for profiles.
@@ -135,6 +141,8 @@ pub fn compile_with(
         input_len: input.numel(),
         output_len: output.numel(),
         profile: options.profile,
+        scalar_popcount: options.scalar_popcount,
+        dump_clif: options.dump_clif.as_deref(),
     };
     if spec.input_len == 0 || spec.output_len == 0 {
         return Err(BackendError::Graph {

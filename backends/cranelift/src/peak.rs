@@ -16,7 +16,7 @@ use crate::{BackendError, Options};
 pub fn peak_object(options: &Options) -> Result<Vec<u8>, BackendError> {
     let isa = crate::target::isa(&options.triple, options.cpu)?;
     let simd = crate::target::simd_popcount(&*isa);
-    let mut e = Emitter::new(isa, "bnnc_peak")?;
+    let mut e = Emitter::new(isa, "bnnc_peak", true)?;
     let sig = e.signature(3, Some(I64));
     e.define(
         "bnnc_xor_popcount_scalar",

@@ -39,6 +39,10 @@ pub(crate) struct ObjectSpec<'a> {
     pub output_len: usize,
     /// Whether to export `NAME_profile` as well.
     pub profile: bool,
+    /// Scalar popcounts only ([`crate::Options::scalar_popcount`]).
+    pub scalar_popcount: bool,
+    /// The function whose CLIF to print ([`crate::Options::dump_clif`]).
+    pub dump_clif: Option<&'a str>,
 }
 
 /// Bytes allocated beyond the scratch buffer: room to align it to 64 bytes, and for vector
@@ -70,7 +74,8 @@ pub(crate) fn emit_object(
     spec: &ObjectSpec<'_>,
     provider: &mut dyn crate::KernelProvider,
 ) -> Result<Vec<u8>, BackendError> {
-    let mut e = Emitter::new(isa, spec.name)?;
+    let mut e = Emitter::new(isa, spec.name, !spec.scalar_popcount)?;
+    e.dump_clif = spec.dump_clif.map(str::to_string);
     // Steps another code generator takes: their functions call its kernels.
     for (i, step) in schedule.steps.iter().enumerate() {
         if let StepKind::Fused {
@@ -112,6 +117,8 @@ pub(crate) struct Emitter {
     tables: Vec<DataId>,
     /// Steps computed by another code generator's kernel: the symbol to call.
     external: std::collections::HashMap<usize, String>,
+    /// The function whose CLIF to print, if any.
+    pub dump_clif: Option<String>,
 }
 
 fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
@@ -122,12 +129,15 @@ fn codegen_error(function: &str, err: impl std::fmt::Display) -> BackendError {
 }
 
 impl Emitter {
-    pub fn new(isa: OwnedTargetIsa, name: &str) -> Result<Emitter, BackendError> {
-        // Where the CPU has them, vector popcounts won on every XNOR layer shape measured
-        // (1.6-2x, BENCHMARKS.md); `BNNC_XNOR_POPCOUNT=scalar` forces the scalar kernels
-        // to measure that again.
-        let simd_popcount = crate::target::simd_popcount(&*isa)
-            && std::env::var("BNNC_XNOR_POPCOUNT").as_deref() != Ok("scalar");
+    /// An emitter for `isa`; `vector_popcount` allows the vector popcount kernels where
+    /// the CPU has them (they won on every XNOR layer shape measured, 1.6-2x, BENCHMARKS.md;
+    /// `bnnc --xnor-popcount scalar` turns them off to measure that again).
+    pub fn new(
+        isa: OwnedTargetIsa,
+        name: &str,
+        vector_popcount: bool,
+    ) -> Result<Emitter, BackendError> {
+        let simd_popcount = vector_popcount && crate::target::simd_popcount(&*isa);
         let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Target(e.to_string()))?;
         Ok(Emitter {
@@ -136,6 +146,7 @@ impl Emitter {
             fctx: FunctionBuilderContext::new(),
             tables: Vec::new(),
             external: std::collections::HashMap::new(),
+            dump_clif: None,
         })
     }
 
@@ -192,8 +203,8 @@ impl Emitter {
         self.module
             .define_function(id, &mut ctx)
             .map_err(|err| codegen_error(name, format!("{err:?}")))?;
-        // A debugging aid: BNNC_DUMP_CLIF=bnnc_step4 prints that function's CLIF.
-        if std::env::var("BNNC_DUMP_CLIF").is_ok_and(|f| f == name) {
+        // A debugging aid: `bnnc --dump-clif bnnc_step4` prints that function's CLIF.
+        if self.dump_clif.as_deref() == Some(name) {
             eprintln!("{}", ctx.func.display());
         }
         Ok(id)
