@@ -454,10 +454,9 @@ fn zeros_npy(path: &std::path::Path, shape: &[usize]) {
 fn native_run_rejects_a_shape_the_interpreter_rejects() {
     let dir = tempfile::tempdir().unwrap();
     let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
-    zeros_npy(&x, &[1, 28, 28]);
     let model = data("models/tfc_w1a1/model.onnx");
-    for backend in ["interp", "native"] {
-        let out = bnnc(&[
+    let run = |backend: &str| {
+        bnnc(&[
             "run",
             model.to_str().unwrap(),
             "--input",
@@ -466,7 +465,11 @@ fn native_run_rejects_a_shape_the_interpreter_rejects() {
             y.to_str().unwrap(),
             "--backend",
             backend,
-        ]);
+        ])
+    };
+    zeros_npy(&x, &[1, 28, 28]);
+    for backend in ["interp", "native"] {
+        let out = run(backend);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{backend}: {err}");
         assert!(
@@ -478,23 +481,14 @@ fn native_run_rejects_a_shape_the_interpreter_rejects() {
     // A batch of two gives (2, 10) from both.
     zeros_npy(&x, &[2, 1, 28, 28]);
     for backend in ["interp", "native"] {
-        let out = bnnc(&[
-            "run",
-            model.to_str().unwrap(),
-            "--input",
-            x.to_str().unwrap(),
-            "--output",
-            y.to_str().unwrap(),
-            "--backend",
-            backend,
-        ]);
+        let out = run(backend);
         assert!(
             out.status.success(),
             "{backend}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let header = std::fs::read(&y).unwrap();
-        let header = String::from_utf8_lossy(&header[..80]).replace(" ", "");
+        let header = String::from_utf8_lossy(&header[..80]).replace(' ', "");
         assert!(
             header.contains("(2,10,)") || header.contains("(2,10)"),
             "{backend}: {header}"

@@ -326,6 +326,14 @@ impl<'g> Lowering<'g> {
         }
     }
 
+    /// The channels and extent of a node's `(1, C, H, W)` result.
+    fn image_result(&self, node: &Node) -> Result<(usize, [usize; 2]), PlanError> {
+        match self.graph.value(node.outputs[0]).ty.shape[..] {
+            [1, c, h, w] => Ok((c, [h, w])),
+            ref shape => Err(PlanError::node(node, format!("result of shape {shape:?}"))),
+        }
+    }
+
     /// Conv, xnor_conv, bitserial_conv: a window generator and a matrix-vector unit.
     fn conv(&mut self, n: NodeId) -> Result<(), PlanError> {
         let node = self.graph.node(n);
@@ -355,13 +363,7 @@ impl<'g> Lowering<'g> {
             ));
         }
         let (x, in_hw, c) = self.spatial_input(node)?;
-        let out_shape = self.graph.value(node.outputs[0]).ty.shape.clone();
-        let [1, m, oh, ow] = out_shape[..] else {
-            return Err(PlanError::node(
-                node,
-                format!("result of shape {out_shape:?}"),
-            ));
-        };
+        let (m, [oh, ow]) = self.image_result(node)?;
         let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
         // (M, C, KH, KW) as integers.
         let (w, weight) = self.conv_weights(node, m, c, kh, kw)?;
@@ -615,13 +617,7 @@ impl<'g> Lowering<'g> {
                         ))
                     }
                 };
-                let p_shape = &self.graph.value(pnode.outputs[0]).ty.shape;
-                let [1, _, ph, pw] = p_shape[..] else {
-                    return Err(PlanError::node(
-                        pnode,
-                        format!("result of shape {p_shape:?}"),
-                    ));
-                };
+                let (_, [ph, pw]) = self.image_result(pnode)?;
                 let take_min = pool_directions(pnode, &decode, min, mh)?;
                 pool = Some(FusedPool {
                     in_hw: out_hw,
@@ -810,13 +806,7 @@ impl<'g> Lowering<'g> {
                 "max-pools on f32 values are not in hardware",
             ));
         }
-        let out_shape = &self.graph.value(node.outputs[0]).ty.shape;
-        let [1, _, oh, ow] = out_shape[..] else {
-            return Err(PlanError::node(
-                node,
-                format!("result of shape {out_shape:?}"),
-            ));
-        };
+        let (_, [oh, ow]) = self.image_result(node)?;
         let take_min = pool_directions(node, &x.decode, min, c)?;
         let geometry = WindowGeometry {
             channels: c,

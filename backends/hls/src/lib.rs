@@ -171,6 +171,7 @@ fn testbench(name: &str, integer_output: bool) -> String {
 #include <cstdio>
 #include <vector>
 
+#include "bnnc_host_ops.h"
 #include "{name}_host.h"
 #include "{name}_top.h"
 
@@ -182,13 +183,6 @@ static std::vector<float> load(const char *path) {{
   while (std::fread(&x, sizeof x, 1, f) == 1) v.push_back(x);
   std::fclose(f);
   return v;
-}}
-
-static size_t argmax(const float *v, size_t n) {{
-  size_t best = 0;
-  for (size_t i = 1; i < n; i++)
-    if (v[i] > v[best]) best = i;
-  return best;
 }}
 
 int main(int argc, char **argv) {{
@@ -241,23 +235,7 @@ int main(int argc, char **argv) {{
       failed++;
       continue;
     }}
-    const float *want = &e[i * {upper}_OUTPUT_LEN];
-    double magnitude = 0.0;
-    for (size_t k = 0; k < {upper}_OUTPUT_LEN; k++) magnitude = std::fmax(magnitude, std::fabs((double)want[k]));
-    bool ok = true;
-    for (size_t k = 0; k < {upper}_OUTPUT_LEN; k++) {{
-      double diff = std::fabs((double)y[k] - (double)want[k]);
-      worst = std::fmax(worst, magnitude > 0 ? diff / magnitude : diff);
-      bool good = integer_output ? y[k] == want[k] : diff <= 1e-4 * magnitude;
-      if (!good && ok)
-        std::fprintf(stderr, "sample %zu: output %zu is %.9g, expected %.9g\n", i, k, (double)y[k], (double)want[k]);
-      ok = ok && good;
-    }}
-    if ({upper}_OUTPUT_LEN > 1 && argmax(y.data(), {upper}_OUTPUT_LEN) != argmax(want, {upper}_OUTPUT_LEN)) {{
-      std::fprintf(stderr, "sample %zu: argmax %zu, expected %zu\n", i, argmax(y.data(), {upper}_OUTPUT_LEN),
-                   argmax(want, {upper}_OUTPUT_LEN));
-      ok = false;
-    }}
+    bool ok = bnnc_check_row(y.data(), &e[i * {upper}_OUTPUT_LEN], {upper}_OUTPUT_LEN, integer_output, i, &worst);
     if (ok)
       passed++;
     else

@@ -394,22 +394,15 @@ fn check_c(name: &str, integer_output: bool) -> String {
  * unpacking and postprocessing, then integers exactly, floats within 1e-4 of the row's
  * largest magnitude with the same argmax. Usage: check OUTPUT.hex EXPECTED.f32.
  * Prints "N passed, M failed"; exits non-zero if any failed. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "bnnc_host_ops.h"
 #include "{name}_host.h"
 
 #define OUT_BEATS ({upper}_HW_OUTPUT_LEN / {upper}_HW_OUTPUT_LANES)
 
 static int hex(char c) {{ return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }}
-
-static size_t argmax(const float *v, size_t n) {{
-  size_t best = 0;
-  for (size_t i = 1; i < n; i++)
-    if (v[i] > v[best]) best = i;
-  return best;
-}}
 
 int main(int argc, char **argv) {{
   FILE *out = fopen(argc > 1 ? argv[1] : "tb/output.hex", "r");
@@ -442,17 +435,7 @@ int main(int argc, char **argv) {{
     }}
     {name}_unpack_output(beats, ints);
     if ({name}_postprocess(ints, y) != 0) return 3;
-    double magnitude = 0.0;
-    for (int k = 0; k < {upper}_OUTPUT_LEN; k++) magnitude = fmax(magnitude, fabs((double)want[k]));
-    int ok = 1;
-    for (int k = 0; k < {upper}_OUTPUT_LEN; k++) {{
-      double diff = fabs((double)y[k] - (double)want[k]);
-      worst = fmax(worst, magnitude > 0 ? diff / magnitude : diff);
-      int good = {integer_output} ? y[k] == want[k] : diff <= 1e-4 * magnitude;
-      if (!good && ok) fprintf(stderr, "sample %d: output %d is %.9g, expected %.9g\n", passed + failed, k, (double)y[k], (double)want[k]);
-      ok = ok && good;
-    }}
-    if ({upper}_OUTPUT_LEN > 1 && argmax(y, {upper}_OUTPUT_LEN) != argmax(want, {upper}_OUTPUT_LEN)) ok = 0;
+    int ok = bnnc_check_row(y, want, {upper}_OUTPUT_LEN, {integer_output}, (size_t)(passed + failed), &worst);
     if (ok) passed++;
     else failed++;
   }}

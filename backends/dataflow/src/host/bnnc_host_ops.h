@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 enum { BNNC_ADD, BNNC_SUB, BNNC_MUL, BNNC_DIV, BNNC_POW };
@@ -373,6 +374,40 @@ static inline void bnnc_unpack_beats(const uint8_t *in, size_t n, unsigned bits,
     else
       v[i] = (int32_t)code;
   }
+}
+
+/* The first index of a row's largest value. */
+static inline size_t bnnc_argmax(const float *v, size_t n) {
+  size_t best = 0;
+  for (size_t i = 1; i < n; i++)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/* A testbench's verdict on one output row against the expected one: integers exactly, floats
+ * within 1e-4 of the row's largest magnitude, the same argmax. Reports the first difference
+ * on stderr; raises *worst to the largest difference relative to the row's magnitude. */
+static inline int bnnc_check_row(const float *y, const float *want, size_t n, int integer,
+                                 size_t sample, double *worst) {
+  double magnitude = 0.0;
+  for (size_t k = 0; k < n; k++) magnitude = fmax(magnitude, fabs((double)want[k]));
+  int ok = 1;
+  for (size_t k = 0; k < n; k++) {
+    double diff = fabs((double)y[k] - (double)want[k]);
+    double relative = magnitude > 0 ? diff / magnitude : diff;
+    if (relative > *worst) *worst = relative;
+    int good = integer ? y[k] == want[k] : diff <= 1e-4 * magnitude;
+    if (!good && ok)
+      fprintf(stderr, "sample %zu: output %zu is %.9g, expected %.9g\n", sample, k, (double)y[k],
+              (double)want[k]);
+    ok = ok && good;
+  }
+  if (n > 1 && bnnc_argmax(y, n) != bnnc_argmax(want, n)) {
+    fprintf(stderr, "sample %zu: argmax %zu, expected %zu\n", sample, bnnc_argmax(y, n),
+            bnnc_argmax(want, n));
+    ok = 0;
+  }
+  return ok;
 }
 
 #endif

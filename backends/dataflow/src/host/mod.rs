@@ -283,20 +283,7 @@ impl<'g> Emitter<'g> {
                 ));
             }
             Op::QuantizeLinear { axis, out: int } => {
-                let (x, s) = (
-                    self.data(node.inputs[0], &node)?,
-                    self.data(node.inputs[1], &node)?,
-                );
-                let z = match node.inputs.get(2) {
-                    Some(&z) => self.data(z, &node)?,
-                    None => "NULL".into(),
-                };
-                let len = numel(&self.shape(node.inputs[1]));
-                let inner = if len == 1 {
-                    1
-                } else {
-                    numel(shape.get(axis + 1..).unwrap_or(&[]))
-                };
+                let (x, s, z, len, inner) = self.linear_quant_operands(&node, *axis, &shape)?;
                 let y = self.buffer(out);
                 self.line(format!(
                     "bnnc_quantize_linear({count}, {inner}, {len}, {x}, {s}, {z}, {}, {}, {y});",
@@ -305,20 +292,7 @@ impl<'g> Emitter<'g> {
                 ));
             }
             Op::DequantizeLinear { axis } => {
-                let (x, s) = (
-                    self.data(node.inputs[0], &node)?,
-                    self.data(node.inputs[1], &node)?,
-                );
-                let z = match node.inputs.get(2) {
-                    Some(&z) => self.data(z, &node)?,
-                    None => "NULL".into(),
-                };
-                let len = numel(&self.shape(node.inputs[1]));
-                let inner = if len == 1 {
-                    1
-                } else {
-                    numel(shape.get(axis + 1..).unwrap_or(&[]))
-                };
+                let (x, s, z, len, inner) = self.linear_quant_operands(&node, *axis, &shape)?;
                 let y = self.buffer(out);
                 self.line(format!(
                     "bnnc_dequantize_linear({count}, {inner}, {len}, {x}, {s}, {z}, {y});"
@@ -418,6 +392,31 @@ impl<'g> Emitter<'g> {
             _ => return Err(unsupported()),
         }
         Ok(())
+    }
+
+    /// The data, scale and zero point (or `NULL`) of a QuantizeLinear or DequantizeLinear,
+    /// with the scale's length and the elements per index of its axis.
+    fn linear_quant_operands(
+        &mut self,
+        node: &Node,
+        axis: usize,
+        shape: &[usize],
+    ) -> Result<(String, String, String, usize, usize), PlanError> {
+        let (x, s) = (
+            self.data(node.inputs[0], node)?,
+            self.data(node.inputs[1], node)?,
+        );
+        let z = match node.inputs.get(2) {
+            Some(&z) => self.data(z, node)?,
+            None => "NULL".into(),
+        };
+        let len = numel(&self.shape(node.inputs[1]));
+        let inner = if len == 1 {
+            1
+        } else {
+            numel(shape.get(axis + 1..).unwrap_or(&[]))
+        };
+        Ok((x, s, z, len, inner))
     }
 
     /// ONNX Gemm on floats, through the kernel MLAS picks (as the interpreter's `gemm`).
