@@ -1,5 +1,5 @@
-//! `bnnc build --target hls` and `bnnc inspect --target hls`: the dataflow plan, its report,
-//! and the HLS project with its test vectors.
+//! FPGA designs (`bnnc build --target hls|verilog`, `bnnc inspect --target hls`, Python's
+//! `bnnc.build_hls`): the dataflow plan, its report, and the project with its test vectors.
 
 use std::path::{Path, PathBuf};
 
@@ -75,11 +75,11 @@ fn options(args: &FpgaArgs) -> Result<Options> {
     })
 }
 
-/// The plan of `graph` and its report.
-pub fn plan(model: &Path, graph: &Graph, name: &str, args: &FpgaArgs) -> Result<(Plan, Report)> {
+/// The plan of `graph`, the model `name`, and its report.
+pub fn plan(graph: &Graph, name: &str, args: &FpgaArgs) -> Result<(Plan, Report)> {
     let options = options(args)?;
     let plan = bnnc_dataflow::plan(graph, name, &options)
-        .with_context(|| format!("cannot plan {} for an FPGA", model.display()))?;
+        .with_context(|| format!("cannot plan {name} for an FPGA"))?;
     let report = bnnc_dataflow::report(&plan, options.part, options.clock_ns);
     Ok((plan, report))
 }

@@ -3,18 +3,17 @@
 //! Exit codes: 0 success, 1 the model or an input was rejected (the message names the node, op
 //! and reason), 2 bad command-line usage.
 
-mod fpga;
-mod inspect;
-mod native;
-mod npy;
 mod peak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use bnnc::native::LoadOptions;
+use bnnc::stages::{import, optimize as optimize_with};
+use bnnc::{fpga, inspect, native, npy, Tuning};
 use bnnc_ir::Graph;
-use bnnc_passes::{FirstLastPolicy, PassEvent, PipelineOptions};
+use bnnc_passes::{FirstLastPolicy, PassEvent};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -27,14 +26,14 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    tuning: Tuning,
+    tuning: TuningArgs,
 }
 
 /// Knobs for measuring bnnc's own choices against each other (each also read from its
 /// environment variable). Library crates never read the environment: these reach them as
 /// options.
 #[derive(clap::Args, Clone, Debug)]
-pub struct Tuning {
+struct TuningArgs {
     /// Which 1-4 bit layers become bit-serial: those the measured cost model prefers
     /// (`auto`), `always`, or `never`.
     #[arg(long, global = true, value_enum, env = "BNNC_BIT_SERIAL", default_value_t = BitSerialArg::Auto)]
@@ -62,23 +61,17 @@ enum Popcount {
     Scalar,
 }
 
-/// The tuning the command line was given (set once, before any command runs).
-static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
-
-/// The command line's tuning knobs.
-pub fn tuning() -> &'static Tuning {
-    TUNING.get().expect("main sets the tuning first")
-}
-
-impl Tuning {
-    /// Whether Cranelift code uses only scalar popcounts.
-    pub fn scalar_popcount(&self) -> bool {
-        self.xnor_popcount == Popcount::Scalar
-    }
-
-    /// The function whose CLIF to print.
-    pub fn dump_clif(&self) -> Option<String> {
-        self.dump_clif.clone()
+impl TuningArgs {
+    fn tuning(self) -> Tuning {
+        Tuning {
+            bit_serial: match self.bit_serial {
+                BitSerialArg::Auto => bnnc_passes::BitSerial::CostModel,
+                BitSerialArg::Always => bnnc_passes::BitSerial::Always,
+                BitSerialArg::Never => bnnc_passes::BitSerial::Never,
+            },
+            scalar_popcount: self.xnor_popcount == Popcount::Scalar,
+            dump_clif: self.dump_clif,
+        }
     }
 }
 
@@ -270,8 +263,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    TUNING.set(cli.tuning).expect("set once");
-    match execute(cli.command) {
+    match execute(cli.command, &cli.tuning.tuning()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -280,7 +272,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(command: Command) -> Result<()> {
+fn execute(command: Command, tuning: &Tuning) -> Result<()> {
+    let optimize = |model: &Path,
+                    graph: Graph,
+                    first_last: FirstLast,
+                    observe: &mut dyn FnMut(PassEvent<'_>)| {
+        let label = model.display().to_string();
+        optimize_with(&label, graph, first_last.into(), tuning, observe)
+    };
     match command {
         Command::Inspect {
             model,
@@ -308,7 +307,7 @@ fn execute(command: Command) -> Result<()> {
             };
             if let Some(target) = target {
                 fpga_target(&target)?;
-                let (_, report) = fpga::plan(&model, &graph, &native::default_name(&model), &fpga)?;
+                let (_, report) = fpga::plan(&graph, &native::default_name(&model), &fpga)?;
                 if json {
                     println!("{:#}", report.json());
                 } else {
@@ -348,7 +347,7 @@ fn execute(command: Command) -> Result<()> {
             }
             let x = npy::read_tensor(&input)?;
             if backend == Backend::Native {
-                return run_native(&model, &graph, &x, &output, codegen);
+                return run_native(&model, &graph, &x, &output, codegen, tuning);
             }
             let mut results = bnnc_ir::interp::run_batch(&graph, &x)
                 .with_context(|| format!("running {}", model.display()))?;
@@ -389,7 +388,7 @@ fn execute(command: Command) -> Result<()> {
                 let name = bnnc_runtime::abi::c_identifier(
                     &name.unwrap_or_else(|| native::default_name(&model)),
                 );
-                let (plan, report) = fpga::plan(&model, &graph, &name, &fpga)?;
+                let (plan, report) = fpga::plan(&graph, &name, &fpga)?;
                 let vectors = fpga::test_vectors(&graph, &testbench)?;
                 let dir = output.unwrap_or_else(|| PathBuf::from(format!("{name}_{t}")));
                 fpga::write_project(backend, &plan, &report, &vectors, &dir, &testbench)?;
@@ -410,9 +409,9 @@ fn execute(command: Command) -> Result<()> {
             if emit != Emit::Ir {
                 let target = target.unwrap_or_else(|| bnnc_cranelift::Triple::host().to_string());
                 let name = name.unwrap_or_else(|| native::default_name(&model));
-                let options = native::options(&target, cpu.as_deref(), name)?;
+                let options = native::options(&target, cpu.as_deref(), name, tuning)?;
                 let start = std::time::Instant::now();
-                let build = native::compile(&model, &graph, &options, codegen)?;
+                let build = native::compile(&graph, &options, codegen)?;
                 let mut shared = emit == Emit::So;
                 if shared && !native::can_link(&options.triple) {
                     eprintln!(
@@ -484,7 +483,16 @@ fn execute(command: Command) -> Result<()> {
                 return Ok(());
             };
             let graph = optimize(&model, import(&model)?, first_last, &mut |_| {})?;
-            let loaded = native::load(&model, &graph, true, codegen)?;
+            let loaded = native::load(
+                &graph,
+                tuning,
+                LoadOptions {
+                    name: native::default_name(&model),
+                    codegen,
+                    profile: true,
+                    dir: None,
+                },
+            )?;
             let report = native::bench(&loaded.model, batch, threads, runs)?;
             let latency_us = report.latency.as_secs_f64() * 1e6;
             let binary_macs = inspect::binary_macs(&graph);
@@ -590,6 +598,7 @@ fn run_native(
     x: &bnnc_ir::Tensor,
     output: &Path,
     codegen: native::Codegen,
+    tuning: &Tuning,
 ) -> Result<()> {
     // The batch must fit the input as the interpreter requires, not only its length.
     let expected = &graph.value(graph.inputs()[0]).ty.shape;
@@ -600,7 +609,16 @@ fn run_native(
             x.shape()
         );
     };
-    let loaded = native::load(model, graph, false, codegen)?;
+    let loaded = native::load(
+        graph,
+        tuning,
+        LoadOptions {
+            name: native::default_name(model),
+            codegen,
+            profile: false,
+            dir: None,
+        },
+    )?;
     let m = &loaded.model;
     let input = x.to_f32_vec();
     let y = m
@@ -619,48 +637,6 @@ fn run_native(
         bnnc_ir::Tensor::f32(shape, y)
     };
     npy::write_tensor(output, &tensor)
-}
-
-/// Imports and verifies a model.
-fn import(path: &Path) -> Result<Graph> {
-    let graph = bnnc_frontend_onnx::load_model(path)
-        .with_context(|| format!("cannot import {}", path.display()))?;
-    bnnc_ir::verify::verify(&graph)
-        .with_context(|| format!("{}: the imported IR is malformed", path.display()))?;
-    Ok(graph)
-}
-
-/// Runs the optimization pipeline; what `--first-last` changed goes to standard error, since
-/// it can change accuracy.
-fn optimize(
-    path: &Path,
-    graph: Graph,
-    first_last: FirstLast,
-    observe: &mut dyn FnMut(PassEvent<'_>),
-) -> Result<Graph> {
-    let options = PipelineOptions {
-        first_last: first_last.into(),
-        bit_serial: match tuning().bit_serial {
-            BitSerialArg::Auto => bnnc_passes::BitSerial::CostModel,
-            BitSerialArg::Always => bnnc_passes::BitSerial::Always,
-            BitSerialArg::Never => bnnc_passes::BitSerial::Never,
-        },
-    };
-    bnnc_passes::run_pipeline_with(graph, &options, &mut |event| {
-        if let PassEvent::After { pass, report, .. } = &event {
-            if *pass == "first-last-precision" {
-                for change in report
-                    .changes
-                    .iter()
-                    .filter(|c| c.starts_with("--first-last"))
-                {
-                    eprintln!("note: {change}");
-                }
-            }
-        }
-        observe(event)
-    })
-    .with_context(|| format!("cannot optimize {}", path.display()))
 }
 
 /// One pass's entry of `bnnc inspect --passes`: its changes and how the op counts moved.

@@ -1,5 +1,6 @@
-//! `bnnc build --emit obj|so`, `bnnc run --backend native` and `bnnc bench`: compiled
-//! models through the Cranelift backend and the runtime crate.
+//! Models compiled for a CPU through the Cranelift backend (and the LLVM kernels), written as
+//! a shared library and header, and loaded through the runtime crate: `bnnc build --emit
+//! obj|so`, `bnnc run --backend native`, `bnnc bench` and Python's `bnnc.compile`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use bnnc_cranelift::{Compiled, Cpu, Options, Triple};
 use bnnc_ir::Graph;
 use bnnc_runtime::Model;
+
+use crate::Tuning;
 
 /// The model name a file's stem gives: `cnv-w1a1.onnx` is `cnv_w1a1`.
 pub fn default_name(model: &Path) -> String {
@@ -28,8 +31,8 @@ pub fn default_name(model: &Path) -> String {
     bnnc_runtime::abi::c_identifier(&stem)
 }
 
-/// Backend options from the command line's target and CPU.
-pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options> {
+/// Backend options for a target and CPU as the command line names them.
+pub fn options(target: &str, cpu: Option<&str>, name: String, tuning: &Tuning) -> Result<Options> {
     let triple = bnnc_cranelift::parse_target(target)?;
     let cpu = match cpu {
         Some(c) => c.parse::<Cpu>().map_err(anyhow::Error::msg)?,
@@ -41,8 +44,8 @@ pub fn options(target: &str, cpu: Option<&str>, name: String) -> Result<Options>
         cpu,
         name,
         profile: false,
-        scalar_popcount: crate::tuning().scalar_popcount(),
-        dump_clif: crate::tuning().dump_clif(),
+        scalar_popcount: tuning.scalar_popcount,
+        dump_clif: tuning.dump_clif.clone(),
     })
 }
 
@@ -63,8 +66,8 @@ pub struct Build {
 }
 
 /// Compiles a graph, naming the model in errors.
-pub fn compile(model: &Path, graph: &Graph, options: &Options, codegen: Codegen) -> Result<Build> {
-    let context = || format!("cannot compile {} for {}", model.display(), options.triple);
+pub fn compile(graph: &Graph, options: &Options, codegen: Codegen) -> Result<Build> {
+    let context = || format!("cannot compile {} for {}", options.name, options.triple);
     match codegen {
         Codegen::Cranelift => Ok(Build {
             compiled: bnnc_cranelift::compile(graph, options).with_context(context)?,
@@ -150,31 +153,56 @@ pub fn can_link(triple: &Triple) -> bool {
     bnnc_cranelift::linker_for(triple).is_some()
 }
 
-/// A model compiled into a temporary shared library and loaded.
+/// A model compiled for this machine, written as a shared library and header, and loaded.
 pub struct Loaded {
     pub model: Model,
+    /// The C header beside the library.
+    pub header: PathBuf,
     /// The steps of the schedule (for profiles).
     pub steps: Vec<bnnc_cranelift::StepInfo>,
     /// `NAME_profile`, when built with profiling.
     profile: Option<ProfileFn>,
-    // Keeps the library's file until the model is dropped.
+    // Keeps the library mapped while `profile` may be called.
     _lib: Option<libloading::Library>,
-    _dir: tempfile::TempDir,
+    // Keeps the library's file until the model is dropped, when it was built in a temporary
+    // folder.
+    _dir: Option<tempfile::TempDir>,
 }
 
 type ProfileFn = unsafe extern "C" fn(*const f32, *mut f32, *mut u64) -> i32;
 
-/// Compiles for this machine and loads the library (with `NAME_profile` when `profile`).
-pub fn load(model_path: &Path, graph: &Graph, profile: bool, codegen: Codegen) -> Result<Loaded> {
-    let mut options = options(&Triple::host().to_string(), None, default_name(model_path))?;
-    options.profile = profile;
-    let build = compile(model_path, graph, &options, codegen)?;
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let lib_path = dir.path().join(format!("lib{}.so", options.name));
+/// What to load: the model's name (the prefix of its symbols), its code generator, and where
+/// to build it.
+pub struct LoadOptions<'a> {
+    pub name: String,
+    pub codegen: Codegen,
+    /// Also export `NAME_profile` (per-step times).
+    pub profile: bool,
+    /// The folder to build `libNAME.so` and `NAME.h` in; `None`: a temporary one, removed with
+    /// the model.
+    pub dir: Option<&'a Path>,
+}
+
+/// Compiles `graph` for this machine, builds its library and loads it.
+pub fn load(graph: &Graph, tuning: &Tuning, load: LoadOptions<'_>) -> Result<Loaded> {
+    let mut options = options(&Triple::host().to_string(), None, load.name, tuning)?;
+    options.profile = load.profile;
+    let build = compile(graph, &options, load.codegen)?;
+    let (dir, temporary) = match load.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            (dir.to_path_buf(), None)
+        }
+        None => {
+            let temporary = tempfile::tempdir().context("cannot create a temporary directory")?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
+    };
+    let lib_path = dir.join(format!("lib{}.so", options.name));
     write(&build, &options, &lib_path, true)?;
-    let compiled = build.compiled;
     let model = Model::load(&lib_path, &options.name)?;
-    let (lib, profile) = if profile {
+    let (lib, profile) = if load.profile {
         // SAFETY: the library was just built by bnnc; `NAME_profile` has the signature
         // `ProfileFn` (backends/cranelift/src/emit/mod.rs).
         let lib = unsafe { libloading::Library::new(&lib_path) }?;
@@ -186,10 +214,11 @@ pub fn load(model_path: &Path, graph: &Graph, profile: bool, codegen: Codegen) -
     };
     Ok(Loaded {
         model,
-        steps: compiled.steps,
+        header: dir.join(format!("{}.h", options.name)),
+        steps: build.compiled.steps,
         profile,
         _lib: lib,
-        _dir: dir,
+        _dir: temporary,
     })
 }
 
