@@ -20,12 +20,18 @@ import json
 import os
 import platform
 import tempfile
-from typing import Any, Dict, Optional, Union
+from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 import numpy as np
 
 from . import _bnnc
 from ._bnnc import CompileError, Model
+
+if TYPE_CHECKING:
+    import onnx
+
+__version__ = _version("bnnc")
 
 __all__ = [
     "CompileError",
@@ -39,7 +45,7 @@ __all__ = [
 
 #: What ``bnnc.compile`` and friends take as a model: a path to a ``.onnx`` file, its bytes,
 #: or an ``onnx.ModelProto``.
-ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, Any]
+ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, "onnx.ModelProto"]
 
 
 def _source(model: ModelLike) -> Union[str, bytes]:
