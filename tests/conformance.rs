@@ -91,58 +91,6 @@ const REJECTED: &[(&str, &str)] = &[
 /// after the passes), with a fragment of the error each must give.
 const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "test_averagepool_2d_ceil",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_ceil_last_window_starts_on_pad",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_default",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_dilations",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_pads",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_pads_count_include_pad",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_precomputed_pads",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_precomputed_pads_count_include_pad",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_precomputed_same_upper",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_precomputed_strides",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_same_lower",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_same_upper",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_averagepool_2d_strides",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
         "test_concat_2d_axis_0",
         "the native backend has no kernel for this op yet",
     ),
@@ -168,14 +116,6 @@ const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "test_constant_pad_negative_axes",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_globalaveragepool",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_globalaveragepool_precomputed",
         "the native backend has no kernel for this op yet",
     ),
     (

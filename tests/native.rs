@@ -533,3 +533,107 @@ fn contradicting_threshold_annotations_compile_to_the_interpreters_integers() {
     assert_eq!(bits(&interp.1), bits(&native.1));
     assert!(interp.1.iter().any(|&v| v != 0.0));
 }
+
+/// Native code computes the interpreter's numbers exactly, floats included: every float sum
+/// follows the interpreter's order (MLAS's and Eigen's for convolutions, pooling and means),
+/// so every model folder's outputs agree bit for bit, not only within the reference's
+/// tolerance.
+#[test]
+fn native_outputs_equal_the_interpreters_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for set in ["models", "external", "variants"] {
+        for entry in std::fs::read_dir(data(set)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.join("model.onnx").exists() {
+                folders.push(path);
+            }
+        }
+    }
+    folders.sort();
+    assert!(folders.len() >= 18, "{} model folders", folders.len());
+    let mut differ = Vec::new();
+    for folder in &folders {
+        let model = folder.join("model.onnx");
+        let input = folder.join("input.npy");
+        let run = |backend: &str| {
+            let out = dir.path().join(format!("{backend}.npy"));
+            let done = bnnc(&[
+                "run",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--backend",
+                backend,
+            ]);
+            assert!(
+                done.status.success(),
+                "{}: {}",
+                folder.display(),
+                stderr(&done)
+            );
+            std::fs::read(&out).unwrap()
+        };
+        // The same .npy bytes: shape, dtype and every bit of every value.
+        if run("interp") != run("native") {
+            differ.push(folder.display().to_string());
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "native outputs differ from the interpreter's: {differ:?}"
+    );
+}
+
+/// QONNX `Trunc`, v1 (a shift by the bit widths' difference) and v2 (a shift by the scales'
+/// ratio, clamped to the output range), in native code as in the interpreter, bit for bit.
+#[test]
+fn trunc_runs_natively_as_interpreted() {
+    use bnnc_ir::op::{RoundingMode, TruncAttrs};
+    use bnnc_ir::{ElemType, Graph, Op, Tensor, TensorType};
+
+    let values: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) * 2.37).collect();
+    for (v2, rounding) in [(false, RoundingMode::Floor), (true, RoundingMode::HalfEven)] {
+        let mut g = Graph::new("trunc");
+        let x = g.add_input("x", TensorType::new(ElemType::F32, vec![1, 256]));
+        let mut scalar = |name: &str, v: f32| g.add_const(name, None, Tensor::scalar(v)).unwrap();
+        let mut operands = vec![
+            x,
+            scalar("scale", 0.5),
+            scalar("zero_point", 0.0),
+            scalar("in_bits", 9.0),
+            scalar("out_bits", 4.0),
+        ];
+        if v2 {
+            operands.push(scalar("out_scale", 8.0));
+        }
+        let attrs = TruncAttrs {
+            rounding,
+            signed: true,
+            narrow: false,
+            v2,
+        };
+        let y = g
+            .add_node("trunc", Op::Trunc(attrs), &operands, vec!["y".into()])
+            .unwrap()[0];
+        g.set_outputs(vec![y]);
+        let input = Tensor::f32(vec![1, 256], values.clone());
+        let want = bnnc_ir::interp::run(&g, &[input]).unwrap()[0].to_f32_vec();
+        let loaded = bnnc::native::load(
+            &g,
+            &bnnc::Tuning::default(),
+            bnnc::native::LoadOptions {
+                name: "trunc".into(),
+                codegen: bnnc::native::Codegen::Cranelift,
+                profile: false,
+                dir: None,
+            },
+        )
+        .unwrap();
+        let got = loaded.model.run_batch(&values).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "Trunc v2={v2}");
+    }
+}

@@ -17,14 +17,14 @@ REL_TOL = 1e-4
 
 
 def model_dirs() -> List[Path]:
-    """Every model folder of tests/data/models and tests/data/external."""
+    """Every model folder of tests/data/models, external and variants."""
     dirs = sorted(
         d
-        for group in ("models", "external")
+        for group in ("models", "external", "variants")
         for d in (DATA / group).iterdir()
         if (d / "model.onnx").exists()
     )
-    assert len(dirs) >= 15, f"expected the models of tests/data, found {len(dirs)}"
+    assert len(dirs) >= 18, f"expected the models of tests/data, found {len(dirs)}"
     return dirs
 
 

@@ -33,6 +33,7 @@ pub use scaled::{integer_first, IntegerFirst};
 pub mod mlas {
     pub use super::linear::{conv_route, ConvRoute};
     pub use super::mac::{k_stride, segments, Segment, Threading};
+    pub use super::pool::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
 }
 mod pool;
 mod quant;

@@ -10,21 +10,32 @@ use crate::op::PoolAttrs;
 use crate::tensor::Tensor;
 
 /// The window of one output index along one axis.
-struct AxisWindow {
-    /// Input coordinates of the taps inside the input, in order.
-    inputs: Vec<usize>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AxisWindow {
+    /// Per tap of the kernel, in order, its input coordinate, or `None` in the padding or
+    /// past it.
+    pub taps: Vec<Option<usize>>,
     /// Taps inside the padded extent `[-pad_begin, extent + pad_end)` (the count_include_pad
     /// divisor; a ceil_mode window may reach past it).
-    padded: usize,
+    pub padded: usize,
 }
 
-fn axis_windows(attrs: &PoolAttrs, d: usize, extent: usize, out: usize) -> Vec<AxisWindow> {
+impl AxisWindow {
+    /// Input coordinates of the taps inside the input, in order.
+    pub fn inputs(&self) -> impl Iterator<Item = usize> + '_ {
+        self.taps.iter().flatten().copied()
+    }
+}
+
+/// The windows of the `out` output indices along spatial axis `d` of a pooling whose input has
+/// `extent` along it.
+pub fn axis_windows(attrs: &PoolAttrs, d: usize, extent: usize, out: usize) -> Vec<AxisWindow> {
     let spatial = attrs.kernel.len();
     let (pad_begin, pad_end) = (attrs.pads[d], attrs.pads[spatial + d]);
     (0..out)
         .map(|o| {
             let mut window = AxisWindow {
-                inputs: Vec::new(),
+                taps: Vec::with_capacity(attrs.kernel[d]),
                 padded: 0,
             };
             for t in 0..attrs.kernel[d] {
@@ -33,9 +44,9 @@ fn axis_windows(attrs: &PoolAttrs, d: usize, extent: usize, out: usize) -> Vec<A
                 if p < pad_begin + extent + pad_end {
                     window.padded += 1;
                 }
-                if let Some(c) = p.checked_sub(pad_begin).filter(|&c| c < extent) {
-                    window.inputs.push(c);
-                }
+                window
+                    .taps
+                    .push(p.checked_sub(pad_begin).filter(|&c| c < extent));
             }
             window
         })
@@ -76,7 +87,7 @@ fn for_each_tap(windows: &[&AxisWindow], strides: &[usize], mut f: impl FnMut(us
         match windows.split_first() {
             None => f(base),
             Some((w, rest)) => {
-                for &c in &w.inputs {
+                for c in w.inputs() {
                     walk(rest, &strides[1..], base + c * strides[0], f);
                 }
             }
@@ -177,29 +188,11 @@ pub(super) fn min_max_pool(
 /// taps inside the padded extent.
 pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
     let spatial = &x.shape()[2.min(x.shape().len())..];
-    let n = spatial.len();
-    let mlas =
-        attrs.dilations.iter().all(|&d| d == 1) && !(attrs.ceil_mode && attrs.count_include_pad);
-    let whole_plane = attrs.kernel == spatial
-        && attrs.strides.iter().all(|&s| s == 1)
-        && attrs.pads.iter().all(|&p| p == 0);
-    if mlas && whole_plane {
+    let route = average_pool_route(attrs, spatial);
+    if route == AveragePoolRoute::Global {
         return global_average_pool(x, out);
     }
-    let buffer_fits = match (
-        attrs.pads.get(n.wrapping_sub(1)),
-        attrs.pads.get((2 * n).wrapping_sub(1)),
-        spatial.last(),
-    ) {
-        (Some(&l), Some(&r), Some(&w)) => l.saturating_add(r).saturating_add(w) <= VECTOR_BUFFER,
-        _ => false,
-    };
-    let vector = mlas
-        && (n == 2 || n == 3)
-        && attrs.strides.last().is_some_and(|&s| s <= 2)
-        && attrs.kernel.iter().all(|&k| k <= 32)
-        && buffer_fits;
-    if vector {
+    if route == AveragePoolRoute::Vector {
         check_windows(attrs, x.shape(), out)?;
         let data = floats(x);
         let in_plane = numel(spatial);
@@ -219,10 +212,54 @@ pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Resu
         let count: usize = if attrs.count_include_pad {
             windows.iter().map(|w| w.padded).product()
         } else {
-            windows.iter().map(|w| w.inputs.len()).product()
+            windows.iter().map(|w| w.inputs().count()).product()
         };
         sum / count as f32
     })
+}
+
+/// Which of onnxruntime's AveragePool kernels sums a pooling's windows (see
+/// [`average_pool`]): backends follow the same route to round as the interpreter does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AveragePoolRoute {
+    /// MLAS's global kernel: the window is the whole plane ([`mlas_global_mean`]).
+    Global,
+    /// MLAS's vectorized 2-D / 3-D kernel: per output row, column sums over the window's
+    /// rows, then sums of those columns ([`mlas_vector_average`]).
+    Vector,
+    /// The taps inside the input summed from 0 in row-major order.
+    Generic,
+}
+
+/// The route of an AveragePool over input planes of extents `spatial`.
+pub fn average_pool_route(attrs: &PoolAttrs, spatial: &[usize]) -> AveragePoolRoute {
+    let n = spatial.len();
+    let mlas =
+        attrs.dilations.iter().all(|&d| d == 1) && !(attrs.ceil_mode && attrs.count_include_pad);
+    let whole_plane = attrs.kernel == spatial
+        && attrs.strides.iter().all(|&s| s == 1)
+        && attrs.pads.iter().all(|&p| p == 0);
+    if mlas && whole_plane {
+        return AveragePoolRoute::Global;
+    }
+    let buffer_fits = match (
+        attrs.pads.get(n.wrapping_sub(1)),
+        attrs.pads.get((2 * n).wrapping_sub(1)),
+        spatial.last(),
+    ) {
+        (Some(&l), Some(&r), Some(&w)) => l.saturating_add(r).saturating_add(w) <= VECTOR_BUFFER,
+        _ => false,
+    };
+    let vector = mlas
+        && (n == 2 || n == 3)
+        && attrs.strides.last().is_some_and(|&s| s <= 2)
+        && attrs.kernel.iter().all(|&k| k <= 32)
+        && buffer_fits;
+    if vector {
+        AveragePoolRoute::Vector
+    } else {
+        AveragePoolRoute::Generic
+    }
 }
 
 /// Room of MLAS's reduction buffer for one padded input row (2048 elements, less 3 kept for

@@ -13,6 +13,7 @@ use crate::schedule::Storage;
 use crate::BackendError;
 
 /// One input of [`map`]: the address of its f32 elements and its shape.
+#[derive(Clone)]
 pub(crate) struct Input {
     pub ptr: Value,
     pub shape: Vec<usize>,
@@ -315,6 +316,57 @@ pub(crate) fn unary(
                 };
                 let centered = kb.b.ins().fsub(q, v[2]);
                 kb.b.ins().fmul(centered, v[1])
+            })
+        }
+        Op::Trunc(attrs) => {
+            // The shift is a power of two fixed by constants, computed as the interpreter
+            // computes it.
+            let shift = if attrs.v2 {
+                let (scale, out_scale) = (
+                    single_const(node, &operands[1], "scale")?,
+                    single_const(node, &operands[5], "output scale")?,
+                );
+                2f32.powf((out_scale / scale).log2().round_ties_even())
+            } else {
+                let (in_bits, out_bits) = (
+                    single_const(node, &operands[3], "input bit width")?,
+                    single_const(node, &operands[4], "output bit width")?,
+                );
+                2f32.powf(in_bits - out_bits)
+            };
+            let out_bits = single_const(node, &operands[4], "output bit width")?;
+            if attrs.v2 && (out_bits.fract() != 0.0 || !(1.0..=64.0).contains(&out_bits)) {
+                return Err(BackendError::unsupported(
+                    node,
+                    format!("output bit width {out_bits}"),
+                ));
+            }
+            let (min, max) = quant_range(attrs.signed, attrs.narrow, out_bits as u32);
+            let (v2, rounding) = (attrs.v2, attrs.rounding);
+            let s = Input::of(kb, &operands[1]);
+            let z = Input::of(kb, &operands[2]);
+            let os = if v2 {
+                Input::of(kb, &operands[5])
+            } else {
+                s.clone()
+            };
+            map(kb, out.ptr, &shape, &[x, s, z, os], |kb, v| {
+                let d = kb.b.ins().fdiv(v[0], v[1]);
+                let y = kb.b.ins().fadd(d, v[2]);
+                let r = kb.b.ins().nearest(y);
+                let shift = kb.fconst(shift);
+                let q = kb.b.ins().fdiv(r, shift);
+                if v2 {
+                    let c = clamp(kb, q, min, max);
+                    let t = round(kb, rounding, c);
+                    let z = kb.b.ins().fdiv(v[2], shift);
+                    let centered = kb.b.ins().fsub(t, z);
+                    kb.b.ins().fmul(centered, v[3])
+                } else {
+                    let t = round(kb, rounding, q);
+                    let centered = kb.b.ins().fsub(t, v[2]);
+                    kb.b.ins().fmul(centered, v[1])
+                }
             })
         }
         Op::QuantizeLinear { axis, out: int } => {

@@ -269,6 +269,7 @@ impl Emitter {
                         | Op::Clip { .. }
                         | Op::BatchNorm { .. }
                         | Op::Quant(_)
+                        | Op::Trunc(_)
                         | Op::BipolarQuant
                         | Op::QuantizeLinear { .. }
                         | Op::DequantizeLinear { .. }
@@ -311,6 +312,12 @@ impl Emitter {
                         }
                         Op::ReduceMean { axes, .. } => {
                             pool::reduce_mean(kb, node, axes, &operands[0], &results[0])
+                        }
+                        Op::AveragePool(attrs) => {
+                            pool::average_pool(kb, node, attrs, &operands[0], &results[0])
+                        }
+                        Op::GlobalAveragePool => {
+                            pool::global_average_pool(kb, node, &operands[0], &results[0])
                         }
                         Op::Softmax { axis, coerce_2d } => {
                             head::softmax(kb, node, *axis, *coerce_2d, &operands[0], &results[0])

@@ -1,11 +1,12 @@
-//! MaxPool and MinMaxPool (on floats, or on packed bipolar bits as OR and AND) and
-//! ReduceMean.
+//! MaxPool and MinMaxPool (on floats, or on packed bipolar bits as OR and AND), AveragePool,
+//! GlobalAveragePool and ReduceMean (their sums in the interpreter's orders).
 
+use bnnc_ir::interp::mlas::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
 use bnnc_ir::{Node, PoolAttrs};
 use bnnc_runtime::packing::{words, WORD_BITS};
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F32, I32, I64};
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, I32, I64, I8};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::window::{Tap, Window};
 use super::{KernelBuilder, Operand};
@@ -135,7 +136,9 @@ pub(crate) fn max_pool(
     Ok(())
 }
 
-/// ReduceMean over trailing axes: the f32 sum in order, divided by the count.
+/// ReduceMean over trailing axes, each sum in the interpreter's order (Eigen's vectorized
+/// sum, which depends on where the run lies against 16-byte alignment), divided by the
+/// count.
 pub(crate) fn reduce_mean(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -154,17 +157,276 @@ pub(crate) fn reduce_mean(
     }
     let count: usize = x.shape[first..].iter().product();
     let rows: usize = x.shape[..first].iter().product();
+    if count == 0 {
+        return Err(BackendError::unsupported(node, "a mean over no element"));
+    }
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    kb.for_range(rows, |kb, r| {
-        let row = kb.addr(src, r, (count * 4) as i64, 0);
+    // Row r starts r * count elements in, so its alignment repeats every four rows: one loop
+    // per residue, each with its own (compile-time) order.
+    for r0 in 0..rows.min(EIGEN_PACKET) {
+        let offset = r0 * count % EIGEN_PACKET;
+        kb.for_range((rows - r0).div_ceil(EIGEN_PACKET), |kb, j| {
+            let r = kb.b.ins().imul_imm_s(j, EIGEN_PACKET as i64);
+            let r = kb.b.ins().iadd_imm_s(r, r0 as i64);
+            let row = kb.addr(src, r, (count * 4) as i64, 0);
+            let sum = eigen_sum(kb, row, count, offset);
+            let n = kb.fconst(count as f32);
+            let mean = kb.b.ins().fdiv(sum, n);
+            kb.store_at(mean, dst, r);
+        });
+    }
+    Ok(())
+}
+
+/// Lanes of Eigen's f32 packets in onnxruntime's build (SSE).
+const EIGEN_PACKET: usize = 4;
+
+/// The sum of `len` f32 at `row`, a run `offset` elements past 16-byte alignment, in the order
+/// of the interpreter's `eigen_sum`: aligned packets alternately into two accumulators, then
+/// the lanes as `(l0 + l2) + (l1 + l3)`, then the unaligned head and the tail in order.
+fn eigen_sum(kb: &mut KernelBuilder, row: Value, len: usize, offset: usize) -> Value {
+    const P: usize = EIGEN_PACKET;
+    let at = |kb: &mut KernelBuilder, i: usize| kb.load(F32, row, (i * 4) as i64);
+    let start = ((P - offset % P) % P).min(len);
+    let body = len - start;
+    let (aligned, aligned2) = (body / P * P, body / (2 * P) * (2 * P));
+    if aligned == 0 {
+        let first = at(kb, 0);
+        return (1..len).fold(first, |s, i| {
+            let v = at(kb, i);
+            kb.b.ins().fadd(s, v)
+        });
+    }
+    let packet = |kb: &mut KernelBuilder, base: Value, i: usize| -> Vec<Value> {
+        (0..P)
+            .map(|l| kb.load(F32, base, ((i + l) * 4) as i64))
+            .collect()
+    };
+    let add = |kb: &mut KernelBuilder, a: &[Value], b: &[Value]| -> Vec<Value> {
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| kb.b.ins().fadd(a, b))
+            .collect()
+    };
+    let mut p0 = packet(kb, row, start);
+    if aligned > P {
+        let p1 = packet(kb, row, start + P);
+        // Pairs of packets from start + 2P up to start + aligned2.
+        let pairs = (aligned2 - 2 * P) / (2 * P);
+        let init: Vec<Value> = p0.iter().chain(&p1).copied().collect();
+        let acc = kb.fold_range(pairs, init, |kb, i, acc| {
+            let base = kb.addr(row, i, (2 * P * 4) as i64, ((start + 2 * P) * 4) as i64);
+            let (a, b) = (packet(kb, base, 0), packet(kb, base, P));
+            let mut next = add(kb, &acc[..P], &a);
+            next.extend(add(kb, &acc[P..], &b));
+            next
+        });
+        p0 = add(kb, &acc[..P], &acc[P..]);
+        if aligned > aligned2 {
+            let last = packet(kb, row, start + aligned2);
+            p0 = add(kb, &p0, &last);
+        }
+    }
+    let even = kb.b.ins().fadd(p0[0], p0[2]);
+    let odd = kb.b.ins().fadd(p0[1], p0[3]);
+    let mut sum = kb.b.ins().fadd(even, odd);
+    for i in (0..start).chain(start + aligned..len) {
+        let v = at(kb, i);
+        sum = kb.b.ins().fadd(sum, v);
+    }
+    sum
+}
+
+/// GlobalAveragePool (and an AveragePool whose window is the whole plane): per plane, MLAS's
+/// global kernel as the interpreter computes it: four lane sums from 0 over whole vectors,
+/// `(l0 + l2) + (l1 + l3)`, the tail in order, divided by the count.
+pub(crate) fn global_average_pool(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    if x.shape.len() < 2 {
+        return Err(BackendError::unsupported(
+            node,
+            "a global pool of a tensor of rank < 2",
+        ));
+    }
+    let planes: usize = x.shape[..2].iter().product();
+    let len: usize = x.shape[2..].iter().product();
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    kb.for_range(planes, |kb, p| {
+        let plane = kb.addr(src, p, (len * 4) as i64, 0);
         let zero = kb.fconst(0.0);
-        let sum = kb.fold_range(count, vec![zero], |kb, i, s| {
-            let v = kb.load_at(F32, row, i);
-            vec![kb.b.ins().fadd(s[0], v)]
-        })[0];
-        let n = kb.fconst(count as f32);
+        let lanes = kb.fold_range(len / 4, vec![zero; 4], |kb, i, lanes| {
+            let base = kb.addr(plane, i, 16, 0);
+            (0..4)
+                .map(|l| {
+                    let v = kb.load(F32, base, (l * 4) as i64);
+                    kb.b.ins().fadd(lanes[l], v)
+                })
+                .collect()
+        });
+        let even = kb.b.ins().fadd(lanes[0], lanes[2]);
+        let odd = kb.b.ins().fadd(lanes[1], lanes[3]);
+        let mut sum = kb.b.ins().fadd(even, odd);
+        for i in len / 4 * 4..len {
+            let v = kb.load(F32, plane, (i * 4) as i64);
+            sum = kb.b.ins().fadd(sum, v);
+        }
+        let n = kb.fconst(len as f32);
         let mean = kb.b.ins().fdiv(sum, n);
-        kb.store_at(mean, dst, r);
+        kb.store_at(mean, dst, p);
+    });
+    Ok(())
+}
+
+/// Taps of the largest window an unrolled AveragePool kernel takes.
+const MAX_AVERAGE_TAPS: usize = 1024;
+
+/// 2-D AveragePool on the route onnxruntime takes ([`AveragePoolRoute`]), so that every sum
+/// rounds as the interpreter's: the global kernel, MLAS's vector kernel (per window column,
+/// the rows inside from the first; then the columns, padding as +0.0), or the generic one (the
+/// taps inside, row-major, from 0).
+pub(crate) fn average_pool(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &PoolAttrs,
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let (&[n, c, h, w], &[_, _, oh, ow]) = (x.shape.as_slice(), out.shape.as_slice()) else {
+        return Err(BackendError::unsupported(
+            node,
+            "the native AveragePool is 2-D",
+        ));
+    };
+    let route = average_pool_route(attrs, &[h, w]);
+    if route == AveragePoolRoute::Global {
+        return global_average_pool(kb, node, x, out);
+    }
+    let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
+    if kh * kw > MAX_AVERAGE_TAPS {
+        return Err(BackendError::unsupported(
+            node,
+            format!("a {kh}x{kw} window is larger than the native AveragePool unrolls"),
+        ));
+    }
+    let (rows, cols) = (axis_windows(attrs, 0, h, oh), axis_windows(attrs, 1, w, ow));
+    // Per output index and tap, the input coordinate or -1; per output index, the taps
+    // inside the input and inside the padded extent.
+    let coordinates = |windows: &[AxisWindow]| -> Vec<i32> {
+        windows
+            .iter()
+            .flat_map(|w| w.taps.iter().map(|t| t.map_or(-1, |c| c as i32)))
+            .collect()
+    };
+    let counts = |windows: &[AxisWindow], padded: bool| -> Vec<i32> {
+        windows
+            .iter()
+            .map(|w| if padded { w.padded } else { w.inputs().count() } as i32)
+            .collect()
+    };
+    let include_pad = attrs.count_include_pad;
+    let row_t = kb.table_i32(&coordinates(&rows));
+    let col_t = kb.table_i32(&coordinates(&cols));
+    let (row_n, col_n) = (
+        kb.table_i32(&counts(
+            &rows,
+            include_pad && route == AveragePoolRoute::Generic,
+        )),
+        kb.table_i32(&counts(
+            &cols,
+            include_pad && route == AveragePoolRoute::Generic,
+        )),
+    );
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    kb.for_range(n * c, |kb, plane| {
+        let in_plane = kb.addr(src, plane, (h * w * 4) as i64, 0);
+        let out_plane = kb.addr(dst, plane, (oh * ow * 4) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let iys: Vec<Value> = (0..kh)
+                .map(|ky| {
+                    let at = kb.addr(row_t, oy, (kh * 4) as i64, (ky * 4) as i64);
+                    kb.load(I32, at, 0)
+                })
+                .collect();
+            kb.for_range(ow, |kb, ox| {
+                let ixs: Vec<Value> = (0..kw)
+                    .map(|kx| {
+                        let at = kb.addr(col_t, ox, (kw * 4) as i64, (kx * 4) as i64);
+                        kb.load(I32, at, 0)
+                    })
+                    .collect();
+                // The value of tap (ky, kx) and whether it lies inside the input (outside,
+                // its address is clamped to the plane's first element and never used).
+                let tap = |kb: &mut KernelBuilder, ky: usize, kx: usize| -> (Value, Value) {
+                    let (iy, ix) = (iys[ky], ixs[kx]);
+                    let in_y =
+                        kb.b.ins()
+                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iy, 0);
+                    let in_x =
+                        kb.b.ins()
+                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ix, 0);
+                    let inside = kb.b.ins().band(in_y, in_x);
+                    let row = kb.b.ins().imul_imm_s(iy, w as i64);
+                    let at = kb.b.ins().iadd(row, ix);
+                    let zero = kb.iconst32(0);
+                    let at = kb.select(inside, at, zero);
+                    let at = kb.b.ins().sextend(I64, at);
+                    (kb.load_at(F32, in_plane, at), inside)
+                };
+                let sum = if route == AveragePoolRoute::Vector {
+                    let mut sum = None;
+                    for kx in 0..kw {
+                        // The column's rows inside, from the first; +0.0 if none.
+                        let (mut column, mut started) = (kb.fconst(0.0), kb.b.ins().iconst(I8, 0));
+                        for ky in 0..kh {
+                            let (v, inside) = tap(kb, ky, kx);
+                            let added = kb.b.ins().fadd(column, v);
+                            let next = kb.select(started, added, v);
+                            column = kb.select(inside, next, column);
+                            started = kb.b.ins().bor(started, inside);
+                        }
+                        sum = Some(match sum {
+                            None => column,
+                            Some(s) => kb.b.ins().fadd(s, column),
+                        });
+                    }
+                    sum.unwrap_or_else(|| kb.fconst(0.0))
+                } else {
+                    let mut sum = kb.fconst(0.0);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let (v, inside) = tap(kb, ky, kx);
+                            let added = kb.b.ins().fadd(sum, v);
+                            sum = kb.select(inside, added, sum);
+                        }
+                    }
+                    sum
+                };
+                let divisor = if route == AveragePoolRoute::Vector && include_pad {
+                    kb.fconst((kh * kw) as f32)
+                } else {
+                    let ry = kb.load_at(I32, row_n, oy);
+                    let rx = kb.load_at(I32, col_n, ox);
+                    let taps = kb.b.ins().imul(ry, rx);
+                    let taps = kb.b.ins().fcvt_from_sint(F32, taps);
+                    if route == AveragePoolRoute::Vector {
+                        // MLAS divides an empty window's zero by 1.
+                        let one = kb.fconst(1.0);
+                        let small = kb.b.ins().fcmp(FloatCC::LessThan, taps, one);
+                        kb.select(small, one, taps)
+                    } else {
+                        taps
+                    }
+                };
+                let mean = kb.b.ins().fdiv(sum, divisor);
+                let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let opix = kb.b.ins().iadd(oyw, ox);
+                kb.store_at(mean, out_plane, opix);
+            })
+        })
     });
     Ok(())
 }
