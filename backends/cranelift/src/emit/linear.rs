@@ -645,7 +645,8 @@ fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>, BackendEr
         .ok_or_else(|| BackendError::unsupported(node, format!("the {what} must be constant")))
 }
 
-/// Conv (2-D or 1-D, one group) with optional bias.
+/// Conv (2-D) with optional bias: exact integer sums with any number of groups, float sums
+/// in MLAS's order with one.
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -663,32 +664,55 @@ pub(crate) fn conv(
         Some(b) => Some(constant(node, b, "bias")?),
         None => None,
     };
-    if attrs.group != 1 || x.shape.len() != 4 {
+    let exact = exact_in_any_order(&out.elem);
+    if x.shape.len() != 4 {
         return Err(BackendError::unsupported(
             node,
-            "the native float convolution is 2-D with one group",
+            "the native convolution is 2-D",
+        ));
+    }
+    let group = attrs.group.max(1);
+    if group != 1 && !(exact || plan.is_some()) {
+        // onnxruntime sums a grouped float convolution per group and thread; the exact
+        // kernels need no order.
+        return Err(BackendError::unsupported(
+            node,
+            "a grouped convolution on floats (not exact integers) has no native kernel yet",
         ));
     }
     let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
+    if c % group != 0 || m % group != 0 {
+        return Err(BackendError::unsupported(
+            node,
+            format!("{c} channels and {m} filters in {group} groups"),
+        ));
+    }
+    // Per group: `cg` input channels and `mg` filters.
+    let (cg, mg) = (c / group, m / group);
     let (oh, ow) = (out.shape[2], out.shape[3]);
     let (taps, positions) = (kh * kw, oh * ow);
-    let k = c * taps;
-    let im2col = super::window::Im2col::new(kb, attrs, (c, h, wd));
+    let k = cg * taps;
+    let im2col = super::window::Im2col::new(kb, attrs, (cg, h, wd));
     let src = x.f32_ptr(kb);
     let dst = out.ptr;
     let image_bytes = (c * h * wd * 4) as i64;
+    let group_bytes = (cg * h * wd * 4) as i64;
     let out_image = m * positions;
     let bias_t = bias.as_ref().map(|b| kb.table_f32(b));
 
-    // x(n, p, kk): the input under tap kk of output position p of image n, 0 in the padding.
-    let load_x = move |kb: &mut KernelBuilder, n: Value, p: Value, kk: Value| -> Value {
+    // x(n, g, p, kk): the input under tap kk of output position p of group g of image n, 0
+    // in the padding.
+    let load_group = move |kb: &mut KernelBuilder, n: Value, g: usize, p: Value, kk: Value| {
         let oy = kb.b.ins().udiv_imm_s(p, ow as i64);
         let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
         let ox = kb.b.ins().isub(p, oyw);
         let origin = im2col.origin(kb, oy, ox);
-        let image = kb.addr(src, n, image_bytes, 0);
+        let image = kb.addr(src, n, image_bytes, g as i64 * group_bytes);
         im2col.load(kb, image, origin, kk)
+    };
+    let load_x = move |kb: &mut KernelBuilder, n: Value, p: Value, kk: Value| -> Value {
+        load_group(kb, n, 0, p, kk)
     };
     let add_bias = |kb: &mut KernelBuilder, j: Value, s: Value| match bias_t {
         Some(t) => {
@@ -698,7 +722,6 @@ pub(crate) fn conv(
         None => s,
     };
 
-    let exact = exact_in_any_order(&out.elem);
     if exact && plan.is_none() && unrolled_fits(attrs, &x.shape, m, k, ow) {
         unrolled_conv(
             kb,
@@ -713,33 +736,37 @@ pub(crate) fn conv(
         return Ok(());
     }
     if exact || plan.is_some() {
-        // (M, K) weights as a (K, M) matrix.
-        let mut w_km = vec![0f32; k * m];
-        for j in 0..m {
-            for kk in 0..k {
-                w_km[kk * m + j] = w_data[j * k + kk];
-            }
-        }
         let plan = plan.as_ref();
         kb.for_range(batch, |kb, n| {
-            let x = |kb: &mut KernelBuilder, p: Value, kk: Value| {
-                let v = load_x(kb, n, p, kk);
-                match plan {
-                    Some(plan) => integer_of(kb, v, plan.a_scale),
-                    None => v,
+            for g in 0..group {
+                // The group's (mg, K) weights as a (K, mg) matrix.
+                let mut w_km = vec![0f32; k * mg];
+                for jj in 0..mg {
+                    for kk in 0..k {
+                        w_km[kk * mg + jj] = w_data[(g * mg + jj) * k + kk];
+                    }
                 }
-            };
-            let store = |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, s: Value| {
-                let s = match plan {
-                    Some(plan) => scale_sum(kb, plan, j, s),
-                    None => s,
+                let x = |kb: &mut KernelBuilder, p: Value, kk: Value| {
+                    let v = load_group(kb, n, g, p, kk);
+                    match plan {
+                        Some(plan) => integer_of(kb, v, plan.a_scale),
+                        None => v,
+                    }
                 };
-                let s = add_bias(kb, jv, s);
-                let image = kb.addr(dst, n, (out_image * 4) as i64, (j * positions * 4) as i64);
-                let at = kb.addr(image, p, 4, 0);
-                kb.store(s, at, 0);
-            };
-            exact_rows(kb, positions, k, m, &w_km, &x, &store);
+                let store = |kb: &mut KernelBuilder, p: Value, jj: usize, _: Value, s: Value| {
+                    let j = g * mg + jj;
+                    let s = match plan {
+                        Some(plan) => scale_sum(kb, plan, j, s),
+                        None => s,
+                    };
+                    let jv = kb.iconst(j as i64);
+                    let s = add_bias(kb, jv, s);
+                    let image = kb.addr(dst, n, (out_image * 4) as i64, (j * positions * 4) as i64);
+                    let at = kb.addr(image, p, 4, 0);
+                    kb.store(s, at, 0);
+                };
+                exact_rows(kb, positions, k, mg, &w_km, &x, &store);
+            }
         });
         return Ok(());
     }
