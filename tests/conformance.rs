@@ -91,22 +91,6 @@ const REJECTED: &[(&str, &str)] = &[
 /// after the passes), with a fragment of the error each must give.
 const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "test_concat_2d_axis_0",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_concat_2d_axis_1",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_concat_2d_axis_negative_1",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_concat_2d_axis_negative_2",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
         "test_constant_pad",
         "the native backend has no kernel for this op yet",
     ),

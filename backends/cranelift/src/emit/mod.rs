@@ -3,6 +3,7 @@
 
 mod bitserial;
 mod builder;
+mod concat;
 mod convert;
 mod elementwise;
 mod head;
@@ -315,6 +316,9 @@ impl Emitter {
                         }
                         Op::AveragePool(attrs) => {
                             pool::average_pool(kb, node, attrs, &operands[0], &results[0])
+                        }
+                        Op::Concat { axis } => {
+                            concat::concat(kb, node, *axis, &operands, &results[0])
                         }
                         Op::GlobalAveragePool => {
                             pool::global_average_pool(kb, node, &operands[0], &results[0])
