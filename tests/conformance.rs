@@ -151,30 +151,6 @@ const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
         "test_softmax_axis_1",
         "the native Softmax runs over the last axis only",
     ),
-    (
-        "test_transpose_all_permutations_1",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_transpose_all_permutations_2",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_transpose_all_permutations_3",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_transpose_all_permutations_4",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_transpose_all_permutations_5",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_transpose_default",
-        "the native backend has no kernel for this op yet",
-    ),
 ];
 
 fn main() {

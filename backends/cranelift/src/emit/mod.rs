@@ -3,11 +3,11 @@
 
 mod bitserial;
 mod builder;
-mod concat;
 mod convert;
 mod elementwise;
 mod head;
 pub(crate) mod linear;
+mod movement;
 mod operand;
 mod pool;
 mod threshold;
@@ -317,8 +317,11 @@ impl Emitter {
                         Op::AveragePool(attrs) => {
                             pool::average_pool(kb, node, attrs, &operands[0], &results[0])
                         }
+                        Op::Transpose { perm } => {
+                            movement::transpose(kb, node, perm, &operands[0], &results[0])
+                        }
                         Op::Concat { axis } => {
-                            concat::concat(kb, node, *axis, &operands, &results[0])
+                            movement::concat(kb, node, *axis, &operands, &results[0])
                         }
                         Op::GlobalAveragePool => {
                             pool::global_average_pool(kb, node, &operands[0], &results[0])
