@@ -23,7 +23,7 @@ use crate::tensor_data::{decode_tensor, DataType};
 /// imports changed only by new element types (bfloat16, float8, int2/int4, which it rejects
 /// where it meets them) and by QuantizeLinear's `precision` and DequantizeLinear's
 /// `output_dtype` attributes, whose non-default values it rejects; everything else reads alike.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 9..=25;
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 7..=25;
 
 /// The element type a constant of `t`'s data has when nothing more is known: `f32` or `i64`.
 pub fn default_elem(t: &Tensor) -> ElemType {

@@ -1,7 +1,7 @@
 //! ONNX frontend: QONNX, FINN and QCDQ models to bnnc IR.
 //!
 //! [`load_model`] reads a `.onnx` file (and its external data), [`import_model`] the bytes of
-//! one. The importer reads the standard opsets 9 to 25 and the QONNX / FINN custom ops (domains
+//! one. The importer reads the standard opsets 7 to 25 and the QONNX / FINN custom ops (domains
 //! `qonnx.custom_op.general`, `onnx.brevitas`, `finn`, `finn.custom_op.general`), folds the
 //! shape arithmetic exporters write (Shape, Gather, Concat, ... on constants) into constants,
 //! resolves every shape statically (symbolic extents become 1: the batch), and applies

@@ -83,6 +83,10 @@ pub fn batch_norm(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     if node.attrs.flag_or("training_mode", false)? {
         return Err("training_mode = 1 is not supported".into());
     }
+    // Before opset 9, `spatial = 0` meant statistics per element, not per channel.
+    if node.attrs.int_or("spatial", 1)? != 1 {
+        return Err("spatial = 0 (statistics per element, opsets 7 and 8) is not supported".into());
+    }
     let epsilon = node.attrs.float_or("epsilon", 1e-5)?;
     let inputs = operands(cx, node, 5)?;
     cx.add_node(node, Op::BatchNorm { epsilon }, &inputs)

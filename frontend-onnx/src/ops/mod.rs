@@ -142,16 +142,16 @@ pub type NodeResult<T = ()> = Result<T, NodeError>;
 /// Imports one node.
 pub fn import_node(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     if CUSTOM_DOMAINS.contains(&node.domain) {
-        return match node.op_type {
-            "Quant" | "IntQuant" => quantizers::quant(cx, node),
-            "BipolarQuant" => quantizers::bipolar_quant(cx, node),
-            "Trunc" => quantizers::trunc(cx, node),
-            "MultiThreshold" => quantizers::multi_threshold(cx, node),
-            _ => Err(format!("unsupported op (domain `{}`)", node.domain).into()),
-        };
+        return import_custom(cx, node)
+            .unwrap_or_else(|| Err(format!("unsupported op (domain `{}`)", node.domain).into()));
     }
     if !is_standard_domain(node.domain) {
         return Err(format!("unsupported op (domain `{}`)", node.domain).into());
+    }
+    // Older FINN and QONNX-zoo files leave the custom ops' domain empty; no standard op has
+    // their names, so they are recognised by name, as qonnx's cleanup does.
+    if let Some(result) = import_custom(cx, node) {
+        return result;
     }
     match node.op_type {
         "QuantizeLinear" => quantizers::quantize_linear(cx, node),
@@ -271,6 +271,17 @@ fn normalize_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, String> {
 /// A non-negative integer as an extent or count.
 fn to_usize(v: i64, what: &str) -> Result<usize, String> {
     usize::try_from(v).map_err(|_| format!("{what} is {v}, expected a non-negative integer"))
+}
+
+/// Imports a QONNX / FINN custom op, or `None` for another op type.
+fn import_custom(cx: &mut Importer, node: &OnnxNode) -> Option<NodeResult> {
+    Some(match node.op_type {
+        "Quant" | "IntQuant" => quantizers::quant(cx, node),
+        "BipolarQuant" => quantizers::bipolar_quant(cx, node),
+        "Trunc" => quantizers::trunc(cx, node),
+        "MultiThreshold" => quantizers::multi_threshold(cx, node),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
