@@ -91,18 +91,6 @@ const REJECTED: &[(&str, &str)] = &[
 /// after the passes), with a fragment of the error each must give.
 const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "test_constant_pad",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_constant_pad_axes",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
-        "test_constant_pad_negative_axes",
-        "the native backend has no kernel for this op yet",
-    ),
-    (
         "test_matmul_4d",
         "the native MatMul needs a constant matrix B",
     ),
@@ -110,47 +98,7 @@ const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[
         "test_matmul_bcast",
         "the native MatMul needs a constant matrix B",
     ),
-    ("test_pow_bcast_array", "Pow has no native kernel yet"),
-    ("test_pow", "Pow has no native kernel yet"),
-    ("test_pow_example", "Pow has no native kernel yet"),
-    ("test_pow_bcast_scalar", "Pow has no native kernel yet"),
-    (
-        "test_pow_types_float32_int32",
-        "Pow has no native kernel yet",
-    ),
-    (
-        "test_pow_types_float32_int64",
-        "Pow has no native kernel yet",
-    ),
-    (
-        "test_reduce_mean_do_not_keepdims_example",
-        "the native ReduceMean reduces trailing axes only",
-    ),
-    (
-        "test_reduce_mean_do_not_keepdims_random",
-        "the native ReduceMean reduces trailing axes only",
-    ),
-    (
-        "test_reduce_mean_keepdims_example",
-        "the native ReduceMean reduces trailing axes only",
-    ),
-    (
-        "test_reduce_mean_keepdims_random",
-        "the native ReduceMean reduces trailing axes only",
-    ),
-    (
-        "test_reduce_mean_negative_axes_keepdims_example",
-        "the native ReduceMean reduces trailing axes only",
-    ),
     ("test_shape_start_greater_than_end", "has no native ABI"),
-    (
-        "test_softmax_axis_0",
-        "the native Softmax runs over the last axis only",
-    ),
-    (
-        "test_softmax_axis_1",
-        "the native Softmax runs over the last axis only",
-    ),
 ];
 
 fn main() {
@@ -253,6 +201,14 @@ fn run(dir: &Path) -> Result<Outputs, String> {
         ([input], 1) => Some(run_native(&optimized, input)),
         _ => None,
     };
+    // Native code follows the interpreter's arithmetic: the same bits, not only the
+    // reference's tolerance.
+    if let (Some(Ok(native)), [want]) = (&native, &again[..]) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(native) != bits(&want.to_f32_vec()) {
+            return Err("native code computes other bits than the interpreter".into());
+        }
+    }
     Ok(Outputs {
         interpreted: imported,
         native,

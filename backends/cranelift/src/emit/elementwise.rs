@@ -116,24 +116,34 @@ fn nest(
 /// Add, Sub, Mul and Div of f32 tensors.
 pub(crate) fn binary(
     kb: &mut KernelBuilder,
-    node: &Node,
+    _node: &Node,
     op: BinaryOp,
     operands: &[Operand],
     out: &Operand,
 ) -> Result<(), BackendError> {
-    if op == BinaryOp::Pow {
-        return Err(BackendError::unsupported(
-            node,
-            "Pow has no native kernel yet",
-        ));
-    }
+    // onnxruntime (and so the interpreter) squares and cubes by multiplication for a scalar
+    // exponent of 2 or 3; other powers are C's `powf`, as Rust's `f32::powf` is.
+    let power = match operands[1].const_f32().as_deref() {
+        Some([e]) if *e == 2.0 || *e == 3.0 => Some(*e),
+        _ => None,
+    };
     let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
     map(kb, out.ptr, &out.shape, &inputs, |kb, v| match op {
         BinaryOp::Add => kb.b.ins().fadd(v[0], v[1]),
         BinaryOp::Sub => kb.b.ins().fsub(v[0], v[1]),
         BinaryOp::Mul => kb.b.ins().fmul(v[0], v[1]),
         BinaryOp::Div => kb.b.ins().fdiv(v[0], v[1]),
-        BinaryOp::Pow => unreachable!(),
+        BinaryOp::Pow => match power {
+            Some(e) => {
+                let square = kb.b.ins().fmul(v[0], v[0]);
+                if e == 3.0 {
+                    kb.b.ins().fmul(square, v[0])
+                } else {
+                    square
+                }
+            }
+            None => kb.call_c("powf", &[F32, F32], F32, &[v[0], v[1]]),
+        },
     });
     Ok(())
 }

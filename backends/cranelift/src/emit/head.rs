@@ -12,49 +12,59 @@ use crate::BackendError;
 /// sum`, the sum in order, `exp` from the C library as in the interpreter.
 pub(crate) fn softmax(
     kb: &mut KernelBuilder,
-    node: &Node,
+    _node: &Node,
     axis: usize,
     coerce_2d: bool,
     x: &Operand,
     out: &Operand,
 ) -> Result<(), BackendError> {
     let shape = &x.shape;
-    let inner: usize = shape[axis + 1..].iter().product();
-    if !coerce_2d && inner != 1 {
-        return Err(BackendError::unsupported(
-            node,
-            "the native Softmax runs over the last axis only",
-        ));
-    }
-    let len: usize = if coerce_2d {
-        shape[axis..].iter().product()
+    // The lanes, as the interpreter has them: `outer` groups of `len` elements `inner` apart.
+    let (outer, len, inner) = if coerce_2d {
+        (
+            shape[..axis].iter().product::<usize>(),
+            shape[axis..].iter().product::<usize>(),
+            1,
+        )
     } else {
-        shape[axis]
+        (
+            shape[..axis].iter().product(),
+            shape[axis],
+            shape[axis + 1..].iter().product(),
+        )
     };
-    let rows = x.numel() / len.max(1);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    kb.for_range(rows, |kb, r| {
-        let row = kb.addr(src, r, (len * 4) as i64, 0);
-        let orow = kb.addr(dst, r, (len * 4) as i64, 0);
-        let ninf = kb.fconst(f32::NEG_INFINITY);
-        let max = kb.fold_range(len, vec![ninf], |kb, i, m| {
-            let v = kb.load_at(F32, row, i);
-            let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, m[0]);
-            vec![kb.select(greater, v, m[0])]
-        })[0];
-        let zero = kb.fconst(0.0);
-        let sum = kb.fold_range(len, vec![zero], |kb, i, s| {
-            let v = kb.load_at(F32, row, i);
-            let d = kb.b.ins().fsub(v, max);
-            let e = kb.call_c("expf", &[F32], F32, &[d]);
-            kb.store_at(e, orow, i);
-            vec![kb.b.ins().fadd(s[0], e)]
-        })[0];
-        kb.for_range(len, |kb, i| {
-            let e = kb.load_written(F32, orow, i);
-            let y = kb.b.ins().fdiv(e, sum);
-            kb.store_at(y, orow, i);
-        });
+    let step = (inner * 4) as i64;
+    kb.for_range(outer, |kb, o| {
+        kb.for_range(inner, |kb, i| {
+            let lane = kb.b.ins().imul_imm_s(o, (len * inner) as i64);
+            let lane = kb.b.ins().iadd(lane, i);
+            let row = kb.addr(src, lane, 4, 0);
+            let orow = kb.addr(dst, lane, 4, 0);
+            let ninf = kb.fconst(f32::NEG_INFINITY);
+            let max = kb.fold_range(len, vec![ninf], |kb, j, m| {
+                let at = kb.addr(row, j, step, 0);
+                let v = kb.load(F32, at, 0);
+                let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, m[0]);
+                vec![kb.select(greater, v, m[0])]
+            })[0];
+            let zero = kb.fconst(0.0);
+            let sum = kb.fold_range(len, vec![zero], |kb, j, s| {
+                let at = kb.addr(row, j, step, 0);
+                let v = kb.load(F32, at, 0);
+                let d = kb.b.ins().fsub(v, max);
+                let e = kb.call_c("expf", &[F32], F32, &[d]);
+                let to = kb.addr(orow, j, step, 0);
+                kb.store(e, to, 0);
+                vec![kb.b.ins().fadd(s[0], e)]
+            })[0];
+            kb.for_range(len, |kb, j| {
+                let at = kb.addr(orow, j, step, 0);
+                let e = kb.b.ins().load(F32, super::builder::mem(), at, 0);
+                let y = kb.b.ins().fdiv(e, sum);
+                kb.store(y, at, 0);
+            });
+        })
     });
     Ok(())
 }

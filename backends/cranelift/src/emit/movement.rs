@@ -1,5 +1,5 @@
 //! Ops that move data without arithmetic, exact in any element type stored as f32: Concat
-//! (the inputs' blocks side by side along the axis) and Transpose.
+//! (the inputs' blocks side by side along the axis), Transpose and constant Pad.
 
 use bnnc_ir::Node;
 use cranelift_codegen::ir::types::{F32, F32X4};
@@ -99,5 +99,66 @@ fn nest(
         let offset = kb.b.ins().imul_imm_s(i, block as i64);
         let to = kb.b.ins().iadd(to, offset);
         nest(kb, inner, &strides[1..], from, to, dst);
+    });
+}
+
+/// Constant Pad: the result filled with `value`, then each input row copied into place.
+pub(crate) fn pad(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    pads: &[usize],
+    value: f32,
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let rank = x.shape.len();
+    if rank == 0 || pads.len() != 2 * rank || out.shape.len() != rank {
+        return Err(BackendError::unsupported(
+            node,
+            "the pads do not fit the input",
+        ));
+    }
+    let total: usize = out.shape.iter().product();
+    let fill = kb.fconst(value);
+    let fill4 = kb.b.ins().splat(F32X4, fill);
+    let dst = out.ptr;
+    kb.for_range(total / 4, |kb, i| {
+        let at = kb.addr(dst, i, 16, 0);
+        kb.store(fill4, at, 0);
+    });
+    for i in total / 4 * 4..total {
+        kb.store(fill, dst, (i * 4) as i64);
+    }
+    // Output strides in bytes; each input row lands at its padded origin.
+    let out_strides: Vec<i64> = (0..rank)
+        .map(|a| (out.shape[a + 1..].iter().product::<usize>() * 4) as i64)
+        .collect();
+    let origin: i64 = (0..rank).map(|a| pads[a] as i64 * out_strides[a]).sum();
+    let row = x.shape[rank - 1];
+    let src = x.f32_ptr(kb);
+    let to = kb.b.ins().iadd_imm_s(dst, origin);
+    rows(kb, &x.shape[..rank - 1], &out_strides, src, to, row);
+    Ok(())
+}
+
+/// The row loops of [`pad`]: input rows are contiguous, `row` f32 each; `to` advances by the
+/// output's strides.
+fn rows(
+    kb: &mut KernelBuilder,
+    outer: &[usize],
+    out_strides: &[i64],
+    from: Value,
+    to: Value,
+    row: usize,
+) {
+    let Some((&extent, inner)) = outer.split_first() else {
+        copy(kb, from, to, row);
+        return;
+    };
+    let block = (inner.iter().product::<usize>() * row * 4) as i64;
+    kb.for_range(extent, |kb, i| {
+        let from = kb.addr(from, i, block, 0);
+        let to = kb.addr(to, i, out_strides[0], 0);
+        rows(kb, inner, &out_strides[1..], from, to, row);
     });
 }

@@ -150,10 +150,7 @@ pub(crate) fn reduce_mean(
     let reduced = |a: usize| axes.is_empty() || axes.contains(&a);
     let first = (0..rank).find(|&a| reduced(a)).unwrap_or(rank);
     if !(first..rank).all(reduced) {
-        return Err(BackendError::unsupported(
-            node,
-            "the native ReduceMean reduces trailing axes only",
-        ));
+        return reduce_mean_strided(kb, node, &reduced, x, out);
     }
     let count: usize = x.shape[first..].iter().product();
     let rows: usize = x.shape[..first].iter().product();
@@ -175,6 +172,61 @@ pub(crate) fn reduce_mean(
             kb.store_at(mean, dst, r);
         });
     }
+    Ok(())
+}
+
+/// ReduceMean over axes that are not all trailing: each sum from 0 over its elements in the
+/// input's row-major order (the interpreter's), through tables of byte offsets (one per
+/// result, one per reduced element).
+fn reduce_mean_strided(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    reduced: &dyn Fn(usize) -> bool,
+    x: &Operand,
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let shape = &x.shape;
+    let strides: Vec<usize> = (0..shape.len())
+        .map(|a| shape[a + 1..].iter().product::<usize>() * 4)
+        .collect();
+    // Byte offsets of every combination of indices along `axes`, row-major.
+    let offsets = |axes: Vec<usize>| -> Vec<usize> {
+        axes.iter().fold(vec![0usize], |acc, &a| {
+            let (extent, stride) = (shape[a], strides[a]);
+            acc.iter()
+                .flat_map(|&o| (0..extent).map(move |i| o + i * stride))
+                .collect()
+        })
+    };
+    let kept = offsets((0..shape.len()).filter(|&a| !reduced(a)).collect());
+    let inner = offsets((0..shape.len()).filter(|&a| reduced(a)).collect());
+    let too_far = |v: &[usize]| v.iter().any(|&o| o > i32::MAX as usize);
+    if inner.is_empty() || too_far(&kept) || too_far(&inner) {
+        return Err(BackendError::unsupported(
+            node,
+            "a mean over no element or too far",
+        ));
+    }
+    let as_i32 = |v: &[usize]| v.iter().map(|&o| o as i32).collect::<Vec<i32>>();
+    let (kept_t, inner_t) = (kb.table_i32(&as_i32(&kept)), kb.table_i32(&as_i32(&inner)));
+    let count = inner.len();
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    kb.for_range(kept.len(), |kb, o| {
+        let base = kb.load_at(I32, kept_t, o);
+        let base = kb.b.ins().sextend(I64, base);
+        let base = kb.b.ins().iadd(src, base);
+        let zero = kb.fconst(0.0);
+        let sum = kb.fold_range(count, vec![zero], |kb, i, s| {
+            let off = kb.load_at(I32, inner_t, i);
+            let off = kb.b.ins().sextend(I64, off);
+            let at = kb.b.ins().iadd(base, off);
+            let v = kb.load(F32, at, 0);
+            vec![kb.b.ins().fadd(s[0], v)]
+        })[0];
+        let n = kb.fconst(count as f32);
+        let mean = kb.b.ins().fdiv(sum, n);
+        kb.store_at(mean, dst, o);
+    });
     Ok(())
 }
 
