@@ -1195,26 +1195,93 @@ pub(crate) fn matmul(
     if let Some(plan) = &plan {
         b_data = plan.weight_integers(&b_data, &b.shape);
     }
-    let &[k, n] = b.shape.as_slice() else {
-        return Err(BackendError::unsupported(
-            node,
-            "the native MatMul needs a constant matrix B",
-        ));
-    };
-    let m = a.numel() / k.max(1);
     let exact = exact_in_any_order(&out.elem);
-    let p = Product {
-        a: a.f32_ptr(kb),
-        trans_a: false,
-        trans_b: false,
-        b_kn: &b_data,
-        mkn: (m, k, n),
-        alpha: 1.0,
-        start: None,
-        m1_allowed: true,
-        exact,
-        scaled: plan.as_ref(),
+    let a_ptr = a.f32_ptr(kb);
+    let product_of = |kb: &mut KernelBuilder, a: Value, b_kn: &[f32], mkn, dst: Value| {
+        let p = Product {
+            a,
+            trans_a: false,
+            trans_b: false,
+            b_kn,
+            mkn,
+            alpha: 1.0,
+            start: None,
+            m1_allowed: true,
+            exact,
+            scaled: plan.as_ref(),
+        };
+        product(kb, &p, dst);
     };
-    product(kb, &p, out.ptr);
+    match (a.shape.as_slice(), b.shape.as_slice()) {
+        (_, &[k, n]) => {
+            let m = a.numel() / k.max(1);
+            product_of(kb, a_ptr, &b_data, (m, k, n), out.ptr);
+        }
+        // A vector B: each row of A on its own (M = 1 each), as onnxruntime does.
+        (_, &[k]) if plan.is_none() => {
+            kb.for_range(a.numel() / k.max(1), |kb, r| {
+                let row = kb.addr(a_ptr, r, (k * 4) as i64, 0);
+                let dst = kb.addr(out.ptr, r, 4, 0);
+                product_of(kb, row, &b_data, (1, k, 1), dst);
+            });
+        }
+        // Batches of matrices, broadcast against each other: one product per batch.
+        (&[.., m, ka], &[.., k, n]) if plan.is_none() && ka == k => {
+            let (batch_a, batch_b) = (&a.shape[..a.shape.len() - 2], &b.shape[..b.shape.len() - 2]);
+            let batch = &out.shape[..out.shape.len() - 2];
+            let count: usize = batch.iter().product();
+            if count > MAX_UNROLLED_BATCHES {
+                return Err(BackendError::unsupported(
+                    node,
+                    format!("{count} batched products are more than the native MatMul unrolls"),
+                ));
+            }
+            for i in 0..count {
+                let (ia, ib) = (
+                    batch_index(i, batch, batch_a),
+                    batch_index(i, batch, batch_b),
+                );
+                let a_i = kb.b.ins().iadd_imm_s(a_ptr, (ia * m * k * 4) as i64);
+                let dst = kb.b.ins().iadd_imm_s(out.ptr, (i * m * n * 4) as i64);
+                product_of(
+                    kb,
+                    a_i,
+                    &b_data[ib * k * n..(ib + 1) * k * n],
+                    (m, k, n),
+                    dst,
+                );
+            }
+        }
+        _ => {
+            return Err(BackendError::unsupported(
+                node,
+                "the native MatMul takes a constant B of rank 1 or 2, or batches of matrices",
+            ))
+        }
+    }
     Ok(())
+}
+
+/// Batched products a native MatMul unrolls at most.
+const MAX_UNROLLED_BATCHES: usize = 256;
+
+/// The index of the operand batch that output batch `i` (of the broadcast `batch` shape)
+/// reads, for an operand whose batch axes are `own` (numpy broadcasting: aligned at the end,
+/// extents of 1 repeat).
+fn batch_index(i: usize, batch: &[usize], own: &[usize]) -> usize {
+    let mut rest = i;
+    let mut index = 0;
+    let mut stride = 1;
+    for (d, &extent) in batch.iter().enumerate().rev() {
+        let coordinate = rest % extent.max(1);
+        rest /= extent.max(1);
+        let Some(own_d) = (d + own.len()).checked_sub(batch.len()) else {
+            continue;
+        };
+        if own[own_d] != 1 {
+            index += coordinate * stride;
+        }
+        stride *= own[own_d];
+    }
+    index
 }
