@@ -440,6 +440,30 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Adds `op` on `operands` as one step of an ONNX node the importer writes as several IR
+    /// nodes (named `NODE.STEP`); returns the step's result.
+    pub fn add_step(
+        &mut self,
+        node: &OnnxNode,
+        step: &str,
+        op: Op,
+        operands: &[Binding],
+    ) -> Result<Binding, NodeError> {
+        let inputs = operands
+            .iter()
+            .map(|&b| self.value(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = format!("{}.{step}", node.name);
+        let results = self
+            .graph
+            .add_node(name.clone(), op, &inputs, vec![name])
+            .map_err(|e| match e {
+                IrError::Node { reason, .. } => NodeError::Reason(reason),
+                other => NodeError::from(other),
+            })?;
+        Ok(Binding::Value(results[0]))
+    }
+
     /// The graph value of the ONNX output `name` (`earlier` are the outputs before it). A node
     /// result that reached the output through an alias (Identity, Dropout) takes the output's
     /// name, so the graph's outputs keep their ONNX names.

@@ -646,3 +646,44 @@ fn constant_nodes_and_casts_fold() {
         .import_err()
         .contains("Gather of a value computed at run time is not supported"));
 }
+
+fn resize(attrs: Vec<bnnc_frontend_onnx::proto::AttributeProto>, scales: &[f32]) -> ModelBuilder {
+    ModelBuilder::new(13)
+        .input("x", &[1, 1, 2, 2])
+        .initializer(f32_tensor("scales", &[4], scales))
+        .node("Resize", &["x", "", "scales"], &["y"], attrs)
+        .output("y")
+}
+
+/// Resize is imported only where it repeats elements (nearest, whole factors, a mapping that
+/// reads `i / factor`); anything else is refused with the reason.
+#[test]
+fn resize_is_nearest_repetition_or_refused() {
+    let g = resize(
+        vec![
+            string("coordinate_transformation_mode", "asymmetric"),
+            string("nearest_mode", "floor"),
+        ],
+        &[1.0, 1.0, 2.0, 3.0],
+    )
+    .import_ok();
+    let ops: Vec<&str> = nodes(&g).iter().map(|n| n.op.name()).collect();
+    assert_eq!(ops, ["reshape", "concat", "concat", "reshape"]);
+    let linear = resize(vec![string("mode", "linear")], &[1.0, 1.0, 2.0, 2.0]).import_err();
+    assert!(
+        linear.contains("mode `linear` is not supported"),
+        "{linear}"
+    );
+    // Asymmetric with rounding up reads input 1 for output 1: not a repetition.
+    let ceil = resize(
+        vec![
+            string("coordinate_transformation_mode", "asymmetric"),
+            string("nearest_mode", "ceil"),
+        ],
+        &[1.0, 1.0, 2.0, 2.0],
+    )
+    .import_err();
+    assert!(ceil.contains("not a repetition of each element"), "{ceil}");
+    let down = resize(vec![], &[1.0, 1.0, 0.5, 0.5]).import_err();
+    assert!(down.contains("not upsampling by a whole factor"), "{down}");
+}

@@ -9,6 +9,7 @@ mod elementwise;
 mod heads;
 mod layout;
 mod linear;
+mod movement;
 mod pooling;
 mod quantizers;
 mod window;
@@ -179,6 +180,9 @@ pub fn import_node(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         "Transpose" => layout::transpose(cx, node),
         "Pad" => layout::pad(cx, node),
         "Concat" => layout::concat(cx, node),
+        "DepthToSpace" => movement::depth_to_space(cx, node),
+        "SpaceToDepth" => movement::space_to_depth(cx, node),
+        "Resize" | "Upsample" => movement::resize(cx, node),
         "Identity" => layout::identity(cx, node),
         "Dropout" => layout::dropout(cx, node),
 
