@@ -181,10 +181,10 @@ pub fn resize(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     }
     let mut v = cx.add_step(node, "spread", Op::Reshape { shape: spread }, &[x])?;
     let mut axis = 0;
-    for d in 0..rank {
+    for (d, &factor) in factors.iter().enumerate() {
         axis += 1;
-        if factors[d] > 1 {
-            let copies = vec![v; factors[d]];
+        if factor > 1 {
+            let copies = vec![v; factor];
             v = cx.add_step(node, &format!("repeat{d}"), Op::Concat { axis }, &copies)?;
             axis += 1;
         }

@@ -219,13 +219,13 @@ pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Resu
 }
 
 /// Which of onnxruntime's AveragePool kernels sums a pooling's windows (see
-/// [`average_pool`]): backends follow the same route to round as the interpreter does.
+/// `average_pool`): backends follow the same route to round as the interpreter does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AveragePoolRoute {
-    /// MLAS's global kernel: the window is the whole plane ([`mlas_global_mean`]).
+    /// MLAS's global kernel: the window is the whole plane (`mlas_global_mean`).
     Global,
     /// MLAS's vectorized 2-D / 3-D kernel: per output row, column sums over the window's
-    /// rows, then sums of those columns ([`mlas_vector_average`]).
+    /// rows, then sums of those columns (`mlas_vector_average`).
     Vector,
     /// The taps inside the input summed from 0 in row-major order.
     Generic,
