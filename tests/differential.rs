@@ -1,0 +1,365 @@
+//! A differential fuzzer: random valid quantized networks, built as Brevitas exports look
+//! (float weights under Quant / BipolarQuant, BatchNorm, activation quantizers, max-pools,
+//! a flattening and a classifier), each run three ways that must agree:
+//!
+//! - the interpreter on the network as built, and on the optimized network: integer outputs
+//!   identical, float outputs within float rounding of the final affine layers;
+//! - native code on the optimized network: the interpreter's bits exactly.
+//!
+//! `cargo test --test differential` runs a seeded smoke campaign; `cargo test --test
+//! differential -- --ignored` a long one. A failing case prints its seed and the network's
+//! IR, so that it can be replayed (`case(seed)`) and kept as a regression test.
+
+use bnnc_ir::{
+    BinaryOp, ConvAttrs, ElemType, GemmAttrs, Graph, Op, PoolAttrs, QuantAttrs, RoundingMode,
+    Tensor, TensorType, ValueId,
+};
+
+/// A xorshift generator: the same seed gives the same network on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn floats(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Builds one network; names come from a counter so every value is unique.
+struct Builder<'r> {
+    graph: Graph,
+    rng: &'r mut Rng,
+    count: usize,
+}
+
+impl Builder<'_> {
+    fn name(&mut self, what: &str) -> String {
+        self.count += 1;
+        format!("{what}{}", self.count)
+    }
+
+    fn constant(&mut self, shape: Vec<usize>, data: Vec<f32>) -> ValueId {
+        let name = self.name("c");
+        self.graph
+            .add_const(name, None, Tensor::f32(shape, data))
+            .unwrap()
+    }
+
+    fn scalar(&mut self, v: f32) -> ValueId {
+        self.constant(vec![], vec![v])
+    }
+
+    fn node(&mut self, op: Op, inputs: &[ValueId]) -> ValueId {
+        let name = self.name(op.name());
+        let out = format!("{name}_out");
+        self.graph.add_node(name, op, inputs, vec![out]).unwrap()[0]
+    }
+
+    /// A scale as exporters have them: a power of two, or any positive float.
+    fn scale(&mut self) -> f32 {
+        if self.rng.coin() {
+            2f32.powi(-(self.rng.below(6) as i32))
+        } else {
+            self.rng.uniform(0.01, 0.5)
+        }
+    }
+
+    /// A Quant of `x` to `bits` (signed or not, narrow or not), or a BipolarQuant.
+    fn quantizer(&mut self, x: ValueId, bits: usize, signed: bool) -> ValueId {
+        if bits == 1 && signed {
+            let s = self.scalar(1.0);
+            return self.node(Op::BipolarQuant, &[x, s]);
+        }
+        let attrs = QuantAttrs {
+            signed,
+            narrow: signed && self.rng.coin(),
+            rounding: [RoundingMode::HalfEven, RoundingMode::Floor, RoundingMode::Ceil]
+                [self.rng.below(3)],
+        };
+        let scale = self.scale();
+        let (s, z, b) = (self.scalar(scale), self.scalar(0.0), self.scalar(bits as f32));
+        self.node(Op::Quant(attrs), &[x, s, z, b])
+    }
+
+    /// Float weights of `shape` under a weight quantizer of 1 to 4 bits (or 8).
+    fn weights(&mut self, shape: Vec<usize>) -> ValueId {
+        let n = shape.iter().product();
+        let data = self.rng.floats(n, -1.0, 1.0);
+        let w = self.constant(shape, data);
+        let bits = [1, 2, 3, 4, 8][self.rng.below(5)];
+        self.quantizer(w, bits, true)
+    }
+
+    fn batch_norm(&mut self, x: ValueId, channels: usize) -> ValueId {
+        let gamma: Vec<f32> = (0..channels)
+            .map(|_| {
+                // Negative multipliers too: thresholds turn around.
+                let g = self.rng.uniform(0.2, 2.0);
+                if self.rng.below(5) == 0 {
+                    -g
+                } else {
+                    g
+                }
+            })
+            .collect();
+        let beta = self.rng.floats(channels, -1.0, 1.0);
+        let mean = self.rng.floats(channels, -2.0, 2.0);
+        let var = self.rng.floats(channels, 0.1, 4.0);
+        let ops = [gamma, beta, mean, var].map(|p| self.constant(vec![channels], p));
+        self.node(Op::BatchNorm { epsilon: 1e-5 }, &[x, ops[0], ops[1], ops[2], ops[3]])
+    }
+
+    /// The activation quantizer after a layer: binary, or 2 to 4 bits signed or not.
+    fn activation(&mut self, x: ValueId) -> ValueId {
+        match self.rng.below(4) {
+            0 | 1 => self.quantizer(x, 1, true),
+            2 => {
+                let bits = 2 + self.rng.below(3);
+                self.quantizer(x, bits, false)
+            }
+            _ => {
+                let bits = 2 + self.rng.below(3);
+                self.quantizer(x, bits, true)
+            }
+        }
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.graph.value(v).ty.shape.clone()
+    }
+}
+
+/// A random network: a quantized input, one to three conv or dense layers with BatchNorm
+/// and activation quantizers (max-pools between convs), a classifier.
+fn network(seed: u64) -> (Graph, Vec<usize>) {
+    let mut rng = Rng::new(seed);
+    let convolutional = rng.coin();
+    let input_shape = if convolutional {
+        let (c, hw) = (1 + rng.below(4), 4 + rng.below(6));
+        vec![1, c, hw, hw]
+    } else {
+        vec![1, 4 + rng.below(60)]
+    };
+    let mut b = Builder {
+        graph: Graph::new(format!("fuzz{seed}")),
+        rng: &mut rng,
+        count: 0,
+    };
+    let x = b
+        .graph
+        .add_input("x", TensorType::new(ElemType::F32, input_shape.clone()));
+    let bits = [1, 2, 4, 8][b.rng.below(4)];
+    let signed = bits == 1 || b.rng.coin();
+    let mut v = b.quantizer(x, bits, signed);
+    for _ in 0..1 + b.rng.below(3) {
+        let shape = b.shape(v);
+        if shape.len() == 4 {
+            let (c, h) = (shape[1], shape[2]);
+            let kernel = if h >= 3 { 1 + 2 * b.rng.below(2) } else { 1 };
+            let pad = if kernel == 3 { b.rng.below(2) } else { 0 };
+            let stride = 1 + usize::from(h > 5 && b.rng.below(4) == 0);
+            let depthwise = c > 1 && b.rng.below(5) == 0;
+            let (m, group) = if depthwise {
+                (c, c)
+            } else {
+                (1 + b.rng.below(70), 1)
+            };
+            let w = b.weights(vec![m, c / group, kernel, kernel]);
+            let attrs = ConvAttrs {
+                kernel: vec![kernel; 2],
+                strides: vec![stride; 2],
+                dilations: vec![1; 2],
+                pads: vec![pad; 4],
+                group,
+            };
+            v = b.node(Op::Conv(attrs), &[v, w]);
+            if b.rng.below(4) != 0 {
+                v = b.batch_norm(v, m);
+            }
+            v = b.activation(v);
+            let h = b.shape(v)[2];
+            if h >= 2 && b.rng.below(3) == 0 {
+                let attrs = PoolAttrs {
+                    kernel: vec![2; 2],
+                    strides: vec![2; 2],
+                    dilations: vec![1; 2],
+                    pads: vec![0; 4],
+                    ceil_mode: h % 2 == 1 && b.rng.coin(),
+                    count_include_pad: false,
+                };
+                v = b.node(Op::MaxPool(attrs), &[v]);
+            }
+        } else {
+            let (k, m) = (shape[1], 1 + b.rng.below(80));
+            v = dense(&mut b, v, k, m);
+            if b.rng.below(4) != 0 {
+                v = b.batch_norm(v, m);
+            }
+            v = b.activation(v);
+        }
+    }
+    let shape = b.shape(v);
+    let k: usize = shape[1..].iter().product();
+    if shape.len() > 2 {
+        v = b.node(Op::Reshape { shape: vec![1, k] }, &[v]);
+    }
+    let classes = 2 + b.rng.below(10);
+    v = dense(&mut b, v, k, classes);
+    match b.rng.below(3) {
+        // A float head (a scale, or BatchNorm), or an integer one (a last quantizer).
+        0 => {
+            let s = b.rng.uniform(0.1, 3.0);
+            let s = b.scalar(s);
+            v = b.node(Op::Binary(BinaryOp::Mul), &[v, s]);
+        }
+        1 => v = b.batch_norm(v, classes),
+        _ => v = b.activation(v),
+    }
+    b.graph.set_outputs(vec![v]);
+    (b.graph, input_shape)
+}
+
+/// A dense layer: Gemm (B transposed or not) or MatMul.
+fn dense(b: &mut Builder<'_>, x: ValueId, k: usize, m: usize) -> ValueId {
+    if b.rng.coin() {
+        let w = b.weights(vec![k, m]);
+        b.node(Op::MatMul, &[x, w])
+    } else {
+        let trans_b = b.rng.coin();
+        let w = b.weights(if trans_b { vec![m, k] } else { vec![k, m] });
+        let attrs = GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b,
+        };
+        b.node(Op::Gemm(attrs), &[x, w])
+    }
+}
+
+/// Inputs in [-2, 2) on a grid of 1/16, so that exact zeros and quantizer ties occur.
+fn inputs(seed: u64, shape: &[usize], samples: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let n: usize = shape.iter().product::<usize>() * samples;
+    (0..n).map(|_| (rng.below(64) as f32) / 16.0 - 2.0).collect()
+}
+
+/// What one case covered: the op kinds of its optimized network, or `None` when bnnc refused
+/// it natively (counted, not failed).
+type Covered = Option<Vec<&'static str>>;
+
+/// Runs one case.
+fn case(seed: u64) -> Result<Covered, String> {
+    let (graph, shape) = network(seed);
+    let ir = bnnc_ir::text::print_graph(&graph);
+    let fail = |what: String| format!("seed {seed}: {what}\n{ir}");
+    let samples = 4;
+    let data = inputs(seed, &shape, samples);
+    let mut batch = shape.clone();
+    batch[0] = samples;
+    let x = Tensor::f32(batch, data.clone());
+    let imported = bnnc_ir::interp::run_batch(&graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
+    let optimized = bnnc_passes::run_pipeline(graph.clone(), &mut |_| {})
+        .map_err(|e| fail(format!("passes: {e:#}")))?;
+    let want = bnnc_ir::interp::run_batch(&optimized, &x)
+        .map_err(|e| fail(format!("interp after the passes: {e}")))?;
+    let integer = graph.value(graph.outputs()[0]).ty.elem != ElemType::F32;
+    let (a, b) = (imported[0].to_f32_vec(), want[0].to_f32_vec());
+    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let close = a.iter().zip(&b).all(|(p, q)| {
+        if integer {
+            p == q
+        } else {
+            (p - q).abs() <= 1e-5 * scale
+        }
+    });
+    if !close {
+        return Err(fail(format!("the passes changed the outputs: {a:?} -> {b:?}")));
+    }
+    let loaded = match bnnc::native::load(
+        &optimized,
+        &bnnc::Tuning::default(),
+        bnnc::native::LoadOptions {
+            name: "fuzz".into(),
+            codegen: bnnc::native::Codegen::Cranelift,
+            profile: false,
+            dir: None,
+        },
+    ) {
+        Ok(loaded) => loaded,
+        Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
+        Err(e) => return Err(fail(format!("native: {e:#}"))),
+    };
+    let got = loaded
+        .model
+        .run_batch(&data)
+        .map_err(|e| fail(format!("native run: {e}")))?;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    if bits(&got) != bits(&b) {
+        return Err(fail(format!("native {got:?}, interpreter {b:?}")));
+    }
+    let ops = optimized
+        .node_ids()
+        .map(|n| optimized.node(n).op.name())
+        .collect();
+    Ok(Some(ops))
+}
+
+fn campaign(seeds: std::ops::Range<u64>) {
+    let total = seeds.end - seeds.start;
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    // In how many networks each op kind ran after the passes: what the campaign reached.
+    let mut reached = std::collections::BTreeMap::<&str, usize>::new();
+    for seed in seeds {
+        match case(seed) {
+            Ok(Some(mut ops)) => {
+                ops.sort_unstable();
+                ops.dedup();
+                for op in ops {
+                    *reached.entry(op).or_default() += 1;
+                }
+            }
+            Ok(None) => refused += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+    eprintln!("{total} networks, {refused} refused natively, {} failed", failures.len());
+    eprintln!("networks reaching each op after the passes: {reached:?}");
+    // The lowered kernels are what the campaign is for.
+    for op in ["xnor_conv", "xnor_matmul", "threshold", "bitserial_conv", "bitserial_matmul"] {
+        assert!(reached.get(op).copied().unwrap_or(0) > 0, "no network reached {op}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Refusals name their node; they must stay the exception.
+    assert!(refused * 10 <= total, "{refused} of {total} networks refused natively");
+}
+
+#[test]
+fn smoke_campaign() {
+    campaign(0..300);
+}
+
+/// The long campaign (`-- --ignored`): a few thousand networks.
+#[test]
+#[ignore]
+fn long_campaign() {
+    campaign(300..5_300);
+}
