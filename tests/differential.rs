@@ -90,11 +90,18 @@ impl Builder<'_> {
         let attrs = QuantAttrs {
             signed,
             narrow: signed && self.rng.coin(),
-            rounding: [RoundingMode::HalfEven, RoundingMode::Floor, RoundingMode::Ceil]
-                [self.rng.below(3)],
+            rounding: [
+                RoundingMode::HalfEven,
+                RoundingMode::Floor,
+                RoundingMode::Ceil,
+            ][self.rng.below(3)],
         };
         let scale = self.scale();
-        let (s, z, b) = (self.scalar(scale), self.scalar(0.0), self.scalar(bits as f32));
+        let (s, z, b) = (
+            self.scalar(scale),
+            self.scalar(0.0),
+            self.scalar(bits as f32),
+        );
         self.node(Op::Quant(attrs), &[x, s, z, b])
     }
 
@@ -123,7 +130,10 @@ impl Builder<'_> {
         let mean = self.rng.floats(channels, -2.0, 2.0);
         let var = self.rng.floats(channels, 0.1, 4.0);
         let ops = [gamma, beta, mean, var].map(|p| self.constant(vec![channels], p));
-        self.node(Op::BatchNorm { epsilon: 1e-5 }, &[x, ops[0], ops[1], ops[2], ops[3]])
+        self.node(
+            Op::BatchNorm { epsilon: 1e-5 },
+            &[x, ops[0], ops[1], ops[2], ops[3]],
+        )
     }
 
     /// The activation quantizer after a layer: binary, or 2 to 4 bits signed or not.
@@ -258,7 +268,9 @@ fn dense(b: &mut Builder<'_>, x: ValueId, k: usize, m: usize) -> ValueId {
 fn inputs(seed: u64, shape: &[usize], samples: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let n: usize = shape.iter().product::<usize>() * samples;
-    (0..n).map(|_| (rng.below(64) as f32) / 16.0 - 2.0).collect()
+    (0..n)
+        .map(|_| (rng.below(64) as f32) / 16.0 - 2.0)
+        .collect()
 }
 
 /// What one case covered: the op kinds of its optimized network, or `None` when bnnc refused
@@ -275,7 +287,8 @@ fn case(seed: u64) -> Result<Covered, String> {
     let mut batch = shape.clone();
     batch[0] = samples;
     let x = Tensor::f32(batch, data.clone());
-    let imported = bnnc_ir::interp::run_batch(&graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
+    let imported =
+        bnnc_ir::interp::run_batch(&graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
     let optimized = bnnc_passes::run_pipeline(graph.clone(), &mut |_| {})
         .map_err(|e| fail(format!("passes: {e:#}")))?;
     let want = bnnc_ir::interp::run_batch(&optimized, &x)
@@ -291,7 +304,9 @@ fn case(seed: u64) -> Result<Covered, String> {
         }
     });
     if !close {
-        return Err(fail(format!("the passes changed the outputs: {a:?} -> {b:?}")));
+        return Err(fail(format!(
+            "the passes changed the outputs: {a:?} -> {b:?}"
+        )));
     }
     let loaded = match bnnc::native::load(
         &optimized,
@@ -341,15 +356,30 @@ fn campaign(seeds: std::ops::Range<u64>) {
             Err(e) => failures.push(e),
         }
     }
-    eprintln!("{total} networks, {refused} refused natively, {} failed", failures.len());
+    eprintln!(
+        "{total} networks, {refused} refused natively, {} failed",
+        failures.len()
+    );
     eprintln!("networks reaching each op after the passes: {reached:?}");
     // The lowered kernels are what the campaign is for.
-    for op in ["xnor_conv", "xnor_matmul", "threshold", "bitserial_conv", "bitserial_matmul"] {
-        assert!(reached.get(op).copied().unwrap_or(0) > 0, "no network reached {op}");
+    for op in [
+        "xnor_conv",
+        "xnor_matmul",
+        "threshold",
+        "bitserial_conv",
+        "bitserial_matmul",
+    ] {
+        assert!(
+            reached.get(op).copied().unwrap_or(0) > 0,
+            "no network reached {op}"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Refusals name their node; they must stay the exception.
-    assert!(refused * 10 <= total, "{refused} of {total} networks refused natively");
+    assert!(
+        refused * 10 <= total,
+        "{refused} of {total} networks refused natively"
+    );
 }
 
 #[test]
