@@ -4,7 +4,8 @@
 //!
 //! - the interpreter on the network as built, and on the optimized network: integer outputs
 //!   identical, float outputs within float rounding of the final affine layers;
-//! - native code on the optimized network: the interpreter's bits exactly.
+//! - native code on the optimized network (Cranelift, and the LLVM kernels when built in): the
+//!   interpreter's bits exactly.
 //!
 //! `cargo test --test differential` runs a seeded smoke campaign; `cargo test --test
 //! differential -- --ignored` a long one. A failing case prints its seed and the network's
@@ -308,27 +309,40 @@ fn case(seed: u64) -> Result<Covered, String> {
             "the passes changed the outputs: {a:?} -> {b:?}"
         )));
     }
-    let loaded = match bnnc::native::load(
-        &optimized,
-        &bnnc::Tuning::default(),
-        bnnc::native::LoadOptions {
-            name: "fuzz".into(),
-            codegen: bnnc::native::Codegen::Cranelift,
-            profile: false,
-            dir: None,
-        },
-    ) {
-        Ok(loaded) => loaded,
-        Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
-        Err(e) => return Err(fail(format!("native: {e:#}"))),
+    // Both code generators when the LLVM backend is built in.
+    let codegens: &[bnnc::native::Codegen] = if cfg!(feature = "llvm") {
+        &[
+            bnnc::native::Codegen::Cranelift,
+            bnnc::native::Codegen::Llvm,
+        ]
+    } else {
+        &[bnnc::native::Codegen::Cranelift]
     };
-    let got = loaded
-        .model
-        .run_batch(&data)
-        .map_err(|e| fail(format!("native run: {e}")))?;
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    if bits(&got) != bits(&b) {
-        return Err(fail(format!("native {got:?}, interpreter {b:?}")));
+    for &codegen in codegens {
+        let loaded = match bnnc::native::load(
+            &optimized,
+            &bnnc::Tuning::default(),
+            bnnc::native::LoadOptions {
+                name: "fuzz".into(),
+                codegen,
+                profile: false,
+                dir: None,
+            },
+        ) {
+            Ok(loaded) => loaded,
+            Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
+            Err(e) => return Err(fail(format!("native ({codegen:?}): {e:#}"))),
+        };
+        let got = loaded
+            .model
+            .run_batch(&data)
+            .map_err(|e| fail(format!("native run ({codegen:?}): {e}")))?;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(&got) != bits(&b) {
+            return Err(fail(format!(
+                "native ({codegen:?}) {got:?}, interpreter {b:?}"
+            )));
+        }
     }
     let ops = optimized
         .node_ids()

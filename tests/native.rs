@@ -333,7 +333,7 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
         &["cranelift"]
     };
     for &codegen in codegens {
-        for set in ["models", "external"] {
+        for set in ["models", "external", "variants"] {
             let mut folders: Vec<PathBuf> = std::fs::read_dir(data(set))
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -392,11 +392,55 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
                         folder.display()
                     );
                 }
+                // And the interpreter's numbers bit for bit, as on x86_64.
+                let interp = interpreter_bits(&folder, dir.path());
+                let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert!(
+                    bits == interp,
+                    "{} ({codegen}): aarch64 code differs from the interpreter",
+                    folder.display()
+                );
                 ran += 1;
             }
         }
     }
-    assert!(ran >= 14 * codegens.len(), "ran {ran} models");
+    assert!(ran >= 30 * codegens.len(), "ran {ran} models");
+}
+
+/// The bits of the interpreter's outputs on a folder's input.npy, as native code returns
+/// them (f32; TopK's int64 indices as f32).
+fn interpreter_bits(folder: &Path, scratch: &Path) -> Vec<u32> {
+    let out = scratch.join("interp.npy");
+    let done = bnnc(&[
+        "run",
+        folder.join("model.onnx").to_str().unwrap(),
+        "--input",
+        folder.join("input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        done.status.success(),
+        "{}: {}",
+        folder.display(),
+        stderr(&done)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int => npy
+            .into_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v as f32).to_bits())
+            .collect(),
+        _ => npy
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect(),
+    }
 }
 
 /// expected.npy as f64, whether it holds float32 or int64 (TopK indices).
@@ -554,9 +598,9 @@ fn native_outputs_equal_the_interpreters_bit_for_bit() {
     for folder in &folders {
         let model = folder.join("model.onnx");
         let input = folder.join("input.npy");
-        let run = |backend: &str| {
-            let out = dir.path().join(format!("{backend}.npy"));
-            let done = bnnc(&[
+        let run = |backend: &[&str]| {
+            let out = dir.path().join("out.npy");
+            let mut args = vec![
                 "run",
                 model.to_str().unwrap(),
                 "--input",
@@ -564,8 +608,9 @@ fn native_outputs_equal_the_interpreters_bit_for_bit() {
                 "--output",
                 out.to_str().unwrap(),
                 "--backend",
-                backend,
-            ]);
+            ];
+            args.extend_from_slice(backend);
+            let done = bnnc(&args);
             assert!(
                 done.status.success(),
                 "{}: {}",
@@ -574,9 +619,18 @@ fn native_outputs_equal_the_interpreters_bit_for_bit() {
             );
             std::fs::read(&out).unwrap()
         };
-        // The same .npy bytes: shape, dtype and every bit of every value.
-        if run("interp") != run("native") {
-            differ.push(folder.display().to_string());
+        // The same .npy bytes: shape, dtype and every bit of every value, with either code
+        // generator.
+        let interp = run(&["interp"]);
+        let codegens: &[&str] = if cfg!(feature = "llvm") {
+            &["cranelift", "llvm"]
+        } else {
+            &["cranelift"]
+        };
+        for codegen in codegens {
+            if run(&["native", "--codegen", codegen]) != interp {
+                differ.push(format!("{} ({codegen})", folder.display()));
+            }
         }
     }
     assert!(
