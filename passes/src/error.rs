@@ -24,3 +24,17 @@ pub enum PassError {
     #[error("unknown pass `{0}` (passes: {1})")]
     UnknownPass(String, String),
 }
+
+impl PassError {
+    /// The IR error inside, for a pass that runs another step inside it (the pipeline then
+    /// reports it under the outer pass's name).
+    pub fn into_ir(self) -> IrError {
+        match self {
+            PassError::Verify { source, .. } | PassError::Ir { source, .. } => source,
+            PassError::UnknownPass(name, _) => IrError::Graph {
+                graph: String::new(),
+                reason: format!("unknown pass `{name}`"),
+            },
+        }
+    }
+}

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use bnnc_ir::Graph;
 
+use bnnc_ir::IrError;
+
 use crate::error::PassError;
 use crate::precision::FirstLastPolicy;
 
@@ -36,7 +38,7 @@ pub struct Pass {
     pub name: &'static str,
     /// One line: what the pass does.
     pub summary: &'static str,
-    run: fn(&mut Graph, &PipelineOptions) -> Result<PassReport, PassError>,
+    run: fn(&mut Graph, &PipelineOptions) -> Result<PassReport, IrError>,
 }
 
 impl Pass {
@@ -46,7 +48,11 @@ impl Pass {
         graph: &mut Graph,
         options: &PipelineOptions,
     ) -> Result<PassReport, PassError> {
-        (self.run)(graph, options)
+        // The pass's name goes on its errors here, once.
+        (self.run)(graph, options).map_err(|source| PassError::Ir {
+            pass: self.name,
+            source,
+        })
     }
 }
 
@@ -54,12 +60,7 @@ impl Pass {
 const CLEANUP: Pass = Pass {
     name: "cleanup",
     summary: "fold constants, remove identities and dead nodes, merge reshapes",
-    run: |g, _| {
-        crate::cleanup::cleanup(g).map_err(|source| PassError::Ir {
-            pass: "cleanup",
-            source,
-        })
-    },
+    run: |g, _| crate::cleanup::cleanup(g),
 };
 
 /// The default pipeline, in order: cleanup, moving max-pools onto bits, streamlining on the
@@ -69,24 +70,12 @@ pub const PIPELINE: &[Pass] = &[
     Pass {
         name: "first-last-precision",
         summary: "first and last linear layers keep their own precision; --first-last applies a policy to float ones",
-        run: |g, options| {
-            crate::precision::first_last_precision(g, options.first_last).map_err(|source| {
-                PassError::Ir {
-                    pass: "first-last-precision",
-                    source,
-                }
-            })
-        },
+        run: |g, options| crate::precision::first_last_precision(g, options.first_last),
     },
     Pass {
         name: "reorder-pooling",
         summary: "a MaxPool before a per-channel non-decreasing chain and quantizer pools the quantizer's bits instead",
-        run: |g, _| {
-            crate::pooling::reorder_pooling(g).map_err(|source| PassError::Ir {
-                pass: "reorder-pooling",
-                source,
-            })
-        },
+        run: |g, _| crate::pooling::reorder_pooling(g),
     },
     Pass {
         name: "fold-batchnorm-to-threshold",
@@ -96,50 +85,32 @@ pub const PIPELINE: &[Pass] = &[
     Pass {
         name: "fuse-scales",
         summary: "consecutive constant multiplies, divides, adds and subtracts collapse into one affine map where exact",
-        run: |g, _| {
-            crate::scales::fuse_scales(g).map_err(|source| PassError::Ir {
-                pass: "fuse-scales",
-                source,
-            })
-        },
+        run: |g, _| crate::scales::fuse_scales(g),
     },
     Pass {
         name: "lower-xnor-popcount",
         summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
-        run: |g, options| {
-            crate::xnor::lower_xnor_popcount(g, options.bit_serial).map_err(|source| PassError::Ir {
-                pass: "lower-xnor-popcount",
-                source,
-            })
-        },
+        run: |g, options| crate::xnor::lower_xnor_popcount(g, options.bit_serial),
     },
     CLEANUP,
     Pass {
         name: "fuse-output-stages",
         summary: "a threshold that alone reads a layer's sums, and a tiling max-pool after it, run in the layer's output stage",
-        run: |g, _| {
-            crate::fusion::fuse_output_stages(g).map_err(|source| PassError::Ir {
-                pass: "fuse-output-stages",
-                source,
-            })
-        },
+        run: |g, _| crate::fusion::fuse_output_stages(g),
     },
 ];
 
 /// Streamlines on the e-graph; every rule applied or declined (and why) is in the report.
 /// BatchNorms that fold into no threshold become their affine maps.
-fn fold_batchnorm_to_threshold(graph: &mut Graph) -> Result<PassReport, PassError> {
-    let (streamlined, report) =
-        crate::egraph::streamline(graph, &crate::egraph::Limits::default())?;
+fn fold_batchnorm_to_threshold(graph: &mut Graph) -> Result<PassReport, IrError> {
+    let (streamlined, report) = crate::egraph::streamline(graph, &crate::egraph::Limits::default())
+        .map_err(PassError::into_ir)?;
     *graph = streamlined;
     let mut report = PassReport {
         changes: report.to_string().lines().map(String::from).collect(),
     };
     // What did not fold is a plain affine map.
-    crate::batchnorm::batchnorm_to_affine(graph, &mut report).map_err(|source| PassError::Ir {
-        pass: "fold-batchnorm-to-threshold",
-        source,
-    })?;
+    crate::batchnorm::batchnorm_to_affine(graph, &mut report)?;
     Ok(report)
 }
 
