@@ -283,3 +283,45 @@ fn group_thousands(n: u64) -> String {
     }
     out
 }
+
+/// `bnnc inspect --target CPU`: the native schedule, one step per line, with its kernel and
+/// the storage and place of each operand and result.
+pub fn storage_plan_table(plan: &bnnc_cranelift::StoragePlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<44} {:<46} operands -> results", "step", "kernel");
+    for step in &plan.steps {
+        let _ = writeln!(
+            out,
+            "{:<44} {:<46} {} -> {}",
+            step.label,
+            step.kernel,
+            step.operands.join(", "),
+            step.results.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} steps, {} KiB of scratch per call",
+        plan.steps.len(),
+        plan.scratch_bytes.div_ceil(1024)
+    );
+    out
+}
+
+/// The storage plan as one JSON object: `steps` (`step`, `kernel`, `operands`, `results`)
+/// and `scratch_bytes`.
+pub fn storage_plan_json(plan: &bnnc_cranelift::StoragePlan) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "step": s.label,
+                "kernel": s.kernel,
+                "operands": s.operands,
+                "results": s.results,
+            })
+        })
+        .collect();
+    serde_json::json!({ "steps": steps, "scratch_bytes": plan.scratch_bytes })
+}

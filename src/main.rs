@@ -97,7 +97,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FirstLast::Keep)]
         first_last: FirstLast,
         /// `hls` or `verilog`: the FPGA dataflow plan instead (per layer PE, SIMD, cycles,
-        /// resources).
+        /// resources); `x86_64`, `aarch64`, `native` or a triple: the native schedule (per
+        /// step its kernel, and its operands' and results' storage).
         #[arg(long)]
         target: Option<String>,
         #[command(flatten)]
@@ -305,13 +306,29 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                     optimize(&model, imported, first_last, &mut |_| {})?
                 }
             };
-            if let Some(target) = target {
-                fpga_target(&target)?;
+            if let Some(target) = target.as_deref().filter(|t| is_fpga_target(t)) {
+                fpga_target(target)?;
                 let (_, report) = fpga::plan(&graph, &native::default_name(&model), &fpga)?;
                 if json {
                     println!("{:#}", report.json());
                 } else {
                     print!("{}", report.table());
+                }
+                return Ok(());
+            }
+            if let Some(target) = target {
+                // A CPU: the native schedule (the same for every CPU target).
+                if target != "native" && bnnc_cranelift::parse_target(&target).is_err() {
+                    bail!(
+                        "`--target {target}` takes `hls`, `verilog`, or a CPU: `x86_64`, `aarch64`, `native` or a target triple"
+                    );
+                }
+                let plan = bnnc_cranelift::storage_plan(&graph)
+                    .with_context(|| format!("cannot schedule {}", model.display()))?;
+                if json {
+                    println!("{:#}", inspect::storage_plan_json(&plan));
+                } else {
+                    print!("{}", inspect::storage_plan_table(&plan));
                 }
                 return Ok(());
             }

@@ -332,7 +332,7 @@ fn fpga_options_are_checked() {
             .contains("xc7z020clg400-1 (Pynq-Z1")
     );
     assert!(err(&["inspect", model, "--target", "vhdl"])
-        .contains("`--target vhdl` here takes `hls` or `verilog`"));
+        .contains("`--target vhdl` takes `hls`, `verilog`, or a CPU"));
     let dir = tempfile::tempdir().unwrap();
     let folding = dir.path().join("folding.json");
     std::fs::write(&folding, r#"{"Gemm_0": {"PE": 5}}"#).unwrap();
@@ -491,4 +491,40 @@ fn native_run_rejects_a_shape_the_interpreter_rejects() {
             "{backend}: {header}"
         );
     }
+}
+
+/// `inspect --target CPU` shows the native schedule: the first layer on i16 lanes, XNOR
+/// layers with their thresholds fused, and bits between them.
+#[test]
+fn inspect_shows_the_native_storage_plan() {
+    let model = data("models/cnv_w1a1/model.onnx");
+    let out = bnnc(&["inspect", model.to_str().unwrap(), "--target", "x86_64"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("conv+threshold Conv_0") && table.contains("int16 lanes"),
+        "{table}"
+    );
+    assert!(
+        table.contains("xnor_conv+threshold+maxpool Conv_1"),
+        "{table}"
+    );
+    assert!(table.contains("-> bits scratch+"), "{table}");
+    let out = bnnc(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--target",
+        "native",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 18);
+    assert!(plan["scratch_bytes"].as_u64().unwrap() > 0);
+    let bad = bnnc(&["inspect", model.to_str().unwrap(), "--target", "riscv64"]);
+    assert_eq!(bad.status.code(), Some(1));
 }
