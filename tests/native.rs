@@ -689,3 +689,21 @@ fn trunc_runs_natively_as_interpreted() {
         assert_eq!(bits(&got), bits(&want), "Trunc v2={v2}");
     }
 }
+
+/// A batch split over threads gives the same outputs as one call: samples are independent and
+/// the ABI is reentrant.
+#[test]
+fn a_batch_split_over_threads_gives_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = data("models/tfc_w1a1/model.onnx");
+    let m = build_and_load(dir.path(), model.to_str().unwrap(), "tfc", &[]);
+    let (_, input) = read_f32(&data("models/tfc_w1a1/test_x.npy"));
+    let one = m.run_batch(&input).unwrap();
+    for threads in [1, 2, 3, 8, 1000] {
+        let mut out = vec![0f32; one.len()];
+        m.run_parallel(&input, &mut out, threads).unwrap();
+        assert_eq!(out, one, "{threads} threads");
+    }
+    let mut short = vec![0f32; one.len() - 1];
+    assert!(m.run_parallel(&input, &mut short, 4).is_err());
+}

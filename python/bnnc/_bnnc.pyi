@@ -17,8 +17,9 @@ class CompileError(Exception):
 class Model:
     """A model compiled into a native shared library and loaded."""
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Runs the model on a float32 array of the input's shape or a batch of it."""
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Runs the model on a float32 array of the input's shape or a batch of it, the
+        samples split over `threads` threads (0: one per core)."""
     @property
     def input_shape(self) -> Tuple[int, ...]: ...
     @property

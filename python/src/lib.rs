@@ -183,8 +183,15 @@ struct Model {
 #[pymethods]
 impl Model {
     /// Runs the model on `x`, a float32 array of the input's shape or a batch of it (any
-    /// number of samples on the first axis).
-    fn __call__<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    /// number of samples on the first axis), with the samples split over `threads` threads
+    /// (0: one per core).
+    #[pyo3(signature = (x, threads=1))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        threads: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (samples, out_shape, x) = batch(x, &self.input_shape, &self.output_shape)?;
         let x: PyReadonlyArrayDyn<'py, f32> = x.readonly();
         // The ABI takes samples in C order: other layouts (Fortran order, strides) are copied
@@ -199,8 +206,12 @@ impl Model {
         };
         let model = &self.loaded.model;
         let mut output = vec![0f32; samples * model.output_len()];
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         if samples > 0 {
-            py.detach(|| model.run(input, &mut output))
+            py.detach(|| model.run_parallel(input, &mut output, threads))
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
         }
         if self.output_elem == ElemType::I64 {

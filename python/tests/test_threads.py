@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import bnnc
 from conftest import DATA
@@ -67,3 +68,14 @@ def test_the_gil_is_released_while_a_model_runs():
     worker.join()
     assert waited < alone / 2, f"waited {waited:.3f} s for the GIL during a {alone:.3f} s run"
     assert not done_early
+
+
+def test_a_batch_split_over_threads_gives_the_same_outputs():
+    model = bnnc.compile(TFC / "model.onnx")
+    x = np.load(TFC / "test_x.npy").astype(np.float32)
+    one = model(x)
+    for threads in (0, 2, 3, 64):
+        np.testing.assert_array_equal(model(x, threads=threads), one)
+    np.testing.assert_array_equal(model(x[:1], threads=4), one[:1])
+    with pytest.raises(OverflowError):
+        model(x, threads=-1)

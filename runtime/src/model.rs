@@ -314,6 +314,46 @@ impl Model {
         Ok(())
     }
 
+    /// [`Model::run`] with the samples split over up to `threads` threads, each running a
+    /// contiguous share of them: the same outputs (samples are independent and the ABI is
+    /// reentrant), sooner on several cores.
+    pub fn run_parallel(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        threads: usize,
+    ) -> Result<(), RuntimeError> {
+        let samples = self.samples(input.len())?;
+        let threads = threads.clamp(1, samples);
+        if threads == 1 {
+            return self.run(input, output);
+        }
+        // The lengths as `run` checks them, before any thread starts.
+        let expected = self.batch_output_len(samples)?;
+        if output.len() != expected {
+            return Err(RuntimeError::OutputLength {
+                name: self.name.clone(),
+                samples,
+                output_len: self.output_len,
+                expected,
+                actual: output.len(),
+            });
+        }
+        let share = samples.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = input
+                .chunks(share * self.input_len)
+                .zip(output.chunks_mut(share * self.output_len))
+                .map(|(input, output)| scope.spawn(move || self.run(input, output)))
+                .collect();
+            // The scope joins every thread; the first error (in sample order) is returned.
+            runs.into_iter().try_for_each(|run| {
+                run.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        })
+    }
+
     /// Runs `input.len() / input_len()` samples and returns their outputs, `output_len()`
     /// elements per sample, in order.
     pub fn run_batch(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
