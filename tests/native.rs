@@ -425,22 +425,11 @@ fn interpreter_bits(folder: &Path, scratch: &Path) -> Vec<u32> {
         folder.display(),
         stderr(&done)
     );
-    let bytes = std::fs::read(&out).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    match npy.dtype() {
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int => npy
-            .into_vec::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|v| (v as f32).to_bits())
-            .collect(),
-        _ => npy
-            .into_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f32::to_bits)
-            .collect(),
-    }
+    // Exact both ways: f32 values and small indices survive the trip through f64.
+    read_expected(&out)
+        .into_iter()
+        .map(|v| (v as f32).to_bits())
+        .collect()
 }
 
 /// expected.npy as f64, whether it holds float32 or int64 (TopK indices).

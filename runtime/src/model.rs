@@ -277,21 +277,27 @@ impl Model {
             })
     }
 
-    /// Runs `input.len() / input_len()` samples into `output`, which must hold exactly as many
-    /// samples. The lengths are checked here, before the call, so that the error can name
-    /// them; the library checks them again.
-    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), RuntimeError> {
-        let samples = self.samples(input.len())?;
+    /// Whether an output of `actual` elements holds exactly `samples` samples.
+    fn check_output(&self, samples: usize, actual: usize) -> Result<(), RuntimeError> {
         let expected = self.batch_output_len(samples)?;
-        if output.len() != expected {
+        if actual != expected {
             return Err(RuntimeError::OutputLength {
                 name: self.name.clone(),
                 samples,
                 output_len: self.output_len,
                 expected,
-                actual: output.len(),
+                actual,
             });
         }
+        Ok(())
+    }
+
+    /// Runs `input.len() / input_len()` samples into `output`, which must hold exactly as many
+    /// samples. The lengths are checked here, before the call, so that the error can name
+    /// them; the library checks them again.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), RuntimeError> {
+        let samples = self.samples(input.len())?;
+        self.check_output(samples, output.len())?;
         // SAFETY: `run_fn` has the ABI's signature (see `load`) and the library is still
         // loaded (owned by `self`). The pointers come from live slices of exactly the lengths
         // passed, which the function reads (input) and writes (output) within; `output` is
@@ -329,16 +335,7 @@ impl Model {
             return self.run(input, output);
         }
         // The lengths as `run` checks them, before any thread starts.
-        let expected = self.batch_output_len(samples)?;
-        if output.len() != expected {
-            return Err(RuntimeError::OutputLength {
-                name: self.name.clone(),
-                samples,
-                output_len: self.output_len,
-                expected,
-                actual: output.len(),
-            });
-        }
+        self.check_output(samples, output.len())?;
         let share = samples.div_ceil(threads);
         std::thread::scope(|scope| {
             let runs: Vec<_> = input

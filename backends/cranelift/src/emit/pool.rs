@@ -396,20 +396,19 @@ pub(crate) fn average_pool(
     kb.for_range(n * c, |kb, plane| {
         let in_plane = kb.addr(src, plane, (h * w * 4) as i64, 0);
         let out_plane = kb.addr(dst, plane, (oh * ow * 4) as i64, 0);
-        kb.for_range(oh, |kb, oy| {
-            let iys: Vec<Value> = (0..kh)
-                .map(|ky| {
-                    let at = kb.addr(row_t, oy, (kh * 4) as i64, (ky * 4) as i64);
+        // The input coordinates of the `k` taps of output index `o` along one axis.
+        let taps_of = |kb: &mut KernelBuilder, table: Value, o: Value, k: usize| -> Vec<Value> {
+            (0..k)
+                .map(|t| {
+                    let at = kb.addr(table, o, (k * 4) as i64, (t * 4) as i64);
                     kb.load(I32, at, 0)
                 })
-                .collect();
+                .collect()
+        };
+        kb.for_range(oh, |kb, oy| {
+            let iys = taps_of(kb, row_t, oy, kh);
             kb.for_range(ow, |kb, ox| {
-                let ixs: Vec<Value> = (0..kw)
-                    .map(|kx| {
-                        let at = kb.addr(col_t, ox, (kw * 4) as i64, (kx * 4) as i64);
-                        kb.load(I32, at, 0)
-                    })
-                    .collect();
+                let ixs = taps_of(kb, col_t, ox, kw);
                 // The value of tap (ky, kx) and whether it lies inside the input (outside,
                 // its address is clamped to the plane's first element and never used).
                 let tap = |kb: &mut KernelBuilder, ky: usize, kx: usize| -> (Value, Value) {
