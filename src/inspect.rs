@@ -241,19 +241,27 @@ fn join_types(types: &[ElemType]) -> String {
     }
 }
 
-/// Binary (XNOR-popcount) multiply-accumulates of one run of the graph.
+/// Binary multiply-accumulates of one run of the graph: those of its XNOR-popcount and
+/// bit-serial layers ([`node_binary_macs`]).
 pub fn binary_macs(graph: &Graph) -> u64 {
-    graph
-        .node_ids()
-        .filter(|&n| matches!(graph.node(n).op, Op::XnorConv(_) | Op::XnorMatMul))
-        .map(|n| macs(graph, n))
-        .sum()
+    graph.node_ids().map(|n| node_binary_macs(graph, n)).sum()
 }
 
-/// Binary multiply-accumulates of one run of node `n` (0 unless an XNOR-popcount layer).
+/// Binary multiply-accumulates of one run of node `n`: an XNOR-popcount layer's MACs, a
+/// bit-serial layer's MACs times its plane pairs (each pair is one AND-popcount per bit),
+/// 0 for anything else.
 pub fn node_binary_macs(graph: &Graph, n: NodeId) -> u64 {
-    match graph.node(n).op {
+    let node = graph.node(n);
+    match node.op {
         Op::XnorConv(_) | Op::XnorMatMul => macs(graph, n),
+        Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => {
+            let planes = |v: bnnc_ir::ValueId| match graph.value(v).ty.elem.int_type() {
+                Some(bnnc_ir::IntType::Bipolar) => 1,
+                Some(t) => t.planes().map_or(0, |(p, _)| p as u64),
+                None => 0,
+            };
+            macs(graph, n) * planes(node.inputs[0]) * planes(node.inputs[1])
+        }
         _ => 0,
     }
 }

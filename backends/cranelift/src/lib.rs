@@ -11,6 +11,7 @@ mod error;
 mod header;
 mod peak;
 mod schedule;
+mod stage;
 mod target;
 
 use std::path::Path;
@@ -98,12 +99,59 @@ pub struct KernelPool {
     pub pooled: (usize, usize),
 }
 
+/// A fused bit-serial convolution and multi-threshold (2-D, one group, no padding), for a
+/// kernel provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t
+/// *out)`: `x` the input's bit planes (`batch` images of `h * w` pixels, each the
+/// `words(c)` words of every activation plane in turn), `out` the output's
+/// (`out_planes` planes of `words(m)` words per pixel, the bits past `m` zero).
+///
+/// Channel `j`'s dot product is `sum_{p,q} a_places[p] * w_places[q] * popcount(A_p & W_q)`
+/// over the window's words, or, with `bipolar_weights` (one plane `b`, `w = 2b - 1`),
+/// `2 * sum_p a_places[p] * popcount(A_p & B) - sum_p a_places[p] * popcount(A_p)`. Its
+/// count is `#{t : sign[j] * dot >= bounds[j][t]}`, the largest over the pool's window when
+/// the kernel pools, and its level `alpha * count + beta`, whose low `out_planes` bits are
+/// stored.
+#[derive(Clone, Debug)]
+pub struct PlaneConvKernel {
+    pub symbol: String,
+    /// `(batch, c, h, w)` of the input.
+    pub input: (usize, usize, usize, usize),
+    /// The place value of each activation plane (`-2^p` for the top plane of a signed type).
+    pub a_places: Vec<i64>,
+    /// The place value of each weight plane.
+    pub w_places: Vec<i64>,
+    pub bipolar_weights: bool,
+    /// `(m, kh, kw)` of the filters.
+    pub filters: (usize, usize, usize),
+    /// `(oh, ow)`: the output positions of the convolution (before any pool).
+    pub output: (usize, usize),
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    /// The filters' planes, `[filter][tap][word][plane]`.
+    pub weights: Vec<u64>,
+    pub sign: Vec<i64>,
+    /// `(m, thresholds)`, row-major.
+    pub bounds: Vec<i64>,
+    pub thresholds: usize,
+    pub alpha: i64,
+    pub beta: i64,
+    pub out_planes: usize,
+    /// A MaxPool over the counts, when the kernel runs one: pooled pixel `(y, x)` takes the
+    /// largest count of computed pixels `(y * window.0 + i, x * window.1 + j)`.
+    pub pool: Option<KernelPool>,
+}
+
 /// Kernels compiled by another code generator (the LLVM backend), called from the
 /// Cranelift code and linked into the same library.
 pub trait KernelProvider {
     /// Takes the kernel if it compiles it (its symbol must then be defined in the provider's
     /// object), or declines it.
     fn xnor_conv(&mut self, kernel: &XnorConvKernel) -> bool;
+
+    /// As [`KernelProvider::xnor_conv`], for a bit-serial kernel.
+    fn plane_conv(&mut self, _kernel: &PlaneConvKernel) -> bool {
+        false
+    }
 }
 
 /// The provider that takes nothing: everything is Cranelift's.
@@ -143,9 +191,10 @@ pub fn storage_plan(graph: &Graph) -> Result<StoragePlan, BackendError> {
     let schedule = schedule::schedule(graph)?;
     let place = |(p, s): &(schedule::Place, schedule::Storage)| {
         let storage = match s {
-            schedule::Storage::F32 => "f32",
-            schedule::Storage::I32 => "i32",
-            schedule::Storage::Bits => "bits",
+            schedule::Storage::F32 => "f32".to_string(),
+            schedule::Storage::I32 => "i32".to_string(),
+            schedule::Storage::Bits => "bits".to_string(),
+            schedule::Storage::Planes(n) => format!("{n} planes"),
         };
         match p {
             schedule::Place::Input => format!("{storage} input"),
@@ -190,6 +239,9 @@ fn kernel_choice(graph: &Graph, step: &schedule::Step) -> &'static str {
             "XNOR-popcount, thresholds in the output stage"
         }
         Op::XnorConv(_) | Op::XnorMatMul => "XNOR-popcount",
+        Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } if fused => {
+            "bit-serial plane popcounts, thresholds in the output stage"
+        }
         Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => "bit-serial plane popcounts",
         Op::Conv(_) | Op::Gemm(_) | Op::MatMul => {
             let out = &graph.value(node.outputs[0]).ty.elem;

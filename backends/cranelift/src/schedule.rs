@@ -22,6 +22,10 @@ pub(crate) enum Storage {
     I32,
     /// Bipolar values as bits, channels-last ([`bnnc_runtime::packing`]).
     Bits,
+    /// Low-bit integers (`value / scale` of their type) as this many bit planes,
+    /// channels-last: per pixel, the words of plane 0, then of plane 1, and so on; the top
+    /// plane of a signed type counts negatively (two's complement).
+    Planes(u8),
 }
 
 /// Where a runtime tensor lives.
@@ -74,11 +78,21 @@ pub(crate) struct Schedule {
 pub(crate) fn storage_bytes(shape: &[usize], storage: Storage) -> usize {
     match storage {
         Storage::F32 | Storage::I32 => shape.iter().product::<usize>() * 4,
-        Storage::Bits => {
+        Storage::Bits => storage_bytes(shape, Storage::Planes(1)),
+        Storage::Planes(planes) => {
             let (outer, channels, pixels) = bit_geometry(shape);
-            outer * pixels * words(channels) * 8
+            outer * pixels * usize::from(planes) * words(channels) * 8
         }
     }
+}
+
+/// The most planes a value is stored in: the bit-serial kernels' widest activations.
+const MAX_PLANES: usize = 4;
+
+/// The planes of a low-bit integer value (not bipolar), if few enough to store so.
+pub(crate) fn planes_of(graph: &Graph, v: ValueId) -> Option<u8> {
+    let (planes, _) = graph.value(v).ty.elem.int_type()?.planes()?;
+    (planes <= MAX_PLANES).then_some(planes as u8)
 }
 
 /// A tensor as packed bits: `(batch, channels, pixels)`, the channel axis being axis 1 (the
@@ -218,16 +232,23 @@ impl Planner<'_> {
             self.touch(placed.0);
             return Ok(Some(placed));
         }
-        let have = [Storage::F32, Storage::I32, Storage::Bits]
-            .into_iter()
-            .find_map(|s| self.placed.get(&(v, s)).copied())
-            .ok_or_else(|| BackendError::Graph {
-                graph: self.graph.name.clone(),
-                reason: format!(
-                    "value '{}' is used before it is computed",
-                    self.graph.value(v).name
-                ),
-            })?;
+        let planes = planes_of(self.graph, v).map(Storage::Planes);
+        let have = [
+            Some(Storage::F32),
+            Some(Storage::I32),
+            Some(Storage::Bits),
+            planes,
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|s| self.placed.get(&(v, s)).copied())
+        .ok_or_else(|| BackendError::Graph {
+            graph: self.graph.name.clone(),
+            reason: format!(
+                "value '{}' is used before it is computed",
+                self.graph.value(v).name
+            ),
+        })?;
         self.touch(have.0);
         let shape = self.graph.value(v).ty.shape.clone();
         let loc = self.new_buffer(storage_bytes(&shape, want));
@@ -265,6 +286,62 @@ impl Planner<'_> {
         })
     }
 
+    /// Whether every use of `v` can read bit planes: the activations of bit-serial layers.
+    fn wants_planes(&self, v: ValueId) -> bool {
+        if planes_of(self.graph, v).is_none() || self.graph.outputs().contains(&v) {
+            return false;
+        }
+        let Some(users) = self.users.get(&v) else {
+            return false;
+        };
+        users.iter().all(|&u| {
+            let node = self.graph.node(u);
+            match &node.op {
+                Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => {
+                    node.inputs[0] == v && bit_serial_planes(self.graph, node).is_some()
+                }
+                Op::Reshape { .. } => {
+                    bits_reshape_is_free(self.graph, v, node.outputs[0])
+                        && self.wants_planes(node.outputs[0])
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// The fused threshold (and MaxPool after it) that a bit-serial layer `n` runs in its
+    /// output stage, and the storage it writes: bits for a bipolar output, the planes of
+    /// the levels for a low-bit integer one (see [`crate::stage::Levels`]). A pool is taken
+    /// where the levels grow with the count, so that the largest count is the largest
+    /// level.
+    fn fusable_planes_stage(&self, n: NodeId) -> Option<(NodeId, Option<NodeId>, Storage)> {
+        let node = self.graph.node(n);
+        bit_serial_planes(self.graph, node)?;
+        let t = self.fused_after(n)?;
+        let out = self.graph.node(t).outputs[0];
+        let unit =
+            crate::emit::linear::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        let pool = self.fused_after(t).filter(|&p| {
+            matches!(self.graph.node(p).op, Op::MaxPool(_))
+                && matches!(node.op, Op::BitSerialConv { .. })
+        });
+        if is_bipolar(self.graph, out) {
+            crate::stage::OutputStage::bits(self.graph, self.graph.node(t), unit).ok()?;
+            let pool = pool.filter(|&p| self.wants_bits(self.graph.node(p).outputs[0]));
+            let last = pool.map_or(out, |p| self.graph.node(p).outputs[0]);
+            return self.wants_bits(last).then_some((t, pool, Storage::Bits));
+        }
+        let levels = crate::stage::Levels::of(self.graph, self.graph.node(t), unit).ok()??;
+        let planes = Storage::Planes(levels.planes as u8);
+        // Planes are written even for a consumer that wants f32: one conversion of the
+        // small result costs less than a threshold step on i32 sums.
+        let pool = pool.filter(|&p| {
+            levels.alpha >= 0 && planes_of(self.graph, self.graph.node(p).outputs[0]).is_some()
+        });
+        let last = pool.map_or(out, |p| self.graph.node(p).outputs[0]);
+        planes_of(self.graph, last).map(|_| (t, pool, planes))
+    }
+
     /// The node that `fuse-output-stages` put in the output stage after `n`, if any.
     fn fused_after(&self, n: NodeId) -> Option<NodeId> {
         let out = *self.graph.node(n).outputs.first()?;
@@ -272,17 +349,19 @@ impl Planner<'_> {
         self.graph.node(user).fused.then_some(user)
     }
 
-    /// The fused threshold after layer `n` that a fused kernel of ours runs: XNOR layers and
-    /// the first layer on `i16` lanes, one threshold per channel, writing bits. Other fused
-    /// stages run as their own steps, one after the other.
-    fn fusable_threshold(&self, n: NodeId) -> Option<NodeId> {
+    /// The fused threshold after layer `n` that a fused kernel of ours runs, and the
+    /// storage it writes: XNOR layers (one threshold per channel, writing bits) and the
+    /// first layer on `i16` lanes (bits, or the planes of a multi-threshold's levels).
+    /// Other fused stages run as their own steps, one after the other.
+    fn fusable_threshold(&self, n: NodeId) -> Option<(NodeId, Storage)> {
         let node = self.graph.node(n);
-        let has_kernel = match &node.op {
-            Op::XnorConv(_) | Op::XnorMatMul => true,
-            Op::Conv(attrs) => crate::emit::linear::int16_applies(self.graph, node, attrs),
-            _ => false,
+        let int16 = match &node.op {
+            Op::XnorConv(_) | Op::XnorMatMul => false,
+            Op::Conv(attrs) if crate::emit::linear::int16_applies(self.graph, node, attrs) => true,
+            _ => return None,
         };
-        let t = self.fused_after(n).filter(|_| has_kernel)?;
+        let t = self.fused_after(n)?;
+        let out = self.graph.node(t).outputs[0];
         let one_threshold = matches!(
             self.graph
                 .value(self.graph.node(t).inputs[1])
@@ -291,7 +370,19 @@ impl Planner<'_> {
                 .as_slice(),
             [_, 1]
         );
-        (one_threshold && self.wants_bits(self.graph.node(t).outputs[0])).then_some(t)
+        if one_threshold && self.wants_bits(out) {
+            return Some((t, Storage::Bits));
+        }
+        let unit =
+            crate::emit::linear::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        let planes = planes_of(self.graph, out)?;
+        (int16
+            && self.wants_planes(out)
+            && crate::stage::Levels::of(self.graph, self.graph.node(t), unit)
+                .ok()
+                .flatten()
+                .is_some())
+        .then_some((t, Storage::Planes(planes)))
     }
 
     /// The fused MaxPool after fused threshold `t` that the XNOR output stage runs: each
@@ -305,25 +396,31 @@ impl Planner<'_> {
 
     fn node(&mut self, n: NodeId) -> Result<(), BackendError> {
         let node = self.graph.node(n);
-        if let Some(t) = self.fusable_threshold(n) {
-            let mut operands = Vec::with_capacity(2);
-            let input = match node.op {
-                Op::Conv(_) => Storage::F32,
-                _ => Storage::Bits,
+        let fused = match node.op {
+            Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => self.fusable_planes_stage(n),
+            Op::XnorConv(_) => self
+                .fusable_threshold(n)
+                .map(|(t, s)| (t, self.fusable_pool(t), s)),
+            _ => self.fusable_threshold(n).map(|(t, s)| (t, None, s)),
+        };
+        if let Some((t, pool, out_storage)) = fused {
+            let inputs: Vec<Storage> = match node.op {
+                Op::Conv(_) => vec![Storage::F32; node.inputs.len()],
+                Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => {
+                    let a = bit_serial_planes(self.graph, node).expect("checked by the stage");
+                    vec![Storage::Planes(a), Storage::F32]
+                }
+                _ => vec![Storage::Bits; node.inputs.len()],
             };
-            for &v in &node.inputs {
-                operands.push(self.operand(v, input)?);
+            let mut operands = Vec::with_capacity(inputs.len());
+            for (&v, &s) in node.inputs.iter().zip(&inputs) {
+                operands.push(self.operand(v, s)?);
             }
-            let pool = match node.op {
-                Op::XnorConv(_) => self.fusable_pool(t),
-                _ => None,
-            };
             let last = pool.unwrap_or(t);
             let out = self.graph.node(last).outputs[0];
             let shape = self.graph.value(out).ty.shape.clone();
-            let loc = self.new_buffer(storage_bytes(&shape, Storage::Bits));
-            self.placed
-                .insert((out, Storage::Bits), (loc, Storage::Bits));
+            let loc = self.new_buffer(storage_bytes(&shape, out_storage));
+            self.placed.insert((out, out_storage), (loc, out_storage));
             self.steps.push(PlannedStep {
                 kind: StepKind::Fused {
                     linear: n,
@@ -332,7 +429,7 @@ impl Planner<'_> {
                 },
                 value: None,
                 operands,
-                results: vec![(loc, Storage::Bits)],
+                results: vec![(loc, out_storage)],
             });
             self.fused.insert(t);
             self.fused.extend(pool);
@@ -340,9 +437,16 @@ impl Planner<'_> {
         }
         let first_input = node.inputs.first().copied();
         let input_storage = |p: &Self, v: ValueId| {
-            [Storage::Bits, Storage::I32, Storage::F32]
-                .into_iter()
-                .find(|&s| p.placed.contains_key(&(v, s)))
+            let planes = planes_of(p.graph, v).map(Storage::Planes);
+            [
+                Some(Storage::Bits),
+                planes,
+                Some(Storage::I32),
+                Some(Storage::F32),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|&s| p.placed.contains_key(&(v, s)))
         };
         // The storage each operand is read in, and each result written in.
         let (operands, results): (Vec<Storage>, Vec<Storage>) = match &node.op {
@@ -350,7 +454,17 @@ impl Planner<'_> {
                 (vec![Storage::Bits, Storage::Bits], vec![Storage::I32])
             }
             Op::BitSerialMatMul { .. } | Op::BitSerialConv { .. } => {
-                (vec![Storage::F32, Storage::F32], vec![Storage::I32])
+                let a = match bit_serial_planes(self.graph, node) {
+                    Some(p) => Storage::Planes(p),
+                    None => {
+                        return Err(BackendError::unsupported(
+                            node,
+                            "the native bit-serial kernels read 1-4 bit planes of a 2-D \
+                             matrix or an NCHW image",
+                        ))
+                    }
+                };
+                (vec![a, Storage::F32], vec![Storage::I32])
             }
             Op::Threshold(_) | Op::MultiThreshold(_) => {
                 let acc = match first_input.and_then(|v| input_storage(self, v)) {
@@ -359,6 +473,8 @@ impl Planner<'_> {
                 };
                 let out = if self.wants_bits(node.outputs[0]) {
                     Storage::Bits
+                } else if self.wants_planes(node.outputs[0]) {
+                    Storage::Planes(planes_of(self.graph, node.outputs[0]).expect("wanted"))
                 } else {
                     Storage::F32
                 };
@@ -386,8 +502,10 @@ impl Planner<'_> {
                 let v = node.inputs[0];
                 let out = node.outputs[0];
                 let s = match input_storage(self, v) {
-                    Some(Storage::Bits) if bits_reshape_is_free(self.graph, v, out) => {
-                        Storage::Bits
+                    Some(s @ (Storage::Bits | Storage::Planes(_)))
+                        if bits_reshape_is_free(self.graph, v, out) =>
+                    {
+                        s
                     }
                     Some(Storage::I32) => Storage::I32,
                     _ => Storage::F32,
@@ -479,6 +597,17 @@ impl Planner<'_> {
             steps,
             scratch_bytes: scratch.next_multiple_of(ALIGN),
         }
+    }
+}
+
+/// The planes a bit-serial layer reads its activations in: those of their type, for a
+/// 2-D matrix product or an NCHW convolution.
+fn bit_serial_planes(graph: &Graph, node: &bnnc_ir::Node) -> Option<u8> {
+    let rank = graph.value(node.inputs[0]).ty.shape.len();
+    match node.op {
+        Op::BitSerialConv { .. } if rank == 4 => planes_of(graph, node.inputs[0]),
+        Op::BitSerialMatMul { .. } if rank == 2 => planes_of(graph, node.inputs[0]),
+        _ => None,
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
 
-use bnnc_cranelift::{KernelProvider, XnorConvKernel};
+use bnnc_cranelift::{KernelProvider, PlaneConvKernel, XnorConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::builder::Builder;
 use inkwell::context::Context;
@@ -33,6 +33,7 @@ pub struct LlvmKernels {
     cpu: String,
     features: String,
     kernels: Vec<XnorConvKernel>,
+    plane_kernels: Vec<PlaneConvKernel>,
 }
 
 impl LlvmKernels {
@@ -55,12 +56,13 @@ impl LlvmKernels {
             cpu,
             features,
             kernels: Vec::new(),
+            plane_kernels: Vec::new(),
         })
     }
 
     /// Whether no kernel was taken (then there is no object to link).
     pub fn is_empty(&self) -> bool {
-        self.kernels.is_empty()
+        self.kernels.is_empty() && self.plane_kernels.is_empty()
     }
 
     /// The object file defining every kernel taken.
@@ -91,6 +93,11 @@ impl LlvmKernels {
                 .xnor_conv(kernel)
                 .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
+        for kernel in &self.plane_kernels {
+            emitter
+                .plane_conv(kernel)
+                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+        }
         module.verify().map_err(|e| e.to_string())?;
         module
             .run_passes("default<O3>", &machine, PassBuilderOptions::create())
@@ -105,6 +112,11 @@ impl LlvmKernels {
 impl KernelProvider for LlvmKernels {
     fn xnor_conv(&mut self, kernel: &XnorConvKernel) -> bool {
         self.kernels.push(kernel.clone());
+        true
+    }
+
+    fn plane_conv(&mut self, kernel: &PlaneConvKernel) -> bool {
+        self.plane_kernels.push(kernel.clone());
         true
     }
 }
@@ -362,6 +374,308 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         }
                     }
                     Ok(())
+                })
+            })
+        })?;
+        self.builder.build_return(None)?;
+        Ok(())
+    }
+    /// The address of element `index` of an i64 array.
+    fn gep_i64(
+        &self,
+        base: PointerValue<'ctx>,
+        index: IntValue<'ctx>,
+    ) -> Built<PointerValue<'ctx>> {
+        // SAFETY (of the generated code): every index stays inside its tensor (see callers).
+        unsafe {
+            self.builder
+                .build_in_bounds_gep(self.context.i64_type(), base, &[index], "at")
+        }
+    }
+
+    /// A splat constant vector.
+    fn splat_const(&self, v: i64) -> VectorValue<'ctx> {
+        VectorType::const_vector(&vec![self.i64(v); LANES])
+    }
+
+    /// One fused bit-serial convolution: per output pixel (pooled pixel), a loop over
+    /// blocks of eight filters, one per 64-bit lane; per block, every tap's activation
+    /// planes (splat) against the filters' planes, `vpopcntq` of each pair's AND added into
+    /// one accumulator per pair weight; the counts of thresholds reached (the largest over
+    /// the pool's window), and each level's bits stored a byte (eight channels) at a time.
+    fn plane_conv(&self, k: &PlaneConvKernel) -> Built<()> {
+        let (batch, c, h, w) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (nw, taps, wo) = (words(c), kh * kw, words(m));
+        let (pa, pw) = (k.a_places.len(), k.w_places.len());
+        let blocks = m.div_ceil(LANES);
+        let per_filter = taps * nw * pw;
+        // Weights as [block][tap][word][plane][lane]; padded filters are zeros.
+        let mut wt = vec![0i64; blocks * per_filter * LANES];
+        for f in 0..m {
+            for i in 0..per_filter {
+                wt[((f / LANES) * per_filter + i) * LANES + f % LANES] =
+                    k.weights[f * per_filter + i] as i64;
+            }
+        }
+        let t = k.thresholds;
+        // Signs [block][lane]; bounds [block][threshold][lane]; live [block][lane] (0 for
+        // padded filters, whose levels must store no bits).
+        let mut sign = vec![1i64; blocks * LANES];
+        let mut bounds = vec![BEYOND; blocks * t * LANES];
+        let mut live = vec![0i64; blocks * LANES];
+        for f in 0..m {
+            sign[f] = k.sign[f];
+            live[f] = 1;
+            for i in 0..t {
+                bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.bounds[f * t + i];
+            }
+        }
+        let name = &k.symbol;
+        let wt = self.table(&format!("{name}.weights"), &wt);
+        let sign = self.table(&format!("{name}.sign"), &sign);
+        let bounds = self.table(&format!("{name}.bounds"), &bounds);
+        let live = self.table(&format!("{name}.live"), &live);
+
+        let ptr = self.context.ptr_type(AddressSpace::default());
+        let fn_ty = self
+            .context
+            .void_type()
+            .fn_type(&[ptr.into(), ptr.into()], false);
+        let function = self
+            .module
+            .add_function(name, fn_ty, Some(Linkage::External));
+        let entry = self.context.append_basic_block(function, "entry");
+        self.builder.position_at_end(entry);
+        let x = function.get_nth_param(0).expect("x").into_pointer_value();
+        let out = function.get_nth_param(1).expect("out").into_pointer_value();
+        let ctpop = Intrinsic::find("llvm.ctpop").expect("llvm.ctpop exists");
+        let ctpop = ctpop
+            .get_declaration(self.module, &[self.v8().into()])
+            .expect("ctpop of <8 x i64>");
+        let scalar_ctpop = Intrinsic::find("llvm.ctpop")
+            .expect("llvm.ctpop exists")
+            .get_declaration(self.module, &[self.context.i64_type().into()])
+            .expect("ctpop of i64");
+        let b = &self.builder;
+        let popcount = |v: VectorValue<'ctx>| -> Built<VectorValue<'ctx>> {
+            Ok(b.build_call(ctpop, &[v.into()], "p")?
+                .try_as_basic_value()
+                .left()
+                .expect("ctpop returns a value")
+                .into_vector_value())
+        };
+        // The pair weights, each with its accumulator index.
+        let mut weights: Vec<i64> = Vec::new();
+        let mut pair_class = vec![0usize; pa * pw];
+        for (q, &wq) in k.w_places.iter().enumerate() {
+            for (p, &ap) in k.a_places.iter().enumerate() {
+                let wgt = ap * wq;
+                let class = weights.iter().position(|&x| x == wgt).unwrap_or_else(|| {
+                    weights.push(wgt);
+                    weights.len() - 1
+                });
+                pair_class[q * pa + p] = class;
+            }
+        }
+        let ((ph, pwin), (out_h, out_w)) = match k.pool {
+            Some(p) => (p.window, p.pooled),
+            None => ((1, 1), k.output),
+        };
+        let out_planes = k.out_planes;
+        self.counted(function, batch, &mut |n| {
+            self.counted(function, out_h, &mut |py| {
+                self.counted(function, out_w, &mut |px| {
+                    // The pixel's output words, zeroed: the blocks store bytes into them.
+                    let opix = b.build_int_add(
+                        b.build_int_mul(
+                            b.build_int_add(
+                                b.build_int_mul(n, self.i64(out_h as i64), "")?,
+                                py,
+                                "",
+                            )?,
+                            self.i64(out_w as i64),
+                            "",
+                        )?,
+                        px,
+                        "opix",
+                    )?;
+                    let out_first =
+                        b.build_int_mul(opix, self.i64((out_planes * wo) as i64), "")?;
+                    for i in 0..out_planes * wo {
+                        let at = b.build_int_add(out_first, self.i64(i as i64), "")?;
+                        b.build_store(self.gep_i64(out, at)?, self.i64(0))?;
+                    }
+                    // Per window position, the first word of every tap's pixel.
+                    let mut windows = Vec::with_capacity(ph * pwin);
+                    for wy in 0..ph {
+                        for wx in 0..pwin {
+                            let oy = b.build_int_add(
+                                b.build_int_mul(py, self.i64(ph as i64), "")?,
+                                self.i64(wy as i64),
+                                "oy",
+                            )?;
+                            let ox = b.build_int_add(
+                                b.build_int_mul(px, self.i64(pwin as i64), "")?,
+                                self.i64(wx as i64),
+                                "ox",
+                            )?;
+                            let mut firsts = Vec::with_capacity(taps);
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = b.build_int_add(
+                                        b.build_int_mul(oy, self.i64(k.strides.0 as i64), "")?,
+                                        self.i64((ky * k.dilations.0) as i64),
+                                        "iy",
+                                    )?;
+                                    let ix = b.build_int_add(
+                                        b.build_int_mul(ox, self.i64(k.strides.1 as i64), "")?,
+                                        self.i64((kx * k.dilations.1) as i64),
+                                        "ix",
+                                    )?;
+                                    let row = b.build_int_add(
+                                        b.build_int_mul(n, self.i64(h as i64), "")?,
+                                        iy,
+                                        "",
+                                    )?;
+                                    let pixel = b.build_int_add(
+                                        b.build_int_mul(row, self.i64(w as i64), "")?,
+                                        ix,
+                                        "pixel",
+                                    )?;
+                                    firsts.push(b.build_int_mul(
+                                        pixel,
+                                        self.i64((pa * nw) as i64),
+                                        "",
+                                    )?);
+                                }
+                            }
+                            // With bipolar weights, sum_p place_p * popcount(A_p).
+                            let total = if k.bipolar_weights {
+                                let mut total = self.i64(0);
+                                for &first in &firsts {
+                                    for (p, &place) in k.a_places.iter().enumerate() {
+                                        for word in 0..nw {
+                                            let at = b.build_int_add(
+                                                first,
+                                                self.i64((p * nw + word) as i64),
+                                                "",
+                                            )?;
+                                            let a = self.load_i64(x, at)?;
+                                            let cnt = b
+                                                .build_call(scalar_ctpop, &[a.into()], "c")?
+                                                .try_as_basic_value()
+                                                .left()
+                                                .expect("ctpop returns a value")
+                                                .into_int_value();
+                                            let wc = b.build_int_mul(cnt, self.i64(place), "")?;
+                                            total = b.build_int_add(total, wc, "total")?;
+                                        }
+                                    }
+                                }
+                                Some(self.splat(total)?)
+                            } else {
+                                None
+                            };
+                            windows.push((firsts, total));
+                        }
+                    }
+                    self.counted(function, blocks, &mut |blk| {
+                        let wbase =
+                            b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
+                        let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
+                        let mut best: Option<VectorValue<'ctx>> = None;
+                        for (firsts, total) in &windows {
+                            let mut acc = vec![self.v8().const_zero(); weights.len()];
+                            for (tap, &first) in firsts.iter().enumerate() {
+                                for word in 0..nw {
+                                    let mut a = Vec::with_capacity(pa);
+                                    for p in 0..pa {
+                                        let at = b.build_int_add(
+                                            first,
+                                            self.i64((p * nw + word) as i64),
+                                            "",
+                                        )?;
+                                        a.push(self.splat(self.load_i64(x, at)?)?);
+                                    }
+                                    for q in 0..pw {
+                                        let i = (tap * nw + word) * pw + q;
+                                        let at = b.build_int_add(
+                                            wbase,
+                                            self.i64((i * LANES) as i64),
+                                            "",
+                                        )?;
+                                        let wv = self.load_v8(wt, at)?;
+                                        for (p, &ap) in a.iter().enumerate() {
+                                            let both = b.build_and(ap, wv, "both")?;
+                                            let cnt = popcount(both)?;
+                                            let cl = pair_class[q * pa + p];
+                                            acc[cl] = b.build_int_add(acc[cl], cnt, "acc")?;
+                                        }
+                                    }
+                                }
+                            }
+                            let mut dot = self.v8().const_zero();
+                            for (cl, &wgt) in weights.iter().enumerate() {
+                                let term = b.build_int_mul(acc[cl], self.splat_const(wgt), "")?;
+                                dot = b.build_int_add(dot, term, "dot")?;
+                            }
+                            if let Some(total) = total {
+                                let twice = b.build_int_add(dot, dot, "")?;
+                                dot = b.build_int_sub(twice, *total, "dot")?;
+                            }
+                            let s = self.load_v8(sign, lanes)?;
+                            let v = b.build_int_mul(dot, s, "v")?;
+                            let mut count = self.v8().const_zero();
+                            for i in 0..t {
+                                let at = b.build_int_add(
+                                    b.build_int_mul(blk, self.i64((t * LANES) as i64), "")?,
+                                    self.i64((i * LANES) as i64),
+                                    "",
+                                )?;
+                                let bd = self.load_v8(bounds, at)?;
+                                let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
+                                let on = b.build_int_z_extend(on, self.v8(), "")?;
+                                count = b.build_int_add(count, on, "count")?;
+                            }
+                            best = Some(match best {
+                                None => count,
+                                Some(prev) => {
+                                    let more =
+                                        b.build_int_compare(IntPredicate::SGT, count, prev, "")?;
+                                    b.build_select(more, count, prev, "best")?
+                                        .into_vector_value()
+                                }
+                            });
+                        }
+                        let count = best.expect("a window");
+                        let scaled = b.build_int_mul(count, self.splat_const(k.alpha), "")?;
+                        let level = b.build_int_add(scaled, self.splat_const(k.beta), "level")?;
+                        let level = b.build_int_mul(level, self.load_v8(live, lanes)?, "")?;
+                        for r in 0..out_planes {
+                            let shifted =
+                                b.build_right_shift(level, self.splat_const(r as i64), false, "")?;
+                            let bit = b.build_and(shifted, self.splat_const(1), "")?;
+                            let on = b.build_int_compare(
+                                IntPredicate::NE,
+                                bit,
+                                self.v8().const_zero(),
+                                "",
+                            )?;
+                            let byte = b
+                                .build_bit_cast(on, self.context.i8_type(), "byte")?
+                                .into_int_value();
+                            // Byte `blk` of plane r's words (little-endian words).
+                            let word0 =
+                                b.build_int_add(out_first, self.i64((r * wo) as i64), "")?;
+                            let base = self.gep_i64(out, word0)?;
+                            let dst = unsafe {
+                                b.build_in_bounds_gep(self.context.i8_type(), base, &[blk], "dst")?
+                            };
+                            b.build_store(dst, byte)?;
+                        }
+                        Ok(())
+                    })
                 })
             })
         })?;

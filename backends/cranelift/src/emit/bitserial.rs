@@ -1,28 +1,38 @@
-//! Bit-serial matrix products and convolutions (`bitserial_matmul`, `bitserial_conv`):
-//! low-bit integers as bit planes.
+//! Bit-serial matrix products and convolutions (`bitserial_matmul`, `bitserial_conv`) on
+//! bit planes ([`Storage::Planes`]).
 //!
 //! An integer of `b` bits is `sum_p c_p * 2^p * bit_p`, with `c_p = -1` for the top plane of
 //! a two's complement type and 1 otherwise. So a dot product of activations `a` and weights
-//! `w` is `sum_{p,q} c_p c_q 2^(p+q) * popcount(A_p & W_q)` over 64-bit words of planes: the
-//! weights' planes are packed at compile time (`(N, planes, words)`), the activations' planes
-//! once per row on the stack, and every output sums `planes_a * planes_w` popcounts per
-//! word. The sums are exact integers, stored as `i32`.
+//! `w` is `sum_{p,q} c_p c_q 2^(p+q) * popcount(A_p & W_q)` over 64-bit words of planes. The
+//! activations arrive as planes (the layer before wrote them so, or a conversion did); the
+//! weights' planes are packed at compile time. A tap in the zero padding reads no bits, so
+//! it adds 0, as a zero activation does.
 //!
 //! Bipolar weights are one plane `b` with `w = 2b - 1`: a plane pair then counts
-//! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per row.
+//! `2 * popcount(A_p & B) - popcount(A_p)`, the second term once per position.
+//!
+//! The output stage ([`OutputStage`]) stores the `i32` sums, or runs the fused threshold:
+//! bits for a bipolar output, the bit planes of the levels for a low-bit one, pooled (the
+//! largest count of each window: counts grow with the levels) when a MaxPool follows.
 
-use bnnc_ir::{ConvAttrs, ElemType, IntType, Node};
+use bnnc_ir::{ConvAttrs, ElemType, Graph, IntType, Node, Op};
 use bnnc_runtime::packing::{words, WORD_BITS};
-use cranelift_codegen::ir::types::{F32, I32, I64};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::window::Window;
+use super::xnor::BitPool;
 use super::{KernelBuilder, Operand};
+use crate::schedule::Storage;
+use crate::stage::OutputStage;
 use crate::BackendError;
 
-/// How a value type splits into planes ([`IntType::planes`]).
-fn planes(elem: &ElemType) -> Option<(usize, bool)> {
-    elem.int_type()?.planes()
-}
+/// Output channels computed together (scalar registers).
+const BLOCK: usize = 4;
+
+/// Above this many words per position, a tap's words run in a loop rather than unrolled.
+const UNROLLED_WORDS: usize = 64;
 
 /// The place value of plane `p` of `n`, negative for the top plane of a signed type.
 fn place(p: usize, n: usize, signed: bool) -> i64 {
@@ -35,6 +45,7 @@ fn place(p: usize, n: usize, signed: bool) -> i64 {
 }
 
 /// How a product's operands split into planes.
+#[derive(Clone, Copy)]
 struct Planes {
     /// The activations' planes, and whether the top one is negative.
     a: (usize, bool),
@@ -45,251 +56,600 @@ struct Planes {
 }
 
 impl Planes {
-    fn of(node: &Node, a: &ElemType, w: &ElemType) -> Result<Planes, BackendError> {
+    fn of(node: &Node, a: &Operand, w: &ElemType) -> Result<Planes, BackendError> {
         let unsupported = |why: &str| BackendError::unsupported(node, why);
+        let Storage::Planes(pa) = a.storage else {
+            return Err(unsupported(
+                "internal: the activations are not stored as planes",
+            ));
+        };
+        let signed_a = a
+            .elem
+            .int_type()
+            .and_then(IntType::planes)
+            .ok_or_else(|| unsupported("the activations are not low-bit integers"))?
+            .1;
         let bipolar_w = w.int_type() == Some(IntType::Bipolar);
         Ok(Planes {
-            a: planes(a).ok_or_else(|| unsupported("the activations are not low-bit integers"))?,
+            a: (pa.into(), signed_a),
             w: if bipolar_w {
                 (1, false)
             } else {
-                planes(w).ok_or_else(|| unsupported("the weights are not low-bit integers"))?
+                w.int_type()
+                    .and_then(IntType::planes)
+                    .ok_or_else(|| unsupported("the weights are not low-bit integers"))?
             },
             bipolar_w,
         })
     }
+
+    /// The weight of the count of plane pair `(p, q)`.
+    fn pair_weight(&self, p: usize, q: usize) -> i64 {
+        let (pa, signed_a) = self.a;
+        let (pw, signed_w) = self.w;
+        let wq = if self.bipolar_w {
+            1
+        } else {
+            place(q, pw, signed_w)
+        };
+        place(p, pa, signed_a) * wq
+    }
 }
 
-/// What a row's terms are read from, computed once per row `r`.
-type RowSetup<'g> = dyn Fn(&mut KernelBuilder, Value) -> Vec<Value> + 'g;
+/// `acc + weight * count`, `weight` a signed power of two.
+fn add_weighted(kb: &mut KernelBuilder, acc: Value, count: Value, weight: i64) -> Value {
+    let shift = weight.unsigned_abs().trailing_zeros();
+    let term = if shift == 0 {
+        count
+    } else {
+        kb.b.ins().ishl_imm_s(count, i64::from(shift))
+    };
+    if weight < 0 {
+        kb.b.ins().isub(acc, term)
+    } else {
+        kb.b.ins().iadd(acc, term)
+    }
+}
 
-/// Term `kk` of the row set up as given, as an f32 value (an activation, or 0 for a tap in
-/// the padding).
-type Gather<'g> = dyn Fn(&mut KernelBuilder, &[Value], Value) -> Value + 'g;
+/// The layer as a convolution: input `(batch, c, h, w)`, filters `(m, kh, kw)`, output
+/// extent, and the window.
+struct Geometry {
+    batch: usize,
+    c: usize,
+    m: usize,
+    taps: usize,
+    out: (usize, usize),
+    window: Window,
+}
 
-/// Stores the integer sum of output `j` of row `r`.
-type Store<'s> = dyn Fn(&mut KernelBuilder, Value, Value, Value) + 's;
+/// One tap of a window position: its pixel's address, and whether it is inside the image.
+type TapAt = (Value, Option<Value>);
 
-/// `rows` dot products of `k` terms with each of the `n` filters (`(N, K)` row-major
-/// integers), bit-serially: per row, the activations' planes are packed once (each word in
-/// registers from its 64 terms), then every filter counts each pair of planes over the words.
-#[allow(clippy::too_many_arguments)]
-fn products(
+/// The work on one word of one tap: `(kb, tap, tap index, word, state) -> state`.
+type WordStep<'s> =
+    dyn FnMut(&mut KernelBuilder, TapAt, usize, Value, Vec<Value>) -> Vec<Value> + 's;
+
+/// The kernel's constants and shape, shared by its parts.
+struct Kernel<'a> {
+    planes: Planes,
+    g: &'a Geometry,
+    /// The weights' planes, `[filter][tap][word][plane]`.
+    weights: Value,
+}
+
+impl Kernel<'_> {
+    fn nw(&self) -> usize {
+        words(self.g.c)
+    }
+
+    /// The activation words of plane-word `word` of a tap (0 in the padding).
+    fn activation(&self, kb: &mut KernelBuilder, (at, inside): TapAt, word: Value) -> Vec<Value> {
+        let nw = self.nw();
+        (0..self.planes.a.0)
+            .map(|p| {
+                let a = kb.addr(at, word, 8, (p * nw * 8) as i64);
+                let v = kb.load(I64, a, 0);
+                match inside {
+                    Some(inside) => {
+                        let zero = kb.iconst(0);
+                        kb.select(inside, v, zero)
+                    }
+                    None => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `body(kb, tap, tap_index, word)` for every word of every tap: unrolled when
+    /// short, a loop over each tap's words otherwise.
+    fn each_word(
+        &self,
+        kb: &mut KernelBuilder,
+        taps: &[TapAt],
+        acc: Vec<Value>,
+        body: &mut WordStep<'_>,
+    ) -> Vec<Value> {
+        let nw = self.nw();
+        let mut acc = acc;
+        for (t, &tap) in taps.iter().enumerate() {
+            if taps.len() * nw <= UNROLLED_WORDS {
+                for word in 0..nw {
+                    let wv = kb.iconst(word as i64);
+                    acc = body(kb, tap, t, wv, acc);
+                }
+            } else {
+                acc = kb.fold_range(nw, acc, |kb, word, acc| body(kb, tap, t, word, acc));
+            }
+        }
+        acc
+    }
+
+    /// `sum_p place_p * popcount(A_p)` over the window: the bipolar weights' correction.
+    fn activation_total(&self, kb: &mut KernelBuilder, taps: &[TapAt]) -> Value {
+        let (pa, signed_a) = self.planes.a;
+        let zero = kb.iconst(0);
+        self.each_word(kb, taps, vec![zero], &mut |kb, tap, _, word, acc| {
+            let a = self.activation(kb, tap, word);
+            let mut total = acc[0];
+            for (p, &ap) in a.iter().enumerate() {
+                let count = kb.b.ins().popcnt(ap);
+                total = add_weighted(kb, total, count, place(p, pa, signed_a));
+            }
+            vec![total]
+        })[0]
+    }
+
+    /// The dot products of filters `first..first + width` over the window `taps`
+    /// (`total`: the activation total, for bipolar weights).
+    fn dots(
+        &self,
+        kb: &mut KernelBuilder,
+        first: Value,
+        width: usize,
+        taps: &[TapAt],
+        total: Option<Value>,
+    ) -> Vec<Value> {
+        let (nw, pw) = (self.nw(), self.planes.w.0);
+        let per_filter = (self.g.taps * nw * pw * 8) as i64;
+        let filters = kb.addr(self.weights, first, per_filter, 0);
+        let zero = kb.iconst(0);
+        let acc = self.each_word(
+            kb,
+            taps,
+            vec![zero; width],
+            &mut |kb, tap, t, word, mut acc| {
+                let a = self.activation(kb, tap, word);
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    // Filter j's words of tap t: [word][plane].
+                    let base = (j as i64) * per_filter + ((t * nw * pw) * 8) as i64;
+                    let at = kb.addr(filters, word, (pw * 8) as i64, base);
+                    for q in 0..pw {
+                        let wq = kb.load(I64, at, (q * 8) as i64);
+                        for (p, &ap) in a.iter().enumerate() {
+                            let both = kb.b.ins().band(ap, wq);
+                            let count = kb.b.ins().popcnt(both);
+                            *acc_j = add_weighted(kb, *acc_j, count, self.planes.pair_weight(p, q));
+                        }
+                    }
+                }
+                acc
+            },
+        );
+        match total {
+            // 2 * sum(A & B) - sum(A), per plane weighed alike.
+            Some(total) => acc
+                .into_iter()
+                .map(|d| {
+                    let twice = kb.b.ins().ishl_imm_s(d, 1);
+                    kb.b.ins().isub(twice, total)
+                })
+                .collect(),
+            None => acc,
+        }
+    }
+}
+
+/// The tables a bit or level stage compares with: `(sign, bounds, thresholds per channel)`.
+fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, Value, usize)> {
+    let table = |kb: &mut KernelBuilder, v: &[i64]| {
+        kb.table(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
+    match stage {
+        OutputStage::Acc => None,
+        OutputStage::Bits { sign, bound } => Some((table(kb, sign), table(kb, bound), 1)),
+        OutputStage::Levels(l) => Some((table(kb, &l.sign), table(kb, &l.bounds), l.thresholds)),
+    }
+}
+
+/// The count of thresholds `dot` reaches in channel `ch`.
+fn count(
     kb: &mut KernelBuilder,
-    planes: &Planes,
-    filters: &[f32],
-    (rows, k, n): (usize, usize, usize),
-    a_scale: f32,
-    (setup, gather): (&RowSetup<'_>, &Gather<'_>),
-    store: &Store<'_>,
+    (sign, bounds, n): (Value, Value, usize),
+    ch: Value,
+    dot: Value,
+) -> Value {
+    let s = kb.load_at(I64, sign, ch);
+    let v = kb.b.ins().imul(dot, s);
+    let row = kb.b.ins().imul_imm_s(ch, n as i64);
+    let mut total = kb.iconst(0);
+    for t in 0..n {
+        let at = kb.b.ins().iadd_imm_s(row, t as i64);
+        let b = kb.load_at(I64, bounds, at);
+        let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+        let on = kb.b.ins().uextend(I64, on);
+        total = kb.b.ins().iadd(total, on);
+    }
+    total
+}
+
+/// The kernel: every output position (pooled pixel) of every image.
+fn run(
+    kb: &mut KernelBuilder,
+    kernel: &Kernel<'_>,
+    stage: &OutputStage,
+    pool: Option<BitPool>,
+    x: Value,
+    dst: Value,
 ) {
-    let ((pa, signed_a), (pw, signed_w)) = (planes.a, planes.w);
-    let bipolar_w = planes.bipolar_w;
-    let words = words(k);
-    // Weight planes, (N, pw, words): bit k of plane q of filter j.
-    let mut table = vec![0u64; n * pw * words];
-    for j in 0..n {
-        for kk in 0..k {
-            // In range of the weight type (inference and the interpreter check), so the
-            // two's complement bits below are the planes; a bipolar weight's plane is 1 for +1.
-            let q = filters[j * k + kk] as i64;
-            let q = if bipolar_w { i64::from(q > 0) } else { q };
-            for plane in 0..pw {
-                if (q >> plane) & 1 == 1 {
-                    table[(j * pw + plane) * words + kk / WORD_BITS] |= 1 << (kk % WORD_BITS);
+    let g = kernel.g;
+    let nw = kernel.nw();
+    let pa = kernel.planes.a.0;
+    let (h, w) = g.window.image;
+    let pixel_bytes = (pa * nw * 8) as i64;
+    let padded = g.window.pads != (0, 0)
+        || (g.out.0 - 1) * g.window.strides.0 + (g.window.kernel.0 - 1) * g.window.dilations.0 >= h
+        || (g.out.1 - 1) * g.window.strides.1 + (g.window.kernel.1 - 1) * g.window.dilations.1 >= w;
+    let ((ph, pw), (out_h, out_w)) = match pool {
+        Some(p) => (p.window, p.pooled),
+        None => ((1, 1), g.out),
+    };
+    let tables = stage_tables(kb, stage);
+    let out_planes = match stage {
+        OutputStage::Acc => 0,
+        OutputStage::Bits { .. } => 1,
+        OutputStage::Levels(l) => l.planes,
+    };
+    let wo = words(g.m);
+    kb.for_range(g.batch, |kb, n| {
+        let image = kb.addr(x, n, h as i64 * w as i64 * pixel_bytes, 0);
+        kb.for_range(out_h, |kb, py| {
+            kb.for_range(out_w, |kb, px| {
+                // The windows of the positions this output gathers (one without a pool).
+                let mut windows = Vec::with_capacity(ph * pw);
+                for wy in 0..ph {
+                    for wx in 0..pw {
+                        let oy = kb.b.ins().imul_imm_s(py, ph as i64);
+                        let oy = kb.b.ins().iadd_imm_s(oy, wy as i64);
+                        let ox = kb.b.ins().imul_imm_s(px, pw as i64);
+                        let ox = kb.b.ins().iadd_imm_s(ox, wx as i64);
+                        let taps: Vec<TapAt> = g
+                            .window
+                            .taps(kb, oy, ox, padded)
+                            .into_iter()
+                            .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
+                            .collect();
+                        let total = kernel
+                            .planes
+                            .bipolar_w
+                            .then(|| kernel.activation_total(kb, &taps));
+                        windows.push((taps, total));
+                    }
+                }
+                let ny = kb.b.ins().imul_imm_s(n, out_h as i64);
+                let row = kb.b.ins().iadd(ny, py);
+                let rw = kb.b.ins().imul_imm_s(row, out_w as i64);
+                let pixel = kb.b.ins().iadd(rw, px);
+                let Some(tables) = tables else {
+                    // i32 sums, NCHW (no pool).
+                    let (taps, total) = &windows[0];
+                    let pos = kb.b.ins().iadd(rw, px);
+                    let positions = (out_h * out_w) as i64;
+                    let plane0 = kb.b.ins().imul_imm_s(n, g.m as i64 * positions);
+                    let at = kb.b.ins().iadd(plane0, pos);
+                    let sums = kb.addr(dst, at, 4, 0);
+                    let store = |kb: &mut KernelBuilder, first: Value, width: usize| {
+                        let d = kernel.dots(kb, first, width, taps, *total);
+                        let at = kb.addr(sums, first, positions * 4, 0);
+                        for (j, dot) in d.into_iter().enumerate() {
+                            let dot = kb.b.ins().ireduce(I32, dot);
+                            kb.store(dot, at, j as i64 * positions * 4);
+                        }
+                    };
+                    let blocks = g.m / BLOCK;
+                    kb.for_range(blocks, |kb, b| {
+                        let first = kb.b.ins().imul_imm_s(b, BLOCK as i64);
+                        store(kb, first, BLOCK);
+                    });
+                    for r in blocks * BLOCK..g.m {
+                        let first = kb.iconst(r as i64);
+                        store(kb, first, 1);
+                    }
+                    return;
+                };
+                let out_at = kb.addr(dst, pixel, (out_planes * wo * 8) as i64, 0);
+                // The plane words of channels `first..first + width`, bits from `shift0`.
+                let part = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
+                    let mut best: Option<Vec<Value>> = None;
+                    for (taps, total) in &windows {
+                        let d = kernel.dots(kb, first, width, taps, *total);
+                        let counts: Vec<Value> = d
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, dot)| {
+                                let ch = kb.b.ins().iadd_imm_s(first, j as i64);
+                                count(kb, tables, ch, dot)
+                            })
+                            .collect();
+                        best = Some(match best {
+                            None => counts,
+                            Some(b) => b
+                                .into_iter()
+                                .zip(counts)
+                                .map(|(b, c)| {
+                                    let more = kb.b.ins().icmp(IntCC::SignedGreaterThan, c, b);
+                                    kb.select(more, c, b)
+                                })
+                                .collect(),
+                        });
+                    }
+                    let zero = kb.iconst(0);
+                    let mut plane_words = vec![zero; out_planes];
+                    for (j, c) in best.expect("a window").into_iter().enumerate() {
+                        let level = match stage {
+                            OutputStage::Levels(l) => {
+                                let scaled = kb.b.ins().imul_imm_s(c, l.alpha);
+                                kb.b.ins().iadd_imm_s(scaled, l.beta)
+                            }
+                            _ => c,
+                        };
+                        let at = kb.b.ins().iadd_imm_s(shift0, j as i64);
+                        for (r, word) in plane_words.iter_mut().enumerate() {
+                            let shifted = kb.b.ins().ushr_imm_s(level, r as i64);
+                            let bit = kb.b.ins().band_imm_s(shifted, 1);
+                            let placed = kb.b.ins().ishl(bit, at);
+                            *word = kb.b.ins().bor(*word, placed);
+                        }
+                    }
+                    plane_words
+                };
+                for word in 0..wo {
+                    let count = WORD_BITS.min(g.m - word * WORD_BITS);
+                    let blocks = count / BLOCK;
+                    let zero = kb.iconst(0);
+                    let mut plane_words =
+                        kb.fold_range(blocks, vec![zero; out_planes], |kb, b, acc| {
+                            let shift = kb.b.ins().imul_imm_s(b, BLOCK as i64);
+                            let first = kb.b.ins().iadd_imm_s(shift, (word * WORD_BITS) as i64);
+                            let bits = part(kb, first, BLOCK, shift);
+                            acc.into_iter()
+                                .zip(bits)
+                                .map(|(a, b)| kb.b.ins().bor(a, b))
+                                .collect()
+                        });
+                    for r in blocks * BLOCK..count {
+                        let first = kb.iconst((word * WORD_BITS + r) as i64);
+                        let shift = kb.iconst(r as i64);
+                        let bits = part(kb, first, 1, shift);
+                        for (a, b) in plane_words.iter_mut().zip(bits) {
+                            *a = kb.b.ins().bor(*a, b);
+                        }
+                    }
+                    for (r, &v) in plane_words.iter().enumerate() {
+                        kb.store(v, out_at, ((r * wo + word) * 8) as i64);
+                    }
+                }
+            })
+        })
+    });
+}
+
+/// The weights' planes, `[filter][tap][word][plane]`, from integers `(M, C, taps)`.
+fn pack_weights(planes: &Planes, w: &[f32], (m, c, taps): (usize, usize, usize)) -> Vec<u64> {
+    let (nw, pw) = (words(c), planes.w.0);
+    let mut table = vec![0u64; m * taps * nw * pw];
+    for j in 0..m {
+        for ch in 0..c {
+            for t in 0..taps {
+                // In range of the weight type (inference and the interpreter check), so the
+                // two's complement bits are the planes; a bipolar weight's plane is 1 for +1.
+                let q = w[(j * c + ch) * taps + t] as i64;
+                let q = if planes.bipolar_w {
+                    i64::from(q > 0)
+                } else {
+                    q
+                };
+                for plane in 0..pw {
+                    if (q >> plane) & 1 == 1 {
+                        let word = ((j * taps + t) * nw + ch / WORD_BITS) * pw + plane;
+                        table[word] |= 1 << (ch % WORD_BITS);
+                    }
                 }
             }
         }
     }
-    let w_t = kb.table_u64(&table);
-    let stack = kb.stack(((pa * words * 8) as u32).max(8));
-
-    kb.for_range(rows, |kb, r| {
-        let row = setup(kb, r);
-        let pack_words = |kb: &mut KernelBuilder, first_word: usize, count: usize, len: usize| {
-            kb.for_range(count, |kb, wi| {
-                let wi = kb.b.ins().iadd_imm_s(wi, first_word as i64);
-                let first = kb.b.ins().imul_imm_s(wi, WORD_BITS as i64);
-                let zero = kb.iconst(0);
-                let gathered = kb.fold_range(len, vec![zero; pa], |kb, i, mut acc| {
-                    let kk = kb.b.ins().iadd(first, i);
-                    let x = gather(kb, &row, kk);
-                    let v = integer(kb, x, a_scale);
-                    for (plane, word) in acc.iter_mut().enumerate() {
-                        let shifted = kb.b.ins().ushr_imm_s(v, plane as i64);
-                        let b = kb.b.ins().band_imm_s(shifted, 1);
-                        let placed = kb.b.ins().ishl(b, i);
-                        *word = kb.b.ins().bor(*word, placed);
-                    }
-                    acc
-                });
-                for (plane, &word) in gathered.iter().enumerate() {
-                    let at = kb.b.ins().iadd_imm_s(wi, (plane * words) as i64);
-                    kb.store_at(word, stack, at);
-                }
-            });
-        };
-        pack_words(kb, 0, k / WORD_BITS, WORD_BITS);
-        if k % WORD_BITS != 0 {
-            pack_words(kb, k / WORD_BITS, 1, k % WORD_BITS);
-        }
-        // With bipolar weights, each activation plane's popcount over the row.
-        let totals: Vec<Value> = if bipolar_w {
-            let zero = kb.iconst(0);
-            kb.fold_range(words, vec![zero; pa], |kb, wi, mut totals| {
-                for (p, total) in totals.iter_mut().enumerate() {
-                    let at = kb.b.ins().iadd_imm_s(wi, (p * words) as i64);
-                    let word = kb.load_written(I64, stack, at);
-                    let count = kb.b.ins().popcnt(word);
-                    *total = kb.b.ins().iadd(*total, count);
-                }
-                totals
-            })
-        } else {
-            Vec::new()
-        };
-        kb.for_range(n, |kb, j| {
-            let filter = kb.addr(w_t, j, (pw * words * 8) as i64, 0);
-            // One count per pair of planes over the words; the place values weigh them once.
-            let zero = kb.iconst(0);
-            let counts = kb.fold_range(words, vec![zero; pa * pw], |kb, wi, mut counts| {
-                let a_words: Vec<Value> = (0..pa)
-                    .map(|p| {
-                        let at = kb.b.ins().iadd_imm_s(wi, (p * words) as i64);
-                        kb.load_written(I64, stack, at)
-                    })
-                    .collect();
-                for q in 0..pw {
-                    let at = kb.b.ins().iadd_imm_s(wi, (q * words) as i64);
-                    let wq = kb.load_at(I64, filter, at);
-                    for (p, &ap) in a_words.iter().enumerate() {
-                        let both = kb.b.ins().band(ap, wq);
-                        let count = kb.b.ins().popcnt(both);
-                        counts[q * pa + p] = kb.b.ins().iadd(counts[q * pa + p], count);
-                    }
-                }
-                counts
-            });
-            let mut total = kb.iconst(0);
-            for q in 0..pw {
-                for p in 0..pa {
-                    let mut count = counts[q * pa + p];
-                    if bipolar_w {
-                        // 2 * popcount(A_p & B) - popcount(A_p).
-                        let twice = kb.b.ins().iadd(count, count);
-                        count = kb.b.ins().isub(twice, totals[p]);
-                    }
-                    let weight = place(p, pa, signed_a) * place(q, pw, signed_w);
-                    let term = kb.b.ins().imul_imm_s(count, weight);
-                    total = kb.b.ins().iadd(total, term);
-                }
-            }
-            let sum = kb.b.ins().ireduce(I32, total);
-            store(kb, r, j, sum);
-        });
-    });
+    table
 }
 
-/// `bitserial_matmul`: rows of activations `(.., K)` against `(K, N)` integer weights.
+/// The fused bit-serial layer of `node` as a kernel for another code generator, if it is
+/// one such kernels cover (no padding; a threshold stage, not sums). A matrix product is
+/// offered as the 1x1 convolution it is.
+pub(crate) fn plane_kernel(
+    graph: &Graph,
+    node: &Node,
+    stage: &OutputStage,
+    pool: Option<BitPool>,
+    symbol: String,
+) -> Result<Option<crate::PlaneConvKernel>, BackendError> {
+    let shape = |v| graph.value(v).ty.shape.clone();
+    let (x, w) = (shape(node.inputs[0]), shape(node.inputs[1]));
+    let Some(data) = graph.const_data(node.inputs[1]) else {
+        return Ok(None);
+    };
+    let w_data = data.to_f32_vec();
+    let a_elem = &graph.value(node.inputs[0]).ty.elem;
+    let w_elem = &graph.value(node.inputs[1]).ty.elem;
+    let Some((pa, signed_a)) = a_elem.int_type().and_then(IntType::planes) else {
+        return Ok(None);
+    };
+    let bipolar_w = w_elem.int_type() == Some(IntType::Bipolar);
+    let (pw, signed_w) = if bipolar_w {
+        (1, false)
+    } else {
+        match w_elem.int_type().and_then(IntType::planes) {
+            Some(p) => p,
+            None => return Ok(None),
+        }
+    };
+    let planes = Planes {
+        a: (pa, signed_a),
+        w: (pw, signed_w),
+        bipolar_w,
+    };
+    let (input, filters, output, strides, dilations, weights) = match (&node.op, &x[..], &w[..]) {
+        (Op::BitSerialMatMul { .. }, &[rows, k], &[_, n]) => {
+            let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
+            let weights = pack_weights(&planes, &filters, (n, k, 1));
+            ((rows, k, 1, 1), (n, 1, 1), (1, 1), (1, 1), (1, 1), weights)
+        }
+        (Op::BitSerialConv { attrs, .. }, &[batch, c, h, wd], &[m, _, kh, kw]) => {
+            let out = shape(node.outputs[0]);
+            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
+                return Ok(None);
+            }
+            let weights = pack_weights(&planes, &w_data, (m, c, kh * kw));
+            (
+                (batch, c, h, wd),
+                (m, kh, kw),
+                (out[2], out[3]),
+                (attrs.strides[0], attrs.strides[1]),
+                (attrs.dilations[0], attrs.dilations[1]),
+                weights,
+            )
+        }
+        _ => return Ok(None),
+    };
+    let Some(levels) = stage.levels() else {
+        return Ok(None);
+    };
+    let places = |(n, signed): (usize, bool)| (0..n).map(|p| place(p, n, signed)).collect();
+    Ok(Some(crate::PlaneConvKernel {
+        symbol,
+        input,
+        a_places: places(planes.a),
+        w_places: places(planes.w),
+        bipolar_weights: bipolar_w,
+        filters,
+        output: pool.map_or(output, |p| p.computed()),
+        strides,
+        dilations,
+        weights,
+        sign: levels.sign,
+        bounds: levels.bounds,
+        thresholds: levels.thresholds,
+        alpha: levels.alpha,
+        beta: levels.beta,
+        out_planes: levels.planes,
+        pool: pool.map(|p| crate::KernelPool {
+            window: p.window,
+            pooled: p.pooled,
+        }),
+    }))
+}
+
+/// `bitserial_matmul`: rows of activations `(rows, K)` against `(K, N)` integer weights, as
+/// the 1x1 convolution of `rows` one-pixel images it is on planes.
 pub(crate) fn matmul(
     kb: &mut KernelBuilder,
     node: &Node,
-    a_scale: f32,
     operands: &[Operand],
     out: &Operand,
+    stage: &OutputStage,
 ) -> Result<(), BackendError> {
     let (a, w) = (&operands[0], &operands[1]);
     let unsupported = |why: &str| BackendError::unsupported(node, why);
     let w_data = w
         .const_f32()
         .ok_or_else(|| unsupported("the weights must be constant"))?;
-    let &[k, n] = w.shape.as_slice() else {
-        return Err(unsupported("the weights must be a (K, N) matrix"));
+    let (&[rows, k], &[_, n]) = (a.shape.as_slice(), w.shape.as_slice()) else {
+        return Err(unsupported(
+            "the native bit-serial product is (rows, K) x (K, N)",
+        ));
     };
-    let planes = Planes::of(node, &a.elem, &w.elem)?;
+    let planes = Planes::of(node, a, &w.elem)?;
     let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
-    let (src, dst) = (a.f32_ptr(kb), out.ptr);
-    let setup = move |kb: &mut KernelBuilder, r: Value| vec![kb.addr(src, r, (k * 4) as i64, 0)];
-    let gather = |kb: &mut KernelBuilder, row: &[Value], kk: Value| kb.load_at(F32, row[0], kk);
-    let store = move |kb: &mut KernelBuilder, r: Value, j: Value, sum: Value| {
-        let row = kb.addr(dst, r, (n * 4) as i64, 0);
-        kb.store_at(sum, row, j);
+    let g = Geometry {
+        batch: rows,
+        c: k,
+        m: n,
+        taps: 1,
+        out: (1, 1),
+        window: Window {
+            image: (1, 1),
+            kernel: (1, 1),
+            strides: (1, 1),
+            dilations: (1, 1),
+            pads: (0, 0),
+        },
     };
-    let rows = a.numel() / k.max(1);
-    products(
-        kb,
-        &planes,
-        &filters,
-        (rows, k, n),
-        a_scale,
-        (&setup, &gather),
-        &store,
-    );
+    let weights = kb.table_u64(&pack_weights(&planes, &filters, (n, k, 1)));
+    let kernel = Kernel {
+        planes,
+        g: &g,
+        weights,
+    };
+    run(kb, &kernel, stage, None, a.ptr, out.ptr);
     Ok(())
 }
 
-/// `bitserial_conv`: every output position's receptive field (channel-major, then taps
-/// row-major, as the weights are laid out; 0 in the padding) against `(M, C, KH, KW)`
-/// integer weights, one group. Results are `i32`, NCHW.
+/// `bitserial_conv`: `x (N, C, H, W)` planes against `(M, C, KH, KW)` integer weights, one
+/// group; with `pool`, `out` is the pooled result.
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
     attrs: &ConvAttrs,
-    a_scale: f32,
     operands: &[Operand],
     out: &Operand,
+    stage: &OutputStage,
+    pool: Option<BitPool>,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
     let unsupported = |why: &str| BackendError::unsupported(node, why);
     let filters = w
         .const_f32()
         .ok_or_else(|| unsupported("the weights must be constant"))?;
-    let (&[batch, c, h, wd], &[m, _, kh, kw], &[_, _, oh, ow]) =
-        (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
-    else {
+    let (&[batch, c, h, wd], &[m, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
         return Err(unsupported("the native bit-serial convolution is 2-D"));
     };
-    let planes = Planes::of(node, &x.elem, &w.elem)?;
-    let k = c * kh * kw;
-    let im2col = super::window::Im2col::new(kb, attrs, (c, h, wd));
-    let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    let positions = oh * ow;
-    // Per row (output position): its image and the window's origin.
-    let setup = move |kb: &mut KernelBuilder, r: Value| {
-        let n = kb.b.ins().udiv_imm_s(r, positions as i64);
-        let pos = kb.b.ins().urem_imm_s(r, positions as i64);
-        let oy = kb.b.ins().udiv_imm_s(pos, ow as i64);
-        let ox = kb.b.ins().urem_imm_s(pos, ow as i64);
-        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
-        let (y0, x0) = im2col.origin(kb, oy, ox);
-        vec![image, y0, x0]
+    if attrs.group != 1 || wc != c {
+        return Err(unsupported(
+            "the native bit-serial convolution has one group",
+        ));
+    }
+    let out_extent = match pool {
+        Some(p) => p.computed(),
+        None => (out.shape[2], out.shape[3]),
     };
-    let gather = move |kb: &mut KernelBuilder, row: &[Value], kk: Value| {
-        im2col.load(kb, row[0], (row[1], row[2]), kk)
+    let planes = Planes::of(node, x, &w.elem)?;
+    let g = Geometry {
+        batch,
+        c,
+        m,
+        taps: kh * kw,
+        out: out_extent,
+        window: Window {
+            image: (h, wd),
+            kernel: (kh, kw),
+            strides: (attrs.strides[0], attrs.strides[1]),
+            dilations: (attrs.dilations[0], attrs.dilations[1]),
+            pads: (attrs.pads[0], attrs.pads[1]),
+        },
     };
-    let store = move |kb: &mut KernelBuilder, r: Value, j: Value, sum: Value| {
-        let n = kb.b.ins().udiv_imm_s(r, positions as i64);
-        let pos = kb.b.ins().urem_imm_s(r, positions as i64);
-        let nm = kb.b.ins().imul_imm_s(n, m as i64);
-        let plane = kb.b.ins().iadd(nm, j);
-        let base = kb.b.ins().imul_imm_s(plane, positions as i64);
-        let at = kb.b.ins().iadd(base, pos);
-        kb.store_at(sum, dst, at);
+    let weights = kb.table_u64(&pack_weights(&planes, &filters, (m, c, kh * kw)));
+    let kernel = Kernel {
+        planes,
+        g: &g,
+        weights,
     };
-    products(
-        kb,
-        &planes,
-        &filters,
-        (batch * positions, k, m),
-        a_scale,
-        (&setup, &gather),
-        &store,
-    );
+    run(kb, &kernel, stage, pool, x.ptr, out.ptr);
     Ok(())
-}
-
-/// The integer `x / scale` of a value `int * scale` as an i64.
-fn integer(kb: &mut KernelBuilder, x: Value, scale: f32) -> Value {
-    let v = super::linear::integer_of(kb, x, scale);
-    kb.b.ins().fcvt_to_sint_sat(I64, v)
 }

@@ -112,12 +112,6 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         self.b.ins().stack_addr(I64, slot, 0)
     }
 
-    /// A load from memory this kernel also writes.
-    pub fn load_written(&mut self, ty: Type, ptr: Value, index: Value) -> Value {
-        let a = self.addr(ptr, index, i64::from(ty.bytes()), 0);
-        self.b.ins().load(ty, mem(), a, 0)
-    }
-
     pub fn store(&mut self, v: Value, ptr: Value, offset: i64) {
         self.b.ins().store(mem(), v, ptr, offset as i32);
     }

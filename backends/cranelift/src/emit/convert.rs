@@ -1,4 +1,4 @@
-//! Conversions between storages: `f32` and `i32` elements, and packed bits.
+//! Conversions between storages: `f32` and `i32` elements, packed bits, and bit planes.
 
 use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -18,16 +18,60 @@ pub(crate) fn convert(
     let n = from.numel();
     let (src, dst) = (from.f32_ptr(kb), to.ptr);
     match (from.storage, to.storage) {
-        (a, b) if a == b && a != Storage::Bits => kb.for_range(n, |kb, i| {
+        (Storage::F32, Storage::F32) | (Storage::I32, Storage::I32) => kb.for_range(n, |kb, i| {
             let v = kb.load_at(I32, src, i);
             kb.store_at(v, dst, i);
         }),
-        (Storage::Bits, Storage::Bits) => {
-            let (outer, c, pixels) = bit_geometry(&from.shape);
-            kb.for_range(outer * pixels * words(c), |kb, i| {
+        (a, b) if a == b => {
+            let words = crate::schedule::storage_bytes(&from.shape, a) / 8;
+            kb.for_range(words, |kb, i| {
                 let v = kb.load_at(I64, src, i);
                 kb.store_at(v, dst, i);
             })
+        }
+        (Storage::F32 | Storage::I32, Storage::Planes(planes)) => {
+            let float = from.storage == Storage::F32;
+            let scale = value_scale(&from.elem);
+            pack_planes(kb, &from.shape, dst, planes.into(), |kb, index, _| {
+                if float {
+                    let v = kb.load_at(F32, src, index);
+                    let q = super::linear::integer_of(kb, v, scale);
+                    kb.b.ins().fcvt_to_sint_sat(I64, q)
+                } else {
+                    let v = kb.load_at(I32, src, index);
+                    kb.b.ins().sextend(I64, v)
+                }
+            })
+        }
+        (Storage::Planes(planes), Storage::F32 | Storage::I32) => {
+            let float = to.storage == Storage::F32;
+            let scale = value_scale(&from.elem);
+            let signed = from
+                .elem
+                .int_type()
+                .and_then(|t| t.planes())
+                .is_some_and(|p| p.1);
+            unpack_planes(
+                kb,
+                &from.shape,
+                src,
+                (planes.into(), signed),
+                |kb, index, level| {
+                    let v = kb.b.ins().ireduce(I32, level);
+                    let v = if float {
+                        let f = kb.i32_to_f32(v);
+                        if scale == 1.0 {
+                            f
+                        } else {
+                            let s = kb.fconst(scale);
+                            kb.b.ins().fmul(f, s)
+                        }
+                    } else {
+                        v
+                    };
+                    kb.store_at(v, dst, index);
+                },
+            )
         }
         (Storage::I32, Storage::F32) => kb.for_range(n, |kb, i| {
             let v = kb.load_at(I32, src, i);
@@ -68,9 +112,22 @@ pub(crate) fn convert(
                 kb.store_at(v, dst, index);
             })
         }
-        (a, b) => unreachable!("conversion from {a:?} to {b:?}"),
+        (a, b) => {
+            return Err(BackendError::Codegen {
+                function: "convert".into(),
+                reason: format!("internal: no conversion from {a:?} to {b:?}"),
+            })
+        }
     }
     Ok(())
+}
+
+/// The scale of a value type's integers: `value = int * scale` (1 for plain integers).
+fn value_scale(elem: &bnnc_ir::ElemType) -> f32 {
+    match elem {
+        bnnc_ir::ElemType::Scaled(_, bnnc_ir::Scale::Tensor(s)) => *s,
+        _ => 1.0,
+    }
 }
 
 /// Packs a tensor of `shape` into bits at `dst`: `bit(kb, index, channel)` gives the bit (an
@@ -81,31 +138,96 @@ pub(crate) fn pack(
     dst: Value,
     mut bit: impl FnMut(&mut KernelBuilder, Value, Value) -> Value,
 ) {
+    pack_planes(kb, shape, dst, 1, |kb, index, channel| {
+        let b = bit(kb, index, channel);
+        kb.b.ins().uextend(I64, b)
+    })
+}
+
+/// Packs a tensor of `shape` into `planes` bit planes at `dst` ([`Storage::Planes`]):
+/// `level(kb, index, channel)` gives the integer (an i64, whose low `planes` bits are
+/// stored) of the element at row-major `index`, in `channel`.
+pub(crate) fn pack_planes(
+    kb: &mut KernelBuilder,
+    shape: &[usize],
+    dst: Value,
+    planes: usize,
+    mut level: impl FnMut(&mut KernelBuilder, Value, Value) -> Value,
+) {
     let (outer, c, pixels) = bit_geometry(shape);
     let nwords = words(c);
     kb.for_range(outer, |kb, n| {
         kb.for_range(pixels, |kb, p| {
+            // pixel = n * pixels + p; its words start at pixel * planes * nwords.
+            let np = kb.b.ins().imul_imm_s(n, pixels as i64);
+            let px = kb.b.ins().iadd(np, p);
+            let at = kb.addr(dst, px, (planes * nwords * 8) as i64, 0);
             for w in 0..nwords {
                 let count = WORD_BITS.min(c - w * WORD_BITS);
                 let zero = kb.iconst(0);
-                let word = kb.fold_range(count, vec![zero], |kb, j, state| {
+                let plane_words = kb.fold_range(count, vec![zero; planes], |kb, j, mut words| {
                     // index = (n * c + 64 w + j) * pixels + p
                     let ch = kb.b.ins().iadd_imm_s(j, (w * WORD_BITS) as i64);
                     let nc = kb.b.ins().imul_imm_s(n, c as i64);
                     let row = kb.b.ins().iadd(nc, ch);
                     let row_px = kb.b.ins().imul_imm_s(row, pixels as i64);
                     let index = kb.b.ins().iadd(row_px, p);
-                    let b = bit(kb, index, ch);
-                    let b64 = kb.b.ins().uextend(I64, b);
-                    let shifted = kb.b.ins().ishl(b64, j);
-                    vec![kb.b.ins().bor(state[0], shifted)]
+                    let v = level(kb, index, ch);
+                    for (plane, word) in words.iter_mut().enumerate() {
+                        let shifted = kb.b.ins().ushr_imm_s(v, plane as i64);
+                        let bit = kb.b.ins().band_imm_s(shifted, 1);
+                        let placed = kb.b.ins().ishl(bit, j);
+                        *word = kb.b.ins().bor(*word, placed);
+                    }
+                    words
                 });
-                // word offset = ((n * pixels + p) * nwords + w) * 8
+                for (plane, word) in plane_words.into_iter().enumerate() {
+                    kb.store(word, at, ((plane * nwords + w) * 8) as i64);
+                }
+            }
+        })
+    });
+}
+
+/// Calls `each(kb, index, level)` for every element of `(planes, signed)` bit planes of
+/// `shape` at `src` ([`Storage::Planes`]), with the element's row-major index and its
+/// integer as an i64.
+pub(crate) fn unpack_planes(
+    kb: &mut KernelBuilder,
+    shape: &[usize],
+    src: Value,
+    (planes, signed): (usize, bool),
+    mut each: impl FnMut(&mut KernelBuilder, Value, Value),
+) {
+    let (outer, c, pixels) = bit_geometry(shape);
+    let nwords = words(c);
+    kb.for_range(outer, |kb, n| {
+        kb.for_range(c, |kb, ch| {
+            kb.for_range(pixels, |kb, p| {
                 let np = kb.b.ins().imul_imm_s(n, pixels as i64);
                 let px = kb.b.ins().iadd(np, p);
-                let at = kb.addr(dst, px, (nwords * 8) as i64, (w * 8) as i64);
-                kb.store(word[0], at, 0);
-            }
+                let word_index = kb.b.ins().ushr_imm_s(ch, 6);
+                let base = kb.addr(src, px, (planes * nwords * 8) as i64, 0);
+                let at = kb.addr(base, word_index, 8, 0);
+                let shift = kb.b.ins().band_imm_s(ch, 63);
+                let mut level = kb.iconst(0);
+                for plane in 0..planes {
+                    let word = kb.load(I64, at, (plane * nwords * 8) as i64);
+                    let shifted = kb.b.ins().ushr(word, shift);
+                    let bit = kb.b.ins().band_imm_s(shifted, 1);
+                    let placed = kb.b.ins().ishl_imm_s(bit, plane as i64);
+                    level = if signed && plane + 1 == planes {
+                        kb.b.ins().isub(level, placed)
+                    } else {
+                        kb.b.ins().bor(level, placed)
+                    };
+                }
+                let nc = kb.b.ins().imul_imm_s(n, c as i64);
+                let row = kb.b.ins().iadd(nc, ch);
+                let row_px = kb.b.ins().imul_imm_s(row, pixels as i64);
+                let index = kb.b.ins().iadd(row_px, p);
+                each(kb, index, level);
+            })
         })
     });
 }

@@ -80,14 +80,14 @@ pub(crate) fn conv_int16_bits(
     attrs: &ConvAttrs,
     operands: &[Operand],
     out: &Operand,
-    stage: &super::xnor::OutputStage,
+    stage: &crate::stage::OutputStage,
 ) -> Result<(), BackendError> {
     use cranelift_codegen::ir::condcodes::IntCC;
-    use cranelift_codegen::ir::types::{I16, I16X8, I64};
-    let super::xnor::OutputStage::Bits { sign, bound } = stage else {
+    use cranelift_codegen::ir::types::{I16, I16X8};
+    let Some(levels) = stage.levels() else {
         return Err(BackendError::unsupported(
             node,
-            "internal: the int16 kernel writes bits",
+            "internal: the int16 kernel runs a threshold stage",
         ));
     };
     let (x, w) = (&operands[0], &operands[1]);
@@ -113,14 +113,7 @@ pub(crate) fn conv_int16_bits(
             dilations: (attrs.dilations[0], attrs.dilations[1]),
         };
         let src = x.f32_ptr(kb);
-        conv_int16_rows(
-            kb,
-            &geometry,
-            &weights,
-            x_scale,
-            (sign, bound),
-            (src, out.ptr),
-        );
+        conv_int16_rows(kb, &geometry, &weights, x_scale, &levels, (src, out.ptr));
         return Ok(());
     }
     let groups = m.div_ceil(8);
@@ -134,13 +127,29 @@ pub(crate) fn conv_int16_bits(
     }
     let w_t = kb.table(w_km.iter().flat_map(|v| v.to_le_bytes()).collect());
     // s * acc >= b, as i16 lanes: bounds beyond the i16 range mean always or never.
-    let lanes = |v: &[i64], pad: i64| -> Vec<u8> {
+    let lanes = |v: &[i64], pad: i64| -> Vec<i16> {
         let mut l: Vec<i16> = v.iter().map(|&x| x.clamp(-32768, 32767) as i16).collect();
         l.resize(groups * 8, pad as i16);
-        l.iter().flat_map(|x| x.to_le_bytes()).collect()
+        l
     };
-    let sign_t = kb.table(lanes(sign, 1));
-    let bound_t = kb.table(lanes(bound, 32767));
+    let bytes = |l: Vec<i16>| -> Vec<u8> { l.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let sign_t = kb.table(bytes(lanes(&levels.sign, 1)));
+    // Bounds as [group][threshold][lane].
+    let t_count = levels.thresholds;
+    let per_threshold: Vec<Vec<i16>> = (0..t_count)
+        .map(|t| {
+            let column: Vec<i64> = (0..m).map(|j| levels.bounds[j * t_count + t]).collect();
+            lanes(&column, 32767)
+        })
+        .collect();
+    let mut bound_lanes = Vec::with_capacity(groups * t_count * 8);
+    for g in 0..groups {
+        for column in &per_threshold {
+            bound_lanes.extend_from_slice(&column[g * 8..g * 8 + 8]);
+        }
+    }
+    let bound_t = kb.table(bytes(bound_lanes));
+    let planes = levels.planes;
     let words_out = bnnc_runtime::packing::words(m);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     let inv = 1.0 / x_scale;
@@ -148,7 +157,7 @@ pub(crate) fn conv_int16_bits(
     let (dh, dw) = (attrs.dilations[0], attrs.dilations[1]);
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
-        let out_image = kb.addr(dst, n, (oh * ow * words_out * 8) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * planes * words_out * 8) as i64, 0);
         kb.for_range(oh, |kb, oy| {
             let row = kb.b.ins().imul_imm_s(oy, (sh * wd) as i64);
             kb.for_range(ow, |kb, ox| {
@@ -177,20 +186,42 @@ pub(crate) fn conv_int16_bits(
                 }
                 let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(pos, ox);
-                let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
+                let out_at = kb.addr(out_image, pos, (planes * words_out * 8) as i64, 0);
                 for word in 0..words_out {
-                    let mut bits = kb.iconst(0);
+                    let zero = kb.iconst(0);
+                    let mut bits = vec![zero; planes];
                     let first = word * 8;
                     for (g, &a) in acc.iter().enumerate().skip(first).take(8) {
                         let s = kb.load_aligned(I16X8, sign_t, (g * 16) as i64);
-                        let b = kb.load_aligned(I16X8, bound_t, (g * 16) as i64);
                         let v = kb.b.ins().imul(a, s);
-                        let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
-                        let eight = kb.b.ins().vhigh_bits(I64, on);
-                        let shifted = kb.b.ins().ishl_imm_s(eight, ((g - first) * 8) as i64);
-                        bits = kb.b.ins().bor(bits, shifted);
+                        let mut level = None;
+                        for t in 0..t_count {
+                            let at = ((g * t_count + t) * 16) as i64;
+                            let b = kb.load_aligned(I16X8, bound_t, at);
+                            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                            // Reached lanes are all ones: -1 each.
+                            level = Some(match level {
+                                None => on,
+                                Some(l) => kb.b.ins().iadd(l, on),
+                            });
+                        }
+                        let level = level_lanes(kb, level.expect("a threshold"), &levels);
+                        for (r, plane_bits) in bits.iter_mut().enumerate() {
+                            let eight = plane_lanes(kb, level, r);
+                            let shifted = kb.b.ins().ishl_imm_s(eight, ((g - first) * 8) as i64);
+                            *plane_bits = kb.b.ins().bor(*plane_bits, shifted);
+                        }
                     }
-                    kb.store(bits, out_at, (word * 8) as i64);
+                    // Channels past m hold level `beta`: their bits must stay 0.
+                    let valid = 64.min(m - word * 64);
+                    for (r, plane_bits) in bits.into_iter().enumerate() {
+                        let plane_bits = if valid < 64 {
+                            kb.b.ins().band_imm_s(plane_bits, (1i64 << valid) - 1)
+                        } else {
+                            plane_bits
+                        };
+                        kb.store(plane_bits, out_at, ((r * words_out + word) * 8) as i64);
+                    }
                 }
             });
         });
@@ -217,30 +248,32 @@ fn conv_int16_rows(
     g: &RowGeometry,
     weights: &[i16],
     x_scale: f32,
-    (sign, bound): (&[i64], &[i64]),
+    levels: &crate::stage::Levels,
     (src, dst): (Value, Value),
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
-    use cranelift_codegen::ir::types::{I16, I16X8, I32X4, I64, I8};
+    use cranelift_codegen::ir::types::{I16, I16X8, I32X4, I8};
     let (batch, c, h, wd) = g.image;
     let (m, kh, kw) = g.filters;
     let (oh, ow) = g.out;
     let (dh, dw) = g.dilations;
     let k = c * kh * kw;
     let words_out = bnnc_runtime::packing::words(m);
+    let planes = levels.planes;
+    let pixel_words = planes * words_out;
     let blocks = ow.div_ceil(8);
     let inv = 1.0 / x_scale;
     // Channels past m in the last word are never written by the byte stores: zero first.
     if m % 64 != 0 {
         let zero = kb.iconst(0);
-        kb.for_range(batch * oh * ow * words_out, |kb, i| {
+        kb.for_range(batch * oh * ow * pixel_words, |kb, i| {
             kb.store_at(zero, dst, i)
         });
     }
     let taps = kb.stack((k * 16) as u32);
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
-        let out_image = kb.addr(dst, n, (oh * ow * words_out * 8) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * pixel_words * 8) as i64, 0);
         kb.for_range(oh, |kb, oy| {
             let row = kb.addr(image, oy, (g.stride_y * wd * 4) as i64, 0);
             kb.for_range(blocks, |kb, b| {
@@ -269,7 +302,7 @@ fn conv_int16_rows(
                 }
                 let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(pos, ox);
-                let out_at = kb.addr(out_image, pos, (words_out * 8) as i64, 0);
+                let out_at = kb.addr(out_image, pos, (pixel_words * 8) as i64, 0);
                 // The sum of all taps, shared by every filter of ±1 weights: such a
                 // filter's sum is `2 * (sum of its +1 taps) - all`, or `all - 2 * (sum of
                 // its -1 taps)`, so it adds only the fewer of its two kinds of taps.
@@ -322,42 +355,92 @@ fn conv_int16_rows(
                             SumForm::Direct => *a,
                         };
                     }
-                    // Byte j of `matrix`: filter j's bit per column.
-                    let mut matrix = kb.iconst(0);
+                    // Per plane, byte j of its matrix: filter j's bit per column.
+                    let zero = kb.iconst(0);
+                    let mut matrices = vec![zero; planes];
                     for (i, (a, j)) in acc.into_iter().zip(filters.clone()).enumerate() {
-                        let (cc, b) = if sign[j] >= 0 {
-                            (IntCC::SignedGreaterThanOrEqual, bound[j])
-                        } else {
-                            (IntCC::SignedLessThanOrEqual, -bound[j])
-                        };
-                        let b = kb.iconst32(b.clamp(-32768, 32767) as i32);
-                        let b = kb.b.ins().ireduce(I16, b);
-                        let bv = kb.b.ins().splat(I16X8, b);
-                        let on = kb.b.ins().icmp(cc, a, bv);
-                        let cols = kb.b.ins().vhigh_bits(I64, on);
-                        let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
-                        matrix = kb.b.ins().bor(matrix, cols);
+                        let t_count = levels.thresholds;
+                        let mut level = None;
+                        for &bound in &levels.bounds[j * t_count..(j + 1) * t_count] {
+                            let (cc, b) = if levels.sign[j] >= 0 {
+                                (IntCC::SignedGreaterThanOrEqual, bound)
+                            } else {
+                                (IntCC::SignedLessThanOrEqual, -bound)
+                            };
+                            let b = kb.iconst32(b.clamp(-32768, 32767) as i32);
+                            let b = kb.b.ins().ireduce(I16, b);
+                            let bv = kb.b.ins().splat(I16X8, b);
+                            let on = kb.b.ins().icmp(cc, a, bv);
+                            // Reached lanes are all ones: -1 each.
+                            level = Some(match level {
+                                None => on,
+                                Some(l) => kb.b.ins().iadd(l, on),
+                            });
+                        }
+                        let level = level_lanes(kb, level.expect("a threshold"), levels);
+                        for (r, matrix) in matrices.iter_mut().enumerate() {
+                            let cols = plane_lanes(kb, level, r);
+                            let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
+                            *matrix = kb.b.ins().bor(*matrix, cols);
+                        }
                     }
-                    let t = transpose8(kb, matrix);
                     let byte = (group % 8) as i64 + (group / 8 * 8) as i64;
-                    for col in 0..8i64 {
-                        let v = if col == 0 {
-                            t
-                        } else {
-                            kb.b.ins().ushr_imm_s(t, 8 * col)
-                        };
-                        let v = kb.b.ins().ireduce(I8, v);
-                        kb.b.ins().store(
-                            super::builder::mem(),
-                            v,
-                            out_at,
-                            (col * (words_out as i64) * 8 + byte) as i32,
-                        );
+                    for (r, matrix) in matrices.into_iter().enumerate() {
+                        let t = transpose8(kb, matrix);
+                        for col in 0..8i64 {
+                            let v = if col == 0 {
+                                t
+                            } else {
+                                kb.b.ins().ushr_imm_s(t, 8 * col)
+                            };
+                            let v = kb.b.ins().ireduce(I8, v);
+                            let plane = (r * words_out * 8) as i64;
+                            kb.b.ins().store(
+                                super::builder::mem(),
+                                v,
+                                out_at,
+                                (col * (pixel_words as i64) * 8 + plane + byte) as i32,
+                            );
+                        }
                     }
                 }
             });
         });
     });
+}
+
+/// The levels of `i16x8` lanes from the sum of their threshold compares (-1 per threshold
+/// reached): `alpha * count + beta`.
+fn level_lanes(kb: &mut KernelBuilder, minus_count: Value, levels: &crate::stage::Levels) -> Value {
+    use cranelift_codegen::ir::types::{I16, I16X8};
+    let splat = |kb: &mut KernelBuilder, v: i64| {
+        let c = kb.iconst32(v as i32);
+        let c = kb.b.ins().ireduce(I16, c);
+        kb.b.ins().splat(I16X8, c)
+    };
+    // level = beta - alpha * (-count)
+    let scaled = match levels.alpha {
+        1 => minus_count,
+        a => {
+            let av = splat(kb, a);
+            kb.b.ins().imul(minus_count, av)
+        }
+    };
+    let beta = splat(kb, levels.beta);
+    kb.b.ins().isub(beta, scaled)
+}
+
+/// Bit `r` of each of eight `i16` lanes, as the low byte of an i64.
+fn plane_lanes(kb: &mut KernelBuilder, level: Value, r: usize) -> Value {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8, I64};
+    // Shift bit r to the sign bit: the lanes' high bits are the plane's bits.
+    let shifted = kb.b.ins().ishl_imm_s(level, 15 - r as i64);
+    let zero = kb.iconst32(0);
+    let zero = kb.b.ins().ireduce(I16, zero);
+    let zv = kb.b.ins().splat(I16X8, zero);
+    let on = kb.b.ins().icmp(IntCC::SignedLessThan, shifted, zv);
+    kb.b.ins().vhigh_bits(I64, on)
 }
 
 /// How [`conv_int16_rows`] sums one filter.

@@ -30,7 +30,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 pub(crate) use builder::KernelBuilder;
 pub(crate) use operand::Operand;
 
-use crate::schedule::{Place, Schedule, Step, StepKind};
+use crate::schedule::{Place, Schedule, Step, StepKind, Storage};
 use crate::BackendError;
 
 /// What the object is built for and named.
@@ -67,6 +67,23 @@ fn bit_pool(graph: &Graph, t: &bnnc_ir::Node, pool: &bnnc_ir::Node) -> xnor::Bit
     }
 }
 
+/// The output stage of a fused step: the threshold's levels as planes where the step
+/// writes planes, its bits otherwise.
+fn fused_stage(
+    graph: &Graph,
+    step: &Step,
+    node: &bnnc_ir::Node,
+    t: &bnnc_ir::Node,
+) -> Result<crate::stage::OutputStage, BackendError> {
+    let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
+    match step.results[0].1 {
+        Storage::Planes(_) => crate::stage::Levels::of(graph, t, unit)?
+            .map(crate::stage::OutputStage::Levels)
+            .ok_or_else(|| BackendError::unsupported(t, "internal: levels not affine")),
+        _ => crate::stage::OutputStage::bits(graph, t, unit),
+    }
+}
+
 /// Compiles the scheduled graph into an object file's bytes.
 pub(crate) fn emit_object(
     graph: &Graph,
@@ -88,7 +105,15 @@ pub(crate) fn emit_object(
             let symbol = format!("{}_kernel{i}", spec.name);
             let t = graph.node(threshold);
             let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
-            if let Some(kernel) = xnor::conv_kernel(graph, graph.node(linear), t, pool, symbol)? {
+            let node = graph.node(linear);
+            if let Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } = node.op {
+                let stage = fused_stage(graph, step, node, t)?;
+                if let Some(kernel) = bitserial::plane_kernel(graph, node, &stage, pool, symbol)? {
+                    if provider.plane_conv(&kernel) {
+                        e.external.insert(i, kernel.symbol);
+                    }
+                }
+            } else if let Some(kernel) = xnor::conv_kernel(graph, node, t, pool, symbol)? {
                 if provider.xnor_conv(&kernel) {
                     e.external.insert(i, kernel.symbol);
                 }
@@ -247,9 +272,14 @@ impl Emitter {
                 } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
                     let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
-                    let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
-                    let stage = xnor::OutputStage::bits(graph, t, unit)?;
+                    let stage = fused_stage(graph, step, node, t)?;
                     match &node.op {
+                        Op::BitSerialConv { attrs, .. } => {
+                            bitserial::conv(kb, node, attrs, &operands, &results[0], &stage, pool)
+                        }
+                        Op::BitSerialMatMul { .. } => {
+                            bitserial::matmul(kb, node, &operands, &results[0], &stage)
+                        }
                         Op::Conv(attrs) => {
                             linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], &stage)
                         }
@@ -283,22 +313,32 @@ impl Emitter {
                             node,
                             &operands,
                             &results[0],
-                            &xnor::OutputStage::Acc,
+                            &crate::stage::OutputStage::Acc,
                             simd,
                         ),
-                        Op::BitSerialMatMul { a_scale } => {
-                            bitserial::matmul(kb, node, *a_scale, &operands, &results[0])
-                        }
-                        Op::BitSerialConv { attrs, a_scale } => {
-                            bitserial::conv(kb, node, attrs, *a_scale, &operands, &results[0])
-                        }
+                        Op::BitSerialMatMul { .. } => bitserial::matmul(
+                            kb,
+                            node,
+                            &operands,
+                            &results[0],
+                            &crate::stage::OutputStage::Acc,
+                        ),
+                        Op::BitSerialConv { attrs, .. } => bitserial::conv(
+                            kb,
+                            node,
+                            attrs,
+                            &operands,
+                            &results[0],
+                            &crate::stage::OutputStage::Acc,
+                            None,
+                        ),
                         Op::XnorConv(attrs) => xnor::conv(
                             kb,
                             node,
                             attrs,
                             &operands,
                             &results[0],
-                            &xnor::OutputStage::Acc,
+                            &crate::stage::OutputStage::Acc,
                             simd,
                             None,
                         ),

@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::pack;
+use super::convert::{pack, pack_planes};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -118,7 +118,29 @@ pub(crate) fn threshold(
         let scaled = kb.b.ins().fmul(s, cf);
         kb.b.ins().fadd(scaled, b)
     };
-    if out.storage == Storage::Bits {
+    if let Storage::Planes(planes) = out.storage {
+        if axis != 1 {
+            return Err(BackendError::unsupported(
+                node,
+                "bit planes need the channels on axis 1",
+            ));
+        }
+        let scale = match &out.elem {
+            bnnc_ir::ElemType::Scaled(_, bnnc_ir::Scale::Tensor(s)) => *s,
+            _ => 1.0,
+        };
+        pack_planes(
+            kb,
+            &out.shape,
+            out.ptr,
+            planes.into(),
+            |kb, index, channel| {
+                let v = value(kb, index, channel);
+                let q = super::linear::integer_of(kb, v, scale);
+                kb.b.ins().fcvt_to_sint_sat(I64, q)
+            },
+        );
+    } else if out.storage == Storage::Bits {
         if axis != 1 {
             return Err(BackendError::unsupported(
                 node,

@@ -15,6 +15,7 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use super::window::Window;
 use super::{KernelBuilder, Operand};
 use crate::schedule::bit_geometry;
+use crate::stage::OutputStage;
 use crate::BackendError;
 
 /// Output channels a convolution computes together (four pairs of vectors).
@@ -22,69 +23,6 @@ const BLOCK: usize = 8;
 
 /// Output channels a matrix product computes together (scalar registers).
 const MATMUL_BLOCK: usize = 4;
-
-/// Integer thresholds beyond any accumulator: "always" and "never".
-const BEYOND: i64 = 1 << 40;
-
-/// What a kernel does with its dot products.
-pub(crate) enum OutputStage {
-    /// Stores them as `i32`, NCHW.
-    Acc,
-    /// Stores bit `sign[m] * dot >= bound[m]` of every channel `m`, packed channels-last.
-    Bits { sign: Vec<i64>, bound: Vec<i64> },
-}
-
-impl OutputStage {
-    /// The bit rule of a fused threshold (one threshold per channel, bipolar output): the
-    /// bit is 1 where the threshold's output is +1.
-    /// `unit` is the value of one accumulator step (the scale of a scaled integer sum; 1 for
-    /// XNOR dot products): a threshold `T` on values is `T / unit` on the integer sum, exact
-    /// for the powers of two the kernels accept.
-    pub fn bits(graph: &Graph, t: &Node, unit: f64) -> Result<OutputStage, BackendError> {
-        let Op::Threshold(attrs) = &t.op else {
-            return Err(BackendError::unsupported(t, "internal: not a threshold"));
-        };
-        let konst = |i: usize| {
-            graph
-                .const_data(t.inputs[i])
-                .map(|d| d.to_f32_vec())
-                .ok_or_else(|| BackendError::unsupported(t, "the thresholds must be constant"))
-        };
-        let table = konst(1)?;
-        let channels = graph.value(t.outputs[0]).ty.shape[1];
-        let descending: Vec<bool> = match t.inputs.get(2) {
-            Some(_) => konst(2)?.iter().map(|&d| d < 0.0).collect(),
-            None => vec![false; channels],
-        };
-        let value = |count: f32| attrs.out_scale * count + attrs.out_bias > 0.0;
-        let (b0, b1) = (value(0.0), value(1.0));
-        let (mut sign, mut bound) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
-        for c in 0..channels {
-            let th = f64::from(table[if table.len() == 1 { 0 } else { c }]) / unit;
-            // reached <=> s * dot >= b, for an integer dot.
-            let (s, b) = if th.is_nan() {
-                (1, BEYOND)
-            } else if descending[c] {
-                (
-                    -1,
-                    (-th.floor()).clamp(-BEYOND as f64, BEYOND as f64) as i64,
-                )
-            } else {
-                (1, th.ceil().clamp(-BEYOND as f64, BEYOND as f64) as i64)
-            };
-            let (s, b) = match (b0, b1) {
-                (false, true) => (s, b),
-                // bit = not reached <=> s * dot < b <=> -s * dot >= 1 - b
-                (true, false) => (-s, 1 - b),
-                (true, true) => (1, -BEYOND),
-                (false, false) => (1, BEYOND),
-            };
-            sign.push(s);
-            bound.push(b);
-        }
-        Ok(OutputStage::Bits { sign, bound })
-    }
-}
 
 /// The fused XNOR convolution of `node` and its threshold `t` as a kernel for another code
 /// generator, if it is one such kernels cover (2-D, one group, no padding). An XNOR matrix
@@ -210,6 +148,17 @@ fn packed_words(t: &bnnc_ir::Tensor) -> Vec<u64> {
     t.to_i64_vec().into_iter().map(|w| w as u64).collect()
 }
 
+/// XNOR kernels write sums or bits; multi-level outputs are the bit-serial kernels'.
+fn refuse_levels(node: &Node, stage: &OutputStage) -> Result<(), BackendError> {
+    match stage {
+        OutputStage::Levels(_) => Err(BackendError::unsupported(
+            node,
+            "internal: an XNOR kernel was given a multi-level output stage",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `popcount(x ^ w)` added to `acc`.
 fn xor_popcount(kb: &mut KernelBuilder, acc: Value, x: Value, w: Value) -> Value {
     let d = kb.b.ins().bxor(x, w);
@@ -275,6 +224,7 @@ fn output_channels(
                 store(kb, first, 1);
             }
         }
+        OutputStage::Levels(_) => unreachable!("XNOR kernels refuse level stages on entry"),
         OutputStage::Bits { .. } => {
             let (sign_t, bound_t) = tables.expect("bit stages come with their tables");
             // bit j of a word: sign * dot >= bound for channel `first + j`.
@@ -349,7 +299,7 @@ fn output_channels(
 /// The bit stage's tables (signs and bounds), if any.
 fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, Value)> {
     match stage {
-        OutputStage::Acc => None,
+        OutputStage::Acc | OutputStage::Levels(_) => None,
         OutputStage::Bits { sign, bound } => {
             // i32 entries, padded to whole vectors; the bounds are within +-2^40, clamped
             // to +-2^30, still beyond any dot product (|dot| <= K < 2^24).
@@ -374,6 +324,7 @@ pub(crate) fn matmul(
     out: &Operand,
     stage: &OutputStage,
 ) -> Result<(), BackendError> {
+    refuse_levels(node, stage)?;
     let (a, w) = (&operands[0], &operands[1]);
     let (rows, k, _) = bit_geometry(&a.shape);
     let &[m, nw] = w.shape.as_slice() else {
@@ -390,7 +341,7 @@ pub(crate) fn matmul(
     let (src, dst) = (a.ptr, out.ptr);
     let row_out_bytes = match stage {
         OutputStage::Acc => m * 4,
-        OutputStage::Bits { .. } => words(m) * 8,
+        OutputStage::Bits { .. } | OutputStage::Levels(_) => words(m) * 8,
     } as i64;
     kb.for_range(rows, |kb, r| {
         let row = kb.addr(src, r, (nw * 8) as i64, 0);
@@ -586,6 +537,7 @@ pub(crate) fn conv(
     simd: bool,
     pool: Option<BitPool>,
 ) -> Result<(), BackendError> {
+    refuse_levels(node, stage)?;
     let (x, w) = (&operands[0], &operands[1]);
     let (&[batch, c, h, wd], &[m, kh, kw, wc], &[_, _, out_h, out_w]) =
         (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
@@ -716,7 +668,7 @@ pub(crate) fn conv(
                         let index = kb.b.ins().iadd(plane, pos);
                         (kb.addr(dst, index, 4, 0), (positions * 4) as i64)
                     }
-                    OutputStage::Bits { .. } => {
+                    OutputStage::Bits { .. } | OutputStage::Levels(_) => {
                         let np = kb.b.ins().imul_imm_s(n, positions as i64);
                         let pixel = kb.b.ins().iadd(np, pos);
                         (kb.addr(dst, pixel, (words(m) * 8) as i64, 0), 0)
