@@ -120,8 +120,9 @@ enum Command {
         /// `interp`: the reference interpreter; `native`: compiled for this machine and run.
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
-        /// With `--backend native`: which code generator compiles the XNOR convolutions.
-        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        /// With `--backend native`: which code generator compiles the XNOR and bit-serial
+        /// kernels (`auto`: LLVM where bnnc was built with it).
+        #[arg(long, value_enum, default_value_t = native::Codegen::Auto)]
         codegen: native::Codegen,
         /// What to do with float first and last layers: `keep` them, or quantize their
         /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
@@ -153,7 +154,7 @@ enum Command {
         output: Option<PathBuf>,
         /// Which code generator compiles the XNOR convolutions (`llvm` needs bnnc built with
         /// `--features llvm`).
-        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        #[arg(long, value_enum, default_value_t = native::Codegen::Auto)]
         codegen: native::Codegen,
         /// Print the IR before this pass (`all` for every pass); may be repeated.
         #[arg(long, value_name = "PASS")]
@@ -192,8 +193,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
-        /// Which code generator compiles the XNOR convolutions.
-        #[arg(long, value_enum, default_value_t = native::Codegen::Cranelift)]
+        /// Which code generator compiles the XNOR and bit-serial kernels (`auto`: LLVM where
+        /// bnnc was built with it).
+        #[arg(long, value_enum, default_value_t = native::Codegen::Auto)]
         codegen: native::Codegen,
         /// What to do with float first and last layers: `keep` them, or quantize their
         /// f32 weights to `int8` per output channel (reported, since it can change accuracy).
@@ -446,7 +448,7 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                 });
                 let written = native::write(&build, &options, &out, shared)?;
                 eprintln!(
-                    "wrote {} ({} for {}, {} KiB of scratch per call) in {:.2} s",
+                    "wrote {} ({} for {}, {}, {} KiB of scratch per call) in {:.2} s",
                     written
                         .iter()
                         .map(|p| p.display().to_string())
@@ -454,6 +456,7 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                         .join(" and "),
                     if shared { "shared library" } else { "object" },
                     options.triple,
+                    codegen.describe(),
                     build.compiled.scratch_bytes.div_ceil(1024),
                     start.elapsed().as_secs_f64()
                 );

@@ -49,14 +49,36 @@ pub fn options(target: &str, cpu: Option<&str>, name: String, tuning: &Tuning) -
     })
 }
 
-/// Which code generator compiles the XNOR convolutions.
+/// Which code generator compiles the XNOR and bit-serial kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Codegen {
+    /// The fastest one built in: LLVM in a bnnc built with `--features llvm` (its kernels
+    /// beat Cranelift's on every layer measured, BENCHMARKS.md), Cranelift otherwise.
+    Auto,
     /// Cranelift, for everything (128-bit vectors).
     Cranelift,
-    /// LLVM for the XNOR convolutions (512-bit vectors under AVX-512), Cranelift for the rest;
-    /// needs bnnc built with `--features llvm`.
+    /// LLVM for the XNOR and bit-serial kernels (512-bit vectors under AVX-512), Cranelift
+    /// for the rest; needs bnnc built with `--features llvm`.
     Llvm,
+}
+
+impl Codegen {
+    /// The generator this build uses for `self`: `Auto` resolved.
+    pub fn resolved(self) -> Codegen {
+        match self {
+            Codegen::Auto if cfg!(feature = "llvm") => Codegen::Llvm,
+            Codegen::Auto => Codegen::Cranelift,
+            c => c,
+        }
+    }
+
+    /// What was used, in words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self.resolved() {
+            Codegen::Llvm => "LLVM kernels, Cranelift for the rest",
+            _ => "Cranelift",
+        }
+    }
 }
 
 /// A compiled model: Cranelift's object, and the LLVM kernels' object if any.
@@ -68,8 +90,8 @@ pub struct Build {
 /// Compiles a graph, naming the model in errors.
 pub fn compile(graph: &Graph, options: &Options, codegen: Codegen) -> Result<Build> {
     let context = || format!("cannot compile {} for {}", options.name, options.triple);
-    match codegen {
-        Codegen::Cranelift => Ok(Build {
+    match codegen.resolved() {
+        Codegen::Auto | Codegen::Cranelift => Ok(Build {
             compiled: bnnc_cranelift::compile(graph, options).with_context(context)?,
             kernels: None,
         }),

@@ -91,8 +91,9 @@ def compile(  # noqa: A001 - the natural name; shadows the builtin only as bnnc.
     Args:
         model: a path to an ONNX file, its bytes, or an ``onnx.ModelProto``.
         target: ``"native"`` (or this machine's architecture, ``"x86_64"`` / ``"aarch64"``).
-        codegen: ``"cranelift"`` (the default) or ``"llvm"`` (512-bit XNOR kernels; needs a
-            package built with the ``llvm`` feature).
+        codegen: ``"auto"`` (the default: LLVM's kernels in a package built with the ``llvm``
+            feature, Cranelift otherwise), ``"cranelift"``, or ``"llvm"`` (512-bit XNOR and
+            bit-serial kernels; needs a package built with the ``llvm`` feature).
         first_last: ``"keep"`` float first and last layers, or quantize their weights to
             ``"int8"`` per output channel (this can change accuracy).
         name: the model's name, the prefix of the library's symbols (default: the file's stem,

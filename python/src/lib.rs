@@ -101,10 +101,11 @@ fn first_last(policy: &str) -> PyResult<FirstLastPolicy> {
 
 fn codegen(name: Option<&str>) -> PyResult<Codegen> {
     match name {
-        None | Some("cranelift") => Ok(Codegen::Cranelift),
+        None | Some("auto") => Ok(Codegen::Auto),
+        Some("cranelift") => Ok(Codegen::Cranelift),
         Some("llvm") => Ok(Codegen::Llvm),
         Some(other) => Err(PyValueError::new_err(format!(
-            "codegen must be \"cranelift\" or \"llvm\", not {other:?}"
+            "codegen must be \"auto\", \"cranelift\" or \"llvm\", not {other:?}"
         ))),
     }
 }

@@ -395,7 +395,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
 
     /// A splat constant vector.
     fn splat_const(&self, v: i64) -> VectorValue<'ctx> {
-        VectorType::const_vector(&vec![self.i64(v); LANES])
+        VectorType::const_vector(&[self.i64(v); LANES])
     }
 
     /// One fused bit-serial convolution: per output pixel (pooled pixel), a loop over
