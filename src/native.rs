@@ -305,28 +305,27 @@ pub fn bench(model: &Model, batch: usize, threads: usize, runs: usize) -> Result
 
     let threads = threads.max(1);
     let batch = batch.max(1);
-    let per_thread = batch.div_ceil(threads);
+    let mut out = vec![0f32; batch * ol];
+    // One timing runs the batch `reps` times, enough for about 5 ms, so that a small batch
+    // is not lost in the timer's resolution (or, with threads, in spawning them).
+    let once = |out: &mut [f32]| -> Result<Duration> {
+        let t = Instant::now();
+        if threads == 1 {
+            model.run(&input, out)?;
+        } else {
+            model.run_parallel(&input, out, threads)?;
+        }
+        Ok(t.elapsed())
+    };
+    let reps = (Duration::from_millis(5).as_secs_f64() / once(&mut out)?.as_secs_f64().max(1e-9))
+        .clamp(1.0, 10_000.0) as usize;
     let mut rates = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        std::thread::scope(|s| -> Result<()> {
-            let handles: Vec<_> = input
-                .chunks(per_thread * il)
-                .map(|chunk| {
-                    s.spawn(move || -> Result<()> {
-                        let mut out = vec![0f32; chunk.len() / il * ol];
-                        model.run(chunk, &mut out)?;
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        rates.push(batch as f64 / t.elapsed().as_secs_f64());
+        for _ in 0..reps {
+            once(&mut out)?;
+        }
+        rates.push((batch * reps) as f64 / t.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
     if latency.is_zero() {

@@ -53,6 +53,20 @@ pub(crate) fn map(
     out: Value,
     out_shape: &[usize],
     inputs: &[Input],
+    f: impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
+) {
+    map_lanes(kb, out, out_shape, inputs, false, f)
+}
+
+/// [`map`], where `lanes` says that `f` computes `f32x4` lanes as it does `f32` values (the
+/// same IEEE operation per lane): the innermost contiguous axis then runs four elements at
+/// a time.
+pub(crate) fn map_lanes(
+    kb: &mut KernelBuilder,
+    out: Value,
+    out_shape: &[usize],
+    inputs: &[Input],
+    lanes: bool,
     mut f: impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
 ) {
     // Strides per axis of the output and of every input; axes that are contiguous for all
@@ -82,15 +96,22 @@ pub(crate) fn map(
     let mut bases: Vec<Value> = std::iter::once(out)
         .chain(inputs.iter().map(|i| i.ptr))
         .collect();
-    nest(kb, &dims, &mut bases, &mut f);
+    nest(kb, &dims, &mut bases, lanes, &mut f);
 }
 
 fn nest(
     kb: &mut KernelBuilder,
     dims: &[(usize, Vec<usize>)],
     bases: &mut [Value],
+    lanes: bool,
     f: &mut impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
 ) {
+    if let [(extent, strides)] = dims {
+        let contiguous = strides[0] == 1 && strides[1..].iter().all(|&s| s <= 1);
+        if lanes && contiguous && *extent >= 4 {
+            return lanes_loop(kb, *extent, strides, bases, f);
+        }
+    }
     let Some(((extent, strides), rest)) = dims.split_first() else {
         let args: Vec<Value> = bases[1..].iter().map(|&p| kb.load(F32, p, 0)).collect();
         let y = f(kb, &args);
@@ -109,8 +130,55 @@ fn nest(
                 }
             })
             .collect();
-        nest(kb, rest, &mut inner, f);
+        nest(kb, rest, &mut inner, lanes, f);
     });
+}
+
+/// The innermost axis, contiguous in the output and each input (stride 1, or 0 for a
+/// broadcast value), four elements to an `f32x4`, then the last few one by one.
+fn lanes_loop(
+    kb: &mut KernelBuilder,
+    extent: usize,
+    strides: &[usize],
+    bases: &[Value],
+    f: &mut impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
+) {
+    use cranelift_codegen::ir::types::F32X4;
+    let splats: Vec<Option<Value>> = bases[1..]
+        .iter()
+        .zip(&strides[1..])
+        .map(|(&b, &s)| {
+            (s == 0).then(|| {
+                let v = kb.load(F32, b, 0);
+                kb.b.ins().splat(F32X4, v)
+            })
+        })
+        .collect();
+    kb.for_range(extent / 4, |kb, i| {
+        let args: Vec<Value> = bases[1..]
+            .iter()
+            .zip(&splats)
+            .map(|(&b, splat)| match splat {
+                Some(v) => *v,
+                None => {
+                    let at = kb.addr(b, i, 16, 0);
+                    kb.load(F32X4, at, 0)
+                }
+            })
+            .collect();
+        let y = f(kb, &args);
+        let at = kb.addr(bases[0], i, 16, 0);
+        kb.store(y, at, 0);
+    });
+    for r in extent / 4 * 4..extent {
+        let args: Vec<Value> = bases[1..]
+            .iter()
+            .zip(&strides[1..])
+            .map(|(&b, &s)| kb.load(F32, b, (r * s * 4) as i64))
+            .collect();
+        let y = f(kb, &args);
+        kb.store(y, bases[0], (r * 4) as i64);
+    }
 }
 
 /// Add, Sub, Mul and Div of f32 tensors.
@@ -128,7 +196,9 @@ pub(crate) fn binary(
         _ => None,
     };
     let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
-    map(kb, out.ptr, &out.shape, &inputs, |kb, v| match op {
+    // Every arm but the call to powf is one IEEE operation per element, or per lane.
+    let lanes = !(op == BinaryOp::Pow && power.is_none());
+    map_lanes(kb, out.ptr, &out.shape, &inputs, lanes, |kb, v| match op {
         BinaryOp::Add => kb.b.ins().fadd(v[0], v[1]),
         BinaryOp::Sub => kb.b.ins().fsub(v[0], v[1]),
         BinaryOp::Mul => kb.b.ins().fmul(v[0], v[1]),
@@ -146,6 +216,44 @@ pub(crate) fn binary(
         },
     });
     Ok(())
+}
+
+/// Bits `x >= 0` of `rows` rows of `channels` contiguous f32, packed: each `f32x4` compare's
+/// lanes are four bits (`vhigh_bits`), sixteen compares a word.
+fn pack_signs_rows(
+    kb: &mut KernelBuilder,
+    src: Value,
+    dst: Value,
+    (rows, channels): (usize, usize),
+) {
+    use cranelift_codegen::ir::types::{F32X4, I64};
+    let nwords = bnnc_runtime::packing::words(channels);
+    kb.for_range(rows, |kb, r| {
+        let row = kb.addr(src, r, (channels * 4) as i64, 0);
+        let out = kb.addr(dst, r, (nwords * 8) as i64, 0);
+        let zero = kb.fconst(0.0);
+        let zeros = kb.b.ins().splat(F32X4, zero);
+        for w in 0..nwords {
+            let first = w * 64;
+            let count = 64.min(channels - first);
+            let mut word = kb.iconst(0);
+            for q in 0..count / 4 {
+                let v = kb.load(F32X4, row, ((first + 4 * q) * 4) as i64);
+                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zeros);
+                let four = kb.b.ins().vhigh_bits(I64, ge);
+                let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
+                word = kb.b.ins().bor(word, four);
+            }
+            for j in count / 4 * 4..count {
+                let v = kb.load(F32, row, ((first + j) * 4) as i64);
+                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero);
+                let bit = kb.b.ins().uextend(I64, ge);
+                let bit = kb.b.ins().ishl_imm_s(bit, j as i64);
+                word = kb.b.ins().bor(word, bit);
+            }
+            kb.store(word, out, (w * 8) as i64);
+        }
+    });
 }
 
 /// Rounds as [`RoundingMode::apply`].
@@ -287,11 +395,15 @@ pub(crate) fn unary(
         Op::BipolarQuant if out.storage == Storage::Bits => {
             // Only a unit scale makes bipolar values: the bit is the sign test.
             let src = x.ptr;
-            pack(kb, &shape, out.ptr, |kb, index, _| {
-                let v = kb.load_at(F32, src, index);
-                let zero = kb.fconst(0.0);
-                kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
-            })
+            match crate::schedule::bit_geometry(&shape) {
+                // Channels contiguous (one pixel per batch index): four tests at a time.
+                (rows, channels, 1) => pack_signs_rows(kb, src, out.ptr, (rows, channels)),
+                _ => pack(kb, &shape, out.ptr, |kb, index, _| {
+                    let v = kb.load_at(F32, src, index);
+                    let zero = kb.fconst(0.0);
+                    kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
+                }),
+            }
         }
         Op::BipolarQuant => {
             let s = Input::of(kb, &operands[1]);
