@@ -103,14 +103,13 @@ pub struct KernelPool {
 /// kernel provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t
 /// *out)`: `x` the input's bit planes (`batch` images of `h * w` pixels, each the
 /// `words(c)` words of every activation plane in turn), `out` the output's
-/// (`out_planes` planes of `words(m)` words per pixel, the bits past `m` zero).
+/// (`levels.planes` planes of `words(m)` words per pixel, the bits past `m` zero).
 ///
 /// Channel `j`'s dot product is `sum_{p,q} a_places[p] * w_places[q] * popcount(A_p & W_q)`
 /// over the window's words, or, with `bipolar_weights` (one plane `b`, `w = 2b - 1`),
 /// `2 * sum_p a_places[p] * popcount(A_p & B) - sum_p a_places[p] * popcount(A_p)`. Its
-/// count is `#{t : sign[j] * dot >= bounds[j][t]}`, the largest over the pool's window when
-/// the kernel pools, and its level `alpha * count + beta`, whose low `out_planes` bits are
-/// stored.
+/// count and level are [`KernelLevels`]'s, the count being the largest over the pool's
+/// window when the kernel pools.
 #[derive(Clone, Debug)]
 pub struct PlaneConvKernel {
     pub symbol: String,
@@ -129,16 +128,44 @@ pub struct PlaneConvKernel {
     pub dilations: (usize, usize),
     /// The filters' planes, `[filter][tap][word][plane]`.
     pub weights: Vec<u64>,
+    pub levels: KernelLevels,
+    /// A MaxPool over the counts, when the kernel runs one: pooled pixel `(y, x)` takes the
+    /// largest count of computed pixels `(y * window.0 + i, x * window.1 + j)`.
+    pub pool: Option<KernelPool>,
+}
+
+/// A kernel's output stage: per channel `j`, the count of thresholds its dot product
+/// reaches, `#{t : sign[j] * dot >= bounds[j][t]}`, and the level `alpha * count + beta`,
+/// whose low `planes` bits are stored as bit planes (one plane: packed bits).
+#[derive(Clone, Debug)]
+pub struct KernelLevels {
     pub sign: Vec<i64>,
     /// `(m, thresholds)`, row-major.
     pub bounds: Vec<i64>,
     pub thresholds: usize,
     pub alpha: i64,
     pub beta: i64,
-    pub out_planes: usize,
-    /// A MaxPool over the counts, when the kernel runs one: pooled pixel `(y, x)` takes the
-    /// largest count of computed pixels `(y * window.0 + i, x * window.1 + j)`.
-    pub pool: Option<KernelPool>,
+    pub planes: usize,
+}
+
+/// A fused first layer on small integers (2-D, one group, no padding), for a kernel
+/// provider outside Cranelift: `void symbol(const float *x, uint64_t *out)`, `x` the f32
+/// input `(batch, c, h, w)`, NCHW, whose integers are `x / in_scale` (a power of two);
+/// `out` as [`PlaneConvKernel`]'s. Channel `j`'s dot product is the integer input's
+/// window against `weights[j]` (`(m, c, kh, kw)`); every partial sum fits 15 bits.
+#[derive(Clone, Debug)]
+pub struct Int16ConvKernel {
+    pub symbol: String,
+    /// `(batch, c, h, w)` of the input.
+    pub input: (usize, usize, usize, usize),
+    pub in_scale: f32,
+    /// `(m, kh, kw)` of the filters.
+    pub filters: (usize, usize, usize),
+    pub output: (usize, usize),
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    pub weights: Vec<i16>,
+    pub levels: KernelLevels,
 }
 
 /// Kernels compiled by another code generator (the LLVM backend), called from the
@@ -150,6 +177,11 @@ pub trait KernelProvider {
 
     /// As [`KernelProvider::xnor_conv`], for a bit-serial kernel.
     fn plane_conv(&mut self, _kernel: &PlaneConvKernel) -> bool {
+        false
+    }
+
+    /// As [`KernelProvider::xnor_conv`], for a first layer on small integers.
+    fn int16_conv(&mut self, _kernel: &Int16ConvKernel) -> bool {
         false
     }
 }

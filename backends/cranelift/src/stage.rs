@@ -154,6 +154,18 @@ impl OutputStage {
 }
 
 impl Levels {
+    /// As other code generators' kernels take it.
+    pub fn kernel(self) -> crate::KernelLevels {
+        crate::KernelLevels {
+            sign: self.sign,
+            bounds: self.bounds,
+            thresholds: self.thresholds,
+            alpha: self.alpha,
+            beta: self.beta,
+            planes: self.planes,
+        }
+    }
+
     /// The levels of threshold `t` on accumulators of step `unit`, if its output is a
     /// low-bit integer type whose levels are affine in the count (`out_scale * count +
     /// out_bias` being `(alpha * count + beta) * scale` exactly, as f32 computes it).

@@ -6,7 +6,7 @@
 //!
 //! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
 
-use bnnc_cranelift::{KernelProvider, PlaneConvKernel, XnorConvKernel};
+use bnnc_cranelift::{Int16ConvKernel, KernelProvider, PlaneConvKernel, XnorConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::builder::Builder;
 use inkwell::context::Context;
@@ -34,6 +34,7 @@ pub struct LlvmKernels {
     features: String,
     kernels: Vec<XnorConvKernel>,
     plane_kernels: Vec<PlaneConvKernel>,
+    int16_kernels: Vec<Int16ConvKernel>,
 }
 
 impl LlvmKernels {
@@ -57,12 +58,13 @@ impl LlvmKernels {
             features,
             kernels: Vec::new(),
             plane_kernels: Vec::new(),
+            int16_kernels: Vec::new(),
         })
     }
 
     /// Whether no kernel was taken (then there is no object to link).
     pub fn is_empty(&self) -> bool {
-        self.kernels.is_empty() && self.plane_kernels.is_empty()
+        self.kernels.is_empty() && self.plane_kernels.is_empty() && self.int16_kernels.is_empty()
     }
 
     /// The object file defining every kernel taken.
@@ -98,6 +100,11 @@ impl LlvmKernels {
                 .plane_conv(kernel)
                 .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
+        for kernel in &self.int16_kernels {
+            emitter
+                .int16_conv(kernel)
+                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+        }
         module.verify().map_err(|e| e.to_string())?;
         module
             .run_passes("default<O3>", &machine, PassBuilderOptions::create())
@@ -117,6 +124,11 @@ impl KernelProvider for LlvmKernels {
 
     fn plane_conv(&mut self, kernel: &PlaneConvKernel) -> bool {
         self.plane_kernels.push(kernel.clone());
+        true
+    }
+
+    fn int16_conv(&mut self, kernel: &Int16ConvKernel) -> bool {
+        self.int16_kernels.push(kernel.clone());
         true
     }
 }
@@ -418,17 +430,17 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     k.weights[f * per_filter + i] as i64;
             }
         }
-        let t = k.thresholds;
+        let t = k.levels.thresholds;
         // Signs [block][lane]; bounds [block][threshold][lane]; live [block][lane] (0 for
         // padded filters, whose levels must store no bits).
         let mut sign = vec![1i64; blocks * LANES];
         let mut bounds = vec![BEYOND; blocks * t * LANES];
         let mut live = vec![0i64; blocks * LANES];
         for f in 0..m {
-            sign[f] = k.sign[f];
+            sign[f] = k.levels.sign[f];
             live[f] = 1;
             for i in 0..t {
-                bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.bounds[f * t + i];
+                bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.levels.bounds[f * t + i];
             }
         }
         let name = &k.symbol;
@@ -482,7 +494,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             Some(p) => (p.window, p.pooled),
             None => ((1, 1), k.output),
         };
-        let out_planes = k.out_planes;
+        let out_planes = k.levels.planes;
         self.counted(function, batch, &mut |n| {
             self.counted(function, out_h, &mut |py| {
                 self.counted(function, out_w, &mut |px| {
@@ -649,33 +661,216 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             });
                         }
                         let count = best.expect("a window");
-                        let scaled = b.build_int_mul(count, self.splat_const(k.alpha), "")?;
-                        let level = b.build_int_add(scaled, self.splat_const(k.beta), "level")?;
-                        let level = b.build_int_mul(level, self.load_v8(live, lanes)?, "")?;
-                        for r in 0..out_planes {
-                            let shifted =
-                                b.build_right_shift(level, self.splat_const(r as i64), false, "")?;
-                            let bit = b.build_and(shifted, self.splat_const(1), "")?;
-                            let on = b.build_int_compare(
-                                IntPredicate::NE,
-                                bit,
-                                self.v8().const_zero(),
-                                "",
-                            )?;
-                            let byte = b
-                                .build_bit_cast(on, self.context.i8_type(), "byte")?
-                                .into_int_value();
-                            // Byte `blk` of plane r's words (little-endian words).
-                            let word0 =
-                                b.build_int_add(out_first, self.i64((r * wo) as i64), "")?;
-                            let base = self.gep_i64(out, word0)?;
-                            let dst = unsafe {
-                                b.build_in_bounds_gep(self.context.i8_type(), base, &[blk], "dst")?
-                            };
-                            b.build_store(dst, byte)?;
-                        }
+                        let live = self.load_v8(live, lanes)?;
+                        self.store_levels(count, live, &k.levels, (out, out_first, wo), blk)?;
                         Ok(())
                     })
+                })
+            })
+        })?;
+        self.builder.build_return(None)?;
+        Ok(())
+    }
+
+    /// The output stage of a block of channels, one per lane of `count` (the thresholds
+    /// reached): each lane's level `alpha * count + beta` (0 where `live` is 0, a padded
+    /// channel), and per plane the lanes' bits as one integer of as many bits, stored at
+    /// integer index `block` of the plane's words (`out[first + plane * words]` on).
+    fn store_levels(
+        &self,
+        count: VectorValue<'ctx>,
+        live: VectorValue<'ctx>,
+        levels: &bnnc_cranelift::KernelLevels,
+        (out, first, words): (PointerValue<'ctx>, IntValue<'ctx>, usize),
+        block: IntValue<'ctx>,
+    ) -> Built<()> {
+        let b = &self.builder;
+        let ty = count.get_type();
+        let lanes = ty.get_size();
+        let elem = ty.get_element_type().into_int_type();
+        let splat = |v: i64| {
+            let c = elem.const_int(v as u64, true);
+            VectorType::const_vector(&vec![c; lanes as usize])
+        };
+        let scaled = b.build_int_mul(count, splat(levels.alpha), "")?;
+        let level = b.build_int_add(scaled, splat(levels.beta), "level")?;
+        let level = b.build_int_mul(level, live, "")?;
+        let bits_ty = self.context.custom_width_int_type(lanes);
+        for r in 0..levels.planes {
+            let shifted = b.build_right_shift(level, splat(r as i64), false, "")?;
+            let bit = b.build_and(shifted, splat(1), "")?;
+            let on = b.build_int_compare(IntPredicate::NE, bit, ty.const_zero(), "")?;
+            let bits = b.build_bit_cast(on, bits_ty, "bits")?.into_int_value();
+            // Integer `block` of plane r's words (little-endian words).
+            let word0 = b.build_int_add(first, self.i64((r * words) as i64), "")?;
+            let base = self.gep_i64(out, word0)?;
+            let dst = unsafe { b.build_in_bounds_gep(bits_ty, base, &[block], "dst")? };
+            b.build_store(dst, bits)?;
+        }
+        Ok(())
+    }
+
+    /// The first layer on small integers: per output pixel, the window's integers (the f32
+    /// input times `1 / in_scale`, converted saturating as Cranelift's kernel does), each
+    /// splat and multiplied by a vector of 32 filters' `i16` weights; then
+    /// [`KernelEmitter::store_levels`] on the counts of thresholds reached.
+    fn int16_conv(&self, k: &Int16ConvKernel) -> Built<()> {
+        const WIDE: usize = 32;
+        let (batch, c, h, w) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (oh, ow) = k.output;
+        let (taps, wo) = (c * kh * kw, words(m));
+        let blocks = m.div_ceil(WIDE);
+        let t = k.levels.thresholds;
+        let i16t = self.context.i16_type();
+        let vt = i16t.vec_type(WIDE as u32);
+        let clamp = |v: i64| v.clamp(-32768, 32767) as u64;
+        // Weights [tap][block][lane]; signs and live [block][lane]; bounds
+        // [block][threshold][lane]. Padded filters: weight 0, "never", not live.
+        let mut wt = vec![0u64; taps * blocks * WIDE];
+        let mut sign = vec![1u64; blocks * WIDE];
+        let mut live = vec![0u64; blocks * WIDE];
+        let mut bounds = vec![32767u64; blocks * t * WIDE];
+        for f in 0..m {
+            for tap in 0..taps {
+                wt[(tap * blocks + f / WIDE) * WIDE + f % WIDE] =
+                    k.weights[f * taps + tap] as i64 as u64;
+            }
+            sign[f] = clamp(k.levels.sign[f]);
+            live[f] = 1;
+            for i in 0..t {
+                bounds[((f / WIDE) * t + i) * WIDE + f % WIDE] = clamp(k.levels.bounds[f * t + i]);
+            }
+        }
+        let table = |name: &str, values: &[u64]| {
+            let consts: Vec<IntValue> = values.iter().map(|&v| i16t.const_int(v, true)).collect();
+            let array = i16t.const_array(&consts);
+            let global =
+                self.module
+                    .add_global(array.get_type(), None, &format!("{}.{name}", k.symbol));
+            global.set_initializer(&array);
+            global.set_constant(true);
+            global.set_linkage(Linkage::Private);
+            global.set_alignment(64);
+            global.as_pointer_value()
+        };
+        let (wt, sign, live, bounds) = (
+            table("weights", &wt),
+            table("sign", &sign),
+            table("live", &live),
+            table("bounds", &bounds),
+        );
+        let ptr = self.context.ptr_type(AddressSpace::default());
+        let fn_ty = self
+            .context
+            .void_type()
+            .fn_type(&[ptr.into(), ptr.into()], false);
+        let function = self
+            .module
+            .add_function(&k.symbol, fn_ty, Some(Linkage::External));
+        let entry = self.context.append_basic_block(function, "entry");
+        self.builder.position_at_end(entry);
+        let x = function.get_nth_param(0).expect("x").into_pointer_value();
+        let out = function.get_nth_param(1).expect("out").into_pointer_value();
+        let f32t = self.context.f32_type();
+        let to_int = Intrinsic::find("llvm.fptosi.sat")
+            .expect("llvm.fptosi.sat exists")
+            .get_declaration(self.module, &[self.context.i32_type().into(), f32t.into()])
+            .expect("fptosi.sat i32 of f32");
+        let b = &self.builder;
+        let load_vec = |base: PointerValue<'ctx>, index: usize| -> Built<VectorValue<'ctx>> {
+            let at = unsafe { b.build_in_bounds_gep(i16t, base, &[self.i64(index as i64)], "at")? };
+            let v = b.build_load(vt, at, "v")?.into_vector_value();
+            v.as_instruction()
+                .expect("a load")
+                .set_alignment(64)
+                .expect("valid alignment");
+            Ok(v)
+        };
+        let inv = f32t.const_float(f64::from(1.0 / k.in_scale));
+        let pixel_words = k.levels.planes * wo;
+        self.counted(function, batch, &mut |n| {
+            self.counted(function, oh, &mut |oy| {
+                self.counted(function, ow, &mut |ox| {
+                    let opix = b.build_int_add(
+                        b.build_int_mul(
+                            b.build_int_add(b.build_int_mul(n, self.i64(oh as i64), "")?, oy, "")?,
+                            self.i64(ow as i64),
+                            "",
+                        )?,
+                        ox,
+                        "opix",
+                    )?;
+                    let first = b.build_int_mul(opix, self.i64(pixel_words as i64), "")?;
+                    for i in 0..pixel_words {
+                        let at = b.build_int_add(first, self.i64(i as i64), "")?;
+                        b.build_store(self.gep_i64(out, at)?, self.i64(0))?;
+                    }
+                    let y0 = b.build_int_mul(oy, self.i64(k.strides.0 as i64), "")?;
+                    let x0 = b.build_int_mul(ox, self.i64(k.strides.1 as i64), "")?;
+                    let mut acc = vec![vt.const_zero(); blocks];
+                    for tap in 0..taps {
+                        let (ch, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+                        let plane = b.build_int_add(
+                            b.build_int_mul(n, self.i64(c as i64), "")?,
+                            self.i64(ch as i64),
+                            "",
+                        )?;
+                        let row = b.build_int_add(
+                            b.build_int_mul(plane, self.i64(h as i64), "")?,
+                            b.build_int_add(y0, self.i64((ky * k.dilations.0) as i64), "")?,
+                            "",
+                        )?;
+                        let at = b.build_int_add(
+                            b.build_int_mul(row, self.i64(w as i64), "")?,
+                            b.build_int_add(x0, self.i64((kx * k.dilations.1) as i64), "")?,
+                            "",
+                        )?;
+                        let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
+                        let v = b.build_load(f32t, src, "x")?.into_float_value();
+                        let q = b.build_float_mul(v, inv, "q")?;
+                        let q = b
+                            .build_call(to_int, &[q.into()], "qi")?
+                            .try_as_basic_value()
+                            .left()
+                            .expect("fptosi.sat returns a value")
+                            .into_int_value();
+                        let q = b.build_int_truncate(q, i16t, "q16")?;
+                        let undef = vt.get_undef();
+                        let one = b.build_insert_element(
+                            undef,
+                            q,
+                            self.context.i32_type().const_zero(),
+                            "",
+                        )?;
+                        let mask = self.context.i32_type().vec_type(WIDE as u32).const_zero();
+                        let qs = b.build_shuffle_vector(one, undef, mask, "qs")?;
+                        for (blk, a) in acc.iter_mut().enumerate() {
+                            let wv = load_vec(wt, (tap * blocks + blk) * WIDE)?;
+                            let p = b.build_int_mul(qs, wv, "p")?;
+                            *a = b.build_int_add(*a, p, "acc")?;
+                        }
+                    }
+                    for (blk, &a) in acc.iter().enumerate() {
+                        let s = load_vec(sign, blk * WIDE)?;
+                        let v = b.build_int_mul(a, s, "v")?;
+                        let mut count = vt.const_zero();
+                        for i in 0..t {
+                            let bd = load_vec(bounds, (blk * t + i) * WIDE)?;
+                            let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
+                            let on = b.build_int_z_extend(on, vt, "")?;
+                            count = b.build_int_add(count, on, "count")?;
+                        }
+                        let live = load_vec(live, blk * WIDE)?;
+                        self.store_levels(
+                            count,
+                            live,
+                            &k.levels,
+                            (out, first, wo),
+                            self.i64(blk as i64),
+                        )?;
+                    }
+                    Ok(())
                 })
             })
         })?;

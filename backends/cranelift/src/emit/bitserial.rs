@@ -543,12 +543,7 @@ pub(crate) fn plane_kernel(
         strides,
         dilations,
         weights,
-        sign: levels.sign,
-        bounds: levels.bounds,
-        thresholds: levels.thresholds,
-        alpha: levels.alpha,
-        beta: levels.beta,
-        out_planes: levels.planes,
+        levels: levels.kernel(),
         pool: pool.map(|p| crate::KernelPool {
             window: p.window,
             pooled: p.pooled,

@@ -69,6 +69,38 @@ pub(crate) fn int16_applies(graph: &Graph, node: &Node, attrs: &ConvAttrs) -> bo
         && int16_weights(graph, node).is_some()
 }
 
+/// The fused int16 first layer `node` as a kernel for another code generator
+/// ([`crate::Int16ConvKernel`]); `None` where [`int16_applies`] does not hold.
+pub(crate) fn int16_kernel(
+    graph: &Graph,
+    node: &Node,
+    attrs: &ConvAttrs,
+    stage: &crate::stage::OutputStage,
+    symbol: String,
+) -> Option<crate::Int16ConvKernel> {
+    if !int16_applies(graph, node, attrs) {
+        return None;
+    }
+    let shape = |v: bnnc_ir::ValueId| graph.value(v).ty.shape.clone();
+    let (x, w, out) = (
+        shape(node.inputs[0]),
+        shape(node.inputs[1]),
+        shape(node.outputs[0]),
+    );
+    let (_, in_scale) = int_pow2(&graph.value(node.inputs[0]).ty.elem)?;
+    Some(crate::Int16ConvKernel {
+        symbol,
+        input: (x[0], x[1], x[2], x[3]),
+        in_scale,
+        filters: (w[0], w[2], w[3]),
+        output: (out[2], out[3]),
+        strides: (attrs.strides[0], attrs.strides[1]),
+        dilations: (attrs.dilations[0], attrs.dilations[1]),
+        weights: int16_weights(graph, node)?,
+        levels: stage.levels()?.kernel(),
+    })
+}
+
 /// A Conv on small integers with its threshold fused: per output position, the sums of all
 /// filters in `i16x8` vectors (eight filters each), every tap's input splat and multiplied
 /// by eight filters' weights; then each vector compared with its eight thresholds, the

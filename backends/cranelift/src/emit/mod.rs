@@ -113,6 +113,13 @@ pub(crate) fn emit_object(
                         e.external.insert(i, kernel.symbol);
                     }
                 }
+            } else if let Op::Conv(attrs) = &node.op {
+                let stage = fused_stage(graph, step, node, t)?;
+                if let Some(kernel) = linear::int16_kernel(graph, node, attrs, &stage, symbol) {
+                    if provider.int16_conv(&kernel) {
+                        e.external.insert(i, kernel.symbol);
+                    }
+                }
             } else if let Some(kernel) = xnor::conv_kernel(graph, node, t, pool, symbol)? {
                 if provider.xnor_conv(&kernel) {
                     e.external.insert(i, kernel.symbol);
