@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use crate::op::{BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, ThresholdAttrs};
+use crate::op::{
+    BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, QuantAttrs, ThresholdAttrs, TruncAttrs,
+};
 use crate::packing;
 use crate::tensor::Tensor;
 use crate::types::{checked_numel, is_power_of_two, ElemType, IntType, Scale, Shape, TensorType};
@@ -50,432 +52,569 @@ pub fn infer_output_types(
     Ok(results)
 }
 
+/// Dispatches to the inference of `op`'s family.
 fn infer(
     op: &Op,
     inputs: &[&TensorType],
     consts: &[Option<&Tensor>],
 ) -> Result<Vec<TensorType>, String> {
-    let one = |elem: ElemType, shape: Shape| Ok(vec![TensorType::new(elem, shape)]);
+    let one = |t: Result<TensorType, String>| t.map(|t| vec![t]);
     match op {
-        Op::Quant(attrs) => {
-            arity(inputs, 4, 4)?;
-            let x = inputs[0];
-            for (i, what) in [(1, "scale"), (2, "zero point"), (3, "bit width")] {
-                broadcasts_to(&inputs[i].shape, &x.shape, what)?;
-            }
-            let scale = constant(consts, 1, "scale")?;
-            let zeropt = constant(consts, 2, "zero point")?;
-            let bits = bit_width(constant(consts, 3, "bit width")?)?;
-            let base = match (bits, attrs.signed) {
-                (1, true) => IntType::Bipolar,
-                (1, false) => IntType::Binary,
-                (b, true) => IntType::Signed(b),
-                (b, false) => IntType::Unsigned(b),
-            };
-            let elem = if all_zero(zeropt) {
-                scaled(base, scale_kind(scale, &x.shape))
-            } else {
-                ElemType::F32
-            };
-            one(elem, x.shape.clone())
-        }
-        Op::BipolarQuant => {
-            arity(inputs, 2, 2)?;
-            let x = inputs[0];
-            broadcasts_to(&inputs[1].shape, &x.shape, "scale")?;
-            let scale = constant(consts, 1, "scale")?;
-            one(
-                scaled(IntType::Bipolar, scale_kind(scale, &x.shape)),
-                x.shape.clone(),
-            )
-        }
-        Op::Trunc(attrs) => {
-            let n = if attrs.v2 { 6 } else { 5 };
-            arity(inputs, n, n)?;
-            let x = inputs[0];
-            let names = [
-                "scale",
-                "zero point",
-                "input bit width",
-                "output bit width",
-                "output scale",
-            ];
-            for (i, what) in names.iter().enumerate().take(n - 1) {
-                broadcasts_to(&inputs[i + 1].shape, &x.shape, what)?;
-            }
-            // The result's integer range depends on rounding and bit widths that may vary per
-            // element; `f32` is the safe type.
-            one(ElemType::F32, x.shape.clone())
-        }
-        Op::MultiThreshold(attrs) => {
-            arity(inputs, 2, 2)?;
-            check_thresholds(attrs, inputs[0], inputs[1])?;
-            one(threshold_type(attrs, inputs[1]), inputs[0].shape.clone())
-        }
-        Op::Threshold(attrs) => {
-            arity(inputs, 2, 3)?;
-            check_thresholds(attrs, inputs[0], inputs[1])?;
-            if let Some(directions) = inputs.get(2) {
-                let channels = inputs[0].shape[attrs.channel_axis];
-                if directions.shape != [channels] {
-                    return Err(format!(
-                        "directions have shape {:?}, expected [{channels}]",
-                        directions.shape
-                    ));
-                }
-                if let Some(d) = consts[2] {
-                    if d.to_f64_vec().iter().any(|&x| x != 1.0 && x != -1.0) {
-                        return Err("directions must be +1 (ascending) or -1 (descending)".into());
-                    }
-                }
-            }
-            one(threshold_type(attrs, inputs[1]), inputs[0].shape.clone())
-        }
-        Op::QuantizeLinear { axis, out } => {
-            arity(inputs, 2, 3)?;
-            check_linear_quant_params(inputs, *axis)?;
-            one(ElemType::Int(*out), inputs[0].shape.clone())
-        }
-        Op::DequantizeLinear { axis } => {
-            arity(inputs, 2, 3)?;
-            check_linear_quant_params(inputs, *axis)?;
-            let q = inputs[0];
-            let zp_is_zero = match inputs.get(2) {
-                None => true,
-                Some(_) => consts[2].is_some_and(all_zero),
-            };
-            let elem = match (&q.elem, consts[1]) {
-                (ElemType::Int(t), Some(scale)) if zp_is_zero => {
-                    let kind = if scale.len() == 1 {
-                        scale_kind(scale, &q.shape)
-                    } else {
-                        channel_scale(*axis, scale.to_f32_vec())
-                    };
-                    scaled(*t, kind)
-                }
-                _ => ElemType::F32,
-            };
-            one(elem, q.shape.clone())
-        }
-        Op::Clip { min, max } => {
-            arity(inputs, 1, 1)?;
-            one(
-                clip_type(&inputs[0].elem, *min, *max),
-                inputs[0].shape.clone(),
-            )
-        }
+        Op::Quant(attrs) => one(quant(attrs, inputs, consts)),
+        Op::BipolarQuant => one(bipolar_quant(inputs, consts)),
+        Op::Trunc(attrs) => one(trunc(attrs, inputs)),
+        Op::MultiThreshold(attrs) => one(multithreshold(attrs, inputs)),
+        Op::Threshold(attrs) => one(threshold(attrs, inputs, consts)),
+        Op::QuantizeLinear { axis, out } => one(quantize_linear(*axis, *out, inputs)),
+        Op::DequantizeLinear { axis } => one(dequantize_linear(*axis, inputs, consts)),
+        Op::Clip { min, max } => one(clip(*min, *max, inputs)),
+        Op::Conv(attrs) => one(conv(attrs, inputs)),
+        Op::Gemm(attrs) => one(gemm(attrs, inputs)),
+        Op::MatMul => one(matmul(inputs)),
+        Op::BatchNorm { .. } => one(batchnorm(inputs)),
+        Op::MaxPool(attrs) => one(max_pool(attrs, inputs)),
+        Op::MinMaxPool { attrs, min } => one(min_max_pool(attrs, min, inputs)),
+        Op::AveragePool(attrs) => one(average_pool(attrs, inputs)),
+        Op::GlobalAveragePool => one(global_average_pool(inputs)),
+        Op::ReduceMean { axes, keep_dims } => one(reduce_mean(axes, *keep_dims, inputs)),
+        Op::Binary(b) => one(binary(*b, inputs, consts)),
+        Op::Relu => one(relu(inputs)),
+        Op::Sign => one(sign(inputs)),
+        Op::Reshape { shape } => one(reshape(shape, inputs)),
+        Op::Transpose { perm } => one(transpose(perm, inputs)),
+        Op::Pad { pads, value } => one(pad(pads, *value, inputs)),
+        Op::Concat { axis } => one(concat(*axis, inputs)),
+        Op::Softmax { axis, .. } => one(softmax(*axis, inputs)),
+        Op::TopK { k, axis, .. } => top_k(*k, *axis, inputs),
+        Op::XnorMatMul => one(xnor_matmul(inputs)),
+        Op::XnorConv(attrs) => one(xnor_conv(attrs, inputs)),
+        Op::BitSerialMatMul { a_scale } => one(bitserial_matmul(*a_scale, inputs)),
+        Op::BitSerialConv { attrs, a_scale } => one(bitserial_conv(attrs, *a_scale, inputs)),
+    }
+}
 
-        Op::Conv(attrs) => {
-            arity(inputs, 2, 3)?;
-            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
-            if let Some(bias) = inputs.get(2) {
-                let m = inputs[1].shape[0];
-                if bias.shape != [m] {
-                    return Err(format!("bias has shape {:?}, expected [{m}]", bias.shape));
-                }
-            }
-            let elem = if inputs.len() == 3 {
-                ElemType::F32
-            } else {
-                accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((0, 1)))
-            };
-            one(elem, shape)
-        }
-        Op::Gemm(attrs) => {
-            arity(inputs, 2, 3)?;
-            let (shape, k) = gemm_shape(attrs, inputs)?;
-            let elem = if inputs.len() == 3 || attrs.alpha != 1.0 {
-                ElemType::F32
-            } else {
-                let b_out_axis = if attrs.trans_b { 0 } else { 1 };
-                accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((b_out_axis, 1)))
-            };
-            one(elem, shape)
-        }
-        Op::MatMul => {
-            arity(inputs, 2, 2)?;
-            let (shape, k) = matmul_shape(&inputs[0].shape, &inputs[1].shape)?;
-            let b_rank = inputs[1].shape.len();
-            let channel = (b_rank >= 2).then(|| (b_rank - 1, shape.len() - 1));
-            one(
-                accumulator(&inputs[0].elem, &inputs[1].elem, k, channel),
-                shape,
-            )
-        }
-        Op::BatchNorm { .. } => {
-            arity(inputs, 5, 5)?;
-            let x = inputs[0];
-            if x.shape.len() < 2 {
-                return Err(format!(
-                    "input has rank {}, expected at least 2",
-                    x.shape.len()
-                ));
-            }
-            let c = x.shape[1];
-            for (t, what) in inputs[1..]
-                .iter()
-                .zip(["scale", "bias", "mean", "variance"])
-            {
-                if t.shape != [c] {
-                    return Err(format!(
-                        "{what} has shape {:?}, expected [{c}] (the input's channels)",
-                        t.shape
-                    ));
-                }
-            }
-            one(ElemType::F32, x.shape.clone())
-        }
+/// QONNX Quant: integers of the bit width (bipolar or binary at one bit), times the scale.
+fn quant(
+    attrs: &QuantAttrs,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType, String> {
+    arity(inputs, 4, 4)?;
+    let x = inputs[0];
+    for (i, what) in [(1, "scale"), (2, "zero point"), (3, "bit width")] {
+        broadcasts_to(&inputs[i].shape, &x.shape, what)?;
+    }
+    let scale = constant(consts, 1, "scale")?;
+    let zeropt = constant(consts, 2, "zero point")?;
+    let bits = bit_width(constant(consts, 3, "bit width")?)?;
+    let base = match (bits, attrs.signed) {
+        (1, true) => IntType::Bipolar,
+        (1, false) => IntType::Binary,
+        (b, true) => IntType::Signed(b),
+        (b, false) => IntType::Unsigned(b),
+    };
+    let elem = if all_zero(zeropt) {
+        scaled(base, scale_kind(scale, &x.shape))
+    } else {
+        ElemType::F32
+    };
+    Ok(TensorType::new(elem, x.shape.clone()))
+}
 
-        Op::MaxPool(attrs) => {
-            arity(inputs, 1, 1)?;
-            let shape = pool_shape(attrs, inputs[0])?;
-            // Pooling keeps the batch and channel axes, so a per-channel scale on them holds.
-            let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
-            one(elem, shape)
-        }
-        Op::AveragePool(attrs) => {
-            arity(inputs, 1, 1)?;
-            one(ElemType::F32, pool_shape(attrs, inputs[0])?)
-        }
-        Op::MinMaxPool { attrs, min } => {
-            arity(inputs, 1, 1)?;
-            let shape = pool_shape(attrs, inputs[0])?;
-            if min.len() != shape[1] {
-                return Err(format!("{} min flags for {} channels", min.len(), shape[1]));
-            }
-            let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
-            one(elem, shape)
-        }
-        Op::GlobalAveragePool => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            if x.shape.len() < 3 {
-                return Err(format!(
-                    "input has rank {}, expected at least 3 (N, C, spatial...)",
-                    x.shape.len()
-                ));
-            }
-            let mut shape = x.shape.clone();
-            shape[2..].fill(1);
-            one(ElemType::F32, shape)
-        }
-        Op::ReduceMean { axes, keep_dims } => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            let reduced = reduced_axes(axes, x.shape.len())?;
-            let shape = x
-                .shape
-                .iter()
-                .enumerate()
-                .filter_map(|(i, &d)| match (reduced[i], keep_dims) {
-                    (false, _) => Some(d),
-                    (true, true) => Some(1),
-                    (true, false) => None,
-                })
-                .collect();
-            one(ElemType::F32, shape)
-        }
+/// QONNX BipolarQuant: ±1 times the scale.
+fn bipolar_quant(inputs: &[&TensorType], consts: &[Option<&Tensor>]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let x = inputs[0];
+    broadcasts_to(&inputs[1].shape, &x.shape, "scale")?;
+    let scale = constant(consts, 1, "scale")?;
+    Ok(TensorType::new(
+        scaled(IntType::Bipolar, scale_kind(scale, &x.shape)),
+        x.shape.clone(),
+    ))
+}
 
-        Op::Binary(b) => {
-            arity(inputs, 2, 2)?;
-            let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
-            // Two i64 operands (shape arithmetic) stay integers, exact affine maps of scaled
-            // integers stay scaled integers; everything else is float.
-            let elem = if inputs[0].elem == ElemType::I64 && inputs[1].elem == ElemType::I64 {
-                ElemType::I64
-            } else {
-                affine_type(*b, inputs, consts).unwrap_or(ElemType::F32)
-            };
-            one(elem, shape)
-        }
-        Op::Relu => {
-            arity(inputs, 1, 1)?;
-            one(relu_type(&inputs[0].elem), inputs[0].shape.clone())
-        }
-        Op::Sign => {
-            arity(inputs, 1, 1)?;
-            one(sign_type(&inputs[0].elem), inputs[0].shape.clone())
-        }
+/// QONNX Trunc (v2 has a sixth operand, the output scale).
+fn trunc(attrs: &TruncAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    let n = if attrs.v2 { 6 } else { 5 };
+    arity(inputs, n, n)?;
+    let x = inputs[0];
+    let names = [
+        "scale",
+        "zero point",
+        "input bit width",
+        "output bit width",
+        "output scale",
+    ];
+    for (i, what) in names.iter().enumerate().take(n - 1) {
+        broadcasts_to(&inputs[i + 1].shape, &x.shape, what)?;
+    }
+    // The result's integer range depends on rounding and bit widths that may vary per
+    // element; `f32` is the safe type.
+    Ok(TensorType::new(ElemType::F32, x.shape.clone()))
+}
 
-        Op::Reshape { shape } => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            let to = checked_numel(shape).ok_or("target shape has too many elements")?;
-            let from = checked_numel(&x.shape).ok_or("input has too many elements")?;
-            if to != from {
-                return Err(format!(
-                    "cannot reshape {:?} ({from} elements) to {shape:?} ({to} elements)",
-                    x.shape
-                ));
-            }
-            let elem = if shape == &x.shape {
-                x.elem.clone()
-            } else {
-                map_channel_axis(&x.elem, |_| None)
-            };
-            one(elem, shape.clone())
-        }
-        Op::Transpose { perm } => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            check_permutation(perm, x.shape.len())?;
-            let shape = perm.iter().map(|&p| x.shape[p]).collect();
-            let elem = map_channel_axis(&x.elem, |a| perm.iter().position(|&p| p == a));
-            one(elem, shape)
-        }
-        Op::Pad { pads, value } => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            let rank = x.shape.len();
-            if pads.len() != 2 * rank {
-                return Err(format!(
-                    "{} pads for an input of rank {rank}, expected {}",
-                    pads.len(),
-                    2 * rank
-                ));
-            }
-            let shape = x
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| {
-                    d.checked_add(pads[i])
-                        .and_then(|d| d.checked_add(pads[rank + i]))
-                })
-                .collect::<Option<Shape>>()
-                .ok_or("padded shape overflows")?;
-            let elem = if pads.iter().all(|&p| p == 0) {
-                x.elem.clone()
-            } else {
-                let padded = |a: usize| pads[a] != 0 || pads[rank + a] != 0;
-                pad_type(
-                    &map_channel_axis(&x.elem, |a| (!padded(a)).then_some(a)),
-                    *value,
-                )
-            };
-            one(elem, shape)
-        }
-        Op::Concat { axis } => {
-            arity(inputs, 1, usize::MAX)?;
-            let first = inputs[0];
-            let rank = first.shape.len();
-            if *axis >= rank {
-                return Err(format!("axis {axis} out of range for rank {rank}"));
-            }
-            let mut extent = 0usize;
-            for (i, t) in inputs.iter().enumerate() {
-                let same_except_axis = t.shape.len() == rank
-                    && t.shape
-                        .iter()
-                        .zip(&first.shape)
-                        .enumerate()
-                        .all(|(a, (x, y))| a == *axis || x == y);
-                if !same_except_axis {
-                    return Err(format!(
-                        "operand {i} has shape {:?}, which does not match {:?} outside axis {axis}",
-                        t.shape, first.shape
-                    ));
-                }
-                extent = extent
-                    .checked_add(t.shape[*axis])
-                    .ok_or("concatenated extent overflows")?;
-            }
-            let mut shape = first.shape.clone();
-            shape[*axis] = extent;
-            let elem = if inputs.iter().all(|t| t.elem == first.elem) {
-                map_channel_axis(&first.elem, |a| (a != *axis).then_some(a))
-            } else {
-                ElemType::F32
-            };
-            one(elem, shape)
-        }
+/// ONNX QuantizeLinear: integers of the declared type.
+fn quantize_linear(
+    axis: usize,
+    out: IntType,
+    inputs: &[&TensorType],
+) -> Result<TensorType, String> {
+    arity(inputs, 2, 3)?;
+    check_linear_quant_params(inputs, axis)?;
+    Ok(TensorType::new(ElemType::Int(out), inputs[0].shape.clone()))
+}
 
-        Op::Softmax { axis, .. } => {
-            arity(inputs, 1, 1)?;
-            let rank = inputs[0].shape.len();
-            if *axis >= rank {
-                return Err(format!("axis {axis} out of range for rank {rank}"));
-            }
-            one(ElemType::F32, inputs[0].shape.clone())
+/// ONNX DequantizeLinear: the integers times a constant scale, when the zero point is 0.
+fn dequantize_linear(
+    axis: usize,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType, String> {
+    arity(inputs, 2, 3)?;
+    check_linear_quant_params(inputs, axis)?;
+    let q = inputs[0];
+    let zp_is_zero = match inputs.get(2) {
+        None => true,
+        Some(_) => consts[2].is_some_and(all_zero),
+    };
+    let elem = match (&q.elem, consts[1]) {
+        (ElemType::Int(t), Some(scale)) if zp_is_zero => {
+            let kind = if scale.len() == 1 {
+                scale_kind(scale, &q.shape)
+            } else {
+                channel_scale(axis, scale.to_f32_vec())
+            };
+            scaled(*t, kind)
         }
-        Op::TopK { k, axis, .. } => {
-            arity(inputs, 1, 1)?;
-            let x = inputs[0];
-            let rank = x.shape.len();
-            if *axis >= rank {
-                return Err(format!("axis {axis} out of range for rank {rank}"));
-            }
-            if *k > x.shape[*axis] {
-                return Err(format!(
-                    "k = {k} exceeds the extent {} of axis {axis}",
-                    x.shape[*axis]
-                ));
-            }
-            let mut shape = x.shape.clone();
-            shape[*axis] = *k;
-            let values = map_channel_axis(&x.elem, |a| (a != *axis).then_some(a));
-            Ok(vec![
-                TensorType::new(values, shape.clone()),
-                TensorType::new(ElemType::I64, shape),
-            ])
-        }
+        _ => ElemType::F32,
+    };
+    Ok(TensorType::new(elem, q.shape.clone()))
+}
 
-        Op::XnorMatMul => {
-            arity(inputs, 2, 2)?;
-            let (a, w) = (&inputs[0].shape, &inputs[1].shape);
-            let (Some(&k), &[m, words]) = (a.last(), w.as_slice()) else {
-                return Err(format!(
-                    "operands have shapes {a:?} and {w:?}, expected (.., K) and packed \
-                     (M, words(K))"
-                ));
-            };
-            if words != packing::words(k) {
-                return Err(format!("{words} words per column pack {k} rows"));
-            }
-            let (shape, k) = matmul_shape(a, &[k, m])?;
-            one(xnor_accumulator(k)?, shape)
+/// FINN MultiThreshold: thresholds `(C, N)` or `(1, N)` for the channel axis.
+fn multithreshold(attrs: &ThresholdAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    check_thresholds(attrs, inputs[0], inputs[1])?;
+    Ok(TensorType::new(
+        threshold_type(attrs, inputs[1]),
+        inputs[0].shape.clone(),
+    ))
+}
+
+/// The lowered Threshold: a MultiThreshold with an optional third operand, a constant
+/// direction (+1 or -1) per channel.
+fn threshold(
+    attrs: &ThresholdAttrs,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType, String> {
+    arity(inputs, 2, 3)?;
+    check_thresholds(attrs, inputs[0], inputs[1])?;
+    if let Some(directions) = inputs.get(2) {
+        let channels = inputs[0].shape[attrs.channel_axis];
+        if directions.shape != [channels] {
+            return Err(format!(
+                "directions have shape {:?}, expected [{channels}]",
+                directions.shape
+            ));
         }
-        Op::XnorConv(attrs) => {
-            arity(inputs, 2, 2)?;
-            let (x, w) = (inputs[0], inputs[1]);
-            let c = x.shape.get(1).copied().unwrap_or(0);
-            let (Some((&m, rest)), Some(&words)) = (w.shape.split_first(), w.shape.last()) else {
-                return Err(format!("packed weights of shape {:?}", w.shape));
-            };
-            if words != packing::words(c) {
-                return Err(format!("{words} words per tap pack {c} channels"));
+        if let Some(d) = consts[2] {
+            if d.to_f64_vec().iter().any(|&x| x != 1.0 && x != -1.0) {
+                return Err("directions must be +1 (ascending) or -1 (descending)".into());
             }
-            // The weights' logical shape (M, C, K...).
-            let mut logical = vec![m, c];
-            logical.extend_from_slice(&rest[..rest.len() - 1]);
-            let logical = TensorType::new(ElemType::BIPOLAR, logical);
-            let (shape, k) = conv_shape(attrs, x, &logical)?;
-            one(xnor_accumulator(k)?, shape)
-        }
-        Op::BitSerialMatMul { a_scale } => {
-            arity(inputs, 2, 2)?;
-            let (a, w) = (inputs[0], inputs[1]);
-            if a.shape.is_empty() || w.shape.len() != 2 {
-                return Err(format!(
-                    "operands have shapes {:?} and {:?}, expected (.., K) and (K, M)",
-                    a.shape, w.shape
-                ));
-            }
-            let (shape, k) = matmul_shape(&a.shape, &w.shape)?;
-            one(bit_serial_accumulator(a, w, *a_scale, k)?, shape)
-        }
-        Op::BitSerialConv { attrs, a_scale } => {
-            arity(inputs, 2, 2)?;
-            if attrs.group != 1 {
-                return Err("bit-serial convolutions have one group".into());
-            }
-            let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
-            one(
-                bit_serial_accumulator(inputs[0], inputs[1], *a_scale, k)?,
-                shape,
-            )
         }
     }
+    Ok(TensorType::new(
+        threshold_type(attrs, inputs[1]),
+        inputs[0].shape.clone(),
+    ))
+}
+
+/// Add, Sub, Mul, Div and Pow with numpy broadcasting.
+fn binary(
+    op: BinaryOp,
+    inputs: &[&TensorType],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
+    // Two i64 operands (shape arithmetic) stay integers, exact affine maps of scaled
+    // integers stay scaled integers; everything else is float.
+    let elem = if inputs[0].elem == ElemType::I64 && inputs[1].elem == ElemType::I64 {
+        ElemType::I64
+    } else {
+        affine_type(op, inputs, consts).unwrap_or(ElemType::F32)
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+/// Relu: `max(x, 0)`.
+fn relu(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    Ok(TensorType::new(
+        relu_type(&inputs[0].elem),
+        inputs[0].shape.clone(),
+    ))
+}
+
+/// Sign: -1, 0 or 1.
+fn sign(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    Ok(TensorType::new(
+        sign_type(&inputs[0].elem),
+        inputs[0].shape.clone(),
+    ))
+}
+
+/// Clip to `[min, max]`.
+fn clip(min: f32, max: f32, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    Ok(TensorType::new(
+        clip_type(&inputs[0].elem, min, max),
+        inputs[0].shape.clone(),
+    ))
+}
+
+/// ONNX Conv: weights `(M, C/group, kernel...)`, an optional bias `(M)`.
+fn conv(attrs: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 3)?;
+    let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+    if let Some(bias) = inputs.get(2) {
+        let m = inputs[1].shape[0];
+        if bias.shape != [m] {
+            return Err(format!("bias has shape {:?}, expected [{m}]", bias.shape));
+        }
+    }
+    let elem = if inputs.len() == 3 {
+        ElemType::F32
+    } else {
+        accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((0, 1)))
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+/// ONNX Gemm: `alpha * A' B' + C`.
+fn gemm(attrs: &GemmAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 3)?;
+    let (shape, k) = gemm_shape(attrs, inputs)?;
+    let elem = if inputs.len() == 3 || attrs.alpha != 1.0 {
+        ElemType::F32
+    } else {
+        let b_out_axis = if attrs.trans_b { 0 } else { 1 };
+        accumulator(&inputs[0].elem, &inputs[1].elem, k, Some((b_out_axis, 1)))
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+/// ONNX MatMul, with numpy's broadcasting and vector rules.
+fn matmul(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let (shape, k) = matmul_shape(&inputs[0].shape, &inputs[1].shape)?;
+    let b_rank = inputs[1].shape.len();
+    let channel = (b_rank >= 2).then(|| (b_rank - 1, shape.len() - 1));
+    Ok(TensorType::new(
+        accumulator(&inputs[0].elem, &inputs[1].elem, k, channel),
+        shape,
+    ))
+}
+
+/// BatchNormalization: scale, bias, mean and variance per channel (axis 1).
+fn batchnorm(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 5, 5)?;
+    let x = inputs[0];
+    if x.shape.len() < 2 {
+        return Err(format!(
+            "input has rank {}, expected at least 2",
+            x.shape.len()
+        ));
+    }
+    let c = x.shape[1];
+    for (t, what) in inputs[1..]
+        .iter()
+        .zip(["scale", "bias", "mean", "variance"])
+    {
+        if t.shape != [c] {
+            return Err(format!(
+                "{what} has shape {:?}, expected [{c}] (the input's channels)",
+                t.shape
+            ));
+        }
+    }
+    Ok(TensorType::new(ElemType::F32, x.shape.clone()))
+}
+
+/// XNOR-popcount product: bipolar `(.., K)` times weights packed as `(M, words(K))`.
+fn xnor_matmul(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let (a, w) = (&inputs[0].shape, &inputs[1].shape);
+    let (Some(&k), &[m, words]) = (a.last(), w.as_slice()) else {
+        return Err(format!(
+            "operands have shapes {a:?} and {w:?}, expected (.., K) and packed \
+             (M, words(K))"
+        ));
+    };
+    if words != packing::words(k) {
+        return Err(format!("{words} words per column pack {k} rows"));
+    }
+    let (shape, k) = matmul_shape(a, &[k, m])?;
+    Ok(TensorType::new(xnor_accumulator(k)?, shape))
+}
+
+/// XNOR-popcount convolution: weights packed as `(M, kernel..., words(C))`.
+fn xnor_conv(attrs: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let (x, w) = (inputs[0], inputs[1]);
+    let c = x.shape.get(1).copied().unwrap_or(0);
+    let (Some((&m, rest)), Some(&words)) = (w.shape.split_first(), w.shape.last()) else {
+        return Err(format!("packed weights of shape {:?}", w.shape));
+    };
+    if words != packing::words(c) {
+        return Err(format!("{words} words per tap pack {c} channels"));
+    }
+    // The weights' logical shape (M, C, K...).
+    let mut logical = vec![m, c];
+    logical.extend_from_slice(&rest[..rest.len() - 1]);
+    let logical = TensorType::new(ElemType::BIPOLAR, logical);
+    let (shape, k) = conv_shape(attrs, x, &logical)?;
+    Ok(TensorType::new(xnor_accumulator(k)?, shape))
+}
+
+/// Bit-serial product: integer activations `(.., K)` (times `a_scale`), integer weights
+/// `(K, M)`.
+fn bitserial_matmul(a_scale: f32, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let (a, w) = (inputs[0], inputs[1]);
+    if a.shape.is_empty() || w.shape.len() != 2 {
+        return Err(format!(
+            "operands have shapes {:?} and {:?}, expected (.., K) and (K, M)",
+            a.shape, w.shape
+        ));
+    }
+    let (shape, k) = matmul_shape(&a.shape, &w.shape)?;
+    Ok(TensorType::new(
+        bit_serial_accumulator(a, w, a_scale, k)?,
+        shape,
+    ))
+}
+
+/// Bit-serial convolution (one group) of integer activations and weights.
+fn bitserial_conv(
+    attrs: &ConvAttrs,
+    a_scale: f32,
+    inputs: &[&TensorType],
+) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    if attrs.group != 1 {
+        return Err("bit-serial convolutions have one group".into());
+    }
+    let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
+    Ok(TensorType::new(
+        bit_serial_accumulator(inputs[0], inputs[1], a_scale, k)?,
+        shape,
+    ))
+}
+
+/// MaxPool.
+fn max_pool(attrs: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let shape = pool_shape(attrs, inputs[0])?;
+    // Pooling keeps the batch and channel axes, so a per-channel scale on them holds.
+    let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
+    Ok(TensorType::new(elem, shape))
+}
+
+/// AveragePool.
+fn average_pool(attrs: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    Ok(TensorType::new(
+        ElemType::F32,
+        pool_shape(attrs, inputs[0])?,
+    ))
+}
+
+/// MinMaxPool: a max or (where `min` says so) a min pool per channel.
+fn min_max_pool(
+    attrs: &PoolAttrs,
+    min: &[bool],
+    inputs: &[&TensorType],
+) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let shape = pool_shape(attrs, inputs[0])?;
+    if min.len() != shape[1] {
+        return Err(format!("{} min flags for {} channels", min.len(), shape[1]));
+    }
+    let elem = map_channel_axis(&inputs[0].elem, |a| (a < 2).then_some(a));
+    Ok(TensorType::new(elem, shape))
+}
+
+/// GlobalAveragePool: every spatial axis averaged to one element.
+fn global_average_pool(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    if x.shape.len() < 3 {
+        return Err(format!(
+            "input has rank {}, expected at least 3 (N, C, spatial...)",
+            x.shape.len()
+        ));
+    }
+    let mut shape = x.shape.clone();
+    shape[2..].fill(1);
+    Ok(TensorType::new(ElemType::F32, shape))
+}
+
+/// ReduceMean over `axes` (all of them when empty), kept as extents of 1 with `keep_dims`.
+fn reduce_mean(
+    axes: &[usize],
+    keep_dims: bool,
+    inputs: &[&TensorType],
+) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    let reduced = reduced_axes(axes, x.shape.len())?;
+    let shape = x
+        .shape
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match (reduced[i], keep_dims) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect();
+    Ok(TensorType::new(ElemType::F32, shape))
+}
+
+/// Reshape to `shape`, which must hold as many elements.
+fn reshape(shape: &[usize], inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    let to = checked_numel(shape).ok_or("target shape has too many elements")?;
+    let from = checked_numel(&x.shape).ok_or("input has too many elements")?;
+    if to != from {
+        return Err(format!(
+            "cannot reshape {:?} ({from} elements) to {shape:?} ({to} elements)",
+            x.shape
+        ));
+    }
+    let elem = if shape == x.shape {
+        x.elem.clone()
+    } else {
+        map_channel_axis(&x.elem, |_| None)
+    };
+    Ok(TensorType::new(elem, shape.to_vec()))
+}
+
+/// Transpose: result axis `i` is input axis `perm[i]`.
+fn transpose(perm: &[usize], inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    check_permutation(perm, x.shape.len())?;
+    let shape = perm.iter().map(|&p| x.shape[p]).collect();
+    let elem = map_channel_axis(&x.elem, |a| perm.iter().position(|&p| p == a));
+    Ok(TensorType::new(elem, shape))
+}
+
+/// Constant padding: `pads` holds the begins of every axis, then the ends.
+fn pad(pads: &[usize], value: f32, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    let rank = x.shape.len();
+    if pads.len() != 2 * rank {
+        return Err(format!(
+            "{} pads for an input of rank {rank}, expected {}",
+            pads.len(),
+            2 * rank
+        ));
+    }
+    let shape = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            d.checked_add(pads[i])
+                .and_then(|d| d.checked_add(pads[rank + i]))
+        })
+        .collect::<Option<Shape>>()
+        .ok_or("padded shape overflows")?;
+    let elem = if pads.iter().all(|&p| p == 0) {
+        x.elem.clone()
+    } else {
+        let padded = |a: usize| pads[a] != 0 || pads[rank + a] != 0;
+        pad_type(
+            &map_channel_axis(&x.elem, |a| (!padded(a)).then_some(a)),
+            value,
+        )
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+/// Concat along `axis`: the operands agree on every other axis.
+fn concat(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, usize::MAX)?;
+    let first = inputs[0];
+    let rank = first.shape.len();
+    if axis >= rank {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    let mut extent = 0usize;
+    for (i, t) in inputs.iter().enumerate() {
+        let same_except_axis = t.shape.len() == rank
+            && t.shape
+                .iter()
+                .zip(&first.shape)
+                .enumerate()
+                .all(|(a, (x, y))| a == axis || x == y);
+        if !same_except_axis {
+            return Err(format!(
+                "operand {i} has shape {:?}, which does not match {:?} outside axis {axis}",
+                t.shape, first.shape
+            ));
+        }
+        extent = extent
+            .checked_add(t.shape[axis])
+            .ok_or("concatenated extent overflows")?;
+    }
+    let mut shape = first.shape.clone();
+    shape[axis] = extent;
+    let elem = if inputs.iter().all(|t| t.elem == first.elem) {
+        map_channel_axis(&first.elem, |a| (a != axis).then_some(a))
+    } else {
+        ElemType::F32
+    };
+    Ok(TensorType::new(elem, shape))
+}
+
+/// Softmax along `axis`.
+fn softmax(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let rank = inputs[0].shape.len();
+    if axis >= rank {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    Ok(TensorType::new(ElemType::F32, inputs[0].shape.clone()))
+}
+
+/// TopK: the `k` values along `axis`, then their indices.
+fn top_k(k: usize, axis: usize, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    arity(inputs, 1, 1)?;
+    let x = inputs[0];
+    let rank = x.shape.len();
+    if axis >= rank {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    if k > x.shape[axis] {
+        return Err(format!(
+            "k = {k} exceeds the extent {} of axis {axis}",
+            x.shape[axis]
+        ));
+    }
+    let mut shape = x.shape.clone();
+    shape[axis] = k;
+    let values = map_channel_axis(&x.elem, |a| (a != axis).then_some(a));
+    Ok(vec![
+        TensorType::new(values, shape.clone()),
+        TensorType::new(ElemType::I64, shape),
+    ])
 }
 
 /// The exact accumulator of a bit-serial product of `k` terms: activations of integers (times
@@ -1276,7 +1415,7 @@ fn pad_type(elem: &ElemType, value: f32) -> ElemType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::{QuantAttrs, RoundingMode};
+    use crate::op::RoundingMode;
 
     fn f32t(shape: &[usize]) -> TensorType {
         TensorType::new(ElemType::F32, shape.to_vec())
