@@ -9,6 +9,7 @@
 //! value the interpreter can produce is such an integer; otherwise it is `f32`.
 
 mod elementwise;
+mod layout;
 mod quant;
 mod threshold;
 
@@ -82,10 +83,10 @@ fn infer(
         Op::Binary(b) => one(elementwise::binary(*b, inputs, consts)),
         Op::Relu => one(elementwise::relu(inputs)),
         Op::Sign => one(elementwise::sign(inputs)),
-        Op::Reshape { shape } => one(reshape(shape, inputs)),
-        Op::Transpose { perm } => one(transpose(perm, inputs)),
-        Op::Pad { pads, value } => one(pad(pads, *value, inputs)),
-        Op::Concat { axis } => one(concat(*axis, inputs)),
+        Op::Reshape { shape } => one(layout::reshape(shape, inputs)),
+        Op::Transpose { perm } => one(layout::transpose(perm, inputs)),
+        Op::Pad { pads, value } => one(layout::pad(pads, *value, inputs)),
+        Op::Concat { axis } => one(layout::concat(*axis, inputs)),
         Op::Softmax { axis, .. } => one(softmax(*axis, inputs)),
         Op::TopK { k, axis, .. } => top_k(*k, *axis, inputs),
         Op::XnorMatMul => one(xnor_matmul(inputs)),
@@ -304,106 +305,6 @@ fn reduce_mean(
     Ok(TensorType::new(ElemType::F32, shape))
 }
 
-/// Reshape to `shape`, which must hold as many elements.
-fn reshape(shape: &[usize], inputs: &[&TensorType]) -> Result<TensorType, String> {
-    arity(inputs, 1, 1)?;
-    let x = inputs[0];
-    let to = checked_numel(shape).ok_or("target shape has too many elements")?;
-    let from = checked_numel(&x.shape).ok_or("input has too many elements")?;
-    if to != from {
-        return Err(format!(
-            "cannot reshape {:?} ({from} elements) to {shape:?} ({to} elements)",
-            x.shape
-        ));
-    }
-    let elem = if shape == x.shape {
-        x.elem.clone()
-    } else {
-        map_channel_axis(&x.elem, |_| None)
-    };
-    Ok(TensorType::new(elem, shape.to_vec()))
-}
-
-/// Transpose: result axis `i` is input axis `perm[i]`.
-fn transpose(perm: &[usize], inputs: &[&TensorType]) -> Result<TensorType, String> {
-    arity(inputs, 1, 1)?;
-    let x = inputs[0];
-    check_permutation(perm, x.shape.len())?;
-    let shape = perm.iter().map(|&p| x.shape[p]).collect();
-    let elem = map_channel_axis(&x.elem, |a| perm.iter().position(|&p| p == a));
-    Ok(TensorType::new(elem, shape))
-}
-
-/// Constant padding: `pads` holds the begins of every axis, then the ends.
-fn pad(pads: &[usize], value: f32, inputs: &[&TensorType]) -> Result<TensorType, String> {
-    arity(inputs, 1, 1)?;
-    let x = inputs[0];
-    let rank = x.shape.len();
-    if pads.len() != 2 * rank {
-        return Err(format!(
-            "{} pads for an input of rank {rank}, expected {}",
-            pads.len(),
-            2 * rank
-        ));
-    }
-    let shape = x
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| {
-            d.checked_add(pads[i])
-                .and_then(|d| d.checked_add(pads[rank + i]))
-        })
-        .collect::<Option<Shape>>()
-        .ok_or("padded shape overflows")?;
-    let elem = if pads.iter().all(|&p| p == 0) {
-        x.elem.clone()
-    } else {
-        let padded = |a: usize| pads[a] != 0 || pads[rank + a] != 0;
-        pad_type(
-            &map_channel_axis(&x.elem, |a| (!padded(a)).then_some(a)),
-            value,
-        )
-    };
-    Ok(TensorType::new(elem, shape))
-}
-
-/// Concat along `axis`: the operands agree on every other axis.
-fn concat(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, String> {
-    arity(inputs, 1, usize::MAX)?;
-    let first = inputs[0];
-    let rank = first.shape.len();
-    if axis >= rank {
-        return Err(format!("axis {axis} out of range for rank {rank}"));
-    }
-    let mut extent = 0usize;
-    for (i, t) in inputs.iter().enumerate() {
-        let same_except_axis = t.shape.len() == rank
-            && t.shape
-                .iter()
-                .zip(&first.shape)
-                .enumerate()
-                .all(|(a, (x, y))| a == axis || x == y);
-        if !same_except_axis {
-            return Err(format!(
-                "operand {i} has shape {:?}, which does not match {:?} outside axis {axis}",
-                t.shape, first.shape
-            ));
-        }
-        extent = extent
-            .checked_add(t.shape[axis])
-            .ok_or("concatenated extent overflows")?;
-    }
-    let mut shape = first.shape.clone();
-    shape[axis] = extent;
-    let elem = if inputs.iter().all(|t| t.elem == first.elem) {
-        map_channel_axis(&first.elem, |a| (a != axis).then_some(a))
-    } else {
-        ElemType::F32
-    };
-    Ok(TensorType::new(elem, shape))
-}
-
 /// Softmax along `axis`.
 fn softmax(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, String> {
     arity(inputs, 1, 1)?;
@@ -509,21 +410,6 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Result<Shape, String> {
             _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
         })
         .collect()
-}
-
-fn check_permutation(perm: &[usize], rank: usize) -> Result<(), String> {
-    let mut seen = vec![false; rank];
-    let ok = perm.len() == rank
-        && perm
-            .iter()
-            .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "perm {perm:?} is not a permutation of the {rank} axes"
-        ))
-    }
 }
 
 /// Which axes a ReduceMean reduces (no axes: all of them, as ONNX does).
@@ -844,35 +730,6 @@ fn xnor_accumulator(k: usize) -> Result<ElemType, String> {
     Ok(ElemType::Int(IntType::covering(-k, k)))
 }
 
-fn pad_type(elem: &ElemType, value: f32) -> ElemType {
-    let (int, units) = match elem {
-        ElemType::F32 => return ElemType::F32,
-        ElemType::Int(t) => (*t, f64::from(value)),
-        ElemType::Scaled(t, Scale::Tensor(s)) => {
-            let k = (value / s).round();
-            if k * s != value {
-                return ElemType::F32;
-            }
-            (*t, f64::from(k))
-        }
-        ElemType::Scaled(t, Scale::Channel { .. }) if value == 0.0 => (*t, 0.0),
-        ElemType::Scaled(..) => return ElemType::F32,
-    };
-    if int.contains(units) {
-        return elem.clone();
-    }
-    if units.fract() != 0.0 || units.abs() > 9e15 {
-        return ElemType::F32;
-    }
-    // Widen the range to take the pad value (bipolar padded with 0 becomes i2).
-    let v = units as i64;
-    let widened = IntType::covering(int.min().min(v), int.max().max(v));
-    match elem {
-        ElemType::Scaled(_, s) => ElemType::Scaled(widened, s.clone()),
-        _ => ElemType::Int(widened),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,59 +986,6 @@ mod tests {
             infer_vars(&Op::AveragePool(pool(2, 2, [0; 4], false)), &[bip]).unwrap()[0].elem,
             ElemType::F32
         );
-    }
-
-    #[test]
-    fn layout_types() {
-        let scale = Scale::Channel {
-            axis: 1,
-            values: vec![1.0, 2.0].into(),
-        };
-        let x = typed(ElemType::Scaled(IntType::Signed(4), scale), &[1, 2, 3]);
-        let t = infer_vars(
-            &Op::Transpose {
-                perm: vec![0, 2, 1],
-            },
-            std::slice::from_ref(&x),
-        )
-        .unwrap();
-        assert!(matches!(
-            &t[0].elem,
-            ElemType::Scaled(_, Scale::Channel { axis: 2, .. })
-        ));
-        assert_eq!(t[0].shape, vec![1, 3, 2]);
-        assert!(infer_vars(
-            &Op::Transpose {
-                perm: vec![0, 0, 1]
-            },
-            std::slice::from_ref(&x)
-        )
-        .is_err());
-        let r = infer_vars(&Op::Reshape { shape: vec![6] }, std::slice::from_ref(&x)).unwrap();
-        assert_eq!(r[0].elem, ElemType::F32);
-        assert!(infer_vars(&Op::Reshape { shape: vec![7] }, &[x])
-            .unwrap_err()
-            .contains("6 elements"));
-
-        let bip = typed(ElemType::BIPOLAR, &[1, 2, 2]);
-        let pad = |value| Op::Pad {
-            pads: vec![0, 0, 1, 0, 0, 1],
-            value,
-        };
-        let t = infer_vars(&pad(0.0), std::slice::from_ref(&bip)).unwrap();
-        assert_eq!(t[0], typed(ElemType::Int(IntType::Signed(2)), &[1, 2, 4]));
-        assert_eq!(
-            infer_vars(&pad(-1.0), std::slice::from_ref(&bip)).unwrap()[0].elem,
-            ElemType::BIPOLAR
-        );
-        assert_eq!(
-            infer_vars(&pad(0.5), std::slice::from_ref(&bip)).unwrap()[0].elem,
-            ElemType::F32
-        );
-
-        let c = infer_vars(&Op::Concat { axis: 2 }, &[bip.clone(), bip.clone()]).unwrap();
-        assert_eq!(c[0], typed(ElemType::BIPOLAR, &[1, 2, 4]));
-        assert!(infer_vars(&Op::Concat { axis: 1 }, &[bip, f32t(&[1, 2, 3])]).is_err());
     }
 
     #[test]
