@@ -9,6 +9,7 @@
 //! value the interpreter can produce is such an integer; otherwise it is `f32`.
 
 mod elementwise;
+mod head;
 mod layout;
 mod pool;
 mod quant;
@@ -88,8 +89,8 @@ fn infer(
         Op::Transpose { perm } => one(layout::transpose(perm, inputs)),
         Op::Pad { pads, value } => one(layout::pad(pads, *value, inputs)),
         Op::Concat { axis } => one(layout::concat(*axis, inputs)),
-        Op::Softmax { axis, .. } => one(softmax(*axis, inputs)),
-        Op::TopK { k, axis, .. } => top_k(*k, *axis, inputs),
+        Op::Softmax { axis, .. } => one(head::softmax(*axis, inputs)),
+        Op::TopK { k, axis, .. } => head::top_k(*k, *axis, inputs),
         Op::XnorMatMul => one(xnor_matmul(inputs)),
         Op::XnorConv(attrs) => one(xnor_conv(attrs, inputs)),
         Op::BitSerialMatMul { a_scale } => one(bitserial_matmul(*a_scale, inputs)),
@@ -234,39 +235,6 @@ fn bitserial_conv(
         bit_serial_accumulator(inputs[0], inputs[1], a_scale, k)?,
         shape,
     ))
-}
-
-/// Softmax along `axis`.
-fn softmax(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, String> {
-    arity(inputs, 1, 1)?;
-    let rank = inputs[0].shape.len();
-    if axis >= rank {
-        return Err(format!("axis {axis} out of range for rank {rank}"));
-    }
-    Ok(TensorType::new(ElemType::F32, inputs[0].shape.clone()))
-}
-
-/// TopK: the `k` values along `axis`, then their indices.
-fn top_k(k: usize, axis: usize, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
-    arity(inputs, 1, 1)?;
-    let x = inputs[0];
-    let rank = x.shape.len();
-    if axis >= rank {
-        return Err(format!("axis {axis} out of range for rank {rank}"));
-    }
-    if k > x.shape[axis] {
-        return Err(format!(
-            "k = {k} exceeds the extent {} of axis {axis}",
-            x.shape[axis]
-        ));
-    }
-    let mut shape = x.shape.clone();
-    shape[axis] = k;
-    let values = map_channel_axis(&x.elem, |a| (a != axis).then_some(a));
-    Ok(vec![
-        TensorType::new(values, shape.clone()),
-        TensorType::new(ElemType::I64, shape),
-    ])
 }
 
 /// The exact accumulator of a bit-serial product of `k` terms: activations of integers (times
