@@ -430,7 +430,6 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                 let name = name.unwrap_or_else(|| native::default_name(&model));
                 let options = native::options(&target, cpu.as_deref(), name, tuning)?;
                 let start = std::time::Instant::now();
-                let build = native::compile(&graph, &options, codegen)?;
                 let mut shared = emit == Emit::So;
                 if shared && !native::can_link(&options.triple) {
                     eprintln!(
@@ -439,6 +438,13 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                     );
                     shared = false;
                 }
+                // One object file holds one code generator's code: `auto` then means
+                // Cranelift alone (the LLVM kernels are a second object, linked into a .so).
+                let codegen = match codegen {
+                    native::Codegen::Auto if !shared => native::Codegen::Cranelift,
+                    c => c,
+                };
+                let build = native::compile(&graph, &options, codegen)?;
                 let out = output.unwrap_or_else(|| {
                     PathBuf::from(if shared {
                         format!("lib{}.so", options.name)

@@ -518,8 +518,9 @@ fn every_pass_case_runs_natively_as_interpreted() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The runtime's activation bits and the compiler's weight bits share one layout: a run of
-/// bipolar values packs to the same words either way, so `popcount(a ^ w)` lines them up.
+/// The runtime's activation bits and the compiler's weight bits share one layout (the
+/// compiler packs with the runtime's functions): a matrix column packs to the words of the
+/// same run, so `popcount(a ^ w)` lines them up.
 #[test]
 fn activation_and_weight_bit_layouts_agree() {
     let values: Vec<f32> = (0..70)

@@ -1,10 +1,9 @@
 //! Bipolar weights packed into 64-bit words, as the lowered XNOR ops hold them.
 //!
-//! A bipolar value is one bit, 1 for +1 and 0 for -1, packed along the reduction axis: bit
-//! `i % 64` of word `i / 64` holds element `i` of a run, and the bits past the end of the last
-//! word are 0. This is the layout of the activations generated code packs
-//! (`bnnc_runtime::packing`, which the tests check against this), so a weight word and an
-//! activation word line up for `popcount(a ^ w)`.
+//! The bit layout is the runtime's, defined once in [`bnnc_runtime::packing`]: a bipolar
+//! value is one bit, 1 for +1 and 0 for -1, bit `i % 64` of word `i / 64` holding element `i`
+//! of a run, the bits past the end of the last word 0. Generated code packs activations in
+//! that layout, so a weight word and an activation word line up for `popcount(a ^ w)`.
 //!
 //! - Convolution weights `(M, C, K...)` are `(M, K..., words(C))`: filter by filter, tap by
 //!   tap, a tap's channels in words as a pixel's are.
@@ -12,38 +11,20 @@
 //!
 //! The words are stored as the bits of `i64` tensor elements.
 
+use bnnc_runtime::packing::{pack_bipolar, unpack_bipolar};
+pub use bnnc_runtime::packing::{words, WORD_BITS};
+
 use crate::tensor::Tensor;
 
-/// Bits in a packed word.
-pub const WORD_BITS: usize = 64;
-
-/// Words holding `bits` packed bits.
-pub fn words(bits: usize) -> usize {
-    bits.div_ceil(WORD_BITS)
+/// Packs a run of `len` bipolar values (`>= 0` is +1) onto `out`, [`words`]`(len)` words.
+fn pack_run(values: impl ExactSizeIterator<Item = f32>, out: &mut Vec<i64>) {
+    out.extend(pack_bipolar(values).into_iter().map(|w| w as i64));
 }
 
-/// Packs a run of bipolar values (`>= 0` is +1) into [`words`]`(len)` words.
-fn pack_run(values: impl Iterator<Item = f32>, len: usize, out: &mut Vec<i64>) {
-    let start = out.len();
-    out.resize(start + words(len), 0);
-    for (i, v) in values.enumerate() {
-        if v >= 0.0 {
-            out[start + i / WORD_BITS] |= 1 << (i % WORD_BITS);
-        }
-    }
-}
-
-/// Whether bit `i` of a run of words is set.
-fn bit(run: &[i64], i: usize) -> bool {
-    (run[i / WORD_BITS] >> (i % WORD_BITS)) & 1 == 1
-}
-
-fn bipolar(set: bool) -> f32 {
-    if set {
-        1.0
-    } else {
-        -1.0
-    }
+/// The `len` bipolar values of a run of words.
+fn unpack_run(run: &[i64], len: usize) -> Vec<f32> {
+    let words: Vec<u64> = run.iter().map(|&w| w as u64).collect();
+    unpack_bipolar(&words, len)
 }
 
 /// Convolution weights `(M, C, K...)` packed as `(M, K..., words(C))`.
@@ -55,7 +36,7 @@ pub fn pack_conv_weights(w: &Tensor) -> Option<Tensor> {
     let mut packed = Vec::with_capacity(m * taps * words(c));
     for filter in values.chunks_exact((c * taps).max(1)).take(m) {
         for tap in 0..taps {
-            pack_run((0..c).map(|ch| filter[ch * taps + tap]), c, &mut packed);
+            pack_run((0..c).map(|ch| filter[ch * taps + tap]), &mut packed);
         }
     }
     let mut packed_shape = vec![m];
@@ -74,9 +55,9 @@ pub fn unpack_conv_weights(packed: &Tensor, c: usize) -> Vec<f32> {
     let mut out = vec![0.0; m * c * taps];
     for f in 0..m {
         for tap in 0..taps {
-            let run = &data[(f * taps + tap) * words_c..][..words_c];
-            for ch in 0..c {
-                out[(f * c + ch) * taps + tap] = bipolar(bit(run, ch));
+            let run = unpack_run(&data[(f * taps + tap) * words_c..][..words_c], c);
+            for (ch, v) in run.into_iter().enumerate() {
+                out[(f * c + ch) * taps + tap] = v;
             }
         }
     }
@@ -91,7 +72,7 @@ pub fn pack_matrix_weights(w: &Tensor) -> Option<Tensor> {
     let values = w.to_f32_vec();
     let mut packed = Vec::with_capacity(m * words(k));
     for col in 0..m {
-        pack_run((0..k).map(|row| values[row * m + col]), k, &mut packed);
+        pack_run((0..k).map(|row| values[row * m + col]), &mut packed);
     }
     Tensor::try_i64(vec![m, words(k)], packed)
 }
@@ -103,9 +84,9 @@ pub fn unpack_matrix_weights(packed: &Tensor, k: usize) -> Vec<f32> {
     let data = packed.to_i64_vec();
     let mut out = vec![0.0; k * m];
     for col in 0..m {
-        let run = &data[col * words_k..][..words_k];
-        for row in 0..k {
-            out[row * m + col] = bipolar(bit(run, row));
+        let run = unpack_run(&data[col * words_k..][..words_k], k);
+        for (row, v) in run.into_iter().enumerate() {
+            out[row * m + col] = v;
         }
     }
     out

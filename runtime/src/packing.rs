@@ -7,9 +7,13 @@
 //!
 //! - Activations are channels-last: a `(1, C, H, W)` tensor is `H * W` pixels of
 //!   [`words`]`(C)` words each, a `(1, K)` tensor one row of `words(K)` words.
-//! - Weights are packed at compile time, in the same bit layout, by `bnnc_ir::packing`
+//! - Low-bit integers (1-4 bits, the activations of bit-serial layers) are bit planes,
+//!   channels-last: per pixel, the `words(C)` words of plane 0 (bit 0 of every channel's
+//!   two's complement integer), then of plane 1, and so on; the top plane of a signed type
+//!   counts negatively.
+//! - Weights are packed at compile time, with this module's functions, by `bnnc_ir::packing`
 //!   (convolution filters tap by tap, a tap's channels in words as a pixel's are; matrix
-//!   columns of `words(K)` words).
+//!   columns of `words(K)` words). This module is the one definition of the layout.
 
 /// Bits in a packed word.
 pub const WORD_BITS: usize = 64;

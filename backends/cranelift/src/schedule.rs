@@ -321,8 +321,14 @@ impl Planner<'_> {
         let out = self.graph.node(t).outputs[0];
         let unit =
             crate::emit::linear::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        // The kernels take each pooled pixel's whole window: a ceil-mode pool's partial
+        // windows at the edge run as their own step.
         let pool = self.fused_after(t).filter(|&p| {
-            matches!(self.graph.node(p).op, Op::MaxPool(_))
+            let pool = self.graph.node(p);
+            let (conv, pooled) = (self.graph.value(out), self.graph.value(pool.outputs[0]));
+            let whole =
+                |axis: usize, window: usize| pooled.ty.shape[axis] * window <= conv.ty.shape[axis];
+            matches!(&pool.op, Op::MaxPool(a) if whole(2, a.kernel[0]) && whole(3, a.kernel[1]))
                 && matches!(node.op, Op::BitSerialConv { .. })
         });
         if is_bipolar(self.graph, out) {

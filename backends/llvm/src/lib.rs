@@ -23,6 +23,9 @@ use inkwell::{AddressSpace, IntPredicate, OptimizationLevel};
 /// Filters per vector: eight 64-bit lanes.
 const LANES: usize = 8;
 
+/// Up to this many blocks of filters, a kernel's block loop is unrolled.
+const UNROLLED_BLOCKS: usize = 8;
+
 /// Integer thresholds beyond any dot product (as in the Cranelift kernels).
 const BEYOND: i64 = 1 << 40;
 
@@ -245,9 +248,10 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     k.weights[f * per_filter + i] as i64;
             }
         }
-        let mut sign = k.sign.clone();
+        // Signs as masks: -1 for a descending channel, 0 otherwise (see `signed`).
+        let mut sign: Vec<i64> = k.sign.iter().map(|&s| if s < 0 { -1 } else { 0 }).collect();
         let mut bound = k.bound.clone();
-        sign.resize(blocks * LANES, 1);
+        sign.resize(blocks * LANES, 0);
         bound.resize(blocks * LANES, BEYOND);
         let name = &k.symbol;
         let wt = self.table(&format!("{name}.weights"), &wt);
@@ -341,12 +345,14 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         "opix",
                     )?;
                     let out_first = b.build_int_mul(opix, self.i64(wo as i64), "")?;
-                    let mut word = self.i64(0);
-                    for blk in 0..blocks {
+                    // The byte of packed bits of block `blk` of eight filters.
+                    let block_byte = |blk: IntValue<'ctx>| -> Built<IntValue<'ctx>> {
+                        let first =
+                            b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
                         let mut acc = self.v8().const_zero();
                         for (i, &xs) in tap_words.iter().enumerate() {
-                            let wv = self
-                                .load_v8(wt, self.i64(((blk * per_filter + i) * LANES) as i64))?;
+                            let at = b.build_int_add(first, self.i64((i * LANES) as i64), "")?;
+                            let wv = self.load_v8(wt, at)?;
                             let d = b.build_xor(xs, wv, "d")?;
                             let p = b
                                 .build_call(ctpop, &[d.into()], "p")?
@@ -359,32 +365,59 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         let kv = self.splat(k_total)?;
                         let twice = b.build_int_add(acc, acc, "twice")?;
                         let dot = b.build_int_sub(kv, twice, "dot")?;
-                        let s = self.load_v8(sign, self.i64((blk * LANES) as i64))?;
-                        let bd = self.load_v8(bound, self.i64((blk * LANES) as i64))?;
-                        let v = b.build_int_mul(dot, s, "v")?;
+                        let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
+                        let s = self.load_v8(sign, lanes)?;
+                        let bd = self.load_v8(bound, lanes)?;
+                        let v = self.signed(dot, s)?;
                         let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
-                        let byte = b
-                            .build_bit_cast(on, self.context.i8_type(), "byte")?
-                            .into_int_value();
-                        let byte = b.build_int_z_extend(byte, self.context.i64_type(), "")?;
-                        let shifted =
-                            b.build_left_shift(byte, self.i64(((blk % 8) * 8) as i64), "")?;
-                        word = b.build_or(word, shifted, "word")?;
-                        if blk % 8 == 7 || blk + 1 == blocks {
-                            let at = b.build_int_add(out_first, self.i64((blk / 8) as i64), "")?;
-                            let dst = unsafe {
-                                b.build_in_bounds_gep(self.context.i64_type(), out, &[at], "dst")?
-                            };
-                            if k.pool.is_some() {
-                                let old = b
-                                    .build_load(self.context.i64_type(), dst, "old")?
-                                    .into_int_value();
-                                word = b.build_or(old, word, "pooled")?;
+                        Ok(b.build_bit_cast(on, self.context.i8_type(), "byte")?
+                            .into_int_value())
+                    };
+                    if blocks <= UNROLLED_BLOCKS {
+                        let mut word = self.i64(0);
+                        for blk in 0..blocks {
+                            let byte = block_byte(self.i64(blk as i64))?;
+                            let byte = b.build_int_z_extend(byte, self.context.i64_type(), "")?;
+                            let shifted =
+                                b.build_left_shift(byte, self.i64(((blk % 8) * 8) as i64), "")?;
+                            word = b.build_or(word, shifted, "word")?;
+                            if blk % 8 == 7 || blk + 1 == blocks {
+                                let at =
+                                    b.build_int_add(out_first, self.i64((blk / 8) as i64), "")?;
+                                let dst = self.gep_i64(out, at)?;
+                                if k.pool.is_some() {
+                                    let old = b
+                                        .build_load(self.context.i64_type(), dst, "old")?
+                                        .into_int_value();
+                                    word = b.build_or(old, word, "pooled")?;
+                                }
+                                b.build_store(dst, word)?;
+                                word = self.i64(0);
                             }
-                            b.build_store(dst, word)?;
-                            word = self.i64(0);
                         }
+                        return Ok(());
                     }
+                    // Many blocks: a loop storing a byte each, whose code fits the caches;
+                    // the bytes of the last word past the blocks must read 0.
+                    if k.pool.is_none() && blocks % 8 != 0 {
+                        let last = b.build_int_add(out_first, self.i64((wo - 1) as i64), "")?;
+                        b.build_store(self.gep_i64(out, last)?, self.i64(0))?;
+                    }
+                    let base = self.gep_i64(out, out_first)?;
+                    self.counted(function, blocks, &mut |blk| {
+                        let mut byte = block_byte(blk)?;
+                        let dst = unsafe {
+                            b.build_in_bounds_gep(self.context.i8_type(), base, &[blk], "dst")?
+                        };
+                        if k.pool.is_some() {
+                            let old = b
+                                .build_load(self.context.i8_type(), dst, "old")?
+                                .into_int_value();
+                            byte = b.build_or(old, byte, "pooled")?;
+                        }
+                        b.build_store(dst, byte)?;
+                        Ok(())
+                    })?;
                     Ok(())
                 })
             })
@@ -392,6 +425,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         self.builder.build_return(None)?;
         Ok(())
     }
+
     /// The address of element `index` of an i64 array.
     fn gep_i64(
         &self,
@@ -403,6 +437,13 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             self.builder
                 .build_in_bounds_gep(self.context.i64_type(), base, &[index], "at")
         }
+    }
+
+    /// `v` negated in the lanes where `mask` is -1 (descending channels), as
+    /// `(v ^ mask) - mask`: cheaper than multiplying 64-bit lanes by the sign.
+    fn signed(&self, v: VectorValue<'ctx>, mask: VectorValue<'ctx>) -> Built<VectorValue<'ctx>> {
+        let flipped = self.builder.build_xor(v, mask, "")?;
+        self.builder.build_int_sub(flipped, mask, "v")
     }
 
     /// A splat constant vector.
@@ -431,13 +472,13 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             }
         }
         let t = k.levels.thresholds;
-        // Signs [block][lane]; bounds [block][threshold][lane]; live [block][lane] (0 for
-        // padded filters, whose levels must store no bits).
-        let mut sign = vec![1i64; blocks * LANES];
+        // Sign masks [block][lane] (see `signed`); bounds [block][threshold][lane]; live
+        // [block][lane] (0 for padded filters, whose levels must store no bits).
+        let mut sign = vec![0i64; blocks * LANES];
         let mut bounds = vec![BEYOND; blocks * t * LANES];
         let mut live = vec![0i64; blocks * LANES];
         for f in 0..m {
-            sign[f] = k.levels.sign[f];
+            sign[f] = if k.levels.sign[f] < 0 { -1 } else { 0 };
             live[f] = 1;
             for i in 0..t {
                 bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.levels.bounds[f * t + i];
@@ -637,7 +678,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                 dot = b.build_int_sub(twice, *total, "dot")?;
                             }
                             let s = self.load_v8(sign, lanes)?;
-                            let v = b.build_int_mul(dot, s, "v")?;
+                            let v = self.signed(dot, s)?;
                             let mut count = self.v8().const_zero();
                             for i in 0..t {
                                 let at = b.build_int_add(
