@@ -23,6 +23,10 @@ use inkwell::{AddressSpace, IntPredicate, OptimizationLevel};
 /// Filters per vector: eight 64-bit lanes.
 const LANES: usize = 8;
 
+/// The most `i16` elements of an input image the first-layer kernel converts onto its
+/// stack (64 KiB: within any thread's stack).
+const MAX_STACK_IMAGE: usize = 32 * 1024;
+
 /// Up to this many blocks of filters, a kernel's block loop is unrolled.
 const UNROLLED_BLOCKS: usize = 8;
 
@@ -131,6 +135,12 @@ impl KernelProvider for LlvmKernels {
     }
 
     fn int16_conv(&mut self, kernel: &Int16ConvKernel) -> bool {
+        // The kernel keeps an image's integers on the stack: small images only (Cranelift's
+        // kernel takes the others).
+        let (_, c, h, w) = kernel.input;
+        if c * h * w > MAX_STACK_IMAGE {
+            return false;
+        }
         self.int16_kernels.push(kernel.clone());
         true
     }
@@ -830,7 +840,27 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         };
         let inv = f32t.const_float(f64::from(1.0 / k.in_scale));
         let pixel_words = k.levels.planes * wo;
+        // One image's integers, converted once (not once per tap of every window).
+        let image_len = c * h * w;
+        let image = b.build_array_alloca(i16t, self.i64(image_len as i64), "image")?;
         self.counted(function, batch, &mut |n| {
+            let first = b.build_int_mul(n, self.i64(image_len as i64), "")?;
+            self.counted(function, image_len, &mut |i| {
+                let at = b.build_int_add(first, i, "")?;
+                let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
+                let v = b.build_load(f32t, src, "x")?.into_float_value();
+                let q = b.build_float_mul(v, inv, "q")?;
+                let q = b
+                    .build_call(to_int, &[q.into()], "qi")?
+                    .try_as_basic_value()
+                    .left()
+                    .expect("fptosi.sat returns a value")
+                    .into_int_value();
+                let q = b.build_int_truncate(q, i16t, "q16")?;
+                let dst = unsafe { b.build_in_bounds_gep(i16t, image, &[i], "dst")? };
+                b.build_store(dst, q)?;
+                Ok(())
+            })?;
             self.counted(function, oh, &mut |oy| {
                 self.counted(function, ow, &mut |ox| {
                     let opix = b.build_int_add(
@@ -852,14 +882,9 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     let mut acc = vec![vt.const_zero(); blocks];
                     for tap in 0..taps {
                         let (ch, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-                        let plane = b.build_int_add(
-                            b.build_int_mul(n, self.i64(c as i64), "")?,
-                            self.i64(ch as i64),
-                            "",
-                        )?;
                         let row = b.build_int_add(
-                            b.build_int_mul(plane, self.i64(h as i64), "")?,
-                            b.build_int_add(y0, self.i64((ky * k.dilations.0) as i64), "")?,
+                            y0,
+                            self.i64((ch * h + ky * k.dilations.0) as i64),
                             "",
                         )?;
                         let at = b.build_int_add(
@@ -867,16 +892,8 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             b.build_int_add(x0, self.i64((kx * k.dilations.1) as i64), "")?,
                             "",
                         )?;
-                        let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
-                        let v = b.build_load(f32t, src, "x")?.into_float_value();
-                        let q = b.build_float_mul(v, inv, "q")?;
-                        let q = b
-                            .build_call(to_int, &[q.into()], "qi")?
-                            .try_as_basic_value()
-                            .left()
-                            .expect("fptosi.sat returns a value")
-                            .into_int_value();
-                        let q = b.build_int_truncate(q, i16t, "q16")?;
+                        let src = unsafe { b.build_in_bounds_gep(i16t, image, &[at], "src")? };
+                        let q = b.build_load(i16t, src, "q")?.into_int_value();
                         let undef = vt.get_undef();
                         let one = b.build_insert_element(
                             undef,

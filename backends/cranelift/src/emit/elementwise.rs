@@ -298,11 +298,35 @@ fn np_sign(kb: &mut KernelBuilder, y: Value) -> Value {
 
 /// `if y > max { max } else { y }`, then `if y < min { min } else { y }`.
 fn clamp(kb: &mut KernelBuilder, y: Value, min: f32, max: f32) -> Value {
-    let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+    let (lo, hi) = (constant_like(kb, y, min), constant_like(kb, y, max));
     let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
-    let y = kb.select(above, hi, y);
+    let y = pick(kb, above, hi, y);
     let below = kb.b.ins().fcmp(FloatCC::LessThan, y, lo);
-    kb.select(below, lo, y)
+    pick(kb, below, lo, y)
+}
+
+/// The constant `c` as a value of `like`'s type: an f32, or four lanes of it.
+fn constant_like(kb: &mut KernelBuilder, like: Value, c: f32) -> Value {
+    let v = kb.fconst(c);
+    let ty = kb.b.func.dfg.value_type(like);
+    if ty.is_vector() {
+        kb.b.ins().splat(ty, v)
+    } else {
+        v
+    }
+}
+
+/// `cond ? a : b` for a compare of f32 values or of lanes.
+fn pick(kb: &mut KernelBuilder, cond: Value, a: Value, b: Value) -> Value {
+    let ty = kb.b.func.dfg.value_type(a);
+    if ty.is_vector() {
+        let little = cranelift_codegen::ir::MemFlagsData::new()
+            .with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let mask = kb.b.ins().bitcast(ty, little, cond);
+        kb.b.ins().bitselect(mask, a, b)
+    } else {
+        kb.select(cond, a, b)
+    }
 }
 
 fn single_const(node: &Node, op: &Operand, what: &str) -> Result<f32, BackendError> {
@@ -425,7 +449,16 @@ pub(crate) fn unary(
             let rounding = attrs.rounding;
             let s = Input::of(kb, &operands[1]);
             let z = Input::of(kb, &operands[2]);
-            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+            // A multi-bit quantizer rounding by one instruction computes lanes as values.
+            let lanes = !bipolar
+                && matches!(
+                    rounding,
+                    RoundingMode::HalfEven
+                        | RoundingMode::Floor
+                        | RoundingMode::Ceil
+                        | RoundingMode::Down
+                );
+            map_lanes(kb, out.ptr, &shape, &[x, s, z], lanes, |kb, v| {
                 let d = kb.b.ins().fdiv(v[0], v[1]);
                 let y = kb.b.ins().fadd(d, v[2]);
                 let q = if bipolar {
