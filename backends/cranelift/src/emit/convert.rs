@@ -29,6 +29,16 @@ pub(crate) fn convert(
                 kb.store_at(v, dst, i);
             })
         }
+        (Storage::F32, Storage::Planes(planes)) if bit_geometry(&from.shape).2 == 1 => {
+            let (rows, c, _) = bit_geometry(&from.shape);
+            planes_of_rows(
+                kb,
+                (src, dst),
+                (rows, c),
+                planes.into(),
+                value_scale(&from.elem),
+            );
+        }
         (Storage::F32 | Storage::I32, Storage::Planes(planes)) => {
             let float = from.storage == Storage::F32;
             let scale = value_scale(&from.elem);
@@ -120,6 +130,73 @@ pub(crate) fn convert(
         }
     }
     Ok(())
+}
+
+/// [`pack_planes`] of `rows` rows of `c` contiguous f32 (one pixel each), four at a time:
+/// each lane's integer as [`super::linear::integer_of`] computes it, then per plane the
+/// lanes' bits (`vhigh_bits` of a compare), sixteen vectors a word.
+fn planes_of_rows(
+    kb: &mut KernelBuilder,
+    (src, dst): (Value, Value),
+    (rows, c): (usize, usize),
+    planes: usize,
+    scale: f32,
+) {
+    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    let nwords = words(c);
+    kb.for_range(rows, |kb, r| {
+        let row = kb.addr(src, r, (c * 4) as i64, 0);
+        let out = kb.addr(dst, r, (planes * nwords * 8) as i64, 0);
+        let splat_f = |kb: &mut KernelBuilder, v: f32| {
+            let f = kb.fconst(v);
+            kb.b.ins().splat(F32X4, f)
+        };
+        let (scale_v, magic) = (splat_f(kb, scale), splat_f(kb, 12_582_912.0));
+        let zero = kb.iconst32(0);
+        let zeros = kb.b.ins().splat(I32X4, zero);
+        for w in 0..nwords {
+            let first = w * WORD_BITS;
+            let count = WORD_BITS.min(c - first);
+            let z = kb.iconst(0);
+            let mut plane_words = vec![z; planes];
+            for q in 0..count.div_ceil(4) {
+                let lanes = 4.min(count - 4 * q);
+                let v = if lanes == 4 {
+                    kb.load(F32X4, row, ((first + 4 * q) * 4) as i64)
+                } else {
+                    // The row's last elements: lanes past its end are 0 (their bits too).
+                    let zf = kb.fconst(0.0);
+                    let mut v = kb.b.ins().splat(F32X4, zf);
+                    for l in 0..lanes {
+                        let x = kb.load(F32, row, ((first + 4 * q + l) * 4) as i64);
+                        v = kb.b.ins().insertlane(v, x, l as u8);
+                    }
+                    v
+                };
+                let v = if scale == 1.0 {
+                    v
+                } else {
+                    kb.b.ins().fdiv(v, scale_v)
+                };
+                let shifted = kb.b.ins().fadd(v, magic);
+                let rounded = kb.b.ins().fsub(shifted, magic);
+                let int = kb.b.ins().fcvt_to_sint_sat(I32X4, rounded);
+                for (p, word) in plane_words.iter_mut().enumerate() {
+                    let bit = kb.b.ins().sshr_imm_s(int, p as i64);
+                    let one = kb.iconst32(1);
+                    let ones = kb.b.ins().splat(I32X4, one);
+                    let bit = kb.b.ins().band(bit, ones);
+                    let on = kb.b.ins().icmp(IntCC::NotEqual, bit, zeros);
+                    let four = kb.b.ins().vhigh_bits(I64, on);
+                    let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
+                    *word = kb.b.ins().bor(*word, four);
+                }
+            }
+            for (p, &word) in plane_words.iter().enumerate() {
+                kb.store(word, out, ((p * nwords + w) * 8) as i64);
+            }
+        }
+    });
 }
 
 /// The scale of a value type's integers: `value = int * scale` (1 for plain integers).

@@ -393,12 +393,12 @@ pub(crate) fn unary(
         Op::Sign => map(kb, out.ptr, &shape, &[x], |kb, v| np_sign(kb, v[0])),
         Op::Clip { min, max } => {
             let (min, max) = (*min, *max);
-            map(kb, out.ptr, &shape, &[x], |kb, v| {
-                let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+            map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
+                let (lo, hi) = (constant_like(kb, v[0], min), constant_like(kb, v[0], max));
                 let below = kb.b.ins().fcmp(FloatCC::LessThan, v[0], lo);
-                let y = kb.select(below, lo, v[0]);
+                let y = pick(kb, below, lo, v[0]);
                 let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
-                kb.select(above, hi, y)
+                pick(kb, above, hi, y)
             })
         }
         Op::BatchNorm { epsilon } => {
@@ -411,7 +411,7 @@ pub(crate) fn unary(
             let per_channel = along_axis(&shape, 1, s.len());
             let s = Input::table(kb, &s, per_channel.clone());
             let t = Input::table(kb, &t, per_channel);
-            map(kb, out.ptr, &shape, &[x, s, t], |kb, v| {
+            map_lanes(kb, out.ptr, &shape, &[x, s, t], true, |kb, v| {
                 let p = kb.b.ins().fmul(v[0], v[1]);
                 kb.b.ins().fadd(p, v[2])
             })
@@ -527,21 +527,21 @@ pub(crate) fn unary(
         Op::QuantizeLinear { axis, out: int } => {
             let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
             let (min, max) = (int.min() as f32, int.max() as f32);
-            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+            map_lanes(kb, out.ptr, &shape, &[x, s, z], true, |kb, v| {
                 let d = kb.b.ins().fdiv(v[0], v[1]);
                 let r = kb.b.ins().nearest(d);
                 let q = kb.b.ins().fadd(r, v[2]);
                 // NaN saturates to the minimum; otherwise clamp.
-                let (lo, hi) = (kb.fconst(min), kb.fconst(max));
+                let (lo, hi) = (constant_like(kb, q, min), constant_like(kb, q, max));
                 let nan = kb.b.ins().fcmp(FloatCC::Unordered, q, q);
                 let c = kb.b.ins().fmax(q, lo);
                 let c = kb.b.ins().fmin(c, hi);
-                kb.select(nan, lo, c)
+                pick(kb, nan, lo, c)
             })
         }
         Op::DequantizeLinear { axis } => {
             let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
-            map(kb, out.ptr, &shape, &[x, s, z], |kb, v| {
+            map_lanes(kb, out.ptr, &shape, &[x, s, z], true, |kb, v| {
                 let c = kb.b.ins().fsub(v[0], v[2]);
                 kb.b.ins().fmul(c, v[1])
             })
