@@ -316,6 +316,31 @@ impl Graph {
         (at != n).then_some(at)
     }
 
+    /// Stores the nodes again in `order`, which holds every node once: the order
+    /// [`Graph::node_ids`] follows from then on. Node ids change; values keep theirs.
+    pub(crate) fn reorder_nodes(&mut self, order: &[NodeId]) {
+        let mut nodes = StableDiGraph::with_capacity(order.len(), self.nodes.edge_count());
+        let mut new_id = std::collections::HashMap::new();
+        for &n in order {
+            new_id.insert(n, nodes.add_node(self.nodes[n].clone()));
+        }
+        for v in &mut self.values {
+            if let ValueDef::Node { node, .. } = &mut v.def {
+                if let Some(&n) = new_id.get(node) {
+                    *node = n;
+                }
+            }
+        }
+        for n in nodes.node_indices().collect::<Vec<_>>() {
+            for v in nodes[n].inputs.clone() {
+                if let ValueDef::Node { node: producer, .. } = self.values[v.index()].def {
+                    nodes.add_edge(producer, n, v);
+                }
+            }
+        }
+        self.nodes = nodes;
+    }
+
     /// Renames a value (for example to keep an ONNX output's name on another value).
     pub fn rename_value(&mut self, v: ValueId, name: impl Into<String>) {
         self.values[v.index()].name = name.into();

@@ -10,12 +10,33 @@
 //! ```
 //! Snapshot tests compare this text, so it is deterministic: constants in value order, nodes
 //! in topological order (ties broken by insertion), floats in Rust's shortest round-trip form.
+//!
+//! [`print_graph_full`] writes every constant and per-channel scale in full, so that
+//! [`parse_graph`] reads the graph back: `print_graph(&parse_graph(&print_graph_full(g))?)`
+//! is `print_graph(g)`. Filetests (`tests/filetests/`) are written in this form.
+
+mod parse;
 
 use std::fmt::{self, Write};
 
 use crate::graph::{Graph, ValueDef, ValueId};
 use crate::op::Op;
 use crate::tensor::{Tensor, TensorData};
+use crate::types::{ElemType, Scale, TensorType};
+
+pub use parse::{parse_graph, ParseError};
+
+/// How much of the graph's data the text holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Large constants summarized (a preview, the count and a hash) and per-channel scales as
+    /// their count: short enough to read and to snapshot.
+    #[default]
+    Summary,
+    /// Every constant element and per-channel scale written out, and node names quoted where a
+    /// line could not hold them as they are: the form [`parse_graph`] reads back.
+    Full,
+}
 
 /// Constants with at most this many elements are printed in full.
 const FULL_CONST_LEN: usize = 8;
@@ -29,14 +50,27 @@ pub fn print_graph(graph: &Graph) -> String {
     out
 }
 
-/// Writes the whole graph to `out`.
+/// Prints the whole graph with every constant in full, for [`parse_graph`].
+pub fn print_graph_full(graph: &Graph) -> String {
+    let mut out = String::new();
+    write_graph_with(&mut out, graph, Detail::Full).expect("writing to a String cannot fail");
+    out
+}
+
+/// Writes the whole graph to `out`, constants summarized.
 pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
+    write_graph_with(out, graph, Detail::Summary)
+}
+
+/// Writes the whole graph to `out` with the given detail.
+pub fn write_graph_with(out: &mut impl Write, graph: &Graph, detail: Detail) -> fmt::Result {
+    let ty = |v: ValueId| TypeText(&graph.value(v).ty, detail);
     write!(out, "graph {} (", name_token(&graph.name))?;
     for (i, &v) in graph.inputs().iter().enumerate() {
         if i > 0 {
             out.write_str(", ")?;
         }
-        write!(out, "{}: {}", value_token(graph, v), graph.value(v).ty)?;
+        write!(out, "{}: {}", value_token(graph, v), ty(v))?;
     }
     out.write_str(") {\n")?;
     // Constants no node uses any more (after a pass folded their users away) are not shown.
@@ -55,8 +89,8 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
                 out,
                 "  {}: {} = const {}",
                 value_token(graph, v),
-                data.ty,
-                ConstSummary(t)
+                ty(v),
+                ConstText(t, detail)
             )?;
         }
     }
@@ -72,7 +106,7 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
             if i > 0 {
                 out.write_str(", ")?;
             }
-            write!(out, "{}: {}", value_token(graph, r), graph.value(r).ty)?;
+            write!(out, "{}: {}", value_token(graph, r), ty(r))?;
         }
         out.write_str(if node.fused { " = fused " } else { " = " })?;
         out.write_str(node.op.name())?;
@@ -80,11 +114,11 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
             out.write_str(if i == 0 { " " } else { ", " })?;
             out.write_str(&value_token(graph, a))?;
         }
-        let attrs = op_attrs(&node.op);
+        let attrs = op_attrs(&node.op, detail);
         if !attrs.is_empty() {
             write!(out, " {{{}}}", attrs.join(", "))?;
         }
-        writeln!(out, "  ; {}", node.name)?;
+        writeln!(out, "  ; {}", node_name_text(&node.name, detail))?;
     }
     out.write_str("  return")?;
     for (i, &v) in graph.outputs().iter().enumerate() {
@@ -97,6 +131,18 @@ pub fn write_graph(out: &mut impl Write, graph: &Graph) -> fmt::Result {
 /// `%name`, quoted when the name has characters other than letters, digits, `_` and `.`.
 fn value_token(graph: &Graph, v: ValueId) -> String {
     format!("%{}", name_token(&graph.value(v).name))
+}
+
+/// A node's name runs to the end of its line. In full detail a name the parser could not take
+/// back as it is (a line break, surrounding spaces, a leading quote) is quoted instead.
+fn node_name_text(name: &str, detail: Detail) -> String {
+    let awkward =
+        name.starts_with('"') || name.trim() != name || name.chars().any(|c| c.is_control());
+    if detail == Detail::Full && awkward {
+        format!("{name:?}")
+    } else {
+        name.to_string()
+    }
 }
 
 fn name_token(name: &str) -> String {
@@ -112,7 +158,7 @@ fn name_token(name: &str) -> String {
 }
 
 /// The attributes of an op, as `key=value` (or a bare `key` for a true flag).
-fn op_attrs(op: &Op) -> Vec<String> {
+fn op_attrs(op: &Op, detail: Detail) -> Vec<String> {
     match op {
         Op::Quant(q) => [
             flag(q.signed, "signed"),
@@ -132,7 +178,7 @@ fn op_attrs(op: &Op) -> Vec<String> {
         .flatten()
         .collect(),
         Op::MultiThreshold(t) | Op::Threshold(t) => vec![
-            format!("out={}", t.out_type),
+            format!("out={}", ElemText(&t.out_type, detail)),
             format!("out_scale={:?}", t.out_scale),
             format!("out_bias={:?}", t.out_bias),
             format!("channel_axis={}", t.channel_axis),
@@ -242,15 +288,54 @@ fn pool_attrs(p: &crate::op::PoolAttrs) -> Vec<String> {
     v
 }
 
-/// A constant's data: in full when small, else a preview, the count and a content hash so
-/// that a snapshot still changes when any element does.
-struct ConstSummary<'a>(&'a Tensor);
+/// A tensor type; per-channel scales in full with [`Detail::Full`] (`i8*[0.5, 0.25]@1[1,2]`),
+/// else as their count (`i8*[2]@1[1,2]`, the type's `Display`).
+struct TypeText<'a>(&'a TensorType, Detail);
 
-impl fmt::Display for ConstSummary<'_> {
+impl fmt::Display for TypeText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
+        let TypeText(t, detail) = *self;
+        write!(f, "{}[", ElemText(&t.elem, detail))?;
+        for (i, d) in t.shape.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// An element type, as [`TypeText`] writes it.
+struct ElemText<'a>(&'a ElemType, Detail);
+
+impl fmt::Display for ElemText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (ElemType::Scaled(int, Scale::Channel { axis, values }), Detail::Full) => {
+                write!(f, "{int}*[")?;
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v:?}")?;
+                }
+                write!(f, "]@{axis}")
+            }
+            (e, _) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A constant's data: in full when small or with [`Detail::Full`], else a preview, the count
+/// and a content hash so that a snapshot still changes when any element does.
+struct ConstText<'a>(&'a Tensor, Detail);
+
+impl fmt::Display for ConstText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ConstText(t, detail) = *self;
         let n = t.len();
-        let shown = if n <= FULL_CONST_LEN {
+        let shown = if n <= FULL_CONST_LEN || detail == Detail::Full {
             n
         } else {
             CONST_PREVIEW_LEN
