@@ -9,7 +9,7 @@
 //! }
 //! ```
 //! Snapshot tests compare this text, so it is deterministic: constants in value order, nodes
-//! in topological order (ties broken by insertion), floats in Rust's shortest round-trip form.
+//! in the topological order `Graph::topo_order` gives, floats in Rust's shortest round-trip form.
 //!
 //! [`print_graph_full`] writes every constant and per-channel scale in full, so that
 //! [`parse_graph`] reads the graph back: `print_graph(&parse_graph(&print_graph_full(g))?)`

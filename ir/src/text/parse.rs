@@ -457,10 +457,8 @@ impl Parser<'_> {
     /// constants (all of them precede the nodes in the text).
     fn define(&self, at: usize, name: &str) -> Parse<()> {
         match self.names.get(name) {
-            Some(&v) if self.graph.producer(v).is_none() => {
-                self.error_at(at, format!("`%{name}` is defined twice"))
-            }
-            _ => Ok(()),
+            Some(_) => self.error_at(at, format!("`%{name}` is defined twice")),
+            None => Ok(()),
         }
     }
 
