@@ -151,7 +151,7 @@ pub fn write(build: &Build, options: &Options, out: &Path, shared: bool) -> Resu
         .tempfile()
         .context("cannot create a temporary object file")?;
     std::fs::write(object.path(), &compiled.object).context("cannot write the object file")?;
-    let cc = bnnc_cranelift::linker_for(&options.triple)
+    let cc = linker_for(&options.triple)
         .with_context(|| format!("no linker for {}", options.triple))?;
     let kernels = match &build.kernels {
         Some(bytes) => {
@@ -170,9 +170,33 @@ pub fn write(build: &Build, options: &Options, out: &Path, shared: bool) -> Resu
     Ok(vec![out.to_path_buf(), header])
 }
 
+/// The C compiler driver that links shared libraries for `triple`: `$CC` or `cc` for this
+/// machine; for aarch64 from another machine, `aarch64-linux-gnu-gcc` if it is installed.
+/// `None` when there is none.
+pub fn linker_for(triple: &Triple) -> Option<String> {
+    if bnnc_cranelift::is_host(triple) {
+        return Some(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    }
+    let cross = match triple.architecture {
+        bnnc_cranelift::Architecture::Aarch64(_) => "aarch64-linux-gnu-gcc",
+        bnnc_cranelift::Architecture::X86_64 => "x86_64-linux-gnu-gcc",
+        _ => return None,
+    };
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(cross).is_file()));
+    found.then(|| cross.to_string())
+}
+
+/// Links one object for this machine into a shared library with [`linker_for`]'s driver.
+pub fn link_host_library(object: &Path, out: &Path) -> Result<()> {
+    let cc = linker_for(&Triple::host()).context("no C compiler driver for this machine")?;
+    bnnc_cranelift::link_shared_library_with(&cc, &[object], out)?;
+    Ok(())
+}
+
 /// Whether this machine can link shared libraries for `triple`.
 pub fn can_link(triple: &Triple) -> bool {
-    bnnc_cranelift::linker_for(triple).is_some()
+    linker_for(triple).is_some()
 }
 
 /// A model compiled for this machine, written as a shared library and header, and loaded.

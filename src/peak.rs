@@ -67,7 +67,7 @@ pub fn measure_all() -> Result<Vec<Peak>> {
     let obj = dir.path().join("peak.o");
     let lib_path = dir.path().join("libpeak.so");
     std::fs::write(&obj, object)?;
-    bnnc_cranelift::link_shared_library(&obj, &lib_path)?;
+    bnnc::native::link_host_library(&obj, &lib_path)?;
     // SAFETY: the library was just built from bnnc's peak object; loading it runs no
     // initialisers of ours.
     let lib = unsafe { libloading::Library::new(&lib_path) }?;

@@ -157,7 +157,7 @@ fn run_native(graph: &bnnc_ir::Graph, input: &Tensor) -> Result<Vec<f32>, String
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (obj, lib) = (dir.path().join("t.o"), dir.path().join("libt.so"));
     std::fs::write(&obj, &compiled.object).map_err(|e| e.to_string())?;
-    bnnc_cranelift::link_shared_library(&obj, &lib).map_err(|e| e.to_string())?;
+    bnnc::native::link_host_library(&obj, &lib).map_err(|e| e.to_string())?;
     let model = bnnc_runtime::Model::load(&lib, "t").map_err(|e| e.to_string())?;
     model
         .run_batch(&input.to_f32_vec())

@@ -367,31 +367,9 @@ pub fn compile_with(
     })
 }
 
-/// The C compiler driver that links shared libraries for `triple`: `$CC` or `cc` for this
-/// machine; for aarch64 from another machine, `aarch64-linux-gnu-gcc` if it is installed.
-/// `None` when there is none.
-pub fn linker_for(triple: &Triple) -> Option<String> {
-    if is_host(triple) {
-        return Some(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    }
-    let cross = match triple.architecture {
-        target_lexicon::Architecture::Aarch64(_) => "aarch64-linux-gnu-gcc",
-        target_lexicon::Architecture::X86_64 => "x86_64-linux-gnu-gcc",
-        _ => return None,
-    };
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(cross).is_file()));
-    found.then(|| cross.to_string())
-}
-
-/// Links an object for this machine into a shared library (libc for malloc and free, libm
-/// for expf).
-pub fn link_shared_library(object: &Path, out: &Path) -> Result<(), BackendError> {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    link_shared_library_with(&cc, &[object], out)
-}
-
-/// Links objects into a shared library with the C compiler driver `cc`.
+/// Links objects into a shared library with the C compiler driver `cc` (libc for malloc and
+/// free, libm for expf). Which driver is the caller's choice: library crates read no
+/// environment.
 pub fn link_shared_library_with(
     cc: &str,
     objects: &[&Path],
