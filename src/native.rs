@@ -151,8 +151,8 @@ pub fn write(build: &Build, options: &Options, out: &Path, shared: bool) -> Resu
         .tempfile()
         .context("cannot create a temporary object file")?;
     std::fs::write(object.path(), &compiled.object).context("cannot write the object file")?;
-    let cc = linker_for(&options.triple)
-        .with_context(|| format!("no linker for {}", options.triple))?;
+    let cc =
+        linker_for(&options.triple).with_context(|| format!("no linker for {}", options.triple))?;
     let kernels = match &build.kernels {
         Some(bytes) => {
             let file = tempfile::Builder::new()

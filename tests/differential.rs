@@ -352,12 +352,22 @@ fn case(seed: u64) -> Result<Covered, String> {
 }
 
 fn campaign(seeds: std::ops::Range<u64>) {
-    let total = seeds.end - seeds.start;
+    campaign_for(seeds, None);
+}
+
+/// [`campaign`] over `seeds`, stopping early once `budget` has passed (if given).
+fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>) {
+    let started = std::time::Instant::now();
+    let mut total = 0;
     let mut failures = Vec::new();
     let mut refused = 0;
     // In how many networks each op kind ran after the passes: what the campaign reached.
     let mut reached = std::collections::BTreeMap::<&str, usize>::new();
     for seed in seeds {
+        if budget.is_some_and(|b| started.elapsed() >= b) {
+            break;
+        }
+        total += 1;
         match case(seed) {
             Ok(Some(mut ops)) => {
                 ops.sort_unstable();
@@ -371,7 +381,8 @@ fn campaign(seeds: std::ops::Range<u64>) {
         }
     }
     eprintln!(
-        "{total} networks, {refused} refused natively, {} failed",
+        "{total} networks in {:.0} s, {refused} refused natively, {} failed",
+        started.elapsed().as_secs_f64(),
         failures.len()
     );
     eprintln!("networks reaching each op after the passes: {reached:?}");
@@ -406,4 +417,29 @@ fn smoke_campaign() {
 #[ignore]
 fn long_campaign() {
     campaign(300..5_300);
+}
+
+/// A campaign of chosen length (`-- --ignored --nocapture timed_campaign`): seeds from
+/// `BNNC_FUZZ_FIRST_SEED` (default 5,300, after the long campaign's) for
+/// `BNNC_FUZZ_MINUTES` minutes (default 10). Run several with disjoint seeds to use more
+/// cores; each prints its networks, refusals and failures, as TESTING.md records.
+#[test]
+#[ignore]
+fn timed_campaign() {
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+            })
+            .unwrap_or(default)
+    };
+    let first = number("BNNC_FUZZ_FIRST_SEED", 5_300);
+    let minutes = number("BNNC_FUZZ_MINUTES", 10);
+    eprintln!("seeds from {first}, {minutes} minutes");
+    campaign_for(
+        first..u64::MAX,
+        Some(std::time::Duration::from_secs(60 * minutes)),
+    );
 }
