@@ -167,8 +167,9 @@ impl Levels {
     }
 
     /// The levels of threshold `t` on accumulators of step `unit`, if its output is a
-    /// low-bit integer type whose levels are affine in the count (`out_scale * count +
-    /// out_bias` being `(alpha * count + beta) * scale` exactly, as f32 computes it).
+    /// low-bit integer type whose levels are affine in the count: `round((out_scale *
+    /// count + out_bias) / scale)` is `alpha * count + beta`, and times `scale` gives the
+    /// value back exactly, as f32 computes both.
     pub fn of(graph: &Graph, t: &Node, unit: f64) -> Result<Option<Levels>, BackendError> {
         let (Op::Threshold(attrs) | Op::MultiThreshold(attrs)) = &t.op else {
             return Ok(None);
@@ -186,11 +187,13 @@ impl Levels {
         let Some(&n) = graph.value(t.inputs[1]).ty.shape.get(1) else {
             return Ok(None);
         };
+        // The integer a value is stored as is `round(value / scale)`, as the bit-serial ops
+        // read it; it must give the value back exactly (`level * scale`, in f32) for
+        // consumers that read it as f32.
         let level = |count: usize| -> Option<i64> {
             let value = attrs.out_scale * count as f32 + attrs.out_bias;
-            let l = value / scale;
-            (l.fract() == 0.0 && l * scale == value && int.contains(f64::from(l)))
-                .then_some(l as i64)
+            let l = (value / scale).round();
+            (l * scale == value && int.contains(f64::from(l))).then_some(l as i64)
         };
         let levels: Option<Vec<i64>> = (0..=n).map(level).collect();
         let Some(levels) = levels else {
