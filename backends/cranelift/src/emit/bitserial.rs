@@ -135,9 +135,30 @@ struct Kernel<'a> {
     g: &'a Geometry,
     /// The weights' planes, `[filter][tap][word][plane]`.
     weights: Value,
+    /// With vector popcounts: the weights' planes of filter pairs interleaved,
+    /// `[pair][tap][word][plane][2]`, for [`Kernel::vector_dots`].
+    pairs: Option<Value>,
 }
 
-impl Kernel<'_> {
+impl<'a> Kernel<'a> {
+    /// The kernel of weight planes `table` ([`pack_weights`]); with `simd`, also their
+    /// filter pairs for the vector dots.
+    fn new(
+        kb: &mut KernelBuilder,
+        planes: Planes,
+        g: &'a Geometry,
+        table: &[u64],
+        simd: bool,
+    ) -> Kernel<'a> {
+        let per = g.taps * words(g.c) * planes.w.0;
+        Kernel {
+            planes,
+            g,
+            weights: kb.table_u64(table),
+            pairs: simd.then(|| kb.table_u64(&pair_weights(table, g.m, per))),
+        }
+    }
+
     fn nw(&self) -> usize {
         words(self.g.c)
     }
@@ -209,6 +230,9 @@ impl Kernel<'_> {
         taps: &[TapAt],
         total: Option<Value>,
     ) -> Vec<Value> {
+        if let (Some(pairs), BLOCK) = (self.pairs, width) {
+            return self.vector_dots(kb, pairs, first, taps, total);
+        }
         let (nw, pw) = (self.nw(), self.planes.w.0);
         let per_filter = (self.g.taps * nw * pw * 8) as i64;
         let filters = kb.addr(self.weights, first, per_filter, 0);
@@ -247,6 +271,147 @@ impl Kernel<'_> {
             None => acc,
         }
     }
+}
+
+impl Kernel<'_> {
+    /// [`Kernel::dots`] of `BLOCK` filters (`first` even) on 128-bit vectors, two filters
+    /// to a vector as the XNOR kernels pair them: each activation plane word is splat,
+    /// ANDed with both filters' plane words and counted per byte (`popcnt.i8x16`). Pairs of
+    /// planes of equal weight share a byte accumulator; before any byte can overflow, each
+    /// is widened to `i32` lanes and added in with its weight.
+    fn vector_dots(
+        &self,
+        kb: &mut KernelBuilder,
+        pairs: Value,
+        first: Value,
+        taps: &[TapAt],
+        total: Option<Value>,
+    ) -> Vec<Value> {
+        use cranelift_codegen::ir::types::{I32X4, I64X2, I8, I8X16};
+        use cranelift_codegen::ir::{Endianness, MemFlagsData};
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let (nw, (pa, _), (pw, _)) = (self.nw(), self.planes.a, self.planes.w);
+        // The distinct pair weights, and each pair's.
+        let mut weights: Vec<i64> = Vec::new();
+        let mut class = vec![0usize; pa * pw];
+        for q in 0..pw {
+            for p in 0..pa {
+                let w = self.planes.pair_weight(p, q);
+                class[q * pa + p] = weights.iter().position(|&x| x == w).unwrap_or_else(|| {
+                    weights.push(w);
+                    weights.len() - 1
+                });
+            }
+        }
+        let widest = (0..weights.len())
+            .map(|c| class.iter().filter(|&&k| k == c).count())
+            .max()
+            .unwrap_or(1);
+        // Bytes count at most 8 per pair and word: flush before 255.
+        let flush_every = (255 / (8 * widest)).max(1);
+        let per_pair = (self.g.taps * nw * pw * 16) as i64;
+        let base = kb.addr(pairs, first, per_pair / 2, 0);
+        let zero8 = {
+            let z = kb.iconst32(0);
+            let z = kb.b.ins().ireduce(I8, z);
+            kb.b.ins().splat(I8X16, z)
+        };
+        let zero32 = {
+            let z = kb.iconst32(0);
+            kb.b.ins().splat(I32X4, z)
+        };
+        // Two pairs: one `i32x4` of the four filters' sums at the end.
+        let pair_count = BLOCK / 2;
+        debug_assert_eq!(pair_count, 2);
+        let mut bytes = vec![vec![zero8; weights.len()]; pair_count];
+        // Per pair: [f f f+1 f+1] partial sums, weighted.
+        let mut wide = vec![zero32; pair_count];
+        let flush = |kb: &mut KernelBuilder, bytes: &mut [Vec<Value>], wide: &mut [Value]| {
+            for (pair, acc) in bytes.iter_mut().enumerate() {
+                for (c, b) in acc.iter_mut().enumerate() {
+                    // i8x16 -> i16x8 -> i32x4, pairwise: lanes 0-1 filter f, 2-3 filter f+1.
+                    let lo = kb.b.ins().uwiden_low(*b);
+                    let hi = kb.b.ins().uwiden_high(*b);
+                    let h = kb.b.ins().iadd_pairwise(lo, hi);
+                    let lo = kb.b.ins().uwiden_low(h);
+                    let hi = kb.b.ins().uwiden_high(h);
+                    let v = kb.b.ins().iadd_pairwise(lo, hi);
+                    let w = weights[c];
+                    let shift = w.unsigned_abs().trailing_zeros();
+                    let v = if shift == 0 {
+                        v
+                    } else {
+                        kb.b.ins().ishl_imm_s(v, i64::from(shift))
+                    };
+                    wide[pair] = if w < 0 {
+                        kb.b.ins().isub(wide[pair], v)
+                    } else {
+                        kb.b.ins().iadd(wide[pair], v)
+                    };
+                    *b = zero8;
+                }
+            }
+        };
+        let mut pending = 0;
+        for (t, &tap) in taps.iter().enumerate() {
+            for word in 0..nw {
+                let wv = kb.iconst(word as i64);
+                let a: Vec<Value> = self
+                    .activation(kb, tap, wv)
+                    .into_iter()
+                    .map(|x| kb.b.ins().splat(I64X2, x))
+                    .collect();
+                for (pair, acc) in bytes.iter_mut().enumerate() {
+                    for q in 0..pw {
+                        let off = pair as i64 * per_pair + (((t * nw + word) * pw + q) * 16) as i64;
+                        let w = kb.load_aligned(I64X2, base, off);
+                        for (p, &ap) in a.iter().enumerate() {
+                            let both = kb.b.ins().band(ap, w);
+                            let both = kb.b.ins().bitcast(I8X16, little, both);
+                            let count = kb.b.ins().popcnt(both);
+                            let c = class[q * pa + p];
+                            acc[c] = kb.b.ins().iadd(acc[c], count);
+                        }
+                    }
+                }
+                pending += 1;
+                if pending == flush_every {
+                    flush(kb, &mut bytes, &mut wide);
+                    pending = 0;
+                }
+            }
+        }
+        if pending > 0 {
+            flush(kb, &mut bytes, &mut wide);
+        }
+        // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3].
+        let quad = kb.b.ins().iadd_pairwise(wide[0], wide[1]);
+        (0..4u8)
+            .map(|j| {
+                let d = kb.b.ins().extractlane(quad, j);
+                let d = kb.b.ins().sextend(I64, d);
+                match total {
+                    Some(total) => {
+                        let twice = kb.b.ins().ishl_imm_s(d, 1);
+                        kb.b.ins().isub(twice, total)
+                    }
+                    None => d,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The filter pairs' interleaved planes for [`Kernel::vector_dots`], from
+/// [`pack_weights`]'s table of `m` filters of `per` words.
+fn pair_weights(table: &[u64], m: usize, per: usize) -> Vec<u64> {
+    let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
+    for f in 0..m {
+        for i in 0..per {
+            v[((f / 2) * per + i) * 2 + f % 2] = table[f * per + i];
+        }
+    }
+    v
 }
 
 /// The tables a bit or level stage compares with: `(sign, bounds, thresholds per channel)`.
@@ -559,6 +724,7 @@ pub(crate) fn matmul(
     operands: &[Operand],
     out: &Operand,
     stage: &OutputStage,
+    simd: bool,
 ) -> Result<(), BackendError> {
     let (a, w) = (&operands[0], &operands[1]);
     let unsupported = |why: &str| BackendError::unsupported(node, why);
@@ -586,12 +752,8 @@ pub(crate) fn matmul(
             pads: (0, 0),
         },
     };
-    let weights = kb.table_u64(&pack_weights(&planes, &filters, (n, k, 1)));
-    let kernel = Kernel {
-        planes,
-        g: &g,
-        weights,
-    };
+    let table = pack_weights(&planes, &filters, (n, k, 1));
+    let kernel = Kernel::new(kb, planes, &g, &table, simd);
     run(kb, &kernel, stage, None, a.ptr, out.ptr);
     Ok(())
 }
@@ -606,6 +768,7 @@ pub(crate) fn conv(
     out: &Operand,
     stage: &OutputStage,
     pool: Option<BitPool>,
+    simd: bool,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
     let unsupported = |why: &str| BackendError::unsupported(node, why);
@@ -639,12 +802,8 @@ pub(crate) fn conv(
             pads: (attrs.pads[0], attrs.pads[1]),
         },
     };
-    let weights = kb.table_u64(&pack_weights(&planes, &filters, (m, c, kh * kw)));
-    let kernel = Kernel {
-        planes,
-        g: &g,
-        weights,
-    };
+    let table = pack_weights(&planes, &filters, (m, c, kh * kw));
+    let kernel = Kernel::new(kb, planes, &g, &table, simd);
     run(kb, &kernel, stage, pool, x.ptr, out.ptr);
     Ok(())
 }

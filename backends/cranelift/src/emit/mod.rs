@@ -281,11 +281,18 @@ impl Emitter {
                     let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
                     let stage = fused_stage(graph, step, node, t)?;
                     match &node.op {
-                        Op::BitSerialConv { attrs, .. } => {
-                            bitserial::conv(kb, node, attrs, &operands, &results[0], &stage, pool)
-                        }
+                        Op::BitSerialConv { attrs, .. } => bitserial::conv(
+                            kb,
+                            node,
+                            attrs,
+                            &operands,
+                            &results[0],
+                            &stage,
+                            pool,
+                            simd,
+                        ),
                         Op::BitSerialMatMul { .. } => {
-                            bitserial::matmul(kb, node, &operands, &results[0], &stage)
+                            bitserial::matmul(kb, node, &operands, &results[0], &stage, simd)
                         }
                         Op::Conv(attrs) => {
                             linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], &stage)
@@ -329,6 +336,7 @@ impl Emitter {
                             &operands,
                             &results[0],
                             &crate::stage::OutputStage::Acc,
+                            simd,
                         ),
                         Op::BitSerialConv { attrs, .. } => bitserial::conv(
                             kb,
@@ -338,6 +346,7 @@ impl Emitter {
                             &results[0],
                             &crate::stage::OutputStage::Acc,
                             None,
+                            simd,
                         ),
                         Op::XnorConv(attrs) => xnor::conv(
                             kb,
