@@ -31,6 +31,10 @@ use crate::BackendError;
 /// Output channels computed together (scalar registers).
 const BLOCK: usize = 4;
 
+/// Up to this many words per position, the vector dots run (unrolled); longer windows
+/// take the scalar loop, whose code does not grow with them.
+const VECTOR_WORDS: usize = 256;
+
 /// Above this many words per position, a tap's words run in a loop rather than unrolled.
 const UNROLLED_WORDS: usize = 64;
 
@@ -230,7 +234,8 @@ impl<'a> Kernel<'a> {
         taps: &[TapAt],
         total: Option<Value>,
     ) -> Vec<Value> {
-        if let (Some(pairs), BLOCK) = (self.pairs, width) {
+        let unrolled = taps.len() * self.nw() <= VECTOR_WORDS;
+        if let (Some(pairs), BLOCK, true) = (self.pairs, width, unrolled) {
             return self.vector_dots(kb, pairs, first, taps, total);
         }
         let (nw, pw) = (self.nw(), self.planes.w.0);
@@ -760,6 +765,7 @@ pub(crate) fn matmul(
 
 /// `bitserial_conv`: `x (N, C, H, W)` planes against `(M, C, KH, KW)` integer weights, one
 /// group; with `pool`, `out` is the pooled result.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
