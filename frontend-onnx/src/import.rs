@@ -170,12 +170,21 @@ fn input_type(
     else {
         return Err(err("is not a tensor".into()));
     };
-    if tensor.elem_type != 1 {
-        return Err(err(format!(
-            "has element type {}; bnnc reads float inputs only",
-            DataType::code_name(tensor.elem_type)
-        )));
-    }
+    // Float, or integers that f32 holds exactly (uint8 pixels, 8 and 16 bit values): the
+    // IR computes in f32, and the native ABI takes the same numbers as float32.
+    let elem = match DataType::from_code(tensor.elem_type) {
+        Some(DataType::Float) => ElemType::F32,
+        Some(t @ (DataType::Uint8 | DataType::Int8 | DataType::Uint16 | DataType::Int16)) => {
+            t.elem_type()
+        }
+        _ => {
+            return Err(err(format!(
+                "has element type {}; bnnc reads float and 8 or 16 bit integer inputs (wider \
+                 integers do not all fit the float32 it computes in)",
+                DataType::code_name(tensor.elem_type)
+            )))
+        }
+    };
     let shape = tensor
         .shape
         .as_ref()
@@ -194,7 +203,7 @@ fn input_type(
         })
         .collect::<Result<_, _>>()?;
     let (shape, _) = crate::tensor_data::checked_shape(&dims).map_err(err)?;
-    Ok(TensorType::new(annotated.unwrap_or(ElemType::F32), shape))
+    Ok(TensorType::new(annotated.unwrap_or(elem), shape))
 }
 
 /// The nodes in an order where each comes after the producers of its operands: the file's

@@ -341,6 +341,23 @@ impl<'g> Session<'g> {
                     ),
                 });
             }
+            // An input typed as integers (uint8 pixels) must hold them: the passes rely on
+            // the type, as on any other.
+            if let crate::ElemType::Int(int) = data.ty.elem {
+                if let Some(bad) = t
+                    .to_f32_vec()
+                    .into_iter()
+                    .find(|&x| !int.contains(f64::from(x)))
+                {
+                    return Err(IrError::Value {
+                        value: data.name.clone(),
+                        reason: format!(
+                            "the input holds {bad}, not a value of type {}",
+                            data.ty.elem
+                        ),
+                    });
+                }
+            }
             live[v.index()] = Some(Arc::new(t.clone()));
         }
         let mut uses = self.uses.clone();
