@@ -13,61 +13,14 @@
 
 use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
 use bnnc_ir::interp::{integer_first, IntegerFirst};
-use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, Scale, TensorType};
+use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Graph, Node, TensorType};
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::convert::integer_of;
 use super::{KernelBuilder, Operand};
+use crate::first_layer::{int16_applies, int16_weights, int_pow2, small_integers};
 use crate::BackendError;
-
-/// The value of one step of an integer-valued accumulator type: its power-of-two scale,
-/// or 1.
-pub(crate) fn accumulator_unit(elem: &ElemType) -> f64 {
-    match elem {
-        ElemType::Scaled(_, Scale::Tensor(s)) => f64::from(*s),
-        _ => 1.0,
-    }
-}
-
-/// Integers and a power-of-two scale: `(bits, scale)` of an `iN` or `iN*2^e` type.
-fn int_pow2(elem: &ElemType) -> Option<(u8, f32)> {
-    elem.exact_scaled().map(|(t, s)| (t.bits(), s))
-}
-
-/// The weights of a Conv as integers of its weight type's scale, if they are small.
-fn int16_weights(graph: &Graph, node: &Node) -> Option<Vec<i16>> {
-    let w = node.inputs.get(1)?;
-    let (_, scale) = int_pow2(&graph.value(*w).ty.elem)?;
-    small_integers(&graph.const_data(*w)?.to_f32_vec(), scale)
-}
-
-/// `data / scale` as integers of at most 7 bits, if every one is.
-fn small_integers(data: &[f32], scale: f32) -> Option<Vec<i16>> {
-    data.iter()
-        .map(|&v| {
-            let q = v / scale;
-            (q.fract() == 0.0 && q.abs() <= 127.0).then_some(q as i16)
-        })
-        .collect()
-}
-
-/// Whether [`conv_int16_bits`] computes this Conv: integer input and weights with
-/// power-of-two scales, a sum that fits 15 bits (so bounds clamped to i16 stay beyond it), no bias, no padding, one group.
-pub(crate) fn int16_applies(graph: &Graph, node: &Node, attrs: &ConvAttrs) -> bool {
-    let ty = |i: usize| node.inputs.get(i).map(|&v| &graph.value(v).ty);
-    let (Some(x), Some(out)) = (ty(0), Some(&graph.value(node.outputs[0]).ty)) else {
-        return false;
-    };
-    let input_small = int_pow2(&x.elem).is_some_and(|(bits, _)| bits <= 15);
-    let out_small = int_pow2(&out.elem).is_some_and(|(bits, _)| bits <= 15);
-    input_small
-        && out_small
-        && node.inputs.len() == 2
-        && attrs.group == 1
-        && x.shape.len() == 4
-        && attrs.pads.iter().all(|&p| p == 0)
-        && int16_weights(graph, node).is_some()
-}
 
 /// The fused int16 first layer `node` as a kernel for another code generator
 /// ([`crate::Int16ConvKernel`]); `None` where [`int16_applies`] does not hold.
@@ -528,7 +481,7 @@ fn transpose8(kb: &mut KernelBuilder, x: Value) -> Value {
 
 /// Whether sums of this result type are exact in f32 in any order.
 fn exact_in_any_order(elem: &ElemType) -> bool {
-    int_pow2(elem).is_some_and(|(bits, _)| bits <= 24)
+    elem.exact_scaled().is_some_and(|(t, _)| t.bits() <= 24)
 }
 
 /// The interpreter's integer-first plan for this layer, if it has one.
@@ -539,19 +492,6 @@ fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<I
         .collect();
     let refs: Vec<&TensorType> = types.iter().collect();
     integer_first(&node.op, &refs, &out.shape)
-}
-
-/// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to
-/// nearest by adding and removing 1.5 * 2^23, exact while `|int| < 2^22`.
-pub(crate) fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
-    if scale == 1.0 {
-        return v;
-    }
-    let s = kb.fconst(scale);
-    let q = kb.b.ins().fdiv(v, s);
-    let magic = kb.fconst(12_582_912.0);
-    let shifted = kb.b.ins().fadd(q, magic);
-    kb.b.ins().fsub(shifted, magic)
 }
 
 /// `sum * out_scales[j]`: one scale, or the one of output channel `j`.
