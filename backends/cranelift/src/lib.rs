@@ -8,8 +8,11 @@
 
 mod emit;
 mod error;
+mod first_layer;
 mod header;
+mod options;
 mod peak;
+mod provider;
 mod schedule;
 mod stage;
 mod target;
@@ -19,28 +22,14 @@ use std::process::Command;
 
 use bnnc_ir::{Graph, Op};
 pub use error::BackendError;
+pub use options::Options;
 pub use peak::peak_object;
+pub use provider::{
+    CraneliftOnly, Int16ConvKernel, KernelLevels, KernelPool, KernelProvider, PlaneConvKernel,
+    XnorConvKernel,
+};
 pub use target::{is_host, parse_target, Cpu};
 pub use target_lexicon::{Architecture, Triple};
-
-/// What to build for.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub triple: Triple,
-    pub cpu: Cpu,
-    /// The model's name: a C identifier, the prefix of the exported symbols.
-    pub name: String,
-    /// Also export `int32_t NAME_profile(const float *input, float *output, uint64_t
-    /// *step_ns)`, which runs one sample and adds each step's nanoseconds to `step_ns`
-    /// (for `bnnc bench`; [`Compiled::steps`] names the steps).
-    pub profile: bool,
-    /// Use the scalar XNOR-popcount kernels even where vector ones are faster (to measure
-    /// them against each other).
-    pub scalar_popcount: bool,
-    /// Print this function's Cranelift IR as it is compiled (a debugging aid), e.g.
-    /// `bnnc_step4`.
-    pub dump_clif: Option<String>,
-}
 
 /// One step of a compiled model, for profiles.
 #[derive(Clone, Debug)]
@@ -64,135 +53,6 @@ pub struct Compiled {
     pub scratch_bytes: usize,
     /// The steps in order.
     pub steps: Vec<StepInfo>,
-}
-
-/// A fused XNOR convolution and threshold (2-D, one group, no padding), for a kernel
-/// provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`:
-/// `x` the input's packed bits (`batch` images of `h * w` pixels of `words(c)` words,
-/// channels-last), `out` the output's (`batch * oh * ow` pixels of `words(m)` words), bit
-/// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero.
-#[derive(Clone, Debug)]
-pub struct XnorConvKernel {
-    pub symbol: String,
-    /// `(batch, c, h, w)` of the input.
-    pub input: (usize, usize, usize, usize),
-    /// `(m, kh, kw)` of the filters.
-    pub filters: (usize, usize, usize),
-    /// `(oh, ow)`: the output positions the kernel computes (all of them, unless it pools).
-    pub output: (usize, usize),
-    pub strides: (usize, usize),
-    pub dilations: (usize, usize),
-    /// The filters' packed words, `(M, taps, words(C))` ([`bnnc_ir::packing`]).
-    pub weights: Vec<u64>,
-    pub sign: Vec<i64>,
-    pub bound: Vec<i64>,
-    /// A MaxPool on the kernel's bits, when the kernel runs one.
-    pub pool: Option<KernelPool>,
-}
-
-/// A MaxPool an XNOR kernel runs on its output bits: the bits of computed pixel `(y, x)` are
-/// ORed into pixel `(y / window.0, x / window.1)` of an image of extent `pooled`, whose words
-/// the kernel zeroes first. The kernel's `output` is then the positions it computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelPool {
-    pub window: (usize, usize),
-    pub pooled: (usize, usize),
-}
-
-/// A fused bit-serial convolution and multi-threshold (2-D, one group, no padding), for a
-/// kernel provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t
-/// *out)`: `x` the input's bit planes (`batch` images of `h * w` pixels, each the
-/// `words(c)` words of every activation plane in turn), `out` the output's
-/// (`levels.planes` planes of `words(m)` words per pixel, the bits past `m` zero).
-///
-/// Channel `j`'s dot product is `sum_{p,q} a_places[p] * w_places[q] * popcount(A_p & W_q)`
-/// over the window's words, or, with `bipolar_weights` (one plane `b`, `w = 2b - 1`),
-/// `2 * sum_p a_places[p] * popcount(A_p & B) - sum_p a_places[p] * popcount(A_p)`. Its
-/// count and level are [`KernelLevels`]'s, the count being the largest over the pool's
-/// window when the kernel pools.
-#[derive(Clone, Debug)]
-pub struct PlaneConvKernel {
-    pub symbol: String,
-    /// `(batch, c, h, w)` of the input.
-    pub input: (usize, usize, usize, usize),
-    /// The place value of each activation plane (`-2^p` for the top plane of a signed type).
-    pub a_places: Vec<i64>,
-    /// The place value of each weight plane.
-    pub w_places: Vec<i64>,
-    pub bipolar_weights: bool,
-    /// `(m, kh, kw)` of the filters.
-    pub filters: (usize, usize, usize),
-    /// `(oh, ow)`: the output positions of the convolution (before any pool).
-    pub output: (usize, usize),
-    pub strides: (usize, usize),
-    pub dilations: (usize, usize),
-    /// The filters' planes, `[filter][tap][word][plane]`.
-    pub weights: Vec<u64>,
-    pub levels: KernelLevels,
-    /// A MaxPool over the counts, when the kernel runs one: pooled pixel `(y, x)` takes the
-    /// largest count of computed pixels `(y * window.0 + i, x * window.1 + j)`.
-    pub pool: Option<KernelPool>,
-}
-
-/// A kernel's output stage: per channel `j`, the count of thresholds its dot product
-/// reaches, `#{t : sign[j] * dot >= bounds[j][t]}`, and the level `alpha * count + beta`,
-/// whose low `planes` bits are stored as bit planes (one plane: packed bits).
-#[derive(Clone, Debug)]
-pub struct KernelLevels {
-    pub sign: Vec<i64>,
-    /// `(m, thresholds)`, row-major.
-    pub bounds: Vec<i64>,
-    pub thresholds: usize,
-    pub alpha: i64,
-    pub beta: i64,
-    pub planes: usize,
-}
-
-/// A fused first layer on small integers (2-D, one group, no padding), for a kernel
-/// provider outside Cranelift: `void symbol(const float *x, uint64_t *out)`, `x` the f32
-/// input `(batch, c, h, w)`, NCHW, whose integers are `x / in_scale` (a power of two);
-/// `out` as [`PlaneConvKernel`]'s. Channel `j`'s dot product is the integer input's
-/// window against `weights[j]` (`(m, c, kh, kw)`); every partial sum fits 15 bits.
-#[derive(Clone, Debug)]
-pub struct Int16ConvKernel {
-    pub symbol: String,
-    /// `(batch, c, h, w)` of the input.
-    pub input: (usize, usize, usize, usize),
-    pub in_scale: f32,
-    /// `(m, kh, kw)` of the filters.
-    pub filters: (usize, usize, usize),
-    pub output: (usize, usize),
-    pub strides: (usize, usize),
-    pub dilations: (usize, usize),
-    pub weights: Vec<i16>,
-    pub levels: KernelLevels,
-}
-
-/// Kernels compiled by another code generator (the LLVM backend), called from the
-/// Cranelift code and linked into the same library.
-pub trait KernelProvider {
-    /// Takes the kernel if it compiles it (its symbol must then be defined in the provider's
-    /// object), or declines it.
-    fn xnor_conv(&mut self, kernel: &XnorConvKernel) -> bool;
-
-    /// As [`KernelProvider::xnor_conv`], for a bit-serial kernel.
-    fn plane_conv(&mut self, _kernel: &PlaneConvKernel) -> bool {
-        false
-    }
-
-    /// As [`KernelProvider::xnor_conv`], for a first layer on small integers.
-    fn int16_conv(&mut self, _kernel: &Int16ConvKernel) -> bool {
-        false
-    }
-}
-
-/// The provider that takes nothing: everything is Cranelift's.
-pub struct CraneliftOnly;
-
-impl KernelProvider for CraneliftOnly {
-    fn xnor_conv(&mut self, _: &XnorConvKernel) -> bool {
-        false
-    }
 }
 
 /// One step of the native schedule, as `bnnc inspect --target CPU` shows it: the kernel it
@@ -264,7 +124,7 @@ fn kernel_choice(graph: &Graph, step: &schedule::Step) -> &'static str {
     let node = graph.node(linear);
     let fused = matches!(step.kind, schedule::StepKind::Fused { .. });
     match &node.op {
-        Op::Conv(attrs) if fused && emit::linear::int16_applies(graph, node, attrs) => {
+        Op::Conv(attrs) if fused && first_layer::int16_applies(graph, node, attrs) => {
             "int16 lanes, thresholds in the output stage"
         }
         Op::XnorConv(_) | Op::XnorMatMul if fused => {

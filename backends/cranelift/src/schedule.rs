@@ -319,8 +319,7 @@ impl Planner<'_> {
         bit_serial_planes(self.graph, node)?;
         let t = self.fused_after(n)?;
         let out = self.graph.node(t).outputs[0];
-        let unit =
-            crate::emit::linear::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        let unit = crate::stage::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
         // The kernels take each pooled pixel's whole window: a ceil-mode pool's partial
         // windows at the edge run as their own step.
         let pool = self.fused_after(t).filter(|&p| {
@@ -363,7 +362,7 @@ impl Planner<'_> {
         let node = self.graph.node(n);
         let int16 = match &node.op {
             Op::XnorConv(_) | Op::XnorMatMul => false,
-            Op::Conv(attrs) if crate::emit::linear::int16_applies(self.graph, node, attrs) => true,
+            Op::Conv(attrs) if crate::first_layer::int16_applies(self.graph, node, attrs) => true,
             _ => return None,
         };
         let t = self.fused_after(n)?;
@@ -379,8 +378,7 @@ impl Planner<'_> {
         if one_threshold && self.wants_bits(out) {
             return Some((t, Storage::Bits));
         }
-        let unit =
-            crate::emit::linear::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        let unit = crate::stage::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
         let planes = planes_of(self.graph, out)?;
         (int16
             && self.wants_planes(out)

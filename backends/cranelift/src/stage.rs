@@ -8,12 +8,21 @@
 //! a descending one is `-dot >= -floor(T / unit)`, `unit` being the value of one accumulator
 //! step.
 
-use bnnc_ir::{ElemType, Graph, Node, Op, Scale};
+use bnnc_ir::{ElemType, Graph, Node, Op, Scale, ValueId};
 
 use crate::BackendError;
 
 /// Integer thresholds beyond any accumulator: "always" and "never".
 pub(crate) const BEYOND: i64 = 1 << 40;
+
+/// The value of one step of an integer-valued accumulator type: its power-of-two scale,
+/// or 1.
+pub(crate) fn accumulator_unit(elem: &ElemType) -> f64 {
+    match elem {
+        ElemType::Scaled(_, Scale::Tensor(s)) => f64::from(*s),
+        _ => 1.0,
+    }
+}
 
 /// What a kernel does with its dot products.
 pub(crate) enum OutputStage {
@@ -23,6 +32,46 @@ pub(crate) enum OutputStage {
     Bits { sign: Vec<i64>, bound: Vec<i64> },
     /// Stores the level of a multi-threshold as bit planes, channels-last.
     Levels(Levels),
+}
+
+/// A MaxPool on bits that a convolution's output stage runs (the schedule's
+/// `fusable_pool`): each output pixel's bits are ORed into its pooled pixel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BitPool {
+    /// The window, which is also the stride.
+    pub window: (usize, usize),
+    /// The convolution's own output extent.
+    pub conv_out: (usize, usize),
+    /// The pooled extent.
+    pub pooled: (usize, usize),
+}
+
+impl BitPool {
+    /// The MaxPool `pool` after threshold `t`, run in the output stage of `t`'s layer.
+    pub fn after(graph: &Graph, t: &Node, pool: &Node) -> BitPool {
+        let extent = |v: ValueId| {
+            let shape = &graph.value(v).ty.shape;
+            (shape[2], shape[3])
+        };
+        let window = match &pool.op {
+            Op::MaxPool(attrs) => (attrs.kernel[0], attrs.kernel[1]),
+            _ => (1, 1),
+        };
+        BitPool {
+            window,
+            conv_out: extent(t.outputs[0]),
+            pooled: extent(pool.outputs[0]),
+        }
+    }
+
+    /// The positions computed: those some pooled pixel gathers (positions past the last
+    /// whole window, or past the last partial one in ceil mode, are not).
+    pub fn computed(&self) -> (usize, usize) {
+        (
+            self.conv_out.0.min(self.pooled.0 * self.window.0),
+            self.conv_out.1.min(self.pooled.1 * self.window.1),
+        )
+    }
 }
 
 /// A multi-threshold on integer dot products whose output levels are integers affine in the

@@ -22,10 +22,9 @@ use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::window::Window;
-use super::xnor::BitPool;
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
-use crate::stage::OutputStage;
+use crate::stage::{BitPool, OutputStage};
 use crate::BackendError;
 
 /// Output channels computed together (scalar registers).

@@ -45,7 +45,7 @@ pub(crate) fn convert(
             pack_planes(kb, &from.shape, dst, planes.into(), |kb, index, _| {
                 if float {
                     let v = kb.load_at(F32, src, index);
-                    let q = super::linear::integer_of(kb, v, scale);
+                    let q = integer_of(kb, v, scale);
                     kb.b.ins().fcvt_to_sint_sat(I64, q)
                 } else {
                     let v = kb.load_at(I32, src, index);
@@ -133,7 +133,7 @@ pub(crate) fn convert(
 }
 
 /// [`pack_planes`] of `rows` rows of `c` contiguous f32 (one pixel each), four at a time:
-/// each lane's integer as [`super::linear::integer_of`] computes it, then per plane the
+/// each lane's integer as [`integer_of`] computes it, then per plane the
 /// lanes' bits (`vhigh_bits` of a compare), sixteen vectors a word.
 fn planes_of_rows(
     kb: &mut KernelBuilder,
@@ -340,4 +340,17 @@ pub(crate) fn unpack(
             })
         })
     });
+}
+
+/// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to
+/// nearest by adding and removing 1.5 * 2^23, exact while `|int| < 2^22`.
+pub(crate) fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
+    if scale == 1.0 {
+        return v;
+    }
+    let s = kb.fconst(scale);
+    let q = kb.b.ins().fdiv(v, s);
+    let magic = kb.fconst(12_582_912.0);
+    let shifted = kb.b.ins().fadd(q, magic);
+    kb.b.ins().fsub(shifted, magic)
 }

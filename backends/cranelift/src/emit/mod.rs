@@ -6,7 +6,7 @@ mod builder;
 mod convert;
 mod elementwise;
 mod head;
-pub(crate) mod linear;
+mod linear;
 mod movement;
 mod operand;
 mod pool;
@@ -50,23 +50,6 @@ pub(crate) struct ObjectSpec<'a> {
 /// loads that read a word past the end of a buffer.
 const SCRATCH_SLACK: i64 = 128;
 
-/// The MaxPool `pool` after threshold `t`, run in the output stage of `t`'s layer.
-fn bit_pool(graph: &Graph, t: &bnnc_ir::Node, pool: &bnnc_ir::Node) -> xnor::BitPool {
-    let extent = |v: bnnc_ir::ValueId| {
-        let shape = &graph.value(v).ty.shape;
-        (shape[2], shape[3])
-    };
-    let window = match &pool.op {
-        Op::MaxPool(attrs) => (attrs.kernel[0], attrs.kernel[1]),
-        _ => (1, 1),
-    };
-    xnor::BitPool {
-        window,
-        conv_out: extent(t.outputs[0]),
-        pooled: extent(pool.outputs[0]),
-    }
-}
-
 /// The output stage of a fused step: the threshold's levels as planes where the step
 /// writes planes, its bits otherwise.
 fn fused_stage(
@@ -75,7 +58,7 @@ fn fused_stage(
     node: &bnnc_ir::Node,
     t: &bnnc_ir::Node,
 ) -> Result<crate::stage::OutputStage, BackendError> {
-    let unit = linear::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
+    let unit = crate::stage::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
     match step.results[0].1 {
         Storage::Planes(_) => crate::stage::Levels::of(graph, t, unit)?
             .map(crate::stage::OutputStage::Levels)
@@ -104,7 +87,7 @@ pub(crate) fn emit_object(
         {
             let symbol = format!("{}_kernel{i}", spec.name);
             let t = graph.node(threshold);
-            let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
+            let pool = pool.map(|p| crate::stage::BitPool::after(graph, t, graph.node(p)));
             let node = graph.node(linear);
             if let Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } = node.op {
                 let stage = fused_stage(graph, step, node, t)?;
@@ -278,7 +261,7 @@ impl Emitter {
                     pool,
                 } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
-                    let pool = pool.map(|p| bit_pool(graph, t, graph.node(p)));
+                    let pool = pool.map(|p| crate::stage::BitPool::after(graph, t, graph.node(p)));
                     let stage = fused_stage(graph, step, node, t)?;
                     match &node.op {
                         Op::BitSerialConv { attrs, .. } => bitserial::conv(

@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::{pack, pack_planes};
+use super::convert::{integer_of, pack, pack_planes};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -136,7 +136,7 @@ pub(crate) fn threshold(
             planes.into(),
             |kb, index, channel| {
                 let v = value(kb, index, channel);
-                let q = super::linear::integer_of(kb, v, scale);
+                let q = integer_of(kb, v, scale);
                 kb.b.ins().fcvt_to_sint_sat(I64, q)
             },
         );

@@ -15,7 +15,7 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use super::window::Window;
 use super::{KernelBuilder, Operand};
 use crate::schedule::bit_geometry;
-use crate::stage::OutputStage;
+use crate::stage::{BitPool, OutputStage};
 use crate::BackendError;
 
 /// Output channels a convolution computes together (four pairs of vectors).
@@ -498,29 +498,6 @@ fn vector_dots(
         })
         .collect();
     Dot::Quads(quads)
-}
-
-/// A MaxPool on bits that a convolution's output stage runs (the schedule's
-/// `fusable_pool`): each output pixel's bits are ORed into its pooled pixel.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BitPool {
-    /// The window, which is also the stride.
-    pub window: (usize, usize),
-    /// The convolution's own output extent.
-    pub conv_out: (usize, usize),
-    /// The pooled extent.
-    pub pooled: (usize, usize),
-}
-
-impl BitPool {
-    /// The positions computed: those some pooled pixel gathers (positions past the last
-    /// whole window, or past the last partial one in ceil mode, are not).
-    pub fn computed(&self) -> (usize, usize) {
-        (
-            self.conv_out.0.min(self.pooled.0 * self.window.0),
-            self.conv_out.1.min(self.pooled.1 * self.window.1),
-        )
-    }
 }
 
 /// XNOR convolution (2-D, one group): `x (N, C, H, W)` bits, channels-last, times

@@ -1,0 +1,272 @@
+//! Sums that any order gives exactly: integers (times one power-of-two scale) whose partial
+//! sums fit f32's 24 bits, or the integers of a layer that sums integers and scales once
+//! ([`IntegerFirst`]). Free of an order to follow, these kernels keep four output channels
+//! in each vector, and an exact convolution small enough has its weights in the code.
+
+use bnnc_ir::interp::IntegerFirst;
+use bnnc_ir::ConvAttrs;
+use cranelift_codegen::ir::types::{F32, F32X4};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{ConvLayout, Product, ProductIo, Sums};
+use crate::emit::convert::integer_of;
+use crate::emit::KernelBuilder;
+
+/// [`super::conv`] when its sums are exact (`sums.exact`, or integers scaled once): unrolled
+/// when [`unrolled_fits`], otherwise per group as rows of [`exact_rows`].
+pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, sums: &Sums) {
+    let (batch, _, _, _) = layout.image;
+    let (m, kh, kw) = layout.filters;
+    let (oh, ow) = layout.out;
+    let (group, mg, positions, k) = (layout.group, layout.mg, layout.positions, layout.k);
+    let (src, dst, out_image) = (layout.src, layout.dst, m * positions);
+    let image = [
+        layout.image.0,
+        layout.image.1,
+        layout.image.2,
+        layout.image.3,
+    ];
+    if sums.exact && sums.plan.is_none() && unrolled_fits(attrs, &image, m, k, ow) {
+        unrolled_conv(
+            kb,
+            &image,
+            (m, kh, kw),
+            (oh, ow),
+            &sums.weights,
+            src,
+            dst,
+            layout.bias,
+        );
+        return;
+    }
+    let plan = sums.plan.as_ref();
+    kb.for_range(batch, |kb, n| {
+        for g in 0..group {
+            // The group's (mg, K) weights as a (K, mg) matrix.
+            let mut w_km = vec![0f32; k * mg];
+            for jj in 0..mg {
+                for kk in 0..k {
+                    w_km[kk * mg + jj] = sums.weights[(g * mg + jj) * k + kk];
+                }
+            }
+            let x = |kb: &mut KernelBuilder, p: Value, kk: Value| {
+                let v = layout.load(kb, n, g, p, kk);
+                match plan {
+                    Some(plan) => integer_of(kb, v, plan.a_scale),
+                    None => v,
+                }
+            };
+            let store = |kb: &mut KernelBuilder, p: Value, jj: usize, _: Value, s: Value| {
+                let j = g * mg + jj;
+                let s = match plan {
+                    Some(plan) => scale_sum(kb, plan, j, s),
+                    None => s,
+                };
+                let jv = kb.iconst(j as i64);
+                let s = layout.add_bias(kb, jv, s);
+                let image = kb.addr(dst, n, (out_image * 4) as i64, (j * positions * 4) as i64);
+                let at = kb.addr(image, p, 4, 0);
+                kb.store(s, at, 0);
+            };
+            exact_rows(kb, positions, k, mg, &w_km, &x, &store);
+        }
+    });
+}
+
+/// [`super::product`] on integers scaled once: the activations' integers as they are
+/// loaded, each sum scaled (and times alpha, plus C) as it is stored.
+pub(super) fn product_scaled(
+    kb: &mut KernelBuilder,
+    p: &Product<'_>,
+    plan: &IntegerFirst,
+    io: &ProductIo,
+) {
+    let (m, k, n) = p.mkn;
+    let alpha = p.alpha;
+    let load_int = |kb: &mut KernelBuilder, i: Value, kk: Value| {
+        let v = io.load_a(kb, i, kk);
+        integer_of(kb, v, plan.a_scale)
+    };
+    let store_scaled = |kb: &mut KernelBuilder, i: Value, j: usize, jv: Value, s: Value| {
+        let mut s = scale_sum(kb, plan, j, s);
+        if alpha != 1.0 {
+            let a = kb.fconst(alpha);
+            s = kb.b.ins().fmul(s, a);
+        }
+        let s = match io.start_at(kb, i, jv) {
+            Some(c) => kb.b.ins().fadd(s, c),
+            None => s,
+        };
+        io.store(kb, i, jv, s);
+    };
+    exact_rows(kb, m, k, n, p.b_kn, &load_int, &store_scaled);
+}
+
+/// [`super::product`] on exact sums (alpha 1), plus C.
+pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
+    let (m, k, n) = p.mkn;
+    let load_a = |kb: &mut KernelBuilder, i: Value, kk: Value| io.load_a(kb, i, kk);
+    let store_exact = |kb: &mut KernelBuilder, i: Value, _j: usize, jv: Value, s: Value| {
+        let s = match io.start_at(kb, i, jv) {
+            Some(c) => kb.b.ins().fadd(s, c),
+            None => s,
+        };
+        io.store(kb, i, jv, s);
+    };
+    exact_rows(kb, m, k, n, p.b_kn, &load_a, &store_exact);
+}
+
+/// `sum * out_scales[j]`: one scale, or the one of output channel `j`.
+fn scale_sum(kb: &mut KernelBuilder, plan: &IntegerFirst, j: usize, sum: Value) -> Value {
+    let s = kb.fconst(plan.out_scales[j % plan.out_scales.len()]);
+    kb.b.ins().fmul(sum, s)
+}
+
+/// Loads element `kk` of the reduction for output row `r`.
+type Loader<'l> = dyn Fn(&mut KernelBuilder, Value, Value) -> Value + 'l;
+
+/// The exact kernel: `out(r, j) = sum over kk of x(r, kk) * w[kk][j]`, four `j` at a time,
+/// `w` being a constant `(k, m)` matrix.
+fn exact_rows(
+    kb: &mut KernelBuilder,
+    rows: usize,
+    k: usize,
+    m: usize,
+    w_km: &[f32],
+    x: &Loader<'_>,
+    store: &dyn Fn(&mut KernelBuilder, Value, usize, Value, Value),
+) {
+    let mp = m.next_multiple_of(4);
+    let mut padded = vec![0f32; k * mp];
+    for kk in 0..k {
+        padded[kk * mp..kk * mp + m].copy_from_slice(&w_km[kk * m..(kk + 1) * m]);
+    }
+    let table = kb.table_f32(&padded);
+    // Four vectors (16 channels) per pass keep the accumulators in registers.
+    const VECTORS: usize = 4;
+    kb.for_range(rows, |kb, r| {
+        let mut j0 = 0;
+        while j0 < mp {
+            let nv = VECTORS.min((mp - j0) / 4);
+            let zero = kb.fconst(0.0);
+            let zv = kb.b.ins().splat(F32X4, zero);
+            let acc = kb.fold_range(k, vec![zv; nv], |kb, kk, acc| {
+                let xv = x(kb, r, kk);
+                let xs = kb.b.ins().splat(F32X4, xv);
+                let row = kb.addr(table, kk, (mp * 4) as i64, (j0 * 4) as i64);
+                acc.iter()
+                    .enumerate()
+                    .map(|(v, &a)| {
+                        let wv = kb.load(F32X4, row, (v * 16) as i64);
+                        let p = kb.b.ins().fmul(xs, wv);
+                        kb.b.ins().fadd(a, p)
+                    })
+                    .collect()
+            });
+            for (v, a) in acc.into_iter().enumerate() {
+                for lane in 0..4 {
+                    let j = j0 + v * 4 + lane;
+                    if j < m {
+                        let s = kb.b.ins().extractlane(a, lane as u8);
+                        let jv = kb.iconst(j as i64);
+                        store(kb, r, j, jv, s);
+                    }
+                }
+            }
+            j0 += nv * 4;
+        }
+    });
+}
+
+/// Whether [`unrolled_conv`] applies: unit strides and dilations, no padding, at least four
+/// output columns, and few enough weights to unroll.
+fn unrolled_fits(attrs: &ConvAttrs, x: &[usize], m: usize, k: usize, ow: usize) -> bool {
+    attrs.group == 1
+        && x.len() == 4
+        && attrs
+            .strides
+            .iter()
+            .chain(&attrs.dilations)
+            .all(|&s| s == 1)
+        && attrs.pads.iter().all(|&p| p == 0)
+        && ow >= 4
+        && m * k <= 1 << 15
+}
+
+/// An exact convolution with its weights in the code: four neighbouring output columns
+/// to a vector, eight filters at a time, each weight an add, a subtract (for ±1, as the
+/// binary first layer of a network has) or a multiply-add of a constant; zero weights cost
+/// nothing. Inputs are contiguous along the columns, as outputs are.
+#[allow(clippy::too_many_arguments)]
+fn unrolled_conv(
+    kb: &mut KernelBuilder,
+    x: &[usize],
+    (m, kh, kw): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    w: &[f32],
+    src: Value,
+    dst: Value,
+    bias: Option<Value>,
+) {
+    const FILTERS: usize = 8;
+    let (batch, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let k = c * kh * kw;
+    let blocks = ow.div_ceil(4);
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (m * oh * ow * 4) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let in_row = kb.addr(image, oy, (wd * 4) as i64, 0);
+            let out_row = kb.addr(out_image, oy, (ow * 4) as i64, 0);
+            kb.for_range(blocks, |kb, b| {
+                // The last block overlaps the one before when 4 does not divide the width.
+                let start = kb.b.ins().imul_imm_s(b, 4);
+                let last = kb.iconst((ow - 4) as i64);
+                let ox = kb.b.ins().umin(start, last);
+                let at_in = kb.addr(in_row, ox, 4, 0);
+                let at_out = kb.addr(out_row, ox, 4, 0);
+                for f0 in (0..m).step_by(FILTERS) {
+                    let filters = f0..(f0 + FILTERS).min(m);
+                    let zero = kb.fconst(0.0);
+                    let zv = kb.b.ins().splat(F32X4, zero);
+                    let mut acc = vec![zv; filters.len()];
+                    for kk in 0..k {
+                        let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+                        let (ky, kx) = (tap / kw, tap % kw);
+                        if filters.clone().all(|j| w[j * k + kk] == 0.0) {
+                            continue;
+                        }
+                        let off = ((ch * h * wd + ky * wd + kx) * 4) as i64;
+                        let xv = kb.load(F32X4, at_in, off);
+                        for (a, j) in acc.iter_mut().zip(filters.clone()) {
+                            let wv = w[j * k + kk];
+                            *a = if wv == 0.0 {
+                                *a
+                            } else if wv == 1.0 {
+                                kb.b.ins().fadd(*a, xv)
+                            } else if wv == -1.0 {
+                                kb.b.ins().fsub(*a, xv)
+                            } else {
+                                let ws = kb.fconst(wv);
+                                let wsv = kb.b.ins().splat(F32X4, ws);
+                                let p = kb.b.ins().fmul(xv, wsv);
+                                kb.b.ins().fadd(*a, p)
+                            };
+                        }
+                    }
+                    for (a, j) in acc.into_iter().zip(filters) {
+                        let a = match bias {
+                            Some(t) => {
+                                let bv = kb.load(F32, t, (j * 4) as i64);
+                                let bs = kb.b.ins().splat(F32X4, bv);
+                                kb.b.ins().fadd(a, bs)
+                            }
+                            None => a,
+                        };
+                        kb.store(a, at_out, (j * oh * ow * 4) as i64);
+                    }
+                }
+            });
+        });
+    });
+}

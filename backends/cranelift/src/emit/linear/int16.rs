@@ -1,0 +1,469 @@
+//! The fused first layer on `i16` lanes: an 8-bit Conv of a binary network whose integer
+//! sums fit 15 bits ([`crate::first_layer`] decides which), summed as integers and compared
+//! with its thresholds in the same kernel, so it never runs on floats and never stores its
+//! sums.
+
+use bnnc_ir::{ConvAttrs, Graph, Node};
+use cranelift_codegen::ir::types::{F32, F32X4, I32};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::emit::{KernelBuilder, Operand};
+use crate::first_layer::{int16_applies, int16_weights, int_pow2, small_integers};
+use crate::BackendError;
+
+/// The fused int16 first layer `node` as a kernel for another code generator
+/// ([`crate::Int16ConvKernel`]); `None` where [`int16_applies`] does not hold.
+pub(crate) fn int16_kernel(
+    graph: &Graph,
+    node: &Node,
+    attrs: &ConvAttrs,
+    stage: &crate::stage::OutputStage,
+    symbol: String,
+) -> Option<crate::Int16ConvKernel> {
+    if !int16_applies(graph, node, attrs) {
+        return None;
+    }
+    let shape = |v: bnnc_ir::ValueId| graph.value(v).ty.shape.clone();
+    let (x, w, out) = (
+        shape(node.inputs[0]),
+        shape(node.inputs[1]),
+        shape(node.outputs[0]),
+    );
+    let (_, in_scale) = int_pow2(&graph.value(node.inputs[0]).ty.elem)?;
+    Some(crate::Int16ConvKernel {
+        symbol,
+        input: (x[0], x[1], x[2], x[3]),
+        in_scale,
+        filters: (w[0], w[2], w[3]),
+        output: (out[2], out[3]),
+        strides: (attrs.strides[0], attrs.strides[1]),
+        dilations: (attrs.dilations[0], attrs.dilations[1]),
+        weights: int16_weights(graph, node)?,
+        levels: stage.levels()?.kernel(),
+    })
+}
+
+/// A Conv on small integers with its threshold fused: per output position, the sums of all
+/// filters in `i16x8` vectors (eight filters each), every tap's input splat and multiplied
+/// by eight filters' weights; then each vector compared with its eight thresholds, the
+/// compare's lanes being the position's bits. This is the 8-bit first layer of a binary
+/// network, run on integers and never on floats.
+pub(crate) fn conv_int16_bits(
+    kb: &mut KernelBuilder,
+    node: &Node,
+    attrs: &ConvAttrs,
+    operands: &[Operand],
+    out: &Operand,
+    stage: &crate::stage::OutputStage,
+) -> Result<(), BackendError> {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8};
+    let Some(levels) = stage.levels() else {
+        return Err(BackendError::unsupported(
+            node,
+            "internal: the int16 kernel runs a threshold stage",
+        ));
+    };
+    let (x, w) = (&operands[0], &operands[1]);
+    let (Some((_, x_scale)), Some(weights)) = (
+        int_pow2(&x.elem),
+        int_pow2(&w.elem).and_then(|(_, scale)| small_integers(&w.const_f32()?, scale)),
+    ) else {
+        return Err(BackendError::unsupported(
+            node,
+            "internal: not an int16 convolution",
+        ));
+    };
+    let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
+    let (oh, ow) = (out.shape[2], out.shape[3]);
+    let k = c * kh * kw;
+    if attrs.strides[1] == 1 && ow >= 8 {
+        let geometry = RowGeometry {
+            image: (batch, c, h, wd),
+            filters: (m, kh, kw),
+            out: (oh, ow),
+            stride_y: attrs.strides[0],
+            dilations: (attrs.dilations[0], attrs.dilations[1]),
+        };
+        let src = x.f32_ptr(kb);
+        conv_int16_rows(kb, &geometry, &weights, x_scale, &levels, (src, out.ptr));
+        return Ok(());
+    }
+    let groups = m.div_ceil(8);
+    // Weights as (k, filters padded to 8); padded filters have weight 0 and bound "never"
+    // (their bits lie past the channels and stay 0).
+    let mut w_km = vec![0i16; k * groups * 8];
+    for j in 0..m {
+        for kk in 0..k {
+            w_km[kk * groups * 8 + j] = weights[j * k + kk];
+        }
+    }
+    let w_t = kb.table(w_km.iter().flat_map(|v| v.to_le_bytes()).collect());
+    // s * acc >= b, as i16 lanes: bounds beyond the i16 range mean always or never.
+    let lanes = |v: &[i64], pad: i64| -> Vec<i16> {
+        let mut l: Vec<i16> = v.iter().map(|&x| x.clamp(-32768, 32767) as i16).collect();
+        l.resize(groups * 8, pad as i16);
+        l
+    };
+    let bytes = |l: Vec<i16>| -> Vec<u8> { l.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let sign_t = kb.table(bytes(lanes(&levels.sign, 1)));
+    // Bounds as [group][threshold][lane].
+    let t_count = levels.thresholds;
+    let per_threshold: Vec<Vec<i16>> = (0..t_count)
+        .map(|t| {
+            let column: Vec<i64> = (0..m).map(|j| levels.bounds[j * t_count + t]).collect();
+            lanes(&column, 32767)
+        })
+        .collect();
+    let mut bound_lanes = Vec::with_capacity(groups * t_count * 8);
+    for g in 0..groups {
+        for column in &per_threshold {
+            bound_lanes.extend_from_slice(&column[g * 8..g * 8 + 8]);
+        }
+    }
+    let bound_t = kb.table(bytes(bound_lanes));
+    let planes = levels.planes;
+    let words_out = bnnc_runtime::packing::words(m);
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    let inv = 1.0 / x_scale;
+    let (sh, sw) = (attrs.strides[0], attrs.strides[1]);
+    let (dh, dw) = (attrs.dilations[0], attrs.dilations[1]);
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * planes * words_out * 8) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let row = kb.b.ins().imul_imm_s(oy, (sh * wd) as i64);
+            kb.for_range(ow, |kb, ox| {
+                let col = kb.b.ins().imul_imm_s(ox, sw as i64);
+                let origin = kb.b.ins().iadd(row, col);
+                let at = kb.addr(image, origin, 4, 0);
+                let zero = kb.iconst32(0);
+                let zero = kb.b.ins().ireduce(I16, zero);
+                let zv = kb.b.ins().splat(I16X8, zero);
+                let mut acc = vec![zv; groups];
+                for kk in 0..k {
+                    let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let off = ((ch * h * wd + ky * dh * wd + kx * dw) * 4) as i64;
+                    let v = kb.load(F32, at, off);
+                    let s = kb.fconst(inv);
+                    let q = kb.b.ins().fmul(v, s);
+                    let q = kb.b.ins().fcvt_to_sint_sat(I32, q);
+                    let q = kb.b.ins().ireduce(I16, q);
+                    let qs = kb.b.ins().splat(I16X8, q);
+                    for (g, a) in acc.iter_mut().enumerate() {
+                        let wv = kb.load_aligned(I16X8, w_t, ((kk * groups + g) * 16) as i64);
+                        let p = kb.b.ins().imul(qs, wv);
+                        *a = kb.b.ins().iadd(*a, p);
+                    }
+                }
+                let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let pos = kb.b.ins().iadd(pos, ox);
+                let out_at = kb.addr(out_image, pos, (planes * words_out * 8) as i64, 0);
+                for word in 0..words_out {
+                    let zero = kb.iconst(0);
+                    let mut bits = vec![zero; planes];
+                    let first = word * 8;
+                    for (g, &a) in acc.iter().enumerate().skip(first).take(8) {
+                        let s = kb.load_aligned(I16X8, sign_t, (g * 16) as i64);
+                        let v = kb.b.ins().imul(a, s);
+                        let mut level = None;
+                        for t in 0..t_count {
+                            let at = ((g * t_count + t) * 16) as i64;
+                            let b = kb.load_aligned(I16X8, bound_t, at);
+                            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                            // Reached lanes are all ones: -1 each.
+                            level = Some(match level {
+                                None => on,
+                                Some(l) => kb.b.ins().iadd(l, on),
+                            });
+                        }
+                        let level = level_lanes(kb, level.expect("a threshold"), &levels);
+                        for (r, plane_bits) in bits.iter_mut().enumerate() {
+                            let eight = plane_lanes(kb, level, r);
+                            let shifted = kb.b.ins().ishl_imm_s(eight, ((g - first) * 8) as i64);
+                            *plane_bits = kb.b.ins().bor(*plane_bits, shifted);
+                        }
+                    }
+                    // Channels past m hold level `beta`: their bits must stay 0.
+                    let valid = 64.min(m - word * 64);
+                    for (r, plane_bits) in bits.into_iter().enumerate() {
+                        let plane_bits = if valid < 64 {
+                            kb.b.ins().band_imm_s(plane_bits, (1i64 << valid) - 1)
+                        } else {
+                            plane_bits
+                        };
+                        kb.store(plane_bits, out_at, ((r * words_out + word) * 8) as i64);
+                    }
+                }
+            });
+        });
+    });
+    Ok(())
+}
+
+/// The shapes [`conv_int16_rows`] works on.
+struct RowGeometry {
+    image: (usize, usize, usize, usize),
+    filters: (usize, usize, usize),
+    out: (usize, usize),
+    stride_y: usize,
+    dilations: (usize, usize),
+}
+
+/// [`conv_int16_bits`] for unit column strides: eight neighbouring output columns to an
+/// `i16x8` vector, so that each weight, a constant of the code, is one add or subtract
+/// (a multiply for other values) of the tap's vector. Each filter's compare gives eight
+/// bits, one per column; eight filters' bytes are transposed (an 8x8 bit matrix) into one
+/// byte per column, stored into that column's packed channels.
+fn conv_int16_rows(
+    kb: &mut KernelBuilder,
+    g: &RowGeometry,
+    weights: &[i16],
+    x_scale: f32,
+    levels: &crate::stage::Levels,
+    (src, dst): (Value, Value),
+) {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8, I32X4, I8};
+    let (batch, c, h, wd) = g.image;
+    let (m, kh, kw) = g.filters;
+    let (oh, ow) = g.out;
+    let (dh, dw) = g.dilations;
+    let k = c * kh * kw;
+    let words_out = bnnc_runtime::packing::words(m);
+    let planes = levels.planes;
+    let pixel_words = planes * words_out;
+    let blocks = ow.div_ceil(8);
+    let inv = 1.0 / x_scale;
+    // Channels past m in the last word are never written by the byte stores: zero first.
+    if m % 64 != 0 {
+        let zero = kb.iconst(0);
+        kb.for_range(batch * oh * ow * pixel_words, |kb, i| {
+            kb.store_at(zero, dst, i)
+        });
+    }
+    let taps = kb.stack((k * 16) as u32);
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (oh * ow * pixel_words * 8) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let row = kb.addr(image, oy, (g.stride_y * wd * 4) as i64, 0);
+            kb.for_range(blocks, |kb, b| {
+                // The last block overlaps the one before when 8 does not divide the width.
+                let start = kb.b.ins().imul_imm_s(b, 8);
+                let last = kb.iconst((ow - 8) as i64);
+                let ox = kb.b.ins().umin(start, last);
+                let at = kb.addr(row, ox, 4, 0);
+                // Every tap's eight inputs as integers, once for all filters.
+                let s = kb.fconst(inv);
+                let sv = kb.b.ins().splat(F32X4, s);
+                for kk in 0..k {
+                    let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let off = ((ch * h * wd + ky * dh * wd + kx * dw) * 4) as i64;
+                    let halves: Vec<Value> = [0, 16]
+                        .iter()
+                        .map(|&o| {
+                            let v = kb.load(F32X4, at, off + o);
+                            let v = kb.b.ins().fmul(v, sv);
+                            kb.b.ins().fcvt_to_sint_sat(I32X4, v)
+                        })
+                        .collect();
+                    let q = kb.b.ins().snarrow(halves[0], halves[1]);
+                    kb.store(q, taps, (kk * 16) as i64);
+                }
+                let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let pos = kb.b.ins().iadd(pos, ox);
+                let out_at = kb.addr(out_image, pos, (pixel_words * 8) as i64, 0);
+                // The sum of all taps, shared by every filter of ±1 weights: such a
+                // filter's sum is `2 * (sum of its +1 taps) - all`, or `all - 2 * (sum of
+                // its -1 taps)`, so it adds only the fewer of its two kinds of taps.
+                let zero = kb.iconst32(0);
+                let zero = kb.b.ins().ireduce(I16, zero);
+                let zv = kb.b.ins().splat(I16X8, zero);
+                let mut all = zv;
+                for kk in 0..k {
+                    let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                    all = kb.b.ins().iadd(all, xv);
+                }
+                for group in 0..m.div_ceil(8) {
+                    let filters = group * 8..(group * 8 + 8).min(m);
+                    let forms: Vec<SumForm> = filters
+                        .clone()
+                        .map(|j| SumForm::of(&weights[j * k..(j + 1) * k]))
+                        .collect();
+                    let mut acc = vec![zv; filters.len()];
+                    for kk in 0..k {
+                        let used = |f: &SumForm, j: usize| f.adds(weights[j * k + kk]);
+                        if !forms.iter().zip(filters.clone()).any(|(f, j)| used(f, j)) {
+                            continue;
+                        }
+                        let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                        for ((a, j), form) in acc.iter_mut().zip(filters.clone()).zip(&forms) {
+                            let wv = weights[j * k + kk];
+                            if !used(form, j) {
+                                continue;
+                            }
+                            *a = match (form, wv) {
+                                (SumForm::Plus | SumForm::Minus, _) | (SumForm::Direct, 1) => {
+                                    kb.b.ins().iadd(*a, xv)
+                                }
+                                (SumForm::Direct, -1) => kb.b.ins().isub(*a, xv),
+                                (SumForm::Direct, wv) => {
+                                    let c = kb.iconst32(i32::from(wv));
+                                    let c = kb.b.ins().ireduce(I16, c);
+                                    let cv = kb.b.ins().splat(I16X8, c);
+                                    let p = kb.b.ins().imul(xv, cv);
+                                    kb.b.ins().iadd(*a, p)
+                                }
+                            };
+                        }
+                    }
+                    for (a, form) in acc.iter_mut().zip(&forms) {
+                        let twice = kb.b.ins().iadd(*a, *a);
+                        *a = match form {
+                            SumForm::Plus => kb.b.ins().isub(twice, all),
+                            SumForm::Minus => kb.b.ins().isub(all, twice),
+                            SumForm::Direct => *a,
+                        };
+                    }
+                    // Per plane, byte j of its matrix: filter j's bit per column.
+                    let zero = kb.iconst(0);
+                    let mut matrices = vec![zero; planes];
+                    for (i, (a, j)) in acc.into_iter().zip(filters.clone()).enumerate() {
+                        let t_count = levels.thresholds;
+                        let mut level = None;
+                        for &bound in &levels.bounds[j * t_count..(j + 1) * t_count] {
+                            let (cc, b) = if levels.sign[j] >= 0 {
+                                (IntCC::SignedGreaterThanOrEqual, bound)
+                            } else {
+                                (IntCC::SignedLessThanOrEqual, -bound)
+                            };
+                            let b = kb.iconst32(b.clamp(-32768, 32767) as i32);
+                            let b = kb.b.ins().ireduce(I16, b);
+                            let bv = kb.b.ins().splat(I16X8, b);
+                            let on = kb.b.ins().icmp(cc, a, bv);
+                            // Reached lanes are all ones: -1 each.
+                            level = Some(match level {
+                                None => on,
+                                Some(l) => kb.b.ins().iadd(l, on),
+                            });
+                        }
+                        let level = level_lanes(kb, level.expect("a threshold"), levels);
+                        for (r, matrix) in matrices.iter_mut().enumerate() {
+                            let cols = plane_lanes(kb, level, r);
+                            let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
+                            *matrix = kb.b.ins().bor(*matrix, cols);
+                        }
+                    }
+                    let byte = (group % 8) as i64 + (group / 8 * 8) as i64;
+                    for (r, matrix) in matrices.into_iter().enumerate() {
+                        let t = transpose8(kb, matrix);
+                        for col in 0..8i64 {
+                            let v = if col == 0 {
+                                t
+                            } else {
+                                kb.b.ins().ushr_imm_s(t, 8 * col)
+                            };
+                            let v = kb.b.ins().ireduce(I8, v);
+                            let plane = (r * words_out * 8) as i64;
+                            kb.b.ins().store(
+                                crate::emit::builder::mem(),
+                                v,
+                                out_at,
+                                (col * (pixel_words as i64) * 8 + plane + byte) as i32,
+                            );
+                        }
+                    }
+                }
+            });
+        });
+    });
+}
+
+/// The levels of `i16x8` lanes from the sum of their threshold compares (-1 per threshold
+/// reached): `alpha * count + beta`.
+fn level_lanes(kb: &mut KernelBuilder, minus_count: Value, levels: &crate::stage::Levels) -> Value {
+    use cranelift_codegen::ir::types::{I16, I16X8};
+    let splat = |kb: &mut KernelBuilder, v: i64| {
+        let c = kb.iconst32(v as i32);
+        let c = kb.b.ins().ireduce(I16, c);
+        kb.b.ins().splat(I16X8, c)
+    };
+    // level = beta - alpha * (-count)
+    let scaled = match levels.alpha {
+        1 => minus_count,
+        a => {
+            let av = splat(kb, a);
+            kb.b.ins().imul(minus_count, av)
+        }
+    };
+    let beta = splat(kb, levels.beta);
+    kb.b.ins().isub(beta, scaled)
+}
+
+/// Bit `r` of each of eight `i16` lanes, as the low byte of an i64.
+fn plane_lanes(kb: &mut KernelBuilder, level: Value, r: usize) -> Value {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::types::{I16, I16X8, I64};
+    // Shift bit r to the sign bit: the lanes' high bits are the plane's bits.
+    let shifted = kb.b.ins().ishl_imm_s(level, 15 - r as i64);
+    let zero = kb.iconst32(0);
+    let zero = kb.b.ins().ireduce(I16, zero);
+    let zv = kb.b.ins().splat(I16X8, zero);
+    let on = kb.b.ins().icmp(IntCC::SignedLessThan, shifted, zv);
+    kb.b.ins().vhigh_bits(I64, on)
+}
+
+/// How [`conv_int16_rows`] sums one filter.
+enum SumForm {
+    /// Weights all ±1, fewer +1: `2 * (sum of the +1 taps) - all`.
+    Plus,
+    /// Weights all ±1, fewer -1: `all - 2 * (sum of the -1 taps)`.
+    Minus,
+    /// Other weights: every tap times its weight.
+    Direct,
+}
+
+impl SumForm {
+    fn of(weights: &[i16]) -> SumForm {
+        if !weights.iter().all(|&w| w == 1 || w == -1) {
+            return SumForm::Direct;
+        }
+        let plus = weights.iter().filter(|&&w| w == 1).count();
+        if plus <= weights.len() - plus {
+            SumForm::Plus
+        } else {
+            SumForm::Minus
+        }
+    }
+
+    /// Whether the filter adds the tap of weight `w`.
+    fn adds(&self, w: i16) -> bool {
+        match self {
+            SumForm::Plus => w == 1,
+            SumForm::Minus => w == -1,
+            SumForm::Direct => w != 0,
+        }
+    }
+}
+
+/// Transposes the 8x8 bit matrix whose row `i` is byte `i` (bit `8i + j` to bit `8j + i`).
+fn transpose8(kb: &mut KernelBuilder, x: Value) -> Value {
+    let mut x = x;
+    for (shift, mask) in [
+        (7i64, 0x00AA_00AA_00AA_00AAu64),
+        (14, 0x0000_CCCC_0000_CCCC),
+        (28, 0x0000_0000_F0F0_F0F0),
+    ] {
+        let shifted = kb.b.ins().ushr_imm_s(x, shift);
+        let t = kb.b.ins().bxor(x, shifted);
+        let t = kb.b.ins().band_imm_s(t, mask as i64);
+        let back = kb.b.ins().ishl_imm_s(t, shift);
+        let x1 = kb.b.ins().bxor(x, t);
+        x = kb.b.ins().bxor(x1, back);
+    }
+    x
+}

@@ -1,0 +1,338 @@
+//! Float sums whose last bit depends on their order, summed product by product in the
+//! interpreter's order, which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]): its
+//! convolution routes, its thread segments and K slices of fused multiply-adds, its M = 1
+//! kernels. Native code then gives the interpreter's floats bit for bit.
+
+use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
+use bnnc_ir::ConvAttrs;
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use super::{ConvLayout, Product, ProductIo};
+use crate::emit::KernelBuilder;
+
+/// [`super::conv`] on floats (one group), in MLAS's order.
+pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, w_data: &[f32]) {
+    let (batch, c, _, _) = layout.image;
+    let m = layout.filters.0;
+    let (positions, k, dst) = (layout.positions, layout.k, layout.dst);
+    let out_image = m * positions;
+    let image = [
+        layout.image.0,
+        layout.image.1,
+        layout.image.2,
+        layout.image.3,
+    ];
+    let route = conv_route(attrs, &image, c, m, positions, k);
+    let w_t = kb.table_f32(w_data);
+    let segs: Vec<Segment> = match route {
+        ConvRoute::General(threading) => segments(m, positions, k, threading, true),
+        _ => Vec::new(),
+    };
+    kb.for_range(batch, |kb, n| {
+        let image = kb.addr(dst, n, (out_image * 4) as i64, 0);
+        // Output positions run in ranges whose order is fixed at compile time.
+        let mut ranges: Vec<(usize, usize, Option<usize>)> = match route {
+            ConvRoute::General(_) => segs
+                .iter()
+                .map(|s| (s.start, s.end, Some(s.stride_k)))
+                .collect(),
+            _ => vec![(0, positions, None)],
+        };
+        if ranges.is_empty() {
+            ranges.push((0, positions, Some(k)));
+        }
+        for (start, end, stride) in ranges {
+            let emit_position =
+                |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, order: Order| {
+                    let xa = |kb: &mut KernelBuilder, kk: Value| layout.load(kb, n, 0, p, kk);
+                    let wa = |kb: &mut KernelBuilder, kk: Value| {
+                        let row = kb.addr(w_t, jv, (k * 4) as i64, 0);
+                        kb.load_at(F32, row, kk)
+                    };
+                    // Lanes with the operands swapped (SinglePosition) sum patch x filter.
+                    let s = dot(kb, k, order, None, &xa, &wa);
+                    let s = layout.add_bias(kb, jv, s);
+                    let at = kb.addr(image, p, 4, (j * positions * 4) as i64);
+                    kb.store(s, at, 0);
+                };
+            match route {
+                ConvRoute::General(_) => {
+                    let stride = stride.unwrap_or(k);
+                    kb.for_range(end - start, |kb, i| {
+                        let p = kb.b.ins().iadd_imm_s(i, start as i64);
+                        for j in 0..m {
+                            let jv = kb.iconst(j as i64);
+                            emit_position(kb, p, j, jv, Order::Slices { stride, alpha: 1.0 });
+                        }
+                    });
+                }
+                ConvRoute::SingleFilter => kb.for_range(positions, |kb, p| {
+                    let jv = kb.iconst(0);
+                    emit_position(kb, p, 0, jv, Order::Groups);
+                }),
+                ConvRoute::FullWidthRows => {
+                    for p in 0..positions {
+                        let pv = kb.iconst(p as i64);
+                        let jv = kb.iconst(0);
+                        emit_position(kb, pv, 0, jv, Order::Lanes { j: p, n: positions });
+                    }
+                }
+                ConvRoute::SinglePosition => {
+                    kb.for_range(positions, |kb, p| {
+                        for j in 0..m {
+                            let jv = kb.iconst(j as i64);
+                            emit_position(kb, p, j, jv, Order::Lanes { j, n: m });
+                        }
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// [`super::product`] on floats, in MLAS's order: its M = 1 kernels where MLAS takes them,
+/// its thread segments otherwise.
+pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
+    let (m, k, n) = p.mkn;
+    let trans_a = p.trans_a;
+    let load_a = |kb: &mut KernelBuilder, i: Value, kk: Value| io.load_a(kb, i, kk);
+    let start_at = |kb: &mut KernelBuilder, i: Value, j: Value| io.start_at(kb, i, j);
+    let store = |kb: &mut KernelBuilder, i: Value, j: Value, s: Value| io.store(kb, i, j, s);
+    let b_t = kb.table_f32(p.b_kn);
+    let load_b = move |kb: &mut KernelBuilder, kk: Value, j: Value| {
+        let r = kb.b.ins().imul_imm_s(kk, n as i64);
+        let at = kb.b.ins().iadd(r, j);
+        kb.load_at(F32, b_t, at)
+    };
+    // The transposed M = 1 kernel adds C (or 0) after its lanes.
+    let lanes_start =
+        |kb: &mut KernelBuilder, c: Option<Value>| Some(c.unwrap_or_else(|| kb.fconst(0.0)));
+    if p.m1_allowed && m == 1 && !trans_a {
+        kb.for_range(n, |kb, j| {
+            let i = kb.iconst(0);
+            let c = start_at(kb, i, j);
+            let s = if p.trans_b {
+                // Output j of n of the transposed kernel: unrolled over j at compile time.
+                None
+            } else {
+                Some(dot(
+                    kb,
+                    k,
+                    Order::Groups,
+                    c,
+                    &|kb, kk| load_a(kb, i, kk),
+                    &|kb, kk| load_b(kb, kk, j),
+                ))
+            };
+            if let Some(s) = s {
+                store(kb, i, j, s);
+            }
+        });
+        if p.trans_b {
+            for j in 0..n {
+                let (i, jv) = (kb.iconst(0), kb.iconst(j as i64));
+                let c = start_at(kb, i, jv);
+                let c = lanes_start(kb, c);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Lanes { j, n },
+                    c,
+                    &|kb, kk| load_a(kb, i, kk),
+                    &|kb, kk| load_b(kb, kk, jv),
+                );
+                store(kb, i, jv, s);
+            }
+        }
+    } else if p.m1_allowed && n == 1 && !p.trans_b {
+        // One column: MLAS swaps the operands, B's column against every row of op(A).
+        if trans_a {
+            kb.for_range(m, |kb, i| {
+                let j = kb.iconst(0);
+                let c = start_at(kb, i, j);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Groups,
+                    c,
+                    &|kb, kk| load_b(kb, kk, j),
+                    &|kb, kk| load_a(kb, i, kk),
+                );
+                store(kb, i, j, s);
+            });
+        } else {
+            for i in 0..m {
+                let (iv, j) = (kb.iconst(i as i64), kb.iconst(0));
+                let c = start_at(kb, iv, j);
+                let c = lanes_start(kb, c);
+                let s = dot(
+                    kb,
+                    k,
+                    Order::Lanes { j: i, n: m },
+                    c,
+                    &|kb, kk| load_b(kb, kk, j),
+                    &|kb, kk| load_a(kb, iv, kk),
+                );
+                store(kb, iv, j, s);
+            }
+        }
+    } else {
+        let alpha = p.alpha;
+        for seg in segments(m, n, k, Threading::Gemm, !trans_a) {
+            kb.for_range(m, |kb, i| {
+                kb.for_range(seg.end - seg.start, |kb, jj| {
+                    let j = kb.b.ins().iadd_imm_s(jj, seg.start as i64);
+                    let c = start_at(kb, i, j);
+                    let order = Order::Slices {
+                        stride: seg.stride_k,
+                        alpha,
+                    };
+                    let s = dot(kb, k, order, c, &|kb, kk| load_a(kb, i, kk), &|kb, kk| {
+                        load_b(kb, kk, j)
+                    });
+                    store(kb, i, j, s);
+                });
+            });
+        }
+    }
+}
+
+/// How one output's dot product is summed (see [`bnnc_ir::interp::mlas`]).
+#[derive(Clone, Copy)]
+enum Order {
+    /// Fused chains over slices of `stride`, the slices added in order (the general MLAS
+    /// kernel). `alpha` scales each slice as it joins (`fma(acc, alpha, y)`).
+    Slices { stride: usize, alpha: f32 },
+    /// Plain products in groups of four, `((p0 + p1) + p2) + p3`, each added to the sum so
+    /// far (MLAS's M = 1 kernel).
+    Groups,
+    /// Eight lanes of plain sums, reduced as output `j` of `n` is (MLAS's transposed M = 1
+    /// kernel).
+    Lanes { j: usize, n: usize },
+}
+
+/// One dot product of length `k` in `order`; `start` is the output's initial value (Gemm's
+/// C), if any.
+fn dot(
+    kb: &mut KernelBuilder,
+    k: usize,
+    order: Order,
+    start: Option<Value>,
+    a: &dyn Fn(&mut KernelBuilder, Value) -> Value,
+    b: &dyn Fn(&mut KernelBuilder, Value) -> Value,
+) -> Value {
+    let product = |kb: &mut KernelBuilder, kk: Value| {
+        let (x, y) = (a(kb, kk), b(kb, kk));
+        kb.b.ins().fmul(x, y)
+    };
+    match order {
+        Order::Slices { stride, alpha } => {
+            let stride = stride.max(1);
+            let mut y = start;
+            let mut k0 = 0;
+            while k0 < k || (k == 0 && k0 == 0) {
+                let len = stride.min(k - k0);
+                let zero = kb.fconst(0.0);
+                let base = k0;
+                let acc = kb.fold_range(len, vec![zero], |kb, i, acc| {
+                    let kk = kb.b.ins().iadd_imm_s(i, base as i64);
+                    let (x, w) = (a(kb, kk), b(kb, kk));
+                    vec![kb.b.ins().fma(x, w, acc[0])]
+                })[0];
+                let alpha_v = kb.fconst(alpha);
+                y = Some(match y {
+                    None if alpha == 1.0 => acc,
+                    None => kb.b.ins().fmul(acc, alpha_v),
+                    Some(prev) if alpha == 1.0 => kb.b.ins().fadd(prev, acc),
+                    Some(prev) => kb.b.ins().fma(acc, alpha_v, prev),
+                });
+                k0 += len.max(1);
+            }
+            y.expect("at least one slice")
+        }
+        Order::Groups => {
+            let zero = kb.fconst(0.0);
+            let init = start.unwrap_or(zero);
+            let groups = k / 4;
+            let y = kb.fold_range(groups, vec![init], |kb, g, y| {
+                let kk = kb.b.ins().imul_imm_s(g, 4);
+                let mut sum = product(kb, kk);
+                for r in 1..4 {
+                    let kr = kb.b.ins().iadd_imm_s(kk, r);
+                    let p = product(kb, kr);
+                    sum = kb.b.ins().fadd(sum, p);
+                }
+                vec![kb.b.ins().fadd(sum, y[0])]
+            })[0];
+            let mut y = y;
+            let mut kk = groups * 4;
+            for size in [2usize, 1] {
+                if (k - kk) & size != 0 {
+                    let first = kb.iconst(kk as i64);
+                    let mut sum = product(kb, first);
+                    for r in 1..size {
+                        let kr = kb.iconst((kk + r) as i64);
+                        let p = product(kb, kr);
+                        sum = kb.b.ins().fadd(sum, p);
+                    }
+                    y = kb.b.ins().fadd(sum, y);
+                    kk += size;
+                }
+            }
+            y
+        }
+        Order::Lanes { j, n } => {
+            let zero = kb.fconst(0.0);
+            let chunks = k / 8;
+            let mut l = kb.fold_range(chunks, vec![zero; 8], |kb, c, lanes| {
+                let base = kb.b.ins().imul_imm_s(c, 8);
+                lanes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &lane)| {
+                        let kk = kb.b.ins().iadd_imm_s(base, i as i64);
+                        let p = product(kb, kk);
+                        kb.b.ins().fadd(lane, p)
+                    })
+                    .collect()
+            });
+            for i in chunks * 8..k {
+                let kk = kb.iconst(i as i64);
+                let p = product(kb, kk);
+                l[i % 8] = kb.b.ins().fadd(l[i % 8], p);
+            }
+            // The masked tail adds 0 * 0 to the unused lanes (-0 becomes +0).
+            if !k.is_multiple_of(8) {
+                for lane in l.iter_mut().skip(k % 8) {
+                    *lane = kb.b.ins().fadd(*lane, zero);
+                }
+            }
+            let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
+            let grouped_by_four = n - n % 4;
+            let y = if j < grouped_by_four {
+                let a = add(l[0], l[1]);
+                let a = add(a, l[2]);
+                let lo = add(a, l[3]);
+                let b = add(l[4], l[5]);
+                let b = add(b, l[6]);
+                let hi = add(b, l[7]);
+                add(lo, hi)
+            } else {
+                let pairs: [(usize, usize); 4] = if n % 4 >= 2 && j < grouped_by_four + 2 {
+                    [(0, 2), (4, 6), (1, 3), (5, 7)]
+                } else {
+                    [(0, 1), (2, 3), (4, 5), (6, 7)]
+                };
+                let p: Vec<Value> = pairs.iter().map(|&(x, y)| add(l[x], l[y])).collect();
+                let lo = add(p[0], p[1]);
+                let hi = add(p[2], p[3]);
+                add(lo, hi)
+            };
+            match start {
+                Some(c) => kb.b.ins().fadd(y, c),
+                None => y,
+            }
+        }
+    }
+}
