@@ -13,6 +13,7 @@ pub mod integer_threshold;
 pub mod interp;
 pub mod op;
 pub mod packing;
+pub mod summation_order;
 pub mod tensor;
 pub mod text;
 pub mod types;

@@ -9,12 +9,12 @@ use std::borrow::Cow;
 
 use super::mac::{
     dot_blocks, m1_dot, m1_rows, m1_transposed, m1_transposed_one, matmul_2d, pack_blocks,
-    segments, Threading,
 };
 use super::strided::{broadcast_indices, expand};
 use super::{f32_result, floats, numel};
 use crate::infer::broadcast;
 use crate::op::{ConvAttrs, GemmAttrs};
+use crate::summation_order::{conv_route, segments, ConvRoute, Threading};
 use crate::tensor::Tensor;
 
 /// ONNX Conv (NCHW, any number of spatial axes, groups, dilations, zero padding), bias added
@@ -157,85 +157,6 @@ fn conv_f32(
         }
     }
     y
-}
-
-/// Which MLAS kernel computes a convolution's sums (per group: `m` filters, `n` output
-/// positions, reduction length `k`), as `MlasConvPrepare` chooses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvRoute {
-    /// The general fma kernel, its columns (output positions) threaded as given.
-    General(Threading),
-    /// One filter: the M = 1 kernel (`m1_dot`).
-    SingleFilter,
-    /// One filter whose windows are runs of whole input rows, read in place as a transposed B
-    /// (`m1_transposed_one` over the positions).
-    FullWidthRows,
-    /// One output position with several filters: the N = 1 case with the operands swapped
-    /// (`m1_transposed_one` over the filters).
-    SinglePosition,
-}
-
-pub fn conv_route(
-    attrs: &ConvAttrs,
-    in_shape: &[usize],
-    cg: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> ConvRoute {
-    // Batched or grouped convolutions thread over batch and group, each position run whole.
-    let segmented = if in_shape[0] > 1 || attrs.group > 1 {
-        Threading::Whole
-    } else {
-        Threading::Conv
-    };
-    // A product through MlasGemm (alpha 1, beta 0).
-    let gemm = |m: usize, n: usize| match (m, n) {
-        (1, _) => ConvRoute::SingleFilter,
-        (_, 1) => ConvRoute::SinglePosition,
-        _ => ConvRoute::General(Threading::Gemm),
-    };
-    let unit_strides = attrs.strides.iter().all(|&s| s == 1);
-    let no_pads = attrs.pads.iter().all(|&p| p == 0);
-    if unit_strides && no_pads {
-        if k == cg {
-            // Pointwise: the input itself is B.
-            return gemm(m, n);
-        }
-        // MLAS promotes 1-D convolutions to 2-D with a height of 1.
-        let spatial = &in_shape[2..];
-        let unit_dilations = attrs.dilations.iter().all(|&d| d == 1);
-        if spatial.len() <= 2 && unit_dilations && cg == 1 {
-            let (h, w) = if spatial.len() == 2 {
-                (spatial[0], spatial[1])
-            } else {
-                (1, spatial[0])
-            };
-            let (kh, kw) = if attrs.kernel.len() == 2 {
-                (attrs.kernel[0], attrs.kernel[1])
-            } else {
-                (1, attrs.kernel[0])
-            };
-            if kw == w {
-                return match m {
-                    1 => ConvRoute::FullWidthRows,
-                    _ => ConvRoute::General(Threading::Gemm),
-                };
-            }
-            if kh == h && kw == 1 {
-                return gemm(m, n);
-            }
-        }
-    }
-    if m > n {
-        // Everything expanded first, then one threaded product.
-        return gemm(m, n);
-    }
-    // Segments of output positions, each a product per slice of K.
-    match m {
-        1 => ConvRoute::SingleFilter,
-        _ => ConvRoute::General(segmented),
-    }
 }
 
 /// Row-major odometer step of `index` within `extents`.

@@ -7,7 +7,7 @@
 //!
 //! - The general kernel (x86-64 with FMA, as on the reference machine) computes each output as
 //!   a chain of fused multiply-adds from 0 in order of the reduction index,
-//!   `acc = fma(a_k, b_k, acc)`, over slices of K ([`k_stride`]); each slice's sum is added to
+//!   `acc = fma(a_k, b_k, acc)`, over slices of K ([`k_stride`](crate::summation_order::k_stride)); each slice's sum is added to
 //!   the output so far.
 //! - A single row (M = 1), or a single column with the operands swapped, goes through MLAS's
 //!   AVX kernels for that case ([`m1_rows`], [`m1_transposed`]), with plain products and sums in
@@ -20,110 +20,10 @@
 
 use std::ops::Range;
 
+use crate::summation_order::Segment;
+
 /// Output rows computed together: independent chains that share each load of the other operand.
 pub const BLOCK: usize = 8;
-
-/// Products this large (M * N * K) run on several threads, 64Ki multiply-adds each
-/// (`MLAS_SGEMM_THREAD_COMPLEXITY`), at most 16 (`MLAS_MAXIMUM_THREAD_COUNT`).
-const THREAD_COMPLEXITY: f64 = 65536.0;
-const MAX_THREADS: usize = 16;
-
-/// How a threaded MLAS product divides the output columns (N) among its threads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Threading {
-    /// `MlasGemm`: when N > M, N in blocks of 16 columns shared out evenly.
-    Gemm,
-    /// `MlasConv`'s segmented path: N in equal strides rounded up to 16.
-    Conv,
-    /// One thread per batch and group (grouped or batched convolutions): N whole.
-    Whole,
-}
-
-/// A run of output columns `[start, end)` that MLAS sums with one K stride: every output's
-/// sum is an fma chain over each slice of `stride_k` reduction indices, the slices added in
-/// order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub start: usize,
-    pub end: usize,
-    pub stride_k: usize,
-}
-
-/// The column segments of an `m x k @ k x n` MLAS product. The thread count follows MLAS from
-/// the product's size, assuming the reference machine had the cores to run them all (the
-/// reference outputs agree with that); each segment's K stride is [`k_stride`] of its width.
-/// `expand_k` is false for Gemm with transA, where MLAS keeps the K stride.
-pub fn segments(
-    m: usize,
-    n: usize,
-    k: usize,
-    threading: Threading,
-    expand_k: bool,
-) -> Vec<Segment> {
-    let complexity = m as f64 * n as f64 * k as f64;
-    let threads = if complexity < THREAD_COMPLEXITY * MAX_THREADS as f64 {
-        (complexity / THREAD_COMPLEXITY) as usize + 1
-    } else {
-        MAX_THREADS
-    };
-    let mut bounds: Vec<(usize, usize)> = Vec::new();
-    match threading {
-        Threading::Gemm if n > m && threads > 1 => {
-            let blocks = n.div_ceil(16);
-            let count = threads.min(blocks).max(1);
-            let (each, extra) = (blocks / count, blocks % count);
-            for i in 0..count {
-                let first = i * each + i.min(extra);
-                let len = each + usize::from(i < extra);
-                bounds.push(((first * 16).min(n), ((first + len) * 16).min(n)));
-            }
-        }
-        Threading::Conv if threads > 1 => {
-            let stride = n.div_ceil(threads).div_ceil(16) * 16;
-            let used = if stride >= n {
-                1
-            } else if stride * (threads - 1) >= n {
-                threads - 1
-            } else {
-                threads
-            };
-            if used == 1 {
-                bounds.push((0, n));
-            } else {
-                bounds.extend((0..used).map(|i| ((i * stride).min(n), ((i + 1) * stride).min(n))));
-            }
-        }
-        _ => bounds.push((0, n)),
-    }
-    bounds
-        .into_iter()
-        .filter(|(start, end)| start < end || n == 0)
-        .map(|(start, end)| Segment {
-            start,
-            end,
-            stride_k: k_stride(end - start, k, expand_k),
-        })
-        .collect()
-}
-
-/// How many reduction indices MLAS's general kernel sums in one pass over `n` columns
-/// (`MlasSgemmOperation`, `MlasConvOperation`): 128, halved while K is small next to N,
-/// doubled (with the N stride halved) while N is small.
-pub fn k_stride(n: usize, k: usize, expand_k: bool) -> usize {
-    let (mut stride_n, mut stride_k) = (128usize, 128usize);
-    if n >= k {
-        // (MLAS doubles the N stride alongside; only K matters for the order.)
-        while stride_k / 2 >= k.max(1) {
-            stride_k /= 2;
-        }
-    } else if expand_k {
-        while stride_n > 16 && stride_n / 2 >= n {
-            stride_k *= 2;
-            stride_n /= 2;
-        }
-    }
-    stride_k
-}
 
 /// Rows of `w` (`rows x k`, row-major) packed as blocks of [`BLOCK`] rows, each stored
 /// column-major (`k x BLOCK`); the missing rows of the last block are zeros.
@@ -387,6 +287,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::summation_order::{k_stride, segments, Threading};
 
     /// The plain scalar twin: one fused chain per output, in order.
     fn reference_dot(w: &[f32], x: &[f32]) -> f32 {

@@ -30,11 +30,6 @@ pub use scaled::{integer_first, IntegerFirst};
 
 /// How onnxruntime's MLAS orders the sums of float linear layers, for backends that must
 /// round as the interpreter does.
-pub mod mlas {
-    pub use super::linear::{conv_route, ConvRoute};
-    pub use super::mac::{k_stride, segments, Segment, Threading};
-    pub use super::pool::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
-}
 mod pool;
 mod quant;
 mod scaled;

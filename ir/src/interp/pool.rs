@@ -7,51 +7,8 @@ use super::strided::{broadcast_indices, dense_strides};
 use super::{f32_result, floats, numel};
 use crate::infer::window_count;
 use crate::op::PoolAttrs;
+use crate::summation_order::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
 use crate::tensor::Tensor;
-
-/// The window of one output index along one axis.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AxisWindow {
-    /// Per tap of the kernel, in order, its input coordinate, or `None` in the padding or
-    /// past it.
-    pub taps: Vec<Option<usize>>,
-    /// Taps inside the padded extent `[-pad_begin, extent + pad_end)` (the count_include_pad
-    /// divisor; a ceil_mode window may reach past it).
-    pub padded: usize,
-}
-
-impl AxisWindow {
-    /// Input coordinates of the taps inside the input, in order.
-    pub fn inputs(&self) -> impl Iterator<Item = usize> + '_ {
-        self.taps.iter().flatten().copied()
-    }
-}
-
-/// The windows of the `out` output indices along spatial axis `d` of a pooling whose input has
-/// `extent` along it.
-pub fn axis_windows(attrs: &PoolAttrs, d: usize, extent: usize, out: usize) -> Vec<AxisWindow> {
-    let spatial = attrs.kernel.len();
-    let (pad_begin, pad_end) = (attrs.pads[d], attrs.pads[spatial + d]);
-    (0..out)
-        .map(|o| {
-            let mut window = AxisWindow {
-                taps: Vec::with_capacity(attrs.kernel[d]),
-                padded: 0,
-            };
-            for t in 0..attrs.kernel[d] {
-                // Coordinate in the padded frame, where the input starts at pad_begin.
-                let p = o * attrs.strides[d] + t * attrs.dilations[d];
-                if p < pad_begin + extent + pad_end {
-                    window.padded += 1;
-                }
-                window
-                    .taps
-                    .push(p.checked_sub(pad_begin).filter(|&c| c < extent));
-            }
-            window
-        })
-        .collect()
-}
 
 /// Calls `f(plane_offset, windows)` for every output position of one plane, in row-major
 /// order, where the windows are the per-axis windows of that position.
@@ -217,54 +174,6 @@ pub(super) fn average_pool(attrs: &PoolAttrs, x: &Tensor, out: &[usize]) -> Resu
         sum / count as f32
     })
 }
-
-/// Which of onnxruntime's AveragePool kernels sums a pooling's windows (see
-/// `average_pool`): backends follow the same route to round as the interpreter does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AveragePoolRoute {
-    /// MLAS's global kernel: the window is the whole plane (`mlas_global_mean`).
-    Global,
-    /// MLAS's vectorized 2-D / 3-D kernel: per output row, column sums over the window's
-    /// rows, then sums of those columns (`mlas_vector_average`).
-    Vector,
-    /// The taps inside the input summed from 0 in row-major order.
-    Generic,
-}
-
-/// The route of an AveragePool over input planes of extents `spatial`.
-pub fn average_pool_route(attrs: &PoolAttrs, spatial: &[usize]) -> AveragePoolRoute {
-    let n = spatial.len();
-    let mlas =
-        attrs.dilations.iter().all(|&d| d == 1) && !(attrs.ceil_mode && attrs.count_include_pad);
-    let whole_plane = attrs.kernel == spatial
-        && attrs.strides.iter().all(|&s| s == 1)
-        && attrs.pads.iter().all(|&p| p == 0);
-    if mlas && whole_plane {
-        return AveragePoolRoute::Global;
-    }
-    let buffer_fits = match (
-        attrs.pads.get(n.wrapping_sub(1)),
-        attrs.pads.get((2 * n).wrapping_sub(1)),
-        spatial.last(),
-    ) {
-        (Some(&l), Some(&r), Some(&w)) => l.saturating_add(r).saturating_add(w) <= VECTOR_BUFFER,
-        _ => false,
-    };
-    let vector = mlas
-        && (n == 2 || n == 3)
-        && attrs.strides.last().is_some_and(|&s| s <= 2)
-        && attrs.kernel.iter().all(|&k| k <= 32)
-        && buffer_fits;
-    if vector {
-        AveragePoolRoute::Vector
-    } else {
-        AveragePoolRoute::Generic
-    }
-}
-
-/// Room of MLAS's reduction buffer for one padded input row (2048 elements, less 3 kept for
-/// reading a whole vector past the end).
-const VECTOR_BUFFER: usize = 2048 - 3;
 
 /// MLAS's vectorized 2-D / 3-D average pooling of one plane (`MlasPool2DVectorKernel`,
 /// `MlasPool3DVectorKernel`), appending the outputs to `y`. For each output row it first sums

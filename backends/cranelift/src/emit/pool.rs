@@ -1,7 +1,7 @@
 //! MaxPool and MinMaxPool (on floats, or on packed bipolar bits as OR and AND), AveragePool,
 //! GlobalAveragePool and ReduceMean (their sums in the interpreter's orders).
 
-use bnnc_ir::interp::mlas::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
+use bnnc_ir::summation_order::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
 use bnnc_ir::{Node, PoolAttrs};
 use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};

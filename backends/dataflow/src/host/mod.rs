@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use bnnc_ir::interp::mlas::{segments, Threading};
 use bnnc_ir::interp::quant_range;
+use bnnc_ir::summation_order::{segments, Threading};
 use bnnc_ir::{BinaryOp, Graph, Node, NodeId, Op, RoundingMode, ValueId};
 
 use crate::plan::{Decode, Encoding, Plan, Port};

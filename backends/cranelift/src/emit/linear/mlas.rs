@@ -1,9 +1,9 @@
 //! Float sums whose last bit depends on their order, summed product by product in the
-//! interpreter's order, which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]): its
+//! interpreter's order, which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]): its
 //! convolution routes, its thread segments and K slices of fused multiply-adds, its M = 1
 //! kernels. Native code then gives the interpreter's floats bit for bit.
 
-use bnnc_ir::interp::mlas::{conv_route, segments, ConvRoute, Segment, Threading};
+use bnnc_ir::summation_order::{conv_route, segments, ConvRoute, Segment, Threading};
 use bnnc_ir::ConvAttrs;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -198,7 +198,7 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
     }
 }
 
-/// How one output's dot product is summed (see [`bnnc_ir::interp::mlas`]).
+/// How one output's dot product is summed (see [`bnnc_ir::summation_order`]).
 #[derive(Clone, Copy)]
 enum Order {
     /// Fused chains over slices of `stride`, the slices added in order (the general MLAS

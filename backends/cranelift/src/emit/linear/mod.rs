@@ -8,7 +8,7 @@
 //!   integers (the weights' at compile time, the activations' as they are loaded) and scales
 //!   each sum as it stores it ([`exact`]).
 //! - Otherwise the last bit depends on the order, and the sums follow the interpreter's,
-//!   which is onnxruntime's MLAS ([`bnnc_ir::interp::mlas`]), product by product ([`mlas`]).
+//!   which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]), product by product ([`mlas`]).
 //!
 //! The 8-bit first layer with its threshold fused runs apart, on `i16` lanes ([`int16`]).
 
