@@ -102,6 +102,7 @@ pub fn import(
     };
     cx.bind_initializers(&graph_proto.initializer, &datatypes)?;
     cx.add_inputs(&graph_proto.input, &datatypes)?;
+    check_integer_input_users(&cx.graph, graph_proto)?;
     for index in topological_order(graph_proto)? {
         let node = OnnxNode::new(&graph_proto.node[index], index);
         ops::import_node(&mut cx, &node).map_err(|e| e.at(&node))?;
@@ -204,6 +205,58 @@ fn input_type(
         .collect::<Result<_, _>>()?;
     let (shape, _) = crate::tensor_data::checked_shape(&dims).map_err(err)?;
     Ok(TensorType::new(annotated.unwrap_or(elem), shape))
+}
+
+/// Integer graph inputs may feed only ops whose ONNX semantics on integers are what bnnc
+/// computes in float32: Cast to float and DequantizeLinear. Integer arithmetic (wrapping
+/// sums, truncating division) is not f32 arithmetic, so any other user is refused by name
+/// rather than computed differently.
+fn check_integer_input_users(graph: &Graph, proto: &GraphProto) -> Result<(), FrontendError> {
+    const FLOAT: i64 = 1;
+    for &v in graph.inputs() {
+        let value = graph.value(v);
+        // Inputs the file declares as integers (a float input annotated with a FINN datatype
+        // holds float numbers, whichever integers they are).
+        let declared = proto.input.iter().find(|i| i.name == value.name);
+        let integer = declared
+            .and_then(|i| i.r#type.as_ref()?.value.as_ref())
+            .is_some_and(|t| matches!(t, type_proto::Value::TensorType(t) if t.elem_type != 1));
+        if !integer {
+            continue;
+        }
+        for node in &proto.node {
+            let Some(operand) = node.input.iter().position(|i| *i == value.name) else {
+                continue;
+            };
+            let to_float = node
+                .attribute
+                .iter()
+                .any(|a| a.name == "to" && a.i == FLOAT);
+            let exact = match node.op_type.as_str() {
+                "Cast" => to_float,
+                "DequantizeLinear" => operand == 0,
+                _ => false,
+            };
+            if !exact {
+                return Err(FrontendError::Input {
+                    input: value.name.clone(),
+                    reason: format!(
+                        "is {} and feeds {}{}: bnnc takes integer inputs only into Cast to \
+                         float or DequantizeLinear (it computes in float32, not in wrapping \
+                         integer arithmetic)",
+                        value.ty.elem,
+                        node.op_type,
+                        if node.name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" '{}'", node.name)
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The nodes in an order where each comes after the producers of its operands: the file's
