@@ -190,7 +190,8 @@ pub(crate) fn conv_int16_bits(
                     let valid = 64.min(m - word * 64);
                     for (r, plane_bits) in bits.into_iter().enumerate() {
                         let plane_bits = if valid < 64 {
-                            kb.b.ins().band_imm_s(plane_bits, ((1u64 << valid) - 1) as i64)
+                            kb.b.ins()
+                                .band_imm_s(plane_bits, ((1u64 << valid) - 1) as i64)
                         } else {
                             plane_bits
                         };
