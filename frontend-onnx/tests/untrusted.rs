@@ -327,3 +327,22 @@ fn threshold_levels_decide_the_type_when_the_annotation_contradicts_them() {
         ElemType::Int(IntType::Binary)
     );
 }
+
+/// Found by mutation fuzzing (`scripts/fuzz.sh compile`): a Resize scale of 1e30 made the
+/// importer walk an output axis of `usize::MAX` elements (a hang), and a large whole factor
+/// would make a Concat of that many copies. Both are refused before any work.
+#[test]
+fn resize_outputs_are_bounded_before_they_are_walked() {
+    let resize = |scales: &[f32]| {
+        ModelBuilder::new(13)
+            .input("x", &[1, 1, 2, 2])
+            .initializer(f32_tensor("scales", &[4], scales))
+            .node("Resize", &["x", "", "scales"], &["y"], vec![])
+            .output("y")
+            .import_err()
+    };
+    let err = resize(&[1e30, 1.0, 2.0, 2.0]);
+    assert!(err.contains("elements"), "{err}");
+    let err = resize(&[1.0, 1.0, 1.0, 5000.0]);
+    assert!(err.contains("is more than bnnc repeats"), "{err}");
+}

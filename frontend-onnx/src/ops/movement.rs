@@ -77,6 +77,9 @@ pub fn space_to_depth(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     rearrange(cx, node, x, split, vec![0, 3, 5, 1, 2, 4], out)
 }
 
+/// The largest whole factor [`resize`] repeats by: each copy is an operand of a Concat.
+const MAX_REPEAT: usize = 4096;
+
 /// ONNX Resize (and the older Upsample) in `nearest` mode by whole factors, where output
 /// index `i` reads input index `i / factor` under the node's coordinate mapping: each element
 /// repeated `factor` times along each axis. Other modes and mappings are refused by name.
@@ -145,6 +148,14 @@ pub fn resize(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         }
         _ => return Err(format!("needs {rank} scales or {rank} sizes").into()),
     };
+    // Checked before anything walks the output's extents.
+    if bnnc_ir::types::checked_numel(&out).is_none_or(|n| n > crate::MAX_ELEMENTS) {
+        return Err(format!(
+            "the output shape {out:?} has more than {} elements",
+            crate::MAX_ELEMENTS
+        )
+        .into());
+    }
     // Per axis, the whole factor; the node's own mapping must read input `i / factor`.
     let mut factors = Vec::with_capacity(rank);
     for d in 0..rank {
@@ -156,6 +167,12 @@ pub fn resize(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
             .into());
         }
         let factor = output / input;
+        if factor > MAX_REPEAT {
+            return Err(format!(
+                "axis {d}: a factor of {factor} is more than bnnc repeats ({MAX_REPEAT})"
+            )
+            .into());
+        }
         for i in 0..output {
             let read = source_index(i, input, output, scales[d], mapping, rounding)?;
             if read != i / factor {
