@@ -347,7 +347,8 @@ fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>, BackendEr
 /// Per-axis parameters (QuantizeLinear's scale) as a tensor broadcastable to `shape`.
 fn along_axis(shape: &[usize], axis: usize, len: usize) -> Vec<usize> {
     if len == 1 {
-        return vec![1];
+        // A scalar, which broadcasts to any rank (0 included).
+        return Vec::new();
     }
     let mut s = vec![1usize; shape.len()];
     s[axis] = len;
