@@ -346,3 +346,25 @@ fn resize_outputs_are_bounded_before_they_are_walked() {
     let err = resize(&[1.0, 1.0, 1.0, 5000.0]);
     assert!(err.contains("is more than bnnc repeats"), "{err}");
 }
+
+/// Found by mutation fuzzing: an AveragePool whose kernel is 2^31 high (with pads just below it,
+/// so the output keeps its size) made the interpreter list 2^31 taps per window and abort on a
+/// 32 GiB allocation. A layer's windows may visit at most `MAX_WINDOW_TAPS` taps per plane.
+#[test]
+fn pooling_windows_are_bounded_before_they_are_listed() {
+    use model_builder::ints;
+    let err = ModelBuilder::new(13)
+        .input("x", &[1, 3, 32, 32])
+        .node(
+            "AveragePool",
+            &["x"],
+            &["y"],
+            vec![
+                ints("kernel_shape", &[1 << 31, 2]),
+                ints("pads", &[1 << 30, 1, (1 << 30) - 1, 0]),
+            ],
+        )
+        .output("y")
+        .import_err();
+    assert!(err.contains("taps per channel, bnnc's limit"), "{err}");
+}

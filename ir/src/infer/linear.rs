@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use super::{arity, broadcast, check_spatial_attrs, window_count, F32_EXACT_LIMIT};
+use super::{
+    arity, broadcast, check_spatial_attrs, check_window_taps, window_count, F32_EXACT_LIMIT,
+};
 use crate::op::{ConvAttrs, GemmAttrs};
 use crate::packing;
 use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
@@ -207,6 +209,7 @@ fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shap
             false,
         )?);
     }
+    check_window_taps(&shape[2..], &attrs.kernel)?;
     let k = checked_numel(&w.shape[1..]).ok_or("weight has too many elements")?;
     Ok((shape, k))
 }

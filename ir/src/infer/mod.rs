@@ -149,6 +149,22 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Result<Shape, String> {
 ///
 /// With `ceil_mode` a partial last window counts, as long as it starts inside the input or the
 /// left padding (the ONNX and PyTorch rule).
+/// The most window taps a convolution or pooling may visit per channel plane (output positions
+/// times kernel taps): the interpreter lists them, so this bounds its memory and time.
+pub const MAX_WINDOW_TAPS: usize = MAX_ELEMENTS;
+
+/// Checks that the windows of `kernel` over `out` output positions per plane stay within
+/// [`MAX_WINDOW_TAPS`].
+pub(crate) fn check_window_taps(out: &[usize], kernel: &[usize]) -> Result<(), String> {
+    match checked_numel(out).and_then(|o| o.checked_mul(checked_numel(kernel)?)) {
+        Some(taps) if taps <= MAX_WINDOW_TAPS => Ok(()),
+        _ => Err(format!(
+            "a kernel of {kernel:?} over {out:?} output positions visits more than \
+             {MAX_WINDOW_TAPS} taps per channel, bnnc's limit"
+        )),
+    }
+}
+
 pub(crate) fn window_count(
     input: usize,
     kernel: usize,

@@ -3,7 +3,7 @@
 //! Max and min pick input values, so they keep the input's type (a per-channel scale holds on
 //! the batch and channel axes, which pooling keeps); averages are `f32`.
 
-use super::{arity, check_spatial_attrs, map_channel_axis, window_count};
+use super::{arity, check_spatial_attrs, check_window_taps, map_channel_axis, window_count};
 use crate::op::PoolAttrs;
 use crate::types::{ElemType, Shape, TensorType};
 
@@ -117,6 +117,7 @@ fn pool_shape(attrs: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
             attrs.ceil_mode,
         )?);
     }
+    check_window_taps(&shape[2..], &attrs.kernel)?;
     Ok(shape)
 }
 
