@@ -59,7 +59,7 @@ fn main() {
         trials.push(Trial::test(name, move || run_file(&file)));
     }
     let data = root.join("tests/data");
-    for set in ["models", "external", "variants", "onnx-node"] {
+    for set in ["models", "external", "variants", "qkeras", "onnx-node"] {
         for dir in model_dirs(&data.join(set)) {
             let name = format!(
                 "roundtrip/{set}/{}",

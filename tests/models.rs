@@ -3,7 +3,7 @@
 //! their row's magnitude, the argmax of every row identical, and the same accuracy on the
 //! held-out set.
 //!
-//! The folders are those of tests/data/models, external and variants. A folder holds
+//! The folders are those of tests/data/models, external, variants and qkeras. A folder holds
 //! model.onnx, input.npy and expected.npy, and optionally test_x.npy,
 //! test_y.npy and test_expected.npy (the whole held-out split).
 
@@ -22,7 +22,7 @@ fn main() {
     let args = Arguments::from_args();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let mut trials = Vec::new();
-    for set in ["models", "external", "variants"] {
+    for set in ["models", "external", "variants", "qkeras"] {
         for dir in model_dirs(&data.join(set)) {
             let name = format!("{set}/{}", dir.file_name().unwrap().to_string_lossy());
             // Every model runs as imported (`--passes none`) and optimized (the default)

@@ -333,7 +333,7 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
         &["cranelift"]
     };
     for &codegen in codegens {
-        for set in ["models", "external", "variants"] {
+        for set in ["models", "external", "variants", "qkeras"] {
             let mut folders: Vec<PathBuf> = std::fs::read_dir(data(set))
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -574,7 +574,7 @@ fn contradicting_threshold_annotations_compile_to_the_interpreters_integers() {
 fn native_outputs_equal_the_interpreters_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let mut folders = Vec::new();
-    for set in ["models", "external", "variants"] {
+    for set in ["models", "external", "variants", "qkeras"] {
         for entry in std::fs::read_dir(data(set)).unwrap() {
             let path = entry.unwrap().path();
             if path.join("model.onnx").exists() {

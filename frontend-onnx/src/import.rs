@@ -387,6 +387,11 @@ impl Importer<'_> {
         self.bind(name, Binding::Const(id))
     }
 
+    /// A new f32 scalar constant named `name` (an operand the importer adds).
+    pub fn scalar(&mut self, name: &str, value: f32) -> Binding {
+        Binding::Const(self.new_const(name, Tensor::scalar(value), ElemType::F32, None))
+    }
+
     /// A new constant, named `name` in the graph.
     fn new_const(
         &mut self,

@@ -687,3 +687,60 @@ fn resize_is_nearest_repetition_or_refused() {
     let down = resize(vec![], &[1.0, 1.0, 0.5, 0.5]).import_err();
     assert!(down.contains("not upsampling by a whole factor"), "{down}");
 }
+
+/// The quantizer of QKeras' `quantized_relu` as tf2onnx writes it: Neg, Round, Min / Max,
+/// LessOrEqual, Not and Cast of the bool to float.
+#[test]
+fn tf2onnx_quantizer_ops_import() {
+    use bnnc_ir::{BinaryOp, CompareOp};
+    let g = ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .initializer(f32_tensor("top", &[], &[0.9375]))
+        .initializer(f32_tensor("zero", &[], &[0.0]))
+        .node("Neg", &["x"], &["n"], vec![])
+        .node("Round", &["n"], &["r"], vec![])
+        .node("Abs", &["r"], &["a"], vec![])
+        .node("Min", &["a", "top", "x"], &["lo"], vec![])
+        .node("Max", &["lo", "zero"], &["c"], vec![])
+        .node("LessOrEqual", &["x", "top"], &["le"], vec![])
+        .node("Not", &["le"], &["gt"], vec![])
+        .node("Cast", &["gt"], &["gtf"], vec![int("to", 1)])
+        .node("Mul", &["gtf", "c"], &["y"], vec![])
+        .output("y")
+        .import_ok();
+    let ops: Vec<Op> = nodes(&g).iter().map(|n| n.op.clone()).collect();
+    assert_eq!(
+        ops,
+        [
+            Op::Binary(BinaryOp::Mul),
+            Op::Round,
+            Op::Abs,
+            Op::Binary(BinaryOp::Min),
+            Op::Binary(BinaryOp::Min),
+            Op::Binary(BinaryOp::Max),
+            Op::Compare(CompareOp::LessOrEqual),
+            Op::Compare(CompareOp::Equal),
+            Op::Binary(BinaryOp::Mul),
+        ]
+    );
+    // Neg multiplies by -1; Not compares with 0; the comparisons are 0 / 1 values.
+    let neg = nodes(&g)[0];
+    assert_eq!(g.const_data(neg.inputs[1]).unwrap().to_f32_vec(), [-1.0]);
+    let le = nodes(&g)[6];
+    assert_eq!(g.value(le.outputs[0]).ty.elem, ElemType::BINARY);
+
+    // One operand of Min is that operand; Not takes only a bool.
+    let single = ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .node("Max", &["x"], &["y"], vec![])
+        .output("y")
+        .import_ok();
+    assert_eq!(g.num_nodes(), 9);
+    assert_eq!(single.num_nodes(), 0);
+    let err = ModelBuilder::new(13)
+        .input("x", &[1, 4])
+        .node("Not", &["x"], &["y"], vec![])
+        .output("y")
+        .import_err();
+    assert!(err.contains("Not of a f32 value"), "{err}");
+}

@@ -22,8 +22,8 @@ pub mod verify;
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};
 pub use op::{
-    BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, QuantAttrs, RoundingMode, ThresholdAttrs,
-    TruncAttrs,
+    BinaryOp, CompareOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, QuantAttrs, RoundingMode,
+    ThresholdAttrs, TruncAttrs,
 };
 pub use tensor::{Tensor, TensorData};
 pub use types::{ElemType, IntType, Scale, Shape, TensorType};

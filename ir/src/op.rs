@@ -156,6 +156,11 @@ pub enum BinaryOp {
     Mul,
     Div,
     Pow,
+    /// ONNX Min of two operands: IEEE 754's `minimum` (NaN if either is NaN, -0 below +0),
+    /// as Cranelift's `fmin`.
+    Min,
+    /// ONNX Max of two operands: IEEE 754's `maximum` (NaN if either is NaN, +0 above -0).
+    Max,
 }
 
 impl BinaryOp {
@@ -167,6 +172,51 @@ impl BinaryOp {
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
             BinaryOp::Pow => "pow",
+            BinaryOp::Min => "min",
+            BinaryOp::Max => "max",
+        }
+    }
+}
+
+/// An elementwise comparison, ONNX's Less, LessOrEqual, Greater, GreaterOrEqual and Equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    Equal,
+}
+
+impl CompareOp {
+    /// The name in the IR text.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareOp::Less => "less",
+            CompareOp::LessOrEqual => "less_equal",
+            CompareOp::Greater => "greater",
+            CompareOp::GreaterOrEqual => "greater_equal",
+            CompareOp::Equal => "equal",
+        }
+    }
+
+    /// Every comparison, for the text parser.
+    pub const ALL: [CompareOp; 5] = [
+        CompareOp::Less,
+        CompareOp::LessOrEqual,
+        CompareOp::Greater,
+        CompareOp::GreaterOrEqual,
+        CompareOp::Equal,
+    ];
+
+    /// `a op b` on f32 (false when either is NaN, as IEEE compares).
+    pub fn apply(self, a: f32, b: f32) -> bool {
+        match self {
+            CompareOp::Less => a < b,
+            CompareOp::LessOrEqual => a <= b,
+            CompareOp::Greater => a > b,
+            CompareOp::GreaterOrEqual => a >= b,
+            CompareOp::Equal => a == b,
         }
     }
 }
@@ -220,6 +270,13 @@ pub enum Op {
     Relu,
     /// ONNX Sign: -1, 0 or +1 (note `Sign(0) = 0`, unlike BipolarQuant).
     Sign,
+    /// ONNX Abs.
+    Abs,
+    /// ONNX Round: to the nearest integer, halves to even.
+    Round,
+    /// An elementwise comparison with broadcasting: 1 where it holds, else 0 (ONNX's bool
+    /// result, as a `binary` value; NaN compares false). Operands: a, b.
+    Compare(CompareOp),
 
     // ---- layout ----
     /// Reinterprets the row-major data under a new static shape.
@@ -298,6 +355,9 @@ impl Op {
             Op::Binary(b) => b.name(),
             Op::Relu => "relu",
             Op::Sign => "sign",
+            Op::Abs => "abs",
+            Op::Round => "round",
+            Op::Compare(c) => c.name(),
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Pad { .. } => "pad",

@@ -111,6 +111,27 @@ fn pools_reductions_and_elementwise() {
 }
 
 #[test]
+fn rounding_min_max_and_comparisons() {
+    check(
+        "graph c (%x: f32[1,2,4,4], %y: f32[1,2,4,4]) {
+  %half: f32[] = const 0.5
+  %abs: f32[1,2,4,4] = abs %x  ; Abs_0
+  %round: f32[1,2,4,4] = round %abs  ; Round_0
+  %min: f32[1,2,4,4] = min %round, %y  ; Min_0
+  %max: f32[1,2,4,4] = max %min, %half  ; Max_0
+  %lt: binary[1,2,4,4] = less %x, %y  ; Less_0
+  %le: binary[1,2,4,4] = less_equal %x, %half  ; LessOrEqual_0
+  %gt: binary[1,2,4,4] = greater %x, %y  ; Greater_0
+  %ge: binary[1,2,4,4] = greater_equal %x, %y  ; GreaterOrEqual_0
+  %eq: binary[1,2,4,4] = equal %le, %lt  ; Equal_0
+  %ri: binary[1,2,4,4] = round %eq  ; Round_1
+  return %max, %gt, %ge, %ri
+}
+",
+    );
+}
+
+#[test]
 fn layout_and_heads() {
     check(
         "graph h (%x: f32[1,2,3], %y: f32[1,2,3]) {

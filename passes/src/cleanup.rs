@@ -169,10 +169,34 @@ fn merge_reshapes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrEr
     Ok(())
 }
 
+/// Whether a layer whose sum is exact in f32 (integers times a power-of-two scale, as
+/// QKeras' quantizers give) stays exact with its constant bias: every bias value is a multiple
+/// of the sum's scale and every partial sum, bias included, stays within f32's exact integers.
+/// The sum and bias are then the same bits in any order, so the bias can follow the sum.
+fn exact_with_bias(graph: &Graph, op: &Op, inputs: &[ValueId]) -> bool {
+    const F32_EXACT_LIMIT: f64 = 16_777_216.0; // 2^24
+    let Some(bias) = graph.const_data(inputs[2]) else {
+        return false;
+    };
+    let types: Vec<&TensorType> = inputs[..2].iter().map(|&v| &graph.value(v).ty).collect();
+    let consts: Vec<_> = inputs[..2].iter().map(|&v| graph.const_data(v)).collect();
+    let Ok(sum) = bnnc_ir::infer::infer_output_types(op, &types, &consts) else {
+        return false;
+    };
+    let Some((int, scale)) = sum[0].elem.exact_scaled() else {
+        return false;
+    };
+    let bound = (int.min() as f64).abs().max(int.max() as f64);
+    bias.to_f32_vec().iter().all(|&b| {
+        let units = f64::from(b) / f64::from(scale);
+        units.fract() == 0.0 && units.abs() + bound <= F32_EXACT_LIMIT
+    })
+}
+
 /// A Conv's constant bias, or a Gemm's C (alpha and beta 1), on a layer of scaled integers
 /// becomes an Add after the layer: the interpreter joins it to the scaled sum in just that
-/// way ([`bnnc_ir::interp::IntegerFirst`]), and the sum alone is an accumulator that
-/// thresholds fold.
+/// way ([`bnnc_ir::interp::IntegerFirst`]), or, on power-of-two scales, exactly in any order
+/// ([`exact_with_bias`]); the sum alone is an accumulator that thresholds fold.
 fn split_biases(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
     let nodes: Vec<NodeId> = graph.node_ids().collect();
     for n in nodes {
@@ -188,7 +212,9 @@ fn split_biases(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrErro
         let out = node.outputs[0];
         let out_ty = graph.value(out).ty.clone();
         let types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        if integer_first(&node.op, &types, &out_ty.shape).is_none() {
+        if integer_first(&node.op, &types, &out_ty.shape).is_none()
+            && !exact_with_bias(graph, &node.op, &node.inputs)
+        {
             continue;
         }
         let mut bias = node.inputs[2];

@@ -17,10 +17,10 @@ REL_TOL = 1e-4
 
 
 def model_dirs() -> List[Path]:
-    """Every model folder of tests/data/models, external and variants."""
+    """Every model folder of tests/data/models, external, variants and qkeras."""
     dirs = sorted(
         d
-        for group in ("models", "external", "variants")
+        for group in ("models", "external", "variants", "qkeras")
         for d in (DATA / group).iterdir()
         if (d / "model.onnx").exists()
     )

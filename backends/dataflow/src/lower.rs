@@ -984,7 +984,12 @@ impl<'g> Lowering<'g> {
             _ => None,
         };
         let op = match &node.op {
-            Op::Binary(b) if *b != bnnc_ir::BinaryOp::Pow => {
+            Op::Binary(b)
+                if !matches!(
+                    b,
+                    bnnc_ir::BinaryOp::Pow | bnnc_ir::BinaryOp::Min | bnnc_ir::BinaryOp::Max
+                ) =>
+            {
                 ElementOp::Binary(*b, operands[0].clone(), operands[1].clone())
             }
             Op::Relu => ElementOp::Relu(operands[0].clone()),

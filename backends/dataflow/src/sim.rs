@@ -162,6 +162,14 @@ pub fn simulate(plan: &Plan, input: &[i64]) -> Result<Frame, String> {
                                     bnnc_ir::BinaryOp::Mul => p * q,
                                     bnnc_ir::BinaryOp::Div => p / q,
                                     bnnc_ir::BinaryOp::Pow => p.powf(q),
+                                    // Not lowered to hardware; IEEE minimum and maximum.
+                                    bnnc_ir::BinaryOp::Min | bnnc_ir::BinaryOp::Max
+                                        if p.is_nan() || q.is_nan() =>
+                                    {
+                                        f32::NAN
+                                    }
+                                    bnnc_ir::BinaryOp::Min => p.min(q),
+                                    bnnc_ir::BinaryOp::Max => p.max(q),
                                 }
                             }
                             ElementOp::Relu(x) => {

@@ -796,6 +796,9 @@ fn elementwise(
                     bnnc_ir::BinaryOp::Mul => format!("{p} * {q}"),
                     bnnc_ir::BinaryOp::Div => format!("{p} / {q}"),
                     bnnc_ir::BinaryOp::Pow => format!("powf({p}, {q})"),
+                    // Never planned: the dataflow lowering keeps min and max off hardware.
+                    bnnc_ir::BinaryOp::Min => format!("fminf({p}, {q})"),
+                    bnnc_ir::BinaryOp::Max => format!("fmaxf({p}, {q})"),
                 }
             }
             ElementOp::Relu(x) => {

@@ -220,8 +220,12 @@ pub fn constant_of_shape(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     )?)
 }
 
-/// ONNX Equal of constants: a bool (0 / 1) constant.
+/// ONNX Equal: of constants, a bool (0 / 1) constant; of runtime values, a comparison.
 pub fn equal(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let (a, b) = (operand(cx, node, 0)?, operand(cx, node, 1)?);
+    if cx.const_data(a).is_none() || cx.const_data(b).is_none() {
+        return super::elementwise::compare(cx, node, bnnc_ir::CompareOp::Equal);
+    }
     let result = shape_fold::equal(const_input(cx, node, 0)?, const_input(cx, node, 1)?)?;
     Ok(cx.bind_const(
         result_name(node)?,

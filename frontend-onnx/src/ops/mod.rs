@@ -171,6 +171,15 @@ pub fn import_node(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
 
         "Relu" => elementwise::unary(cx, node, bnnc_ir::Op::Relu),
         "Sign" => elementwise::unary(cx, node, bnnc_ir::Op::Sign),
+        "Abs" => elementwise::unary(cx, node, bnnc_ir::Op::Abs),
+        "Round" => elementwise::unary(cx, node, bnnc_ir::Op::Round),
+        "Neg" => elementwise::neg(cx, node),
+        "Min" | "Max" => elementwise::min_max(cx, node),
+        "Less" => elementwise::compare(cx, node, bnnc_ir::CompareOp::Less),
+        "LessOrEqual" => elementwise::compare(cx, node, bnnc_ir::CompareOp::LessOrEqual),
+        "Greater" => elementwise::compare(cx, node, bnnc_ir::CompareOp::Greater),
+        "GreaterOrEqual" => elementwise::compare(cx, node, bnnc_ir::CompareOp::GreaterOrEqual),
+        "Not" => elementwise::not(cx, node),
         "Add" | "Sub" | "Mul" | "Div" | "Pow" => elementwise::arithmetic(cx, node),
 
         "Reshape" => layout::reshape(cx, node),

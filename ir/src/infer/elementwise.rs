@@ -47,6 +47,45 @@ pub(super) fn sign(inputs: &[&TensorType]) -> Result<TensorType, String> {
     ))
 }
 
+/// Abs: integers stay integers (their range folded at 0); anything else is f32.
+pub(super) fn abs(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let elem = match &inputs[0].elem {
+        ElemType::Int(t) => {
+            let (lo, hi) = (t.min(), t.max());
+            let top = lo.unsigned_abs().max(hi.unsigned_abs());
+            let bottom = if lo <= 0 && hi >= 0 {
+                0
+            } else {
+                lo.unsigned_abs().min(hi.unsigned_abs())
+            };
+            match (i64::try_from(bottom), i64::try_from(top)) {
+                (Ok(b), Ok(t)) => ElemType::Int(IntType::covering(b, t)),
+                _ => ElemType::F32,
+            }
+        }
+        _ => ElemType::F32,
+    };
+    Ok(TensorType::new(elem, inputs[0].shape.clone()))
+}
+
+/// Round (halves to even): integers are their own rounding; anything else is f32.
+pub(super) fn round(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 1, 1)?;
+    let elem = match &inputs[0].elem {
+        e @ ElemType::Int(_) => e.clone(),
+        _ => ElemType::F32,
+    };
+    Ok(TensorType::new(elem, inputs[0].shape.clone()))
+}
+
+/// A comparison: 0 or 1 (`binary`) over the operands' broadcast.
+pub(super) fn compare(inputs: &[&TensorType]) -> Result<TensorType, String> {
+    arity(inputs, 2, 2)?;
+    let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
+    Ok(TensorType::new(ElemType::BINARY, shape))
+}
+
 /// Clip to `[min, max]`.
 pub(super) fn clip(min: f32, max: f32, inputs: &[&TensorType]) -> Result<TensorType, String> {
     arity(inputs, 1, 1)?;

@@ -261,6 +261,9 @@ fn op_attrs(op: &Op, detail: Detail) -> Vec<String> {
         | Op::Binary(_)
         | Op::Relu
         | Op::Sign
+        | Op::Abs
+        | Op::Round
+        | Op::Compare(_)
         | Op::XnorMatMul => Vec::new(),
     }
 }

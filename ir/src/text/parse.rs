@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use crate::graph::{Graph, ValueId};
 use crate::op::{
-    BinaryOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, QuantAttrs, RoundingMode, ThresholdAttrs,
-    TruncAttrs,
+    BinaryOp, CompareOp, ConvAttrs, GemmAttrs, Op, PoolAttrs, QuantAttrs, RoundingMode,
+    ThresholdAttrs, TruncAttrs,
 };
 use crate::tensor::Tensor;
 use crate::types::{ElemType, IntType, Scale, TensorType};
@@ -840,6 +840,8 @@ impl Parser<'_> {
             },
             "relu" => Op::Relu,
             "sign" => Op::Sign,
+            "abs" => Op::Abs,
+            "round" => Op::Round,
             "reshape" => Op::Reshape {
                 shape: list_attr(self, a, "shape")?,
             },
@@ -888,9 +890,13 @@ impl Parser<'_> {
                 let min = (0..count).map(|c| channels.contains(&c)).collect();
                 Op::MinMaxPool { attrs, min }
             }
-            _ => match BINARY_OPS.iter().find(|b| b.name() == name) {
-                Some(&b) => Op::Binary(b),
-                None => return self.error_at(op_at, format!("unknown op `{name}`")),
+            _ => match (
+                BINARY_OPS.iter().find(|b| b.name() == name),
+                CompareOp::ALL.iter().find(|c| c.name() == name),
+            ) {
+                (Some(&b), _) => Op::Binary(b),
+                (None, Some(&c)) => Op::Compare(c),
+                (None, None) => return self.error_at(op_at, format!("unknown op `{name}`")),
             },
         };
         if let Some(extra) = attrs.items.iter().find(|a| !a.used) {
@@ -913,12 +919,14 @@ const ROUNDING_MODES: [RoundingMode; 7] = [
     RoundingMode::HalfDown,
 ];
 
-const BINARY_OPS: [BinaryOp; 5] = [
+const BINARY_OPS: [BinaryOp; 7] = [
     BinaryOp::Add,
     BinaryOp::Sub,
     BinaryOp::Mul,
     BinaryOp::Div,
     BinaryOp::Pow,
+    BinaryOp::Min,
+    BinaryOp::Max,
 ];
 
 /// A node's attributes as written, each marked once an op takes it.

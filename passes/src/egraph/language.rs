@@ -366,7 +366,7 @@ fn encode_pool(p: &bnnc_ir::PoolAttrs, out: &mut Vec<u64>) {
 }
 
 fn encode_op(op: &Op, out: &mut Vec<u64>) {
-    use bnnc_ir::BinaryOp;
+    use bnnc_ir::{BinaryOp, CompareOp};
     let b = |x: bool| u64::from(x);
     match op {
         Op::Quant(q) => out.extend([0, b(q.signed), b(q.narrow), rounding_word(q.rounding)]),
@@ -432,8 +432,22 @@ fn encode_op(op: &Op, out: &mut Vec<u64>) {
                 BinaryOp::Mul => 2,
                 BinaryOp::Div => 3,
                 BinaryOp::Pow => 4,
+                BinaryOp::Min => 5,
+                BinaryOp::Max => 6,
             };
             out.extend([17, k]);
+        }
+        Op::Abs => out.push(30),
+        Op::Round => out.push(31),
+        Op::Compare(c) => {
+            let k = match c {
+                CompareOp::Less => 0,
+                CompareOp::LessOrEqual => 1,
+                CompareOp::Greater => 2,
+                CompareOp::GreaterOrEqual => 3,
+                CompareOp::Equal => 4,
+            };
+            out.extend([32, k]);
         }
         Op::Relu => out.push(18),
         Op::Sign => out.push(19),

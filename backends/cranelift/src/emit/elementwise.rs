@@ -2,7 +2,7 @@
 //! Clip, Sign. Each computes exactly the f32 operations of the interpreter, in its order.
 
 use bnnc_ir::interp::{batchnorm_scale_shift, quant_range};
-use bnnc_ir::{BinaryOp, Node, Op, RoundingMode};
+use bnnc_ir::{BinaryOp, CompareOp, Node, Op, RoundingMode};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -203,6 +203,9 @@ pub(crate) fn binary(
         BinaryOp::Sub => kb.b.ins().fsub(v[0], v[1]),
         BinaryOp::Mul => kb.b.ins().fmul(v[0], v[1]),
         BinaryOp::Div => kb.b.ins().fdiv(v[0], v[1]),
+        // IEEE 754 minimum and maximum, as the interpreter's.
+        BinaryOp::Min => kb.b.ins().fmin(v[0], v[1]),
+        BinaryOp::Max => kb.b.ins().fmax(v[0], v[1]),
         BinaryOp::Pow => match power {
             Some(e) => {
                 let square = kb.b.ins().fmul(v[0], v[0]);
@@ -214,6 +217,29 @@ pub(crate) fn binary(
             }
             None => kb.call_c("powf", &[F32, F32], F32, &[v[0], v[1]]),
         },
+    });
+    Ok(())
+}
+
+/// A comparison of f32 tensors: 1.0 where it holds, else 0.0 (NaN compares false).
+pub(crate) fn compare(
+    kb: &mut KernelBuilder,
+    op: CompareOp,
+    operands: &[Operand],
+    out: &Operand,
+) -> Result<(), BackendError> {
+    let cc = match op {
+        CompareOp::Less => FloatCC::LessThan,
+        CompareOp::LessOrEqual => FloatCC::LessThanOrEqual,
+        CompareOp::Greater => FloatCC::GreaterThan,
+        CompareOp::GreaterOrEqual => FloatCC::GreaterThanOrEqual,
+        CompareOp::Equal => FloatCC::Equal,
+    };
+    let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
+    map_lanes(kb, out.ptr, &out.shape, &inputs, true, |kb, v| {
+        let holds = kb.b.ins().fcmp(cc, v[0], v[1]);
+        let (one, zero) = (constant_like(kb, v[0], 1.0), constant_like(kb, v[0], 0.0));
+        pick(kb, holds, one, zero)
     });
     Ok(())
 }
@@ -392,6 +418,12 @@ pub(crate) fn unary(
             kb.select(pos, v[0], zero)
         }),
         Op::Sign => map(kb, out.ptr, &shape, &[x], |kb, v| np_sign(kb, v[0])),
+        Op::Abs => map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
+            kb.b.ins().fabs(v[0])
+        }),
+        Op::Round => map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
+            kb.b.ins().nearest(v[0])
+        }),
         Op::Clip { min, max } => {
             let (min, max) = (*min, *max);
             map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {

@@ -301,7 +301,10 @@ impl Emitter {
                         | Op::BipolarQuant
                         | Op::QuantizeLinear { .. }
                         | Op::DequantizeLinear { .. }
-                        | Op::Sign => elementwise::unary(kb, node, &operands, &results[0]),
+                        | Op::Sign
+                        | Op::Abs
+                        | Op::Round => elementwise::unary(kb, node, &operands, &results[0]),
+                        Op::Compare(op) => elementwise::compare(kb, *op, &operands, &results[0]),
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])
                         }

@@ -192,6 +192,7 @@ impl<'g> Emitter<'g> {
                         BinaryOp::Mul => "BNNC_MUL",
                         BinaryOp::Div => "BNNC_DIV",
                         BinaryOp::Pow => "BNNC_POW",
+                        BinaryOp::Min | BinaryOp::Max => return Err(unsupported()),
                     };
                     let s = self.sizes(&shape);
                     let sa = broadcast_strides(&self.shape(node.inputs[0]), &shape);

@@ -195,6 +195,7 @@ fn binary_step(
             return Err("a division of a constant by a value (not affine)".into())
         }
         (BinaryOp::Pow, _) => return Err("a pow (not affine)".into()),
+        (BinaryOp::Min | BinaryOp::Max, _) => return Err(format!("a {name} (not affine)")),
     };
     Ok((Some(step), x))
 }
