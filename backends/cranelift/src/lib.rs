@@ -163,6 +163,7 @@ fn step_info(graph: &Graph, step: &schedule::Step) -> StepInfo {
             linear,
             threshold,
             pool,
+            ..
         } => StepInfo {
             node: Some(*linear),
             label: format!(
