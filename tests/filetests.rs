@@ -22,7 +22,7 @@
 //!   and runs it on the same inputs: its output must be the interpreter's bit for bit, and the
 //!   expected part is the interpreter's output values. Its header also states the kernel of
 //!   every step of the schedule, in order (`bnnc_cranelift::step_kernels`), on one line:
-//!   `; kernels: quant, xnor_conv+threshold+maxpool, convert(bits->f32)`.
+//!   `; kernels: bipolar_quant, xnor_conv+threshold+maxpool, xnor_conv, convert(i32->f32), ...`.
 //!
 //! `BLESS=1 cargo test --test filetests` writes what came out as the expected part of every
 //! file, and a native file's `; kernels:` line (review the diff before committing it).
