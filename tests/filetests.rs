@@ -20,10 +20,13 @@
 //!   is every output's values.
 //! - `; test: native` compiles the graph with the Cranelift backend for this machine, loads it
 //!   and runs it on the same inputs: its output must be the interpreter's bit for bit, and the
-//!   expected part is the interpreter's output values.
+//!   expected part is the interpreter's output values. Its header also states the kernel of
+//!   every step of the schedule, in order (`bnnc_cranelift::step_kernels`), on one line:
+//!   `; kernels: bipolar_quant, xnor_conv+threshold+maxpool, xnor_conv, convert(i32->f32), ...`.
 //!
 //! `BLESS=1 cargo test --test filetests` writes what came out as the expected part of every
-//! file (review the diff before committing it). TESTING.md says how to add a file.
+//! file, and a native file's `; kernels:` line (review the diff before committing it).
+//! TESTING.md says how to add a file.
 //!
 //! The same binary also reads back every model of tests/data in the text form: imported,
 //! and after every pass of the pipeline, `print_graph_full`, `parse_graph` and `print_graph`
@@ -40,6 +43,9 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The line that separates a file's input from its expected output.
 const EXPECTED_MARKER: &str = "; expected:";
+
+/// The header line of a native test that states its steps' kernels.
+const KERNELS_MARKER: &str = "; kernels:";
 
 fn main() {
     let args = Arguments::from_args();
@@ -117,6 +123,8 @@ struct FileTest {
     input: String,
     /// The expected part, `None` before the file is first blessed.
     expected: Option<String>,
+    /// The kernels the header's `; kernels:` line states, if it has one.
+    kernels: Option<Vec<String>>,
 }
 
 fn parse_file(text: &str) -> Result<FileTest, String> {
@@ -145,11 +153,40 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
             ))
         }
     };
+    let kernels = input
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(KERNELS_MARKER))
+        .map(|list| list.split(',').map(|k| k.trim().to_string()).collect());
+    if kernels.is_some() && !matches!(directive, Directive::Native) {
+        return Err(format!("`{KERNELS_MARKER}` is for native tests only"));
+    }
     Ok(FileTest {
         directive,
         input,
         expected,
+        kernels,
     })
+}
+
+/// `input` with its `; kernels:` line stating `kernels`: the line replaced, or added after
+/// the `; test:` line.
+fn with_kernels_line(input: &str, kernels: &[String]) -> String {
+    let line = format!("{KERNELS_MARKER} {}", kernels.join(", "));
+    let mut lines: Vec<&str> = input.lines().collect();
+    match lines
+        .iter()
+        .position(|l| l.trim().starts_with(KERNELS_MARKER))
+    {
+        Some(i) => lines[i] = &line,
+        None => {
+            let test = lines
+                .iter()
+                .position(|l| l.trim().starts_with("; test:"))
+                .expect("parse_file found the `; test:` line");
+            lines.insert(test + 1, &line);
+        }
+    }
+    lines.join("\n") + "\n"
 }
 
 /// The input's graph: the text after the header's comment lines.
@@ -176,17 +213,49 @@ fn run_file(path: &Path) -> Result<(), Failed> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let test = parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let graph = input_graph(&test.input).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The kernels the schedule chose, for a native test.
+    let kernels = match test.directive {
+        Directive::Native => Some(
+            bnnc_cranelift::step_kernels(&graph)
+                .map_err(|e| format!("{}: cannot schedule natively: {e}", path.display()))?,
+        ),
+        _ => None,
+    };
     let actual = match test.directive {
         Directive::Pass(pass) => run_pass(pass, graph)?,
         Directive::Interp => format_outputs(&graph, &interpret(&graph)?),
         Directive::Native => run_native(&graph)?,
     };
     if std::env::var_os("BLESS").is_some_and(|v| v == "1") {
-        let blessed = format!("{}{EXPECTED_MARKER}\n{actual}", test.input);
+        let input = match &kernels {
+            Some(kernels) => with_kernels_line(&test.input, kernels),
+            None => test.input,
+        };
+        let blessed = format!("{input}{EXPECTED_MARKER}\n{actual}");
         if blessed != text {
             std::fs::write(path, blessed).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         return Ok(());
+    }
+    if let Some(kernels) = kernels {
+        let Some(stated) = test.kernels else {
+            return Err(format!(
+                "{}: no `{KERNELS_MARKER}` line: run with BLESS=1 to write it",
+                path.display()
+            )
+            .into());
+        };
+        if stated != kernels {
+            return Err(format!(
+                "{}: the schedule's kernels differ from the `{KERNELS_MARKER}` line\n\
+                 stated:    {}\nscheduled: {}\n\
+                 (BLESS=1 cargo test --test filetests writes the scheduled ones, if they are right)",
+                path.display(),
+                stated.join(", "),
+                kernels.join(", "),
+            )
+            .into());
+        }
     }
     let Some(expected) = test.expected else {
         return Err(format!(

@@ -4,8 +4,10 @@
 //!
 //! `schedule` decides how each tensor is stored (packed bits for XNOR-popcount layers,
 //! `i32` accumulators, `f32` otherwise) and where it lives in one scratch buffer; `emit`
-//! writes one function per step and the ABI functions around them.
+//! writes one function per step and the ABI functions around them; `describe` shows the
+//! schedule's decisions to people and tests without compiling.
 
+mod describe;
 mod emit;
 mod error;
 mod first_layer;
@@ -20,7 +22,9 @@ mod target;
 use std::path::Path;
 use std::process::Command;
 
-use bnnc_ir::{Graph, Op};
+use bnnc_ir::Graph;
+use describe::step_info;
+pub use describe::{step_kernels, storage_plan, StepInfo, StepPlan, StoragePlan};
 pub use error::BackendError;
 pub use options::Options;
 pub use peak::peak_object;
@@ -30,16 +34,6 @@ pub use provider::{
 };
 pub use target::{is_host, parse_target, Cpu};
 pub use target_lexicon::{Architecture, Triple};
-
-/// One step of a compiled model, for profiles.
-#[derive(Clone, Debug)]
-pub struct StepInfo {
-    /// The node it computes (for a fused step, the linear layer's), or `None` for a
-    /// conversion between storages.
-    pub node: Option<bnnc_ir::NodeId>,
-    /// What it is, e.g. `xnor_conv+threshold Conv_1` or `convert`.
-    pub label: String,
-}
 
 /// A compiled model: the object file and its C header.
 pub struct Compiled {
@@ -53,131 +47,6 @@ pub struct Compiled {
     pub scratch_bytes: usize,
     /// The steps in order.
     pub steps: Vec<StepInfo>,
-}
-
-/// One step of the native schedule, as `bnnc inspect --target CPU` shows it: the kernel it
-/// runs and where its operands and results are stored.
-#[derive(Clone, Debug)]
-pub struct StepPlan {
-    /// The step, as in profiles: `xnor_conv+threshold Conv_1`, `convert`.
-    pub label: String,
-    /// The kernel's choice, in words: `int16 lanes`, `exact integer sums`, ...
-    pub kernel: &'static str,
-    /// Per operand: `f32`, `i32` or `bits`, at `input`, `output` or `scratch+OFFSET`;
-    /// `const` for constants the kernel embeds.
-    pub operands: Vec<String>,
-    /// Per result, as the operands.
-    pub results: Vec<String>,
-}
-
-/// The storage plan of a graph: its steps and the scratch memory one call needs.
-#[derive(Clone, Debug)]
-pub struct StoragePlan {
-    pub steps: Vec<StepPlan>,
-    pub scratch_bytes: usize,
-}
-
-/// The schedule `compile` would follow for `graph`, without compiling it: the decisions
-/// (storages, fused stages, the first layer on `i16` lanes) made visible.
-pub fn storage_plan(graph: &Graph) -> Result<StoragePlan, BackendError> {
-    let schedule = schedule::schedule(graph)?;
-    let place = |(p, s): &(schedule::Place, schedule::Storage)| {
-        let storage = match s {
-            schedule::Storage::F32 => "f32".to_string(),
-            schedule::Storage::I32 => "i32".to_string(),
-            schedule::Storage::Bits => "bits".to_string(),
-            schedule::Storage::Planes(n) => format!("{n} planes"),
-        };
-        match p {
-            schedule::Place::Input => format!("{storage} input"),
-            schedule::Place::Output => format!("{storage} output"),
-            schedule::Place::Scratch(at) => format!("{storage} scratch+{at}"),
-        }
-    };
-    let steps = schedule
-        .steps
-        .iter()
-        .map(|step| StepPlan {
-            label: step_info(graph, step).label,
-            kernel: kernel_choice(graph, step),
-            operands: step
-                .operands
-                .iter()
-                .map(|o| o.as_ref().map_or_else(|| "const".into(), place))
-                .collect(),
-            results: step.results.iter().map(place).collect(),
-        })
-        .collect();
-    Ok(StoragePlan {
-        steps,
-        scratch_bytes: schedule.scratch_bytes,
-    })
-}
-
-/// What a step's kernel does, in words.
-fn kernel_choice(graph: &Graph, step: &schedule::Step) -> &'static str {
-    let linear = match &step.kind {
-        schedule::StepKind::Convert => return "storage conversion",
-        schedule::StepKind::Fused { linear, .. } => *linear,
-        schedule::StepKind::Node(n) => *n,
-    };
-    let node = graph.node(linear);
-    let fused = matches!(step.kind, schedule::StepKind::Fused { .. });
-    match &node.op {
-        Op::Conv(attrs) if fused && first_layer::int16_applies(graph, node, attrs) => {
-            "int16 lanes, thresholds in the output stage"
-        }
-        Op::XnorConv(_) | Op::XnorMatMul if fused => {
-            "XNOR-popcount, thresholds in the output stage"
-        }
-        Op::XnorConv(_) | Op::XnorMatMul => "XNOR-popcount",
-        Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } if fused => {
-            "bit-serial plane popcounts, thresholds in the output stage"
-        }
-        Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => "bit-serial plane popcounts",
-        Op::Conv(_) | Op::Gemm(_) | Op::MatMul => {
-            let out = &graph.value(node.outputs[0]).ty.elem;
-            if *out != bnnc_ir::ElemType::F32 {
-                "exact integer sums"
-            } else {
-                "float sums in MLAS's order"
-            }
-        }
-        Op::Threshold(_) | Op::MultiThreshold(_) => "threshold comparisons",
-        Op::MaxPool(_) | Op::MinMaxPool { .. } => "max/min (OR/AND on bits)",
-        Op::AveragePool(_) | Op::GlobalAveragePool | Op::ReduceMean { .. } => {
-            "sums in onnxruntime's order"
-        }
-        _ => "elementwise or data movement",
-    }
-}
-
-/// The profile's description of a step.
-fn step_info(graph: &Graph, step: &schedule::Step) -> StepInfo {
-    match &step.kind {
-        schedule::StepKind::Node(n) => StepInfo {
-            node: Some(*n),
-            label: format!("{} {}", graph.node(*n).op.name(), graph.node(*n).name),
-        },
-        schedule::StepKind::Fused {
-            linear,
-            threshold,
-            pool,
-        } => StepInfo {
-            node: Some(*linear),
-            label: format!(
-                "{}+{}{} {}",
-                graph.node(*linear).op.name(),
-                graph.node(*threshold).op.name(),
-                if pool.is_some() { "+maxpool" } else { "" },
-                graph.node(*linear).name
-            ),
-        },
-        schedule::StepKind::Convert => StepInfo {
-            node: None,
-            label: "convert".into(),
-        },
-    }
 }
 
 /// Compiles an optimized graph.

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use bnnc_ir::{ElemType, Graph, IntType, NodeId, Op, ValueDef, ValueId};
 use bnnc_runtime::packing::words;
 
+use crate::stage::{accumulator_unit, Levels, OutputStage};
 use crate::BackendError;
 
 /// How a tensor's elements are stored.
@@ -46,13 +47,16 @@ pub(crate) enum StepKind {
     Node(NodeId),
     /// A value converted from its operand's storage into its result's.
     Convert,
-    /// An XNOR-popcount layer whose one user, a threshold, runs in its output stage: the
-    /// step reads the layer's operands and writes the threshold's packed bits, or, with a
-    /// `pool`, the bits of the MaxPool after the threshold (OR into the pooled pixel).
+    /// A linear layer whose one user, a threshold, runs in its output stage: the step reads
+    /// the layer's operands and writes the threshold's packed bits or level planes, or, with
+    /// a `pool`, those of the MaxPool after the threshold.
     Fused {
         linear: NodeId,
         threshold: NodeId,
         pool: Option<NodeId>,
+        /// The output stage chosen for the threshold: bits or levels (never `Acc`). The
+        /// kernels run this one; nothing decides it again.
+        stage: OutputStage,
     },
 }
 
@@ -310,16 +314,15 @@ impl Planner<'_> {
     }
 
     /// The fused threshold (and MaxPool after it) that a bit-serial layer `n` runs in its
-    /// output stage, and the storage it writes: bits for a bipolar output, the planes of
-    /// the levels for a low-bit integer one (see [`crate::stage::Levels`]). A pool is taken
-    /// where the levels grow with the count, so that the largest count is the largest
-    /// level.
-    fn fusable_planes_stage(&self, n: NodeId) -> Option<(NodeId, Option<NodeId>, Storage)> {
+    /// output stage, and that stage: bits for a bipolar output, the planes of the levels for
+    /// a low-bit integer one (see [`Levels`]). A pool is taken where the levels grow with
+    /// the count, so that the largest count is the largest level.
+    fn fusable_planes_stage(&self, n: NodeId) -> Option<(NodeId, Option<NodeId>, OutputStage)> {
         let node = self.graph.node(n);
         bit_serial_planes(self.graph, node)?;
         let t = self.fused_after(n)?;
         let out = self.graph.node(t).outputs[0];
-        let unit = crate::stage::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
+        let unit = accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
         // The kernels take each pooled pixel's whole window: a ceil-mode pool's partial
         // windows at the edge run as their own step.
         let pool = self.fused_after(t).filter(|&p| {
@@ -331,20 +334,19 @@ impl Planner<'_> {
                 && matches!(node.op, Op::BitSerialConv { .. })
         });
         if is_bipolar(self.graph, out) {
-            crate::stage::OutputStage::bits(self.graph, self.graph.node(t), unit).ok()?;
+            let stage = OutputStage::bits(self.graph, self.graph.node(t), unit).ok()?;
             let pool = pool.filter(|&p| self.wants_bits(self.graph.node(p).outputs[0]));
             let last = pool.map_or(out, |p| self.graph.node(p).outputs[0]);
-            return self.wants_bits(last).then_some((t, pool, Storage::Bits));
+            return self.wants_bits(last).then_some((t, pool, stage));
         }
-        let levels = crate::stage::Levels::of(self.graph, self.graph.node(t), unit).ok()??;
-        let planes = Storage::Planes(levels.planes as u8);
+        let levels = Levels::of(self.graph, self.graph.node(t), unit).ok()??;
         // Planes are written even for a consumer that wants f32: one conversion of the
         // small result costs less than a threshold step on i32 sums.
         let pool = pool.filter(|&p| {
             levels.alpha >= 0 && planes_of(self.graph, self.graph.node(p).outputs[0]).is_some()
         });
         let last = pool.map_or(out, |p| self.graph.node(p).outputs[0]);
-        planes_of(self.graph, last).map(|_| (t, pool, planes))
+        planes_of(self.graph, last).map(|_| (t, pool, OutputStage::Levels(levels)))
     }
 
     /// The node that `fuse-output-stages` put in the output stage after `n`, if any.
@@ -354,39 +356,38 @@ impl Planner<'_> {
         self.graph.node(user).fused.then_some(user)
     }
 
-    /// The fused threshold after layer `n` that a fused kernel of ours runs, and the
-    /// storage it writes: XNOR layers (one threshold per channel, writing bits) and the
-    /// first layer on `i16` lanes (bits, or the planes of a multi-threshold's levels).
-    /// Other fused stages run as their own steps, one after the other.
-    fn fusable_threshold(&self, n: NodeId) -> Option<(NodeId, Storage)> {
+    /// The fused threshold after layer `n` that a fused kernel of ours runs, and its output
+    /// stage: XNOR layers (one threshold per channel, writing bits) and the first layer on
+    /// `i16` lanes (bits, or the planes of a multi-threshold's levels). Other fused stages
+    /// run as their own steps, one after the other.
+    fn fusable_threshold(&self, n: NodeId) -> Result<Option<(NodeId, OutputStage)>, BackendError> {
         let node = self.graph.node(n);
         let int16 = match &node.op {
             Op::XnorConv(_) | Op::XnorMatMul => false,
             Op::Conv(attrs) if crate::first_layer::int16_applies(self.graph, node, attrs) => true,
-            _ => return None,
+            _ => return Ok(None),
         };
-        let t = self.fused_after(n)?;
-        let out = self.graph.node(t).outputs[0];
+        let Some(t) = self.fused_after(n) else {
+            return Ok(None);
+        };
+        let threshold = self.graph.node(t);
+        let out = threshold.outputs[0];
+        let unit = accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
         let one_threshold = matches!(
-            self.graph
-                .value(self.graph.node(t).inputs[1])
-                .ty
-                .shape
-                .as_slice(),
+            self.graph.value(threshold.inputs[1]).ty.shape.as_slice(),
             [_, 1]
         );
         if one_threshold && self.wants_bits(out) {
-            return Some((t, Storage::Bits));
+            // `fuse-output-stages` marks only constant thresholds per channel of axis 1,
+            // whose bounds always build: an error here is a broken invariant, reported
+            // rather than run unfused.
+            return Ok(Some((t, OutputStage::bits(self.graph, threshold, unit)?)));
         }
-        let unit = crate::stage::accumulator_unit(&self.graph.value(node.outputs[0]).ty.elem);
-        let planes = planes_of(self.graph, out)?;
-        (int16
-            && self.wants_planes(out)
-            && crate::stage::Levels::of(self.graph, self.graph.node(t), unit)
-                .ok()
-                .flatten()
-                .is_some())
-        .then_some((t, Storage::Planes(planes)))
+        if !(int16 && planes_of(self.graph, out).is_some() && self.wants_planes(out)) {
+            return Ok(None);
+        }
+        let levels = Levels::of(self.graph, threshold, unit).ok().flatten();
+        Ok(levels.map(|l| (t, OutputStage::Levels(l))))
     }
 
     /// The fused MaxPool after fused threshold `t` that the XNOR output stage runs: each
@@ -403,11 +404,17 @@ impl Planner<'_> {
         let fused = match node.op {
             Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => self.fusable_planes_stage(n),
             Op::XnorConv(_) => self
-                .fusable_threshold(n)
-                .map(|(t, s)| (t, self.fusable_pool(t), s)),
-            _ => self.fusable_threshold(n).map(|(t, s)| (t, None, s)),
+                .fusable_threshold(n)?
+                .map(|(t, stage)| (t, self.fusable_pool(t), stage)),
+            _ => self
+                .fusable_threshold(n)?
+                .map(|(t, stage)| (t, None, stage)),
         };
-        if let Some((t, pool, out_storage)) = fused {
+        if let Some((t, pool, stage)) = fused {
+            let out_storage = match &stage {
+                OutputStage::Levels(levels) => Storage::Planes(levels.planes as u8),
+                _ => Storage::Bits,
+            };
             let inputs: Vec<Storage> = match node.op {
                 Op::Conv(_) => vec![Storage::F32; node.inputs.len()],
                 Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => {
@@ -430,6 +437,7 @@ impl Planner<'_> {
                     linear: n,
                     threshold: t,
                     pool,
+                    stage,
                 },
                 value: None,
                 operands,

@@ -1,5 +1,6 @@
 //! Output stages: what a matrix-product kernel does with its integer dot products. This is
-//! the description the schedule decides on and every kernel reads (Cranelift's XNOR, int16
+//! the description the schedule decides on (and records in its fused steps) and every kernel
+//! reads (Cranelift's XNOR, int16
 //! and bit-serial kernels, and the LLVM backend's through [`crate::XnorConvKernel`] and
 //! [`crate::PlaneConvKernel`]).
 //!
@@ -25,6 +26,7 @@ pub(crate) fn accumulator_unit(elem: &ElemType) -> f64 {
 }
 
 /// What a kernel does with its dot products.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum OutputStage {
     /// Stores them as `i32`, NCHW.
     Acc,

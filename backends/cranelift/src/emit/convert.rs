@@ -310,36 +310,18 @@ pub(crate) fn unpack_planes(
 }
 
 /// Calls `each(kb, index, bit)` for every element of packed bits of `shape` at `src`, with
-/// the element's row-major index and its bit (an i8 condition).
+/// the element's row-major index and its bit (an i8 condition): packed bits are one
+/// unsigned bit plane ([`unpack_planes`]).
 pub(crate) fn unpack(
     kb: &mut KernelBuilder,
     shape: &[usize],
     src: Value,
     mut each: impl FnMut(&mut KernelBuilder, Value, Value),
 ) {
-    let (outer, c, pixels) = bit_geometry(shape);
-    let nwords = words(c);
-    kb.for_range(outer, |kb, n| {
-        kb.for_range(c, |kb, ch| {
-            kb.for_range(pixels, |kb, p| {
-                let np = kb.b.ins().imul_imm_s(n, pixels as i64);
-                let px = kb.b.ins().iadd(np, p);
-                let word_index = kb.b.ins().ushr_imm_s(ch, 6);
-                let base = kb.addr(src, px, (nwords * 8) as i64, 0);
-                let at = kb.addr(base, word_index, 8, 0);
-                let word = kb.load(I64, at, 0);
-                let shift = kb.b.ins().band_imm_s(ch, 63);
-                let shifted = kb.b.ins().ushr(word, shift);
-                let bit = kb.b.ins().band_imm_s(shifted, 1);
-                let set = kb.b.ins().icmp_imm_s(IntCC::NotEqual, bit, 0);
-                let nc = kb.b.ins().imul_imm_s(n, c as i64);
-                let row = kb.b.ins().iadd(nc, ch);
-                let row_px = kb.b.ins().imul_imm_s(row, pixels as i64);
-                let index = kb.b.ins().iadd(row_px, p);
-                each(kb, index, set);
-            })
-        })
-    });
+    unpack_planes(kb, shape, src, (1, false), |kb, index, level| {
+        let set = kb.b.ins().icmp_imm_s(IntCC::NotEqual, level, 0);
+        each(kb, index, set);
+    })
 }
 
 /// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to

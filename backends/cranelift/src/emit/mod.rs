@@ -30,7 +30,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 pub(crate) use builder::KernelBuilder;
 pub(crate) use operand::Operand;
 
-use crate::schedule::{Place, Schedule, Step, StepKind, Storage};
+use crate::schedule::{Place, Schedule, Step, StepKind};
 use crate::BackendError;
 
 /// What the object is built for and named.
@@ -50,23 +50,6 @@ pub(crate) struct ObjectSpec<'a> {
 /// loads that read a word past the end of a buffer.
 const SCRATCH_SLACK: i64 = 128;
 
-/// The output stage of a fused step: the threshold's levels as planes where the step
-/// writes planes, its bits otherwise.
-fn fused_stage(
-    graph: &Graph,
-    step: &Step,
-    node: &bnnc_ir::Node,
-    t: &bnnc_ir::Node,
-) -> Result<crate::stage::OutputStage, BackendError> {
-    let unit = crate::stage::accumulator_unit(&graph.value(node.outputs[0]).ty.elem);
-    match step.results[0].1 {
-        Storage::Planes(_) => crate::stage::Levels::of(graph, t, unit)?
-            .map(crate::stage::OutputStage::Levels)
-            .ok_or_else(|| BackendError::unsupported(t, "internal: levels not affine")),
-        _ => crate::stage::OutputStage::bits(graph, t, unit),
-    }
-}
-
 /// Compiles the scheduled graph into an object file's bytes.
 pub(crate) fn emit_object(
     graph: &Graph,
@@ -83,6 +66,7 @@ pub(crate) fn emit_object(
             linear,
             threshold,
             pool,
+            ref stage,
         } = step.kind
         {
             let symbol = format!("{}_kernel{i}", spec.name);
@@ -90,20 +74,18 @@ pub(crate) fn emit_object(
             let pool = pool.map(|p| crate::stage::BitPool::after(graph, t, graph.node(p)));
             let node = graph.node(linear);
             if let Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } = node.op {
-                let stage = fused_stage(graph, step, node, t)?;
-                if let Some(kernel) = bitserial::plane_kernel(graph, node, &stage, pool, symbol)? {
+                if let Some(kernel) = bitserial::plane_kernel(graph, node, stage, pool, symbol)? {
                     if provider.plane_conv(&kernel) {
                         e.external.insert(i, kernel.symbol);
                     }
                 }
             } else if let Op::Conv(attrs) = &node.op {
-                let stage = fused_stage(graph, step, node, t)?;
-                if let Some(kernel) = linear::int16_kernel(graph, node, attrs, &stage, symbol) {
+                if let Some(kernel) = linear::int16_kernel(graph, node, attrs, stage, symbol) {
                     if provider.int16_conv(&kernel) {
                         e.external.insert(i, kernel.symbol);
                     }
                 }
-            } else if let Some(kernel) = xnor::conv_kernel(graph, node, t, pool, symbol)? {
+            } else if let Some(kernel) = xnor::conv_kernel(graph, node, stage, pool, symbol)? {
                 if provider.xnor_conv(&kernel) {
                     e.external.insert(i, kernel.symbol);
                 }
@@ -259,10 +241,10 @@ impl Emitter {
                     linear,
                     threshold,
                     pool,
+                    stage,
                 } => {
                     let (node, t) = (graph.node(*linear), graph.node(*threshold));
                     let pool = pool.map(|p| crate::stage::BitPool::after(graph, t, graph.node(p)));
-                    let stage = fused_stage(graph, step, node, t)?;
                     match &node.op {
                         Op::BitSerialConv { attrs, .. } => bitserial::conv(
                             kb,
@@ -270,20 +252,20 @@ impl Emitter {
                             attrs,
                             &operands,
                             &results[0],
-                            &stage,
+                            stage,
                             pool,
                             simd,
                         ),
                         Op::BitSerialMatMul { .. } => {
-                            bitserial::matmul(kb, node, &operands, &results[0], &stage, simd)
+                            bitserial::matmul(kb, node, &operands, &results[0], stage, simd)
                         }
                         Op::Conv(attrs) => {
-                            linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], &stage)
+                            linear::conv_int16_bits(kb, node, attrs, &operands, &results[0], stage)
                         }
                         Op::XnorConv(attrs) => {
-                            xnor::conv(kb, node, attrs, &operands, &results[0], &stage, simd, pool)
+                            xnor::conv(kb, node, attrs, &operands, &results[0], stage, simd, pool)
                         }
-                        _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], &stage, simd),
+                        _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], stage, simd),
                     }
                 }
                 StepKind::Node(n) => {

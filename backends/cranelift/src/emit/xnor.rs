@@ -24,14 +24,14 @@ const BLOCK: usize = 8;
 /// Output channels a matrix product computes together (scalar registers).
 const MATMUL_BLOCK: usize = 4;
 
-/// The fused XNOR convolution of `node` and its threshold `t` as a kernel for another code
-/// generator, if it is one such kernels cover (2-D, one group, no padding). An XNOR matrix
-/// product is offered as the 1x1 convolution it is (see [`matmul_as_conv`]). With `pool`, the
-/// kernel pools its bits too.
+/// The fused XNOR convolution of `node` and its output `stage` (the schedule's, bits) as a
+/// kernel for another code generator, if it is one such kernels cover (2-D, one group, no
+/// padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
+/// [`matmul_as_conv`]). With `pool`, the kernel pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
     node: &Node,
-    t: &Node,
+    stage: &OutputStage,
     pool: Option<BitPool>,
     symbol: String,
 ) -> Result<Option<crate::XnorConvKernel>, BackendError> {
@@ -39,7 +39,7 @@ pub(crate) fn conv_kernel(
     let (x, w, out) = (
         shape(node.inputs[0]),
         shape(node.inputs[1]),
-        shape(t.outputs[0]),
+        shape(node.outputs[0]),
     );
     let Some(data) = graph.const_data(node.inputs[1]) else {
         return Ok(None);
@@ -68,7 +68,7 @@ pub(crate) fn conv_kernel(
         }
         _ => return Ok(None),
     };
-    let OutputStage::Bits { sign, bound } = OutputStage::bits(graph, t, 1.0)? else {
+    let OutputStage::Bits { sign, bound } = stage.clone() else {
         return Ok(None);
     };
     // Pooled, it computes the positions the pooled pixels gather.

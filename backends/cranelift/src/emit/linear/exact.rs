@@ -8,7 +8,7 @@ use bnnc_ir::ConvAttrs;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::{ConvLayout, Product, ProductIo, Sums};
+use super::layout::{ConvLayout, Product, ProductIo, Sums};
 use crate::emit::convert::integer_of;
 use crate::emit::KernelBuilder;
 

@@ -8,7 +8,7 @@ use bnnc_ir::ConvAttrs;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::{ConvLayout, Product, ProductIo};
+use super::layout::{ConvLayout, Product, ProductIo};
 use crate::emit::KernelBuilder;
 
 /// [`super::conv`] on floats (one group), in MLAS's order.

@@ -1,5 +1,5 @@
-//! Float Conv, Gemm and MatMul: the shapes and constants every kernel reads, set up once
-//! here, and the choice of how to sum, made per layer from the IR's types:
+//! Float Conv, Gemm and MatMul: each layer's shapes and constants, set up once (as the
+//! types of [`layout`]), and the choice of how to sum, made per layer from the IR's types:
 //! - When every product is an integer times one power-of-two scale and the result fits 24
 //!   bits (the IR types it `iN` or `iN*2^e`), every partial sum is exact in f32 and any order
 //!   gives the interpreter's result ([`exact`]).
@@ -11,14 +11,15 @@
 //!   which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]), product by product ([`mlas`]).
 //!
 //! The 8-bit first layer with its threshold fused runs apart, on `i16` lanes ([`int16`]).
+//!
+//! Imports point one way: this dispatch reads the kernels, and the kernels read [`layout`].
 
 mod exact;
 mod int16;
+mod layout;
 mod mlas;
 
-use bnnc_ir::interp::{integer_first, IntegerFirst};
-use bnnc_ir::{ConvAttrs, ElemType, GemmAttrs, Node, TensorType};
-use cranelift_codegen::ir::types::F32;
+use bnnc_ir::{ConvAttrs, GemmAttrs, Node};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 pub(crate) use int16::{conv_int16_bits, int16_kernel};
@@ -26,107 +27,7 @@ pub(crate) use int16::{conv_int16_bits, int16_kernel};
 use super::window::Im2col;
 use super::{KernelBuilder, Operand};
 use crate::BackendError;
-
-/// What every linear layer reads first: its weights (B), as integers when the layer sums
-/// integers and scales once, that plan, and whether its sums are exact in any order.
-struct Sums {
-    weights: Vec<f32>,
-    plan: Option<IntegerFirst>,
-    exact: bool,
-}
-
-impl Sums {
-    /// The sums of `node`, whose constant weights are operand 1 (`what` names them in the
-    /// error when they are not constant).
-    fn of(
-        node: &Node,
-        operands: &[Operand],
-        out: &Operand,
-        what: &str,
-    ) -> Result<Sums, BackendError> {
-        let w = &operands[1];
-        let plan = scaled_integers(node, operands, out);
-        let mut weights = constant(node, w, what)?;
-        if let Some(plan) = &plan {
-            weights = plan.weight_integers(&weights, &w.shape);
-        }
-        Ok(Sums {
-            weights,
-            plan,
-            exact: exact_in_any_order(&out.elem),
-        })
-    }
-}
-
-/// Whether sums of this result type are exact in f32 in any order.
-fn exact_in_any_order(elem: &ElemType) -> bool {
-    elem.exact_scaled().is_some_and(|(t, _)| t.bits() <= 24)
-}
-
-/// The interpreter's integer-first plan for this layer, if it has one.
-fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<IntegerFirst> {
-    let types: Vec<TensorType> = operands
-        .iter()
-        .map(|o| TensorType::new(o.elem.clone(), o.shape.clone()))
-        .collect();
-    let refs: Vec<&TensorType> = types.iter().collect();
-    integer_first(&node.op, &refs, &out.shape)
-}
-
-fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>, BackendError> {
-    op.const_f32()
-        .ok_or_else(|| BackendError::unsupported(node, format!("the {what} must be constant")))
-}
-
-/// A 2-D convolution's shapes and where its operands live, as both ways of summing read
-/// them.
-struct ConvLayout {
-    /// `(batch, c, h, w)` of the input.
-    image: (usize, usize, usize, usize),
-    /// `(m, kh, kw)` of the filters.
-    filters: (usize, usize, usize),
-    out: (usize, usize),
-    group: usize,
-    /// Per group: `cg` input channels and `mg` filters.
-    cg: usize,
-    mg: usize,
-    /// Output positions per channel, and the reduction's length per group.
-    positions: usize,
-    k: usize,
-    im2col: Im2col,
-    src: Value,
-    dst: Value,
-    /// The bias's table, if there is one.
-    bias: Option<Value>,
-}
-
-impl ConvLayout {
-    /// The input under tap `kk` of output position `p` of group `g` of image `n`, 0 in the
-    /// padding.
-    fn load(&self, kb: &mut KernelBuilder, n: Value, g: usize, p: Value, kk: Value) -> Value {
-        let (_, c, h, wd) = self.image;
-        let ow = self.out.1;
-        let image_bytes = (c * h * wd * 4) as i64;
-        let group_bytes = (self.cg * h * wd * 4) as i64;
-        let oy = kb.b.ins().udiv_imm_s(p, ow as i64);
-        let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
-        let ox = kb.b.ins().isub(p, oyw);
-        let origin = self.im2col.origin(kb, oy, ox);
-        let image = kb.addr(self.src, n, image_bytes, g as i64 * group_bytes);
-        self.im2col.load(kb, image, origin, kk)
-    }
-
-    /// `s` plus output channel `j`'s bias, if there is one.
-    fn add_bias(&self, kb: &mut KernelBuilder, j: Value, s: Value) -> Value {
-        match self.bias {
-            Some(t) => {
-                let bv = kb.load_at(F32, t, j);
-                kb.b.ins().fadd(s, bv)
-            }
-            None => s,
-        }
-    }
-}
+use layout::{constant, ConvLayout, Product, ProductIo, Sums};
 
 /// Conv (2-D) with optional bias: exact integer sums with any number of groups, float sums
 /// in MLAS's order with one.
@@ -194,68 +95,7 @@ pub(crate) fn conv(
     Ok(())
 }
 
-/// `alpha * op(a) @ b + start` for an activation `a` and a constant `b`, summed as the
-/// interpreter's `gemm` and `mlas_gemm` do.
-struct Product<'d> {
-    /// Row-major `(m, k)`, or `(k, m)` with `trans_a`.
-    a: Value,
-    trans_a: bool,
-    /// Whether the model's B was transposed (it decides MLAS's M = 1 kernel).
-    trans_b: bool,
-    /// B as a row-major `(k, n)` matrix.
-    b_kn: &'d [f32],
-    mkn: (usize, usize, usize),
-    alpha: f32,
-    /// `beta * C`, row-major `(m, n)`.
-    start: Option<&'d [f32]>,
-    /// MLAS takes its M = 1 kernels only with alpha 1 and beta 0 or 1.
-    m1_allowed: bool,
-    exact: bool,
-    /// Sums of integers, scaled once (`b_kn` holds the weights' integers).
-    scaled: Option<&'d IntegerFirst>,
-}
-
-/// A product's activation, start (C) and result in memory, as every way of summing
-/// reads and writes them.
-#[derive(Clone, Copy)]
-struct ProductIo {
-    a: Value,
-    trans_a: bool,
-    mkn: (usize, usize, usize),
-    /// The table of `beta * C`, if there is one.
-    start: Option<Value>,
-    dst: Value,
-}
-
-impl ProductIo {
-    /// Element `(i, kk)` of `op(a)`.
-    fn load_a(&self, kb: &mut KernelBuilder, i: Value, kk: Value) -> Value {
-        let (m, k, _) = self.mkn;
-        let (row, col, width) = if self.trans_a { (kk, i, m) } else { (i, kk, k) };
-        let r = kb.b.ins().imul_imm_s(row, width as i64);
-        let at = kb.b.ins().iadd(r, col);
-        kb.load_at(F32, self.a, at)
-    }
-
-    /// Output `(i, j)`'s start, if there is one.
-    fn start_at(&self, kb: &mut KernelBuilder, i: Value, j: Value) -> Option<Value> {
-        let n = self.mkn.2;
-        self.start.map(|t| {
-            let r = kb.b.ins().imul_imm_s(i, n as i64);
-            let at = kb.b.ins().iadd(r, j);
-            kb.load_at(F32, t, at)
-        })
-    }
-
-    /// Stores output `(i, j)`.
-    fn store(&self, kb: &mut KernelBuilder, i: Value, j: Value, s: Value) {
-        let n = self.mkn.2;
-        let r = kb.b.ins().imul_imm_s(i, n as i64);
-        let at = kb.b.ins().iadd(r, j);
-        kb.store_at(s, self.dst, at);
-    }
-}
-
+/// The product `p` into `dst`, by the kernel its sums need.
 fn product(kb: &mut KernelBuilder, p: &Product<'_>, dst: Value) {
     let io = ProductIo {
         a: p.a,

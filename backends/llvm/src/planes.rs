@@ -1,0 +1,210 @@
+//! The fused bit-serial convolution ([`PlaneConvKernel`]): per output pixel (pooled pixel),
+//! a loop over blocks of eight filters, one per 64-bit lane; per block, every tap's
+//! activation planes (splat) against the filters' planes, `vpopcntq` of each pair's AND
+//! added into one accumulator per pair weight; the counts of thresholds reached (the
+//! largest over the pool's window), and their levels stored as planes
+//! ([`KernelEmitter::store_levels`]).
+
+use bnnc_cranelift::PlaneConvKernel;
+use bnnc_runtime::packing::words;
+use inkwell::values::VectorValue;
+use inkwell::IntPredicate;
+
+use crate::emitter::{filters_in_lanes, Built, KernelEmitter, BEYOND, LANES};
+use crate::window::Window;
+
+impl<'ctx> KernelEmitter<'ctx, '_> {
+    /// Adds kernel `k` to the module.
+    pub fn plane_conv(&self, k: &PlaneConvKernel) -> Built<()> {
+        let (batch, c, h, w) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (nw, taps, wo) = (words(c), kh * kw, words(m));
+        let (pa, pw) = (k.a_places.len(), k.w_places.len());
+        let blocks = m.div_ceil(LANES);
+        let per_filter = taps * nw * pw;
+        // Weights as [block][tap][word][plane][lane]; padded filters are zeros.
+        let wt = filters_in_lanes(&k.weights, m, per_filter);
+        let t = k.levels.thresholds;
+        // Sign masks [block][lane] (see `signed`); bounds [block][threshold][lane]; live
+        // [block][lane] (0 for padded filters, whose levels must store no bits).
+        let mut sign = vec![0i64; blocks * LANES];
+        let mut bounds = vec![BEYOND; blocks * t * LANES];
+        let mut live = vec![0i64; blocks * LANES];
+        for f in 0..m {
+            sign[f] = if k.levels.sign[f] < 0 { -1 } else { 0 };
+            live[f] = 1;
+            for i in 0..t {
+                bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.levels.bounds[f * t + i];
+            }
+        }
+        let name = &k.symbol;
+        let i64t = self.context.i64_type();
+        let wt = self.table(&format!("{name}.weights"), i64t, &wt);
+        let sign = self.table(&format!("{name}.sign"), i64t, &sign);
+        let bounds = self.table(&format!("{name}.bounds"), i64t, &bounds);
+        let live = self.table(&format!("{name}.live"), i64t, &live);
+
+        let (function, x, out) = self.kernel_function(name);
+        let b = &self.builder;
+        let window = Window {
+            image: (h, w),
+            strides: k.strides,
+            dilations: k.dilations,
+        };
+        // The pair weights, each with its accumulator index.
+        let mut weights: Vec<i64> = Vec::new();
+        let mut pair_class = vec![0usize; pa * pw];
+        for (q, &wq) in k.w_places.iter().enumerate() {
+            for (p, &ap) in k.a_places.iter().enumerate() {
+                let wgt = ap * wq;
+                let class = weights.iter().position(|&x| x == wgt).unwrap_or_else(|| {
+                    weights.push(wgt);
+                    weights.len() - 1
+                });
+                pair_class[q * pa + p] = class;
+            }
+        }
+        let ((ph, pwin), (out_h, out_w)) = match k.pool {
+            Some(p) => (p.window, p.pooled),
+            None => ((1, 1), k.output),
+        };
+        let out_planes = k.levels.planes;
+        self.counted(function, batch, &mut |n| {
+            self.counted(function, out_h, &mut |py| {
+                self.counted(function, out_w, &mut |px| {
+                    // The pixel's output words, zeroed: the blocks store bytes into them.
+                    let opix = self.pixel_index(n, (py, px), (out_h, out_w))?;
+                    let out_first =
+                        b.build_int_mul(opix, self.i64((out_planes * wo) as i64), "")?;
+                    for i in 0..out_planes * wo {
+                        let at = b.build_int_add(out_first, self.i64(i as i64), "")?;
+                        b.build_store(self.gep_i64(out, at)?, self.i64(0))?;
+                    }
+                    // Per window position, the first word of every tap's pixel.
+                    let mut windows = Vec::with_capacity(ph * pwin);
+                    for wy in 0..ph {
+                        for wx in 0..pwin {
+                            let oy = b.build_int_add(
+                                b.build_int_mul(py, self.i64(ph as i64), "")?,
+                                self.i64(wy as i64),
+                                "oy",
+                            )?;
+                            let ox = b.build_int_add(
+                                b.build_int_mul(px, self.i64(pwin as i64), "")?,
+                                self.i64(wx as i64),
+                                "ox",
+                            )?;
+                            let mut firsts = Vec::with_capacity(taps);
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let pixel = window.tap(self, n, (oy, ox), (ky, kx))?;
+                                    let pixel_words = self.i64((pa * nw) as i64);
+                                    firsts.push(b.build_int_mul(pixel, pixel_words, "")?);
+                                }
+                            }
+                            // With bipolar weights, sum_p place_p * popcount(A_p).
+                            let total = if k.bipolar_weights {
+                                let mut total = self.i64(0);
+                                for &first in &firsts {
+                                    for (p, &place) in k.a_places.iter().enumerate() {
+                                        for word in 0..nw {
+                                            let at = b.build_int_add(
+                                                first,
+                                                self.i64((p * nw + word) as i64),
+                                                "",
+                                            )?;
+                                            let a = self.load_i64(x, at)?;
+                                            let cnt = self.popcount(a)?.into_int_value();
+                                            let wc = b.build_int_mul(cnt, self.i64(place), "")?;
+                                            total = b.build_int_add(total, wc, "total")?;
+                                        }
+                                    }
+                                }
+                                Some(self.splat(total, LANES)?)
+                            } else {
+                                None
+                            };
+                            windows.push((firsts, total));
+                        }
+                    }
+                    self.counted(function, blocks, &mut |blk| {
+                        let wbase =
+                            b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
+                        let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
+                        let mut best: Option<VectorValue<'ctx>> = None;
+                        for (firsts, total) in &windows {
+                            let mut acc = vec![self.v8().const_zero(); weights.len()];
+                            for (tap, &first) in firsts.iter().enumerate() {
+                                for word in 0..nw {
+                                    let mut a = Vec::with_capacity(pa);
+                                    for p in 0..pa {
+                                        let at = b.build_int_add(
+                                            first,
+                                            self.i64((p * nw + word) as i64),
+                                            "",
+                                        )?;
+                                        a.push(self.splat(self.load_i64(x, at)?, LANES)?);
+                                    }
+                                    for q in 0..pw {
+                                        let i = (tap * nw + word) * pw + q;
+                                        let at = b.build_int_add(
+                                            wbase,
+                                            self.i64((i * LANES) as i64),
+                                            "",
+                                        )?;
+                                        let wv = self.load_v8(wt, at)?;
+                                        for (p, &ap) in a.iter().enumerate() {
+                                            let both = b.build_and(ap, wv, "both")?;
+                                            let cnt = self.popcount(both)?.into_vector_value();
+                                            let cl = pair_class[q * pa + p];
+                                            acc[cl] = b.build_int_add(acc[cl], cnt, "acc")?;
+                                        }
+                                    }
+                                }
+                            }
+                            let mut dot = self.v8().const_zero();
+                            for (cl, &wgt) in weights.iter().enumerate() {
+                                let wgt = self.const_splat(self.v8(), wgt);
+                                let term = b.build_int_mul(acc[cl], wgt, "")?;
+                                dot = b.build_int_add(dot, term, "dot")?;
+                            }
+                            if let Some(total) = total {
+                                let twice = b.build_int_add(dot, dot, "")?;
+                                dot = b.build_int_sub(twice, *total, "dot")?;
+                            }
+                            let s = self.load_v8(sign, lanes)?;
+                            let v = self.signed(dot, s)?;
+                            let mut count = self.v8().const_zero();
+                            for i in 0..t {
+                                let at = b.build_int_add(
+                                    b.build_int_mul(blk, self.i64((t * LANES) as i64), "")?,
+                                    self.i64((i * LANES) as i64),
+                                    "",
+                                )?;
+                                let bd = self.load_v8(bounds, at)?;
+                                let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
+                                let on = b.build_int_z_extend(on, self.v8(), "")?;
+                                count = b.build_int_add(count, on, "count")?;
+                            }
+                            best = Some(match best {
+                                None => count,
+                                Some(prev) => {
+                                    let more =
+                                        b.build_int_compare(IntPredicate::SGT, count, prev, "")?;
+                                    b.build_select(more, count, prev, "best")?
+                                        .into_vector_value()
+                                }
+                            });
+                        }
+                        let count = best.expect("a window");
+                        let live = self.load_v8(live, lanes)?;
+                        self.store_levels(count, live, &k.levels, (out, out_first, wo), blk)?;
+                        Ok(())
+                    })
+                })
+            })
+        })?;
+        self.builder.build_return(None)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! The fused XNOR convolution ([`XnorConvKernel`]): per output pixel, eight filters per
+//! vector over every tap and word; each vector of dot products compared with eight
+//! thresholds gives a byte of the pixel's packed bits (ORed into the pooled pixel's with a
+//! pool).
+
+use bnnc_cranelift::XnorConvKernel;
+use bnnc_runtime::packing::words;
+use inkwell::values::IntValue;
+use inkwell::IntPredicate;
+
+use crate::emitter::{filters_in_lanes, Built, KernelEmitter, BEYOND, LANES};
+use crate::window::Window;
+
+/// Up to this many blocks of filters, the block loop is unrolled.
+const UNROLLED_BLOCKS: usize = 8;
+
+impl<'ctx> KernelEmitter<'ctx, '_> {
+    /// Adds kernel `k` to the module.
+    pub fn xnor_conv(&self, k: &XnorConvKernel) -> Built<()> {
+        let (batch, c, h, w) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (oh, ow) = k.output;
+        let (nw, taps, wo) = (words(c), kh * kw, words(m));
+        let blocks = m.div_ceil(LANES);
+        let per_filter = taps * nw;
+        // Weights as [block][tap][word][lane]; padded filters are zeros with "never" bounds.
+        let wt = filters_in_lanes(&k.weights, m, per_filter);
+        // Signs as masks: -1 for a descending channel, 0 otherwise (see `signed`).
+        let mut sign: Vec<i64> = k.sign.iter().map(|&s| if s < 0 { -1 } else { 0 }).collect();
+        let mut bound = k.bound.clone();
+        sign.resize(blocks * LANES, 0);
+        bound.resize(blocks * LANES, BEYOND);
+        let name = &k.symbol;
+        let i64t = self.context.i64_type();
+        let wt = self.table(&format!("{name}.weights"), i64t, &wt);
+        let sign = self.table(&format!("{name}.sign"), i64t, &sign);
+        let bound = self.table(&format!("{name}.bound"), i64t, &bound);
+
+        let (function, x, out) = self.kernel_function(name);
+        let b = &self.builder;
+        let window = Window {
+            image: (h, w),
+            strides: k.strides,
+            dilations: k.dilations,
+        };
+        let k_total = self.i64((c * taps) as i64);
+        // The pixels written: the pooled ones (zeroed first, then ORed into), or every one.
+        let ((ph, pw), (out_h, out_w)) = match k.pool {
+            Some(p) => (p.window, p.pooled),
+            None => ((1, 1), (oh, ow)),
+        };
+        if k.pool.is_some() {
+            self.counted(function, batch * out_h * out_w * wo, &mut |i| {
+                b.build_store(self.gep_i64(out, i)?, self.i64(0))?;
+                Ok(())
+            })?;
+        }
+        self.counted(function, batch, &mut |n| {
+            self.counted(function, oh, &mut |oy| {
+                self.counted(function, ow, &mut |ox| {
+                    // Input words of every tap (row-major taps, words within).
+                    let mut tap_words = Vec::with_capacity(per_filter);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let pixel = window.tap(self, n, (oy, ox), (ky, kx))?;
+                            let first = b.build_int_mul(pixel, self.i64(nw as i64), "")?;
+                            for word in 0..nw {
+                                let at = b.build_int_add(first, self.i64(word as i64), "")?;
+                                tap_words.push(self.splat(self.load_i64(x, at)?, LANES)?);
+                            }
+                        }
+                    }
+                    let (py, px) = if k.pool.is_some() {
+                        (
+                            b.build_int_unsigned_div(oy, self.i64(ph as i64), "py")?,
+                            b.build_int_unsigned_div(ox, self.i64(pw as i64), "px")?,
+                        )
+                    } else {
+                        (oy, ox)
+                    };
+                    let opix = self.pixel_index(n, (py, px), (out_h, out_w))?;
+                    let out_first = b.build_int_mul(opix, self.i64(wo as i64), "")?;
+                    // The byte of packed bits of block `blk` of eight filters.
+                    let block_byte = |blk: IntValue<'ctx>| -> Built<IntValue<'ctx>> {
+                        let first =
+                            b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
+                        let mut acc = self.v8().const_zero();
+                        for (i, &xs) in tap_words.iter().enumerate() {
+                            let at = b.build_int_add(first, self.i64((i * LANES) as i64), "")?;
+                            let wv = self.load_v8(wt, at)?;
+                            let d = b.build_xor(xs, wv, "d")?;
+                            let p = self.popcount(d)?.into_vector_value();
+                            acc = b.build_int_add(acc, p, "acc")?;
+                        }
+                        let kv = self.splat(k_total, LANES)?;
+                        let twice = b.build_int_add(acc, acc, "twice")?;
+                        let dot = b.build_int_sub(kv, twice, "dot")?;
+                        let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
+                        let s = self.load_v8(sign, lanes)?;
+                        let bd = self.load_v8(bound, lanes)?;
+                        let v = self.signed(dot, s)?;
+                        let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
+                        Ok(b.build_bit_cast(on, self.context.i8_type(), "byte")?
+                            .into_int_value())
+                    };
+                    if blocks <= UNROLLED_BLOCKS {
+                        let mut word = self.i64(0);
+                        for blk in 0..blocks {
+                            let byte = block_byte(self.i64(blk as i64))?;
+                            let byte = b.build_int_z_extend(byte, i64t, "")?;
+                            let shifted =
+                                b.build_left_shift(byte, self.i64(((blk % 8) * 8) as i64), "")?;
+                            word = b.build_or(word, shifted, "word")?;
+                            if blk % 8 == 7 || blk + 1 == blocks {
+                                let at =
+                                    b.build_int_add(out_first, self.i64((blk / 8) as i64), "")?;
+                                let dst = self.gep_i64(out, at)?;
+                                if k.pool.is_some() {
+                                    let old = b.build_load(i64t, dst, "old")?.into_int_value();
+                                    word = b.build_or(old, word, "pooled")?;
+                                }
+                                b.build_store(dst, word)?;
+                                word = self.i64(0);
+                            }
+                        }
+                        return Ok(());
+                    }
+                    // Many blocks: a loop storing a byte each, whose code fits the caches;
+                    // the bytes of the last word past the blocks must read 0.
+                    if k.pool.is_none() && blocks % 8 != 0 {
+                        let last = b.build_int_add(out_first, self.i64((wo - 1) as i64), "")?;
+                        b.build_store(self.gep_i64(out, last)?, self.i64(0))?;
+                    }
+                    let base = self.gep_i64(out, out_first)?;
+                    self.counted(function, blocks, &mut |blk| {
+                        let mut byte = block_byte(blk)?;
+                        let i8t = self.context.i8_type();
+                        // SAFETY (of the generated code): byte `blk` of the pixel's words.
+                        let dst = unsafe { b.build_in_bounds_gep(i8t, base, &[blk], "dst")? };
+                        if k.pool.is_some() {
+                            let old = b.build_load(i8t, dst, "old")?.into_int_value();
+                            byte = b.build_or(old, byte, "pooled")?;
+                        }
+                        b.build_store(dst, byte)?;
+                        Ok(())
+                    })?;
+                    Ok(())
+                })
+            })
+        })?;
+        self.builder.build_return(None)?;
+        Ok(())
+    }
+}
