@@ -11,9 +11,10 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use super::layout::{ConvLayout, Product, ProductIo};
 use crate::emit::KernelBuilder;
 
-/// [`super::conv`] on floats (one group), in MLAS's order.
+/// [`super::conv`] on floats, in MLAS's order: each group is its own MLAS convolution of `mg`
+/// filters over `cg` channels, as onnxruntime runs grouped convolutions.
 pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, w_data: &[f32]) {
-    let (batch, c, _, _) = layout.image;
+    let (batch, cg, mg) = (layout.image.0, layout.cg, layout.mg);
     let m = layout.filters.0;
     let (positions, k, dst) = (layout.positions, layout.k, layout.dst);
     let out_image = m * positions;
@@ -23,12 +24,16 @@ pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayou
         layout.image.2,
         layout.image.3,
     ];
-    let route = conv_route(attrs, &image, c, m, positions, k);
-    let w_t = kb.table_f32(w_data);
+    let route = conv_route(attrs, &image, cg, mg, positions, k);
     let segs: Vec<Segment> = match route {
-        ConvRoute::General(threading) => segments(m, positions, k, threading, true),
+        ConvRoute::General(threading) => segments(mg, positions, k, threading, true),
         _ => Vec::new(),
     };
+    // Each group's (mg, k) filters.
+    let tables: Vec<Value> = w_data
+        .chunks_exact(mg * k)
+        .map(|w_g| kb.table_f32(w_g))
+        .collect();
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(dst, n, (out_image * 4) as i64, 0);
         // Output positions run in ranges whose order is fixed at compile time.
@@ -42,49 +47,54 @@ pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayou
         if ranges.is_empty() {
             ranges.push((0, positions, Some(k)));
         }
-        for (start, end, stride) in ranges {
-            let emit_position =
-                |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, order: Order| {
-                    let xa = |kb: &mut KernelBuilder, kk: Value| layout.load(kb, n, 0, p, kk);
-                    let wa = |kb: &mut KernelBuilder, kk: Value| {
-                        let row = kb.addr(w_t, jv, (k * 4) as i64, 0);
-                        kb.load_at(F32, row, kk)
+        for (g, &w_t) in tables.iter().enumerate() {
+            for &(start, end, stride) in &ranges {
+                // Filter `j` of group `g`, output channel `g * mg + j`.
+                let emit_position =
+                    |kb: &mut KernelBuilder, p: Value, j: usize, jv: Value, order: Order| {
+                        let xa = |kb: &mut KernelBuilder, kk: Value| layout.load(kb, n, g, p, kk);
+                        let wa = |kb: &mut KernelBuilder, kk: Value| {
+                            let row = kb.addr(w_t, jv, (k * 4) as i64, 0);
+                            kb.load_at(F32, row, kk)
+                        };
+                        // Lanes with the operands swapped (SinglePosition) sum patch x filter.
+                        let s = dot(kb, k, order, None, &xa, &wa);
+                        let channel = g * mg + j;
+                        let cv = kb.iconst(channel as i64);
+                        let s = layout.add_bias(kb, cv, s);
+                        let at = kb.addr(image, p, 4, (channel * positions * 4) as i64);
+                        kb.store(s, at, 0);
                     };
-                    // Lanes with the operands swapped (SinglePosition) sum patch x filter.
-                    let s = dot(kb, k, order, None, &xa, &wa);
-                    let s = layout.add_bias(kb, jv, s);
-                    let at = kb.addr(image, p, 4, (j * positions * 4) as i64);
-                    kb.store(s, at, 0);
-                };
-            match route {
-                ConvRoute::General(_) => {
-                    let stride = stride.unwrap_or(k);
-                    kb.for_range(end - start, |kb, i| {
-                        let p = kb.b.ins().iadd_imm_s(i, start as i64);
-                        for j in 0..m {
-                            let jv = kb.iconst(j as i64);
-                            emit_position(kb, p, j, jv, Order::Slices { stride, alpha: 1.0 });
-                        }
-                    });
-                }
-                ConvRoute::SingleFilter => kb.for_range(positions, |kb, p| {
-                    let jv = kb.iconst(0);
-                    emit_position(kb, p, 0, jv, Order::Groups);
-                }),
-                ConvRoute::FullWidthRows => {
-                    for p in 0..positions {
-                        let pv = kb.iconst(p as i64);
-                        let jv = kb.iconst(0);
-                        emit_position(kb, pv, 0, jv, Order::Lanes { j: p, n: positions });
+                match route {
+                    ConvRoute::General(_) => {
+                        let stride = stride.unwrap_or(k);
+                        kb.for_range(end - start, |kb, i| {
+                            let p = kb.b.ins().iadd_imm_s(i, start as i64);
+                            for j in 0..mg {
+                                let jv = kb.iconst(j as i64);
+                                emit_position(kb, p, j, jv, Order::Slices { stride, alpha: 1.0 });
+                            }
+                        });
                     }
-                }
-                ConvRoute::SinglePosition => {
-                    kb.for_range(positions, |kb, p| {
-                        for j in 0..m {
-                            let jv = kb.iconst(j as i64);
-                            emit_position(kb, p, j, jv, Order::Lanes { j, n: m });
+                    ConvRoute::SingleFilter => kb.for_range(positions, |kb, p| {
+                        let jv = kb.iconst(0);
+                        emit_position(kb, p, 0, jv, Order::Groups);
+                    }),
+                    ConvRoute::FullWidthRows => {
+                        for p in 0..positions {
+                            let pv = kb.iconst(p as i64);
+                            let jv = kb.iconst(0);
+                            emit_position(kb, pv, 0, jv, Order::Lanes { j: p, n: positions });
                         }
-                    });
+                    }
+                    ConvRoute::SinglePosition => {
+                        kb.for_range(positions, |kb, p| {
+                            for j in 0..mg {
+                                let jv = kb.iconst(j as i64);
+                                emit_position(kb, p, j, jv, Order::Lanes { j, n: mg });
+                            }
+                        });
+                    }
                 }
             }
         }

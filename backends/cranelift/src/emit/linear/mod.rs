@@ -29,8 +29,8 @@ use super::{KernelBuilder, Operand};
 use crate::BackendError;
 use layout::{constant, ConvLayout, Product, ProductIo, Sums};
 
-/// Conv (2-D) with optional bias: exact integer sums with any number of groups, float sums
-/// in MLAS's order with one.
+/// Conv (2-D, any number of groups) with optional bias: exact integer sums, or float sums in
+/// MLAS's order.
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -51,14 +51,6 @@ pub(crate) fn conv(
         ));
     }
     let group = attrs.group.max(1);
-    if group != 1 && !(sums.exact || sums.plan.is_some()) {
-        // onnxruntime sums a grouped float convolution per group and thread; the exact
-        // kernels need no order.
-        return Err(BackendError::unsupported(
-            node,
-            "a grouped convolution on floats (not exact integers) has no native kernel yet",
-        ));
-    }
     let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
     if c % group != 0 || m % group != 0 {
