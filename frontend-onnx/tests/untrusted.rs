@@ -368,3 +368,18 @@ fn pooling_windows_are_bounded_before_they_are_listed() {
         .import_err();
     assert!(err.contains("taps per channel, bnnc's limit"), "{err}");
 }
+
+/// Found by mutation fuzzing: a DepthToSpace block size of 2^40 overflowed `b * b`. Block
+/// sizes are bounded before any shape arithmetic.
+#[test]
+fn block_sizes_are_bounded_before_shapes_are_computed() {
+    use model_builder::int;
+    for op in ["DepthToSpace", "SpaceToDepth"] {
+        let err = ModelBuilder::new(13)
+            .input("x", &[1, 4, 2, 2])
+            .node(op, &["x"], &["y"], vec![int("blocksize", 1 << 40)])
+            .output("y")
+            .import_err();
+        assert!(err.contains("is not in 1..="), "{op}: {err}");
+    }
+}

@@ -9,14 +9,19 @@ use super::{const_operand, operand, operands, optional_operand, to_usize, NodeRe
 use crate::import::{Binding, Importer};
 use crate::shape_fold::int_values;
 
+/// The largest block size of DepthToSpace and SpaceToDepth.
+const MAX_BLOCK: usize = 1 << 16;
+
 /// The `(N, C, H, W)` input of a block rearrangement and its block size.
 fn blocks(cx: &Importer, node: &OnnxNode, x: Binding) -> NodeResult<([usize; 4], usize)> {
     let &[n, c, h, w] = cx.shape(x) else {
         return Err(format!("the input has shape {:?}, not (N, C, H, W)", cx.shape(x)).into());
     };
     let b = to_usize(node.attrs.int_or("blocksize", 0)?, "the block size")?;
-    if b == 0 {
-        return Err("the block size must be positive".into());
+    // Bounded so that the shape arithmetic (b * b, h * b) cannot overflow; no real block
+    // comes near it.
+    if b == 0 || b > MAX_BLOCK {
+        return Err(format!("the block size {b} is not in 1..={MAX_BLOCK}").into());
     }
     Ok(([n, c, h, w], b))
 }
