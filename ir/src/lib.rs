@@ -6,6 +6,7 @@
 //! invariants, [`text`] prints the readable form that snapshot tests compare, and [`interp`] is
 //! the reference interpreter: the definition of what a graph computes.
 
+pub mod broadcast;
 pub mod error;
 pub mod graph;
 pub mod infer;

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{arity, broadcast, check_spatial_attrs, window_count, F32_EXACT_LIMIT};
+use super::{arity, check_spatial_attrs, window_count, F32_EXACT_LIMIT};
+use crate::broadcast;
 use crate::op::{ConvAttrs, GemmAttrs};
 use crate::packing;
 use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
@@ -236,7 +237,7 @@ fn gemm_shape(attrs: &GemmAttrs, inputs: &[&TensorType]) -> Result<(Shape, usize
     }
     if let Some(c) = inputs.get(2) {
         // Unidirectional broadcast of C to (M, N).
-        if broadcast(&c.shape, &[m, n]).ok().as_deref() != Some(&[m, n][..]) {
+        if !broadcast::broadcasts_to(&c.shape, &[m, n]) {
             return Err(format!(
                 "C of shape {:?} does not broadcast to ({m}, {n})",
                 c.shape
@@ -260,7 +261,7 @@ fn matmul_shape(a: &[usize], b: &[usize]) -> Result<(Shape, usize), String> {
     }
     let batch_a = &a[..a.len().saturating_sub(2)];
     let batch_b = &b[..b.len().saturating_sub(2)];
-    let mut shape = broadcast(batch_a, batch_b)
+    let mut shape = broadcast::shape(&[batch_a, batch_b])
         .map_err(|_| format!("batch axes of {a:?} and {b:?} do not broadcast"))?;
     if a.len() >= 2 {
         shape.push(a[a.len() - 2]);

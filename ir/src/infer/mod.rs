@@ -21,7 +21,7 @@ mod threshold;
 
 use crate::op::Op;
 use crate::tensor::Tensor;
-use crate::types::{checked_numel, ElemType, Scale, Shape, TensorType};
+use crate::types::{checked_numel, ElemType, Scale, TensorType};
 
 /// The largest number of elements a tensor may have (2^26: 256 MiB of f32), so that no
 /// model file can make a command allocate without bound. The largest tensor of the networks
@@ -125,25 +125,6 @@ fn check_size(shape: &[usize]) -> Result<(), String> {
 }
 
 // ---- shapes ----
-
-/// The numpy broadcast of two shapes.
-pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Result<Shape, String> {
-    let rank = a.len().max(b.len());
-    let at = |s: &[usize], i: usize| {
-        if i + s.len() >= rank {
-            s[i + s.len() - rank]
-        } else {
-            1
-        }
-    };
-    (0..rank)
-        .map(|i| match (at(a, i), at(b, i)) {
-            (x, y) if x == y || y == 1 => Ok(x),
-            (1, y) => Ok(y),
-            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        })
-        .collect()
-}
 
 /// Number of windows along one axis of a convolution or pooling.
 ///
