@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use bnnc_ir::broadcast;
 use bnnc_ir::interp::quant_range;
 use bnnc_ir::summation_order::{segments, Threading};
 use bnnc_ir::{BinaryOp, Graph, Node, NodeId, Op, RoundingMode, ValueId};
@@ -50,18 +51,14 @@ fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Row-major strides of `operand` broadcast against `shape` (0 on broadcast axes).
-fn broadcast_strides(operand: &[usize], shape: &[usize]) -> Vec<usize> {
-    let offset = shape.len().saturating_sub(operand.len());
-    let mut strides = vec![0; shape.len()];
-    let mut step = 1;
-    for a in (0..operand.len()).rev() {
-        if operand[a] != 1 {
-            strides[offset + a] = step;
-        }
-        step *= operand[a];
-    }
-    strides
+/// Row-major strides of a tensor of shape `operand` broadcast to `shape` (0 on broadcast
+/// axes), for `node`'s error if it does not broadcast.
+fn broadcast_strides(
+    node: &Node,
+    operand: &[usize],
+    shape: &[usize],
+) -> Result<Vec<usize>, PlanError> {
+    broadcast::strides(operand, shape).map_err(|e| PlanError::node(node, e.to_string()))
 }
 
 fn c_list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -194,8 +191,8 @@ impl<'g> Emitter<'g> {
                         BinaryOp::Pow => "BNNC_POW",
                     };
                     let s = self.sizes(&shape);
-                    let sa = broadcast_strides(&self.shape(node.inputs[0]), &shape);
-                    let sb = broadcast_strides(&self.shape(node.inputs[1]), &shape);
+                    let sa = broadcast_strides(&node, &self.shape(node.inputs[0]), &shape)?;
+                    let sb = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
                     let (sa, sb) = (self.sizes(&sa), self.sizes(&sb));
                     self.line(format!(
                         "bnnc_binary({code}, {count}, {rank}, {s}, {a}, {sa}, {b}, {sb}, {y});"
@@ -239,8 +236,8 @@ impl<'g> Emitter<'g> {
                 let (min, max) = quant_range(attrs.signed, attrs.narrow, bits);
                 let bipolar = bits == 1 && attrs.signed;
                 let dims = self.sizes(&shape);
-                let ss = broadcast_strides(&self.shape(node.inputs[1]), &shape);
-                let zs = broadcast_strides(&self.shape(node.inputs[2]), &shape);
+                let ss = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
+                let zs = broadcast_strides(&node, &self.shape(node.inputs[2]), &shape)?;
                 let (ss, zs) = (self.sizes(&ss), self.sizes(&zs));
                 let y = self.buffer(out);
                 self.line(format!(
@@ -255,7 +252,7 @@ impl<'g> Emitter<'g> {
                 let x = self.data(node.inputs[0], &node)?;
                 let s = self.data(node.inputs[1], &node)?;
                 let dims = self.sizes(&shape);
-                let ss = broadcast_strides(&self.shape(node.inputs[1]), &shape);
+                let ss = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
                 let ss = self.sizes(&ss);
                 let y = self.buffer(out);
                 self.line(format!(
@@ -367,7 +364,7 @@ impl<'g> Emitter<'g> {
                         .enumerate()
                         .map(|(a, &d)| if reduced(a) { 1 } else { d })
                         .collect();
-                    let strides = broadcast_strides(&kept, &in_shape);
+                    let strides = broadcast_strides(&node, &kept, &in_shape)?;
                     let (dims, st) = (self.sizes(&in_shape), self.sizes(&strides));
                     self.line(format!(
                         "bnnc_reduce_mean_general({}, {}, {total}, {}, {dims}, {st}, {x}, {y});",
@@ -434,7 +431,7 @@ impl<'g> Emitter<'g> {
         let start = match node.inputs.get(2).filter(|_| attrs.beta != 0.0) {
             Some(&c) => {
                 let cv = self.data(c, node)?;
-                let strides = broadcast_strides(&self.shape(c), &out_shape);
+                let strides = broadcast_strides(node, &self.shape(c), &out_shape)?;
                 let (dims, st) = (self.sizes(&out_shape), self.sizes(&strides));
                 let name = format!("v{}_start", out.index());
                 self.buffers.push((name.clone(), (m * n).max(1)));
