@@ -769,7 +769,7 @@ fn elementwise(
             ElementOp::Relu(x) => {
                 let x = operand(x, &mut body, &mut memories);
                 // x > 0 ? x : +0 (a NaN gives +0).
-                let _ = writeln!(body, "            wire [31:0] r{i} = (!{x}[31] && {x}[30:0] != 31'd0 && !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0)) ? {x} : 32'd0;");
+                let _ = writeln!(body, "            wire [31:0] r{i} = (!{x}[31] && {x}[30:0] != 31'd0 && !{}) ? {x} : 32'd0;", f32_nan(&x));
             }
             ElementOp::BipolarQuant(x, s) => {
                 let (x, s) = (
@@ -777,7 +777,7 @@ fn elementwise(
                     operand(s, &mut body, &mut memories),
                 );
                 // (x >= 0 ? 1 : -1) * s: s, or s with its sign flipped (a NaN x gives -1).
-                let _ = writeln!(body, "            wire nonneg{i} = !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0) && (!{x}[31] || {x}[30:0] == 31'd0);\n            wire [31:0] r{i} = nonneg{i} ? {s} : {s} ^ 32'h80000000;");
+                let _ = writeln!(body, "            wire nonneg{i} = !{} && (!{x}[31] || {x}[30:0] == 31'd0);\n            wire [31:0] r{i} = nonneg{i} ? {s} : {s} ^ 32'h80000000;", f32_nan(&x));
             }
             _ => return Err("the Verilog backend has no f32 Sign, Clip or Quant yet".into()),
         }
@@ -804,4 +804,10 @@ fn elementwise(
         verilog: v,
         memories,
     })
+}
+
+/// The Verilog test that the f32 `x` is a NaN: `bnnc_f32_unpack`'s `nan`, written inline where
+/// a layer needs no other field.
+fn f32_nan(x: &str) -> String {
+    format!("({x}[30:23] == 8'hff && {x}[22:0] != 23'd0)")
 }

@@ -30,8 +30,10 @@ use layers::layer_rtl;
 const FIFO_V: &str = include_str!("rtl/bnnc_fifo.v");
 const CONVERT_V: &str = include_str!("rtl/bnnc_convert.v");
 const DUPLICATE_V: &str = include_str!("rtl/bnnc_duplicate.v");
-/// f32 arithmetic, for residual paths: rounding, conversion, multiplication, addition.
-const F32_V: [(&str, &str); 4] = [
+/// f32 arithmetic, for residual paths: the fields of an operand, rounding, conversion,
+/// multiplication, addition.
+const F32_V: [(&str, &str); 5] = [
+    ("bnnc_f32_unpack.v", include_str!("rtl/bnnc_f32_unpack.v")),
     ("bnnc_f32_round.v", include_str!("rtl/bnnc_f32_round.v")),
     (
         "bnnc_f32_from_int.v",
