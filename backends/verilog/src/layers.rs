@@ -89,34 +89,17 @@ pub fn layer_rtl(
     layer: &Layer,
     module: &str,
 ) -> Result<LayerRtl, String> {
-    let stream = |s: usize| &plan.streams[s];
+    // A module's ports are as wide as its streams' beats.
+    let width = |s: usize| plan.streams[s].beat_bits() as usize;
+    let (iw, ow) = (width(layer.inputs[0]), width(layer.outputs[0]));
     match &layer.kind {
-        LayerKind::Mvau(m) => Ok(mvau(
-            module,
-            m,
-            stream(layer.inputs[0]).beat_bits() as usize,
-            stream(layer.outputs[0]).beat_bits() as usize,
-        )),
-        LayerKind::Window(w) => Ok(window(module, w)),
-        LayerKind::Threshold(t) => {
-            let st = stream(layer.inputs[0]);
-            Ok(threshold(
-                module,
-                t,
-                st.beat_bits() as usize,
-                stream(layer.outputs[0]).beat_bits() as usize,
-            ))
+        LayerKind::Mvau(m) => Ok(mvau(module, m, iw, ow)),
+        LayerKind::Window(w) => Ok(window(module, w, iw, ow)),
+        LayerKind::Threshold(t) => Ok(threshold(module, t, iw, ow)),
+        LayerKind::Elementwise(e) => {
+            let iws = layer.inputs.iter().map(|&s| width(s)).collect();
+            elementwise(module, e, iws, ow)
         }
-        LayerKind::Elementwise(e) => elementwise(
-            module,
-            e,
-            layer
-                .inputs
-                .iter()
-                .map(|&s| stream(s).beat_bits() as usize)
-                .collect(),
-            stream(layer.outputs[0]).beat_bits() as usize,
-        ),
         other => Err(format!(
             "the Verilog backend has no {} layer yet (layer {index})",
             other.name()
@@ -434,11 +417,9 @@ fn window_rows(g: &bnnc_dataflow::plan::WindowGeometry) -> usize {
 /// A sliding-window generator: a circular buffer of rows, one input beat and one tap beat
 /// per cycle, taps starting once the rows of their output row are in. Rows are numbered
 /// across frames, so the next frame's rows come in while this frame's last taps go out.
-fn window(module: &str, w: &Window) -> LayerRtl {
+fn window(module: &str, w: &Window, iw: usize, ow: usize) -> LayerRtl {
     let g = &w.geometry;
     let simd = w.simd;
-    let ib = w.input.bits() as usize;
-    let (iw, ow) = (simd * ib, simd * w.output.bits() as usize);
     let cb = g.channels / simd;
     let rows = window_rows(g);
     let (h, wd) = (g.in_hw[0], g.in_hw[1]);
