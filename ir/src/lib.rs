@@ -19,6 +19,7 @@ pub mod tensor;
 pub mod text;
 pub mod types;
 pub mod verify;
+pub mod window;
 
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};

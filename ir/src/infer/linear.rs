@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{arity, check_spatial_attrs, window_count, F32_EXACT_LIMIT};
+use super::{arity, F32_EXACT_LIMIT};
 use crate::broadcast;
 use crate::op::{ConvAttrs, GemmAttrs};
 use crate::packing;
@@ -154,29 +154,15 @@ pub(super) fn bitserial_conv(
 
 /// The result shape of a convolution and its reduction length `K = C/group * prod(kernel)`.
 fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shape, usize), String> {
+    let window = attrs.window();
+    window.check_rank(&x.shape)?;
     let rank = x.shape.len();
-    if rank < 3 {
-        return Err(format!(
-            "input has rank {rank}, expected at least 3 (N, C, spatial...)"
-        ));
-    }
     if w.shape.len() != rank {
         return Err(format!(
             "weight has rank {}, input has rank {rank}",
             w.shape.len()
         ));
     }
-    let n = rank - 2;
-    check_spatial_attrs(
-        rank,
-        n,
-        &[
-            ("kernel extents", attrs.kernel.len()),
-            ("strides", attrs.strides.len()),
-            ("dilations", attrs.dilations.len()),
-            ("pads", attrs.pads.len()),
-        ],
-    )?;
     if w.shape[2..] != attrs.kernel[..] {
         return Err(format!(
             "weight has kernel {:?}, the attribute says {:?}",
@@ -197,17 +183,7 @@ fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shap
         ));
     }
     let mut shape = vec![x.shape[0], m];
-    for i in 0..n {
-        let pads = (attrs.pads[i], attrs.pads[n + i]);
-        shape.push(window_count(
-            x.shape[i + 2],
-            attrs.kernel[i],
-            attrs.strides[i],
-            attrs.dilations[i],
-            pads,
-            false,
-        )?);
-    }
+    shape.extend(window.output_extents(&x.shape)?);
     let k = checked_numel(&w.shape[1..]).ok_or("weight has too many elements")?;
     Ok((shape, k))
 }

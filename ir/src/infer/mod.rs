@@ -126,60 +126,6 @@ fn check_size(shape: &[usize]) -> Result<(), String> {
 
 // ---- shapes ----
 
-/// Number of windows along one axis of a convolution or pooling.
-///
-/// With `ceil_mode` a partial last window counts, as long as it starts inside the input or the
-/// left padding (the ONNX and PyTorch rule).
-pub(crate) fn window_count(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    pads: (usize, usize),
-    ceil_mode: bool,
-) -> Result<usize, String> {
-    if kernel == 0 || stride == 0 || dilation == 0 {
-        return Err(format!(
-            "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
-        ));
-    }
-    let span = (kernel - 1)
-        .checked_mul(dilation)
-        .and_then(|s| s.checked_add(1))
-        .ok_or("kernel span overflows")?;
-    let padded = input
-        .checked_add(pads.0)
-        .and_then(|p| p.checked_add(pads.1))
-        .ok_or("padded extent overflows")?;
-    if padded < span {
-        return Err(format!(
-            "a window of {span} does not fit in the padded extent {padded}"
-        ));
-    }
-    let room = padded - span;
-    let mut count = room / stride + 1;
-    if ceil_mode && room % stride != 0 {
-        count += 1;
-        // The partial window must start before the end of the input (+ left padding).
-        if (count - 1) * stride >= input + pads.0 {
-            count -= 1;
-        }
-    }
-    Ok(count)
-}
-
-fn check_spatial_attrs(rank: usize, n: usize, lens: &[(&str, usize)]) -> Result<(), String> {
-    for &(what, len) in lens {
-        let want = if what == "pads" { 2 * n } else { n };
-        if len != want {
-            return Err(format!(
-                "{len} {what} for an input of rank {rank}, expected {want}"
-            ));
-        }
-    }
-    Ok(())
-}
-
 // ---- element types ----
 
 /// `elem` after a layout change that moves axis `a` to `map(a)` (or drops / alters it: `None`).
