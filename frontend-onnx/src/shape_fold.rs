@@ -5,7 +5,7 @@
 //! Every function checks its operands (ranks, extents, index ranges) and the size of its result
 //! against [`MAX_FOLDED_ELEMENTS`] before allocating; errors are reasons for the node's error.
 
-use bnnc_ir::{Shape, Tensor, TensorData};
+use bnnc_ir::{broadcast, Shape, Tensor, TensorData};
 
 /// The most elements a folded result may have. Shape arithmetic handles a handful of numbers;
 /// the bound only keeps a hostile `ConstantOfShape` or `Expand` from exhausting memory.
@@ -88,7 +88,7 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// Selects, on every axis, the listed indices (in order, repeats allowed): the result's shape
-/// is the lengths of the lists. Gather, Slice and broadcasting are all selections.
+/// is the lengths of the lists. Gather and Slice are selections.
 fn select(t: &Tensor, picks: &[Vec<usize>]) -> Result<Tensor, String> {
     let shape: Shape = picks.iter().map(Vec::len).collect();
     let numel = folded_numel(&shape)?;
@@ -124,24 +124,10 @@ fn select(t: &Tensor, picks: &[Vec<usize>]) -> Result<Tensor, String> {
     take(t, shape, &sources)
 }
 
-/// The shape both `a` and `b` broadcast to (numpy rules).
-pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Shape, String> {
-    let rank = a.len().max(b.len());
-    let extent = |s: &[usize], i: usize| {
-        if i + s.len() >= rank {
-            s[i + s.len() - rank]
-        } else {
-            1
-        }
-    };
-    (0..rank)
-        .map(|i| match (extent(a, i), extent(b, i)) {
-            (x, y) if x == y => Ok(x),
-            (1, y) => Ok(y),
-            (x, 1) => Ok(x),
-            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        })
-        .collect()
+/// The shape all of `tensors` broadcast to, as a reason for the node's error.
+fn broadcast_shape(tensors: &[&Tensor]) -> Result<Shape, String> {
+    let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape()).collect();
+    broadcast::shape(&shapes).map_err(|e| e.to_string())
 }
 
 /// `t` broadcast to `shape` (which [`broadcast_shape`] gave).
@@ -149,37 +135,11 @@ fn broadcast_to(t: &Tensor, shape: &[usize]) -> Result<Tensor, String> {
     if t.shape() == shape {
         return Ok(t.clone());
     }
-    let lead = shape
-        .len()
-        .checked_sub(t.shape().len())
-        .ok_or("cannot broadcast to a lower rank")?;
-    let mut picks = Vec::with_capacity(shape.len());
-    for (axis, &d) in shape.iter().enumerate() {
-        let own = if axis < lead {
-            1
-        } else {
-            t.shape()[axis - lead]
-        };
-        picks.push(if own == d {
-            (0..d).collect()
-        } else {
-            vec![0; d]
-        });
-    }
-    let expanded = select(
-        &t.clone()
-            .reshaped(padded_shape(t.shape(), shape.len()))
-            .ok_or("cannot broadcast")?,
-        &picks,
-    )?;
-    Ok(expanded)
-}
-
-/// `shape` with leading 1s up to `rank`.
-fn padded_shape(shape: &[usize], rank: usize) -> Shape {
-    let mut padded = vec![1; rank.saturating_sub(shape.len())];
-    padded.extend_from_slice(shape);
-    padded
+    let strides = broadcast::strides(t.shape(), shape).map_err(|e| e.to_string())?;
+    let sources: Vec<usize> = (0..folded_numel(shape)?)
+        .map(|i| broadcast::source_index(i, shape, &strides))
+        .collect();
+    take(t, shape.to_vec(), &sources)
 }
 
 /// Integer arithmetic of shape computations.
@@ -195,7 +155,7 @@ pub enum IntArith {
 /// `a op b` elementwise with broadcasting, on integer tensors; overflow and division by zero
 /// are errors.
 pub fn int_arith(op: IntArith, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
-    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let shape = broadcast_shape(&[a, b])?;
     folded_numel(&shape)?;
     let a = int_values(&broadcast_to(a, &shape)?)?;
     let b = int_values(&broadcast_to(b, &shape)?)?;
@@ -217,7 +177,7 @@ pub fn int_arith(op: IntArith, a: &Tensor, b: &Tensor) -> Result<Tensor, String>
 
 /// `a == b` elementwise with broadcasting, as f32 0/1 (ONNX bool).
 pub fn equal(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
-    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let shape = broadcast_shape(&[a, b])?;
     folded_numel(&shape)?;
     let a = broadcast_to(a, &shape)?.to_f64_vec();
     let b = broadcast_to(b, &shape)?.to_f64_vec();
@@ -231,7 +191,7 @@ pub fn equal(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
 
 /// `cond ? x : y` elementwise with broadcasting; `x` and `y` hold the same kind of data.
 pub fn where_select(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
-    let shape = broadcast_shape(&broadcast_shape(cond.shape(), x.shape())?, y.shape())?;
+    let shape = broadcast_shape(&[cond, x, y])?;
     folded_numel(&shape)?;
     let cond = broadcast_to(cond, &shape)?.to_f64_vec();
     let (x, y) = (broadcast_to(x, &shape)?, broadcast_to(y, &shape)?);

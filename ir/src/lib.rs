@@ -6,6 +6,7 @@
 //! invariants, [`text`] prints the readable form that snapshot tests compare, and [`interp`] is
 //! the reference interpreter: the definition of what a graph computes.
 
+pub mod broadcast;
 pub mod error;
 pub mod graph;
 pub mod infer;
@@ -18,6 +19,7 @@ pub mod tensor;
 pub mod text;
 pub mod types;
 pub mod verify;
+pub mod window;
 
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId, ValueData, ValueDef, ValueId};

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use bnnc_ir::broadcast;
 use bnnc_ir::integer_threshold::integer_threshold;
 use bnnc_ir::{
     packing, ElemType, Graph, Node, NodeId, Op, PoolAttrs, Scale, Tensor, ThresholdAttrs, ValueId,
@@ -172,31 +173,9 @@ fn slot_constant(
 ) -> Result<Vec<f32>, String> {
     let data = c.to_f32_vec();
     let c_shape = c.shape();
-    if c_shape.len() > shape.len() {
-        return Err(format!("a constant of shape {c_shape:?} against {shape:?}"));
-    }
-    // Row-major strides of the constant, aligned to the right, 0 on broadcast axes.
-    let offset = shape.len() - c_shape.len();
-    let mut strides = vec![0usize; shape.len()];
-    let mut step = 1;
-    for a in (0..c_shape.len()).rev() {
-        if c_shape[a] != 1 {
-            if c_shape[a] != shape[offset + a] {
-                return Err(format!("a constant of shape {c_shape:?} against {shape:?}"));
-            }
-            strides[offset + a] = step;
-        }
-        step *= c_shape[a];
-    }
-    let value_at = |flat: usize| {
-        let mut rest = flat;
-        let mut index = 0;
-        for a in (0..shape.len()).rev() {
-            index += (rest % shape[a]) * strides[a];
-            rest /= shape[a];
-        }
-        data[index]
-    };
+    let strides = broadcast::strides(c_shape, shape)
+        .map_err(|_| format!("a constant of shape {c_shape:?} against {shape:?}"))?;
+    let value_at = |flat: usize| data[broadcast::source_index(flat, shape, &strides)];
     let slots: Vec<f32> = (0..channels)
         .map(|j| value_at(j * pixels))
         .collect::<Vec<_>>();

@@ -206,6 +206,12 @@ impl Stream {
         self.encoding.bits() * self.lanes as u32
     }
 
+    /// Bits of an AXI-Stream port carrying this stream: a beat in whole bytes, as AXI-Stream
+    /// data is (the bits above the beat are 0). Host code packs beats into as many bytes.
+    pub fn port_bits(&self) -> u32 {
+        self.beat_bits().div_ceil(8) * 8
+    }
+
     /// The row-major index in the IR tensor of element `s` of a frame.
     pub fn flat_index(&self, s: usize) -> usize {
         (s % self.channels) * self.pixels + s / self.channels
@@ -539,5 +545,15 @@ impl Plan {
     /// The layer named `name`.
     pub fn layer(&self, name: &str) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// The stream the hardware takes in: the top's input port.
+    pub fn input_stream(&self) -> &Stream {
+        &self.streams[self.input.stream]
+    }
+
+    /// The stream the hardware gives out: the top's output port.
+    pub fn output_stream(&self) -> &Stream {
+        &self.streams[self.output.stream]
     }
 }

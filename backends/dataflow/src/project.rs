@@ -39,8 +39,3 @@ impl Project {
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
-
-/// Whole bytes for an AXI-Stream port of `bits`.
-pub fn port_bits(bits: u32) -> u32 {
-    bits.div_ceil(8) * 8
-}

@@ -53,10 +53,7 @@ fn check(dir: &Path) {
     let graph = optimized(dir);
     let plan = bnnc_dataflow::plan(&graph, &name, &Default::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (input, output) = (
-        &plan.streams[plan.input.stream],
-        &plan.streams[plan.output.stream],
-    );
+    let (input, output) = (plan.input_stream(), plan.output_stream());
     let Decode::Scaled(scales) = &plan.input.decode else {
         panic!("{name}: the hardware input is not integers");
     };

@@ -89,34 +89,17 @@ pub fn layer_rtl(
     layer: &Layer,
     module: &str,
 ) -> Result<LayerRtl, String> {
-    let stream = |s: usize| &plan.streams[s];
+    // A module's ports are as wide as its streams' beats.
+    let width = |s: usize| plan.streams[s].beat_bits() as usize;
+    let (iw, ow) = (width(layer.inputs[0]), width(layer.outputs[0]));
     match &layer.kind {
-        LayerKind::Mvau(m) => Ok(mvau(
-            module,
-            m,
-            stream(layer.inputs[0]).beat_bits() as usize,
-            stream(layer.outputs[0]).beat_bits() as usize,
-        )),
-        LayerKind::Window(w) => Ok(window(module, w)),
-        LayerKind::Threshold(t) => {
-            let st = stream(layer.inputs[0]);
-            Ok(threshold(
-                module,
-                t,
-                st.beat_bits() as usize,
-                stream(layer.outputs[0]).beat_bits() as usize,
-            ))
+        LayerKind::Mvau(m) => Ok(mvau(module, m, iw, ow)),
+        LayerKind::Window(w) => Ok(window(module, w, iw, ow)),
+        LayerKind::Threshold(t) => Ok(threshold(module, t, iw, ow)),
+        LayerKind::Elementwise(e) => {
+            let iws = layer.inputs.iter().map(|&s| width(s)).collect();
+            elementwise(module, e, iws, ow)
         }
-        LayerKind::Elementwise(e) => elementwise(
-            module,
-            e,
-            layer
-                .inputs
-                .iter()
-                .map(|&s| stream(s).beat_bits() as usize)
-                .collect(),
-            stream(layer.outputs[0]).beat_bits() as usize,
-        ),
         other => Err(format!(
             "the Verilog backend has no {} layer yet (layer {index})",
             other.name()
@@ -434,11 +417,9 @@ fn window_rows(g: &bnnc_dataflow::plan::WindowGeometry) -> usize {
 /// A sliding-window generator: a circular buffer of rows, one input beat and one tap beat
 /// per cycle, taps starting once the rows of their output row are in. Rows are numbered
 /// across frames, so the next frame's rows come in while this frame's last taps go out.
-fn window(module: &str, w: &Window) -> LayerRtl {
+fn window(module: &str, w: &Window, iw: usize, ow: usize) -> LayerRtl {
     let g = &w.geometry;
     let simd = w.simd;
-    let ib = w.input.bits() as usize;
-    let (iw, ow) = (simd * ib, simd * w.output.bits() as usize);
     let cb = g.channels / simd;
     let rows = window_rows(g);
     let (h, wd) = (g.in_hw[0], g.in_hw[1]);
@@ -769,7 +750,7 @@ fn elementwise(
             ElementOp::Relu(x) => {
                 let x = operand(x, &mut body, &mut memories);
                 // x > 0 ? x : +0 (a NaN gives +0).
-                let _ = writeln!(body, "            wire [31:0] r{i} = (!{x}[31] && {x}[30:0] != 31'd0 && !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0)) ? {x} : 32'd0;");
+                let _ = writeln!(body, "            wire [31:0] r{i} = (!{x}[31] && {x}[30:0] != 31'd0 && !{}) ? {x} : 32'd0;", f32_nan(&x));
             }
             ElementOp::BipolarQuant(x, s) => {
                 let (x, s) = (
@@ -777,7 +758,7 @@ fn elementwise(
                     operand(s, &mut body, &mut memories),
                 );
                 // (x >= 0 ? 1 : -1) * s: s, or s with its sign flipped (a NaN x gives -1).
-                let _ = writeln!(body, "            wire nonneg{i} = !({x}[30:23] == 8'hff && {x}[22:0] != 23'd0) && (!{x}[31] || {x}[30:0] == 31'd0);\n            wire [31:0] r{i} = nonneg{i} ? {s} : {s} ^ 32'h80000000;");
+                let _ = writeln!(body, "            wire nonneg{i} = !{} && (!{x}[31] || {x}[30:0] == 31'd0);\n            wire [31:0] r{i} = nonneg{i} ? {s} : {s} ^ 32'h80000000;", f32_nan(&x));
             }
             _ => return Err("the Verilog backend has no f32 Sign, Clip or Quant yet".into()),
         }
@@ -804,4 +785,10 @@ fn elementwise(
         verilog: v,
         memories,
     })
+}
+
+/// The Verilog test that the f32 `x` is a NaN: `bnnc_f32_unpack`'s `nan`, written inline where
+/// a layer needs no other field.
+fn f32_nan(x: &str) -> String {
+    format!("({x}[30:23] == 8'hff && {x}[22:0] != 23'd0)")
 }

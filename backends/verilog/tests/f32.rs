@@ -89,7 +89,9 @@ endmodule
     let build = Command::new("iverilog")
         .current_dir(dir.path())
         .args(["-g2005", "-o", "tb.vvp", "tb.v"])
-        .args(["round", "from_int", "mul", "add"].map(|m| format!("{rtl}/bnnc_f32_{m}.v")))
+        .args(
+            ["unpack", "round", "from_int", "mul", "add"].map(|m| format!("{rtl}/bnnc_f32_{m}.v")),
+        )
         .output()
         .expect("iverilog runs (scripts/test installs it)");
     assert!(

@@ -1,6 +1,8 @@
 //! The sliding window of Conv and the pools: strides, dilations and padding, with `auto_pad`
 //! resolved to explicit pads against the input's static spatial extents.
 
+use bnnc_ir::window::span;
+
 use super::to_usize;
 use crate::attributes::Attributes;
 
@@ -72,11 +74,10 @@ fn same_pads(
     for axis in 0..spatial {
         let overflow = || "the window is too large".to_string();
         let out = input[axis].div_ceil(strides[axis]);
-        let span = kernel[axis]
-            .checked_sub(1)
-            .ok_or("a kernel extent of 0")?
-            .checked_mul(dilations[axis]);
-        let extent = span.and_then(|s| s.checked_add(1)).ok_or_else(overflow)?;
+        if kernel[axis] == 0 {
+            return Err("a kernel extent of 0".into());
+        }
+        let extent = span(kernel[axis], dilations[axis]).ok_or_else(overflow)?;
         let needed = out
             .saturating_sub(1)
             .checked_mul(strides[axis])

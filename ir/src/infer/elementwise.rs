@@ -6,7 +6,8 @@
 //! a quantized layer's rescaling stays typed. Arithmetic on two i64 operands (shape
 //! computations) stays i64.
 
-use super::{arity, broadcast, F32_EXACT_LIMIT};
+use super::{arity, F32_EXACT_LIMIT};
+use crate::broadcast;
 use crate::op::BinaryOp;
 use crate::tensor::Tensor;
 use crate::types::{is_power_of_two, ElemType, IntType, Scale, TensorType};
@@ -18,7 +19,8 @@ pub(super) fn binary(
     consts: &[Option<&Tensor>],
 ) -> Result<TensorType, String> {
     arity(inputs, 2, 2)?;
-    let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
+    let shape =
+        broadcast::shape(&[&inputs[0].shape, &inputs[1].shape]).map_err(|e| e.to_string())?;
     // Two i64 operands (shape arithmetic) stay integers, exact affine maps of scaled
     // integers stay scaled integers; everything else is float.
     let elem = if inputs[0].elem == ElemType::I64 && inputs[1].elem == ElemType::I64 {
@@ -82,7 +84,8 @@ pub(super) fn round(inputs: &[&TensorType]) -> Result<TensorType, String> {
 /// A comparison: 0 or 1 (`binary`) over the operands' broadcast.
 pub(super) fn compare(inputs: &[&TensorType]) -> Result<TensorType, String> {
     arity(inputs, 2, 2)?;
-    let shape = broadcast(&inputs[0].shape, &inputs[1].shape)?;
+    let shape =
+        broadcast::shape(&[&inputs[0].shape, &inputs[1].shape]).map_err(|e| e.to_string())?;
     Ok(TensorType::new(ElemType::BINARY, shape))
 }
 

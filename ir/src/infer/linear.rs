@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{
-    arity, broadcast, check_spatial_attrs, check_window_taps, window_count, F32_EXACT_LIMIT,
-};
+use super::{arity, F32_EXACT_LIMIT};
+use crate::broadcast;
 use crate::op::{ConvAttrs, GemmAttrs};
 use crate::packing;
 use crate::types::{checked_numel, ElemType, IntType, Scale, Shape, TensorType};
@@ -155,29 +154,15 @@ pub(super) fn bitserial_conv(
 
 /// The result shape of a convolution and its reduction length `K = C/group * prod(kernel)`.
 fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shape, usize), String> {
+    let window = attrs.window();
+    window.check_rank(&x.shape)?;
     let rank = x.shape.len();
-    if rank < 3 {
-        return Err(format!(
-            "input has rank {rank}, expected at least 3 (N, C, spatial...)"
-        ));
-    }
     if w.shape.len() != rank {
         return Err(format!(
             "weight has rank {}, input has rank {rank}",
             w.shape.len()
         ));
     }
-    let n = rank - 2;
-    check_spatial_attrs(
-        rank,
-        n,
-        &[
-            ("kernel extents", attrs.kernel.len()),
-            ("strides", attrs.strides.len()),
-            ("dilations", attrs.dilations.len()),
-            ("pads", attrs.pads.len()),
-        ],
-    )?;
     if w.shape[2..] != attrs.kernel[..] {
         return Err(format!(
             "weight has kernel {:?}, the attribute says {:?}",
@@ -198,18 +183,7 @@ fn conv_shape(attrs: &ConvAttrs, x: &TensorType, w: &TensorType) -> Result<(Shap
         ));
     }
     let mut shape = vec![x.shape[0], m];
-    for i in 0..n {
-        let pads = (attrs.pads[i], attrs.pads[n + i]);
-        shape.push(window_count(
-            x.shape[i + 2],
-            attrs.kernel[i],
-            attrs.strides[i],
-            attrs.dilations[i],
-            pads,
-            false,
-        )?);
-    }
-    check_window_taps(&shape[2..], &attrs.kernel)?;
+    shape.extend(window.output_extents(&x.shape)?);
     let k = checked_numel(&w.shape[1..]).ok_or("weight has too many elements")?;
     Ok((shape, k))
 }
@@ -239,7 +213,7 @@ fn gemm_shape(attrs: &GemmAttrs, inputs: &[&TensorType]) -> Result<(Shape, usize
     }
     if let Some(c) = inputs.get(2) {
         // Unidirectional broadcast of C to (M, N).
-        if broadcast(&c.shape, &[m, n]).ok().as_deref() != Some(&[m, n][..]) {
+        if !broadcast::broadcasts_to(&c.shape, &[m, n]) {
             return Err(format!(
                 "C of shape {:?} does not broadcast to ({m}, {n})",
                 c.shape
@@ -263,7 +237,7 @@ fn matmul_shape(a: &[usize], b: &[usize]) -> Result<(Shape, usize), String> {
     }
     let batch_a = &a[..a.len().saturating_sub(2)];
     let batch_b = &b[..b.len().saturating_sub(2)];
-    let mut shape = broadcast(batch_a, batch_b)
+    let mut shape = broadcast::shape(&[batch_a, batch_b])
         .map_err(|_| format!("batch axes of {a:?} and {b:?} do not broadcast"))?;
     if a.len() >= 2 {
         shape.push(a[a.len() - 2]);

@@ -21,7 +21,7 @@ mod threshold;
 
 use crate::op::Op;
 use crate::tensor::Tensor;
-use crate::types::{checked_numel, ElemType, Scale, Shape, TensorType};
+use crate::types::{checked_numel, ElemType, Scale, TensorType};
 
 /// The largest number of elements a tensor may have (2^26: 256 MiB of f32), so that no
 /// model file can make a command allocate without bound. The largest tensor of the networks
@@ -128,95 +128,6 @@ fn check_size(shape: &[usize]) -> Result<(), String> {
 }
 
 // ---- shapes ----
-
-/// The numpy broadcast of two shapes.
-pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Result<Shape, String> {
-    let rank = a.len().max(b.len());
-    let at = |s: &[usize], i: usize| {
-        if i + s.len() >= rank {
-            s[i + s.len() - rank]
-        } else {
-            1
-        }
-    };
-    (0..rank)
-        .map(|i| match (at(a, i), at(b, i)) {
-            (x, y) if x == y || y == 1 => Ok(x),
-            (1, y) => Ok(y),
-            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        })
-        .collect()
-}
-
-/// Number of windows along one axis of a convolution or pooling.
-///
-/// With `ceil_mode` a partial last window counts, as long as it starts inside the input or the
-/// left padding (the ONNX and PyTorch rule).
-/// The most window taps a convolution or pooling may visit per channel plane (output positions
-/// times kernel taps): the interpreter lists them, so this bounds its memory and time.
-pub const MAX_WINDOW_TAPS: usize = MAX_ELEMENTS;
-
-/// Checks that the windows of `kernel` over `out` output positions per plane stay within
-/// [`MAX_WINDOW_TAPS`].
-pub(crate) fn check_window_taps(out: &[usize], kernel: &[usize]) -> Result<(), String> {
-    match checked_numel(out).and_then(|o| o.checked_mul(checked_numel(kernel)?)) {
-        Some(taps) if taps <= MAX_WINDOW_TAPS => Ok(()),
-        _ => Err(format!(
-            "a kernel of {kernel:?} over {out:?} output positions visits more than \
-             {MAX_WINDOW_TAPS} taps per channel, bnnc's limit"
-        )),
-    }
-}
-
-pub(crate) fn window_count(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    pads: (usize, usize),
-    ceil_mode: bool,
-) -> Result<usize, String> {
-    if kernel == 0 || stride == 0 || dilation == 0 {
-        return Err(format!(
-            "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
-        ));
-    }
-    let span = (kernel - 1)
-        .checked_mul(dilation)
-        .and_then(|s| s.checked_add(1))
-        .ok_or("kernel span overflows")?;
-    let padded = input
-        .checked_add(pads.0)
-        .and_then(|p| p.checked_add(pads.1))
-        .ok_or("padded extent overflows")?;
-    if padded < span {
-        return Err(format!(
-            "a window of {span} does not fit in the padded extent {padded}"
-        ));
-    }
-    let room = padded - span;
-    let mut count = room / stride + 1;
-    if ceil_mode && room % stride != 0 {
-        count += 1;
-        // The partial window must start before the end of the input (+ left padding).
-        if (count - 1) * stride >= input + pads.0 {
-            count -= 1;
-        }
-    }
-    Ok(count)
-}
-
-fn check_spatial_attrs(rank: usize, n: usize, lens: &[(&str, usize)]) -> Result<(), String> {
-    for &(what, len) in lens {
-        let want = if what == "pads" { 2 * n } else { n };
-        if len != want {
-            return Err(format!(
-                "{len} {what} for an input of rank {rank}, expected {want}"
-            ));
-        }
-    }
-    Ok(())
-}
 
 // ---- element types ----
 

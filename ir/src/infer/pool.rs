@@ -3,7 +3,7 @@
 //! Max and min pick input values, so they keep the input's type (a per-channel scale holds on
 //! the batch and channel axes, which pooling keeps); averages are `f32`.
 
-use super::{arity, check_spatial_attrs, check_window_taps, map_channel_axis, window_count};
+use super::{arity, map_channel_axis};
 use crate::op::PoolAttrs;
 use crate::types::{ElemType, Shape, TensorType};
 
@@ -81,26 +81,10 @@ pub(super) fn reduce_mean(
 }
 
 fn pool_shape(attrs: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
-    let rank = x.shape.len();
-    if rank < 3 {
-        return Err(format!(
-            "input has rank {rank}, expected at least 3 (N, C, spatial...)"
-        ));
-    }
-    let n = rank - 2;
-    check_spatial_attrs(
-        rank,
-        n,
-        &[
-            ("kernel extents", attrs.kernel.len()),
-            ("strides", attrs.strides.len()),
-            ("dilations", attrs.dilations.len()),
-            ("pads", attrs.pads.len()),
-        ],
-    )?;
-    let mut shape = x.shape[..2].to_vec();
-    for i in 0..n {
-        let pads = (attrs.pads[i], attrs.pads[n + i]);
+    let window = attrs.window();
+    window.check_rank(&x.shape)?;
+    for i in 0..attrs.kernel.len() {
+        let pads = window.axis_pads(i);
         // onnxruntime's rule; it also guarantees every window holds an input element.
         if pads.0 >= attrs.kernel[i] || pads.1 >= attrs.kernel[i] {
             return Err(format!(
@@ -108,16 +92,9 @@ fn pool_shape(attrs: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
                 attrs.kernel[i]
             ));
         }
-        shape.push(window_count(
-            x.shape[i + 2],
-            attrs.kernel[i],
-            attrs.strides[i],
-            attrs.dilations[i],
-            pads,
-            attrs.ceil_mode,
-        )?);
     }
-    check_window_taps(&shape[2..], &attrs.kernel)?;
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(window.output_extents(&x.shape)?);
     Ok(shape)
 }
 

@@ -5,7 +5,8 @@
 //! which: a zero zero point, and a scale that is one value or varies along one axis. Anything
 //! else, and Trunc, whose integer range may vary per element, is `f32`.
 
-use super::{arity, broadcast};
+use super::arity;
+use crate::broadcast;
 use crate::op::{QuantAttrs, TruncAttrs};
 use crate::tensor::Tensor;
 use crate::types::{checked_numel, ElemType, IntType, Scale, TensorType};
@@ -135,12 +136,12 @@ fn all_zero(t: &Tensor) -> bool {
 
 /// Checks that a parameter of shape `p` broadcasts to `x` without changing `x`'s shape.
 fn broadcasts_to(p: &[usize], x: &[usize], what: &str) -> Result<(), String> {
-    match broadcast(p, x) {
-        Ok(s) if s == x => Ok(()),
-        _ => Err(format!(
-            "{what} of shape {p:?} does not broadcast to the input's shape {x:?}"
-        )),
+    if broadcast::broadcasts_to(p, x) {
+        return Ok(());
     }
+    Err(format!(
+        "{what} of shape {p:?} does not broadcast to the input's shape {x:?}"
+    ))
 }
 
 /// QuantizeLinear / DequantizeLinear parameters: per tensor, or 1-D along `axis`.

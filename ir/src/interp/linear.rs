@@ -12,7 +12,7 @@ use super::mac::{
 };
 use super::strided::{broadcast_indices, expand};
 use super::{f32_result, floats, numel};
-use crate::infer::broadcast;
+use crate::broadcast;
 use crate::op::{ConvAttrs, GemmAttrs};
 use crate::summation_order::{conv_route, segments, ConvRoute, Threading};
 use crate::tensor::Tensor;
@@ -327,7 +327,7 @@ fn matmul_nd(
     }
     let m = if ra == 1 { 1 } else { a_shape[ra - 2] };
     let (batch_a, batch_b) = (&a_shape[..ra.saturating_sub(2)], &b_shape[..rb - 2]);
-    let batch = broadcast(batch_a, batch_b)?;
+    let batch = broadcast::shape(&[batch_a, batch_b]).map_err(|e| e.to_string())?;
     let ia = broadcast_indices(batch_a, &batch)?;
     let ib = broadcast_indices(batch_b, &batch)?;
     let mut y = Vec::with_capacity(numel(&batch) * m * n);

@@ -5,7 +5,6 @@
 
 use super::strided::{broadcast_indices, dense_strides};
 use super::{f32_result, floats, numel};
-use crate::infer::window_count;
 use crate::op::PoolAttrs;
 use crate::summation_order::{average_pool_route, axis_windows, AveragePoolRoute, AxisWindow};
 use crate::tensor::Tensor;
@@ -75,25 +74,13 @@ fn pool(
 
 /// Re-derives the output extents (inference already did): the kernels index with them.
 fn check_windows(attrs: &PoolAttrs, shape: &[usize], out: &[usize]) -> Result<(), String> {
-    let n = attrs.kernel.len();
-    if shape.len() != n + 2 || out.len() != n + 2 || attrs.pads.len() != 2 * n {
+    let extents = attrs.window().output_extents(shape)?;
+    if out.len() != shape.len() {
         return Err(format!("pooling attributes do not fit input {shape:?}"));
     }
-    for d in 0..n {
-        let pads = (attrs.pads[d], attrs.pads[n + d]);
-        let count = window_count(
-            shape[d + 2],
-            attrs.kernel[d],
-            attrs.strides[d],
-            attrs.dilations[d],
-            pads,
-            attrs.ceil_mode,
-        )?;
-        if count != out[d + 2] {
-            return Err(format!(
-                "axis {d}: {count} windows, result extent {}",
-                out[d + 2]
-            ));
+    for (d, (&count, &extent)) in extents.iter().zip(&out[2..]).enumerate() {
+        if count != extent {
+            return Err(format!("axis {d}: {count} windows, result extent {extent}"));
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::infer::broadcast;
+use crate::broadcast;
 
 /// The offsets `sum(index[a] * strides[a])` of every index of `extents`, in row-major order.
 pub(super) struct StridedIndices {
@@ -67,17 +67,7 @@ pub(super) fn dense_strides(shape: &[usize]) -> Vec<usize> {
 /// For every element of `to` in row-major order, the index of the element of a tensor of shape
 /// `from` that numpy broadcasting reads. Errs unless `from` broadcasts to exactly `to`.
 pub(super) fn broadcast_indices(from: &[usize], to: &[usize]) -> Result<StridedIndices, String> {
-    if from.len() > to.len() || broadcast(from, to).ok().as_deref() != Some(to) {
-        return Err(format!("shape {from:?} does not broadcast to {to:?}"));
-    }
-    let dense = dense_strides(from);
-    let pad = to.len() - from.len();
-    let strides = (0..to.len())
-        .map(|a| match a.checked_sub(pad) {
-            Some(i) if from[i] != 1 => dense[i],
-            _ => 0,
-        })
-        .collect();
+    let strides = broadcast::strides(from, to).map_err(|e| e.to_string())?;
     Ok(StridedIndices::new(to, strides, 0))
 }
 

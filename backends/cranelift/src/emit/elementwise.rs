@@ -1,6 +1,7 @@
 //! Elementwise kernels with numpy broadcasting: arithmetic, quantizers, BatchNorm, Relu,
 //! Clip, Sign. Each computes exactly the f32 operations of the interpreter, in its order.
 
+use bnnc_ir::broadcast;
 use bnnc_ir::interp::{batchnorm_scale_shift, quant_range};
 use bnnc_ir::{BinaryOp, CompareOp, Node, Op, RoundingMode};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -35,18 +36,6 @@ impl Input {
     }
 }
 
-/// Element strides of `shape` broadcast (numpy: aligned right, extent 1 repeats) to `out`.
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0usize; out.len()];
-    let mut stride = 1usize;
-    for (i, &d) in shape.iter().enumerate().rev() {
-        let o = out.len() - (shape.len() - i);
-        strides[o] = if d == 1 { 0 } else { stride };
-        stride *= d;
-    }
-    strides
-}
-
 /// `out[i] = f(inputs[..][broadcast i])` over the output's shape, row-major.
 pub(crate) fn map(
     kb: &mut KernelBuilder,
@@ -72,12 +61,13 @@ pub(crate) fn map_lanes(
     // Strides per axis of the output and of every input; axes that are contiguous for all
     // of them merge, so the common cases (same shape, scalar, per-channel) are one or two
     // loops.
-    let mut all: Vec<Vec<usize>> = vec![broadcast_strides(out_shape, out_shape)];
-    all.extend(
-        inputs
-            .iter()
-            .map(|i| broadcast_strides(&i.shape, out_shape)),
-    );
+    let all: Vec<Vec<usize>> = std::iter::once(out_shape)
+        .chain(inputs.iter().map(|i| i.shape.as_slice()))
+        .map(|shape| {
+            broadcast::strides(shape, out_shape)
+                .expect("a verified graph's operands broadcast to their result")
+        })
+        .collect();
     let mut dims: Vec<(usize, Vec<usize>)> = Vec::new();
     for (axis, &extent) in out_shape.iter().enumerate() {
         if extent == 1 {

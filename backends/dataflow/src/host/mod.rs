@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use bnnc_ir::broadcast;
 use bnnc_ir::interp::quant_range;
 use bnnc_ir::summation_order::{segments, Threading};
 use bnnc_ir::{BinaryOp, Graph, Node, NodeId, Op, RoundingMode, ValueId};
@@ -50,18 +51,14 @@ fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Row-major strides of `operand` broadcast against `shape` (0 on broadcast axes).
-fn broadcast_strides(operand: &[usize], shape: &[usize]) -> Vec<usize> {
-    let offset = shape.len().saturating_sub(operand.len());
-    let mut strides = vec![0; shape.len()];
-    let mut step = 1;
-    for a in (0..operand.len()).rev() {
-        if operand[a] != 1 {
-            strides[offset + a] = step;
-        }
-        step *= operand[a];
-    }
-    strides
+/// Row-major strides of a tensor of shape `operand` broadcast to `shape` (0 on broadcast
+/// axes), for `node`'s error if it does not broadcast.
+fn broadcast_strides(
+    node: &Node,
+    operand: &[usize],
+    shape: &[usize],
+) -> Result<Vec<usize>, PlanError> {
+    broadcast::strides(operand, shape).map_err(|e| PlanError::node(node, e.to_string()))
 }
 
 fn c_list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -195,8 +192,8 @@ impl<'g> Emitter<'g> {
                         BinaryOp::Min | BinaryOp::Max => return Err(unsupported()),
                     };
                     let s = self.sizes(&shape);
-                    let sa = broadcast_strides(&self.shape(node.inputs[0]), &shape);
-                    let sb = broadcast_strides(&self.shape(node.inputs[1]), &shape);
+                    let sa = broadcast_strides(&node, &self.shape(node.inputs[0]), &shape)?;
+                    let sb = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
                     let (sa, sb) = (self.sizes(&sa), self.sizes(&sb));
                     self.line(format!(
                         "bnnc_binary({code}, {count}, {rank}, {s}, {a}, {sa}, {b}, {sb}, {y});"
@@ -240,8 +237,8 @@ impl<'g> Emitter<'g> {
                 let (min, max) = quant_range(attrs.signed, attrs.narrow, bits);
                 let bipolar = bits == 1 && attrs.signed;
                 let dims = self.sizes(&shape);
-                let ss = broadcast_strides(&self.shape(node.inputs[1]), &shape);
-                let zs = broadcast_strides(&self.shape(node.inputs[2]), &shape);
+                let ss = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
+                let zs = broadcast_strides(&node, &self.shape(node.inputs[2]), &shape)?;
                 let (ss, zs) = (self.sizes(&ss), self.sizes(&zs));
                 let y = self.buffer(out);
                 self.line(format!(
@@ -256,7 +253,7 @@ impl<'g> Emitter<'g> {
                 let x = self.data(node.inputs[0], &node)?;
                 let s = self.data(node.inputs[1], &node)?;
                 let dims = self.sizes(&shape);
-                let ss = broadcast_strides(&self.shape(node.inputs[1]), &shape);
+                let ss = broadcast_strides(&node, &self.shape(node.inputs[1]), &shape)?;
                 let ss = self.sizes(&ss);
                 let y = self.buffer(out);
                 self.line(format!(
@@ -368,7 +365,7 @@ impl<'g> Emitter<'g> {
                         .enumerate()
                         .map(|(a, &d)| if reduced(a) { 1 } else { d })
                         .collect();
-                    let strides = broadcast_strides(&kept, &in_shape);
+                    let strides = broadcast_strides(&node, &kept, &in_shape)?;
                     let (dims, st) = (self.sizes(&in_shape), self.sizes(&strides));
                     self.line(format!(
                         "bnnc_reduce_mean_general({}, {}, {total}, {}, {dims}, {st}, {x}, {y});",
@@ -435,7 +432,7 @@ impl<'g> Emitter<'g> {
         let start = match node.inputs.get(2).filter(|_| attrs.beta != 0.0) {
             Some(&c) => {
                 let cv = self.data(c, node)?;
-                let strides = broadcast_strides(&self.shape(c), &out_shape);
+                let strides = broadcast_strides(node, &self.shape(c), &out_shape)?;
                 let (dims, st) = (self.sizes(&out_shape), self.sizes(&strides));
                 let name = format!("v{}_start", out.index());
                 self.buffers.push((name.clone(), (m * n).max(1)));
@@ -646,10 +643,7 @@ pub fn host_code(plan: &Plan) -> Result<HostCode, PlanError> {
     let output = graph.outputs()[0];
     let in_len = numel(&graph.value(input).ty.shape);
     let out_len = numel(&graph.value(output).ty.shape);
-    let (hw_in, hw_out) = (
-        &plan.streams[plan.input.stream],
-        &plan.streams[plan.output.stream],
-    );
+    let (hw_in, hw_out) = (plan.input_stream(), plan.output_stream());
 
     // Before: the input, the pre program, the integers in stream order.
     let mut pre = Emitter::new(graph, "pre");
@@ -718,7 +712,7 @@ pub fn host_code(plan: &Plan) -> Result<HostCode, PlanError> {
 
     let bipolar = |e: Encoding| i32::from(e == Encoding::Bipolar);
     let signed = |e: Encoding| i32::from(matches!(e, Encoding::Int { signed: true, .. }));
-    let beat_bytes = |s: &crate::plan::Stream| s.beat_bits().div_ceil(8);
+    let beat_bytes = |s: &crate::plan::Stream| s.port_bits() / 8;
     let header = format!(
         r#"/* Host code of {name}'s dataflow design, generated by bnnc: the float work before and
  * after the hardware, as bnnc's interpreter computes it, and the AXI-Stream beats. */

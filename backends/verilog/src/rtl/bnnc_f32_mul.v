@@ -9,20 +9,18 @@ module bnnc_f32_mul (
     input wire [31:0] b,
     output wire [31:0] y
 );
-    wire [7:0] ea = a[30:23];
-    wire [7:0] eb = b[30:23];
-    wire nan_a = ea == 8'hff && a[22:0] != 23'd0;
-    wire nan_b = eb == 8'hff && b[22:0] != 23'd0;
-    wire inf_a = ea == 8'hff && a[22:0] == 23'd0;
-    wire inf_b = eb == 8'hff && b[22:0] == 23'd0;
-    wire zero_a = a[30:0] == 31'd0;
-    wire zero_b = b[30:0] == 31'd0;
-    wire sign = a[31] ^ b[31];
-    // Significands with the hidden bit; a subnormal's exponent is 1.
-    wire [23:0] ma = {ea != 8'd0, a[22:0]};
-    wire [23:0] mb = {eb != 8'd0, b[22:0]};
-    wire signed [15:0] xa = $signed({8'd0, (ea == 8'd0 ? 8'd1 : ea)}) - 16'sd150;
-    wire signed [15:0] xb = $signed({8'd0, (eb == 8'd0 ? 8'd1 : eb)}) - 16'sd150;
+    wire sign_a, sign_b, nan_a, nan_b, inf_a, inf_b;
+    wire [7:0] ea, eb;
+    wire [23:0] ma, mb;
+    bnnc_f32_unpack ua (.a(a), .sign(sign_a), .nan(nan_a), .inf(inf_a), .exponent(ea), .significand(ma));
+    bnnc_f32_unpack ub (.a(b), .sign(sign_b), .nan(nan_b), .inf(inf_b), .exponent(eb), .significand(mb));
+    // Zeros, the only values without a significand bit.
+    wire zero_a = ma == 24'd0;
+    wire zero_b = mb == 24'd0;
+    wire sign = sign_a ^ sign_b;
+    // a = ma * 2^xa, b = mb * 2^xb.
+    wire signed [15:0] xa = $signed({8'd0, ea}) - 16'sd150;
+    wire signed [15:0] xb = $signed({8'd0, eb}) - 16'sd150;
     wire [47:0] product = ma * mb;
     wire [31:0] rounded;
     bnnc_f32_round r (.sign(sign), .n({16'd0, product}), .x(xa + xb), .y(rounded));

@@ -19,6 +19,7 @@ mod int16;
 mod layout;
 mod mlas;
 
+use bnnc_ir::broadcast;
 use bnnc_ir::{ConvAttrs, GemmAttrs, Node};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -135,7 +136,8 @@ pub(crate) fn gemm(
     let start = match operands.get(2).filter(|_| attrs.beta != 0.0) {
         Some(c) => {
             let c_data = constant(node, c, "C matrix")?;
-            let strides = broadcast(&c.shape);
+            let strides = broadcast::strides(&c.shape, &[m, n])
+                .map_err(|e| BackendError::unsupported(node, format!("C: {e}")))?;
             Some(
                 (0..m * n)
                     .map(|i| {
@@ -166,18 +168,6 @@ pub(crate) fn gemm(
     };
     product(kb, &p, out.ptr);
     Ok(())
-}
-
-/// numpy broadcast strides of `shape` to a matrix.
-fn broadcast(shape: &[usize]) -> [usize; 2] {
-    let mut s = [0usize; 2];
-    let mut stride = 1;
-    for (i, &d) in shape.iter().enumerate().rev() {
-        let o = 2 - (shape.len() - i);
-        s[o] = if d == 1 { 0 } else { stride };
-        stride *= d;
-    }
-    s
 }
 
 /// ONNX MatMul of an activation and a constant matrix (leading axes of A fold into rows).
@@ -233,10 +223,15 @@ pub(crate) fn matmul(
                     format!("{count} batched products are more than the native MatMul unrolls"),
                 ));
             }
+            let operand_strides = |own: &[usize]| {
+                broadcast::strides(own, batch)
+                    .map_err(|e| BackendError::unsupported(node, format!("batch axes: {e}")))
+            };
+            let (sa, sb) = (operand_strides(batch_a)?, operand_strides(batch_b)?);
             for i in 0..count {
                 let (ia, ib) = (
-                    batch_index(i, batch, batch_a),
-                    batch_index(i, batch, batch_b),
+                    broadcast::source_index(i, batch, &sa),
+                    broadcast::source_index(i, batch, &sb),
                 );
                 let a_i = kb.b.ins().iadd_imm_s(a_ptr, (ia * m * k * 4) as i64);
                 let dst = kb.b.ins().iadd_imm_s(out.ptr, (i * m * n * 4) as i64);
@@ -261,24 +256,3 @@ pub(crate) fn matmul(
 
 /// Batched products a native MatMul unrolls at most.
 const MAX_UNROLLED_BATCHES: usize = 256;
-
-/// The index of the operand batch that output batch `i` (of the broadcast `batch` shape)
-/// reads, for an operand whose batch axes are `own` (numpy broadcasting: aligned at the end,
-/// extents of 1 repeat).
-fn batch_index(i: usize, batch: &[usize], own: &[usize]) -> usize {
-    let mut rest = i;
-    let mut index = 0;
-    let mut stride = 1;
-    for (d, &extent) in batch.iter().enumerate().rev() {
-        let coordinate = rest % extent.max(1);
-        rest /= extent.max(1);
-        let Some(own_d) = (d + own.len()).checked_sub(batch.len()) else {
-            continue;
-        };
-        if own[own_d] != 1 {
-            index += coordinate * stride;
-        }
-        stride *= own[own_d];
-    }
-    index
-}
