@@ -7,7 +7,7 @@
 use bnnc_ir::interp::batchnorm_scale_shift;
 use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 use crate::threshold::channel_shape;
 
 /// Rewrites every BatchNorm with constant parameters into a Mul and an Add.

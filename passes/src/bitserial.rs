@@ -29,9 +29,9 @@
 
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
-use crate::manager::PassReport;
+use crate::integers::{replace_by_integers, Integers, WeightScale};
+use crate::report::PassReport;
 use crate::threshold::channel_shape;
-use crate::xnor::{replace_by_integers, Integers, WeightScale};
 
 /// Nanoseconds per popcount step (load, and, popcount, add) of the bit-serial kernel.
 const POPCOUNT_STEP: f64 = 0.33;

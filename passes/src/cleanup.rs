@@ -10,7 +10,7 @@
 use bnnc_ir::interp::integer_first;
 use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, TensorType, ValueId};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 use crate::threshold::channel_shape;
 
 /// Runs the cleanup rewrites until none applies.

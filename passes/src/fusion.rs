@@ -18,7 +18,7 @@
 
 use bnnc_ir::{Graph, IrError, NodeId, Op, ValueDef};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 
 /// Marks the thresholds and pools that run fused, clearing any earlier marks.
 pub fn fuse_output_stages(graph: &mut Graph) -> Result<PassReport, IrError> {

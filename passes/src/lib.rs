@@ -13,16 +13,17 @@ pub mod cleanup;
 pub mod egraph;
 pub mod error;
 pub mod fusion;
+mod integers;
 pub mod manager;
 pub mod pooling;
 pub mod precision;
+pub mod report;
 pub mod scales;
 pub mod threshold;
 pub mod xnor;
 
 pub use bitserial::BitSerial;
 pub use error::PassError;
-pub use manager::{
-    run_pipeline, run_pipeline_with, Pass, PassEvent, PassReport, PipelineOptions, PIPELINE,
-};
+pub use manager::{run_pipeline, run_pipeline_with, Pass, PassEvent, PipelineOptions, PIPELINE};
 pub use precision::FirstLastPolicy;
+pub use report::PassReport;

@@ -8,6 +8,7 @@ use bnnc_ir::IrError;
 
 use crate::error::PassError;
 use crate::precision::FirstLastPolicy;
+use crate::report::PassReport;
 
 /// What a user chooses about the pipeline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,20 +17,6 @@ pub struct PipelineOptions {
     pub first_last: FirstLastPolicy,
     /// Which low-bit layers `lower-xnor-popcount` makes bit-serial.
     pub bit_serial: crate::bitserial::BitSerial,
-}
-
-/// What one run of a pass changed, in words users read in `bnnc inspect --passes`.
-#[derive(Clone, Debug, Default)]
-pub struct PassReport {
-    /// One line per change or group of changes.
-    pub changes: Vec<String>,
-}
-
-impl PassReport {
-    /// Records a change.
-    pub fn note(&mut self, change: impl Into<String>) {
-        self.changes.push(change.into());
-    }
 }
 
 /// A pass: a name users can type, what it guarantees, and the function.

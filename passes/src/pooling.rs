@@ -28,7 +28,7 @@
 
 use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, NodeId, Op, PoolAttrs, ValueId};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 use crate::threshold::{
     per_channel, ChainQuantizer, ChainStep, ChannelChain, Monotonicity, PerChannel,
 };

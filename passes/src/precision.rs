@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor, ValueId};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 
 /// What to do with float weights of a first or last layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 
 use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, Node, NodeId, Op, Tensor, ValueId};
 
-use crate::manager::PassReport;
+use crate::report::PassReport;
 use crate::threshold::{channel_shape, per_channel};
 
 /// The most `(channel, integer)` pairs the check evaluates.

@@ -19,7 +19,7 @@ use bnnc_ir::{Tensor, TensorType};
 use egg::{Analysis, DidMerge, EGraph, Id};
 
 use super::language::{BnnLang, ConstRef};
-use super::rules::RuleLog;
+use super::rule_log::RuleLog;
 
 /// The e-graph of this module.
 pub type BnnEGraph = EGraph<BnnLang, BnnAnalysis>;

@@ -26,6 +26,7 @@ pub mod convert;
 pub mod cost;
 pub mod extract;
 pub mod language;
+pub mod rule_log;
 pub mod rules;
 
 use std::collections::BTreeMap;

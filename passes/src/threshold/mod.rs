@@ -58,6 +58,7 @@
 //! interpreter whose own accumulator already rounded may differ from the integer one.
 
 mod chain;
+mod constants;
 mod error;
 mod output;
 mod per_channel;
@@ -68,7 +69,8 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{ChainStep, ChannelChain, Monotonicity, PerChannel};
+pub use chain::{ChainStep, ChannelChain};
+pub use constants::{Monotonicity, PerChannel};
 pub use error::FoldError;
 pub use output::LevelOutput;
 pub use per_channel::{channel_shape, per_channel};

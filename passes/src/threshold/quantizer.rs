@@ -5,7 +5,7 @@
 
 use bnnc_ir::RoundingMode;
 
-use super::chain::{divisor, finite, Monotonicity, PerChannel};
+use super::constants::{divisor, finite, Monotonicity, PerChannel};
 use super::FoldError;
 
 /// Most levels a quantizer may have: a 16-bit Quant. Every level index is then exact in f32,

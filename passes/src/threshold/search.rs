@@ -6,7 +6,8 @@
 //! than solving `x * s + t >= 0` in closed form, is what makes the thresholds exact: the
 //! closed form is only right up to float rounding.
 
-use super::chain::{ChannelChain, Monotonicity};
+use super::chain::ChannelChain;
+use super::constants::Monotonicity;
 use super::FoldError;
 
 /// The widest accumulator magnitude accepted: the range must lie in
