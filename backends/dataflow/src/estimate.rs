@@ -173,17 +173,13 @@ pub fn line_buffer_bits(g: &WindowGeometry, bits: u32) -> u64 {
 
 /// Rows of a window generator's circular buffer.
 pub fn buffer_rows(g: &WindowGeometry) -> usize {
-    ((g.kernel[0] - 1) * g.dilation[0] + 1 + g.stride[0])
-        .min(g.in_hw[0])
-        .max(1)
+    (g.row_span() + g.stride[0]).min(g.in_hw[0]).max(1)
 }
 
 /// One read and one write per cycle, the writes starting once the rows of the first window
 /// are in.
 fn window_cycles(g: &WindowGeometry, beats_in: u64, beats_out: u64) -> u64 {
-    let first_rows = ((g.kernel[0] - 1) * g.dilation[0] + 1)
-        .saturating_sub(g.pads[0])
-        .min(g.in_hw[0]);
+    let first_rows = g.row_span().saturating_sub(g.pads[0]).min(g.in_hw[0]);
     let fill = beats_in * first_rows as u64 / g.in_hw[0].max(1) as u64;
     beats_in.max(fill + beats_out)
 }

@@ -254,6 +254,12 @@ impl WindowGeometry {
     pub fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
+
+    /// The rows a window covers, its dilated height ([`bnnc_ir::window::span`]). A planned
+    /// window's span fits: type inference checked it.
+    pub fn row_span(&self) -> usize {
+        bnnc_ir::window::span(self.kernel[0], self.dilation[0]).expect("a checked window span")
+    }
 }
 
 /// Integer thresholds, one row per output slot: `count = #{t in row : acc >= t}` (or

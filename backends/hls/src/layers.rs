@@ -536,7 +536,7 @@ impl WindowLoop<'_> {
             "    int first = int(oy * {}) - {};\n    int last = first + {};\n    if (first < 0) first = 0;\n    if (last > {}) last = {};",
             g.stride[0],
             g.pads[0],
-            (g.kernel[0] - 1) * g.dilation[0],
+            g.row_span() - 1,
             h - 1,
             h - 1
         );

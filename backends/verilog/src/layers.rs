@@ -408,7 +408,7 @@ fn mvau(module: &str, m: &Mvau, iw: usize, ow: usize) -> LayerRtl {
 /// stride moves, and enough to take the next frame's first rows while the current frame's
 /// last output row is still being written, so that frames follow each other without a gap.
 fn window_rows(g: &bnnc_dataflow::plan::WindowGeometry) -> usize {
-    let span = (g.kernel[0] - 1) * g.dilation[0] + 1;
+    let span = g.row_span();
     (span + g.stride[0])
         .max(2 * span - g.pads[0].min(span))
         .max(buffer_rows(g))
@@ -426,7 +426,8 @@ fn window(module: &str, w: &Window, iw: usize, ow: usize) -> LayerRtl {
     let writes = g.out_hw[0] * g.out_hw[1] * g.taps() * cb;
     let depth = rows * wd * cb;
     let (cbw, rw, aw) = (clog2(cb), clog2(rows), clog2(depth));
-    let span = (g.kernel[0] - 1) * g.dilation[0];
+    // The last row of a window, counted from its first.
+    let span = g.row_span() - 1;
     let mut v = String::new();
     let _ = writeln!(
         v,
