@@ -18,3 +18,32 @@ pub use stage::{run, Outcome, Stage};
 
 /// Mutations per libFuzzer mutation step: a few, so that changes combine.
 pub const MUTATIONS_PER_STEP: usize = 2;
+
+/// The libFuzzer target of one [`Stage`], for a binary in `fuzz_targets/` (which depends on
+/// libfuzzer-sys): runs each input through the stage, and mutates mostly with [`mutate_bytes`]
+/// and, one step in four (and for what does not decode), with libFuzzer's byte mutations,
+/// which keep the protobuf decoder tested.
+#[macro_export]
+macro_rules! fuzz_stage {
+    ($stage:expr) => {
+        ::libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
+            $crate::run($stage, bytes);
+        });
+
+        ::libfuzzer_sys::fuzz_mutator!(|data: &mut [u8],
+                                        size: usize,
+                                        max_size: usize,
+                                        seed: u32| {
+            if !seed.is_multiple_of(4) {
+                let mutations = $crate::MUTATIONS_PER_STEP;
+                if let Some(out) =
+                    $crate::mutate_bytes(&data[..size], seed.into(), mutations, max_size)
+                {
+                    data[..out.len()].copy_from_slice(&out);
+                    return out.len();
+                }
+            }
+            ::libfuzzer_sys::fuzzer_mutate(data, size, max_size)
+        });
+    };
+}
