@@ -34,6 +34,9 @@ const BLOCK: usize = 4;
 /// take the scalar loop, whose code does not grow with them.
 const VECTOR_WORDS: usize = 256;
 
+/// The most stack the vector dots' splat activations take (beyond, the scalar loop runs).
+const MAX_SPLAT_BYTES: usize = 64 << 10;
+
 /// Above this many words per position, a tap's words run in a loop rather than unrolled.
 const UNROLLED_WORDS: usize = 64;
 
@@ -230,12 +233,11 @@ impl<'a> Kernel<'a> {
         kb: &mut KernelBuilder,
         first: Value,
         width: usize,
-        taps: &[TapAt],
+        (taps, splats): (&[TapAt], Option<Value>),
         total: Option<Value>,
     ) -> Vec<Value> {
-        let unrolled = taps.len() * self.nw() <= VECTOR_WORDS;
-        if let (Some(pairs), BLOCK, true) = (self.pairs, width, unrolled) {
-            return self.vector_dots(kb, pairs, first, taps, total);
+        if let (Some(pairs), BLOCK, Some(splats)) = (self.pairs, width, splats) {
+            return self.vector_dots(kb, pairs, first, (taps.len(), splats), total);
         }
         let (nw, pw) = (self.nw(), self.planes.w.0);
         let per_filter = (self.g.taps * nw * pw * 8) as i64;
@@ -278,19 +280,70 @@ impl<'a> Kernel<'a> {
 }
 
 impl Kernel<'_> {
-    /// [`Kernel::dots`] of `BLOCK` filters (`first` even) on 128-bit vectors, two filters
-    /// to a vector as the XNOR kernels pair them: each activation plane word is splat,
-    /// ANDed with both filters' plane words and counted per byte (`popcnt.i8x16`). Pairs of
-    /// planes of equal weight share a byte accumulator; before any byte can overflow, each
-    /// is widened to `i32` lanes and added in with its weight.
+    /// A bound on the magnitude of any dot product: `K` terms of at most `2^pa * 2^pw`.
+    fn dot_bound(&self) -> u64 {
+        let k = (self.g.taps * self.g.c) as u64;
+        k.saturating_mul(1 << (self.planes.a.0 + self.planes.w.0))
+    }
+
+    /// Stack bytes for the splat activations of `windows` windows, if the vector dots take
+    /// windows this wide (their code is unrolled over the window's words).
+    fn splat_bytes(&self, windows: usize) -> Option<u32> {
+        let words = self.g.taps * self.nw();
+        let bytes = windows * words * self.planes.a.0 * 16;
+        (self.pairs.is_some() && words <= VECTOR_WORDS && bytes <= MAX_SPLAT_BYTES)
+            .then_some(bytes as u32)
+    }
+
+    /// Splats every activation plane word of the window `taps` to both lanes of a 128-bit
+    /// vector, `[tap][word][plane]` at `scratch`: done once per window, read by the
+    /// [`Kernel::vector_dots`] of every filter block.
+    fn splat_window(&self, kb: &mut KernelBuilder, taps: &[TapAt], scratch: Value) {
+        use cranelift_codegen::ir::types::I64X2;
+        let (nw, pa) = (self.nw(), self.planes.a.0);
+        for (t, &tap) in taps.iter().enumerate() {
+            for word in 0..nw {
+                let wv = kb.iconst(word as i64);
+                for (p, x) in self.activation(kb, tap, wv).into_iter().enumerate() {
+                    let xs = kb.b.ins().splat(I64X2, x);
+                    kb.store(xs, scratch, (((t * nw + word) * pa + p) * 16) as i64);
+                }
+            }
+        }
+    }
+
+    /// [`Kernel::vector_quad`] as four `i64` dot products.
     fn vector_dots(
         &self,
         kb: &mut KernelBuilder,
         pairs: Value,
         first: Value,
-        taps: &[TapAt],
+        window: (usize, Value),
         total: Option<Value>,
     ) -> Vec<Value> {
+        let quad = self.vector_quad(kb, pairs, first, window, total);
+        (0..4u8)
+            .map(|j| {
+                let d = kb.b.ins().extractlane(quad, j);
+                kb.b.ins().sextend(I64, d)
+            })
+            .collect()
+    }
+
+    /// The dot products of `BLOCK` filters (`first` even), an `i32x4`, on 128-bit vectors,
+    /// two filters to a vector as the XNOR kernels pair them: each activation plane word
+    /// (splat by [`Kernel::splat_window`]) is ANDed with both filters' plane words and
+    /// counted per byte (`popcnt.i8x16`). Pairs of planes of equal weight share a byte
+    /// accumulator; before any byte can overflow, each is widened to `i32` lanes and added
+    /// in with its weight. Exact while dot products fit `i32` ([`Kernel::dot_bound`]).
+    fn vector_quad(
+        &self,
+        kb: &mut KernelBuilder,
+        pairs: Value,
+        first: Value,
+        (taps, splats): (usize, Value),
+        total: Option<Value>,
+    ) -> Value {
         use cranelift_codegen::ir::types::{I32X4, I64X2, I8, I8X16};
         use cranelift_codegen::ir::{Endianness, MemFlagsData};
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
@@ -357,13 +410,13 @@ impl Kernel<'_> {
             }
         };
         let mut pending = 0;
-        for (t, &tap) in taps.iter().enumerate() {
+        for t in 0..taps {
             for word in 0..nw {
-                let wv = kb.iconst(word as i64);
-                let a: Vec<Value> = self
-                    .activation(kb, tap, wv)
-                    .into_iter()
-                    .map(|x| kb.b.ins().splat(I64X2, x))
+                let a: Vec<Value> = (0..pa)
+                    .map(|p| {
+                        let at = (((t * nw + word) * pa + p) * 16) as i64;
+                        kb.load_aligned(I64X2, splats, at)
+                    })
                     .collect();
                 for (pair, acc) in bytes.iter_mut().enumerate() {
                     for q in 0..pw {
@@ -390,19 +443,16 @@ impl Kernel<'_> {
         }
         // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3].
         let quad = kb.b.ins().iadd_pairwise(wide[0], wide[1]);
-        (0..4u8)
-            .map(|j| {
-                let d = kb.b.ins().extractlane(quad, j);
-                let d = kb.b.ins().sextend(I64, d);
-                match total {
-                    Some(total) => {
-                        let twice = kb.b.ins().ishl_imm_s(d, 1);
-                        kb.b.ins().isub(twice, total)
-                    }
-                    None => d,
-                }
-            })
-            .collect()
+        match total {
+            // 2 * sum(A & B) - sum(A).
+            Some(total) => {
+                let total = kb.b.ins().ireduce(I32, total);
+                let total = kb.b.ins().splat(I32X4, total);
+                let twice = kb.b.ins().ishl_imm_s(quad, 1);
+                kb.b.ins().isub(twice, total)
+            }
+            None => quad,
+        }
     }
 }
 
@@ -427,6 +477,72 @@ fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, V
         OutputStage::Acc => None,
         OutputStage::Bits { sign, bound } => Some((table(kb, sign), table(kb, bound), 1)),
         OutputStage::Levels(l) => Some((table(kb, &l.sign), table(kb, &l.bounds), l.thresholds)),
+    }
+}
+
+/// A threshold stage's tables as `i32` vectors, for four channels at a time: signs
+/// `[channel]` and bounds `[threshold][channel]`, both padded to whole vectors.
+#[derive(Clone, Copy)]
+struct QuadTables {
+    sign: Value,
+    bounds: Value,
+    thresholds: usize,
+    /// Channels per row of `bounds`.
+    stride: usize,
+    /// The level of a count, `alpha * count + beta`, and its planes.
+    alpha: i64,
+    beta: i64,
+    planes: usize,
+}
+
+impl QuadTables {
+    /// The tables of `stage` (levels, or bits as one level), if every dot product is within
+    /// `±dot_bound < 2^30`: bounds beyond it then clamp to `±2^30` and still compare alike.
+    fn new(kb: &mut KernelBuilder, stage: &OutputStage, dot_bound: u64) -> Option<QuadTables> {
+        const LIMIT: i64 = 1 << 30;
+        let levels = stage.levels()?;
+        if dot_bound >= LIMIT as u64 {
+            return None;
+        }
+        let m = levels.sign.len();
+        let stride = m.next_multiple_of(4);
+        let n = levels.thresholds;
+        let mut sign = vec![0i32; stride];
+        let mut bounds = vec![0i32; n * stride];
+        for ch in 0..m {
+            sign[ch] = levels.sign[ch] as i32;
+            for t in 0..n {
+                bounds[t * stride + ch] = levels.bounds[ch * n + t].clamp(-LIMIT, LIMIT) as i32;
+            }
+        }
+        Some(QuadTables {
+            sign: kb.table_i32(&sign),
+            bounds: kb.table_i32(&bounds),
+            thresholds: n,
+            stride,
+            alpha: levels.alpha,
+            beta: levels.beta,
+            planes: levels.planes,
+        })
+    }
+
+    /// The counts of thresholds reached by the dot products `quad` of channels
+    /// `first..first + 4` (`first` a multiple of 4).
+    fn counts(&self, kb: &mut KernelBuilder, first: Value, quad: Value) -> Value {
+        use cranelift_codegen::ir::types::I32X4;
+        let s_at = kb.addr(self.sign, first, 4, 0);
+        let s = kb.load_aligned(I32X4, s_at, 0);
+        let v = kb.b.ins().imul(quad, s);
+        let b_at = kb.addr(self.bounds, first, 4, 0);
+        let zero = kb.iconst32(0);
+        let mut count = kb.b.ins().splat(I32X4, zero);
+        for t in 0..self.thresholds {
+            let b = kb.load_aligned(I32X4, b_at, (t * self.stride * 4) as i64);
+            // All ones (-1) where reached.
+            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+            count = kb.b.ins().isub(count, on);
+        }
+        count
     }
 }
 
@@ -479,6 +595,12 @@ fn run(
         OutputStage::Levels(l) => l.planes,
     };
     let wo = words(g.m);
+    let quads = match kernel.pairs {
+        Some(_) => QuadTables::new(kb, stage, kernel.dot_bound()),
+        None => None,
+    };
+    let splat_bytes = kernel.splat_bytes(ph * pw);
+    let scratch = splat_bytes.map(|bytes| kb.stack(bytes));
     kb.for_range(g.batch, |kb, n| {
         let image = kb.addr(x, n, h as i64 * w as i64 * pixel_bytes, 0);
         kb.for_range(out_h, |kb, py| {
@@ -501,7 +623,13 @@ fn run(
                             .planes
                             .bipolar_w
                             .then(|| kernel.activation_total(kb, &taps));
-                        windows.push((taps, total));
+                        let splats = scratch.zip(splat_bytes).map(|(s, bytes)| {
+                            let one = (bytes / (ph * pw) as u32) as i64;
+                            let at = kb.add_imm(s, windows.len() as i64 * one);
+                            kernel.splat_window(kb, &taps, at);
+                            at
+                        });
+                        windows.push((taps, splats, total));
                     }
                 }
                 let ny = kb.b.ins().imul_imm_s(n, out_h as i64);
@@ -510,14 +638,14 @@ fn run(
                 let pixel = kb.b.ins().iadd(rw, px);
                 let Some(tables) = tables else {
                     // i32 sums, NCHW (no pool).
-                    let (taps, total) = &windows[0];
+                    let (taps, splats, total) = &windows[0];
                     let pos = kb.b.ins().iadd(rw, px);
                     let positions = (out_h * out_w) as i64;
                     let plane0 = kb.b.ins().imul_imm_s(n, g.m as i64 * positions);
                     let at = kb.b.ins().iadd(plane0, pos);
                     let sums = kb.addr(dst, at, 4, 0);
                     let store = |kb: &mut KernelBuilder, first: Value, width: usize| {
-                        let d = kernel.dots(kb, first, width, taps, *total);
+                        let d = kernel.dots(kb, first, width, (taps, *splats), *total);
                         let at = kb.addr(sums, first, positions * 4, 0);
                         for (j, dot) in d.into_iter().enumerate() {
                             let dot = kb.b.ins().ireduce(I32, dot);
@@ -538,9 +666,25 @@ fn run(
                 let out_at = kb.addr(dst, pixel, (out_planes * wo * 8) as i64, 0);
                 // The plane words of channels `first..first + width`, bits from `shift0`.
                 let part = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
+                    if let (BLOCK, Some(pairs), Some(quads)) = (width, kernel.pairs, quads) {
+                        if let Some(windows) = windows
+                            .iter()
+                            .map(|(taps, splats, total)| Some(((taps.len(), (*splats)?), *total)))
+                            .collect::<Option<Vec<_>>>()
+                        {
+                            return quad_planes(
+                                kb,
+                                kernel,
+                                (pairs, quads),
+                                &windows,
+                                first,
+                                shift0,
+                            );
+                        }
+                    }
                     let mut best: Option<Vec<Value>> = None;
-                    for (taps, total) in &windows {
-                        let d = kernel.dots(kb, first, width, taps, *total);
+                    for (taps, splats, total) in &windows {
+                        let d = kernel.dots(kb, first, width, (taps, *splats), *total);
                         let counts: Vec<Value> = d
                             .into_iter()
                             .enumerate()
@@ -610,6 +754,50 @@ fn run(
             })
         })
     });
+}
+
+/// The output plane words of channels `first..first + BLOCK` (bits from `shift0`) with
+/// vectors: the dot products of each window, their counts of thresholds reached, the
+/// largest count over the windows (a pooled pixel's: levels grow with counts), its level,
+/// and each plane's four bits from the lanes' sign bits.
+fn quad_planes(
+    kb: &mut KernelBuilder,
+    kernel: &Kernel<'_>,
+    (pairs, quads): (Value, QuadTables),
+    windows: &[((usize, Value), Option<Value>)],
+    first: Value,
+    shift0: Value,
+) -> Vec<Value> {
+    use cranelift_codegen::ir::types::I32X4;
+    let mut best: Option<Value> = None;
+    for &(window, total) in windows {
+        let quad = kernel.vector_quad(kb, pairs, first, window, total);
+        let count = quads.counts(kb, first, quad);
+        best = Some(match best {
+            None => count,
+            Some(b) => kb.b.ins().smax(b, count),
+        });
+    }
+    let mut level = best.expect("a window");
+    let (alpha, beta, planes) = (quads.alpha, quads.beta, quads.planes);
+    // Levels are small integers: their low 32 bits, all the planes read, are exact in i32.
+    if alpha != 1 {
+        let a = kb.iconst32(alpha as i32);
+        let a = kb.b.ins().splat(I32X4, a);
+        level = kb.b.ins().imul(level, a);
+    }
+    if beta != 0 {
+        let c = kb.iconst32(beta as i32);
+        let c = kb.b.ins().splat(I32X4, c);
+        level = kb.b.ins().iadd(level, c);
+    }
+    (0..planes)
+        .map(|r| {
+            let top = kb.b.ins().ishl_imm_s(level, 31 - r as i64);
+            let four = kb.b.ins().vhigh_bits(I64, top);
+            kb.b.ins().ishl(four, shift0)
+        })
+        .collect()
 }
 
 /// The weights' planes, `[filter][tap][word][plane]`, from integers `(M, C, taps)`.

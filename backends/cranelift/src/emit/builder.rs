@@ -3,7 +3,9 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I32, I64};
-use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{
+    BlockArg, InstBuilder, InstructionData, MemFlagsData, Opcode, Type, Value,
+};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
 use cranelift_object::ObjectModule;
@@ -73,32 +75,87 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         self.b.ins().f32const(v)
     }
 
-    /// `base + index * scale + offset` in bytes.
-    pub fn addr(&mut self, base: Value, index: Value, scale: i64, offset: i64) -> Value {
-        let scaled = if scale == 1 {
-            index
-        } else {
-            self.b.ins().imul_imm_s(index, scale)
-        };
-        let a = self.b.ins().iadd(base, scaled);
-        if offset == 0 {
-            a
-        } else {
-            self.b.ins().iadd_imm_s(a, offset)
+    /// The value of the `i64` `v`, if a constant defines it. The kernels are compiled
+    /// without Cranelift's mid-end (see [`crate::target`]), so nothing folds constants after
+    /// them: the builder folds the ones it can see.
+    pub fn known(&self, v: Value) -> Option<i64> {
+        let dfg = &self.b.func.dfg;
+        if dfg.value_type(v) != I64 {
+            return None;
         }
+        match dfg.insts[dfg.value_def(v).inst()?] {
+            InstructionData::UnaryImm {
+                opcode: Opcode::Iconst,
+                imm,
+            } => Some(imm.bits()),
+            _ => None,
+        }
+    }
+
+    /// `v * k` for an `i64` `v`, folded when `v` is known or `k` is 1.
+    pub fn mul_imm(&mut self, v: Value, k: i64) -> Value {
+        match self.known(v) {
+            Some(c) => self.iconst(c.wrapping_mul(k)),
+            None if k == 1 => v,
+            None => self.b.ins().imul_imm_s(v, k),
+        }
+    }
+
+    /// `v + k` for an `i64` `v`, folded when `v` is known or `k` is 0.
+    pub fn add_imm(&mut self, v: Value, k: i64) -> Value {
+        match self.known(v) {
+            Some(c) => self.iconst(c.wrapping_add(k)),
+            None if k == 0 => v,
+            None => self.b.ins().iadd_imm_s(v, k),
+        }
+    }
+
+    /// `base + index * scale + offset` in bytes (a known `index` folds into the offset).
+    pub fn addr(&mut self, base: Value, index: Value, scale: i64, offset: i64) -> Value {
+        if let Some(i) = self.known(index) {
+            return self.add_imm(base, i.wrapping_mul(scale).wrapping_add(offset));
+        }
+        let scaled = self.mul_imm(index, scale);
+        let a = self.b.ins().iadd(base, scaled);
+        self.add_imm(a, offset)
+    }
+
+    /// `ptr + offset` as a base and a displacement: a constant added to `ptr` moves into the
+    /// displacement (while it fits the instruction's 32 bits).
+    fn displaced(&self, ptr: Value, offset: i64) -> (Value, i32) {
+        let dfg = &self.b.func.dfg;
+        if let Some(inst) = dfg.value_def(ptr).inst() {
+            if let InstructionData::Binary {
+                opcode: Opcode::Iadd,
+                args: [a, b],
+            } = dfg.insts[inst]
+            {
+                let split = match (self.known(a), self.known(b)) {
+                    (_, Some(k)) => Some((a, k)),
+                    (Some(k), _) => Some((b, k)),
+                    _ => None,
+                };
+                if let Some((base, k)) = split {
+                    if let Ok(d) = i32::try_from(k.wrapping_add(offset)) {
+                        return (base, d);
+                    }
+                }
+            }
+        }
+        (ptr, offset as i32)
     }
 
     /// A load from an operand or a table (read-only while the kernel runs).
     pub fn load(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {
-        self.b.ins().load(ty, mem_load(), ptr, offset as i32)
+        let (ptr, d) = self.displaced(ptr, offset);
+        self.b.ins().load(ty, mem_load(), ptr, d)
     }
 
     /// A load from an address aligned to the type's size (tables of vectors): x86 can then
     /// fold it into the instruction that uses it.
     pub fn load_aligned(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {
-        self.b
-            .ins()
-            .load(ty, MemFlagsData::trusted(), ptr, offset as i32)
+        let (ptr, d) = self.displaced(ptr, offset);
+        self.b.ins().load(ty, MemFlagsData::trusted(), ptr, d)
     }
 
     /// The address of `bytes` of this call's stack, 16-byte aligned.
@@ -113,7 +170,8 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
     }
 
     pub fn store(&mut self, v: Value, ptr: Value, offset: i64) {
-        self.b.ins().store(mem(), v, ptr, offset as i32);
+        let (ptr, d) = self.displaced(ptr, offset);
+        self.b.ins().store(mem(), v, ptr, d);
     }
 
     /// `ptr[index]` for 4-byte elements.

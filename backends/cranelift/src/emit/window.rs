@@ -30,32 +30,54 @@ impl Window {
     /// tests its coordinates (padding, ceil mode); otherwise all are inside.
     pub fn taps(&self, kb: &mut KernelBuilder, oy: Value, ox: Value, check: bool) -> Vec<Tap> {
         let (h, w) = (self.image.0 as i64, self.image.1 as i64);
-        let mut taps = Vec::with_capacity(self.kernel.0 * self.kernel.1);
-        for ky in 0..self.kernel.0 {
-            for kx in 0..self.kernel.1 {
-                let y0 = kb.b.ins().imul_imm_s(oy, self.strides.0 as i64);
-                let iy =
-                    kb.b.ins()
-                        .iadd_imm_s(y0, (ky * self.dilations.0) as i64 - self.pads.0 as i64);
-                let x0 = kb.b.ins().imul_imm_s(ox, self.strides.1 as i64);
-                let ix =
-                    kb.b.ins()
-                        .iadd_imm_s(x0, (kx * self.dilations.1) as i64 - self.pads.1 as i64);
-                let row = kb.b.ins().imul_imm_s(iy, w);
-                let pixel = kb.b.ins().iadd(row, ix);
-                if !check {
+        // The window's first row and column (before padding); each tap is an offset from
+        // them, so the position's arithmetic is done once, not per tap.
+        let y0 = kb.mul_imm(oy, self.strides.0 as i64);
+        let y0 = kb.add_imm(y0, -(self.pads.0 as i64));
+        let x0 = kb.mul_imm(ox, self.strides.1 as i64);
+        let x0 = kb.add_imm(x0, -(self.pads.1 as i64));
+        let row0 = kb.mul_imm(y0, w);
+        let origin = kb.b.ins().iadd(row0, x0);
+        let rows: Vec<i64> = (0..self.kernel.0)
+            .map(|ky| (ky * self.dilations.0) as i64)
+            .collect();
+        let cols: Vec<i64> = (0..self.kernel.1)
+            .map(|kx| (kx * self.dilations.1) as i64)
+            .collect();
+        let mut taps = Vec::with_capacity(rows.len() * cols.len());
+        if !check {
+            for &dy in &rows {
+                for &dx in &cols {
+                    let pixel = kb.add_imm(origin, dy * w + dx);
                     taps.push(Tap {
                         pixel,
                         inside: None,
                     });
-                    continue;
                 }
-                // Unsigned compares also reject negative coordinates.
-                let in_y = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h);
-                let in_x = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ix, w);
+            }
+            return taps;
+        }
+        // Unsigned compares also reject negative coordinates.
+        let in_y: Vec<Value> = rows
+            .iter()
+            .map(|&dy| {
+                let iy = kb.add_imm(y0, dy);
+                kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iy, h)
+            })
+            .collect();
+        let in_x: Vec<Value> = cols
+            .iter()
+            .map(|&dx| {
+                let ix = kb.add_imm(x0, dx);
+                kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ix, w)
+            })
+            .collect();
+        let zero = kb.iconst(0);
+        for (&dy, &in_y) in rows.iter().zip(&in_y) {
+            for (&dx, &in_x) in cols.iter().zip(&in_x) {
+                let pixel = kb.add_imm(origin, dy * w + dx);
                 let inside = kb.b.ins().band(in_y, in_x);
                 // An outside tap reads the image's first pixel, which its user ignores.
-                let zero = kb.iconst(0);
                 let pixel = kb.select(inside, pixel, zero);
                 taps.push(Tap {
                     pixel,

@@ -21,6 +21,9 @@ use crate::BackendError;
 /// Output channels a convolution computes together (four pairs of vectors).
 const BLOCK: usize = 8;
 
+/// The largest window, in bytes of splat activations, the vector convolution takes.
+const MAX_SPLAT_BYTES: u32 = 32 << 10;
+
 /// Output channels a matrix product computes together (scalar registers).
 const MATMUL_BLOCK: usize = 4;
 
@@ -395,23 +398,81 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-/// The dots of filters `first..first + BLOCK` (`first` even) against the taps at `taps`
-/// (`c` channels each), two filters to a 128-bit vector: the activation word is splat,
-/// xor-ed with both filters' words, and counted per byte (`popcnt.i8x16`); the byte counts
-/// are widened pairwise (bytes to i16 before any can overflow, then to i32) and each two
-/// pairs' sums joined into one `i32x4` of four filters' counts. A tap in the padding (its
-/// `inside` false) has its counts masked to 0 and its `c` terms left out of `K`: it
-/// contributes 0 to the dot product.
+/// One window position's activation words, splat to both lanes of a 128-bit vector, in a
+/// stack buffer `[tap][word]`, with each tap's byte mask in the padding (all ones inside, 0
+/// outside) and the number of valid terms: prepared once per position, read by the
+/// [`vector_dots`] of every filter block.
+struct SplatWindow {
+    splats: Value,
+    masks: Option<Value>,
+    k: Value,
+}
+
+impl SplatWindow {
+    /// Stack bytes for a window of `taps` taps of `nw` words.
+    fn bytes(taps: usize, nw: usize, padded: bool) -> u32 {
+        let vectors = taps.saturating_mul(nw) + if padded { taps } else { 0 };
+        u32::try_from(vectors.saturating_mul(16)).unwrap_or(u32::MAX)
+    }
+
+    /// Splats the words of `taps` (`c` channels each) into `scratch`
+    /// ([`SplatWindow::bytes`] long).
+    fn new(
+        kb: &mut KernelBuilder,
+        scratch: Value,
+        taps: &[(Value, Option<Value>)],
+        nw: usize,
+        c: usize,
+    ) -> SplatWindow {
+        let padded = taps.iter().any(|t| t.1.is_some());
+        let masks = padded.then(|| kb.add_imm(scratch, (taps.len() * nw * 16) as i64));
+        let cc = kb.iconst32(c as i32);
+        let mut k = kb.iconst32(0);
+        for (t, &(at, inside)) in taps.iter().enumerate() {
+            for word in 0..nw {
+                let x = kb.load(I64, at, (word * 8) as i64);
+                let xs = kb.b.ins().splat(I64X2, x);
+                kb.store(xs, scratch, ((t * nw + word) * 16) as i64);
+            }
+            match (inside, masks) {
+                (Some(inside), Some(masks)) => {
+                    let ones = kb.iconst32(0xFF);
+                    let zero = kb.iconst32(0);
+                    let m = kb.select(inside, ones, zero);
+                    let m = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, m);
+                    let m = kb.b.ins().splat(I8X16, m);
+                    kb.store(m, masks, (t * 16) as i64);
+                    let valid = kb.select(inside, cc, zero);
+                    k = kb.b.ins().iadd(k, valid);
+                }
+                _ => k = kb.b.ins().iadd(k, cc),
+            }
+        }
+        SplatWindow {
+            splats: scratch,
+            masks,
+            k,
+        }
+    }
+}
+
+/// The dots of filters `first..first + BLOCK` (`first` even) against the window `win` of
+/// `taps` taps, two filters to a 128-bit vector: the activation word (splat) is xor-ed with
+/// both filters' words, and counted per byte (`popcnt.i8x16`); the byte counts are widened
+/// pairwise (bytes to i16 before any can overflow, then to i32) and each two pairs' sums
+/// joined into one `i32x4` of four filters' counts. A tap in the padding has its counts
+/// masked to 0 and its `c` terms left out of `K` (`win.k`): it contributes 0 to the dot
+/// product.
 fn vector_dots(
     kb: &mut KernelBuilder,
     pairs: Value,
     first: Value,
-    taps: &[(Value, Option<Value>)],
+    win: &SplatWindow,
+    taps: usize,
     nw: usize,
-    c: usize,
 ) -> Dot {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let per = taps.len() * nw;
+    let per = taps * nw;
     // Filters first and first + 1 are pair first / 2; its words start at pair * per * 16.
     let base = kb.addr(pairs, first, (per * 8) as i64, 0);
     let zero8 = {
@@ -434,29 +495,13 @@ fn vector_dots(
     let mut halves = vec![zero16; pair_count];
     // Byte lanes hold at most 8 per word: flush to i16 lanes before 32 words.
     let mut pending = 0;
-    // The valid terms: `c` per tap inside the image.
-    let mut k = kb.iconst32(0);
-    for (t, &(at, inside)) in taps.iter().enumerate() {
-        let cc = kb.iconst32(c as i32);
-        // Byte mask of the tap's counts: all ones inside, 0 in the padding.
-        let mask = inside.map(|inside| {
-            let ones = kb.iconst32(0xFF);
-            let zero = kb.iconst32(0);
-            let m = kb.select(inside, ones, zero);
-            let m = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, m);
-            k = {
-                let valid = kb.select(inside, cc, zero);
-                kb.b.ins().iadd(k, valid)
-            };
-            kb.b.ins().splat(I8X16, m)
-        });
-        if mask.is_none() {
-            k = kb.b.ins().iadd(k, cc);
-        }
+    for t in 0..taps {
+        let mask = win
+            .masks
+            .map(|masks| kb.load_aligned(I8X16, masks, (t * 16) as i64));
         for word in 0..nw {
-            let x = kb.load(I64, at, (word * 8) as i64);
-            let xs = kb.b.ins().splat(I64X2, x);
             let i = t * nw + word;
+            let xs = kb.load_aligned(I64X2, win.splats, (i * 16) as i64);
             for (q, acc) in bytes.iter_mut().enumerate() {
                 let wv = kb.load_aligned(I64X2, base, ((q * per + i) * 16) as i64);
                 let d = kb.b.ins().bxor(xs, wv);
@@ -487,7 +532,7 @@ fn vector_dots(
         let hi = kb.b.ins().uwiden_high(h);
         halves_of_pairs.push(kb.b.ins().iadd_pairwise(lo, hi));
     }
-    let kk = kb.b.ins().splat(I32X4, k);
+    let kk = kb.b.ins().splat(I32X4, win.k);
     // [f0 f0 f1 f1] and [f2 f2 f3 f3] to [f0 f1 f2 f3], for each two pairs.
     let quads = halves_of_pairs
         .chunks(2)
@@ -540,8 +585,10 @@ pub(crate) fn conv(
     let w_packed = weights(node, w)?;
     let packed = kb.table_u64(&w_packed);
     let padded = attrs.pads.iter().any(|&p| p != 0);
-    // Filter pairs interleaved word by word, for the vector kernel.
-    let pairs = simd.then(|| {
+    // Filter pairs interleaved word by word, for the vector kernel (whose code and splat
+    // buffer grow with the window: wider windows take the scalar loop).
+    let vector = simd && SplatWindow::bytes(taps, nw, padded) <= MAX_SPLAT_BYTES;
+    let pairs = vector.then(|| {
         let per = taps * nw;
         let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
         for f in 0..m {
@@ -552,6 +599,8 @@ pub(crate) fn conv(
         kb.table_u64(&v)
     });
     let tables = stage_tables(kb, stage);
+    // The vector kernel's splat activations, one window's worth.
+    let scratch = pairs.map(|_| kb.stack(SplatWindow::bytes(taps, nw, padded)));
     let window = Window {
         image: (h, wd),
         kernel: (kh, kw),
@@ -590,9 +639,10 @@ pub(crate) fn conv(
                 };
                 let oyx = kb.b.ins().imul_imm_s(py, out_w as i64);
                 let pos = kb.b.ins().iadd(oyx, px);
+                let splat = scratch.map(|s| SplatWindow::new(kb, s, &tap_at, nw, c));
                 let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
-                    if let (Some(pairs), BLOCK) = (pairs, width) {
-                        return vector_dots(kb, pairs, first, &tap_at, nw, c);
+                    if let (Some(pairs), Some(win), BLOCK) = (pairs, &splat, width) {
+                        return vector_dots(kb, pairs, first, win, taps, nw);
                     }
                     let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
                     let zero = kb.iconst(0);
