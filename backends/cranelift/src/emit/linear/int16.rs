@@ -123,6 +123,12 @@ pub(crate) fn conv_int16_bits(
         }
     }
     let bound_t = kb.table(bytes(bound_lanes));
+    let affine = kb.table(bytes(
+        vec![levels.alpha as i16; 8]
+            .into_iter()
+            .chain(vec![levels.beta as i16; 8])
+            .collect(),
+    ));
     let planes = levels.planes;
     let words_out = bnnc_runtime::packing::words(m);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
@@ -179,7 +185,7 @@ pub(crate) fn conv_int16_bits(
                                 Some(l) => kb.b.ins().iadd(l, on),
                             });
                         }
-                        let level = level_lanes(kb, level.expect("a threshold"), &levels);
+                        let level = level_lanes(kb, level.expect("a threshold"), &levels, affine);
                         for (r, plane_bits) in bits.iter_mut().enumerate() {
                             let eight = plane_lanes(kb, level, r);
                             let shifted = kb.b.ins().ishl_imm_s(eight, ((g - first) * 8) as i64);
@@ -246,6 +252,28 @@ fn conv_int16_rows(
         });
     }
     let taps = kb.stack((k * 16) as u32);
+    // Each filter's bounds, as it compares (`-bound` where it descends), splat to `i16x8`
+    // `[filter][threshold]`; then `alpha` and `beta` splat: loads that fold into the
+    // compares, where building the splats in code would cost three instructions each.
+    let splat_lanes =
+        |v: i16| -> Vec<u8> { v.to_le_bytes().into_iter().cycle().take(16).collect() };
+    let t_count = levels.thresholds;
+    let bounds: Vec<u8> = (0..m * t_count)
+        .flat_map(|i| {
+            let b = levels.bounds[i];
+            let b = if levels.sign[i / t_count] >= 0 { b } else { -b };
+            splat_lanes(b.clamp(-32768, 32767) as i16)
+        })
+        .collect();
+    let bounds = kb.table(bounds);
+    // Levels are read only in their low bits: alpha and beta wrap to i16 as the lanes do.
+    let affine = kb.table(
+        [
+            splat_lanes(levels.alpha as i16),
+            splat_lanes(levels.beta as i16),
+        ]
+        .concat(),
+    );
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
         let out_image = kb.addr(dst, n, (oh * ow * pixel_words * 8) as i64, 0);
@@ -336,15 +364,14 @@ fn conv_int16_rows(
                     for (i, (a, j)) in acc.into_iter().zip(filters.clone()).enumerate() {
                         let t_count = levels.thresholds;
                         let mut level = None;
-                        for &bound in &levels.bounds[j * t_count..(j + 1) * t_count] {
-                            let (cc, b) = if levels.sign[j] >= 0 {
-                                (IntCC::SignedGreaterThanOrEqual, bound)
+                        for t in 0..t_count {
+                            let cc = if levels.sign[j] >= 0 {
+                                IntCC::SignedGreaterThanOrEqual
                             } else {
-                                (IntCC::SignedLessThanOrEqual, -bound)
+                                IntCC::SignedLessThanOrEqual
                             };
-                            let b = kb.iconst32(b.clamp(-32768, 32767) as i32);
-                            let b = kb.b.ins().ireduce(I16, b);
-                            let bv = kb.b.ins().splat(I16X8, b);
+                            let at = ((j * t_count + t) * 16) as i64;
+                            let bv = kb.load_aligned(I16X8, bounds, at);
                             let on = kb.b.ins().icmp(cc, a, bv);
                             // Reached lanes are all ones: -1 each.
                             level = Some(match level {
@@ -352,9 +379,23 @@ fn conv_int16_rows(
                                 Some(l) => kb.b.ins().iadd(l, on),
                             });
                         }
-                        let level = level_lanes(kb, level.expect("a threshold"), levels);
+                        let minus_count = level.expect("a threshold");
+                        // One threshold whose level is its count, in one plane: a reached
+                        // lane (all ones) has its bit as its high bit.
+                        let bit_is_compare =
+                            (t_count, levels.alpha, levels.beta, planes) == (1, 1, 0, 1);
+                        let level = if bit_is_compare {
+                            minus_count
+                        } else {
+                            level_lanes(kb, minus_count, levels, affine)
+                        };
                         for (r, matrix) in matrices.iter_mut().enumerate() {
-                            let cols = plane_lanes(kb, level, r);
+                            let cols = if bit_is_compare {
+                                kb.b.ins()
+                                    .vhigh_bits(cranelift_codegen::ir::types::I64, level)
+                            } else {
+                                plane_lanes(kb, level, r)
+                            };
                             let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
                             *matrix = kb.b.ins().bor(*matrix, cols);
                         }
@@ -385,37 +426,32 @@ fn conv_int16_rows(
 }
 
 /// The levels of `i16x8` lanes from the sum of their threshold compares (-1 per threshold
-/// reached): `alpha * count + beta`.
-fn level_lanes(kb: &mut KernelBuilder, minus_count: Value, levels: &crate::stage::Levels) -> Value {
-    use cranelift_codegen::ir::types::{I16, I16X8};
-    let splat = |kb: &mut KernelBuilder, v: i64| {
-        let c = kb.iconst32(v as i32);
-        let c = kb.b.ins().ireduce(I16, c);
-        kb.b.ins().splat(I16X8, c)
-    };
+/// reached): `alpha * count + beta`, with `affine` the table of `alpha` and `beta` splat.
+fn level_lanes(
+    kb: &mut KernelBuilder,
+    minus_count: Value,
+    levels: &crate::stage::Levels,
+    affine: Value,
+) -> Value {
+    use cranelift_codegen::ir::types::I16X8;
     // level = beta - alpha * (-count)
     let scaled = match levels.alpha {
         1 => minus_count,
-        a => {
-            let av = splat(kb, a);
+        _ => {
+            let av = kb.load_aligned(I16X8, affine, 0);
             kb.b.ins().imul(minus_count, av)
         }
     };
-    let beta = splat(kb, levels.beta);
+    let beta = kb.load_aligned(I16X8, affine, 16);
     kb.b.ins().isub(beta, scaled)
 }
 
 /// Bit `r` of each of eight `i16` lanes, as the low byte of an i64.
 fn plane_lanes(kb: &mut KernelBuilder, level: Value, r: usize) -> Value {
-    use cranelift_codegen::ir::condcodes::IntCC;
-    use cranelift_codegen::ir::types::{I16, I16X8, I64};
+    use cranelift_codegen::ir::types::I64;
     // Shift bit r to the sign bit: the lanes' high bits are the plane's bits.
     let shifted = kb.b.ins().ishl_imm_s(level, 15 - r as i64);
-    let zero = kb.iconst32(0);
-    let zero = kb.b.ins().ireduce(I16, zero);
-    let zv = kb.b.ins().splat(I16X8, zero);
-    let on = kb.b.ins().icmp(IntCC::SignedLessThan, shifted, zv);
-    kb.b.ins().vhigh_bits(I64, on)
+    kb.b.ins().vhigh_bits(I64, shifted)
 }
 
 /// How [`conv_int16_rows`] sums one filter.
