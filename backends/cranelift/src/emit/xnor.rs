@@ -9,7 +9,7 @@
 use bnnc_ir::{ConvAttrs, Graph, Node, Op};
 use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I16X8, I32, I32X4, I64, I64X2, I8X16};
+use cranelift_codegen::ir::types::{I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::window::Window;
@@ -21,8 +21,9 @@ use crate::BackendError;
 /// Output channels a convolution computes together (four pairs of vectors).
 const BLOCK: usize = 8;
 
-/// The largest window, in bytes of splat activations, the vector convolution takes.
-const MAX_SPLAT_BYTES: u32 = 32 << 10;
+/// The most words a window of the vector convolution has: its i16 sums, 16 per word at
+/// most, stay below 2^15, and its splat activations take at most 64 KiB of stack.
+const MAX_VECTOR_WORDS: usize = 2047;
 
 /// Output channels a matrix product computes together (scalar registers).
 const MATMUL_BLOCK: usize = 4;
@@ -203,7 +204,7 @@ fn output_channels(
     kb: &mut KernelBuilder,
     (m, block): (usize, usize),
     stage: &OutputStage,
-    tables: Option<(Value, Value)>,
+    tables: Option<BitTables>,
     (acc_at, channel_bytes, or_into): (Value, i64, bool),
     dots: &mut Dots<'_>,
 ) {
@@ -229,20 +230,23 @@ fn output_channels(
         }
         OutputStage::Levels(_) => unreachable!("XNOR kernels refuse level stages on entry"),
         OutputStage::Bits { .. } => {
-            let (sign_t, bound_t) = tables.expect("bit stages come with their tables");
+            let t = tables.expect("bit stages come with their tables");
+            let (sign_t, bound_t) = (t.sign, t.bound);
             // bit j of a word: sign * dot >= bound for channel `first + j`.
             let mut bits = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
                 let d = match dots(kb, first, width) {
                     Dot::Quads(qs) => {
                         // Four compares at once; their sign bits are the four bits.
-                        let s_at = kb.addr(sign_t, first, 4, 0);
-                        let b_at = kb.addr(bound_t, first, 4, 0);
+                        let above_at = kb.addr(t.above, first, 4, 0);
+                        let flip_at = t.flip.map(|f| kb.addr(f, first, 4, 0));
                         let mut word = kb.iconst(0);
                         for (i, q) in qs.into_iter().enumerate() {
-                            let s = kb.load(I32X4, s_at, (i * 16) as i64);
-                            let b = kb.load(I32X4, b_at, (i * 16) as i64);
-                            let v = kb.b.ins().imul(q, s);
-                            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
+                            let above = kb.load_aligned(I32X4, above_at, (i * 16) as i64);
+                            let mut on = kb.b.ins().icmp(IntCC::SignedGreaterThan, q, above);
+                            if let Some(flip_at) = flip_at {
+                                let flip = kb.load_aligned(I32X4, flip_at, (i * 16) as i64);
+                                on = kb.b.ins().bxor(on, flip);
+                            }
                             let four = kb.b.ins().vhigh_bits(I64, on);
                             let four = if i == 0 {
                                 four
@@ -299,24 +303,47 @@ fn output_channels(
     }
 }
 
-/// The bit stage's tables (signs and bounds), if any.
-fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, Value)> {
-    match stage {
-        OutputStage::Acc | OutputStage::Levels(_) => None,
-        OutputStage::Bits { sign, bound } => {
-            // i32 entries, padded to whole vectors; the bounds are within +-2^40, clamped
-            // to +-2^30, still beyond any dot product (|dot| <= K < 2^24).
-            let narrow = |v: &[i64]| -> Vec<i32> {
-                let mut n: Vec<i32> = v
-                    .iter()
-                    .map(|&x| x.clamp(-(1 << 30), 1 << 30) as i32)
-                    .collect();
-                n.resize(v.len().next_multiple_of(4), 0);
-                n
-            };
-            Some((kb.table_i32(&narrow(sign)), kb.table_i32(&narrow(bound))))
-        }
-    }
+/// A bit stage's tables, `i32` entries padded to whole vectors.
+#[derive(Clone, Copy)]
+struct BitTables {
+    /// Per channel, `sign` and `bound` of the rule `sign * dot >= bound`.
+    sign: Value,
+    bound: Value,
+    /// The same rule as one signed compare, for vectors: `(dot > above) ^ flip`, where an
+    /// ascending channel has `above = bound - 1` and `flip = 0`, and a descending one
+    /// (`-dot >= bound`, `dot <= -bound`) `above = -bound` and `flip = -1`. `None` when
+    /// every channel ascends.
+    above: Value,
+    flip: Option<Value>,
+}
+
+/// The bit stage's tables, if any.
+fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<BitTables> {
+    let OutputStage::Bits { sign, bound } = stage else {
+        return None;
+    };
+    // The bounds are within +-2^40, clamped to +-2^30, still beyond any dot product
+    // (|dot| <= K < 2^24); so are `bound - 1` and `-bound`.
+    let narrow = |v: &mut dyn Iterator<Item = i64>| -> Vec<i32> {
+        let mut n: Vec<i32> = v.map(|x| x.clamp(-(1 << 30), 1 << 30) as i32).collect();
+        n.resize(n.len().next_multiple_of(4), 0);
+        n
+    };
+    let above =
+        narrow(
+            &mut sign
+                .iter()
+                .zip(bound)
+                .map(|(&s, &b)| if s >= 0 { b.saturating_sub(1) } else { -b }),
+        );
+    let descending = sign.iter().any(|&s| s < 0);
+    let flip = narrow(&mut sign.iter().map(|&s| if s >= 0 { 0 } else { -1 }));
+    Some(BitTables {
+        sign: kb.table_i32(&narrow(&mut sign.iter().copied())),
+        bound: kb.table_i32(&narrow(&mut bound.iter().copied())),
+        above: kb.table_i32(&above),
+        flip: descending.then(|| kb.table_i32(&flip)),
+    })
 }
 
 /// XNOR matrix product: `a (rows, K)` bits times `w (K, M)`.
@@ -411,8 +438,7 @@ struct SplatWindow {
 impl SplatWindow {
     /// Stack bytes for a window of `taps` taps of `nw` words.
     fn bytes(taps: usize, nw: usize, padded: bool) -> u32 {
-        let vectors = taps.saturating_mul(nw) + if padded { taps } else { 0 };
-        u32::try_from(vectors.saturating_mul(16)).unwrap_or(u32::MAX)
+        ((taps * nw + if padded { taps } else { 0 }) * 16) as u32
     }
 
     /// Splats the words of `taps` (`c` channels each) into `scratch`
@@ -480,11 +506,6 @@ fn vector_dots(
         let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, z);
         kb.b.ins().splat(I8X16, z)
     };
-    let zero16 = {
-        let z = kb.iconst32(0);
-        let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I16, z);
-        kb.b.ins().splat(I16X8, z)
-    };
     let widen = |kb: &mut KernelBuilder, v: Value| {
         let lo = kb.b.ins().uwiden_low(v);
         let hi = kb.b.ins().uwiden_high(v);
@@ -492,7 +513,12 @@ fn vector_dots(
     };
     let pair_count = BLOCK / 2;
     let mut bytes = vec![zero8; pair_count];
-    let mut halves = vec![zero16; pair_count];
+    // The i16 sums of the flushed bytes (none before the first flush).
+    let mut halves: Vec<Option<Value>> = vec![None; pair_count];
+    let add_halves = |kb: &mut KernelBuilder, h: Option<Value>, wide: Value| match h {
+        Some(h) => kb.b.ins().iadd(h, wide),
+        None => wide,
+    };
     // Byte lanes hold at most 8 per word: flush to i16 lanes before 32 words.
     let mut pending = 0;
     for t in 0..taps {
@@ -517,7 +543,7 @@ fn vector_dots(
             if pending == 31 {
                 for (h, b) in halves.iter_mut().zip(bytes.iter_mut()) {
                     let wide = widen(kb, *b);
-                    *h = kb.b.ins().iadd(*h, wide);
+                    *h = Some(add_halves(kb, *h, wide));
                     *b = zero8;
                 }
                 pending = 0;
@@ -527,9 +553,12 @@ fn vector_dots(
     let mut halves_of_pairs = Vec::with_capacity(pair_count);
     for (h, b) in halves.iter().zip(&bytes) {
         let wide = widen(kb, *b);
-        let h = kb.b.ins().iadd(*h, wide);
-        let lo = kb.b.ins().uwiden_low(h);
-        let hi = kb.b.ins().uwiden_high(h);
+        let h = add_halves(kb, *h, wide);
+        // Signed widening (one `pmaddwd` on x86): an i16 lane sums two bytes' counts of
+        // every word, at most 16 * taps * words < 2^15 for the windows the vector kernel
+        // takes ([`MAX_VECTOR_WORDS`]).
+        let lo = kb.b.ins().swiden_low(h);
+        let hi = kb.b.ins().swiden_high(h);
         halves_of_pairs.push(kb.b.ins().iadd_pairwise(lo, hi));
     }
     let kk = kb.b.ins().splat(I32X4, win.k);
@@ -587,7 +616,7 @@ pub(crate) fn conv(
     let padded = attrs.pads.iter().any(|&p| p != 0);
     // Filter pairs interleaved word by word, for the vector kernel (whose code and splat
     // buffer grow with the window: wider windows take the scalar loop).
-    let vector = simd && SplatWindow::bytes(taps, nw, padded) <= MAX_SPLAT_BYTES;
+    let vector = simd && taps * nw <= MAX_VECTOR_WORDS;
     let pairs = vector.then(|| {
         let per = taps * nw;
         let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
