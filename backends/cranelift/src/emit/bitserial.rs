@@ -387,11 +387,12 @@ impl Kernel<'_> {
             for (pair, acc) in bytes.iter_mut().enumerate() {
                 for (c, b) in acc.iter_mut().enumerate() {
                     // i8x16 -> i16x8 -> i32x4, pairwise: lanes 0-1 filter f, 2-3 filter f+1.
+                    // The i16 lanes sum two bytes (< 2^9): widened signed, one `pmaddwd`.
                     let lo = kb.b.ins().uwiden_low(*b);
                     let hi = kb.b.ins().uwiden_high(*b);
                     let h = kb.b.ins().iadd_pairwise(lo, hi);
-                    let lo = kb.b.ins().uwiden_low(h);
-                    let hi = kb.b.ins().uwiden_high(h);
+                    let lo = kb.b.ins().swiden_low(h);
+                    let hi = kb.b.ins().swiden_high(h);
                     let v = kb.b.ins().iadd_pairwise(lo, hi);
                     let w = weights[c];
                     let shift = w.unsigned_abs().trailing_zeros();
@@ -480,12 +481,15 @@ fn stage_tables(kb: &mut KernelBuilder, stage: &OutputStage) -> Option<(Value, V
     }
 }
 
-/// A threshold stage's tables as `i32` vectors, for four channels at a time: signs
-/// `[channel]` and bounds `[threshold][channel]`, both padded to whole vectors.
+/// A threshold stage's tables as `i32` vectors, for four channels at a time, padded to
+/// whole vectors: each rule `sign * dot >= bound` as one signed compare
+/// `(dot > above) ^ flip`, with `above = bound - 1` and `flip = 0` on an ascending channel,
+/// `above = -bound` and `flip = -1` (`dot <= -bound`) on a descending one. `above` is
+/// `[threshold][channel]`, `flip` `[channel]`, `None` when every channel ascends.
 #[derive(Clone, Copy)]
 struct QuadTables {
-    sign: Value,
-    bounds: Value,
+    above: Value,
+    flip: Option<Value>,
     thresholds: usize,
     /// Channels per row of `bounds`.
     stride: usize,
@@ -507,17 +511,20 @@ impl QuadTables {
         let m = levels.sign.len();
         let stride = m.next_multiple_of(4);
         let n = levels.thresholds;
-        let mut sign = vec![0i32; stride];
-        let mut bounds = vec![0i32; n * stride];
+        let mut flip = vec![0i32; stride];
+        let mut above = vec![0i32; n * stride];
         for ch in 0..m {
-            sign[ch] = levels.sign[ch] as i32;
+            let ascending = levels.sign[ch] >= 0;
+            flip[ch] = if ascending { 0 } else { -1 };
             for t in 0..n {
-                bounds[t * stride + ch] = levels.bounds[ch * n + t].clamp(-LIMIT, LIMIT) as i32;
+                let b = levels.bounds[ch * n + t].clamp(-LIMIT, LIMIT);
+                above[t * stride + ch] = if ascending { b - 1 } else { -b } as i32;
             }
         }
+        let descending = levels.sign.iter().any(|&s| s < 0);
         Some(QuadTables {
-            sign: kb.table_i32(&sign),
-            bounds: kb.table_i32(&bounds),
+            above: kb.table_i32(&above),
+            flip: descending.then(|| kb.table_i32(&flip)),
             thresholds: n,
             stride,
             alpha: levels.alpha,
@@ -530,19 +537,28 @@ impl QuadTables {
     /// `first..first + 4` (`first` a multiple of 4).
     fn counts(&self, kb: &mut KernelBuilder, first: Value, quad: Value) -> Value {
         use cranelift_codegen::ir::types::I32X4;
-        let s_at = kb.addr(self.sign, first, 4, 0);
-        let s = kb.load_aligned(I32X4, s_at, 0);
-        let v = kb.b.ins().imul(quad, s);
-        let b_at = kb.addr(self.bounds, first, 4, 0);
-        let zero = kb.iconst32(0);
-        let mut count = kb.b.ins().splat(I32X4, zero);
+        let flip = self.flip.map(|f| {
+            let at = kb.addr(f, first, 4, 0);
+            kb.load_aligned(I32X4, at, 0)
+        });
+        let above_at = kb.addr(self.above, first, 4, 0);
+        let mut count = None;
         for t in 0..self.thresholds {
-            let b = kb.load_aligned(I32X4, b_at, (t * self.stride * 4) as i64);
+            let above = kb.load_aligned(I32X4, above_at, (t * self.stride * 4) as i64);
             // All ones (-1) where reached.
-            let on = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, v, b);
-            count = kb.b.ins().isub(count, on);
+            let mut on = kb.b.ins().icmp(IntCC::SignedGreaterThan, quad, above);
+            if let Some(flip) = flip {
+                on = kb.b.ins().bxor(on, flip);
+            }
+            count = Some(match count {
+                None => kb.b.ins().ineg(on),
+                Some(c) => kb.b.ins().isub(c, on),
+            });
         }
-        count
+        count.unwrap_or_else(|| {
+            let zero = kb.iconst32(0);
+            kb.b.ins().splat(I32X4, zero)
+        })
     }
 }
 
