@@ -340,6 +340,17 @@ fn conv_int16_rows(
                                     kb.b.ins().iadd(*a, xv)
                                 }
                                 (SumForm::Direct, -1) => kb.b.ins().isub(*a, xv),
+                                // A power of two (the 2-bit weights' -2): a shift, not a
+                                // multiply by a splat constant.
+                                (SumForm::Direct, wv) if wv.unsigned_abs().is_power_of_two() => {
+                                    let log = wv.unsigned_abs().trailing_zeros();
+                                    let p = kb.b.ins().ishl_imm_s(xv, i64::from(log));
+                                    if wv < 0 {
+                                        kb.b.ins().isub(*a, p)
+                                    } else {
+                                        kb.b.ins().iadd(*a, p)
+                                    }
+                                }
                                 (SumForm::Direct, wv) => {
                                     let c = kb.iconst32(i32::from(wv));
                                     let c = kb.b.ins().ireduce(I16, c);
