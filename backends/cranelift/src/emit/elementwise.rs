@@ -315,10 +315,21 @@ fn np_sign(kb: &mut KernelBuilder, y: Value) -> Value {
 /// `if y > max { max } else { y }`, then `if y < min { min } else { y }`.
 fn clamp(kb: &mut KernelBuilder, y: Value, min: f32, max: f32) -> Value {
     let (lo, hi) = (constant_like(kb, y, min), constant_like(kb, y, max));
-    let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
-    let y = pick(kb, above, hi, y);
-    let below = kb.b.ins().fcmp(FloatCC::LessThan, y, lo);
-    pick(kb, below, lo, y)
+    let y = pick_min(kb, hi, y);
+    pick_max(kb, lo, y)
+}
+
+/// `a < b ? a : b`: one `minps` on x86 lanes (whose rule this is: `b` where they are equal
+/// or either is NaN). Not IEEE `minimum`, which orders -0 below +0 and propagates NaN.
+fn pick_min(kb: &mut KernelBuilder, a: Value, b: Value) -> Value {
+    let less = kb.b.ins().fcmp(FloatCC::LessThan, a, b);
+    pick(kb, less, a, b)
+}
+
+/// `b < a ? a : b`: one `maxps` on x86 lanes (`b` where they are equal or either is NaN).
+fn pick_max(kb: &mut KernelBuilder, a: Value, b: Value) -> Value {
+    let less = kb.b.ins().fcmp(FloatCC::LessThan, b, a);
+    pick(kb, less, a, b)
 }
 
 /// The constant `c` as a value of `like`'s type: an f32, or four lanes of it.
@@ -418,10 +429,9 @@ pub(crate) fn unary(
             let (min, max) = (*min, *max);
             map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
                 let (lo, hi) = (constant_like(kb, v[0], min), constant_like(kb, v[0], max));
-                let below = kb.b.ins().fcmp(FloatCC::LessThan, v[0], lo);
-                let y = pick(kb, below, lo, v[0]);
-                let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
-                pick(kb, above, hi, y)
+                // v < lo ? lo : v, then y > hi ? hi : y.
+                let y = pick_max(kb, lo, v[0]);
+                pick_min(kb, hi, y)
             })
         }
         Op::BatchNorm { epsilon } => {
@@ -550,6 +560,17 @@ pub(crate) fn unary(
         Op::QuantizeLinear { axis, out: int } => {
             let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
             let (min, max) = (int.min() as f32, int.max() as f32);
+            // `q = round(x / s) + zp` is -0.0 only where the zero point is -0.0 (a sum of
+            // round-to-nearest is -0 only of two -0s), and an integer zero point never is:
+            // then the IEEE maximum and minimum of the clamp equal the plain compares
+            // (one instruction each), NaN being taken care of on its own.
+            let zero_points = match operands.get(2) {
+                Some(z) => constant(node, z, "zero point")?,
+                None => Vec::new(),
+            };
+            let plain = zero_points
+                .iter()
+                .all(|z| !(*z == 0.0 && z.is_sign_negative()));
             map_lanes(kb, out.ptr, &shape, &[x, s, z], true, |kb, v| {
                 let d = kb.b.ins().fdiv(v[0], v[1]);
                 let r = kb.b.ins().nearest(d);
@@ -557,8 +578,13 @@ pub(crate) fn unary(
                 // NaN saturates to the minimum; otherwise clamp.
                 let (lo, hi) = (constant_like(kb, q, min), constant_like(kb, q, max));
                 let nan = kb.b.ins().fcmp(FloatCC::Unordered, q, q);
-                let c = kb.b.ins().fmax(q, lo);
-                let c = kb.b.ins().fmin(c, hi);
+                let c = if plain {
+                    let c = pick_max(kb, lo, q);
+                    pick_min(kb, hi, c)
+                } else {
+                    let c = kb.b.ins().fmax(q, lo);
+                    kb.b.ins().fmin(c, hi)
+                };
                 pick(kb, nan, lo, c)
             })
         }
