@@ -152,8 +152,6 @@ fn planes_of_rows(
             kb.b.ins().splat(F32X4, f)
         };
         let (scale_v, magic) = (splat_f(kb, scale), splat_f(kb, 12_582_912.0));
-        let zero = kb.iconst32(0);
-        let zeros = kb.b.ins().splat(I32X4, zero);
         for w in 0..nwords {
             let first = w * WORD_BITS;
             let count = WORD_BITS.min(c - first);
@@ -182,12 +180,9 @@ fn planes_of_rows(
                 let rounded = kb.b.ins().fsub(shifted, magic);
                 let int = kb.b.ins().fcvt_to_sint_sat(I32X4, rounded);
                 for (p, word) in plane_words.iter_mut().enumerate() {
-                    let bit = kb.b.ins().sshr_imm_s(int, p as i64);
-                    let one = kb.iconst32(1);
-                    let ones = kb.b.ins().splat(I32X4, one);
-                    let bit = kb.b.ins().band(bit, ones);
-                    let on = kb.b.ins().icmp(IntCC::NotEqual, bit, zeros);
-                    let four = kb.b.ins().vhigh_bits(I64, on);
+                    // Bit p moved to the sign bit: the lanes' high bits are the plane's.
+                    let top = kb.b.ins().ishl_imm_s(int, 31 - p as i64);
+                    let four = kb.b.ins().vhigh_bits(I64, top);
                     let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
                     *word = kb.b.ins().bor(*word, four);
                 }
