@@ -36,20 +36,9 @@ impl Input {
     }
 }
 
-/// `out[i] = f(inputs[..][broadcast i])` over the output's shape, row-major.
-pub(crate) fn map(
-    kb: &mut KernelBuilder,
-    out: Value,
-    out_shape: &[usize],
-    inputs: &[Input],
-    f: impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
-) {
-    map_lanes(kb, out, out_shape, inputs, false, f)
-}
-
-/// [`map`], where `lanes` says that `f` computes `f32x4` lanes as it does `f32` values (the
-/// same IEEE operation per lane): the innermost contiguous axis then runs four elements at
-/// a time.
+/// `out[i] = f(inputs[..][broadcast i])` over the output's shape, row-major. With `lanes`
+/// (`f` computes `f32x4` lanes as it does `f32` values, the same IEEE operation per lane),
+/// the innermost contiguous axis runs four elements at a time.
 pub(crate) fn map_lanes(
     kb: &mut KernelBuilder,
     out: Value,
@@ -171,44 +160,99 @@ fn lanes_loop(
     }
 }
 
-/// Add, Sub, Mul and Div of f32 tensors.
-pub(crate) fn binary(
+/// An elementwise op as a function of each element `x` of its first operand and of the
+/// elements `args` of its other operands there: what a step of one op and a chain of them
+/// ([`chain`]) both run.
+pub(crate) struct Pointwise {
+    /// The other operands, broadcast to the result's shape.
+    args: Vec<Input>,
+    /// Whether `f` computes `f32x4` lanes as it does `f32` values (the same IEEE operation
+    /// per lane).
+    lanes: bool,
+    f: PointFn,
+}
+
+type PointFn = Box<dyn Fn(&mut KernelBuilder, Value, &[Value]) -> Value>;
+
+impl Pointwise {
+    fn new(
+        args: Vec<Input>,
+        lanes: bool,
+        f: impl Fn(&mut KernelBuilder, Value, &[Value]) -> Value + 'static,
+    ) -> Pointwise {
+        Pointwise {
+            args,
+            lanes,
+            f: Box::new(f),
+        }
+    }
+}
+
+/// `ops` applied in turn to each element of `x`, written to `out` (`x`'s shape): one loop
+/// however many ops, each element staying in a register from the first op to the last.
+pub(crate) fn chain(kb: &mut KernelBuilder, x: Input, ops: &[Pointwise], out: &Operand) {
+    let lanes = ops.iter().all(|p| p.lanes);
+    let inputs: Vec<Input> = std::iter::once(x)
+        .chain(ops.iter().flat_map(|p| p.args.iter().cloned()))
+        .collect();
+    map_lanes(kb, out.ptr, &out.shape, &inputs, lanes, |kb, v| {
+        let (mut y, mut args) = (v[0], &v[1..]);
+        for p in ops {
+            let (mine, rest) = args.split_at(p.args.len());
+            y = (p.f)(kb, y, mine);
+            args = rest;
+        }
+        y
+    });
+}
+
+/// The elementwise op `node` (of f32 tensors) of [`pointwise`] as one step.
+pub(crate) fn elementwise(
     kb: &mut KernelBuilder,
-    _node: &Node,
-    op: BinaryOp,
+    node: &Node,
     operands: &[Operand],
     out: &Operand,
 ) -> Result<(), BackendError> {
+    if matches!(node.op, Op::BipolarQuant) && out.storage == Storage::Bits {
+        bipolar_bits(kb, &operands[0], out);
+        return Ok(());
+    }
+    let op = pointwise(kb, node, operands)?;
+    let x = Input::of(kb, &operands[0]);
+    chain(kb, x, &[op], out);
+    Ok(())
+}
+
+/// Add, Sub, Mul, Div, Min, Max and Pow of f32 tensors.
+fn binary(op: BinaryOp, operands: &[Operand], y: Input) -> Pointwise {
     // onnxruntime (and so the interpreter) squares and cubes by multiplication for a scalar
     // exponent of 2 or 3; other powers are C's `powf`, as Rust's `f32::powf` is.
     let power = match operands[1].const_f32().as_deref() {
         Some([e]) if *e == 2.0 || *e == 3.0 => Some(*e),
         _ => None,
     };
-    let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
     // Every arm but the call to powf is one IEEE operation per element, or per lane.
     let lanes = !(op == BinaryOp::Pow && power.is_none());
-    map_lanes(kb, out.ptr, &out.shape, &inputs, lanes, |kb, v| match op {
-        BinaryOp::Add => kb.b.ins().fadd(v[0], v[1]),
-        BinaryOp::Sub => kb.b.ins().fsub(v[0], v[1]),
-        BinaryOp::Mul => kb.b.ins().fmul(v[0], v[1]),
-        BinaryOp::Div => kb.b.ins().fdiv(v[0], v[1]),
+    Pointwise::new(vec![y], lanes, move |kb, x, v| match op {
+        BinaryOp::Add => kb.b.ins().fadd(x, v[0]),
+        BinaryOp::Sub => kb.b.ins().fsub(x, v[0]),
+        BinaryOp::Mul => kb.b.ins().fmul(x, v[0]),
+        BinaryOp::Div => kb.b.ins().fdiv(x, v[0]),
         // IEEE 754 minimum and maximum, as the interpreter's.
-        BinaryOp::Min => kb.b.ins().fmin(v[0], v[1]),
-        BinaryOp::Max => kb.b.ins().fmax(v[0], v[1]),
+        BinaryOp::Min => kb.b.ins().fmin(x, v[0]),
+        BinaryOp::Max => kb.b.ins().fmax(x, v[0]),
         BinaryOp::Pow => match power {
             Some(e) => {
-                let square = kb.b.ins().fmul(v[0], v[0]);
+                let square = kb.b.ins().fmul(x, x);
                 if e == 3.0 {
-                    kb.b.ins().fmul(square, v[0])
+                    kb.b.ins().fmul(square, x)
                 } else {
                     square
                 }
             }
-            None => kb.call_c("powf", &[F32, F32], F32, &[v[0], v[1]]),
+            None => kb.call_c("powf", &[F32, F32], F32, &[x, v[0]]),
         },
-    });
-    Ok(())
+    })
 }
 
 /// A comparison of f32 tensors: 1.0 where it holds, else 0.0 (NaN compares false).
@@ -403,34 +447,34 @@ fn linear_quant_params(
     ))
 }
 
-/// The ops of one input and constant parameters.
-pub(crate) fn unary(
+/// The elementwise op `node` as a [`Pointwise`] function of its first operand: arithmetic,
+/// quantizers, BatchNorm, Relu, Clip, Sign, Abs, Round (a BipolarQuant into bits is
+/// [`elementwise`]'s).
+pub(crate) fn pointwise(
     kb: &mut KernelBuilder,
     node: &Node,
     operands: &[Operand],
-    out: &Operand,
-) -> Result<(), BackendError> {
-    let x = Input::of(kb, &operands[0]);
-    let shape = out.shape.clone();
-    match &node.op {
-        Op::Relu => map(kb, out.ptr, &shape, &[x], |kb, v| {
+) -> Result<Pointwise, BackendError> {
+    let shape = operands[0].shape.clone();
+    Ok(match &node.op {
+        Op::Binary(op) => {
+            let y = Input::of(kb, &operands[1]);
+            binary(*op, operands, y)
+        }
+        Op::Relu => Pointwise::new(vec![], false, |kb, x, _| {
             let zero = kb.fconst(0.0);
-            let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, v[0], zero);
-            kb.select(pos, v[0], zero)
+            let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+            kb.select(pos, x, zero)
         }),
-        Op::Sign => map(kb, out.ptr, &shape, &[x], |kb, v| np_sign(kb, v[0])),
-        Op::Abs => map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
-            kb.b.ins().fabs(v[0])
-        }),
-        Op::Round => map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
-            kb.b.ins().nearest(v[0])
-        }),
+        Op::Sign => Pointwise::new(vec![], false, |kb, x, _| np_sign(kb, x)),
+        Op::Abs => Pointwise::new(vec![], true, |kb, x, _| kb.b.ins().fabs(x)),
+        Op::Round => Pointwise::new(vec![], true, |kb, x, _| kb.b.ins().nearest(x)),
         Op::Clip { min, max } => {
             let (min, max) = (*min, *max);
-            map_lanes(kb, out.ptr, &shape, &[x], true, |kb, v| {
-                let (lo, hi) = (constant_like(kb, v[0], min), constant_like(kb, v[0], max));
-                // v < lo ? lo : v, then y > hi ? hi : y.
-                let y = pick_max(kb, lo, v[0]);
+            Pointwise::new(vec![], true, move |kb, x, _| {
+                let (lo, hi) = (constant_like(kb, x, min), constant_like(kb, x, max));
+                // x < lo ? lo : x, then y > hi ? hi : y.
+                let y = pick_max(kb, lo, x);
                 pick_min(kb, hi, y)
             })
         }
@@ -444,31 +488,18 @@ pub(crate) fn unary(
             let per_channel = along_axis(&shape, 1, s.len());
             let s = Input::table(kb, &s, per_channel.clone());
             let t = Input::table(kb, &t, per_channel);
-            map_lanes(kb, out.ptr, &shape, &[x, s, t], true, |kb, v| {
-                let p = kb.b.ins().fmul(v[0], v[1]);
-                kb.b.ins().fadd(p, v[2])
+            Pointwise::new(vec![s, t], true, |kb, x, v| {
+                let p = kb.b.ins().fmul(x, v[0]);
+                kb.b.ins().fadd(p, v[1])
             })
-        }
-        Op::BipolarQuant if out.storage == Storage::Bits => {
-            // Only a unit scale makes bipolar values: the bit is the sign test.
-            let src = x.ptr;
-            match crate::schedule::bit_geometry(&shape) {
-                // Channels contiguous (one pixel per batch index): four tests at a time.
-                (rows, channels, 1) => pack_signs_rows(kb, src, out.ptr, (rows, channels)),
-                _ => pack(kb, &shape, out.ptr, |kb, index, _| {
-                    let v = kb.load_at(F32, src, index);
-                    let zero = kb.fconst(0.0);
-                    kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
-                }),
-            }
         }
         Op::BipolarQuant => {
             let s = Input::of(kb, &operands[1]);
-            map(kb, out.ptr, &shape, &[x, s], |kb, v| {
+            Pointwise::new(vec![s], false, |kb, x, v| {
                 let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
-                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v[0], zero);
+                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
                 let q = kb.select(ge, one, minus);
-                kb.b.ins().fmul(q, v[1])
+                kb.b.ins().fmul(q, v[0])
             })
         }
         Op::Quant(attrs) => {
@@ -491,9 +522,9 @@ pub(crate) fn unary(
                         | RoundingMode::Ceil
                         | RoundingMode::Down
                 );
-            map_lanes(kb, out.ptr, &shape, &[x, s, z], lanes, |kb, v| {
-                let d = kb.b.ins().fdiv(v[0], v[1]);
-                let y = kb.b.ins().fadd(d, v[2]);
+            Pointwise::new(vec![s, z], lanes, move |kb, x, v| {
+                let d = kb.b.ins().fdiv(x, v[0]);
+                let y = kb.b.ins().fadd(d, v[1]);
                 let q = if bipolar {
                     let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
                     let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, y, zero);
@@ -502,8 +533,8 @@ pub(crate) fn unary(
                     let c = clamp(kb, y, min, max);
                     round(kb, rounding, c)
                 };
-                let centered = kb.b.ins().fsub(q, v[2]);
-                kb.b.ins().fmul(centered, v[1])
+                let centered = kb.b.ins().fsub(q, v[1]);
+                kb.b.ins().fmul(centered, v[0])
             })
         }
         Op::Trunc(attrs) => {
@@ -538,22 +569,22 @@ pub(crate) fn unary(
             } else {
                 s.clone()
             };
-            map(kb, out.ptr, &shape, &[x, s, z, os], |kb, v| {
-                let d = kb.b.ins().fdiv(v[0], v[1]);
-                let y = kb.b.ins().fadd(d, v[2]);
+            Pointwise::new(vec![s, z, os], false, move |kb, x, v| {
+                let d = kb.b.ins().fdiv(x, v[0]);
+                let y = kb.b.ins().fadd(d, v[1]);
                 let r = kb.b.ins().nearest(y);
                 let shift = kb.fconst(shift);
                 let q = kb.b.ins().fdiv(r, shift);
                 if v2 {
                     let c = clamp(kb, q, min, max);
                     let t = round(kb, rounding, c);
-                    let z = kb.b.ins().fdiv(v[2], shift);
+                    let z = kb.b.ins().fdiv(v[1], shift);
                     let centered = kb.b.ins().fsub(t, z);
-                    kb.b.ins().fmul(centered, v[3])
+                    kb.b.ins().fmul(centered, v[2])
                 } else {
                     let t = round(kb, rounding, q);
-                    let centered = kb.b.ins().fsub(t, v[2]);
-                    kb.b.ins().fmul(centered, v[1])
+                    let centered = kb.b.ins().fsub(t, v[1]);
+                    kb.b.ins().fmul(centered, v[0])
                 }
             })
         }
@@ -571,10 +602,10 @@ pub(crate) fn unary(
             let plain = zero_points
                 .iter()
                 .all(|z| !(*z == 0.0 && z.is_sign_negative()));
-            map_lanes(kb, out.ptr, &shape, &[x, s, z], true, |kb, v| {
-                let d = kb.b.ins().fdiv(v[0], v[1]);
+            Pointwise::new(vec![s, z], true, move |kb, x, v| {
+                let d = kb.b.ins().fdiv(x, v[0]);
                 let r = kb.b.ins().nearest(d);
-                let q = kb.b.ins().fadd(r, v[2]);
+                let q = kb.b.ins().fadd(r, v[1]);
                 // NaN saturates to the minimum; otherwise clamp.
                 let (lo, hi) = (constant_like(kb, q, min), constant_like(kb, q, max));
                 let nan = kb.b.ins().fcmp(FloatCC::Unordered, q, q);
@@ -590,12 +621,31 @@ pub(crate) fn unary(
         }
         Op::DequantizeLinear { axis } => {
             let (s, z) = linear_quant_params(kb, node, operands, &shape, *axis)?;
-            map_lanes(kb, out.ptr, &shape, &[x, s, z], true, |kb, v| {
-                let c = kb.b.ins().fsub(v[0], v[2]);
-                kb.b.ins().fmul(c, v[1])
+            Pointwise::new(vec![s, z], true, |kb, x, v| {
+                let c = kb.b.ins().fsub(x, v[1]);
+                kb.b.ins().fmul(c, v[0])
             })
         }
-        _ => unreachable!("not an elementwise op"),
+        _ => {
+            return Err(BackendError::unsupported(
+                node,
+                "internal: not an elementwise op",
+            ))
+        }
+    })
+}
+
+/// A BipolarQuant (of a unit scale: only that makes bipolar values) into packed bits: the
+/// bit is the sign test.
+fn bipolar_bits(kb: &mut KernelBuilder, x: &Operand, out: &Operand) {
+    let src = x.f32_ptr(kb);
+    match crate::schedule::bit_geometry(&out.shape) {
+        // Channels contiguous (one pixel per batch index): four tests at a time.
+        (rows, channels, 1) => pack_signs_rows(kb, src, out.ptr, (rows, channels)),
+        _ => pack(kb, &out.shape, out.ptr, |kb, index, _| {
+            let v = kb.load_at(F32, src, index);
+            let zero = kb.fconst(0.0);
+            kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zero)
+        }),
     }
-    Ok(())
 }

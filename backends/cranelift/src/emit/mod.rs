@@ -272,10 +272,8 @@ impl Emitter {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
                     match &node.op {
-                        Op::Binary(op) => {
-                            elementwise::binary(kb, node, *op, &operands, &results[0])
-                        }
-                        Op::Relu
+                        Op::Binary(_)
+                        | Op::Relu
                         | Op::Clip { .. }
                         | Op::BatchNorm { .. }
                         | Op::Quant(_)
@@ -285,7 +283,7 @@ impl Emitter {
                         | Op::DequantizeLinear { .. }
                         | Op::Sign
                         | Op::Abs
-                        | Op::Round => elementwise::unary(kb, node, &operands, &results[0]),
+                        | Op::Round => elementwise::elementwise(kb, node, &operands, &results[0]),
                         Op::Compare(op) => elementwise::compare(kb, *op, &operands, &results[0]),
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])
