@@ -564,14 +564,22 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                     report.threads
                 );
                 let best = peaks.iter().map(|p| p.gmacs).fold(0.0, f64::max);
+                // The step column as wide as its longest label (fused chains name each op).
+                let width = layers
+                    .iter()
+                    .filter_map(|l| l["step"].as_str())
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0)
+                    .max(48);
                 println!(
-                    "{:<48} {:>9} {:>14} {:>10}",
+                    "{:<width$} {:>9} {:>14} {:>10}",
                     "step (one sample, median)", "us", "G bin-MAC/s", "of peak"
                 );
                 for l in &layers {
                     let g = l["binary_gmacs_per_s"].as_f64().unwrap_or(0.0);
                     println!(
-                        "{:<48} {:>9.1} {:>14} {:>10}",
+                        "{:<width$} {:>9.1} {:>14} {:>10}",
                         l["step"].as_str().unwrap_or(""),
                         l["us"].as_f64().unwrap_or(0.0),
                         if g > 0.0 {

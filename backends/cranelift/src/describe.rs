@@ -90,6 +90,7 @@ fn kernel_name(graph: &Graph, step: &Step) -> String {
     let op = |n: NodeId| graph.node(n).op.name();
     match &step.kind {
         StepKind::Node(n) => op(*n).to_string(),
+        StepKind::Chain(nodes) => nodes.iter().map(|&n| op(n)).collect::<Vec<_>>().join("+"),
         StepKind::Fused {
             linear,
             threshold,
@@ -129,6 +130,7 @@ fn storage_name(storage: Storage) -> String {
 fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
     let linear = match &step.kind {
         StepKind::Convert => return "storage conversion",
+        StepKind::Chain(_) => return "elementwise, one loop for the chain",
         StepKind::Fused { linear, .. } => *linear,
         StepKind::Node(n) => *n,
     };
@@ -182,6 +184,18 @@ pub(crate) fn step_info(graph: &Graph, step: &Step) -> StepInfo {
                 graph.node(*threshold).op.name(),
                 if pool.is_some() { "+maxpool" } else { "" },
                 graph.node(*linear).name
+            ),
+        },
+        StepKind::Chain(nodes) => StepInfo {
+            node: Some(nodes[0]),
+            label: format!(
+                "{} {}",
+                nodes
+                    .iter()
+                    .map(|&n| graph.node(n).op.name())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                graph.node(nodes[0]).name
             ),
         },
         StepKind::Convert => StepInfo {

@@ -58,6 +58,10 @@ pub(crate) enum StepKind {
         /// kernels run this one; nothing decides it again.
         stage: OutputStage,
     },
+    /// Elementwise nodes each of which is the one user of the one before: one loop computes
+    /// them all, element by element, storing only the last one's result. The step reads the
+    /// first node's first operand (the others' operands are constants).
+    Chain(Vec<NodeId>),
 }
 
 /// One kernel call: the places of its operands (`None` for constants, which kernels embed)
@@ -447,6 +451,23 @@ impl Planner<'_> {
             self.fused.extend(pool);
             return Ok(());
         }
+        if let Some(chain) = self.elementwise_chain(n) {
+            let first = self.graph.node(n);
+            let x = self.operand(first.inputs[0], Storage::F32)?;
+            let last = chain.last().expect("a chain of two or more");
+            let out = self.graph.node(*last).outputs[0];
+            let shape = self.graph.value(out).ty.shape.clone();
+            let loc = self.new_buffer(storage_bytes(&shape, Storage::F32));
+            self.placed.insert((out, Storage::F32), (loc, Storage::F32));
+            self.fused.extend(chain[1..].iter().copied());
+            self.steps.push(PlannedStep {
+                kind: StepKind::Chain(chain),
+                value: None,
+                operands: vec![x],
+                results: vec![(loc, Storage::F32)],
+            });
+            return Ok(());
+        }
         let first_input = node.inputs.first().copied();
         let input_storage = |p: &Self, v: ValueId| {
             let planes = planes_of(p.graph, v).map(Storage::Planes);
@@ -560,6 +581,53 @@ impl Planner<'_> {
             results: planned_results,
         });
         Ok(())
+    }
+
+    /// The elementwise chain starting at `n` (see [`StepKind::Chain`]), if it has two nodes
+    /// or more: each next node is the one user of the one before, takes it as its first
+    /// operand and constants as its others, and has its shape; values within the chain are
+    /// never stored (no graph output among them), and every result is `f32`.
+    fn elementwise_chain(&self, n: NodeId) -> Option<Vec<NodeId>> {
+        let pointwise = |m: NodeId| {
+            let node = self.graph.node(m);
+            let constant = |v: &ValueId| matches!(self.graph.value(*v).def, ValueDef::Const(_));
+            let op = matches!(
+                node.op,
+                Op::Binary(_)
+                    | Op::Relu
+                    | Op::Clip { .. }
+                    | Op::BatchNorm { .. }
+                    | Op::Quant(_)
+                    | Op::Trunc(_)
+                    | Op::QuantizeLinear { .. }
+                    | Op::DequantizeLinear { .. }
+                    | Op::Sign
+                    | Op::Abs
+                    | Op::Round
+            ) || matches!(node.op, Op::BipolarQuant) && !self.wants_bits(node.outputs[0]);
+            op && node.outputs.len() == 1 && node.inputs.iter().skip(1).all(constant)
+        };
+        if !pointwise(n) {
+            return None;
+        }
+        let mut chain = vec![n];
+        loop {
+            let out = self.graph.node(*chain.last().expect("not empty")).outputs[0];
+            if self.graph.outputs().contains(&out) {
+                break;
+            }
+            let Some(&[next]) = self.users.get(&out).map(Vec::as_slice) else {
+                break;
+            };
+            let node = self.graph.node(next);
+            let same_shape =
+                self.graph.value(node.outputs[0]).ty.shape == self.graph.value(out).ty.shape;
+            if !pointwise(next) || node.inputs[0] != out || !same_shape {
+                break;
+            }
+            chain.push(next);
+        }
+        (chain.len() >= 2).then_some(chain)
     }
 
     /// Gives every buffer an offset, reusing memory of buffers no longer live (first fit).

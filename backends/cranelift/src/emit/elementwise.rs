@@ -21,7 +21,7 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    fn of(kb: &mut KernelBuilder, op: &Operand) -> Input {
+    pub fn of(kb: &mut KernelBuilder, op: &Operand) -> Input {
         Input {
             ptr: op.f32_ptr(kb),
             shape: op.shape.clone(),

@@ -268,6 +268,29 @@ impl Emitter {
                         _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], stage, simd),
                     }
                 }
+                StepKind::Chain(nodes) => {
+                    let mut ops = Vec::with_capacity(nodes.len());
+                    for &n in nodes {
+                        let node = graph.node(n);
+                        // The first operand is the chain's running value, not read here.
+                        let node_operands: Vec<Operand> = node
+                            .inputs
+                            .iter()
+                            .map(|&v| {
+                                Operand::new(
+                                    graph,
+                                    v,
+                                    crate::schedule::Storage::F32,
+                                    operands[0].ptr,
+                                )
+                            })
+                            .collect();
+                        ops.push(elementwise::pointwise(kb, node, &node_operands)?);
+                    }
+                    let x = elementwise::Input::of(kb, &operands[0]);
+                    elementwise::chain(kb, x, &ops, &results[0]);
+                    Ok(())
+                }
                 StepKind::Node(n) => {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));

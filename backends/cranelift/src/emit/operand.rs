@@ -20,7 +20,8 @@ pub(crate) struct Operand {
 }
 
 impl Operand {
-    fn new(graph: &Graph, value: ValueId, storage: Storage, ptr: Value) -> Operand {
+    /// The operand `value`, stored as `storage` at `ptr`.
+    pub fn new(graph: &Graph, value: ValueId, storage: Storage, ptr: Value) -> Operand {
         let v = graph.value(value);
         Operand {
             shape: v.ty.shape.clone(),
@@ -44,6 +45,7 @@ impl Operand {
     ) -> Operand {
         let value = match &step.kind {
             StepKind::Node(n) | StepKind::Fused { linear: n, .. } => graph.node(*n).inputs[i],
+            StepKind::Chain(nodes) => graph.node(nodes[0]).inputs[i],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         let storage = placed.map_or(Storage::F32, |(_, s)| s);
@@ -60,6 +62,7 @@ impl Operand {
                 pool: None,
                 ..
             } => graph.node(*n).outputs[j],
+            StepKind::Chain(nodes) => graph.node(*nodes.last().expect("a chain")).outputs[j],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         Operand::new(graph, value, storage, ptr)
