@@ -82,6 +82,8 @@ pub(crate) fn threshold(
         }
     }
     let signs_ptr = kb.table_i32(&signs);
+    let vectors =
+        (n >= VECTOR_THRESHOLDS).then(|| VectorThresholds::new(kb, n, &int_t, &float_t, integer));
     let t_ptr = if integer {
         kb.table(int_t.iter().flat_map(|v| v.to_le_bytes()).collect())
     } else {
@@ -93,7 +95,17 @@ pub(crate) fn threshold(
     let value = move |kb: &mut KernelBuilder, index: Value, channel: Value| -> Value {
         let sign = kb.load_at(I32, signs_ptr, channel);
         let first = kb.b.ins().imul_imm_s(channel, n as i64);
-        let count = if integer {
+        let count = if let Some(vt) = vectors {
+            let signed = if integer {
+                let raw = kb.load_at(I32, src, index);
+                kb.b.ins().imul(raw, sign)
+            } else {
+                let raw = kb.load_at(F32, src, index);
+                let sf = kb.i32_to_f32(sign);
+                kb.b.ins().fmul(raw, sf)
+            };
+            vt.count(kb, channel, signed)
+        } else if integer {
             let raw = kb.load_at(I32, src, index);
             let signed = kb.b.ins().imul(raw, sign);
             let v = kb.b.ins().sextend(I64, signed);
@@ -244,6 +256,98 @@ fn bits_one_threshold(
             }
         });
     });
+}
+
+/// From this many thresholds per channel, an element's count runs on vectors.
+const VECTOR_THRESHOLDS: usize = 8;
+
+/// A channel's thresholds, four to a vector, for counting many of them at once (an 8-bit
+/// output has 255): rows `[channel][threshold]` padded to whole vectors with thresholds
+/// never reached.
+#[derive(Clone, Copy)]
+struct VectorThresholds {
+    table: Value,
+    /// Vectors per channel.
+    per_row: usize,
+    integer: bool,
+}
+
+impl VectorThresholds {
+    fn new(
+        kb: &mut KernelBuilder,
+        n: usize,
+        int_t: &[i64],
+        float_t: &[f32],
+        integer: bool,
+    ) -> VectorThresholds {
+        let per_row = n.div_ceil(4);
+        let rows = if integer { int_t.len() } else { float_t.len() } / n;
+        let table = if integer {
+            // `v >= t` as `v > t - 1` on i32 lanes: the accumulators have at most 31 bits
+            // (`|v| < 2^30`), so `t - 1` clamped to i32 keeps every answer; padding is
+            // `i32::MAX`, which no accumulator exceeds.
+            let mut lanes = vec![i32::MAX; rows * per_row * 4];
+            for (i, &t) in int_t.iter().enumerate() {
+                let at = (i / n) * per_row * 4 + i % n;
+                lanes[at] = t.saturating_sub(1).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+            }
+            kb.table_i32(&lanes)
+        } else {
+            // NaN padding: `v >= NaN` never holds.
+            let mut lanes = vec![f32::NAN; rows * per_row * 4];
+            for (i, &t) in float_t.iter().enumerate() {
+                lanes[(i / n) * per_row * 4 + i % n] = t;
+            }
+            kb.table_f32(&lanes)
+        };
+        VectorThresholds {
+            table,
+            per_row,
+            integer,
+        }
+    }
+
+    /// The count (an i32) of `channel`'s thresholds that `v` (its sign applied: an i32, or
+    /// an f32) reaches.
+    fn count(&self, kb: &mut KernelBuilder, channel: Value, v: Value) -> Value {
+        use cranelift_codegen::ir::types::{F32X4, I32X4};
+        let row = kb.addr(self.table, channel, (self.per_row * 16) as i64, 0);
+        let splat =
+            kb.b.ins()
+                .splat(if self.integer { I32X4 } else { F32X4 }, v);
+        let zero = kb.iconst32(0);
+        let zeros = kb.b.ins().splat(I32X4, zero);
+        let little = cranelift_codegen::ir::MemFlagsData::new()
+            .with_endianness(cranelift_codegen::ir::Endianness::Little);
+        // Each reached lane is all ones (-1): the sum of the masks is minus the count.
+        let step = |kb: &mut KernelBuilder, at: Value, acc: Value| {
+            let reached = if self.integer {
+                let t = kb.load_aligned(I32X4, at, 0);
+                kb.b.ins().icmp(IntCC::SignedGreaterThan, splat, t)
+            } else {
+                let t = kb.load_aligned(F32X4, at, 0);
+                let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, splat, t);
+                kb.b.ins().bitcast(I32X4, little, ge)
+            };
+            kb.b.ins().iadd(acc, reached)
+        };
+        // Unrolled for the usual widths (255 thresholds: 64 vectors); a loop beyond.
+        let acc = if self.per_row <= 64 {
+            (0..self.per_row).fold(zeros, |acc, i| {
+                let at = kb.add_imm(row, (i * 16) as i64);
+                step(kb, at, acc)
+            })
+        } else {
+            kb.fold_range(self.per_row, vec![zeros], |kb, i, acc| {
+                let at = kb.addr(row, i, 16, 0);
+                vec![step(kb, at, acc[0])]
+            })[0]
+        };
+        let pairs = kb.b.ins().iadd_pairwise(acc, acc);
+        let sums = kb.b.ins().iadd_pairwise(pairs, pairs);
+        let minus = kb.b.ins().extractlane(sums, 0);
+        kb.b.ins().ineg(minus)
+    }
 }
 
 /// The number of `i in 0..n` for which `reached(i)` holds, as an i32.
