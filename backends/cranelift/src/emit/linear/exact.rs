@@ -142,16 +142,30 @@ fn exact_rows(
         padded[kk * mp..kk * mp + m].copy_from_slice(&w_km[kk * m..(kk + 1) * m]);
     }
     let table = kb.table_f32(&padded);
-    // Four vectors (16 channels) per pass keep the accumulators in registers.
-    const VECTORS: usize = 4;
+    // Eight vectors (32 channels) per pass keep the accumulators, the splat input and a
+    // weight vector in x86's sixteen registers.
+    const VECTORS: usize = 8;
+    // A row's inputs loaded (and converted) once into the stack, not once per pass.
+    const MAX_STAGED: usize = 16 << 10;
+    let passes = mp.div_ceil(VECTORS * 4);
+    let staged = (passes > 1 && k <= MAX_STAGED).then(|| kb.stack((k * 4) as u32));
     kb.for_range(rows, |kb, r| {
+        if let Some(buf) = staged {
+            kb.for_range(k, |kb, kk| {
+                let v = x(kb, r, kk);
+                kb.store_at(v, buf, kk);
+            });
+        }
         let mut j0 = 0;
         while j0 < mp {
             let nv = VECTORS.min((mp - j0) / 4);
             let zero = kb.fconst(0.0);
             let zv = kb.b.ins().splat(F32X4, zero);
             let acc = kb.fold_range(k, vec![zv; nv], |kb, kk, acc| {
-                let xv = x(kb, r, kk);
+                let xv = match staged {
+                    Some(buf) => kb.load_at(F32, buf, kk),
+                    None => x(kb, r, kk),
+                };
                 let xs = kb.b.ins().splat(F32X4, xv);
                 let row = kb.addr(table, kk, (mp * 4) as i64, (j0 * 4) as i64);
                 acc.iter()
