@@ -2,8 +2,8 @@
 
 use bnnc_runtime::packing::{words, WORD_BITS};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::{KernelBuilder, Operand};
 use crate::schedule::{bit_geometry, Storage};
@@ -18,10 +18,9 @@ pub(crate) fn convert(
     let n = from.numel();
     let (src, dst) = (from.f32_ptr(kb), to.ptr);
     match (from.storage, to.storage) {
-        (Storage::F32, Storage::F32) | (Storage::I32, Storage::I32) => kb.for_range(n, |kb, i| {
-            let v = kb.load_at(I32, src, i);
-            kb.store_at(v, dst, i);
-        }),
+        (Storage::F32, Storage::F32) | (Storage::I32, Storage::I32) => {
+            elementwise_words(kb, n, (src, dst), |_, v| v)
+        }
         (a, b) if a == b => {
             let words = crate::schedule::storage_bytes(&from.shape, a) / 8;
             kb.for_range(words, |kb, i| {
@@ -83,15 +82,22 @@ pub(crate) fn convert(
                 },
             )
         }
-        (Storage::I32, Storage::F32) => kb.for_range(n, |kb, i| {
-            let v = kb.load_at(I32, src, i);
-            let f = kb.i32_to_f32(v);
-            kb.store_at(f, dst, i);
+        (Storage::I32, Storage::F32) => elementwise_words(kb, n, (src, dst), |kb, v| {
+            let ty = kb.b.func.dfg.value_type(v);
+            let f = if ty.is_vector() { F32X4 } else { F32 };
+            kb.b.ins().fcvt_from_sint(f, v)
         }),
-        (Storage::F32, Storage::I32) => kb.for_range(n, |kb, i| {
-            let v = kb.load_at(F32, src, i);
-            let r = kb.b.ins().fcvt_to_sint_sat(I32, v);
-            kb.store_at(r, dst, i);
+        (Storage::F32, Storage::I32) => elementwise_words(kb, n, (src, dst), |kb, v| {
+            // The lanes' order is the same either way (a vector's bitcast names it).
+            let ty = kb.b.func.dfg.value_type(v);
+            let (f, i, flags) = if ty.is_vector() {
+                let little = MemFlagsData::new().with_endianness(Endianness::Little);
+                (F32X4, I32X4, little)
+            } else {
+                (F32, I32, MemFlagsData::new())
+            };
+            let x = kb.b.ins().bitcast(f, flags, v);
+            kb.b.ins().fcvt_to_sint_sat(i, x)
         }),
         (Storage::F32 | Storage::I32, Storage::Bits) => {
             let ty = if from.storage == Storage::F32 {
@@ -130,6 +136,28 @@ pub(crate) fn convert(
         }
     }
     Ok(())
+}
+
+/// `out[i] = f(in[i])` for `n` 4-byte elements, read as their bits (`i32`, or `i32x4` four
+/// at a time, then one by one for the last few): a copy or a conversion of each element.
+fn elementwise_words(
+    kb: &mut KernelBuilder,
+    n: usize,
+    (src, dst): (Value, Value),
+    f: impl Fn(&mut KernelBuilder, Value) -> Value,
+) {
+    kb.for_range(n / 4, |kb, i| {
+        let from = kb.addr(src, i, 16, 0);
+        let v = kb.load(I32X4, from, 0);
+        let y = f(kb, v);
+        let to = kb.addr(dst, i, 16, 0);
+        kb.store(y, to, 0);
+    });
+    for i in n / 4 * 4..n {
+        let v = kb.load(I32, src, (i * 4) as i64);
+        let y = f(kb, v);
+        kb.store(y, dst, (i * 4) as i64);
+    }
 }
 
 /// [`pack_planes`] of `rows` rows of `c` contiguous f32 (one pixel each), four at a time:
@@ -200,6 +228,62 @@ fn value_scale(elem: &bnnc_ir::ElemType) -> f32 {
         bnnc_ir::ElemType::Scaled(_, bnnc_ir::Scale::Tensor(s)) => *s,
         _ => 1.0,
     }
+}
+
+/// Packs an NCHW tensor of `shape` (at least four pixels) into bits at `dst`, four pixels at
+/// a time: `lanes(kb, at, channel)` gives, for the four pixels whose channel-`channel`
+/// elements start at `at` (contiguous in NCHW), their bits as an `i32x4` mask (all ones
+/// for 1), or `None` for bits known to be 0. Each mask's lanes go to bit `channel % 64` of
+/// their pixels' words, kept in two `i64x2` while a word fills.
+pub(crate) fn pack_pixels4(
+    kb: &mut KernelBuilder,
+    shape: &[usize],
+    (src, dst): (Value, Value),
+    mut lanes: impl FnMut(&mut KernelBuilder, Value, usize) -> Option<Value>,
+) {
+    use cranelift_codegen::ir::types::I64X2;
+    let (outer, c, pixels) = bit_geometry(shape);
+    debug_assert!(pixels >= 4);
+    let nwords = words(c);
+    // One bit per channel of a word, as i64x2 constants.
+    let bits: Vec<u64> = (0..WORD_BITS).flat_map(|j| [1u64 << j; 2]).collect();
+    let bits = kb.table_u64(&bits);
+    kb.for_range(outer, |kb, n| {
+        let image = kb.addr(src, n, (c * pixels * 4) as i64, 0);
+        let out_image = kb.addr(dst, n, (pixels * nwords * 8) as i64, 0);
+        kb.for_range(pixels.div_ceil(4), |kb, b| {
+            // The last block overlaps the one before when 4 does not divide the pixels.
+            let start = kb.b.ins().imul_imm_s(b, 4);
+            let last = kb.iconst((pixels - 4) as i64);
+            let p = kb.b.ins().umin(start, last);
+            let at = kb.addr(image, p, 4, 0);
+            let out_at = kb.addr(out_image, p, (nwords * 8) as i64, 0);
+            for w in 0..nwords {
+                let zero = kb.iconst(0);
+                let mut acc = [kb.b.ins().splat(I64X2, zero); 2];
+                for j in 0..WORD_BITS.min(c - w * WORD_BITS) {
+                    let ch = w * WORD_BITS + j;
+                    let channel_at = kb.add_imm(at, (ch * pixels * 4) as i64);
+                    let Some(mask) = lanes(kb, channel_at, ch) else {
+                        continue;
+                    };
+                    let bit = kb.load_aligned(I64X2, bits, (j * 16) as i64);
+                    let halves = [kb.b.ins().swiden_low(mask), kb.b.ins().swiden_high(mask)];
+                    for (a, h) in acc.iter_mut().zip(halves) {
+                        let on = kb.b.ins().band(h, bit);
+                        *a = kb.b.ins().bor(*a, on);
+                    }
+                }
+                for (half, a) in acc.into_iter().enumerate() {
+                    for lane in 0..2u8 {
+                        let word = kb.b.ins().extractlane(a, lane);
+                        let pixel = half as i64 * 2 + i64::from(lane);
+                        kb.store(word, out_at, pixel * (nwords * 8) as i64 + (w * 8) as i64);
+                    }
+                }
+            }
+        });
+    });
 }
 
 /// Packs a tensor of `shape` into bits at `dst`: `bit(kb, index, channel)` gives the bit (an

@@ -8,7 +8,7 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::pack;
+use super::convert::{pack, pack_pixels4};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -642,6 +642,17 @@ fn bipolar_bits(kb: &mut KernelBuilder, x: &Operand, out: &Operand) {
     match crate::schedule::bit_geometry(&out.shape) {
         // Channels contiguous (one pixel per batch index): four tests at a time.
         (rows, channels, 1) => pack_signs_rows(kb, src, out.ptr, (rows, channels)),
+        // Four pixels of a channel at a time.
+        (_, _, pixels) if pixels >= 4 => {
+            pack_pixels4(kb, &out.shape, (src, out.ptr), |kb, at, _| {
+                use cranelift_codegen::ir::types::F32X4;
+                let v = kb.load(F32X4, at, 0);
+                let zero = kb.fconst(0.0);
+                let zeros = kb.b.ins().splat(F32X4, zero);
+                // A lane compare is an i32x4 mask.
+                Some(kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, zeros))
+            })
+        }
         _ => pack(kb, &out.shape, out.ptr, |kb, index, _| {
             let v = kb.load_at(F32, src, index);
             let zero = kb.fconst(0.0);

@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::{integer_of, pack, pack_planes};
+use super::convert::{integer_of, pack, pack_pixels4, pack_planes};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -199,6 +199,49 @@ fn bits_one_threshold(
     let value = |count: f32| attrs.out_scale * count + attrs.out_bias > 0.0;
     let (b0, b1) = (value(0.0), value(1.0));
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    if pixels >= 4 {
+        // Four pixels of a channel at a time: the bit is `b1` where reached, `b0` elsewhere.
+        pack_pixels4(kb, &x.shape, (src, dst), |kb, at, c| {
+            use cranelift_codegen::ir::types::{F32X4, I32X4};
+            let (desc, t) = rows[c];
+            let all = |kb: &mut KernelBuilder| {
+                let ones = kb.iconst32(-1);
+                kb.b.ins().splat(I32X4, ones)
+            };
+            let reached = if t.is_nan() {
+                None
+            } else if integer {
+                // The accumulators have at most 31 bits: bounds clamped to i32 keep every
+                // answer. Ascending: x >= ceil(t), x > ceil(t) - 1; descending: x <= floor(t),
+                // not x > floor(t).
+                let t = f64::from(t);
+                let above = if desc { t.floor() } else { t.ceil() - 1.0 };
+                let above = above.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+                let v = kb.load(I32X4, at, 0);
+                let b = kb.iconst32(above);
+                let b = kb.b.ins().splat(I32X4, b);
+                let gt = kb.b.ins().icmp(IntCC::SignedGreaterThan, v, b);
+                Some(if desc { kb.b.ins().bnot(gt) } else { gt })
+            } else {
+                let v = kb.load(F32X4, at, 0);
+                let tv = kb.fconst(t);
+                let tv = kb.b.ins().splat(F32X4, tv);
+                let cc = if desc {
+                    FloatCC::LessThanOrEqual
+                } else {
+                    FloatCC::GreaterThanOrEqual
+                };
+                Some(kb.b.ins().fcmp(cc, v, tv))
+            };
+            match (reached, b0, b1) {
+                (_, false, false) | (None, false, true) => None,
+                (_, true, true) | (None, true, false) => Some(all(kb)),
+                (Some(r), false, true) => Some(r),
+                (Some(r), true, false) => Some(kb.b.ins().bnot(r)),
+            }
+        });
+        return;
+    }
     kb.for_range(outer, |kb, n| {
         let image = kb.addr(src, n, (channels * pixels * 4) as i64, 0);
         let out_image = kb.addr(dst, n, (pixels * nwords * 8) as i64, 0);
