@@ -188,8 +188,9 @@ impl Pointwise {
     }
 }
 
-/// `ops` applied in turn to each element of `x`, written to `out` (`x`'s shape): one loop
-/// however many ops, each element staying in a register from the first op to the last.
+/// `ops` applied in turn to each element of `x` (broadcast to `out`'s shape), written to
+/// `out`: one loop however many ops, each element staying in a register from the first op
+/// to the last.
 pub(crate) fn chain(kb: &mut KernelBuilder, x: Input, ops: &[Pointwise], out: &Operand) {
     let lanes = ops.iter().all(|p| p.lanes);
     let inputs: Vec<Input> = std::iter::once(x)
