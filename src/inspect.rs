@@ -213,11 +213,12 @@ fn reduction(graph: &Graph, n: NodeId) -> usize {
     let node = graph.node(n);
     let shape = |i: usize| graph.value(node.inputs[i]).ty.shape.clone();
     match &node.op {
-        // x (N, C, ...), packed weights (M, K..., words): C times the taps.
-        Op::XnorConv(_) => {
+        // x (N, C, ...), packed weights (M, K..., words): a group's C / group channels
+        // times the taps.
+        Op::XnorConv(attrs) => {
             let w = shape(1);
             let taps: usize = w[1..w.len().saturating_sub(1)].iter().product();
-            shape(0).get(1).copied().unwrap_or(0) * taps
+            shape(0).get(1).copied().unwrap_or(0) / attrs.group.max(1) * taps
         }
         Op::Conv(_) | Op::BitSerialConv { .. } => shape(1).iter().skip(1).product(),
         Op::Gemm(g) => {

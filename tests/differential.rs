@@ -9,7 +9,10 @@
 //!
 //! `cargo test --test differential` runs a seeded smoke campaign; `cargo test --test
 //! differential -- --ignored` a long one. A failing case prints its seed and the network's
-//! IR, so that it can be replayed (`case(seed)`) and kept as a regression test.
+//! IR, so that it can be replayed (`case(seed, grouped)`) and kept as a regression test.
+//! Every third seed also builds a grouped network (groups of several channels), from a
+//! random stream of its own: the plain networks of every seed are the ones they always were.
+//! Half the grouped ones run with every low-bit layer bit-serial (`--bit-serial always`).
 
 use bnnc_ir::{
     BinaryOp, ConvAttrs, ElemType, GemmAttrs, Graph, Op, PoolAttrs, QuantAttrs, RoundingMode,
@@ -48,6 +51,9 @@ struct Builder<'r> {
     graph: Graph,
     rng: &'r mut Rng,
     count: usize,
+    /// For a grouped network, the generator of its convolutions' groups: a stream of its
+    /// own, so that the plain networks of every seed stay as they were.
+    groups: Option<Rng>,
 }
 
 impl Builder<'_> {
@@ -158,8 +164,9 @@ impl Builder<'_> {
 }
 
 /// A random network: a quantized input, one to three conv or dense layers with BatchNorm
-/// and activation quantizers (max-pools between convs), a classifier.
-fn network(seed: u64) -> (Graph, Vec<usize>) {
+/// and activation quantizers (max-pools between convs), a classifier. Some convolutions
+/// are depthwise; with `grouped`, most of the others have groups of several channels.
+fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     let mut rng = Rng::new(seed);
     let convolutional = rng.coin();
     let input_shape = if convolutional {
@@ -172,6 +179,7 @@ fn network(seed: u64) -> (Graph, Vec<usize>) {
         graph: Graph::new(format!("fuzz{seed}")),
         rng: &mut rng,
         count: 0,
+        groups: grouped.then(|| Rng::new(seed ^ 0x0006_2005)),
     };
     let x = b
         .graph
@@ -190,7 +198,18 @@ fn network(seed: u64) -> (Graph, Vec<usize>) {
             let (m, group) = if depthwise {
                 (c, c)
             } else {
-                (1 + b.rng.below(70), 1)
+                let m = 1 + b.rng.below(70);
+                // Three in four: a divisor of the channels (all of them is depthwise with a
+                // channel multiplier), the filters rounded up to a multiple of it.
+                let divisors: Vec<usize> = (2..=c).filter(|d| c % d == 0).collect();
+                let group = b.groups.as_mut().and_then(|g| {
+                    let d = divisors.get(g.below(divisors.len().max(1))).copied();
+                    d.filter(|_| g.below(4) != 0)
+                });
+                match group {
+                    Some(d) => (m.div_ceil(d) * d, d),
+                    None => (m, 1),
+                }
             };
             let w = b.weights(vec![m, c / group, kernel, kernel]);
             let attrs = ConvAttrs {
@@ -279,10 +298,11 @@ fn inputs(seed: u64, shape: &[usize], samples: usize) -> Vec<f32> {
 type Covered = Option<Vec<&'static str>>;
 
 /// Runs one case.
-fn case(seed: u64) -> Result<Covered, String> {
-    let (graph, shape) = network(seed);
+fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
+    let (graph, shape) = network(seed, grouped);
     let ir = bnnc_ir::text::print_graph(&graph);
-    let fail = |what: String| format!("seed {seed}: {what}\n{ir}");
+    let family = if grouped { " (grouped)" } else { "" };
+    let fail = |what: String| format!("seed {seed}{family}: {what}\n{ir}");
     let samples = 4;
     let data = inputs(seed, &shape, samples);
     let mut batch = shape.clone();
@@ -290,7 +310,18 @@ fn case(seed: u64) -> Result<Covered, String> {
     let x = Tensor::f32(batch, data.clone());
     let imported =
         bnnc_ir::interp::run_batch(&graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
-    let optimized = bnnc_passes::run_pipeline(graph.clone(), &mut |_| {})
+    // Half the grouped networks make every low-bit layer bit-serial: the cost model keeps
+    // most grouped layers of these few channels on integers, and the kernels are what the
+    // campaign tests.
+    let options = bnnc_passes::PipelineOptions {
+        bit_serial: if grouped && seed % 2 == 0 {
+            bnnc_passes::BitSerial::Always
+        } else {
+            bnnc_passes::BitSerial::CostModel
+        },
+        ..Default::default()
+    };
+    let optimized = bnnc_passes::run_pipeline_with(graph.clone(), &options, &mut |_| {})
         .map_err(|e| fail(format!("passes: {e:#}")))?;
     let want = bnnc_ir::interp::run_batch(&optimized, &x)
         .map_err(|e| fail(format!("interp after the passes: {e}")))?;
@@ -344,9 +375,20 @@ fn case(seed: u64) -> Result<Covered, String> {
             )));
         }
     }
+    // Grouped lowered convolutions count under their op and on their own.
     let ops = optimized
         .node_ids()
-        .map(|n| optimized.node(n).op.name())
+        .flat_map(|n| {
+            let op = &optimized.node(n).op;
+            let grouped = match op {
+                Op::XnorConv(a) if a.group > 1 => Some("xnor_conv (grouped)"),
+                Op::BitSerialConv { attrs, .. } if attrs.group > 1 => {
+                    Some("bitserial_conv (grouped)")
+                }
+                _ => None,
+            };
+            std::iter::once(op.name()).chain(grouped)
+        })
         .collect();
     Ok(Some(ops))
 }
@@ -367,17 +409,23 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         if budget.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
-        total += 1;
-        match case(seed) {
-            Ok(Some(mut ops)) => {
-                ops.sort_unstable();
-                ops.dedup();
-                for op in ops {
-                    *reached.entry(op).or_default() += 1;
-                }
+        // Every seed's plain network, and every third seed's grouped one.
+        for grouped in [false, true] {
+            if grouped && seed % 3 != 0 {
+                continue;
             }
-            Ok(None) => refused += 1,
-            Err(e) => failures.push(e),
+            total += 1;
+            match case(seed, grouped) {
+                Ok(Some(mut ops)) => {
+                    ops.sort_unstable();
+                    ops.dedup();
+                    for op in ops {
+                        *reached.entry(op).or_default() += 1;
+                    }
+                }
+                Ok(None) => refused += 1,
+                Err(e) => failures.push(e),
+            }
         }
     }
     eprintln!(
@@ -393,6 +441,8 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         "threshold",
         "bitserial_conv",
         "bitserial_matmul",
+        "xnor_conv (grouped)",
+        "bitserial_conv (grouped)",
     ] {
         assert!(
             reached.get(op).copied().unwrap_or(0) > 0,

@@ -697,3 +697,68 @@ fn a_batch_split_over_threads_gives_the_same_outputs() {
     let mut short = vec![0f32; one.len() - 1];
     assert!(m.run_parallel(&input, &mut short, 4).is_err());
 }
+
+/// The LLVM kernels take grouped and depthwise XNOR and bit-serial convolutions (fused and
+/// unpadded ones, as every kernel they take): the native filetests run these graphs through
+/// both code generators against the interpreter; this checks that the grouped steps are the
+/// LLVM kernels' rather than left to Cranelift.
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_kernels_take_grouped_convolutions() {
+    use bnnc_cranelift::{KernelProvider, PlaneConvKernel, XnorConvKernel};
+
+    /// The LLVM kernels, and the groups of each kernel they took.
+    struct Taken {
+        llvm: bnnc_llvm::LlvmKernels,
+        xnor: Vec<usize>,
+        planes: Vec<usize>,
+    }
+    impl KernelProvider for Taken {
+        fn xnor_conv(&mut self, k: &XnorConvKernel) -> bool {
+            let taken = self.llvm.xnor_conv(k);
+            if taken {
+                self.xnor.push(k.groups);
+            }
+            taken
+        }
+        fn plane_conv(&mut self, k: &PlaneConvKernel) -> bool {
+            let taken = self.llvm.plane_conv(k);
+            if taken {
+                self.planes.push(k.groups);
+            }
+            taken
+        }
+    }
+    // (filetest, groups of the XNOR kernels taken, of the bit-serial ones)
+    let cases: [(&str, &[usize], &[usize]); 2] = [
+        // The unpadded depthwise layer (its threshold and pool fused).
+        ("depthwise_xnor_conv.bnn", &[16], &[]),
+        // The unpadded 1x1 layer in two groups (its multi-threshold fused).
+        ("grouped_bitserial_conv.bnn", &[], &[2]),
+    ];
+    for (file, xnor, planes) in cases {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/filetests/native")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The graph: from its `graph` line to its closing brace.
+        let start = text.find("\ngraph ").expect("a graph") + 1;
+        let end = start + text[start..].find("\n}\n").expect("a closing brace") + 3;
+        let graph = bnnc_ir::text::parse_graph(&text[start..end]).unwrap();
+        let host = bnnc_cranelift::Triple::host().to_string();
+        let options =
+            bnnc::native::options(&host, None, "grouped".into(), &bnnc::Tuning::default()).unwrap();
+        let mut taken = Taken {
+            llvm: bnnc_llvm::LlvmKernels::new(&host, "native").unwrap(),
+            xnor: Vec::new(),
+            planes: Vec::new(),
+        };
+        bnnc_cranelift::compile_with(&graph, &options, &mut taken).unwrap();
+        assert_eq!(
+            (&taken.xnor[..], &taken.planes[..]),
+            (xnor, planes),
+            "{file}"
+        );
+        taken.llvm.finish().unwrap();
+    }
+}

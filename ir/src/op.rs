@@ -314,8 +314,8 @@ pub enum Op {
     XnorMatMul,
     /// Bipolar x bipolar convolution as an integer; zero padding contributes 0 to the dot
     /// product (only valid taps count). Operands: x bipolar `(N, C, K...)`, and the weights,
-    /// bipolar `(M, C, K...)` packed into 64-bit words along the channels: an i64 tensor
-    /// `(M, K..., words(C))` ([`crate::packing`]).
+    /// bipolar `(M, C/group, K...)` packed into 64-bit words along their group's channels:
+    /// an i64 tensor `(M, K..., words(C/group))` ([`crate::packing`]).
     XnorConv(ConvAttrs),
     /// MaxPool on the channels (axis 1) whose `min` is false, MinPool on the others: what a
     /// MaxPool becomes when it moves past a quantizer that falls on some channels
@@ -327,9 +327,9 @@ pub enum Op {
     /// `(.., K)` of integers or integers times `a_scale` (its integers are `a / a_scale`,
     /// rounded), and integer weights `(K, M)`; the result is the exact integer dot product.
     BitSerialMatMul { a_scale: f32 },
-    /// Low-bit integer convolution as an integer (one group), computed bit-serially by
+    /// Low-bit integer convolution as an integer (any group), computed bit-serially by
     /// backends; zero padding contributes 0. Operands: x `(N, C, H, W)` of integers or
-    /// integers times `a_scale`, and integer weights `(M, C, KH, KW)`.
+    /// integers times `a_scale`, and integer weights `(M, C/group, KH, KW)`.
     BitSerialConv { attrs: ConvAttrs, a_scale: f32 },
 }
 

@@ -1,4 +1,4 @@
-//! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul, Gemm or Conv (one group) of
+//! Bit-serial lowering, part of `lower-xnor-popcount`: a MatMul, Gemm or Conv (any group) of
 //! low-bit integers (1 to 4 bit activations; 1 to 4 bit or bipolar weights; plain or scaled)
 //! becomes `bitserial_matmul` or `bitserial_conv` times the layer's scale, where a cost model
 //! says that beats summing the integers as floats. A backend computes the exact integer dot
@@ -134,6 +134,11 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
     );
     let w_data = graph.const_data(node.inputs[1])?;
     let out = &graph.value(node.outputs[0]).ty.shape;
+    // A grouped convolution's groups and taps (1 and 1 otherwise).
+    let (groups, taps) = match &node.op {
+        Op::Conv(attrs) => (attrs.group.max(1), attrs.kernel.iter().product::<usize>()),
+        _ => (1, 1),
+    };
     // The layer's shape: the weights' output-channel axis, whether they are (N, K) (Gemm's
     // trans_b), the outputs N and terms K per position, the positions, and the op.
     let (w_axis, trans_b, n, k, positions, op) = match &node.op {
@@ -158,7 +163,7 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
                 op,
             )
         }
-        Op::Conv(attrs) if node.inputs.len() == 2 && attrs.group == 1 && out.len() == 4 => {
+        Op::Conv(attrs) if node.inputs.len() == 2 && out.len() == 4 => {
             let k = w.shape[1..].iter().product();
             let op = Op::BitSerialConv {
                 attrs: attrs.clone(),
@@ -224,10 +229,25 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         _ => Op::BitSerialMatMul { a_scale },
     };
     let positions = positions as f64;
-    let pairs = pa * pw;
-    let words = k.div_ceil(64) as f64;
-    let bit_serial_ns =
-        positions * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (k * pa) as f64 * PACK_STEP);
+    // Grouped ±1 weights run as two planes (signed 2-bit integers, see the kernels).
+    let pairs = pa
+        * if groups > 1 && w_int == IntType::Bipolar {
+            2
+        } else {
+            pw
+        };
+    // Words per filter and position, and activations packed per position. A grouped
+    // filter reads at least a word per tap however few channels its group has (a
+    // depthwise one: one channel per word), and the packing covers every group.
+    let (words, packed) = if groups > 1 {
+        let group_channels = k / taps.max(1);
+        (taps * group_channels.div_ceil(64), k * groups)
+    } else {
+        (k.div_ceil(64), k)
+    };
+    let words = words as f64;
+    let bit_serial_ns = positions
+        * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (packed * pa) as f64 * PACK_STEP);
     let float_ns = positions * n as f64 * k as f64 / 4.0 * FLOAT_STEP;
     Some(Plan {
         op,

@@ -97,9 +97,8 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
     let out_rank = graph.value(node.outputs[0]).ty.shape.len();
     // The op, the weights' output-channel axis, and the multiplier's shape per channel.
     let (op, w_axis, channel_shape) = match &node.op {
-        // A grouped convolution stays a Conv: its ±1 products run on the exact integer
-        // kernels (no XNOR kernel takes groups).
-        Op::Conv(attrs) if node.inputs.len() == 2 && attrs.group == 1 => (
+        // Any group: each filter's words pack its group's channels.
+        Op::Conv(attrs) if node.inputs.len() == 2 => (
             Op::XnorConv(attrs.clone()),
             0,
             channel_shape(w.shape[0], out_rank),

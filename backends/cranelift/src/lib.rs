@@ -11,6 +11,7 @@ mod describe;
 mod emit;
 mod error;
 mod first_layer;
+mod groups;
 mod header;
 mod options;
 mod peak;
@@ -26,6 +27,7 @@ use bnnc_ir::Graph;
 use describe::step_info;
 pub use describe::{step_kernels, storage_plan, StepInfo, StepPlan, StoragePlan};
 pub use error::BackendError;
+pub use groups::GroupWords;
 pub use options::Options;
 pub use peak::peak_object;
 pub use provider::{

@@ -3,11 +3,13 @@
 //! their shapes, weights and output stages) and the trait that takes or declines each. It
 //! sits below the schedule and the kernels, which build these descriptions.
 
-/// A fused XNOR convolution and threshold (2-D, one group, no padding), for a kernel
+/// A fused XNOR convolution and threshold (2-D, any group, no padding), for a kernel
 /// provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`:
 /// `x` the input's packed bits (`batch` images of `h * w` pixels of `words(c)` words,
 /// channels-last), `out` the output's (`batch * oh * ow` pixels of `words(m)` words), bit
-/// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero.
+/// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero. With
+/// `groups > 1`, filter `j` sums over its group's `c / groups` channels only
+/// ([`crate::GroupWords`] says which words of a pixel hold them).
 #[derive(Clone, Debug)]
 pub struct XnorConvKernel {
     pub symbol: String,
@@ -19,7 +21,10 @@ pub struct XnorConvKernel {
     pub output: (usize, usize),
     pub strides: (usize, usize),
     pub dilations: (usize, usize),
-    /// The filters' packed words, `(M, taps, words(C))` ([`bnnc_ir::packing`]).
+    /// Groups of channels (1: every filter reads every channel).
+    pub groups: usize,
+    /// The filters' packed words, `(M, taps, words(C / groups))` ([`bnnc_ir::packing`]):
+    /// each filter's run holds its group's channels from bit 0.
     pub weights: Vec<u64>,
     pub sign: Vec<i64>,
     pub bound: Vec<i64>,
@@ -36,7 +41,7 @@ pub struct KernelPool {
     pub pooled: (usize, usize),
 }
 
-/// A fused bit-serial convolution and multi-threshold (2-D, one group, no padding), for a
+/// A fused bit-serial convolution and multi-threshold (2-D, any group, no padding), for a
 /// kernel provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t
 /// *out)`: `x` the input's bit planes (`batch` images of `h * w` pixels, each the
 /// `words(c)` words of every activation plane in turn), `out` the output's
@@ -46,7 +51,9 @@ pub struct KernelPool {
 /// over the window's words, or, with `bipolar_weights` (one plane `b`, `w = 2b - 1`),
 /// `2 * sum_p a_places[p] * popcount(A_p & B) - sum_p a_places[p] * popcount(A_p)`. Its
 /// count and level are [`KernelLevels`]'s, the count being the largest over the pool's
-/// window when the kernel pools.
+/// window when the kernel pools. With `groups > 1`, the sums run over filter `j`'s group's
+/// channels only, and the weights are never `bipolar_weights` (grouped ±1 weights are
+/// offered as the signed 2-bit integers they are).
 #[derive(Clone, Debug)]
 pub struct PlaneConvKernel {
     pub symbol: String,
@@ -63,7 +70,10 @@ pub struct PlaneConvKernel {
     pub output: (usize, usize),
     pub strides: (usize, usize),
     pub dilations: (usize, usize),
-    /// The filters' planes, `[filter][tap][word][plane]`.
+    /// Groups of channels (1: every filter reads every channel).
+    pub groups: usize,
+    /// The filters' planes, `[filter][tap][word][plane]`, `words(c / groups)` words: each
+    /// filter's run holds its group's channels from bit 0.
     pub weights: Vec<u64>,
     pub levels: KernelLevels,
     /// A MaxPool over the counts, when the kernel runs one: pooled pixel `(y, x)` takes the

@@ -282,7 +282,7 @@ impl Planner<'_> {
         users.iter().all(|&u| {
             let node = self.graph.node(u);
             match &node.op {
-                Op::XnorConv(attrs) => node.inputs[0] == v && attrs.group == 1,
+                Op::XnorConv(_) => node.inputs[0] == v,
                 Op::XnorMatMul => node.inputs[0] == v && self.graph.value(v).ty.shape.len() == 2,
                 Op::MaxPool(_) | Op::MinMaxPool { .. } => self.wants_bits(node.outputs[0]),
                 Op::Reshape { .. } => {

@@ -126,6 +126,11 @@ impl KernelProvider for LlvmKernels {
     }
 
     fn plane_conv(&mut self, kernel: &PlaneConvKernel) -> bool {
+        // The bipolar weights' activation total runs over every channel: grouped layers
+        // are offered with integer weights (see `PlaneConvKernel`), never so.
+        if kernel.groups > 1 && kernel.bipolar_weights {
+            return false;
+        }
         self.plane_kernels.push(kernel.clone());
         true
     }

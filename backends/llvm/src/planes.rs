@@ -5,7 +5,7 @@
 //! largest over the pool's window), and their levels stored as planes
 //! ([`KernelEmitter::store_levels`]).
 
-use bnnc_cranelift::PlaneConvKernel;
+use bnnc_cranelift::{GroupWords, PlaneConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::values::VectorValue;
 use inkwell::IntPredicate;
@@ -21,9 +21,17 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let (nw, taps, wo) = (words(c), kh * kw, words(m));
         let (pa, pw) = (k.a_places.len(), k.w_places.len());
         let blocks = m.div_ceil(LANES);
-        let per_filter = taps * nw * pw;
+        // A grouped layer's blocks read their run of words ([`GroupWords`]); a filter's
+        // planes are 0 at other groups' channels, so the ANDs count only its own.
+        let grouped = (k.groups > 1).then(|| GroupWords::in_lanes(c, m, k.groups, LANES));
+        let read = grouped.as_ref().map_or(nw, |g| g.span);
+        let per_filter = taps * read * pw;
+        let weights = match &grouped {
+            None => k.weights.clone(),
+            Some(g) => placed_planes(g, &k.weights, (m, taps, pw)),
+        };
         // Weights as [block][tap][word][plane][lane]; padded filters are zeros.
-        let wt = filters_in_lanes(&k.weights, m, per_filter);
+        let wt = filters_in_lanes(&weights, m, per_filter);
         let t = k.levels.thresholds;
         // Sign masks [block][lane] (see `signed`); bounds [block][threshold][lane]; live
         // [block][lane] (0 for padded filters, whose levels must store no bits).
@@ -43,6 +51,13 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let sign = self.table(&format!("{name}.sign"), i64t, &sign);
         let bounds = self.table(&format!("{name}.bounds"), i64t, &bounds);
         let live = self.table(&format!("{name}.live"), i64t, &live);
+        // Grouped: each block's first word.
+        let firsts = grouped.as_ref().map(|g| {
+            let firsts: Vec<i64> = (0..blocks)
+                .map(|b| g.first_word[b * LANES] as i64)
+                .collect();
+            self.table(&format!("{name}.first_words"), i64t, &firsts)
+        });
 
         let (function, x, out) = self.kernel_function(name);
         let b = &self.builder;
@@ -131,11 +146,17 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         let wbase =
                             b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
                         let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
+                        // The block's first word (grouped), after each plane's first.
+                        let fw = match firsts {
+                            Some(t) => self.load_i64(t, blk)?,
+                            None => self.i64(0),
+                        };
                         let mut best: Option<VectorValue<'ctx>> = None;
-                        for (firsts, total) in &windows {
+                        for (tap_firsts, total) in &windows {
                             let mut acc = vec![self.v8().const_zero(); weights.len()];
-                            for (tap, &first) in firsts.iter().enumerate() {
-                                for word in 0..nw {
+                            for (tap, &first) in tap_firsts.iter().enumerate() {
+                                let first = b.build_int_add(first, fw, "run")?;
+                                for word in 0..read {
                                     let mut a = Vec::with_capacity(pa);
                                     for p in 0..pa {
                                         let at = b.build_int_add(
@@ -146,7 +167,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                         a.push(self.splat(self.load_i64(x, at)?, LANES)?);
                                     }
                                     for q in 0..pw {
-                                        let i = (tap * nw + word) * pw + q;
+                                        let i = (tap * read + word) * pw + q;
                                         let at = b.build_int_add(
                                             wbase,
                                             self.i64((i * LANES) as i64),
@@ -207,4 +228,33 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         self.builder.build_return(None)?;
         Ok(())
     }
+}
+
+/// A grouped layer's planes `[filter][tap][word][plane]` over `words(C / groups)` words,
+/// each run holding its group's channels from bit 0, placed in the runs of words their
+/// blocks read (`[filter][tap][span word][plane]`).
+fn placed_planes(
+    g: &GroupWords,
+    weights: &[u64],
+    (m, taps, pw): (usize, usize, usize),
+) -> Vec<u64> {
+    let nwg = words(g.group_channels);
+    let mut table = Vec::with_capacity(m * taps * g.span * pw);
+    for f in 0..m {
+        for t in 0..taps {
+            let runs: Vec<Vec<u64>> = (0..pw)
+                .map(|q| {
+                    let bit = |ch: usize| {
+                        let word = weights[((f * taps + t) * nwg + ch / 64) * pw + q];
+                        (word >> (ch % 64)) & 1 == 1
+                    };
+                    g.place(f, bit)
+                })
+                .collect();
+            for word in 0..g.span {
+                table.extend(runs.iter().map(|run| run[word]));
+            }
+        }
+    }
+    table
 }

@@ -3,7 +3,7 @@
 //! thresholds gives a byte of the pixel's packed bits (ORed into the pooled pixel's with a
 //! pool).
 
-use bnnc_cranelift::XnorConvKernel;
+use bnnc_cranelift::{GroupWords, XnorConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::values::IntValue;
 use inkwell::IntPredicate;
@@ -22,9 +22,18 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let (oh, ow) = k.output;
         let (nw, taps, wo) = (words(c), kh * kw, words(m));
         let blocks = m.div_ceil(LANES);
-        let per_filter = taps * nw;
+        let cg = c / k.groups.max(1);
+        // A grouped layer's blocks read their run of words ([`GroupWords`]), masked to
+        // each filter's group.
+        let grouped = (k.groups > 1).then(|| GroupWords::in_lanes(c, m, k.groups, LANES));
+        let read = grouped.as_ref().map_or(nw, |g| g.span);
+        let per_filter = taps * read;
+        let weights = match &grouped {
+            None => k.weights.clone(),
+            Some(g) => placed_weights(g, &k.weights, m, taps),
+        };
         // Weights as [block][tap][word][lane]; padded filters are zeros with "never" bounds.
-        let wt = filters_in_lanes(&k.weights, m, per_filter);
+        let wt = filters_in_lanes(&weights, m, per_filter);
         // Signs as masks: -1 for a descending channel, 0 otherwise (see `signed`).
         let mut sign: Vec<i64> = k.sign.iter().map(|&s| if s < 0 { -1 } else { 0 }).collect();
         let mut bound = k.bound.clone();
@@ -35,6 +44,18 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let wt = self.table(&format!("{name}.weights"), i64t, &wt);
         let sign = self.table(&format!("{name}.sign"), i64t, &sign);
         let bound = self.table(&format!("{name}.bound"), i64t, &bound);
+        // Grouped: masks [block][word][lane] and each block's first word.
+        let group_tables = grouped.as_ref().map(|g| {
+            let masks: Vec<u64> = (0..m).flat_map(|f| g.mask(f)).collect();
+            let masks = filters_in_lanes(&masks, m, g.span);
+            let firsts: Vec<i64> = (0..blocks)
+                .map(|b| g.first_word[b * LANES] as i64)
+                .collect();
+            (
+                self.table(&format!("{name}.masks"), i64t, &masks),
+                self.table(&format!("{name}.first_words"), i64t, &firsts),
+            )
+        });
 
         let (function, x, out) = self.kernel_function(name);
         let b = &self.builder;
@@ -43,7 +64,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             strides: k.strides,
             dilations: k.dilations,
         };
-        let k_total = self.i64((c * taps) as i64);
+        let k_total = self.i64((cg * taps) as i64);
         // The pixels written: the pooled ones (zeroed first, then ORed into), or every one.
         let ((ph, pw), (out_h, out_w)) = match k.pool {
             Some(p) => (p.window, p.pooled),
@@ -58,13 +79,16 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         self.counted(function, batch, &mut |n| {
             self.counted(function, oh, &mut |oy| {
                 self.counted(function, ow, &mut |ox| {
-                    // Input words of every tap (row-major taps, words within).
+                    // The first word of every tap's pixel (row-major taps), and, with one
+                    // group, every tap's words, which every block reads.
+                    let mut tap_firsts = Vec::with_capacity(taps);
                     let mut tap_words = Vec::with_capacity(per_filter);
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let pixel = window.tap(self, n, (oy, ox), (ky, kx))?;
                             let first = b.build_int_mul(pixel, self.i64(nw as i64), "")?;
-                            for word in 0..nw {
+                            tap_firsts.push(first);
+                            for word in (0..nw).filter(|_| grouped.is_none()) {
                                 let at = b.build_int_add(first, self.i64(word as i64), "")?;
                                 tap_words.push(self.splat(self.load_i64(x, at)?, LANES)?);
                             }
@@ -85,6 +109,33 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         let first =
                             b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
                         let mut acc = self.v8().const_zero();
+                        if let Some((masks, firsts)) = group_tables {
+                            // The block's run of words of every tap, masked per filter.
+                            let fw = self.load_i64(firsts, blk)?;
+                            let mbase =
+                                b.build_int_mul(blk, self.i64((read * LANES) as i64), "")?;
+                            for (t, &tap_first) in tap_firsts.iter().enumerate() {
+                                let run = b.build_int_add(tap_first, fw, "run")?;
+                                for word in 0..read {
+                                    let at = b.build_int_add(run, self.i64(word as i64), "")?;
+                                    let xs = self.splat(self.load_i64(x, at)?, LANES)?;
+                                    let i = t * read + word;
+                                    let at =
+                                        b.build_int_add(first, self.i64((i * LANES) as i64), "")?;
+                                    let wv = self.load_v8(wt, at)?;
+                                    let at = b.build_int_add(
+                                        mbase,
+                                        self.i64((word * LANES) as i64),
+                                        "",
+                                    )?;
+                                    let mask = self.load_v8(masks, at)?;
+                                    let d = b.build_xor(xs, wv, "d")?;
+                                    let d = b.build_and(d, mask, "masked")?;
+                                    let p = self.popcount(d)?.into_vector_value();
+                                    acc = b.build_int_add(acc, p, "acc")?;
+                                }
+                            }
+                        }
                         for (i, &xs) in tap_words.iter().enumerate() {
                             let at = b.build_int_add(first, self.i64((i * LANES) as i64), "")?;
                             let wv = self.load_v8(wt, at)?;
@@ -151,4 +202,19 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         self.builder.build_return(None)?;
         Ok(())
     }
+}
+
+/// A grouped layer's filters' words `(M, taps, words(C / groups))`, each run holding its
+/// group's channels from bit 0, placed in the runs of words their blocks read
+/// (`(M, taps, span)`).
+pub(crate) fn placed_weights(g: &GroupWords, weights: &[u64], m: usize, taps: usize) -> Vec<u64> {
+    let nwg = words(g.group_channels);
+    let mut table = Vec::with_capacity(m * taps * g.span);
+    for f in 0..m {
+        for t in 0..taps {
+            let run = &weights[(f * taps + t) * nwg..][..nwg];
+            table.extend(g.place(f, |ch| (run[ch / 64] >> (ch % 64)) & 1 == 1));
+        }
+    }
+    table
 }

@@ -106,11 +106,17 @@ pub(super) fn xnor_conv(attrs: &ConvAttrs, inputs: &[&TensorType]) -> Result<Ten
     let (Some((&m, rest)), Some(&words)) = (w.shape.split_first(), w.shape.last()) else {
         return Err(format!("packed weights of shape {:?}", w.shape));
     };
-    if words != packing::words(c) {
-        return Err(format!("{words} words per tap pack {c} channels"));
+    // Each filter packs its group's channels (all of them with one group).
+    let g = attrs.group;
+    if g == 0 || c % g != 0 {
+        return Err(format!("group {g} does not divide the {c} input channels"));
     }
-    // The weights' logical shape (M, C, K...).
-    let mut logical = vec![m, c];
+    let cg = c / g;
+    if words != packing::words(cg) {
+        return Err(format!("{words} words per tap pack {cg} channels"));
+    }
+    // The weights' logical shape (M, C/group, K...).
+    let mut logical = vec![m, cg];
     logical.extend_from_slice(&rest[..rest.len() - 1]);
     let logical = TensorType::new(ElemType::BIPOLAR, logical);
     let (shape, k) = conv_shape(attrs, x, &logical)?;
@@ -135,16 +141,13 @@ pub(super) fn bitserial_matmul(a_scale: f32, inputs: &[&TensorType]) -> Result<T
     ))
 }
 
-/// Bit-serial convolution (one group) of integer activations and weights.
+/// Bit-serial convolution (any group) of integer activations and weights.
 pub(super) fn bitserial_conv(
     attrs: &ConvAttrs,
     a_scale: f32,
     inputs: &[&TensorType],
 ) -> Result<TensorType, String> {
     arity(inputs, 2, 2)?;
-    if attrs.group != 1 {
-        return Err("bit-serial convolutions have one group".into());
-    }
     let (shape, k) = conv_shape(attrs, inputs[0], inputs[1])?;
     Ok(TensorType::new(
         bit_serial_accumulator(inputs[0], inputs[1], a_scale, k)?,

@@ -44,11 +44,12 @@ pub(super) fn conv(attrs: &ConvAttrs, x: &[&Tensor], out: &[usize]) -> Result<Te
 pub(super) fn xnor_conv(attrs: &ConvAttrs, x: &[&Tensor], out: &[usize]) -> Result<Tensor, String> {
     let input = floats(x[0]);
     check_bipolar(&input, 0)?;
-    let c = x[0].shape()[1];
+    // Each filter's words pack its group's channels (inference checked the division).
+    let cg = x[0].shape()[1] / attrs.group.max(1);
     let packed = x[1].shape();
-    let mut w_shape = vec![packed[0], c];
+    let mut w_shape = vec![packed[0], cg];
     w_shape.extend_from_slice(&packed[1..packed.len() - 1]);
-    let w = crate::packing::unpack_conv_weights(x[1], c);
+    let w = crate::packing::unpack_conv_weights(x[1], cg);
     f32_result(
         out,
         conv_f32(attrs, &input, x[0].shape(), &w, &w_shape, out),

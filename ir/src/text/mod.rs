@@ -222,13 +222,18 @@ fn op_attrs(op: &Op, detail: Detail) -> Vec<String> {
         Op::Pad { pads, value } => vec![format!("pads={}", list(pads)), format!("value={value:?}")],
         Op::Concat { axis } => vec![format!("axis={axis}")],
         Op::BitSerialMatMul { a_scale } => vec![format!("a_scale={a_scale:?}")],
-        Op::BitSerialConv { attrs: c, a_scale } => vec![
-            format!("kernel={}", list(&c.kernel)),
-            format!("strides={}", list(&c.strides)),
-            format!("pads={}", list(&c.pads)),
-            format!("dilations={}", list(&c.dilations)),
-            format!("a_scale={a_scale:?}"),
-        ],
+        Op::BitSerialConv { attrs: c, a_scale } => [
+            Some(format!("kernel={}", list(&c.kernel))),
+            Some(format!("strides={}", list(&c.strides))),
+            Some(format!("pads={}", list(&c.pads))),
+            Some(format!("dilations={}", list(&c.dilations))),
+            // One group (the usual case) is not written, as before groups were lowered.
+            (c.group != 1).then(|| format!("group={}", c.group)),
+            Some(format!("a_scale={a_scale:?}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         Op::MinMaxPool { attrs: p, min } => {
             let mut v = pool_attrs(p);
             let channels: Vec<usize> = (0..min.len()).filter(|&c| min[c]).collect();

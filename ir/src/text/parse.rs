@@ -771,8 +771,12 @@ impl Parser<'_> {
                 strides: list_attr(p, a, "strides")?,
                 pads: list_attr(p, a, "pads")?,
                 dilations: list_attr(p, a, "dilations")?,
-                // The bit-serial convolution has one group and does not print it.
-                group: if group { usize_attr(p, a, "group")? } else { 1 },
+                // The bit-serial convolution prints its group only when it has several.
+                group: if group || a.has("group") {
+                    usize_attr(p, a, "group")?
+                } else {
+                    1
+                },
             })
         };
         let pool = |p: &mut Self, a: &mut Attrs, avg: bool| -> Parse<PoolAttrs> {
@@ -944,6 +948,11 @@ struct Attr {
 }
 
 impl Attrs {
+    /// Whether attribute `key` is written (with or without a value).
+    fn has(&self, key: &str) -> bool {
+        self.items.iter().any(|a| a.key == key)
+    }
+
     /// Whether the bare flag `key` is present.
     fn flag(&mut self, key: &str) -> bool {
         match self.items.iter_mut().find(|a| a.key == key) {

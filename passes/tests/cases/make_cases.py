@@ -307,3 +307,25 @@ save("fuse-output-stages/multi_level_bit_serial.onnx",
      {**one, "half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
       "w": rng.normal(size=(200, 32)), "g": rng.uniform(-1.5, 1.5, 32),
       "b": rng.normal(size=32), "m": rng.normal(size=32) * 4, "v": rng.uniform(1, 30, 32)})
+# lower-xnor-popcount: grouped layers lower too. A depthwise binary conv (one channel per
+# group, padded) and a grouped one (two channels per group) become xnor_conv with each
+# filter's words packing its group's channels, and their folded thresholds move onto the
+# integers; a grouped 2-bit conv with 64 channels per group and 64 filters becomes
+# bitserial_conv (the cost model prefers it).
+save("lower-xnor-popcount/grouped_and_depthwise_xnor.onnx",
+     [bq("x", "one", "xq"), bq("w0", "one", "w0q"), bq("w1", "one", "w1q"),
+      helper.make_node("Conv", ["xq", "w0q"], ["acc0"], name="depthwise", group=4,
+                       pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+      helper.make_node("BatchNormalization", ["acc0", "g", "b", "m", "v"], ["bn0"], name="bn0"),
+      bq("bn0", "one", "a1"),
+      helper.make_node("Conv", ["a1", "w1q"], ["y"], name="grouped", group=2, kernel_shape=[3, 3])],
+     [io("x", [1, 4, 5, 5])], [io("y", [1, 2, 3, 3])],
+     {**one, "w0": rng.normal(size=(4, 1, 3, 3)), "w1": rng.normal(size=(2, 2, 3, 3)),
+      "g": rng.uniform(0.5, 1.5, 4), "b": rng.normal(size=4), "m": rng.normal(size=4),
+      "v": rng.uniform(0.5, 2.0, 4)})
+save("lower-xnor-popcount/grouped_bit_serial_conv.onnx",
+     [quant("x", "half", "zero", "two", "xq", signed=0), quant("w", "half", "zero", "two", "wq"),
+      helper.make_node("Conv", ["xq", "wq"], ["y"], name="grouped", group=2, kernel_shape=[3, 3])],
+     [io("x", [1, 128, 4, 4])], [io("y", [1, 64, 2, 2])],
+     {"half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
+      "w": rng.normal(size=(64, 64, 3, 3))})

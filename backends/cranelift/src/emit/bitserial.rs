@@ -23,6 +23,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::window::Window;
 use super::{KernelBuilder, Operand};
+use crate::groups::GroupWords;
 use crate::schedule::Storage;
 use crate::stage::{BitPool, OutputStage};
 use crate::BackendError;
@@ -144,34 +145,62 @@ struct Kernel<'a> {
     /// With vector popcounts: the weights' planes of filter pairs interleaved,
     /// `[pair][tap][word][plane][2]`, for [`Kernel::vector_dots`].
     pairs: Option<Value>,
+    /// A grouped layer's words per tap and first word per filter ([`GroupWords`]).
+    grouped: Option<(usize, Value)>,
 }
 
 impl<'a> Kernel<'a> {
     /// The kernel of weight planes `table` ([`pack_weights`]); with `simd`, also their
-    /// filter pairs for the vector dots.
+    /// filter pairs for the vector dots. A grouped layer's table is
+    /// [`pack_grouped_weights`]'s, read with `groups`.
     fn new(
         kb: &mut KernelBuilder,
         planes: Planes,
         g: &'a Geometry,
-        table: &[u64],
+        (table, groups): (&[u64], Option<&GroupWords>),
         simd: bool,
     ) -> Kernel<'a> {
-        let per = g.taps * words(g.c) * planes.w.0;
+        let nw = groups.map_or(words(g.c), |gw| gw.span);
+        let per = g.taps * nw * planes.w.0;
+        let grouped = groups.map(|gw| {
+            let first: Vec<i32> = gw.first_word.iter().map(|&w| w as i32).collect();
+            (gw.span, kb.table_i32(&first))
+        });
         Kernel {
             planes,
             g,
             weights: kb.table_u64(table),
             pairs: simd.then(|| kb.table_u64(&pair_weights(table, g.m, per))),
+            grouped,
         }
     }
 
+    /// Words a filter reads per tap and plane.
     fn nw(&self) -> usize {
+        self.grouped.map_or(words(self.g.c), |(span, _)| span)
+    }
+
+    /// Words of a pixel's plane.
+    fn pixel_words(&self) -> usize {
         words(self.g.c)
+    }
+
+    /// The taps as filter `first`'s block reads them: from its first word when grouped.
+    fn block_taps(&self, kb: &mut KernelBuilder, first: Value, taps: &[TapAt]) -> Vec<TapAt> {
+        let Some((_, first_words)) = self.grouped else {
+            return taps.to_vec();
+        };
+        let fw = kb.load_at(I32, first_words, first);
+        let fw = kb.b.ins().uextend(I64, fw);
+        let off = kb.b.ins().imul_imm_s(fw, 8);
+        taps.iter()
+            .map(|&(at, inside)| (kb.b.ins().iadd(at, off), inside))
+            .collect()
     }
 
     /// The activation words of plane-word `word` of a tap (0 in the padding).
     fn activation(&self, kb: &mut KernelBuilder, (at, inside): TapAt, word: Value) -> Vec<Value> {
-        let nw = self.nw();
+        let nw = self.pixel_words();
         (0..self.planes.a.0)
             .map(|p| {
                 let a = kb.addr(at, word, 8, (p * nw * 8) as i64);
@@ -239,6 +268,7 @@ impl<'a> Kernel<'a> {
         if let (Some(pairs), BLOCK, Some(splats)) = (self.pairs, width, splats) {
             return self.vector_dots(kb, pairs, first, (taps.len(), splats), total);
         }
+        let taps = &self.block_taps(kb, first, taps)[..];
         let (nw, pw) = (self.nw(), self.planes.w.0);
         let per_filter = (self.g.taps * nw * pw * 8) as i64;
         let filters = kb.addr(self.weights, first, per_filter, 0);
@@ -290,7 +320,8 @@ impl Kernel<'_> {
     /// windows this wide (their code is unrolled over the window's words).
     fn splat_bytes(&self, windows: usize) -> Option<u32> {
         let words = self.g.taps * self.nw();
-        let bytes = windows * words * self.planes.a.0 * 16;
+        // Every word of a tap's pixel is splat (a grouped block reads its run of them).
+        let bytes = windows * self.g.taps * self.pixel_words() * self.planes.a.0 * 16;
         (self.pairs.is_some() && words <= VECTOR_WORDS && bytes <= MAX_SPLAT_BYTES)
             .then_some(bytes as u32)
     }
@@ -300,7 +331,7 @@ impl Kernel<'_> {
     /// [`Kernel::vector_dots`] of every filter block.
     fn splat_window(&self, kb: &mut KernelBuilder, taps: &[TapAt], scratch: Value) {
         use cranelift_codegen::ir::types::I64X2;
-        let (nw, pa) = (self.nw(), self.planes.a.0);
+        let (nw, pa) = (self.pixel_words(), self.planes.a.0);
         for (t, &tap) in taps.iter().enumerate() {
             for word in 0..nw {
                 let wv = kb.iconst(word as i64);
@@ -367,6 +398,16 @@ impl Kernel<'_> {
         // Bytes count at most 8 per pair and word: flush before 255.
         let flush_every = (255 / (8 * widest)).max(1);
         let per_pair = (self.g.taps * nw * pw * 16) as i64;
+        // A grouped block reads each tap's splat words from its first word on.
+        let pixel_words = self.pixel_words();
+        let splats = match self.grouped {
+            Some((_, first_words)) => {
+                let fw = kb.load_at(I32, first_words, first);
+                let fw = kb.b.ins().uextend(I64, fw);
+                kb.addr(splats, fw, (pa * 16) as i64, 0)
+            }
+            None => splats,
+        };
         let base = kb.addr(pairs, first, per_pair / 2, 0);
         let zero8 = {
             let z = kb.iconst32(0);
@@ -415,7 +456,7 @@ impl Kernel<'_> {
             for word in 0..nw {
                 let a: Vec<Value> = (0..pa)
                     .map(|p| {
-                        let at = (((t * nw + word) * pa + p) * 16) as i64;
+                        let at = (((t * pixel_words + word) * pa + p) * 16) as i64;
                         kb.load_aligned(I64X2, splats, at)
                     })
                     .collect();
@@ -593,7 +634,7 @@ fn run(
     dst: Value,
 ) {
     let g = kernel.g;
-    let nw = kernel.nw();
+    let nw = kernel.pixel_words();
     let pa = kernel.planes.a.0;
     let (h, w) = g.window.image;
     let pixel_bytes = (pa * nw * 8) as i64;
@@ -843,6 +884,32 @@ fn pack_weights(planes: &Planes, w: &[f32], (m, c, taps): (usize, usize, usize))
     table
 }
 
+/// A grouped layer's weight planes, `[filter][tap][word][plane]` over each filter's run
+/// of `groups.span` words, from integers `(M, C/group, taps)`: a filter's bits at its
+/// channels' places, 0 at other groups' (so the AND with the activations skips them).
+fn pack_grouped_weights(
+    planes: &Planes,
+    w: &[f32],
+    (m, taps): (usize, usize),
+    groups: &GroupWords,
+) -> Vec<u64> {
+    let (cg, pw) = (groups.group_channels, planes.w.0);
+    let mut table = Vec::with_capacity(m * taps * groups.span * pw);
+    for f in 0..m {
+        for t in 0..taps {
+            // Bipolar weights come as two's complement 2-bit planes (see `conv`).
+            let q = |ch: usize| w[(f * cg + ch) * taps + t] as i64;
+            let by_plane: Vec<Vec<u64>> = (0..pw)
+                .map(|plane| groups.place(f, |ch| (q(ch) >> plane) & 1 == 1))
+                .collect();
+            for word in 0..groups.span {
+                table.extend(by_plane.iter().map(|run| run[word]));
+            }
+        }
+    }
+    table
+}
+
 /// The fused bit-serial layer of `node` as a kernel for another code generator, if it is
 /// one such kernels cover (no padding; a threshold stage, not sums). A matrix product is
 /// offered as the 1x1 convolution it is.
@@ -873,34 +940,50 @@ pub(crate) fn plane_kernel(
             None => return Ok(None),
         }
     };
-    let planes = Planes {
+    let mut planes = Planes {
         a: (pa, signed_a),
         w: (pw, signed_w),
         bipolar_w,
     };
-    let (input, filters, output, strides, dilations, weights) = match (&node.op, &x[..], &w[..]) {
-        (Op::BitSerialMatMul { .. }, &[rows, k], &[_, n]) => {
-            let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
-            let weights = pack_weights(&planes, &filters, (n, k, 1));
-            ((rows, k, 1, 1), (n, 1, 1), (1, 1), (1, 1), (1, 1), weights)
-        }
-        (Op::BitSerialConv { attrs, .. }, &[batch, c, h, wd], &[m, _, kh, kw]) => {
-            let out = shape(node.outputs[0]);
-            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
-                return Ok(None);
+    let (input, filters, output, strides, dilations, groups, weights) =
+        match (&node.op, &x[..], &w[..]) {
+            (Op::BitSerialMatMul { .. }, &[rows, k], &[_, n]) => {
+                let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
+                let weights = pack_weights(&planes, &filters, (n, k, 1));
+                (
+                    (rows, k, 1, 1),
+                    (n, 1, 1),
+                    (1, 1),
+                    (1, 1),
+                    (1, 1),
+                    1,
+                    weights,
+                )
             }
-            let weights = pack_weights(&planes, &w_data, (m, c, kh * kw));
-            (
-                (batch, c, h, wd),
-                (m, kh, kw),
-                (out[2], out[3]),
-                (attrs.strides[0], attrs.strides[1]),
-                (attrs.dilations[0], attrs.dilations[1]),
-                weights,
-            )
-        }
-        _ => return Ok(None),
-    };
+            (Op::BitSerialConv { attrs, .. }, &[batch, c, h, wd], &[m, cg, kh, kw]) => {
+                let out = shape(node.outputs[0]);
+                if attrs.pads.iter().any(|&p| p != 0) {
+                    return Ok(None);
+                }
+                let groups = attrs.group.max(1);
+                if groups > 1 && planes.bipolar_w {
+                    // As `conv` runs them: signed 2-bit integers.
+                    planes.bipolar_w = false;
+                    planes.w = (2, true);
+                }
+                let weights = pack_weights(&planes, &w_data, (m, cg, kh * kw));
+                (
+                    (batch, c, h, wd),
+                    (m, kh, kw),
+                    (out[2], out[3]),
+                    (attrs.strides[0], attrs.strides[1]),
+                    (attrs.dilations[0], attrs.dilations[1]),
+                    groups,
+                    weights,
+                )
+            }
+            _ => return Ok(None),
+        };
     let Some(levels) = stage.levels() else {
         return Ok(None);
     };
@@ -910,11 +993,12 @@ pub(crate) fn plane_kernel(
         input,
         a_places: places(planes.a),
         w_places: places(planes.w),
-        bipolar_weights: bipolar_w,
+        bipolar_weights: planes.bipolar_w,
         filters,
         output: pool.map_or(output, |p| p.computed()),
         strides,
         dilations,
+        groups,
         weights,
         levels: levels.kernel(),
         pool: pool.map(|p| crate::KernelPool {
@@ -961,13 +1045,14 @@ pub(crate) fn matmul(
         },
     };
     let table = pack_weights(&planes, &filters, (n, k, 1));
-    let kernel = Kernel::new(kb, planes, &g, &table, simd);
+    let kernel = Kernel::new(kb, planes, &g, (&table, None), simd);
     run(kb, &kernel, stage, None, a.ptr, out.ptr);
     Ok(())
 }
 
-/// `bitserial_conv`: `x (N, C, H, W)` planes against `(M, C, KH, KW)` integer weights, one
-/// group; with `pool`, `out` is the pooled result.
+/// `bitserial_conv`: `x (N, C, H, W)` planes against `(M, C/group, KH, KW)` integer
+/// weights; with `pool`, `out` is the pooled result. A grouped layer's filters read their
+/// block's run of words ([`GroupWords`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
@@ -987,16 +1072,15 @@ pub(crate) fn conv(
     let (&[batch, c, h, wd], &[m, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
         return Err(unsupported("the native bit-serial convolution is 2-D"));
     };
-    if attrs.group != 1 || wc != c {
-        return Err(unsupported(
-            "the native bit-serial convolution has one group",
-        ));
+    let groups_n = attrs.group.max(1);
+    if wc * groups_n != c || m % groups_n != 0 {
+        return Err(unsupported("the weights do not match the groups' channels"));
     }
     let out_extent = match pool {
         Some(p) => p.computed(),
         None => (out.shape[2], out.shape[3]),
     };
-    let planes = Planes::of(node, x, &w.elem)?;
+    let mut planes = Planes::of(node, x, &w.elem)?;
     let g = Geometry {
         batch,
         c,
@@ -1011,8 +1095,22 @@ pub(crate) fn conv(
             pads: (attrs.pads[0], attrs.pads[1]),
         },
     };
-    let table = pack_weights(&planes, &filters, (m, c, kh * kw));
-    let kernel = Kernel::new(kb, planes, &g, &table, simd);
+    if groups_n == 1 {
+        let table = pack_weights(&planes, &filters, (m, c, kh * kw));
+        let kernel = Kernel::new(kb, planes, &g, (&table, None), simd);
+        run(kb, &kernel, stage, pool, x.ptr, out.ptr);
+        return Ok(());
+    }
+    // Bipolar weights count their activations' total over all channels; grouped, they run
+    // as the signed 2-bit integers they are (+1 = 01, -1 = 11), whose 0 bits at other
+    // groups' channels count nothing.
+    if planes.bipolar_w {
+        planes.bipolar_w = false;
+        planes.w = (2, true);
+    }
+    let groups = GroupWords::new(c, m, groups_n, BLOCK);
+    let table = pack_grouped_weights(&planes, &filters, (m, kh * kw), &groups);
+    let kernel = Kernel::new(kb, planes, &g, (&table, Some(&groups)), simd);
     run(kb, &kernel, stage, pool, x.ptr, out.ptr);
     Ok(())
 }

@@ -14,6 +14,7 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
 use super::window::Window;
 use super::{KernelBuilder, Operand};
+use crate::groups::GroupWords;
 use crate::schedule::bit_geometry;
 use crate::stage::{BitPool, OutputStage};
 use crate::BackendError;
@@ -29,8 +30,7 @@ const MAX_VECTOR_WORDS: usize = 2047;
 const MATMUL_BLOCK: usize = 4;
 
 /// The fused XNOR convolution of `node` and its output `stage` (the schedule's, bits) as a
-/// kernel for another code generator, if it is one such kernels cover (2-D, one group, no
-/// padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
+/// kernel for another code generator, if it is one such kernels cover (2-D, no padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
 /// [`matmul_as_conv`]). With `pool`, the kernel pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
@@ -51,15 +51,15 @@ pub(crate) fn conv_kernel(
     // The weights are packed as the kernels read them: (M, taps, words), one tap for a
     // matrix product.
     let weights = packed_words(data);
-    let (input, filters, output, strides, dilations) = match (&node.op, &x[..], &w[..]) {
+    let (input, filters, output, strides, dilations, groups) = match (&node.op, &x[..], &w[..]) {
         (Op::XnorMatMul, &[rows, k], &[m, _]) => {
-            ((rows, k, 1, 1), (m, 1, 1), (1, 1), (1, 1), (1, 1))
+            ((rows, k, 1, 1), (m, 1, 1), (1, 1), (1, 1), (1, 1), 1)
         }
         (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, kh, kw, _]) => {
             let &[_, _, oh, ow] = &out[..] else {
                 return Ok(None);
             };
-            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
+            if attrs.pads.iter().any(|&p| p != 0) {
                 return Ok(None);
             }
             (
@@ -68,6 +68,7 @@ pub(crate) fn conv_kernel(
                 (oh, ow),
                 (attrs.strides[0], attrs.strides[1]),
                 (attrs.dilations[0], attrs.dilations[1]),
+                attrs.group.max(1),
             )
         }
         _ => return Ok(None),
@@ -93,6 +94,7 @@ pub(crate) fn conv_kernel(
         output,
         strides,
         dilations,
+        groups,
         weights,
         sign,
         bound,
@@ -482,6 +484,17 @@ impl SplatWindow {
     }
 }
 
+/// Where a grouped layer's block of filters reads the splat window: its first word's offset
+/// in a tap's splat words, and the filters' pair masks ([`GroupWords`]).
+#[derive(Clone, Copy)]
+struct GroupedBlock {
+    mask_pairs: Value,
+    /// Bytes from a tap's first splat word to the block's first.
+    splat_offset: Value,
+    /// Words of a pixel (splat per tap).
+    pixel_words: usize,
+}
+
 /// The dots of filters `first..first + BLOCK` (`first` even) against the window `win` of
 /// `taps` taps, two filters to a 128-bit vector: the activation word (splat) is xor-ed with
 /// both filters' words, and counted per byte (`popcnt.i8x16`); the byte counts are widened
@@ -494,13 +507,20 @@ fn vector_dots(
     pairs: Value,
     first: Value,
     win: &SplatWindow,
-    taps: usize,
-    nw: usize,
+    (taps, nw): (usize, usize),
+    grouped: Option<GroupedBlock>,
 ) -> Dot {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let per = taps * nw;
     // Filters first and first + 1 are pair first / 2; its words start at pair * per * 16.
     let base = kb.addr(pairs, first, (per * 8) as i64, 0);
+    // A grouped block's pair masks, `[pair][word][2]` (the same for every tap), and its
+    // run of each tap's splat words.
+    let masks = grouped.map(|g| kb.addr(g.mask_pairs, first, (nw * 8) as i64, 0));
+    let (splats, pixel_words) = match grouped {
+        Some(g) => (kb.b.ins().iadd(win.splats, g.splat_offset), g.pixel_words),
+        None => (win.splats, nw),
+    };
     let zero8 = {
         let z = kb.iconst32(0);
         let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I8, z);
@@ -527,10 +547,17 @@ fn vector_dots(
             .map(|masks| kb.load_aligned(I8X16, masks, (t * 16) as i64));
         for word in 0..nw {
             let i = t * nw + word;
-            let xs = kb.load_aligned(I64X2, win.splats, (i * 16) as i64);
+            let xs = kb.load_aligned(I64X2, splats, ((t * pixel_words + word) * 16) as i64);
             for (q, acc) in bytes.iter_mut().enumerate() {
                 let wv = kb.load_aligned(I64X2, base, ((q * per + i) * 16) as i64);
                 let d = kb.b.ins().bxor(xs, wv);
+                let d = match masks {
+                    Some(m) => {
+                        let mv = kb.load_aligned(I64X2, m, ((q * nw + word) * 16) as i64);
+                        kb.b.ins().band(d, mv)
+                    }
+                    None => d,
+                };
                 let d = kb.b.ins().bitcast(I8X16, little, d);
                 let pc = kb.b.ins().popcnt(d);
                 let pc = match mask {
@@ -574,9 +601,10 @@ fn vector_dots(
     Dot::Quads(quads)
 }
 
-/// XNOR convolution (2-D, one group): `x (N, C, H, W)` bits, channels-last, times
-/// `w (M, C, KH, KW)`. Taps in the zero padding contribute 0. With `pool`, `out` is the
-/// pooled result.
+/// XNOR convolution (2-D, any group): `x (N, C, H, W)` bits, channels-last, times
+/// `w (M, C/group, KH, KW)`. Taps in the zero padding contribute 0. With `pool`, `out` is
+/// the pooled result. A grouped layer's filters read their block's run of words
+/// ([`GroupWords`]) and mask out the channels of other groups.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
@@ -598,10 +626,13 @@ pub(crate) fn conv(
             "the native XNOR convolution is 2-D",
         ));
     };
-    if attrs.group != 1 || wc != words(c) {
+    let groups = attrs.group.max(1);
+    // Terms per tap: the group's channels.
+    let cg = c / groups;
+    if c % groups != 0 || m % groups != 0 || wc != words(cg) {
         return Err(BackendError::unsupported(
             node,
-            "grouped XNOR convolutions have no native kernel yet",
+            "the packed weights do not match the groups' channels",
         ));
     }
     // The positions computed, and the window a pooled pixel gathers.
@@ -609,27 +640,61 @@ pub(crate) fn conv(
         Some(p) => (p.computed(), p.window),
         None => ((out_h, out_w), (1, 1)),
     };
-    let nw = words(c);
     let taps = kh * kw;
-    let w_packed = weights(node, w)?;
+    let grouped = (groups > 1).then(|| GroupWords::new(c, m, groups, BLOCK));
+    // Words each filter reads per tap, and the filters' words, `[filter][tap][word]`.
+    let (nw, w_packed) = match &grouped {
+        None => (words(c), weights(node, w)?),
+        Some(g) => {
+            let data = w
+                .data
+                .as_deref()
+                .ok_or_else(|| BackendError::unsupported(node, "the weights must be constant"))?;
+            let signs = bnnc_ir::packing::unpack_conv_weights(data, cg);
+            let mut table = Vec::with_capacity(m * taps * g.span);
+            for f in 0..m {
+                for t in 0..taps {
+                    table.extend(g.place(f, |ch| signs[(f * cg + ch) * taps + t] > 0.0));
+                }
+            }
+            (g.span, table)
+        }
+    };
     let packed = kb.table_u64(&w_packed);
     let padded = attrs.pads.iter().any(|&p| p != 0);
-    // Filter pairs interleaved word by word, for the vector kernel (whose code and splat
-    // buffer grow with the window: wider windows take the scalar loop).
-    let vector = simd && taps * nw <= MAX_VECTOR_WORDS;
-    let pairs = vector.then(|| {
-        let per = taps * nw;
+    let interleave = |per: usize, table: &[u64]| {
         let mut v = vec![0u64; m.div_ceil(2) * 2 * per];
         for f in 0..m {
             for i in 0..per {
-                v[((f / 2) * per + i) * 2 + f % 2] = w_packed[f * per + i];
+                v[((f / 2) * per + i) * 2 + f % 2] = table[f * per + i];
             }
         }
+        v
+    };
+    // Filter pairs interleaved word by word, for the vector kernel (whose code and splat
+    // buffer grow with the window: wider windows take the scalar loop). The splat window
+    // holds every word of a tap's pixel; a grouped block reads its run of them.
+    let splat_bytes = SplatWindow::bytes(taps, words(c), padded);
+    let vector = simd && taps * words(c) <= MAX_VECTOR_WORDS;
+    let pairs = vector.then(|| {
+        let v = interleave(taps * nw, &w_packed);
         kb.table_u64(&v)
+    });
+    // A grouped layer's first words (per filter) and masks (`[filter][word]`, and as
+    // pairs for the vector kernel).
+    let group_tables = grouped.as_ref().map(|g| {
+        let first: Vec<i32> = g.first_word.iter().map(|&w| w as i32).collect();
+        let masks: Vec<u64> = (0..m).flat_map(|f| g.mask(f)).collect();
+        let mask_pairs = vector.then(|| interleave(nw, &masks));
+        (
+            kb.table_i32(&first),
+            kb.table_u64(&masks),
+            mask_pairs.map(|v| kb.table_u64(&v)),
+        )
     });
     let tables = stage_tables(kb, stage);
     // The vector kernel's splat activations, one window's worth.
-    let scratch = pairs.map(|_| kb.stack(SplatWindow::bytes(taps, nw, padded)));
+    let scratch = pairs.map(|_| kb.stack(splat_bytes));
     let window = Window {
         image: (h, wd),
         kernel: (kh, kw),
@@ -638,7 +703,7 @@ pub(crate) fn conv(
         pads: (attrs.pads[0], attrs.pads[1]),
     };
     let (src, dst) = (x.ptr, out.ptr);
-    let pixel_bytes = (nw * 8) as i64;
+    let pixel_bytes = (words(c) * 8) as i64;
     let positions = out_h * out_w;
     if pool.is_some() {
         // Pooled pixels gather bits with OR: all start at 0.
@@ -668,12 +733,35 @@ pub(crate) fn conv(
                 };
                 let oyx = kb.b.ins().imul_imm_s(py, out_w as i64);
                 let pos = kb.b.ins().iadd(oyx, px);
-                let splat = scratch.map(|s| SplatWindow::new(kb, s, &tap_at, nw, c));
+                let splat = scratch.map(|s| SplatWindow::new(kb, s, &tap_at, words(c), cg));
                 let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
+                    // A grouped block reads from its first word on.
+                    let first_word = group_tables.map(|(first_words, _, _)| {
+                        let fw = kb.load_at(I32, first_words, first);
+                        kb.b.ins().uextend(I64, fw)
+                    });
                     if let (Some(pairs), Some(win), BLOCK) = (pairs, &splat, width) {
-                        return vector_dots(kb, pairs, first, win, taps, nw);
+                        let grouped = group_tables.zip(first_word).and_then(|(t, fw)| {
+                            Some(GroupedBlock {
+                                mask_pairs: t.2?,
+                                splat_offset: kb.b.ins().imul_imm_s(fw, 16),
+                                pixel_words: words(c),
+                            })
+                        });
+                        return vector_dots(kb, pairs, first, win, (taps, nw), grouped);
                     }
+                    let tap_at: Vec<(Value, Option<Value>)> = match first_word {
+                        None => tap_at.clone(),
+                        Some(fw) => {
+                            let off = kb.b.ins().imul_imm_s(fw, 8);
+                            tap_at
+                                .iter()
+                                .map(|&(at, inside)| (kb.b.ins().iadd(at, off), inside))
+                                .collect()
+                        }
+                    };
                     let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
+                    let masks = group_tables.map(|(_, m, _)| kb.addr(m, first, (nw * 8) as i64, 0));
                     let zero = kb.iconst(0);
                     let mut dots = vec![zero; width];
                     let mut pcs = vec![zero; width];
@@ -684,7 +772,17 @@ pub(crate) fn conv(
                             for (j, pc) in tap_pc.iter_mut().enumerate() {
                                 let off = (((j * taps + t) * nw + word) * 8) as i64;
                                 let wv = kb.load(I64, filters, off);
-                                *pc = xor_popcount(kb, *pc, xv, wv);
+                                *pc = match masks {
+                                    None => xor_popcount(kb, *pc, xv, wv),
+                                    Some(masks) => {
+                                        let mask =
+                                            kb.load(I64, masks, ((j * nw + word) * 8) as i64);
+                                        let d = kb.b.ins().bxor(xv, wv);
+                                        let d = kb.b.ins().band(d, mask);
+                                        let p = kb.b.ins().popcnt(d);
+                                        kb.b.ins().iadd(*pc, p)
+                                    }
+                                };
                             }
                         }
                         match inside {
@@ -696,7 +794,7 @@ pub(crate) fn conv(
                             Some(inside) => {
                                 for (d, tp) in dots.iter_mut().zip(&tap_pc) {
                                     let twice = kb.b.ins().ishl_imm_s(*tp, 1);
-                                    let cc = kb.iconst(c as i64);
+                                    let cc = kb.iconst(cg as i64);
                                     let tap_dot = kb.b.ins().isub(cc, twice);
                                     let contribution = kb.select(inside, tap_dot, zero);
                                     *d = kb.b.ins().iadd(*d, contribution);
@@ -711,7 +809,7 @@ pub(crate) fn conv(
                         pcs.into_iter()
                             .map(|pc| {
                                 let twice = kb.b.ins().ishl_imm_s(pc, 1);
-                                let kk = kb.iconst((c * taps) as i64);
+                                let kk = kb.iconst((cg * taps) as i64);
                                 kb.b.ins().isub(kk, twice)
                             })
                             .collect(),
