@@ -26,6 +26,25 @@
 //!
 //! A convolution gathers each window term by term, so both of its kernels take about twice
 //! the model's estimate (27.6 and 49.8 us for that layer); the ratio, which decides, holds.
+//!
+//! ## Grouped convolutions
+//! A grouped layer has its own model, per output (position and filter), because its
+//! kernels are others: the integer one takes no unrolled route and runs its threshold as a
+//! step of its own, while a grouped bit-serial filter reads at least one word per tap and
+//! plane pair (one bit of it for a depthwise layer) and fuses the threshold. Bit-serial
+//! costs `taps * words * p` popcount steps of [`GROUPED_POPCOUNT_STEP`] per output (plus
+//! packing `C * b_a` planes per position); the integer kernel [`GROUPED_INT_OUTPUT`] plus
+//! [`GROUPED_INT_TERM`] per term, and a threshold step apart [`THRESHOLD_OUTPUT`] where
+//! thresholds read the layer. Fitted on Cranelift, forcing each kernel (2-vCPU AMD EPYC,
+//! `bnnc bench --runs 500`, the threshold steps counted):
+//!
+//! | layer (groups, C/group x taps, filters, positions, bits) | bit-serial | integer |
+//! |-----------------------------------------------------|------------|---------|
+//! | mobilenet_block_ts depthwise (16, 1 x 9, 16, 64, 4 x 4) | 23.0 us | 30.1 us |
+//! | conv_groups2 (2, 4 x 9, 8, 256, 4 x 4)             | 48.0 us    | 59.4 us |
+//!
+//! Binary grouped layers always lower to XNOR ([`crate::xnor`]): their integer kernel is
+//! about ten times slower on every shape measured.
 
 use bnnc_ir::{ElemType, Graph, IntType, IrError, Node, NodeId, Op, Scale, Tensor};
 
@@ -39,6 +58,17 @@ const POPCOUNT_STEP: f64 = 0.33;
 const PACK_STEP: f64 = 0.6;
 /// Nanoseconds per four-lane multiply-add of the exact float kernel.
 const FLOAT_STEP: f64 = 0.3;
+
+/// Nanoseconds per popcount step (one word of one plane pair) of a grouped bit-serial
+/// filter, on vectors.
+const GROUPED_POPCOUNT_STEP: f64 = 0.14;
+/// Nanoseconds per output of the exact integer kernel on a grouped convolution, and per
+/// term of its sum.
+const GROUPED_INT_OUTPUT: f64 = 20.0;
+const GROUPED_INT_TERM: f64 = 0.07;
+/// Nanoseconds per output of a threshold step apart from its layer (a bit-serial layer runs
+/// it in its output stage).
+const THRESHOLD_OUTPUT: f64 = 7.3;
 
 /// The widest planes taken: beyond 4 bits the plane pairs outnumber the float work.
 const MAX_BITS: u8 = 4;
@@ -91,7 +121,7 @@ pub fn lower_bit_serial(
             plan.weights,
         )?;
         let what = format!(
-            "is now {}, {} plane pairs: {bs:.0} ns against {fl:.0} ns on floats",
+            "is now {}, {} plane pairs: {bs:.0} ns against {fl:.0} ns on the exact kernel",
             plan.op.name(),
             plan.pairs
         );
@@ -236,19 +266,29 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
         } else {
             pw
         };
-    // Words per filter and position, and activations packed per position. A grouped
-    // filter reads at least a word per tap however few channels its group has (a
-    // depthwise one: one channel per word), and the packing covers every group.
-    let (words, packed) = if groups > 1 {
+    let (bit_serial_ns, float_ns) = if groups > 1 {
+        // Per output: a word per tap and plane pair at least (see "Grouped convolutions").
         let group_channels = k / taps.max(1);
-        (taps * group_channels.div_ceil(64), k * groups)
+        let words = (taps * group_channels.div_ceil(64)) as f64;
+        let outputs = positions * n as f64;
+        let thresholded = graph
+            .only_user(node.outputs[0])
+            .is_some_and(|u| matches!(graph.node(u).op, Op::Threshold(_)));
+        let channels = (group_channels * groups) as f64;
+        let bit_serial = outputs * words * pairs as f64 * GROUPED_POPCOUNT_STEP
+            + positions * channels * pa as f64 * PACK_STEP;
+        let threshold = if thresholded { THRESHOLD_OUTPUT } else { 0.0 };
+        let integer = outputs * (GROUPED_INT_OUTPUT + GROUPED_INT_TERM * k as f64 + threshold);
+        (bit_serial, integer)
     } else {
-        (k.div_ceil(64), k)
+        let words = k.div_ceil(64) as f64;
+        let bit_serial = positions
+            * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (k * pa) as f64 * PACK_STEP);
+        (
+            bit_serial,
+            positions * n as f64 * k as f64 / 4.0 * FLOAT_STEP,
+        )
     };
-    let words = words as f64;
-    let bit_serial_ns = positions
-        * (n as f64 * words * pairs as f64 * POPCOUNT_STEP + (packed * pa) as f64 * PACK_STEP);
-    let float_ns = positions * n as f64 * k as f64 / 4.0 * FLOAT_STEP;
     Some(Plan {
         op,
         weights: Tensor::f32(weights_shape, weights),

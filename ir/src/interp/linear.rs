@@ -527,6 +527,25 @@ mod tests {
     }
 
     #[test]
+    fn grouped_xnor_conv_is_the_grouped_conv_of_its_signs() {
+        // Two groups of 3 channels, 4 filters (2 per group), padded: each filter's words
+        // pack its own group's 3 channels.
+        let sign = |i: usize| if (i * 7 + i / 3) % 5 < 2 { -1.0 } else { 1.0 };
+        let x = t(&[1, 6, 3, 3], &(0..54).map(sign).collect::<Vec<_>>());
+        let w = t(
+            &[4, 3, 2, 2],
+            &(0..48).map(|i| sign(i + 11)).collect::<Vec<_>>(),
+        );
+        let packed = crate::packing::pack_conv_weights(&w).unwrap();
+        assert_eq!(packed.shape(), &[4, 2, 2, 1]);
+        let attrs = conv_attrs(&[2, 2], &[1, 1], &[1, 1], &[1, 1, 0, 0], 2);
+        let xnor = eval1(&Op::XnorConv(attrs.clone()), &[&x, &packed]);
+        let conv = eval1(&Op::Conv(attrs), &[&x, &w]);
+        assert_eq!(xnor.shape(), &[1, 4, 3, 3]);
+        assert_eq!(xnor.as_f32().unwrap(), conv.as_f32().unwrap());
+    }
+
+    #[test]
     fn gemm_attributes() {
         let a = t(&[2, 3], &iota(6));
         let b = t(&[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
