@@ -314,7 +314,7 @@ fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
     // most grouped layers of these few channels on integers, and the kernels are what the
     // campaign tests.
     let options = bnnc_passes::PipelineOptions {
-        bit_serial: if grouped && seed % 2 == 0 {
+        bit_serial: if grouped && seed.is_multiple_of(2) {
             bnnc_passes::BitSerial::Always
         } else {
             bnnc_passes::BitSerial::CostModel
@@ -411,7 +411,7 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         }
         // Every seed's plain network, and every third seed's grouped one.
         for grouped in [false, true] {
-            if grouped && seed % 3 != 0 {
+            if grouped && !seed.is_multiple_of(3) {
                 continue;
             }
             total += 1;

@@ -32,9 +32,9 @@
 //! kernels are others: the integer one takes no unrolled route and runs its threshold as a
 //! step of its own, while a grouped bit-serial filter reads at least one word per tap and
 //! plane pair (one bit of it for a depthwise layer) and fuses the threshold. Bit-serial
-//! costs `taps * words * p` popcount steps of [`GROUPED_POPCOUNT_STEP`] per output (plus
-//! packing `C * b_a` planes per position); the integer kernel [`GROUPED_INT_OUTPUT`] plus
-//! [`GROUPED_INT_TERM`] per term, and a threshold step apart [`THRESHOLD_OUTPUT`] where
+//! costs `taps * words * p` popcount steps of `GROUPED_POPCOUNT_STEP` per output (plus
+//! packing `C * b_a` planes per position); the integer kernel `GROUPED_INT_OUTPUT` plus
+//! `GROUPED_INT_TERM` per term, and a threshold step apart `THRESHOLD_OUTPUT` where
 //! thresholds read the layer. Fitted on Cranelift, forcing each kernel (2-vCPU AMD EPYC,
 //! `bnnc bench --runs 500`, the threshold steps counted):
 //!
