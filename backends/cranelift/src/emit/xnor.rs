@@ -30,7 +30,8 @@ const MAX_VECTOR_WORDS: usize = 2047;
 const MATMUL_BLOCK: usize = 4;
 
 /// The fused XNOR convolution of `node` and its output `stage` (the schedule's, bits) as a
-/// kernel for another code generator, if it is one such kernels cover (2-D, no padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
+/// kernel for another code generator, if it is one such kernels cover (2-D, any group, no
+/// padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
 /// [`matmul_as_conv`]). With `pool`, the kernel pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
