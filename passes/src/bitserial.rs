@@ -31,17 +31,26 @@
 //! A grouped layer has its own model, per output (position and filter), because its
 //! kernels are others: the integer one takes no unrolled route and runs its threshold as a
 //! step of its own, while a grouped bit-serial filter reads at least one word per tap and
-//! plane pair (one bit of it for a depthwise layer) and fuses the threshold. Bit-serial
-//! costs `taps * words * p` popcount steps of `GROUPED_POPCOUNT_STEP` per output (plus
-//! packing `C * b_a` planes per position); the integer kernel `GROUPED_INT_OUTPUT` plus
-//! `GROUPED_INT_TERM` per term, and a threshold step apart `THRESHOLD_OUTPUT` where
-//! thresholds read the layer. Fitted on Cranelift, forcing each kernel (2-vCPU AMD EPYC,
-//! `bnnc bench --runs 500`, the threshold steps counted):
+//! plane pair (one bit of it for a depthwise layer) and fuses the threshold, but writes
+//! level planes that a consumer on floats converts back. Bit-serial costs
+//! `taps * words * p` popcount steps of `GROUPED_POPCOUNT_STEP` per output, packing
+//! `C * b_a` planes per position, and `PLANES_TO_F32` per output where thresholds read it;
+//! the integer kernel `GROUPED_INT_OUTPUT` plus `GROUPED_INT_TERM` per term, and a
+//! threshold step apart `THRESHOLD_OUTPUT` where thresholds read it. Fitted on Cranelift,
+//! forcing each kernel (2-vCPU AMD EPYC, `bnnc bench --runs 500`, the steps around the
+//! layer that change counted):
 //!
 //! | layer (groups, C/group x taps, filters, positions, bits) | bit-serial | integer |
 //! |-----------------------------------------------------|------------|---------|
-//! | mobilenet_block_ts depthwise (16, 1 x 9, 16, 64, 4 x 4) | 23.0 us | 30.1 us |
-//! | conv_groups2 (2, 4 x 9, 8, 256, 4 x 4)             | 48.0 us    | 59.4 us |
+//! | mobilenet_block_ts depthwise (16, 1 x 9, 16, 64, 4 x 4) | 18.4 + 2.8 + 2.2 us | 21.1 + 2.3 us |
+//! | conv_groups2 (2, 4 x 9, 8, 256, 4 x 4)             | 38.1 + 5.6 + 4.1 us | 41.6 + 4.5 us |
+//!
+//! | binary, 4 groups (4, 32 x 9, 128, 256), integer kernel only |  | 1,336.9 + 23.9 us |
+//!
+//! The integer constants go through the second and third rows. Both 4-bit layers sit near
+//! break-even and stay on integers (the model: 24.0 against 20.8 us, 48.0 against 46.1 us;
+//! whole models within 5% either way); fewer planes (a 2-bit layer has a quarter of the
+//! pairs) or more channels per group make bit-serial clearly faster.
 //!
 //! Binary grouped layers always lower to XNOR ([`crate::xnor`]): their integer kernel is
 //! about ten times slower on every shape measured.
@@ -61,14 +70,18 @@ const FLOAT_STEP: f64 = 0.3;
 
 /// Nanoseconds per popcount step (one word of one plane pair) of a grouped bit-serial
 /// filter, on vectors.
-const GROUPED_POPCOUNT_STEP: f64 = 0.14;
+const GROUPED_POPCOUNT_STEP: f64 = 0.13;
+/// Nanoseconds per activation per plane to pack a grouped layer's planes.
+const GROUPED_PACK_STEP: f64 = 0.68;
+/// Nanoseconds per output to convert a grouped bit-serial layer's level planes to f32.
+const PLANES_TO_F32: f64 = 2.0;
 /// Nanoseconds per output of the exact integer kernel on a grouped convolution, and per
 /// term of its sum.
-const GROUPED_INT_OUTPUT: f64 = 20.0;
-const GROUPED_INT_TERM: f64 = 0.07;
+const GROUPED_INT_OUTPUT: f64 = 17.4;
+const GROUPED_INT_TERM: f64 = 0.081;
 /// Nanoseconds per output of a threshold step apart from its layer (a bit-serial layer runs
 /// it in its output stage).
-const THRESHOLD_OUTPUT: f64 = 7.3;
+const THRESHOLD_OUTPUT: f64 = 2.2;
 
 /// The widest planes taken: beyond 4 bits the plane pairs outnumber the float work.
 const MAX_BITS: u8 = 4;
@@ -275,9 +288,13 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
             .only_user(node.outputs[0])
             .is_some_and(|u| matches!(graph.node(u).op, Op::Threshold(_)));
         let channels = (group_channels * groups) as f64;
-        let bit_serial = outputs * words * pairs as f64 * GROUPED_POPCOUNT_STEP
-            + positions * channels * pa as f64 * PACK_STEP;
-        let threshold = if thresholded { THRESHOLD_OUTPUT } else { 0.0 };
+        let (threshold, planes_out) = if thresholded {
+            (THRESHOLD_OUTPUT, PLANES_TO_F32)
+        } else {
+            (0.0, 0.0)
+        };
+        let bit_serial = outputs * (words * pairs as f64 * GROUPED_POPCOUNT_STEP + planes_out)
+            + positions * channels * pa as f64 * GROUPED_PACK_STEP;
         let integer = outputs * (GROUPED_INT_OUTPUT + GROUPED_INT_TERM * k as f64 + threshold);
         (bit_serial, integer)
     } else {
