@@ -101,8 +101,8 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
         // whatever their shape: even a depthwise one, whose filters read a whole word per
         // tap for one channel's bit, runs ten times faster on the XNOR kernel than on the
         // exact integer one it replaces (Cranelift, `bnnc bench`, threshold steps counted:
-        // 3x3 over 128 channels of 16x16, padded, 689 against 63 us; in 4 groups, 1,361
-        // against 64 us).
+        // 3x3 over 128 channels of 16x16, padded, 691 against 64 us; in 4 groups, 719
+        // against 65 us; BENCHMARKS.md).
         Op::Conv(attrs) if node.inputs.len() == 2 => (
             Op::XnorConv(attrs.clone()),
             0,
