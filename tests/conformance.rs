@@ -99,8 +99,7 @@ const REJECTED: &[(&str, &str)] = &[
 
 /// Tests whose graphs the native backend has no kernel for (ops no model of tests/data uses
 /// after the passes), with a fragment of the error each must give.
-const NATIVE_UNSUPPORTED: &[(&str, &str)] =
-    &[("test_shape_start_greater_than_end", "has no native ABI")];
+const NATIVE_UNSUPPORTED: &[(&str, &str)] = &[];
 
 fn main() {
     let args = Arguments::from_args();

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `NAME_run` runs `input_len / NAME_input_len()` samples and returns [`RUN_OK`], or one of
-//! the error codes below having written nothing. It keeps no global mutable state: its only
+//! the error codes below having written nothing. `NAME_input_len()` is never 0;
+//! `NAME_output_len()` is 0 for a model whose result has no elements, and then `output_len`
+//! must be 0 (and `output` may be null): such a model checks its input and writes nothing. It keeps no global mutable state: its only
 //! memory is one scratch buffer per call, of a size fixed at compile time.
 
 /// `NAME_run` succeeded.

@@ -57,9 +57,10 @@ pub enum RuntimeError {
         name: String,
         missing: Vec<String>,
     },
-    /// `NAME_input_len()` or `NAME_output_len()` returned 0, which no model can mean: a sample
-    /// of no elements would make every batch length ambiguous.
-    #[error("model `{name}` in {} reports {function}() = 0; a compiled model has non-empty samples", path.display())]
+    /// `NAME_input_len()` returned 0, which no model can mean: an input sample of no elements
+    /// would make every batch length ambiguous. (An output sample may be empty: a model whose
+    /// result has no elements writes nothing.)
+    #[error("model `{name}` in {} reports {function}() = 0; a compiled model has non-empty input samples", path.display())]
     ZeroLength {
         path: PathBuf,
         name: String,
@@ -199,14 +200,12 @@ impl Model {
 
         // SAFETY: both functions take no arguments and, per the ABI, only return a constant.
         let (input_len, output_len) = unsafe { (input_len_fn(), output_len_fn()) };
-        for (len, function) in [(input_len, "input_len"), (output_len, "output_len")] {
-            if len == 0 {
-                return Err(RuntimeError::ZeroLength {
-                    path: path.to_owned(),
-                    name: name.to_owned(),
-                    function: abi::symbol(name, function),
-                });
-            }
+        if input_len == 0 {
+            return Err(RuntimeError::ZeroLength {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                function: abi::symbol(name, "input_len"),
+            });
         }
 
         Ok(Model {
@@ -248,7 +247,8 @@ impl Model {
         self.input_len
     }
 
-    /// float32 elements of one output sample (never 0).
+    /// float32 elements of one output sample (0 for a model whose result is empty: its
+    /// output buffers are then empty too).
     pub fn output_len(&self) -> usize {
         self.output_len
     }
@@ -331,7 +331,8 @@ impl Model {
     ) -> Result<(), RuntimeError> {
         let samples = self.samples(input.len())?;
         let threads = threads.clamp(1, samples);
-        if threads == 1 {
+        // An empty output cannot be split into shares (nor is there work to share).
+        if threads == 1 || self.output_len == 0 {
             return self.run(input, output);
         }
         // The lengths as `run` checks them, before any thread starts.

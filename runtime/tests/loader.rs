@@ -4,6 +4,8 @@
 //! The library exports several models, one per way a library can be right or wrong:
 //! - `toy`: input 3, output 2, output = [sum, max] of each sample; checks lengths like bnnc's.
 //! - `zero`: reports an input length of 0.
+//! - `empty`: input 3, output 0 (a model whose result has no elements); checks lengths like
+//!   bnnc's and writes nothing, failing if it is given an output buffer.
 //! - `partial`: has `partial_input_len` and `partial_run` but no `partial_output_len`.
 //! - `failing`: right lengths, but `failing_run` always returns `RUN_OUT_OF_MEMORY`.
 
@@ -39,6 +41,14 @@ int32_t toy_run(const float *input, size_t input_len, float *output, size_t outp
 size_t zero_input_len(void) { return 0; }
 size_t zero_output_len(void) { return 2; }
 int32_t zero_run(const float *i, size_t il, float *o, size_t ol) { return 0; }
+
+size_t empty_input_len(void) { return 3; }
+size_t empty_output_len(void) { return 0; }
+int32_t empty_run(const float *i, size_t il, float *o, size_t ol) {
+    if (il == 0 || il % 3 != 0) return 1;
+    if (ol != 0) return 2;
+    return 0;
+}
 
 size_t partial_input_len(void) { return 3; }
 int32_t partial_run(const float *i, size_t il, float *o, size_t ol) { return 0; }
@@ -234,6 +244,36 @@ fn zero_length_is_rejected_at_load() {
         "{error:?}"
     );
     assert_message(&error, &["zero", "zero_input_len() = 0"]);
+}
+
+#[test]
+fn empty_outputs_are_results() {
+    let (_dir, library) = build_toy();
+    let model = Model::load(&library, "empty").unwrap_or_else(|e| panic!("loading empty: {e}"));
+    assert_eq!((model.input_len(), model.output_len()), (3, 0));
+    let input = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    model.run(&input, &mut []).unwrap();
+    assert_eq!(model.run_batch(&input).unwrap(), Vec::<f32>::new());
+    // Shares of an empty output cannot be cut: the samples run as one call.
+    model.run_parallel(&input, &mut [], 4).unwrap();
+    // The input is still checked, and an output buffer with elements is still wrong.
+    let error = model.run_batch(&input[..4]).unwrap_err();
+    assert!(
+        matches!(error, RuntimeError::InputLength { .. }),
+        "{error:?}"
+    );
+    let error = model.run(&input, &mut [0.0]).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RuntimeError::OutputLength {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub(crate) fn header(graph: &Graph, name: &str) -> String {
          * is not a positive multiple of {name}_input_len(), 2 when output_len does not hold as\n\
          * many samples, 3 when its scratch memory cannot be allocated; it writes nothing on\n\
          * error. It keeps no global state: calls from several threads may overlap.\n\
+         * An output of 0 elements is an empty result: output_len must then be 0, and output\n\
+         * may be NULL.\n\
          */\n\
          #ifndef {guard}\n\
          #define {guard}\n\n\
