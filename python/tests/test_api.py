@@ -101,3 +101,26 @@ def test_interpreter_before_and_after_the_passes_agree_exactly_on_integers():
     x = np.load(DATA / "external" / "finn_tfc_w1a1_streamlined" / "input.npy")
     model = DATA / "external" / "finn_tfc_w1a1_streamlined" / "model.onnx"
     np.testing.assert_array_equal(bnnc.run(model, x, passes=False), bnnc.run(model, x))
+
+
+def test_an_empty_result_is_a_result(tmp_path: Path):
+    # ONNX's Shape with start past end: an output of no elements, which the library
+    # computes by checking its input and writing nothing.
+    folder = DATA / "onnx-node" / "test_shape_start_greater_than_end"
+    model = bnnc.compile(folder / "model.onnx", name="empty")
+    assert model.output_shape == (0,)
+    x = np.zeros(model.input_shape, np.float32)
+    y = model(x)
+    assert y.shape == (0,) and y.dtype == np.int64
+    model.save(tmp_path)
+    lib = ctypes.CDLL(str(tmp_path / "libempty.so"))
+    lib.empty_output_len.restype = ctypes.c_size_t
+    assert lib.empty_output_len() == 0
+    f = ctypes.POINTER(ctypes.c_float)
+    size = ctypes.c_size_t
+    # No output buffer at all: a length of 0, and NULL.
+    assert lib.empty_run(x.ctypes.data_as(f), size(x.size), None, size(0)) == 0
+    # The lengths are still checked: an input of no sample, an output that is not empty.
+    assert lib.empty_run(x.ctypes.data_as(f), size(0), None, size(0)) == 1
+    one = np.zeros(1, np.float32)
+    assert lib.empty_run(x.ctypes.data_as(f), size(x.size), one.ctypes.data_as(f), size(1)) == 2
