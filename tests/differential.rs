@@ -164,14 +164,20 @@ impl Builder<'_> {
 }
 
 /// A random network: a quantized input, one to three conv or dense layers with BatchNorm
-/// and activation quantizers (max-pools between convs), a classifier. Some convolutions
-/// are depthwise; with `grouped`, most of the others have groups of several channels.
+/// and activation quantizers (max-pools between convs), a classifier. Convolutional networks
+/// are 2-D in half the seeds, 1-D or 3-D in the others. Some convolutions are depthwise;
+/// with `grouped`, most of the others have groups of several channels.
 fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     let mut rng = Rng::new(seed);
+    // The number of spatial axes comes from a stream of its own, so that a 2-D network is
+    // the one its seed gave before 1-D and 3-D networks were added.
+    let spatial = [2, 2, 1, 3][Rng::new(seed ^ 0x5ba7_1a1d).below(4)];
     let convolutional = rng.coin();
     let input_shape = if convolutional {
         let (c, hw) = (1 + rng.below(4), 4 + rng.below(6));
-        vec![1, c, hw, hw]
+        let mut shape = vec![1, c];
+        shape.extend(std::iter::repeat_n(hw, spatial));
+        shape
     } else {
         vec![1, 4 + rng.below(60)]
     };
@@ -189,7 +195,7 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     let mut v = b.quantizer(x, bits, signed);
     for _ in 0..1 + b.rng.below(3) {
         let shape = b.shape(v);
-        if shape.len() == 4 {
+        if shape.len() > 2 {
             let (c, h) = (shape[1], shape[2]);
             let kernel = if h >= 3 { 1 + 2 * b.rng.below(2) } else { 1 };
             let pad = if kernel == 3 { b.rng.below(2) } else { 0 };
@@ -211,12 +217,14 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
                     None => (m, 1),
                 }
             };
-            let w = b.weights(vec![m, c / group, kernel, kernel]);
+            let mut w_shape = vec![m, c / group];
+            w_shape.extend(std::iter::repeat_n(kernel, spatial));
+            let w = b.weights(w_shape);
             let attrs = ConvAttrs {
-                kernel: vec![kernel; 2],
-                strides: vec![stride; 2],
-                dilations: vec![1; 2],
-                pads: vec![pad; 4],
+                kernel: vec![kernel; spatial],
+                strides: vec![stride; spatial],
+                dilations: vec![1; spatial],
+                pads: vec![pad; 2 * spatial],
                 group,
             };
             v = b.node(Op::Conv(attrs), &[v, w]);
@@ -227,10 +235,10 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
             let h = b.shape(v)[2];
             if h >= 2 && b.rng.below(3) == 0 {
                 let attrs = PoolAttrs {
-                    kernel: vec![2; 2],
-                    strides: vec![2; 2],
-                    dilations: vec![1; 2],
-                    pads: vec![0; 4],
+                    kernel: vec![2; spatial],
+                    strides: vec![2; spatial],
+                    dilations: vec![1; spatial],
+                    pads: vec![0; 2 * spatial],
                     ceil_mode: h % 2 == 1 && b.rng.coin(),
                     count_include_pad: false,
                 };
@@ -293,9 +301,10 @@ fn inputs(seed: u64, shape: &[usize], samples: usize) -> Vec<f32> {
         .collect()
 }
 
-/// What one case covered: the op kinds of its optimized network, or `None` when bnnc refused
-/// it natively (counted, not failed).
-type Covered = Option<Vec<&'static str>>;
+/// What one case covered: the op kinds of its optimized network (window ops of other than
+/// two spatial axes also as e.g. `xnor_conv 1-D`), or `None` when bnnc refused it natively
+/// (counted, not failed).
+type Covered = Option<Vec<String>>;
 
 /// Runs one case.
 fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
@@ -375,21 +384,28 @@ fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
             )));
         }
     }
-    // Grouped lowered convolutions count under their op and on their own.
-    let ops = optimized
-        .node_ids()
-        .flat_map(|n| {
-            let op = &optimized.node(n).op;
-            let grouped = match op {
-                Op::XnorConv(a) if a.group > 1 => Some("xnor_conv (grouped)"),
-                Op::BitSerialConv { attrs, .. } if attrs.group > 1 => {
-                    Some("bitserial_conv (grouped)")
-                }
-                _ => None,
-            };
-            std::iter::once(op.name()).chain(grouped)
-        })
-        .collect();
+    // Grouped lowered convolutions count under their op and on their own, as do those of
+    // 1 or 3 spatial axes.
+    let mut ops = Vec::new();
+    for n in optimized.node_ids() {
+        let node = optimized.node(n);
+        ops.push(node.op.name().to_string());
+        match &node.op {
+            Op::XnorConv(a) if a.group > 1 => ops.push("xnor_conv (grouped)".into()),
+            Op::BitSerialConv { attrs, .. } if attrs.group > 1 => {
+                ops.push("bitserial_conv (grouped)".into())
+            }
+            _ => {}
+        }
+        let windowed = matches!(
+            node.op,
+            Op::Conv(_) | Op::XnorConv(_) | Op::BitSerialConv { .. } | Op::MaxPool(_)
+        ) || matches!(node.op, Op::MinMaxPool { .. });
+        let rank = optimized.value(node.outputs[0]).ty.shape.len();
+        if windowed && rank != 4 {
+            ops.push(format!("{} {}-D", node.op.name(), rank - 2));
+        }
+    }
     Ok(Some(ops))
 }
 
@@ -404,7 +420,7 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
     let mut failures = Vec::new();
     let mut refused = 0;
     // In how many networks each op kind ran after the passes: what the campaign reached.
-    let mut reached = std::collections::BTreeMap::<&str, usize>::new();
+    let mut reached = std::collections::BTreeMap::<String, usize>::new();
     for seed in seeds {
         if budget.is_some_and(|b| started.elapsed() >= b) {
             break;
@@ -434,7 +450,7 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         failures.len()
     );
     eprintln!("networks reaching each op after the passes: {reached:?}");
-    // The lowered kernels are what the campaign is for.
+    // The lowered kernels are what the campaign is for, windows of 1 and 3 axes included.
     for op in [
         "xnor_conv",
         "xnor_matmul",
@@ -443,6 +459,14 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         "bitserial_matmul",
         "xnor_conv (grouped)",
         "bitserial_conv (grouped)",
+        "conv 1-D",
+        "conv 3-D",
+        "xnor_conv 1-D",
+        "xnor_conv 3-D",
+        "bitserial_conv 1-D",
+        "bitserial_conv 3-D",
+        "maxpool 1-D",
+        "maxpool 3-D",
     ] {
         assert!(
             reached.get(op).copied().unwrap_or(0) > 0,

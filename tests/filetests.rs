@@ -319,57 +319,57 @@ fn run_pass(pass: &bnnc_passes::Pass, mut graph: Graph) -> Result<String, Failed
 }
 
 /// The graph compiled for this machine must give the interpreter's outputs bit for bit, with
-/// Cranelift alone and, when bnnc is built with them, with the LLVM kernels (which take the
-/// fused, unpadded steps); the outputs, as text.
+/// Cranelift and, in a bnnc built with `--features llvm`, with the LLVM kernels too; the
+/// outputs, as text.
 fn run_native(graph: &Graph) -> Result<String, Failed> {
     let expected = interpret(graph)?;
     if graph.inputs().len() != 1 || graph.outputs().len() != 1 {
         return Err("a native filetest needs one input and one output (the library's ABI)".into());
     }
-    let codegens: &[bnnc::native::Codegen] = if cfg!(feature = "llvm") {
-        &[
-            bnnc::native::Codegen::Cranelift,
-            bnnc::native::Codegen::Llvm,
-        ]
-    } else {
-        &[bnnc::native::Codegen::Cranelift]
-    };
-    for &codegen in codegens {
-        let loaded = bnnc::native::load(
-            graph,
-            &bnnc::Tuning::default(),
-            bnnc::native::LoadOptions {
-                name: "filetest".into(),
-                codegen,
-                profile: false,
-                dir: None,
-            },
-        )
-        .map_err(|e| format!("cannot compile natively ({codegen:?}): {e:#}"))?;
-        let input = deterministic_input(graph, 0);
-        let mut output = vec![0f32; loaded.model.output_len()];
-        loaded
-            .model
-            .run(input.as_f32().expect("inputs are f32"), &mut output)
-            .map_err(|e| format!("the native run failed ({codegen:?}): {e}"))?;
-        let want = expected[0].to_f32_vec();
-        if want.len() != output.len() {
-            return Err(format!(
-                "native code ({codegen:?}) gives {} values, the interpreter {}",
-                output.len(),
-                want.len()
-            )
-            .into());
-        }
-        if let Some(i) = (0..want.len()).find(|&i| want[i].to_bits() != output[i].to_bits()) {
-            return Err(format!(
-                "native ({codegen:?}) element {i} is {:?}, the interpreter's {:?}\nnative:      {output:?}\ninterpreter: {want:?}",
-                output[i], want[i]
-            )
-            .into());
-        }
+    let mut codegens = vec![bnnc::native::Codegen::Cranelift];
+    if cfg!(feature = "llvm") {
+        codegens.push(bnnc::native::Codegen::Llvm);
+    }
+    for codegen in codegens {
+        check_native(graph, codegen, &expected[0].to_f32_vec())
+            .map_err(|e| format!("{}: {e}", codegen.describe()))?;
     }
     Ok(format_outputs(graph, &expected))
+}
+
+/// The graph compiled by `codegen` gives `want`'s bits.
+fn check_native(graph: &Graph, codegen: bnnc::native::Codegen, want: &[f32]) -> Result<(), String> {
+    let loaded = bnnc::native::load(
+        graph,
+        &bnnc::Tuning::default(),
+        bnnc::native::LoadOptions {
+            name: "filetest".into(),
+            codegen,
+            profile: false,
+            dir: None,
+        },
+    )
+    .map_err(|e| format!("cannot compile natively: {e:#}"))?;
+    let input = deterministic_input(graph, 0);
+    let mut output = vec![0f32; loaded.model.output_len()];
+    loaded
+        .model
+        .run(input.as_f32().expect("inputs are f32"), &mut output)
+        .map_err(|e| format!("the native run failed: {e}"))?;
+    if want.len() != output.len() {
+        return Err(format!(
+            "native code gives {} values, the interpreter {}",
+            output.len(),
+            want.len()
+        ));
+    }
+    if let Some(i) = (0..want.len()).find(|&i| want[i].to_bits() != output[i].to_bits()) {
+        return Err(format!(
+            "native element {i} is {:?}, the interpreter's {:?}\nnative:      {output:?}\ninterpreter: {want:?}",
+            output[i], want[i]
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the interpreter on [`deterministic_input`]s.

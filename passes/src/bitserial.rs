@@ -206,13 +206,18 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
                 op,
             )
         }
-        Op::Conv(attrs) if node.inputs.len() == 2 && out.len() == 4 => {
+        // Any number of spatial axes with one group (the plane kernels take windows of 1 to
+        // 3 axes alike); grouped ones in 2-D, where the grouped kernels are.
+        Op::Conv(attrs)
+            if node.inputs.len() == 2 && (out.len() == 4 || attrs.group <= 1 && out.len() >= 3) =>
+        {
             let k = w.shape[1..].iter().product();
             let op = Op::BitSerialConv {
                 attrs: attrs.clone(),
                 a_scale: 0.0,
             };
-            (0, false, w.shape[0], k, out[0] * out[2] * out[3], op)
+            let positions = out[0] * out[2..].iter().product::<usize>();
+            (0, false, w.shape[0], k, positions, op)
         }
         _ => return None,
     };

@@ -493,7 +493,7 @@ impl Planner<'_> {
                         return Err(BackendError::unsupported(
                             node,
                             "the native bit-serial kernels read 1-4 bit planes of a 2-D \
-                             matrix or an NCHW image",
+                             matrix or an (N, C, spatial...) image",
                         ))
                     }
                 };
@@ -681,11 +681,11 @@ impl Planner<'_> {
 }
 
 /// The planes a bit-serial layer reads its activations in: those of their type, for a
-/// 2-D matrix product or an NCHW convolution.
+/// 2-D matrix product or a convolution of any number of spatial axes.
 fn bit_serial_planes(graph: &Graph, node: &bnnc_ir::Node) -> Option<u8> {
     let rank = graph.value(node.inputs[0]).ty.shape.len();
     match node.op {
-        Op::BitSerialConv { .. } if rank == 4 => planes_of(graph, node.inputs[0]),
+        Op::BitSerialConv { .. } if rank >= 3 => planes_of(graph, node.inputs[0]),
         Op::BitSerialMatMul { .. } if rank == 2 => planes_of(graph, node.inputs[0]),
         _ => None,
     }

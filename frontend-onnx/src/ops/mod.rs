@@ -167,6 +167,7 @@ pub fn import_node(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         "MaxPool" => pooling::max_pool(cx, node),
         "AveragePool" => pooling::average_pool(cx, node),
         "GlobalAveragePool" => pooling::global_average_pool(cx, node),
+        "GlobalMaxPool" => pooling::global_max_pool(cx, node),
         "ReduceMean" => pooling::reduce_mean(cx, node),
 
         "Relu" => elementwise::unary(cx, node, bnnc_ir::Op::Relu),

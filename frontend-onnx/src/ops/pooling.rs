@@ -63,6 +63,28 @@ pub fn global_average_pool(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     cx.add_node(node, Op::GlobalAveragePool, &inputs)
 }
 
+/// ONNX GlobalMaxPool: the MaxPool whose window is the whole plane (kernel = the spatial
+/// extents, unit strides, no padding), one output per channel plane, kept as extent 1.
+pub fn global_max_pool(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let x_shape = cx.shape(operand(cx, node, 0)?);
+    if x_shape.len() < 3 {
+        return Err(
+            format!("input of shape {x_shape:?}: GlobalMaxPool needs (N, C, spatial...)").into(),
+        );
+    }
+    let spatial = x_shape.len() - 2;
+    let attrs = PoolAttrs {
+        kernel: x_shape[2..].to_vec(),
+        strides: vec![1; spatial],
+        dilations: vec![1; spatial],
+        pads: vec![0; 2 * spatial],
+        ceil_mode: false,
+        count_include_pad: false,
+    };
+    let inputs = operands(cx, node, 1)?;
+    cx.add_node(node, Op::MaxPool(attrs), &inputs)
+}
+
 /// ONNX ReduceMean: axes as an attribute before opset 18, as an optional operand from 18 on.
 /// No axes means every axis, or nothing at all with `noop_with_empty_axes`.
 pub fn reduce_mean(cx: &mut Importer, node: &OnnxNode) -> NodeResult {

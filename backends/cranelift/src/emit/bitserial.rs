@@ -21,7 +21,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::window::Window;
+use super::window::{flat_index, for_each_position, kernel_taps, Window};
 use super::{KernelBuilder, Operand};
 use crate::groups::GroupWords;
 use crate::schedule::Storage;
@@ -118,14 +118,14 @@ fn add_weighted(kb: &mut KernelBuilder, acc: Value, count: Value, weight: i64) -
     }
 }
 
-/// The layer as a convolution: input `(batch, c, h, w)`, filters `(m, kh, kw)`, output
-/// extent, and the window.
+/// The layer as a convolution: input `(batch, c, spatial...)`, `m` filters of `taps` taps,
+/// the output extents computed, and the window.
 struct Geometry {
     batch: usize,
     c: usize,
     m: usize,
     taps: usize,
-    out: (usize, usize),
+    out: Vec<usize>,
     window: Window,
 }
 
@@ -636,15 +636,16 @@ fn run(
     let g = kernel.g;
     let nw = kernel.pixel_words();
     let pa = kernel.planes.a.0;
-    let (h, w) = g.window.image;
+    let in_pixels: usize = g.window.image.iter().product();
     let pixel_bytes = (pa * nw * 8) as i64;
-    let padded = g.window.pads != (0, 0)
-        || (g.out.0 - 1) * g.window.strides.0 + (g.window.kernel.0 - 1) * g.window.dilations.0 >= h
-        || (g.out.1 - 1) * g.window.strides.1 + (g.window.kernel.1 - 1) * g.window.dilations.1 >= w;
-    let ((ph, pw), (out_h, out_w)) = match pool {
-        Some(p) => (p.window, p.pooled),
-        None => ((1, 1), g.out),
+    let padded = g.window.reaches_outside(&g.out);
+    // Per axis: the pool's window (1 without a pool), and the output's extent.
+    let (pool_window, out_ext) = match pool {
+        Some(p) => (vec![p.window.0, p.window.1], vec![p.pooled.0, p.pooled.1]),
+        None => (vec![1; g.out.len()], g.out.clone()),
     };
+    let positions: usize = out_ext.iter().product();
+    let gathered = kernel_taps(&pool_window);
     let tables = stage_tables(kb, stage);
     let out_planes = match stage {
         OutputStage::Acc => 0,
@@ -656,159 +657,151 @@ fn run(
         Some(_) => QuadTables::new(kb, stage, kernel.dot_bound()),
         None => None,
     };
-    let splat_bytes = kernel.splat_bytes(ph * pw);
+    let splat_bytes = kernel.splat_bytes(gathered.len());
     let scratch = splat_bytes.map(|bytes| kb.stack(bytes));
     kb.for_range(g.batch, |kb, n| {
-        let image = kb.addr(x, n, h as i64 * w as i64 * pixel_bytes, 0);
-        kb.for_range(out_h, |kb, py| {
-            kb.for_range(out_w, |kb, px| {
-                // The windows of the positions this output gathers (one without a pool).
-                let mut windows = Vec::with_capacity(ph * pw);
-                for wy in 0..ph {
-                    for wx in 0..pw {
-                        let oy = kb.b.ins().imul_imm_s(py, ph as i64);
-                        let oy = kb.b.ins().iadd_imm_s(oy, wy as i64);
-                        let ox = kb.b.ins().imul_imm_s(px, pw as i64);
-                        let ox = kb.b.ins().iadd_imm_s(ox, wx as i64);
-                        let taps: Vec<TapAt> = g
-                            .window
-                            .taps(kb, oy, ox, padded)
-                            .into_iter()
-                            .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
-                            .collect();
-                        let total = kernel
-                            .planes
-                            .bipolar_w
-                            .then(|| kernel.activation_total(kb, &taps));
-                        let splats = scratch.zip(splat_bytes).map(|(s, bytes)| {
-                            let one = (bytes / (ph * pw) as u32) as i64;
-                            let at = kb.add_imm(s, windows.len() as i64 * one);
-                            kernel.splat_window(kb, &taps, at);
-                            at
-                        });
-                        windows.push((taps, splats, total));
+        let image = kb.addr(x, n, in_pixels as i64 * pixel_bytes, 0);
+        for_each_position(kb, &out_ext, &mut |kb, po| {
+            // The windows of the positions this output gathers (one without a pool).
+            let mut windows = Vec::with_capacity(gathered.len());
+            for offsets in &gathered {
+                let o: Vec<Value> = po
+                    .iter()
+                    .zip(&pool_window)
+                    .zip(offsets)
+                    .map(|((&c, &p), &t)| {
+                        let c = kb.mul_imm(c, p as i64);
+                        kb.add_imm(c, t as i64)
+                    })
+                    .collect();
+                let taps: Vec<TapAt> = g
+                    .window
+                    .taps(kb, &o, padded)
+                    .into_iter()
+                    .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
+                    .collect();
+                let total = kernel
+                    .planes
+                    .bipolar_w
+                    .then(|| kernel.activation_total(kb, &taps));
+                let splats = scratch.zip(splat_bytes).map(|(s, bytes)| {
+                    let one = (bytes / gathered.len() as u32) as i64;
+                    let at = kb.add_imm(s, windows.len() as i64 * one);
+                    kernel.splat_window(kb, &taps, at);
+                    at
+                });
+                windows.push((taps, splats, total));
+            }
+            let pos = flat_index(kb, po, &out_ext);
+            let np = kb.b.ins().imul_imm_s(n, positions as i64);
+            let pixel = kb.b.ins().iadd(np, pos);
+            let Some(tables) = tables else {
+                // i32 sums, NCHW (no pool).
+                let (taps, splats, total) = &windows[0];
+                let positions = positions as i64;
+                let plane0 = kb.b.ins().imul_imm_s(n, g.m as i64 * positions);
+                let at = kb.b.ins().iadd(plane0, pos);
+                let sums = kb.addr(dst, at, 4, 0);
+                let store = |kb: &mut KernelBuilder, first: Value, width: usize| {
+                    let d = kernel.dots(kb, first, width, (taps, *splats), *total);
+                    let at = kb.addr(sums, first, positions * 4, 0);
+                    for (j, dot) in d.into_iter().enumerate() {
+                        let dot = kb.b.ins().ireduce(I32, dot);
+                        kb.store(dot, at, j as i64 * positions * 4);
+                    }
+                };
+                let blocks = g.m / BLOCK;
+                kb.for_range(blocks, |kb, b| {
+                    let first = kb.b.ins().imul_imm_s(b, BLOCK as i64);
+                    store(kb, first, BLOCK);
+                });
+                for r in blocks * BLOCK..g.m {
+                    let first = kb.iconst(r as i64);
+                    store(kb, first, 1);
+                }
+                return;
+            };
+            let out_at = kb.addr(dst, pixel, (out_planes * wo * 8) as i64, 0);
+            // The plane words of channels `first..first + width`, bits from `shift0`.
+            let part = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
+                if let (BLOCK, Some(pairs), Some(quads)) = (width, kernel.pairs, quads) {
+                    if let Some(windows) = windows
+                        .iter()
+                        .map(|(taps, splats, total)| Some(((taps.len(), (*splats)?), *total)))
+                        .collect::<Option<Vec<_>>>()
+                    {
+                        return quad_planes(kb, kernel, (pairs, quads), &windows, first, shift0);
                     }
                 }
-                let ny = kb.b.ins().imul_imm_s(n, out_h as i64);
-                let row = kb.b.ins().iadd(ny, py);
-                let rw = kb.b.ins().imul_imm_s(row, out_w as i64);
-                let pixel = kb.b.ins().iadd(rw, px);
-                let Some(tables) = tables else {
-                    // i32 sums, NCHW (no pool).
-                    let (taps, splats, total) = &windows[0];
-                    let pos = kb.b.ins().iadd(rw, px);
-                    let positions = (out_h * out_w) as i64;
-                    let plane0 = kb.b.ins().imul_imm_s(n, g.m as i64 * positions);
-                    let at = kb.b.ins().iadd(plane0, pos);
-                    let sums = kb.addr(dst, at, 4, 0);
-                    let store = |kb: &mut KernelBuilder, first: Value, width: usize| {
-                        let d = kernel.dots(kb, first, width, (taps, *splats), *total);
-                        let at = kb.addr(sums, first, positions * 4, 0);
-                        for (j, dot) in d.into_iter().enumerate() {
-                            let dot = kb.b.ins().ireduce(I32, dot);
-                            kb.store(dot, at, j as i64 * positions * 4);
-                        }
-                    };
-                    let blocks = g.m / BLOCK;
-                    kb.for_range(blocks, |kb, b| {
-                        let first = kb.b.ins().imul_imm_s(b, BLOCK as i64);
-                        store(kb, first, BLOCK);
-                    });
-                    for r in blocks * BLOCK..g.m {
-                        let first = kb.iconst(r as i64);
-                        store(kb, first, 1);
-                    }
-                    return;
-                };
-                let out_at = kb.addr(dst, pixel, (out_planes * wo * 8) as i64, 0);
-                // The plane words of channels `first..first + width`, bits from `shift0`.
-                let part = |kb: &mut KernelBuilder, first: Value, width: usize, shift0: Value| {
-                    if let (BLOCK, Some(pairs), Some(quads)) = (width, kernel.pairs, quads) {
-                        if let Some(windows) = windows
-                            .iter()
-                            .map(|(taps, splats, total)| Some(((taps.len(), (*splats)?), *total)))
-                            .collect::<Option<Vec<_>>>()
-                        {
-                            return quad_planes(
-                                kb,
-                                kernel,
-                                (pairs, quads),
-                                &windows,
-                                first,
-                                shift0,
-                            );
-                        }
-                    }
-                    let mut best: Option<Vec<Value>> = None;
-                    for (taps, splats, total) in &windows {
-                        let d = kernel.dots(kb, first, width, (taps, *splats), *total);
-                        let counts: Vec<Value> = d
+                let mut best: Option<Vec<Value>> = None;
+                for (taps, splats, total) in &windows {
+                    let d = kernel.dots(kb, first, width, (taps, *splats), *total);
+                    let counts: Vec<Value> = d
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, dot)| {
+                            let ch = kb.b.ins().iadd_imm_s(first, j as i64);
+                            count(kb, tables, ch, dot)
+                        })
+                        .collect();
+                    best = Some(match best {
+                        None => counts,
+                        Some(b) => b
                             .into_iter()
-                            .enumerate()
-                            .map(|(j, dot)| {
-                                let ch = kb.b.ins().iadd_imm_s(first, j as i64);
-                                count(kb, tables, ch, dot)
+                            .zip(counts)
+                            .map(|(b, c)| {
+                                let more = kb.b.ins().icmp(IntCC::SignedGreaterThan, c, b);
+                                kb.select(more, c, b)
                             })
-                            .collect();
-                        best = Some(match best {
-                            None => counts,
-                            Some(b) => b
-                                .into_iter()
-                                .zip(counts)
-                                .map(|(b, c)| {
-                                    let more = kb.b.ins().icmp(IntCC::SignedGreaterThan, c, b);
-                                    kb.select(more, c, b)
-                                })
-                                .collect(),
-                        });
-                    }
-                    let zero = kb.iconst(0);
-                    let mut plane_words = vec![zero; out_planes];
-                    for (j, c) in best.expect("a window").into_iter().enumerate() {
-                        let level = match stage {
-                            OutputStage::Levels(l) => {
-                                let scaled = kb.b.ins().imul_imm_s(c, l.alpha);
-                                kb.b.ins().iadd_imm_s(scaled, l.beta)
-                            }
-                            _ => c,
-                        };
-                        let at = kb.b.ins().iadd_imm_s(shift0, j as i64);
-                        for (r, word) in plane_words.iter_mut().enumerate() {
-                            let shifted = kb.b.ins().ushr_imm_s(level, r as i64);
-                            let bit = kb.b.ins().band_imm_s(shifted, 1);
-                            let placed = kb.b.ins().ishl(bit, at);
-                            *word = kb.b.ins().bor(*word, placed);
+                            .collect(),
+                    });
+                }
+                let zero = kb.iconst(0);
+                let mut plane_words = vec![zero; out_planes];
+                for (j, c) in best.expect("a window").into_iter().enumerate() {
+                    let level = match stage {
+                        OutputStage::Levels(l) => {
+                            let scaled = kb.b.ins().imul_imm_s(c, l.alpha);
+                            kb.b.ins().iadd_imm_s(scaled, l.beta)
                         }
-                    }
-                    plane_words
-                };
-                for word in 0..wo {
-                    let count = WORD_BITS.min(g.m - word * WORD_BITS);
-                    let blocks = count / BLOCK;
-                    let zero = kb.iconst(0);
-                    let mut plane_words =
-                        kb.fold_range(blocks, vec![zero; out_planes], |kb, b, acc| {
-                            let shift = kb.b.ins().imul_imm_s(b, BLOCK as i64);
-                            let first = kb.b.ins().iadd_imm_s(shift, (word * WORD_BITS) as i64);
-                            let bits = part(kb, first, BLOCK, shift);
-                            acc.into_iter()
-                                .zip(bits)
-                                .map(|(a, b)| kb.b.ins().bor(a, b))
-                                .collect()
-                        });
-                    for r in blocks * BLOCK..count {
-                        let first = kb.iconst((word * WORD_BITS + r) as i64);
-                        let shift = kb.iconst(r as i64);
-                        let bits = part(kb, first, 1, shift);
-                        for (a, b) in plane_words.iter_mut().zip(bits) {
-                            *a = kb.b.ins().bor(*a, b);
-                        }
-                    }
-                    for (r, &v) in plane_words.iter().enumerate() {
-                        kb.store(v, out_at, ((r * wo + word) * 8) as i64);
+                        _ => c,
+                    };
+                    let at = kb.b.ins().iadd_imm_s(shift0, j as i64);
+                    for (r, word) in plane_words.iter_mut().enumerate() {
+                        let shifted = kb.b.ins().ushr_imm_s(level, r as i64);
+                        let bit = kb.b.ins().band_imm_s(shifted, 1);
+                        let placed = kb.b.ins().ishl(bit, at);
+                        *word = kb.b.ins().bor(*word, placed);
                     }
                 }
-            })
+                plane_words
+            };
+            for word in 0..wo {
+                let count = WORD_BITS.min(g.m - word * WORD_BITS);
+                let blocks = count / BLOCK;
+                let zero = kb.iconst(0);
+                let mut plane_words =
+                    kb.fold_range(blocks, vec![zero; out_planes], |kb, b, acc| {
+                        let shift = kb.b.ins().imul_imm_s(b, BLOCK as i64);
+                        let first = kb.b.ins().iadd_imm_s(shift, (word * WORD_BITS) as i64);
+                        let bits = part(kb, first, BLOCK, shift);
+                        acc.into_iter()
+                            .zip(bits)
+                            .map(|(a, b)| kb.b.ins().bor(a, b))
+                            .collect()
+                    });
+                for r in blocks * BLOCK..count {
+                    let first = kb.iconst((word * WORD_BITS + r) as i64);
+                    let shift = kb.iconst(r as i64);
+                    let bits = part(kb, first, 1, shift);
+                    for (a, b) in plane_words.iter_mut().zip(bits) {
+                        *a = kb.b.ins().bor(*a, b);
+                    }
+                }
+                for (r, &v) in plane_words.iter().enumerate() {
+                    kb.store(v, out_at, ((r * wo + word) * 8) as i64);
+                }
+            }
         })
     });
 }
@@ -911,7 +904,8 @@ fn pack_grouped_weights(
 }
 
 /// The fused bit-serial layer of `node` as a kernel for another code generator, if it is
-/// one such kernels cover (no padding; a threshold stage, not sums). A matrix product is
+/// one such kernels cover (1-D or 2-D, no padding; a threshold stage, not sums; 3-D ones run
+/// on this crate's kernel). A matrix product is
 /// offered as the 1x1 convolution it is.
 pub(crate) fn plane_kernel(
     graph: &Graph,
@@ -956,6 +950,24 @@ pub(crate) fn plane_kernel(
                     (1, 1),
                     (1, 1),
                     (1, 1),
+                    1,
+                    weights,
+                )
+            }
+            // A 1-D convolution of one group is the 2-D one of height 1: the same taps in the
+            // same order, and integer sums besides.
+            (Op::BitSerialConv { attrs, .. }, &[batch, c, wd], &[m, _, kw]) => {
+                let out = shape(node.outputs[0]);
+                if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
+                    return Ok(None);
+                }
+                let weights = pack_weights(&planes, &w_data, (m, c, kw));
+                (
+                    (batch, c, 1, wd),
+                    (m, 1, kw),
+                    (1, out[2]),
+                    (1, attrs.strides[0]),
+                    (1, attrs.dilations[0]),
                     1,
                     weights,
                 )
@@ -1035,13 +1047,13 @@ pub(crate) fn matmul(
         c: k,
         m: n,
         taps: 1,
-        out: (1, 1),
+        out: vec![1],
         window: Window {
-            image: (1, 1),
-            kernel: (1, 1),
-            strides: (1, 1),
-            dilations: (1, 1),
-            pads: (0, 0),
+            image: vec![1],
+            kernel: vec![1],
+            strides: vec![1],
+            dilations: vec![1],
+            pads: vec![0],
         },
     };
     let table = pack_weights(&planes, &filters, (n, k, 1));
@@ -1050,9 +1062,9 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-/// `bitserial_conv`: `x (N, C, H, W)` planes against `(M, C/group, KH, KW)` integer
-/// weights; with `pool`, `out` is the pooled result. A grouped layer's filters read their
-/// block's run of words ([`GroupWords`]).
+/// `bitserial_conv`: `x (N, C, spatial...)` planes against `(M, C/group, k...)` integer
+/// weights; with `pool` (2-D only), `out` is the pooled result. A grouped layer's filters
+/// read their block's run of words ([`GroupWords`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
@@ -1069,34 +1081,39 @@ pub(crate) fn conv(
     let filters = w
         .const_f32()
         .ok_or_else(|| unsupported("the weights must be constant"))?;
-    let (&[batch, c, h, wd], &[m, wc, kh, kw]) = (x.shape.as_slice(), w.shape.as_slice()) else {
-        return Err(unsupported("the native bit-serial convolution is 2-D"));
-    };
+    let rank = x.shape.len();
+    if rank < 3 || w.shape.len() != rank || out.shape.len() != rank {
+        return Err(unsupported(
+            "the bit-serial convolution needs an input (N, C, spatial...) and weights (M, C/group, k...)",
+        ));
+    }
+    let (batch, c, m, wc) = (x.shape[0], x.shape[1], w.shape[0], w.shape[1]);
     let groups_n = attrs.group.max(1);
     if wc * groups_n != c || m % groups_n != 0 {
         return Err(unsupported("the weights do not match the groups' channels"));
     }
     let out_extent = match pool {
-        Some(p) => p.computed(),
-        None => (out.shape[2], out.shape[3]),
+        Some(p) if rank == 4 => vec![p.computed().0, p.computed().1],
+        Some(_) => {
+            return Err(unsupported(
+                "internal: a fused pool is 2-D (fuse-output-stages marks no other)",
+            ))
+        }
+        None => out.shape[2..].to_vec(),
     };
     let mut planes = Planes::of(node, x, &w.elem)?;
+    let window = Window::new(attrs.window(), &x.shape[2..]);
+    let taps = window.taps_per_window();
     let g = Geometry {
         batch,
         c,
         m,
-        taps: kh * kw,
+        taps,
         out: out_extent,
-        window: Window {
-            image: (h, wd),
-            kernel: (kh, kw),
-            strides: (attrs.strides[0], attrs.strides[1]),
-            dilations: (attrs.dilations[0], attrs.dilations[1]),
-            pads: (attrs.pads[0], attrs.pads[1]),
-        },
+        window,
     };
     if groups_n == 1 {
-        let table = pack_weights(&planes, &filters, (m, c, kh * kw));
+        let table = pack_weights(&planes, &filters, (m, c, taps));
         let kernel = Kernel::new(kb, planes, &g, (&table, None), simd);
         run(kb, &kernel, stage, pool, x.ptr, out.ptr);
         return Ok(());
@@ -1109,7 +1126,7 @@ pub(crate) fn conv(
         planes.w = (2, true);
     }
     let groups = GroupWords::new(c, m, groups_n, BLOCK);
-    let table = pack_grouped_weights(&planes, &filters, (m, kh * kw), &groups);
+    let table = pack_grouped_weights(&planes, &filters, (m, taps), &groups);
     let kernel = Kernel::new(kb, planes, &g, (&table, Some(&groups)), simd);
     run(kb, &kernel, stage, pool, x.ptr, out.ptr);
     Ok(())

@@ -8,14 +8,17 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64, I8};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::window::{Tap, Window};
+use super::window::{
+    add_scaled, flat_index, for_each_position, kernel_taps, row_major_strides, Tap, Window,
+};
 use super::{KernelBuilder, Operand};
 use crate::schedule::{bit_geometry, Storage};
 use crate::BackendError;
 
-/// 2-D MaxPool, or MinPool on the channels `min` marks (empty: none). Taps outside the input
-/// (padding, ceil mode) never count. On bits, the maximum of bipolar values is the OR of
-/// their bits (1 is +1) and the minimum their AND.
+/// MaxPool (any number of spatial axes), or MinPool on the channels `min` marks (empty:
+/// none). Taps outside the input (padding, ceil mode) never count. On bits, the maximum of
+/// bipolar values is the OR of their bits (1 is +1) and the minimum their AND. The float
+/// maximum compares the taps row-major, as the interpreter does.
 pub(crate) fn max_pool(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -24,17 +27,20 @@ pub(crate) fn max_pool(
     x: &Operand,
     out: &Operand,
 ) -> Result<(), BackendError> {
-    let (&[n, c, h, w], &[_, _, oh, ow]) = (x.shape.as_slice(), out.shape.as_slice()) else {
-        return Err(BackendError::unsupported(node, "the native MaxPool is 2-D"));
-    };
+    if x.shape.len() < 3 || out.shape.len() != x.shape.len() {
+        return Err(BackendError::unsupported(
+            node,
+            "MaxPool needs an input of rank 3 or more (N, C, spatial...)",
+        ));
+    }
+    let (n, c) = (x.shape[0], x.shape[1]);
+    let (image, out_ext) = (&x.shape[2..], &out.shape[2..]);
+    let (in_pixels, out_pixels) = (
+        image.iter().product::<usize>(),
+        out_ext.iter().product::<usize>(),
+    );
     let is_min = |ch: usize| min.get(ch).copied().unwrap_or(false);
-    let window = Window {
-        image: (h, w),
-        kernel: (attrs.kernel[0], attrs.kernel[1]),
-        strides: (attrs.strides[0], attrs.strides[1]),
-        dilations: (attrs.dilations[0], attrs.dilations[1]),
-        pads: (attrs.pads[0], attrs.pads[1]),
-    };
+    let window = Window::new(attrs.window(), image);
     // Windows that fit whatever the position need no test.
     let check = attrs.ceil_mode || attrs.pads.iter().any(|&p| p != 0);
     let bits = x.storage == Storage::Bits;
@@ -60,77 +66,69 @@ pub(crate) fn max_pool(
     // A pixel is `pixel_words` words of bits, or one f32.
     let pixel_bytes = if bits { pixel_words * 8 } else { 4 };
     kb.for_range(planes, |kb, plane| {
-        let in_plane = kb.addr(src, plane, (h * w * pixel_bytes) as i64, 0);
-        let out_plane = kb.addr(dst, plane, (oh * ow * pixel_bytes) as i64, 0);
+        let in_plane = kb.addr(src, plane, (in_pixels * pixel_bytes) as i64, 0);
+        let out_plane = kb.addr(dst, plane, (out_pixels * pixel_bytes) as i64, 0);
         // f32 planes taking the minimum pool the negated values (exact) and negate back.
         let sign = plane_min_t.map(|t| {
             let m = kb.load_at(I32, t, plane);
             let (minus, one) = (kb.fconst(-1.0), kb.fconst(1.0));
             kb.select(m, minus, one)
         });
-        kb.for_range(oh, |kb, oy| {
-            kb.for_range(ow, |kb, ox| {
-                let taps = window.taps(kb, oy, ox, check);
-                let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
-                let opix = kb.b.ins().iadd(oyw, ox);
-                if bits {
-                    for (word, &mask) in min_masks.iter().enumerate() {
-                        let (mut any, mut all) = (kb.iconst(0), kb.iconst(-1));
-                        for &Tap { pixel, inside } in &taps {
-                            let at = kb.addr(
-                                in_plane,
-                                pixel,
-                                (pixel_words * 8) as i64,
-                                (word * 8) as i64,
-                            );
-                            let v = kb.load(I64, at, 0);
-                            // A tap outside counts as 0 for OR, as all ones for AND.
-                            let (v_or, v_and) = match inside {
-                                Some(inside) => {
-                                    let (zero, ones) = (kb.iconst(0), kb.iconst(-1));
-                                    (kb.select(inside, v, zero), kb.select(inside, v, ones))
-                                }
-                                None => (v, v),
-                            };
-                            any = kb.b.ins().bor(any, v_or);
-                            if mask != 0 {
-                                all = kb.b.ins().band(all, v_and);
-                            }
-                        }
-                        let pooled = if mask == 0 {
-                            any
-                        } else {
-                            let keep_any = kb.b.ins().band_imm_s(any, !mask as i64);
-                            let keep_all = kb.b.ins().band_imm_s(all, mask as i64);
-                            kb.b.ins().bor(keep_any, keep_all)
-                        };
-                        let at =
-                            kb.addr(out_plane, opix, (pixel_words * 8) as i64, (word * 8) as i64);
-                        kb.store(pooled, at, 0);
-                    }
-                } else {
-                    let mut max = kb.fconst(f32::NEG_INFINITY);
+        for_each_position(kb, out_ext, &mut |kb, o| {
+            let taps = window.taps(kb, o, check);
+            let opix = flat_index(kb, o, out_ext);
+            if bits {
+                for (word, &mask) in min_masks.iter().enumerate() {
+                    let (mut any, mut all) = (kb.iconst(0), kb.iconst(-1));
                     for &Tap { pixel, inside } in &taps {
-                        let v = kb.load_at(F32, in_plane, pixel);
-                        let v = match sign {
-                            Some(s) => kb.b.ins().fmul(v, s),
-                            None => v,
+                        let at =
+                            kb.addr(in_plane, pixel, (pixel_words * 8) as i64, (word * 8) as i64);
+                        let v = kb.load(I64, at, 0);
+                        // A tap outside counts as 0 for OR, as all ones for AND.
+                        let (v_or, v_and) = match inside {
+                            Some(inside) => {
+                                let (zero, ones) = (kb.iconst(0), kb.iconst(-1));
+                                (kb.select(inside, v, zero), kb.select(inside, v, ones))
+                            }
+                            None => (v, v),
                         };
-                        // `if v > max { max = v }`, as the interpreter.
-                        let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, max);
-                        let take = match inside {
-                            Some(inside) => kb.b.ins().band(greater, inside),
-                            None => greater,
-                        };
-                        max = kb.select(take, v, max);
+                        any = kb.b.ins().bor(any, v_or);
+                        if mask != 0 {
+                            all = kb.b.ins().band(all, v_and);
+                        }
                     }
-                    let max = match sign {
-                        Some(s) => kb.b.ins().fmul(max, s),
-                        None => max,
+                    let pooled = if mask == 0 {
+                        any
+                    } else {
+                        let keep_any = kb.b.ins().band_imm_s(any, !mask as i64);
+                        let keep_all = kb.b.ins().band_imm_s(all, mask as i64);
+                        kb.b.ins().bor(keep_any, keep_all)
                     };
-                    kb.store_at(max, out_plane, opix);
+                    let at = kb.addr(out_plane, opix, (pixel_words * 8) as i64, (word * 8) as i64);
+                    kb.store(pooled, at, 0);
                 }
-            })
+            } else {
+                let mut max = kb.fconst(f32::NEG_INFINITY);
+                for &Tap { pixel, inside } in &taps {
+                    let v = kb.load_at(F32, in_plane, pixel);
+                    let v = match sign {
+                        Some(s) => kb.b.ins().fmul(v, s),
+                        None => v,
+                    };
+                    // `if v > max { max = v }`, as the interpreter.
+                    let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, max);
+                    let take = match inside {
+                        Some(inside) => kb.b.ins().band(greater, inside),
+                        None => greater,
+                    };
+                    max = kb.select(take, v, max);
+                }
+                let max = match sign {
+                    Some(s) => kb.b.ins().fmul(max, s),
+                    None => max,
+                };
+                kb.store_at(max, out_plane, opix);
+            }
         })
     });
     Ok(())
@@ -336,10 +334,13 @@ pub(crate) fn global_average_pool(
 /// Taps of the largest window an unrolled AveragePool kernel takes.
 const MAX_AVERAGE_TAPS: usize = 1024;
 
-/// 2-D AveragePool on the route onnxruntime takes ([`AveragePoolRoute`]), so that every sum
-/// rounds as the interpreter's: the global kernel, MLAS's vector kernel (per window column,
-/// the rows inside from the first; then the columns, padding as +0.0), or the generic one (the
-/// taps inside, row-major, from 0).
+/// AveragePool (any number of spatial axes) on the route onnxruntime takes
+/// ([`AveragePoolRoute`], decided on the pool's own rank, so a 1-D pool never takes the
+/// vector kernel, which MLAS has only in 2-D and 3-D), so that every sum rounds as the
+/// interpreter's: the global kernel; MLAS's vector kernel (per tap of the last axis, a column:
+/// the taps of the leading axes inside, row-major, from the first in 2-D and from 0 in 3-D;
+/// then the columns, padding as +0.0); or the generic one (the taps inside, row-major, from
+/// 0).
 pub(crate) fn average_pool(
     kb: &mut KernelBuilder,
     node: &Node,
@@ -347,136 +348,168 @@ pub(crate) fn average_pool(
     x: &Operand,
     out: &Operand,
 ) -> Result<(), BackendError> {
-    let (&[n, c, h, w], &[_, _, oh, ow]) = (x.shape.as_slice(), out.shape.as_slice()) else {
+    if x.shape.len() < 3 || out.shape.len() != x.shape.len() {
         return Err(BackendError::unsupported(
             node,
-            "the native AveragePool is 2-D",
+            "AveragePool needs an input of rank 3 or more (N, C, spatial...)",
         ));
-    };
-    let route = average_pool_route(attrs, &[h, w]);
+    }
+    let (n, c) = (x.shape[0], x.shape[1]);
+    let (image, out_ext) = (&x.shape[2..], &out.shape[2..]);
+    let rank = image.len();
+    let route = average_pool_route(attrs, image);
     if route == AveragePoolRoute::Global {
         return global_average_pool(kb, node, x, out);
     }
-    let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
-    if kh * kw > MAX_AVERAGE_TAPS {
+    let kernel = &attrs.kernel;
+    let window_taps = kernel
+        .iter()
+        .try_fold(1usize, |t, &k| t.checked_mul(k))
+        .filter(|&t| t <= MAX_AVERAGE_TAPS);
+    if window_taps.is_none() {
         return Err(BackendError::unsupported(
             node,
-            format!("a {kh}x{kw} window is larger than the native AveragePool unrolls"),
+            format!("a {kernel:?} window is larger than the native AveragePool unrolls"),
         ));
     }
-    let (rows, cols) = (axis_windows(attrs, 0, h, oh), axis_windows(attrs, 1, w, ow));
-    // Per output index and tap, the input coordinate or -1; per output index, the taps
-    // inside the input and inside the padded extent.
-    let coordinates = |windows: &[AxisWindow]| -> Vec<i32> {
-        windows
-            .iter()
-            .flat_map(|w| w.taps.iter().map(|t| t.map_or(-1, |c| c as i32)))
-            .collect()
-    };
-    let counts = |windows: &[AxisWindow], padded: bool| -> Vec<i32> {
-        windows
-            .iter()
-            .map(|w| if padded { w.padded } else { w.inputs().count() } as i32)
-            .collect()
-    };
+    let windows: Vec<Vec<AxisWindow>> = (0..rank)
+        .map(|d| axis_windows(attrs, d, image[d], out_ext[d]))
+        .collect();
+    // Per axis: per output index and tap, the input coordinate or -1; per output index, the
+    // taps inside the input, or (count_include_pad, generic route) inside the padded extent.
     let include_pad = attrs.count_include_pad;
-    let row_t = kb.table_i32(&coordinates(&rows));
-    let col_t = kb.table_i32(&coordinates(&cols));
-    let (row_n, col_n) = (
-        kb.table_i32(&counts(
-            &rows,
-            include_pad && route == AveragePoolRoute::Generic,
-        )),
-        kb.table_i32(&counts(
-            &cols,
-            include_pad && route == AveragePoolRoute::Generic,
-        )),
+    let padded_counts = include_pad && route == AveragePoolRoute::Generic;
+    let coord_t: Vec<Value> = windows
+        .iter()
+        .map(|axis| {
+            let coordinates: Vec<i32> = axis
+                .iter()
+                .flat_map(|w| w.taps.iter().map(|t| t.map_or(-1, |c| c as i32)))
+                .collect();
+            kb.table_i32(&coordinates)
+        })
+        .collect();
+    let count_t: Vec<Value> = windows
+        .iter()
+        .map(|axis| {
+            let counts: Vec<i32> = axis
+                .iter()
+                .map(|w| {
+                    if padded_counts {
+                        w.padded
+                    } else {
+                        w.inputs().count()
+                    }
+                })
+                .map(|c| c as i32)
+                .collect();
+            kb.table_i32(&counts)
+        })
+        .collect();
+    let in_strides = row_major_strides(image);
+    let (in_pixels, out_pixels) = (
+        image.iter().product::<usize>(),
+        out_ext.iter().product::<usize>(),
     );
+    let last = rank - 1;
+    let (lead_taps, all_taps) = (kernel_taps(&kernel[..last]), kernel_taps(kernel));
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     kb.for_range(n * c, |kb, plane| {
-        let in_plane = kb.addr(src, plane, (h * w * 4) as i64, 0);
-        let out_plane = kb.addr(dst, plane, (oh * ow * 4) as i64, 0);
-        // The input coordinates of the `k` taps of output index `o` along one axis.
-        let taps_of = |kb: &mut KernelBuilder, table: Value, o: Value, k: usize| -> Vec<Value> {
-            (0..k)
-                .map(|t| {
-                    let at = kb.addr(table, o, (k * 4) as i64, (t * 4) as i64);
-                    kb.load(I32, at, 0)
+        let in_plane = kb.addr(src, plane, (in_pixels * 4) as i64, 0);
+        let out_plane = kb.addr(dst, plane, (out_pixels * 4) as i64, 0);
+        for_each_position(kb, out_ext, &mut |kb, o| {
+            // Per axis, the input coordinates of the kernel's taps along it at `o`.
+            let coords: Vec<Vec<Value>> = (0..rank)
+                .map(|d| {
+                    (0..kernel[d])
+                        .map(|t| {
+                            let at =
+                                kb.addr(coord_t[d], o[d], (kernel[d] * 4) as i64, (t * 4) as i64);
+                            kb.load(I32, at, 0)
+                        })
+                        .collect()
                 })
-                .collect()
-        };
-        kb.for_range(oh, |kb, oy| {
-            let iys = taps_of(kb, row_t, oy, kh);
-            kb.for_range(ow, |kb, ox| {
-                let ixs = taps_of(kb, col_t, ox, kw);
-                // The value of tap (ky, kx) and whether it lies inside the input (outside,
-                // its address is clamped to the plane's first element and never used).
-                let tap = |kb: &mut KernelBuilder, ky: usize, kx: usize| -> (Value, Value) {
-                    let (iy, ix) = (iys[ky], ixs[kx]);
-                    let in_y =
+                .collect();
+            // The value of a tap and whether it lies inside the input (outside, its address
+            // is clamped to the plane's first element and never used).
+            let tap = |kb: &mut KernelBuilder, t: &[usize]| -> (Value, Value) {
+                let mut inside: Option<Value> = None;
+                let mut at: Option<Value> = None;
+                for d in 0..rank {
+                    let coord = coords[d][t[d]];
+                    let in_axis =
                         kb.b.ins()
-                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iy, 0);
-                    let in_x =
-                        kb.b.ins()
-                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ix, 0);
-                    let inside = kb.b.ins().band(in_y, in_x);
-                    let row = kb.b.ins().imul_imm_s(iy, w as i64);
-                    let at = kb.b.ins().iadd(row, ix);
-                    let zero = kb.iconst32(0);
-                    let at = kb.select(inside, at, zero);
-                    let at = kb.b.ins().sextend(I64, at);
-                    (kb.load_at(F32, in_plane, at), inside)
-                };
-                let sum = if route == AveragePoolRoute::Vector {
-                    let mut sum = None;
-                    for kx in 0..kw {
-                        // The column's rows inside, from the first; +0.0 if none.
-                        let (mut column, mut started) = (kb.fconst(0.0), kb.b.ins().iconst(I8, 0));
-                        for ky in 0..kh {
-                            let (v, inside) = tap(kb, ky, kx);
-                            let added = kb.b.ins().fadd(column, v);
-                            let next = kb.select(started, added, v);
-                            column = kb.select(inside, next, column);
-                            started = kb.b.ins().bor(started, inside);
-                        }
-                        sum = Some(match sum {
-                            None => column,
-                            Some(s) => kb.b.ins().fadd(s, column),
-                        });
+                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, coord, 0);
+                    inside = Some(match inside {
+                        None => in_axis,
+                        Some(i) => kb.b.ins().band(i, in_axis),
+                    });
+                    at = Some(add_scaled(kb, at, coord, in_strides[d]));
+                }
+                let (inside, at) = (
+                    inside.expect("a pool has a spatial axis"),
+                    at.expect("a pool has a spatial axis"),
+                );
+                let zero = kb.iconst32(0);
+                let at = kb.select(inside, at, zero);
+                let at = kb.b.ins().sextend(I64, at);
+                (kb.load_at(F32, in_plane, at), inside)
+            };
+            let sum = if route == AveragePoolRoute::Vector {
+                let mut sum = None;
+                for kx in 0..kernel[last] {
+                    // The column's taps inside: in 2-D from the first, in 3-D from 0; +0.0 if
+                    // none.
+                    let (mut column, mut started) = (kb.fconst(0.0), kb.b.ins().iconst(I8, 0));
+                    for lead in &lead_taps {
+                        let mut t = lead.clone();
+                        t.push(kx);
+                        let (v, inside) = tap(kb, &t);
+                        let added = kb.b.ins().fadd(column, v);
+                        let next = if rank == 2 {
+                            kb.select(started, added, v)
+                        } else {
+                            added
+                        };
+                        column = kb.select(inside, next, column);
+                        started = kb.b.ins().bor(started, inside);
                     }
-                    sum.unwrap_or_else(|| kb.fconst(0.0))
+                    sum = Some(match sum {
+                        None => column,
+                        Some(s) => kb.b.ins().fadd(s, column),
+                    });
+                }
+                sum.unwrap_or_else(|| kb.fconst(0.0))
+            } else {
+                let mut sum = kb.fconst(0.0);
+                for t in &all_taps {
+                    let (v, inside) = tap(kb, t);
+                    let added = kb.b.ins().fadd(sum, v);
+                    sum = kb.select(inside, added, sum);
+                }
+                sum
+            };
+            let divisor = if route == AveragePoolRoute::Vector && include_pad {
+                kb.fconst(all_taps.len() as f32)
+            } else {
+                let mut taps = kb.iconst32(1);
+                for d in 0..rank {
+                    let count = kb.load_at(I32, count_t[d], o[d]);
+                    taps = kb.b.ins().imul(taps, count);
+                }
+                let taps = kb.b.ins().fcvt_from_sint(F32, taps);
+                if route == AveragePoolRoute::Vector {
+                    // MLAS divides an empty window's zero by 1.
+                    let one = kb.fconst(1.0);
+                    let small = kb.b.ins().fcmp(FloatCC::LessThan, taps, one);
+                    kb.select(small, one, taps)
                 } else {
-                    let mut sum = kb.fconst(0.0);
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let (v, inside) = tap(kb, ky, kx);
-                            let added = kb.b.ins().fadd(sum, v);
-                            sum = kb.select(inside, added, sum);
-                        }
-                    }
-                    sum
-                };
-                let divisor = if route == AveragePoolRoute::Vector && include_pad {
-                    kb.fconst((kh * kw) as f32)
-                } else {
-                    let ry = kb.load_at(I32, row_n, oy);
-                    let rx = kb.load_at(I32, col_n, ox);
-                    let taps = kb.b.ins().imul(ry, rx);
-                    let taps = kb.b.ins().fcvt_from_sint(F32, taps);
-                    if route == AveragePoolRoute::Vector {
-                        // MLAS divides an empty window's zero by 1.
-                        let one = kb.fconst(1.0);
-                        let small = kb.b.ins().fcmp(FloatCC::LessThan, taps, one);
-                        kb.select(small, one, taps)
-                    } else {
-                        taps
-                    }
-                };
-                let mean = kb.b.ins().fdiv(sum, divisor);
-                let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
-                let opix = kb.b.ins().iadd(oyw, ox);
-                kb.store_at(mean, out_plane, opix);
-            })
+                    taps
+                }
+            };
+            let mean = kb.b.ins().fdiv(sum, divisor);
+            let opix = flat_index(kb, o, out_ext);
+            kb.store_at(mean, out_plane, opix);
         })
     });
     Ok(())

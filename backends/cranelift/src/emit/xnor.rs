@@ -12,7 +12,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 
-use super::window::Window;
+use super::window::{flat_index, for_each_position, Window};
 use super::{KernelBuilder, Operand};
 use crate::groups::GroupWords;
 use crate::schedule::bit_geometry;
@@ -30,9 +30,10 @@ const MAX_VECTOR_WORDS: usize = 2047;
 const MATMUL_BLOCK: usize = 4;
 
 /// The fused XNOR convolution of `node` and its output `stage` (the schedule's, bits) as a
-/// kernel for another code generator, if it is one such kernels cover (2-D, any group, no
-/// padding). An XNOR matrix product is offered as the 1x1 convolution it is (see
-/// [`matmul_as_conv`]). With `pool`, the kernel pools its bits too.
+/// kernel for another code generator, if it is one such kernels cover (2-D with any group,
+/// or 1-D with one group; no padding; 3-D ones run on this crate's kernel). An XNOR matrix product is
+/// offered as the 1x1 convolution it is (see [`matmul_as_conv`]). With `pool`, the kernel
+/// pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
     node: &Node,
@@ -55,6 +56,24 @@ pub(crate) fn conv_kernel(
     let (input, filters, output, strides, dilations, groups) = match (&node.op, &x[..], &w[..]) {
         (Op::XnorMatMul, &[rows, k], &[m, _]) => {
             ((rows, k, 1, 1), (m, 1, 1), (1, 1), (1, 1), (1, 1), 1)
+        }
+        // A 1-D convolution is the 2-D one of height 1: the same taps in the same order, and
+        // integer sums besides.
+        (Op::XnorConv(attrs), &[batch, c, wd], &[m, kw, _]) => {
+            let &[_, _, ow] = &out[..] else {
+                return Ok(None);
+            };
+            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
+                return Ok(None);
+            }
+            (
+                (batch, c, 1, wd),
+                (m, 1, kw),
+                (1, ow),
+                (1, attrs.strides[0]),
+                (1, attrs.dilations[0]),
+                1,
+            )
         }
         (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, kh, kw, _]) => {
             let &[_, _, oh, ow] = &out[..] else {
@@ -602,10 +621,11 @@ fn vector_dots(
     Dot::Quads(quads)
 }
 
-/// XNOR convolution (2-D, any group): `x (N, C, H, W)` bits, channels-last, times
-/// `w (M, C/group, KH, KW)`. Taps in the zero padding contribute 0. With `pool`, `out` is
-/// the pooled result. A grouped layer's filters read their block's run of words
-/// ([`GroupWords`]) and mask out the channels of other groups.
+/// XNOR convolution (any number of spatial axes, any group): `x (N, C, spatial...)` bits,
+/// channels-last, times `w (M, k..., words)`. Taps in the zero padding contribute 0. With
+/// `pool` (2-D only, as `fuse-output-stages` marks them), `out` is the pooled result. A
+/// grouped layer's filters read their block's run of words ([`GroupWords`]) and mask out
+/// the channels of other groups.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
@@ -619,14 +639,15 @@ pub(crate) fn conv(
 ) -> Result<(), BackendError> {
     refuse_levels(node, stage)?;
     let (x, w) = (&operands[0], &operands[1]);
-    let (&[batch, c, h, wd], &[m, kh, kw, wc], &[_, _, out_h, out_w]) =
-        (x.shape.as_slice(), w.shape.as_slice(), out.shape.as_slice())
-    else {
+    let rank = x.shape.len();
+    if rank < 3 || w.shape.len() != rank || out.shape.len() != rank {
         return Err(BackendError::unsupported(
             node,
-            "the native XNOR convolution is 2-D",
+            "the XNOR convolution needs an input (N, C, spatial...) and weights (M, k..., words)",
         ));
-    };
+    }
+    let (batch, c, m, wc) = (x.shape[0], x.shape[1], w.shape[0], w.shape[rank - 1]);
+    let (image, out_ext) = (&x.shape[2..], &out.shape[2..]);
     let groups = attrs.group.max(1);
     // Terms per tap: the group's channels.
     let cg = c / groups;
@@ -637,11 +658,21 @@ pub(crate) fn conv(
         ));
     }
     // The positions computed, and the window a pooled pixel gathers.
-    let ((oh, ow), (ph, pw)) = match pool {
-        Some(p) => (p.computed(), p.window),
-        None => ((out_h, out_w), (1, 1)),
+    let (computed, pool_window) = match pool {
+        Some(p) if rank == 4 => (
+            vec![p.computed().0, p.computed().1],
+            vec![p.window.0, p.window.1],
+        ),
+        Some(_) => {
+            return Err(BackendError::unsupported(
+                node,
+                "internal: a fused pool is 2-D (fuse-output-stages marks no other)",
+            ))
+        }
+        None => (out_ext.to_vec(), vec![1; rank - 2]),
     };
-    let taps = kh * kw;
+    let window = Window::new(attrs.window(), image);
+    let taps = window.taps_per_window();
     let grouped = (groups > 1).then(|| GroupWords::new(c, m, groups, BLOCK));
     // Words each filter reads per tap, and the filters' words, `[filter][tap][word]`.
     let (nw, w_packed) = match &grouped {
@@ -696,16 +727,10 @@ pub(crate) fn conv(
     let tables = stage_tables(kb, stage);
     // The vector kernel's splat activations, one window's worth.
     let scratch = pairs.map(|_| kb.stack(splat_bytes));
-    let window = Window {
-        image: (h, wd),
-        kernel: (kh, kw),
-        strides: (attrs.strides[0], attrs.strides[1]),
-        dilations: (attrs.dilations[0], attrs.dilations[1]),
-        pads: (attrs.pads[0], attrs.pads[1]),
-    };
     let (src, dst) = (x.ptr, out.ptr);
     let pixel_bytes = (words(c) * 8) as i64;
-    let positions = out_h * out_w;
+    let in_pixels: usize = image.iter().product();
+    let positions: usize = out_ext.iter().product();
     if pool.is_some() {
         // Pooled pixels gather bits with OR: all start at 0.
         let zero = kb.iconst(0);
@@ -714,131 +739,130 @@ pub(crate) fn conv(
         });
     }
     kb.for_range(batch, |kb, n| {
-        let image = kb.addr(src, n, h as i64 * wd as i64 * pixel_bytes, 0);
-        kb.for_range(oh, |kb, oy| {
-            kb.for_range(ow, |kb, ox| {
-                // Per tap: its pixel's address (the first pixel's for a tap outside the
-                // image, which then counts 0), and whether it is inside.
-                let tap_at: Vec<(Value, Option<Value>)> = window
-                    .taps(kb, oy, ox, padded)
-                    .into_iter()
-                    .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
-                    .collect();
-                let (py, px) = if pool.is_some() {
-                    (
-                        kb.b.ins().udiv_imm_s(oy, ph as i64),
-                        kb.b.ins().udiv_imm_s(ox, pw as i64),
-                    )
-                } else {
-                    (oy, ox)
-                };
-                let oyx = kb.b.ins().imul_imm_s(py, out_w as i64);
-                let pos = kb.b.ins().iadd(oyx, px);
-                let splat = scratch.map(|s| SplatWindow::new(kb, s, &tap_at, words(c), cg));
-                let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
-                    // A grouped block reads from its first word on.
-                    let first_word = group_tables.map(|(first_words, _, _)| {
-                        let fw = kb.load_at(I32, first_words, first);
-                        kb.b.ins().uextend(I64, fw)
+        let image = kb.addr(src, n, in_pixels as i64 * pixel_bytes, 0);
+        for_each_position(kb, &computed, &mut |kb, o| {
+            // Per tap: its pixel's address (the first pixel's for a tap outside the
+            // image, which then counts 0), and whether it is inside.
+            let tap_at: Vec<(Value, Option<Value>)> = window
+                .taps(kb, o, padded)
+                .into_iter()
+                .map(|t| (kb.addr(image, t.pixel, pixel_bytes, 0), t.inside))
+                .collect();
+            let pooled: Vec<Value> = o
+                .iter()
+                .zip(&pool_window)
+                .map(|(&c, &p)| {
+                    if p == 1 {
+                        c
+                    } else {
+                        kb.b.ins().udiv_imm_s(c, p as i64)
+                    }
+                })
+                .collect();
+            let pos = flat_index(kb, &pooled, out_ext);
+            let splat = scratch.map(|s| SplatWindow::new(kb, s, &tap_at, words(c), cg));
+            let mut dots = |kb: &mut KernelBuilder, first: Value, width: usize| -> Dot {
+                // A grouped block reads from its first word on.
+                let first_word = group_tables.map(|(first_words, _, _)| {
+                    let fw = kb.load_at(I32, first_words, first);
+                    kb.b.ins().uextend(I64, fw)
+                });
+                if let (Some(pairs), Some(win), BLOCK) = (pairs, &splat, width) {
+                    let grouped = group_tables.zip(first_word).and_then(|(t, fw)| {
+                        Some(GroupedBlock {
+                            mask_pairs: t.2?,
+                            splat_offset: kb.b.ins().imul_imm_s(fw, 16),
+                            pixel_words: words(c),
+                        })
                     });
-                    if let (Some(pairs), Some(win), BLOCK) = (pairs, &splat, width) {
-                        let grouped = group_tables.zip(first_word).and_then(|(t, fw)| {
-                            Some(GroupedBlock {
-                                mask_pairs: t.2?,
-                                splat_offset: kb.b.ins().imul_imm_s(fw, 16),
-                                pixel_words: words(c),
-                            })
-                        });
-                        return vector_dots(kb, pairs, first, win, (taps, nw), grouped);
-                    }
-                    let tap_at: Vec<(Value, Option<Value>)> = match first_word {
-                        None => tap_at.clone(),
-                        Some(fw) => {
-                            let off = kb.b.ins().imul_imm_s(fw, 8);
-                            tap_at
-                                .iter()
-                                .map(|&(at, inside)| (kb.b.ins().iadd(at, off), inside))
-                                .collect()
-                        }
-                    };
-                    let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
-                    let masks = group_tables.map(|(_, m, _)| kb.addr(m, first, (nw * 8) as i64, 0));
-                    let zero = kb.iconst(0);
-                    let mut dots = vec![zero; width];
-                    let mut pcs = vec![zero; width];
-                    for (t, &(at, inside)) in tap_at.iter().enumerate() {
-                        let mut tap_pc = vec![zero; width];
-                        for word in 0..nw {
-                            let xv = kb.load(I64, at, (word * 8) as i64);
-                            for (j, pc) in tap_pc.iter_mut().enumerate() {
-                                let off = (((j * taps + t) * nw + word) * 8) as i64;
-                                let wv = kb.load(I64, filters, off);
-                                *pc = match masks {
-                                    None => xor_popcount(kb, *pc, xv, wv),
-                                    Some(masks) => {
-                                        let mask =
-                                            kb.load(I64, masks, ((j * nw + word) * 8) as i64);
-                                        let d = kb.b.ins().bxor(xv, wv);
-                                        let d = kb.b.ins().band(d, mask);
-                                        let p = kb.b.ins().popcnt(d);
-                                        kb.b.ins().iadd(*pc, p)
-                                    }
-                                };
-                            }
-                        }
-                        match inside {
-                            None => {
-                                for (p, tp) in pcs.iter_mut().zip(&tap_pc) {
-                                    *p = kb.b.ins().iadd(*p, *tp);
-                                }
-                            }
-                            Some(inside) => {
-                                for (d, tp) in dots.iter_mut().zip(&tap_pc) {
-                                    let twice = kb.b.ins().ishl_imm_s(*tp, 1);
-                                    let cc = kb.iconst(cg as i64);
-                                    let tap_dot = kb.b.ins().isub(cc, twice);
-                                    let contribution = kb.select(inside, tap_dot, zero);
-                                    *d = kb.b.ins().iadd(*d, contribution);
-                                }
-                            }
-                        }
-                    }
-                    if padded {
-                        return Dot::Scalars(dots);
-                    }
-                    Dot::Scalars(
-                        pcs.into_iter()
-                            .map(|pc| {
-                                let twice = kb.b.ins().ishl_imm_s(pc, 1);
-                                let kk = kb.iconst((cg * taps) as i64);
-                                kb.b.ins().isub(kk, twice)
-                            })
-                            .collect(),
-                    )
-                };
-                let nm = kb.b.ins().imul_imm_s(n, m as i64);
-                let (at, channel_bytes) = match stage {
-                    OutputStage::Acc => {
-                        let plane = kb.b.ins().imul_imm_s(nm, positions as i64);
-                        let index = kb.b.ins().iadd(plane, pos);
-                        (kb.addr(dst, index, 4, 0), (positions * 4) as i64)
-                    }
-                    OutputStage::Bits { .. } | OutputStage::Levels(_) => {
-                        let np = kb.b.ins().imul_imm_s(n, positions as i64);
-                        let pixel = kb.b.ins().iadd(np, pos);
-                        (kb.addr(dst, pixel, (words(m) * 8) as i64, 0), 0)
+                    return vector_dots(kb, pairs, first, win, (taps, nw), grouped);
+                }
+                let tap_at: Vec<(Value, Option<Value>)> = match first_word {
+                    None => tap_at.clone(),
+                    Some(fw) => {
+                        let off = kb.b.ins().imul_imm_s(fw, 8);
+                        tap_at
+                            .iter()
+                            .map(|&(at, inside)| (kb.b.ins().iadd(at, off), inside))
+                            .collect()
                     }
                 };
-                output_channels(
-                    kb,
-                    (m, BLOCK),
-                    stage,
-                    tables,
-                    (at, channel_bytes, pool.is_some()),
-                    &mut dots,
-                );
-            })
-        })
+                let filters = kb.addr(packed, first, (taps * nw * 8) as i64, 0);
+                let masks = group_tables.map(|(_, m, _)| kb.addr(m, first, (nw * 8) as i64, 0));
+                let zero = kb.iconst(0);
+                let mut dots = vec![zero; width];
+                let mut pcs = vec![zero; width];
+                for (t, &(at, inside)) in tap_at.iter().enumerate() {
+                    let mut tap_pc = vec![zero; width];
+                    for word in 0..nw {
+                        let xv = kb.load(I64, at, (word * 8) as i64);
+                        for (j, pc) in tap_pc.iter_mut().enumerate() {
+                            let off = (((j * taps + t) * nw + word) * 8) as i64;
+                            let wv = kb.load(I64, filters, off);
+                            *pc = match masks {
+                                None => xor_popcount(kb, *pc, xv, wv),
+                                Some(masks) => {
+                                    let mask = kb.load(I64, masks, ((j * nw + word) * 8) as i64);
+                                    let d = kb.b.ins().bxor(xv, wv);
+                                    let d = kb.b.ins().band(d, mask);
+                                    let p = kb.b.ins().popcnt(d);
+                                    kb.b.ins().iadd(*pc, p)
+                                }
+                            };
+                        }
+                    }
+                    match inside {
+                        None => {
+                            for (p, tp) in pcs.iter_mut().zip(&tap_pc) {
+                                *p = kb.b.ins().iadd(*p, *tp);
+                            }
+                        }
+                        Some(inside) => {
+                            for (d, tp) in dots.iter_mut().zip(&tap_pc) {
+                                let twice = kb.b.ins().ishl_imm_s(*tp, 1);
+                                let cc = kb.iconst(cg as i64);
+                                let tap_dot = kb.b.ins().isub(cc, twice);
+                                let contribution = kb.select(inside, tap_dot, zero);
+                                *d = kb.b.ins().iadd(*d, contribution);
+                            }
+                        }
+                    }
+                }
+                if padded {
+                    return Dot::Scalars(dots);
+                }
+                Dot::Scalars(
+                    pcs.into_iter()
+                        .map(|pc| {
+                            let twice = kb.b.ins().ishl_imm_s(pc, 1);
+                            let kk = kb.iconst((cg * taps) as i64);
+                            kb.b.ins().isub(kk, twice)
+                        })
+                        .collect(),
+                )
+            };
+            let nm = kb.b.ins().imul_imm_s(n, m as i64);
+            let (at, channel_bytes) = match stage {
+                OutputStage::Acc => {
+                    let plane = kb.b.ins().imul_imm_s(nm, positions as i64);
+                    let index = kb.b.ins().iadd(plane, pos);
+                    (kb.addr(dst, index, 4, 0), (positions * 4) as i64)
+                }
+                OutputStage::Bits { .. } | OutputStage::Levels(_) => {
+                    let np = kb.b.ins().imul_imm_s(n, positions as i64);
+                    let pixel = kb.b.ins().iadd(np, pos);
+                    (kb.addr(dst, pixel, (words(m) * 8) as i64, 0), 0)
+                }
+            };
+            output_channels(
+                kb,
+                (m, BLOCK),
+                stage,
+                tables,
+                (at, channel_bytes, pool.is_some()),
+                &mut dots,
+            );
+        });
     });
     Ok(())
 }

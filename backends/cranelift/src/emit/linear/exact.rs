@@ -15,30 +15,31 @@ use crate::emit::KernelBuilder;
 /// [`super::conv`] when its sums are exact (`sums.exact`, or integers scaled once): unrolled
 /// when [`unrolled_fits`], otherwise per group as rows of [`exact_rows`].
 pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, sums: &Sums) {
-    let (batch, _, _, _) = layout.image;
-    let (m, kh, kw) = layout.filters;
-    let (oh, ow) = layout.out;
-    let (group, mg, positions, k) = (layout.group, layout.mg, layout.positions, layout.k);
-    let (src, dst, out_image) = (layout.src, layout.dst, m * positions);
-    let image = [
-        layout.image.0,
-        layout.image.1,
-        layout.image.2,
-        layout.image.3,
-    ];
-    if sums.exact && sums.plan.is_none() && unrolled_fits(attrs, &image, m, k, ow) {
-        unrolled_conv(
-            kb,
-            &image,
-            (m, kh, kw),
-            (oh, ow),
-            &sums.weights,
-            src,
-            dst,
-            layout.bias,
-        );
-        return;
+    let (m, k) = (layout.m, layout.k);
+    // The unrolled kernel is written for 2-D images (rows of columns).
+    if let (&[kh, kw], &[oh, ow]) = (layout.kernel.as_slice(), layout.out.as_slice()) {
+        if sums.exact && sums.plan.is_none() && unrolled_fits(attrs, &layout.input, m, k, ow) {
+            unrolled_conv(
+                kb,
+                &layout.input,
+                (m, kh, kw),
+                (oh, ow),
+                &sums.weights,
+                layout.src,
+                layout.dst,
+                layout.bias,
+            );
+            return;
+        }
     }
+    exact_conv(kb, layout, sums);
+}
+
+/// [`conv`] per group as rows of [`exact_rows`], for any rank.
+fn exact_conv(kb: &mut KernelBuilder, layout: &ConvLayout, sums: &Sums) {
+    let batch = layout.input[0];
+    let (group, mg, positions, k) = (layout.group, layout.mg, layout.positions, layout.k);
+    let (dst, out_image) = (layout.dst, layout.m * positions);
     let plan = sums.plan.as_ref();
     kb.for_range(batch, |kb, n| {
         for g in 0..group {

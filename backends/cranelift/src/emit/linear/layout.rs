@@ -65,14 +65,16 @@ pub(super) fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>
         .ok_or_else(|| BackendError::unsupported(node, format!("the {what} must be constant")))
 }
 
-/// A 2-D convolution's shapes and where its operands live, as both ways of summing read
-/// them.
+/// A convolution's shapes (any number of spatial axes) and where its operands live, as both
+/// ways of summing read them.
 pub(super) struct ConvLayout {
-    /// `(batch, c, h, w)` of the input.
-    pub(super) image: (usize, usize, usize, usize),
-    /// `(m, kh, kw)` of the filters.
-    pub(super) filters: (usize, usize, usize),
-    pub(super) out: (usize, usize),
+    /// The input's shape: `(batch, c, spatial...)`.
+    pub(super) input: Vec<usize>,
+    /// The number of filters, and their kernel's extents.
+    pub(super) m: usize,
+    pub(super) kernel: Vec<usize>,
+    /// The output's spatial extents.
+    pub(super) out: Vec<usize>,
     pub(super) group: usize,
     /// Per group: `cg` input channels and `mg` filters.
     pub(super) cg: usize,
@@ -98,16 +100,12 @@ impl ConvLayout {
         p: Value,
         kk: Value,
     ) -> Value {
-        let (_, c, h, wd) = self.image;
-        let ow = self.out.1;
-        let image_bytes = (c * h * wd * 4) as i64;
-        let group_bytes = (self.cg * h * wd * 4) as i64;
-        let oy = kb.b.ins().udiv_imm_s(p, ow as i64);
-        let oyw = kb.b.ins().imul_imm_s(oy, ow as i64);
-        let ox = kb.b.ins().isub(p, oyw);
-        let origin = self.im2col.origin(kb, oy, ox);
+        let plane: usize = self.input[2..].iter().product();
+        let image_bytes = (self.input[1] * plane * 4) as i64;
+        let group_bytes = (self.cg * plane * 4) as i64;
+        let origin = self.im2col.origin(kb, p);
         let image = kb.addr(self.src, n, image_bytes, g as i64 * group_bytes);
-        self.im2col.load(kb, image, origin, kk)
+        self.im2col.load(kb, image, &origin, kk)
     }
 
     /// `s` plus output channel `j`'s bias, if there is one.

@@ -14,17 +14,12 @@ use crate::emit::KernelBuilder;
 /// [`super::conv`] on floats, in MLAS's order: each group is its own MLAS convolution of `mg`
 /// filters over `cg` channels, as onnxruntime runs grouped convolutions.
 pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, w_data: &[f32]) {
-    let (batch, cg, mg) = (layout.image.0, layout.cg, layout.mg);
-    let m = layout.filters.0;
+    let (batch, cg, mg) = (layout.input[0], layout.cg, layout.mg);
+    let m = layout.m;
     let (positions, k, dst) = (layout.positions, layout.k, layout.dst);
     let out_image = m * positions;
-    let image = [
-        layout.image.0,
-        layout.image.1,
-        layout.image.2,
-        layout.image.3,
-    ];
-    let route = conv_route(attrs, &image, cg, mg, positions, k);
+    // The route of the layer's own shape, whatever its rank, as the interpreter takes it.
+    let route = conv_route(attrs, &layout.input, cg, mg, positions, k);
     let segs: Vec<Segment> = match route {
         ConvRoute::General(threading) => segments(mg, positions, k, threading, true),
         _ => Vec::new(),

@@ -30,7 +30,7 @@ use super::{KernelBuilder, Operand};
 use crate::BackendError;
 use layout::{constant, ConvLayout, Product, ProductIo, Sums};
 
-/// Conv (2-D, any number of groups) with optional bias: exact integer sums, or float sums in
+/// Conv (any number of spatial axes and of groups) with optional bias: exact integer sums, or float sums in
 /// MLAS's order.
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
@@ -45,15 +45,8 @@ pub(crate) fn conv(
         Some(b) => Some(constant(node, b, "bias")?),
         None => None,
     };
-    if x.shape.len() != 4 {
-        return Err(BackendError::unsupported(
-            node,
-            "the native convolution is 2-D",
-        ));
-    }
     let group = attrs.group.max(1);
-    let (batch, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (m, kh, kw) = (w.shape[0], attrs.kernel[0], attrs.kernel[1]);
+    let (c, m) = (x.shape[1], w.shape[0]);
     if c % group != 0 || m % group != 0 {
         return Err(BackendError::unsupported(
             node,
@@ -61,19 +54,21 @@ pub(crate) fn conv(
         ));
     }
     let (cg, mg) = (c / group, m / group);
-    let (oh, ow) = (out.shape[2], out.shape[3]);
-    let k = cg * kh * kw;
-    let im2col = Im2col::new(kb, attrs, (cg, h, wd));
+    let out_spatial = out.shape[2..].to_vec();
+    let positions: usize = out_spatial.iter().product();
+    let k = cg * attrs.kernel.iter().product::<usize>();
+    let im2col = Im2col::new(kb, attrs, cg, &x.shape[2..], &out_spatial);
     let src = x.f32_ptr(kb);
     let bias = bias.as_ref().map(|b| kb.table_f32(b));
     let layout = ConvLayout {
-        image: (batch, c, h, wd),
-        filters: (m, kh, kw),
-        out: (oh, ow),
+        input: x.shape.clone(),
+        m,
+        kernel: attrs.kernel.clone(),
+        out: out_spatial,
         group,
         cg,
         mg,
-        positions: oh * ow,
+        positions,
         k,
         im2col,
         src,
