@@ -5,8 +5,8 @@
 
 /// A fused XNOR convolution and threshold (2-D, any group, no padding; a 1-D one of one
 /// group is offered as the 2-D one of height 1, whose taps and pixels lie in the same
-/// order), for a kernel
-/// provider outside Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`:
+/// order), for a kernel provider outside Cranelift. The kernel is
+/// `void symbol(const uint64_t *x, uint64_t *out)`:
 /// `x` the input's packed bits (`batch` images of `h * w` pixels of `words(c)` words,
 /// channels-last), `out` the output's (`batch * oh * ow` pixels of `words(m)` words), bit
 /// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero. With
@@ -45,8 +45,8 @@ pub struct KernelPool {
 
 /// A fused bit-serial convolution and multi-threshold (2-D, any group, no padding; a 1-D one
 /// of one group is offered as the 2-D one of height 1), for a kernel provider outside
-/// Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t
-/// *out)`: `x` the input's bit planes (`batch` images of `h * w` pixels, each the
+/// Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`: `x` the
+/// input's bit planes (`batch` images of `h * w` pixels, each the
 /// `words(c)` words of every activation plane in turn), `out` the output's
 /// (`levels.planes` planes of `words(m)` words per pixel, the bits past `m` zero).
 ///
