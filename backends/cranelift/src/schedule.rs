@@ -14,6 +14,27 @@ use bnnc_runtime::packing::words;
 use crate::stage::{accumulator_unit, Levels, OutputStage};
 use crate::BackendError;
 
+/// The pattern of the ops `emit::elementwise` computes element by element (each result
+/// element from its operands' elements at the same broadcast index): one list for the
+/// planner's chains ([`StepKind::Chain`]) and the emitter's dispatch.
+macro_rules! elementwise_op {
+    () => {
+        ::bnnc_ir::Op::Binary(_)
+            | ::bnnc_ir::Op::Relu
+            | ::bnnc_ir::Op::Clip { .. }
+            | ::bnnc_ir::Op::BatchNorm { .. }
+            | ::bnnc_ir::Op::Quant(_)
+            | ::bnnc_ir::Op::Trunc(_)
+            | ::bnnc_ir::Op::BipolarQuant
+            | ::bnnc_ir::Op::QuantizeLinear { .. }
+            | ::bnnc_ir::Op::DequantizeLinear { .. }
+            | ::bnnc_ir::Op::Sign
+            | ::bnnc_ir::Op::Abs
+            | ::bnnc_ir::Op::Round
+    };
+}
+pub(crate) use elementwise_op;
+
 /// How a tensor's elements are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Storage {
@@ -591,20 +612,9 @@ impl Planner<'_> {
         let pointwise = |m: NodeId| {
             let node = self.graph.node(m);
             let constant = |v: &ValueId| matches!(self.graph.value(*v).def, ValueDef::Const(_));
-            let op = matches!(
-                node.op,
-                Op::Binary(_)
-                    | Op::Relu
-                    | Op::Clip { .. }
-                    | Op::BatchNorm { .. }
-                    | Op::Quant(_)
-                    | Op::Trunc(_)
-                    | Op::QuantizeLinear { .. }
-                    | Op::DequantizeLinear { .. }
-                    | Op::Sign
-                    | Op::Abs
-                    | Op::Round
-            ) || matches!(node.op, Op::BipolarQuant) && !self.wants_bits(node.outputs[0]);
+            // A BipolarQuant writing bits packs them: not a float chain's link.
+            let op = matches!(node.op, elementwise_op!())
+                && !(matches!(node.op, Op::BipolarQuant) && self.wants_bits(node.outputs[0]));
             op && node.outputs.len() == 1 && node.inputs.iter().skip(1).all(constant)
         };
         if !pointwise(n) {

@@ -30,7 +30,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 pub(crate) use builder::KernelBuilder;
 pub(crate) use operand::Operand;
 
-use crate::schedule::{Place, Schedule, Step, StepKind};
+use crate::schedule::{elementwise_op, Place, Schedule, Step, StepKind};
 use crate::BackendError;
 
 /// What the object is built for and named.
@@ -295,18 +295,9 @@ impl Emitter {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
                     match &node.op {
-                        Op::Binary(_)
-                        | Op::Relu
-                        | Op::Clip { .. }
-                        | Op::BatchNorm { .. }
-                        | Op::Quant(_)
-                        | Op::Trunc(_)
-                        | Op::BipolarQuant
-                        | Op::QuantizeLinear { .. }
-                        | Op::DequantizeLinear { .. }
-                        | Op::Sign
-                        | Op::Abs
-                        | Op::Round => elementwise::elementwise(kb, node, &operands, &results[0]),
+                        elementwise_op!() => {
+                            elementwise::elementwise(kb, node, &operands, &results[0])
+                        }
                         Op::Compare(op) => elementwise::compare(kb, *op, &operands, &results[0]),
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])

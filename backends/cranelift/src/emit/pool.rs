@@ -17,6 +17,34 @@ use crate::BackendError;
 
 /// MaxPool (any number of spatial axes), or MinPool on the channels `min` marks (empty:
 /// none). Taps outside the input (padding, ceil mode) never count. On bits, the maximum of
+/// A pool's input and output as `(N, C, spatial...)`: batch, channels and the spatial
+/// extents of each.
+struct PoolShape<'a> {
+    n: usize,
+    c: usize,
+    image: &'a [usize],
+    out_ext: &'a [usize],
+}
+
+impl<'a> PoolShape<'a> {
+    /// The shape of `node`'s pool from `x` to `out`, or the error if they have no spatial
+    /// axis or differ in rank.
+    fn of(node: &Node, x: &'a Operand, out: &'a Operand) -> Result<Self, BackendError> {
+        if x.shape.len() < 3 || out.shape.len() != x.shape.len() {
+            return Err(BackendError::unsupported(
+                node,
+                "a pool needs an input of rank 3 or more (N, C, spatial...)",
+            ));
+        }
+        Ok(PoolShape {
+            n: x.shape[0],
+            c: x.shape[1],
+            image: &x.shape[2..],
+            out_ext: &out.shape[2..],
+        })
+    }
+}
+
 /// bipolar values is the OR of their bits (1 is +1) and the minimum their AND. The float
 /// maximum compares the taps row-major, as the interpreter does.
 pub(crate) fn max_pool(
@@ -27,14 +55,12 @@ pub(crate) fn max_pool(
     x: &Operand,
     out: &Operand,
 ) -> Result<(), BackendError> {
-    if x.shape.len() < 3 || out.shape.len() != x.shape.len() {
-        return Err(BackendError::unsupported(
-            node,
-            "MaxPool needs an input of rank 3 or more (N, C, spatial...)",
-        ));
-    }
-    let (n, c) = (x.shape[0], x.shape[1]);
-    let (image, out_ext) = (&x.shape[2..], &out.shape[2..]);
+    let PoolShape {
+        n,
+        c,
+        image,
+        out_ext,
+    } = PoolShape::of(node, x, out)?;
     let (in_pixels, out_pixels) = (
         image.iter().product::<usize>(),
         out_ext.iter().product::<usize>(),
@@ -348,14 +374,12 @@ pub(crate) fn average_pool(
     x: &Operand,
     out: &Operand,
 ) -> Result<(), BackendError> {
-    if x.shape.len() < 3 || out.shape.len() != x.shape.len() {
-        return Err(BackendError::unsupported(
-            node,
-            "AveragePool needs an input of rank 3 or more (N, C, spatial...)",
-        ));
-    }
-    let (n, c) = (x.shape[0], x.shape[1]);
-    let (image, out_ext) = (&x.shape[2..], &out.shape[2..]);
+    let PoolShape {
+        n,
+        c,
+        image,
+        out_ext,
+    } = PoolShape::of(node, x, out)?;
     let rank = image.len();
     let route = average_pool_route(attrs, image);
     if route == AveragePoolRoute::Global {
