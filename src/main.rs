@@ -152,6 +152,11 @@ enum Command {
         /// `--target hls`; the IR goes to standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// The element type of the library's input buffer: float32, or uint8, int8, uint16,
+        /// int16, uint32, int32, uint64, int64 or bool, which `NAME_run` converts to float32
+        /// as ONNX's Cast to float does (an integer input's range must hold the type's).
+        #[arg(long, default_value = "float32", value_parser = parse_input_type)]
+        input_type: bnnc_runtime::InputType,
         /// Which code generator compiles the XNOR convolutions (`llvm` needs bnnc built with
         /// `--features llvm`).
         #[arg(long, value_enum, default_value_t = native::Codegen::Auto)]
@@ -380,6 +385,7 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
             cpu,
             name,
             output,
+            input_type,
             codegen,
             print_before,
             print_after,
@@ -404,6 +410,9 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
             })?;
             if let Some(t) = target.as_deref().filter(|t| is_fpga_target(t)) {
                 let backend = fpga_target(t)?;
+                if input_type != bnnc_runtime::InputType::F32 {
+                    bail!("--input-type is the input buffer of a CPU library; `--target {t}` takes its inputs as its testbench says");
+                }
                 let name = bnnc_runtime::abi::c_identifier(
                     &name.unwrap_or_else(|| native::default_name(&model)),
                 );
@@ -428,7 +437,8 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
             if emit != Emit::Ir {
                 let target = target.unwrap_or_else(|| bnnc_cranelift::Triple::host().to_string());
                 let name = name.unwrap_or_else(|| native::default_name(&model));
-                let options = native::options(&target, cpu.as_deref(), name, tuning)?;
+                let mut options = native::options(&target, cpu.as_deref(), name, tuning)?;
+                options.input_type = input_type;
                 let start = std::time::Instant::now();
                 let mut shared = emit == Emit::So;
                 if shared && !native::can_link(&options.triple) {
@@ -599,6 +609,17 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--input-type`'s value: a name of [`bnnc_runtime::InputType`].
+fn parse_input_type(name: &str) -> Result<bnnc_runtime::InputType, String> {
+    bnnc_runtime::InputType::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = bnnc_runtime::InputType::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        format!("`{name}` is not an input type; one of {}", names.join(", "))
+    })
 }
 
 /// Whether `--target` names an FPGA backend rather than a CPU.

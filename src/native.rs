@@ -43,6 +43,7 @@ pub fn options(target: &str, cpu: Option<&str>, name: String, tuning: &Tuning) -
         triple,
         cpu,
         name,
+        input_type: bnnc_runtime::InputType::F32,
         profile: false,
         scalar_popcount: tuning.scalar_popcount,
         dump_clif: tuning.dump_clif.clone(),

@@ -58,6 +58,7 @@ pub fn measure_all() -> Result<Vec<Peak>> {
         triple: Triple::host(),
         cpu: Cpu::Native,
         name: "bnnc_peak".into(),
+        input_type: bnnc_runtime::InputType::F32,
         profile: false,
         scalar_popcount: false,
         dump_clif: None,

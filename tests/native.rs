@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 mod common;
 use common::{bnnc, data};
 
-use bnnc_runtime::Model;
+use bnnc_runtime::{InputType, Model};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -19,6 +19,53 @@ fn read_f32(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
     let shape = npy.shape().to_vec();
     (shape, npy.into_vec::<f32>().unwrap())
+}
+
+/// The `--input-type` that takes an .npy file's elements as they are stored.
+fn npy_input_type(path: &Path) -> InputType {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let npyz::DType::Plain(ty) = npy.dtype() else {
+        panic!("{}: a structured array", path.display())
+    };
+    use npyz::TypeChar::{Bool, Float, Int, Uint};
+    match (ty.type_char(), ty.size_field()) {
+        (Float, 4) => InputType::F32,
+        (Uint, 1) => InputType::U8,
+        (Int, 1) => InputType::I8,
+        (Uint, 2) => InputType::U16,
+        (Int, 2) => InputType::I16,
+        (Uint, 4) => InputType::U32,
+        (Int, 4) => InputType::I32,
+        (Uint, 8) => InputType::U64,
+        (Int, 8) => InputType::I64,
+        (Bool, 1) => InputType::Bool,
+        _ => panic!("{}: dtype {ty} is no input type", path.display()),
+    }
+}
+
+/// An .npy file's elements run through `model` as they are stored (the library built for
+/// their type).
+fn run_npy_as_stored(model: &Model, path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    macro_rules! run {
+        ($t:ty) => {
+            model.run_batch(&npy.into_vec::<$t>().unwrap()).unwrap()
+        };
+    }
+    match model.input_type() {
+        InputType::F32 => run!(f32),
+        InputType::U8 => run!(u8),
+        InputType::I8 => run!(i8),
+        InputType::U16 => run!(u16),
+        InputType::I16 => run!(i16),
+        InputType::U32 => run!(u32),
+        InputType::I32 => run!(i32),
+        InputType::U64 => run!(u64),
+        InputType::I64 => run!(i64),
+        InputType::Bool => run!(bool),
+    }
 }
 
 /// Builds `model` for this machine into `dir` and loads it.
@@ -73,7 +120,7 @@ fn a_library_answers_only_to_its_model_name_and_checks_lengths() {
     let mut out = vec![0f32; 10];
     assert!(m.run(&[0.0; 783], &mut out).is_err());
     assert!(m.run(&[0.0; 784], &mut out[..9]).is_err());
-    assert!(m.run(&[], &mut out).is_err());
+    assert!(m.run::<f32>(&[], &mut out).is_err());
 }
 
 /// Every CPU level x86-64 code may assume (and the vector and scalar popcount kernels
@@ -258,73 +305,13 @@ fn the_c_example_builds_and_runs() {
     assert!(stdout.contains("rejected with code 1"), "{stdout}");
 }
 
-/// A C program that runs a compiled library on raw float32 samples:
-/// `driver LIB NAME IN.f32 OUT.f32`.
-const DRIVER: &str = r#"
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-static void *sym(void *lib, const char *name, const char *function) {
-    char s[256];
-    snprintf(s, sizeof s, "%s_%s", name, function);
-    void *f = dlsym(lib, s);
-    if (!f) { fprintf(stderr, "no symbol %s\n", s); exit(2); }
-    return f;
-}
-
-int main(int argc, char **argv) {
-    if (argc != 5) { fprintf(stderr, "usage: driver LIB NAME IN OUT\n"); return 2; }
-    void *lib = dlopen(argv[1], RTLD_NOW);
-    if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
-    size_t (*input_len)(void) = (size_t (*)(void))sym(lib, argv[2], "input_len");
-    size_t (*output_len)(void) = (size_t (*)(void))sym(lib, argv[2], "output_len");
-    int32_t (*run)(const float *, size_t, float *, size_t) =
-        (int32_t (*)(const float *, size_t, float *, size_t))sym(lib, argv[2], "run");
-    FILE *f = fopen(argv[3], "rb");
-    if (!f) { perror(argv[3]); return 2; }
-    fseek(f, 0, SEEK_END);
-    size_t n = (size_t)ftell(f) / sizeof(float);
-    fseek(f, 0, SEEK_SET);
-    float *in = malloc(n * sizeof(float));
-    if (fread(in, sizeof(float), n, f) != n) { perror("read"); return 2; }
-    fclose(f);
-    size_t m = n / input_len() * output_len();
-    float *out = malloc(m * sizeof(float));
-    int32_t code = run(in, n, out, m);
-    if (code != 0) { fprintf(stderr, "run: code %d\n", (int)code); return 3; }
-    f = fopen(argv[4], "wb");
-    fwrite(out, sizeof(float), m, f);
-    fclose(f);
-    return 0;
-}
-"#;
-
 /// The aarch64 libraries of every model run (under qemu-aarch64) and give the reference
 /// outputs. Needs `aarch64-linux-gnu-gcc` and `qemu-aarch64` (Debian: gcc-aarch64-linux-gnu,
 /// libc6-dev-arm64-cross, qemu-user; `.ci/run` installs them).
 #[test]
 fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
-    for tool in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
-        let found = Command::new(tool).arg("--version").output().is_ok();
-        assert!(
-            found,
-            "{tool} is needed (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
-        );
-    }
     let dir = tempfile::tempdir().unwrap();
-    let driver_c = dir.path().join("driver.c");
-    std::fs::write(&driver_c, DRIVER).unwrap();
-    let driver = dir.path().join("driver");
-    let cc = Command::new("aarch64-linux-gnu-gcc")
-        .args(["-O2", "-o"])
-        .arg(&driver)
-        .arg(&driver_c)
-        .arg("-ldl")
-        .output()
-        .unwrap();
-    assert!(cc.status.success(), "{}", stderr(&cc));
+    let driver = common::AarchDriver::build(dir.path());
     let mut ran = 0;
     // With the LLVM backend built in, its kernels (NEON) run too.
     let codegens: &[&str] = if cfg!(feature = "llvm") {
@@ -342,6 +329,10 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
             folders.sort();
             for folder in folders {
                 let lib = dir.path().join("libm.so");
+                // The input as stored (integer inputs built to take their own type), raw:
+                // the data ends the .npy file.
+                let input = folder.join("input.npy");
+                let input_type = npy_input_type(&input);
                 let out = bnnc(&[
                     "build",
                     folder.join("model.onnx").to_str().unwrap(),
@@ -351,6 +342,8 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
                     "m",
                     "--codegen",
                     codegen,
+                    "--input-type",
+                    input_type.name(),
                     "-o",
                     lib.to_str().unwrap(),
                 ]);
@@ -360,28 +353,12 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
                     folder.display(),
                     stderr(&out)
                 );
-                let (_, input) = read_f32(&folder.join("input.npy"));
-                let in_path = dir.path().join("in.f32");
-                let out_path = dir.path().join("out.f32");
-                let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-                std::fs::write(&in_path, bytes).unwrap();
-                let run = Command::new("qemu-aarch64")
-                    .args(["-L", "/usr/aarch64-linux-gnu"])
-                    .arg(&driver)
-                    .args([&lib, Path::new("m"), &in_path, &out_path])
-                    .output()
-                    .unwrap();
-                assert!(
-                    run.status.success(),
-                    "{}: {}",
-                    folder.display(),
-                    stderr(&run)
-                );
-                let got: Vec<f32> = std::fs::read(&out_path)
-                    .unwrap()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let bytes = std::fs::read(&input).unwrap();
+                let elements = bnnc::npy::read_tensor(&input).unwrap().len();
+                let raw = &bytes[bytes.len() - elements * input_type.bytes()..];
+                let got = driver.run(&lib, "m", raw).unwrap_or_else(|e| {
+                    panic!("{}: {e}", folder.display());
+                });
                 let expected = read_expected(&folder.join("expected.npy"));
                 assert_eq!(got.len(), expected.len(), "{}", folder.display());
                 for (i, (&g, &w)) in got.iter().zip(&expected).enumerate() {
@@ -405,6 +382,131 @@ fn aarch64_libraries_give_the_reference_outputs_under_qemu() {
         }
     }
     assert!(ran >= 30 * codegens.len(), "ran {ran} models");
+}
+
+/// A model whose graph input is an integer or bool tensor, built with `--input-type` of its
+/// input.npy's dtype, takes that buffer as it is stored and gives the interpreter's outputs
+/// (which take the same numbers as float32) bit for bit; its header says the C type.
+#[test]
+fn integer_inputs_run_from_buffers_of_their_own_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut typed = 0;
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(data("variants"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("integer_input_")
+        })
+        .collect();
+    folders.sort();
+    for folder in &folders {
+        let input = folder.join("input.npy");
+        let input_type = npy_input_type(&input);
+        let model = folder.join("model.onnx");
+        let m = build_and_load(
+            dir.path(),
+            model.to_str().unwrap(),
+            "m",
+            &["--input-type", input_type.name()],
+        );
+        assert_eq!(m.input_type(), input_type);
+        let got: Vec<u32> = run_npy_as_stored(&m, &input)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(
+            got,
+            interpreter_bits(folder, dir.path()),
+            "{}",
+            folder.display()
+        );
+        let header = std::fs::read_to_string(dir.path().join("m.h")).unwrap();
+        let decl = format!("int32_t m_run(const {} *input,", input_type.c_type());
+        assert!(header.contains(&decl), "missing `{decl}` in:\n{header}");
+        if input_type != InputType::F32 {
+            typed += 1;
+            // A float32 buffer is refused by the runtime, naming both types.
+            let err = m.run_batch(&vec![0f32; m.input_len()]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("--input-type {input_type}")),
+                "{err}"
+            );
+        }
+    }
+    assert!(
+        typed >= 5,
+        "{typed} models with integer inputs stored as such"
+    );
+}
+
+/// An integer input buffer must not pass values outside an integer graph input's range, nor
+/// integers into bipolar or scaled inputs; float32 is always taken, and a float input takes
+/// any type.
+#[test]
+fn input_types_outside_the_inputs_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libm.so");
+    let build = |model: &str, input_type: &str| {
+        bnnc(&[
+            "build",
+            data(model).to_str().unwrap(),
+            "--name",
+            "m",
+            "--input-type",
+            input_type,
+            "-o",
+            lib.to_str().unwrap(),
+        ])
+    };
+    for (model, refused) in [
+        ("variants/integer_input_uint8/model.onnx", "int8"),
+        ("variants/integer_input_uint8/model.onnx", "uint16"),
+        ("variants/integer_input_int8_dq/model.onnx", "uint8"),
+    ] {
+        let out = build(model, refused);
+        assert!(
+            !out.status.success(),
+            "{model} built with --input-type {refused}"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("input 'x' holds") && err.contains(refused),
+            "{model}, {refused}: {err}"
+        );
+    }
+    for (model, taken) in [
+        ("variants/integer_input_uint8/model.onnx", "bool"),
+        ("variants/integer_input_uint8/model.onnx", "float32"),
+        ("variants/integer_input_int64/model.onnx", "uint8"),
+        ("models/tfc_w1a1/model.onnx", "float32"),
+    ] {
+        let out = build(model, taken);
+        assert!(out.status.success(), "{model}, {taken}: {}", stderr(&out));
+    }
+    let out = build("models/tfc_w1a1/model.onnx", "float64");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not an input type"),
+        "{}",
+        stderr(&out)
+    );
+    // An FPGA design has no input buffer of a C type to choose.
+    let out = bnnc(&[
+        "build",
+        data("models/tfc_w1a1/model.onnx").to_str().unwrap(),
+        "--target",
+        "hls",
+        "--input-type",
+        "uint8",
+        "-o",
+        dir.path().join("hls").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--input-type"), "{}", stderr(&out));
 }
 
 /// The bits of the interpreter's outputs on a folder's input.npy, as native code returns

@@ -171,17 +171,24 @@ fn input_type(
     else {
         return Err(err("is not a tensor".into()));
     };
-    // Float, or integers that f32 holds exactly (uint8 pixels, 8 and 16 bit values): the
-    // IR computes in f32, and the native ABI takes the same numbers as float32.
+    // The IR computes in f32. Integers it holds exactly (bool, 8 and 16 bits) keep their
+    // range; wider ones become their float32 rounding, which is what their only users, Cast
+    // to float and DequantizeLinear, compute first (see `check_integer_input_users`).
+    const UINT32: i32 = 12;
+    const UINT64: i32 = 13;
     let elem = match DataType::from_code(tensor.elem_type) {
-        Some(DataType::Float) => ElemType::F32,
-        Some(t @ (DataType::Uint8 | DataType::Int8 | DataType::Uint16 | DataType::Int16)) => {
-            t.elem_type()
-        }
+        Some(DataType::Float | DataType::Int32 | DataType::Int64) => ElemType::F32,
+        Some(
+            t @ (DataType::Uint8
+            | DataType::Int8
+            | DataType::Uint16
+            | DataType::Int16
+            | DataType::Bool),
+        ) => t.elem_type(),
+        None if matches!(tensor.elem_type, UINT32 | UINT64) => ElemType::F32,
         _ => {
             return Err(err(format!(
-                "has element type {}; bnnc reads float and 8 or 16 bit integer inputs (wider \
-                 integers do not all fit the float32 it computes in)",
+                "has element type {}; bnnc reads float, integer and bool inputs",
                 DataType::code_name(tensor.elem_type)
             )))
         }
@@ -207,23 +214,38 @@ fn input_type(
     Ok(TensorType::new(annotated.unwrap_or(elem), shape))
 }
 
-/// Integer graph inputs may feed only ops whose ONNX semantics on integers are what bnnc
-/// computes in float32: Cast to float and DequantizeLinear. Integer arithmetic (wrapping
-/// sums, truncating division) is not f32 arithmetic, so any other user is refused by name
-/// rather than computed differently.
+/// Integer and bool graph inputs may feed only ops whose ONNX semantics on them are what bnnc
+/// computes in float32: Cast to float (of any), and DequantizeLinear (of integers of up to 32
+/// bits, as ONNX allows), both of which convert to float32 first. Integer arithmetic
+/// (wrapping sums, truncating division) is not f32 arithmetic, so any other user is refused by
+/// name rather than computed differently.
 fn check_integer_input_users(graph: &Graph, proto: &GraphProto) -> Result<(), FrontendError> {
     const FLOAT: i64 = 1;
     for &v in graph.inputs() {
         let value = graph.value(v);
         // Inputs the file declares as integers (a float input annotated with a FINN datatype
         // holds float numbers, whichever integers they are).
-        let declared = proto.input.iter().find(|i| i.name == value.name);
-        let integer = declared
-            .and_then(|i| i.r#type.as_ref()?.value.as_ref())
-            .is_some_and(|t| matches!(t, type_proto::Value::TensorType(t) if t.elem_type != 1));
-        if !integer {
+        let declared = proto
+            .input
+            .iter()
+            .find(|i| i.name == value.name)
+            .and_then(|i| {
+                let type_proto::Value::TensorType(t) = i.r#type.as_ref()?.value.as_ref()?;
+                Some(t.elem_type)
+            });
+        let Some(code) = declared.filter(|&c| c != 1) else {
             continue;
-        }
+        };
+        let dequantizable = matches!(
+            DataType::from_code(code),
+            Some(
+                DataType::Uint8
+                    | DataType::Int8
+                    | DataType::Uint16
+                    | DataType::Int16
+                    | DataType::Int32
+            )
+        );
         for node in &proto.node {
             let Some(operand) = node.input.iter().position(|i| *i == value.name) else {
                 continue;
@@ -234,7 +256,7 @@ fn check_integer_input_users(graph: &Graph, proto: &GraphProto) -> Result<(), Fr
                 .any(|a| a.name == "to" && a.i == FLOAT);
             let exact = match node.op_type.as_str() {
                 "Cast" => to_float,
-                "DequantizeLinear" => operand == 0,
+                "DequantizeLinear" => operand == 0 && dequantizable,
                 _ => false,
             };
             if !exact {
@@ -242,9 +264,9 @@ fn check_integer_input_users(graph: &Graph, proto: &GraphProto) -> Result<(), Fr
                     input: value.name.clone(),
                     reason: format!(
                         "is {} and feeds {}{}: bnnc takes integer inputs only into Cast to \
-                         float or DequantizeLinear (it computes in float32, not in wrapping \
-                         integer arithmetic)",
-                        value.ty.elem,
+                         float or DequantizeLinear, and bool inputs only into Cast to float \
+                         (it computes in float32, not in wrapping integer arithmetic)",
+                        DataType::code_name(code),
                         node.op_type,
                         if node.name.is_empty() {
                             String::new()

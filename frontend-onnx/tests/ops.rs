@@ -625,6 +625,65 @@ fn finn_annotations_type_inputs_and_initializers() {
     assert!(err.contains("`w`") && err.contains("0.5"), "{err}");
 }
 
+/// Integer and bool graph inputs: 8 and 16 bit integers and bools keep their range; wider
+/// integers are their float32 rounding (what Cast to float computes). Their users may only be
+/// Cast to float, or DequantizeLinear of integers up to 32 bits.
+#[test]
+fn integer_and_bool_inputs_feed_only_casts_and_dequantizers() {
+    const BOOL: i32 = 9;
+    const INT32: i32 = 6;
+    const INT64: i32 = 7;
+    const UINT32: i32 = 12;
+    const UINT64: i32 = 13;
+    let cast = |elem_type: i32| {
+        ModelBuilder::new(13)
+            .typed_input("x", elem_type, &[1, 4])
+            .node("Cast", &["x"], &["y"], vec![int("to", 1)])
+            .output("y")
+    };
+    for (elem_type, want) in [
+        (UINT8, ElemType::Int(IntType::Unsigned(8))),
+        (BOOL, ElemType::BINARY),
+        (INT32, ElemType::F32),
+        (INT64, ElemType::F32),
+        (UINT32, ElemType::F32),
+        (UINT64, ElemType::F32),
+    ] {
+        let g = cast(elem_type).import_ok();
+        assert_eq!(g.value(g.inputs()[0]).ty.elem, want, "type {elem_type}");
+    }
+    let err = ModelBuilder::new(13)
+        .typed_input("x", 10, &[1, 4])
+        .node("Cast", &["x"], &["y"], vec![int("to", 1)])
+        .output("y")
+        .import_err();
+    assert!(err.contains("FLOAT16"), "{err}");
+
+    let dequantize = |elem_type: i32| {
+        ModelBuilder::new(13)
+            .typed_input("x", elem_type, &[1, 4])
+            .initializer(f32_tensor("s", &[], &[0.5]))
+            .node("DequantizeLinear", &["x", "s"], &["y"], vec![])
+            .output("y")
+    };
+    dequantize(INT32).import_ok();
+    for (elem_type, name) in [(INT64, "INT64"), (BOOL, "BOOL"), (UINT32, "UINT32")] {
+        let err = dequantize(elem_type).import_err();
+        assert!(
+            err.contains(&format!("is {name} and feeds DequantizeLinear")),
+            "{err}"
+        );
+    }
+    for elem_type in [BOOL, INT64, UINT8] {
+        let err = ModelBuilder::new(13)
+            .typed_input("x", elem_type, &[1, 4])
+            .node("Relu", &["x"], &["y"], vec![])
+            .output("y")
+            .import_err();
+        assert!(err.contains("feeds Relu"), "{err}");
+    }
+}
+
 #[test]
 fn constant_nodes_and_casts_fold() {
     let g = ModelBuilder::new(13)

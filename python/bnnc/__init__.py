@@ -102,7 +102,8 @@ def compile(  # noqa: A001 - the natural name; shadows the builtin only as bnnc.
             removed with the model).
 
     Returns:
-        The loaded :class:`Model`: call it on a float32 batch.
+        The loaded :class:`Model`: call it on a float32 batch (integer and bool arrays are
+        converted to float32 as ONNX's Cast to float converts them).
 
     Raises:
         CompileError: the model cannot be imported, optimized or compiled.
@@ -125,7 +126,8 @@ def run(model: ModelLike, x: np.ndarray, passes: bool = True, first_last: str = 
 
     Args:
         model: a path to an ONNX file, its bytes, or an ``onnx.ModelProto``.
-        x: a float32 array of the model's input shape, or a batch of it on the first axis.
+        x: a float32 array of the model's input shape, or a batch of it on the first axis
+            (integers and bools are converted as ONNX's Cast to float converts them).
         passes: run the optimization pipeline first (``False``: the model as imported).
         first_last: as for :func:`compile`.
 

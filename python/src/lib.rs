@@ -147,16 +147,25 @@ fn batch<'py>(
 ) -> PyResult<(usize, Vec<usize>, Bound<'py, PyArrayDyn<f32>>)> {
     let Ok(x) = x.cast::<PyUntypedArray>() else {
         return Err(PyTypeError::new_err(format!(
-            "the input must be a numpy array of float32, not {}",
+            "the input must be a numpy array of float32 (or integers), not {}",
             x.get_type().name()?
         )));
     };
     let dtype = x.dtype();
-    if !dtype.is_equiv_to(&numpy::dtype::<f32>(x.py())) {
+    // Integers and bools become float32 as ONNX's Cast to float makes them (numpy's astype
+    // rounds to nearest too): what a model with an integer input computes first. Other
+    // floats are refused rather than rounded behind the caller's back.
+    let x = if matches!(dtype.kind(), b'i' | b'u' | b'b') {
+        x.call_method1("astype", ("float32",))?
+            .cast_into::<PyUntypedArray>()?
+    } else if dtype.is_equiv_to(&numpy::dtype::<f32>(x.py())) {
+        x.clone()
+    } else {
         return Err(PyValueError::new_err(format!(
-            "the input must be a float32 array, not {dtype}: convert it with x.astype(np.float32)"
+            "the input must be a float32 (or integer) array, not {dtype}: convert it with \
+             x.astype(np.float32)"
         )));
-    }
+    };
     let shape = x.shape();
     let Some(samples) = bnnc_ir::interp::batch_samples(input, shape) else {
         return Err(PyValueError::new_err(format!(

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 import bnnc
-from conftest import DATA
+from conftest import DATA, assert_matches_reference
 
 CNV = DATA / "models" / "cnv_w1a1"
 TFC = DATA / "models" / "tfc_w1a1"
@@ -124,3 +124,15 @@ def test_an_empty_result_is_a_result(tmp_path: Path):
     assert lib.empty_run(x.ctypes.data_as(f), size(0), None, size(0)) == 1
     one = np.zeros(1, np.float32)
     assert lib.empty_run(x.ctypes.data_as(f), size(x.size), one.ctypes.data_as(f), size(1)) == 2
+
+
+def test_integer_and_bool_inputs_are_taken_as_their_cast_to_float():
+    # Values beyond 2^24 round as Cast to float (and numpy's astype) rounds them.
+    for kind in ("int64", "uint64", "int32_dq", "bool"):
+        folder = DATA / "variants" / f"integer_input_{kind}"
+        x = np.load(folder / "input.npy")
+        assert x.dtype != np.float32
+        model = bnnc.compile(folder / "model.onnx")
+        np.testing.assert_array_equal(model(x), model(x.astype(np.float32)))
+        np.testing.assert_array_equal(bnnc.run(folder / "model.onnx", x), model(x))
+        assert_matches_reference(model(x), np.load(folder / "expected.npy"))

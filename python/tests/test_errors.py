@@ -77,7 +77,7 @@ def test_wrong_inputs_are_value_errors():
     with pytest.raises(ValueError, match="float32"):
         model(x.astype(np.float64))
     with pytest.raises(ValueError, match="float32"):
-        model(x.astype(np.int32))
+        model(x.astype(np.float16))
     with pytest.raises(ValueError, match="does not fit"):
         model(x[:, :, :27])
     with pytest.raises(ValueError, match="does not fit"):

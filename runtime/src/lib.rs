@@ -6,4 +6,5 @@ pub mod abi;
 pub mod model;
 pub mod packing;
 
-pub use model::{Model, RuntimeError};
+pub use abi::InputType;
+pub use model::{InputElement, Model, RuntimeError};

@@ -17,12 +17,38 @@ use std::path::{Path, PathBuf};
 
 use libloading::Library;
 
-use crate::abi;
+use crate::abi::{self, InputType};
 
 /// `size_t NAME_input_len(void)` and `size_t NAME_output_len(void)`.
 type LenFn = unsafe extern "C" fn() -> usize;
-/// `int32_t NAME_run(const float *input, size_t input_len, float *output, size_t output_len)`.
-type RunFn = unsafe extern "C" fn(*const f32, usize, *mut f32, usize) -> i32;
+/// `int32_t NAME_input_type(void)`.
+type InputTypeFn = unsafe extern "C" fn() -> i32;
+/// `int32_t NAME_run(const INPUT *input, size_t input_len, float *output, size_t output_len)`,
+/// the input pointer untyped here: [`InputElement`] checks its type against the library's.
+type RunFn = unsafe extern "C" fn(*const u8, usize, *mut f32, usize) -> i32;
+
+/// An element type a compiled model's input can have: the Rust twin of an [`InputType`].
+/// Sealed: the implementations are exactly the ABI's types.
+pub trait InputElement: Copy + Send + Sync + sealed::Sealed {
+    /// The ABI type this Rust type is.
+    const TYPE: InputType;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! input_elements {
+    ($($t:ty => $v:ident),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl InputElement for $t {
+            const TYPE: InputType = InputType::$v;
+        }
+    )*};
+}
+
+input_elements!(f32 => F32, u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32,
+    i32 => I32, u64 => U64, i64 => I64, bool => Bool);
 
 /// What can go wrong loading or running a compiled model. Every message names the library or
 /// the model and the lengths involved, so that it can be acted on without a debugger.
@@ -66,9 +92,28 @@ pub enum RuntimeError {
         name: String,
         function: String,
     },
+    /// `NAME_input_type()` returned a code no [`InputType`] has (a library from a newer
+    /// bnnc, or not a bnnc model).
+    #[error("model `{name}` in {} reports input type code {code}, which this runtime does not know", path.display())]
+    UnknownInputType {
+        path: PathBuf,
+        name: String,
+        code: i32,
+    },
+    /// The input buffer's element type is not the one the library was built for
+    /// (`bnnc build --input-type`).
+    #[error(
+        "model `{name}` takes {expected} input elements (built with --input-type {expected}), \
+         not {actual}"
+    )]
+    InputType {
+        name: String,
+        expected: InputType,
+        actual: InputType,
+    },
     /// The input is empty or not a whole number of samples.
     #[error(
-        "model `{name}`: the input has {actual} float32 elements, \
+        "model `{name}`: the input has {actual} elements, \
          expected a positive multiple of the input length {input_len}"
     )]
     InputLength {
@@ -112,6 +157,7 @@ pub struct Model {
     path: PathBuf,
     input_len: usize,
     output_len: usize,
+    input_type: InputType,
     run_fn: RunFn,
     /// Keeps the library mapped for as long as `run_fn` may be called. Never read, but it must
     /// outlive the function pointer above, which it does since both live and die with `self`.
@@ -132,6 +178,7 @@ impl fmt::Debug for Model {
             .field("path", &self.path)
             .field("input_len", &self.input_len)
             .field("output_len", &self.output_len)
+            .field("input_type", &self.input_type)
             .finish_non_exhaustive()
     }
 }
@@ -207,12 +254,27 @@ impl Model {
                 function: abi::symbol(name, "input_len"),
             });
         }
+        // Libraries built before `NAME_input_type` existed take float32.
+        let type_symbol = abi::symbol(name, "input_type");
+        // SAFETY: as above: the ABI's type for this symbol, a constant function.
+        let input_type = match unsafe { library.get::<InputTypeFn>(type_symbol.as_bytes()) } {
+            Err(_) => InputType::F32,
+            Ok(f) => {
+                let code = unsafe { f() };
+                InputType::from_code(code).ok_or_else(|| RuntimeError::UnknownInputType {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    code,
+                })?
+            }
+        };
 
         Ok(Model {
             name: name.to_owned(),
             path: path.to_owned(),
             input_len,
             output_len,
+            input_type,
             run_fn,
             _library: library,
         })
@@ -242,7 +304,12 @@ impl Model {
         &self.path
     }
 
-    /// float32 elements of one input sample (never 0).
+    /// The element type of the input buffer (float32 unless built with `--input-type`).
+    pub fn input_type(&self) -> InputType {
+        self.input_type
+    }
+
+    /// Elements of one input sample (never 0).
     pub fn input_len(&self) -> usize {
         self.input_len
     }
@@ -293,19 +360,31 @@ impl Model {
     }
 
     /// Runs `input.len() / input_len()` samples into `output`, which must hold exactly as many
-    /// samples. The lengths are checked here, before the call, so that the error can name
-    /// them; the library checks them again.
-    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), RuntimeError> {
+    /// samples. The lengths and the input's element type are checked here, before the call,
+    /// so that the error can name them; the library checks the lengths again.
+    pub fn run<T: InputElement>(
+        &self,
+        input: &[T],
+        output: &mut [f32],
+    ) -> Result<(), RuntimeError> {
+        if T::TYPE != self.input_type {
+            return Err(RuntimeError::InputType {
+                name: self.name.clone(),
+                expected: self.input_type,
+                actual: T::TYPE,
+            });
+        }
         let samples = self.samples(input.len())?;
         self.check_output(samples, output.len())?;
-        // SAFETY: `run_fn` has the ABI's signature (see `load`) and the library is still
-        // loaded (owned by `self`). The pointers come from live slices of exactly the lengths
-        // passed, which the function reads (input) and writes (output) within; `output` is
-        // borrowed mutably, so nothing else reads it meanwhile. The ABI is reentrant, so
-        // concurrent calls through `&self` from several threads are allowed.
+        // SAFETY: `run_fn` has the ABI's signature (see `load`), its input elements are `T`'s
+        // (checked above), and the library is still loaded (owned by `self`). The pointers
+        // come from live slices of exactly the lengths passed, which the function reads
+        // (input) and writes (output) within; `output` is borrowed mutably, so nothing else
+        // reads it meanwhile. The ABI is reentrant, so concurrent calls through `&self` from
+        // several threads are allowed.
         let code = unsafe {
             (self.run_fn)(
-                input.as_ptr(),
+                input.as_ptr().cast(),
                 input.len(),
                 output.as_mut_ptr(),
                 output.len(),
@@ -323,9 +402,9 @@ impl Model {
     /// [`Model::run`] with the samples split over up to `threads` threads, each running a
     /// contiguous share of them: the same outputs (samples are independent and the ABI is
     /// reentrant), sooner on several cores.
-    pub fn run_parallel(
+    pub fn run_parallel<T: InputElement>(
         &self,
-        input: &[f32],
+        input: &[T],
         output: &mut [f32],
         threads: usize,
     ) -> Result<(), RuntimeError> {
@@ -354,7 +433,7 @@ impl Model {
 
     /// Runs `input.len() / input_len()` samples and returns their outputs, `output_len()`
     /// elements per sample, in order.
-    pub fn run_batch(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+    pub fn run_batch<T: InputElement>(&self, input: &[T]) -> Result<Vec<f32>, RuntimeError> {
         let samples = self.samples(input.len())?;
         let mut output = vec![0.0; self.batch_output_len(samples)?];
         self.run(input, &mut output)?;
@@ -366,9 +445,9 @@ impl Model {
     /// with shape `[samples, output_len()]`. A view that is not in standard layout is copied
     /// first, since the ABI takes one contiguous row-major buffer.
     #[cfg(feature = "ndarray")]
-    pub fn run_array(
+    pub fn run_array<T: InputElement>(
         &self,
-        input: ndarray::ArrayViewD<'_, f32>,
+        input: ndarray::ArrayViewD<'_, T>,
     ) -> Result<ndarray::ArrayD<f32>, RuntimeError> {
         let input = input.as_standard_layout();
         let data = input

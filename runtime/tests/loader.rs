@@ -8,6 +8,8 @@
 //!   bnnc's and writes nothing, failing if it is given an output buffer.
 //! - `partial`: has `partial_input_len` and `partial_run` but no `partial_output_len`.
 //! - `failing`: right lengths, but `failing_run` always returns `RUN_OUT_OF_MEMORY`.
+//! - `wide`: takes int64 input (`wide_input_type` is 8): output = each element + 0.5.
+//! - `future`: reports an input type code no runtime knows.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +58,21 @@ int32_t partial_run(const float *i, size_t il, float *o, size_t ol) { return 0; 
 size_t failing_input_len(void) { return 1; }
 size_t failing_output_len(void) { return 1; }
 int32_t failing_run(const float *i, size_t il, float *o, size_t ol) { return 3; }
+
+size_t wide_input_len(void) { return 2; }
+size_t wide_output_len(void) { return 2; }
+int32_t wide_input_type(void) { return 8; }
+int32_t wide_run(const int64_t *i, size_t il, float *o, size_t ol) {
+    if (il == 0 || il % 2 != 0) return 1;
+    if (ol != il) return 2;
+    for (size_t k = 0; k < il; k++) o[k] = (float)i[k] + 0.5f;
+    return 0;
+}
+
+size_t future_input_len(void) { return 1; }
+size_t future_output_len(void) { return 1; }
+int32_t future_input_type(void) { return 99; }
+int32_t future_run(const void *i, size_t il, float *o, size_t ol) { return 0; }
 "#;
 
 /// Compiles [`TOY_C`] into `DIR/libtoy.so`. Panics, never skips, without a C compiler: a test
@@ -161,7 +178,7 @@ fn rejects_input_not_a_multiple() {
 fn rejects_empty_input() {
     let (_dir, library) = build_toy();
     let model = load_toy(&library);
-    let error = model.run(&[], &mut []).unwrap_err();
+    let error = model.run::<f32>(&[], &mut []).unwrap_err();
     assert!(matches!(
         error,
         RuntimeError::InputLength {
@@ -171,7 +188,7 @@ fn rejects_empty_input() {
         }
     ));
     assert_message(&error, &["toy", "0", "positive multiple", "3"]);
-    assert!(model.run_batch(&[]).is_err());
+    assert!(model.run_batch::<f32>(&[]).is_err());
 }
 
 #[test]
@@ -390,4 +407,35 @@ fn runs_arrays() {
     let bad: ArrayD<f32> = ArrayD::zeros(IxDyn(&[2, 2]));
     let error = model.run_array(bad.view()).unwrap_err();
     assert_message(&error, &["4", "multiple", "3"]);
+}
+
+#[test]
+fn a_library_without_an_input_type_takes_float32() {
+    let (_dir, library) = build_toy();
+    assert_eq!(load_toy(&library).input_type(), abi::InputType::F32);
+}
+
+#[test]
+fn inputs_are_taken_only_in_the_librarys_type() {
+    let (_dir, library) = build_toy();
+    let model = Model::load(&library, "wide").unwrap();
+    assert_eq!(model.input_type(), abi::InputType::I64);
+    let output = model.run_batch(&[3i64, -4, 1 << 40, 7]).unwrap();
+    assert_eq!(output, [3.5, -3.5, (1u64 << 40) as f32, 7.5]);
+    let error = model.run_batch(&[3.0f32, -4.0]).unwrap_err();
+    assert!(matches!(
+        error,
+        RuntimeError::InputType {
+            expected: abi::InputType::I64,
+            actual: abi::InputType::F32,
+            ..
+        }
+    ));
+    assert_message(&error, &["wide", "int64", "float32", "--input-type"]);
+    let error = Model::load(&library, "future").unwrap_err();
+    assert!(matches!(
+        error,
+        RuntimeError::UnknownInputType { code: 99, .. }
+    ));
+    assert_message(&error, &["future", "99"]);
 }

@@ -23,7 +23,8 @@ mod target;
 use std::path::Path;
 use std::process::Command;
 
-use bnnc_ir::Graph;
+use bnnc_ir::{ElemType, Graph, IntType};
+use bnnc_runtime::abi::InputType;
 use describe::step_info;
 pub use describe::{step_kernels, storage_plan, StepInfo, StepPlan, StoragePlan};
 pub use error::BackendError;
@@ -68,12 +69,14 @@ pub fn compile_with(
             options.name
         )));
     }
+    check_input_type(graph, options.input_type)?;
     let schedule = schedule::schedule(graph)?;
     let isa = target::isa(&options.triple, options.cpu)?;
     let input = &graph.value(graph.inputs()[0]).ty;
     let output = &graph.value(graph.outputs()[0]).ty;
     let spec = emit::ObjectSpec {
         name: &options.name,
+        input_type: options.input_type,
         input_len: input.numel(),
         output_len: output.numel(),
         profile: options.profile,
@@ -94,11 +97,39 @@ pub fn compile_with(
     let steps = schedule.steps.iter().map(|s| step_info(graph, s)).collect();
     Ok(Compiled {
         steps,
-        header: header::header(graph, &options.name),
+        header: header::header(graph, &options.name, options.input_type),
         object,
         input_len: spec.input_len,
         output_len: spec.output_len,
         scratch_bytes: schedule.scratch_bytes,
+    })
+}
+
+/// Whether every element of an `input_type` buffer, converted to float32, is a value the
+/// graph's input may hold. Float32 buffers are always taken (their values are the caller's
+/// business, as with the interpreter); integers must lie within an integer input's range,
+/// since a kernel chosen for that range would compute something else outside it.
+fn check_input_type(graph: &Graph, input_type: InputType) -> Result<(), BackendError> {
+    // A graph without exactly one input is the schedule's to refuse.
+    let (Some((lo, hi)), [input]) = (input_type.range(), graph.inputs()) else {
+        return Ok(());
+    };
+    let value = graph.value(*input);
+    let fits = match &value.ty.elem {
+        ElemType::F32 => true,
+        ElemType::Int(IntType::Bipolar) | ElemType::Scaled(..) => false,
+        ElemType::Int(t) => i128::from(t.min()) <= lo && hi <= i128::from(t.max()),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(BackendError::Graph {
+        graph: graph.name.clone(),
+        reason: format!(
+            "input '{}' holds {} values; an input buffer of {input_type} ({lo}..={hi}) would \
+             pass it others (choose a narrower --input-type, or float32)",
+            value.name, value.ty.elem
+        ),
     })
 }
 

@@ -1,5 +1,6 @@
 //! What a build is for: the options the command line chooses and passes down.
 
+use bnnc_runtime::abi::InputType;
 use target_lexicon::Triple;
 
 use crate::target::Cpu;
@@ -11,6 +12,9 @@ pub struct Options {
     pub cpu: Cpu,
     /// The model's name: a C identifier, the prefix of the exported symbols.
     pub name: String,
+    /// The element type of `NAME_run`'s input buffer (`bnnc build --input-type`): float32,
+    /// or integers the library converts to float32 as ONNX's Cast to float does.
+    pub input_type: InputType,
     /// Also export `int32_t NAME_profile(const float *input, float *output, uint64_t
     /// *step_ns)`, which runs one sample and adds each step's nanoseconds to `step_ns`
     /// (for `bnnc bench`; [`crate::Compiled::steps`] names the steps).

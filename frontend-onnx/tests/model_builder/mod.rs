@@ -58,6 +58,13 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph input of ONNX element type `elem_type` (a `TensorProto.DataType` code).
+    pub fn typed_input(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        let info = value_info(name, elem_type, dims);
+        self.graph().input.push(info);
+        self
+    }
+
     /// A graph output.
     pub fn output(mut self, name: &str) -> Self {
         self.graph().output.push(ValueInfoProto {

@@ -36,6 +36,8 @@ use crate::BackendError;
 /// What the object is built for and named.
 pub(crate) struct ObjectSpec<'a> {
     pub name: &'a str,
+    /// The element type of `NAME_run`'s input buffer.
+    pub input_type: abi::InputType,
     pub input_len: usize,
     pub output_len: usize,
     /// Whether to export `NAME_profile` as well.
@@ -478,7 +480,7 @@ impl Emitter {
         Ok(())
     }
 
-    /// `NAME_input_len`, `NAME_output_len` and `NAME_run`.
+    /// `NAME_input_len`, `NAME_output_len`, `NAME_input_type` and `NAME_run`.
     fn abi_fns(
         &mut self,
         spec: &ObjectSpec<'_>,
@@ -497,6 +499,23 @@ impl Emitter {
                 |kb| Ok(Some(kb.iconst(len as i64))),
             )?;
         }
+        let sig = self.signature(0, Some(I32));
+        self.define(
+            &abi::symbol(spec.name, "input_type"),
+            Linkage::Export,
+            sig,
+            |kb| Ok(Some(kb.iconst32(spec.input_type.code()))),
+        )?;
+        // A buffer of another type than float32 is converted one sample at a time into a
+        // float32 sample after the scratch memory, which the steps then read as their input.
+        let converted = spec.input_type != abi::InputType::F32;
+        let staging = scratch_bytes.next_multiple_of(64);
+        let scratch_bytes = if converted {
+            staging + spec.input_len * 4
+        } else {
+            scratch_bytes
+        };
+        let in_bytes = (spec.input_len * spec.input_type.bytes()) as i64;
         let mut sig = self.signature(4, Some(I32));
         sig.params[0] = AbiParam::new(I64);
         let (in_len, out_len) = (spec.input_len as i64, spec.output_len as i64);
@@ -522,7 +541,12 @@ impl Emitter {
             let (raw, scratch) = alloc_scratch(kb, done, scratch_bytes);
             // samples >= 1 here.
             kb.fold_dynamic(samples, Vec::new(), |kb, s, state| {
-                let in_ptr = kb.addr(input, s, in_len * 4, 0);
+                let mut in_ptr = kb.addr(input, s, in_bytes, 0);
+                if converted {
+                    let to = kb.b.ins().iadd_imm_s(scratch, staging as i64);
+                    convert_input(kb, spec.input_type, in_ptr, to, spec.input_len);
+                    in_ptr = to;
+                }
                 let out_ptr = kb.addr(output, s, out_len * 4, 0);
                 kb.call_local(sample, &[in_ptr, out_ptr, scratch]);
                 state
@@ -536,6 +560,60 @@ impl Emitter {
         })?;
         Ok(())
     }
+}
+
+/// Converts `len` elements of type `ty` at `from` to float32 at `to`, rounding to nearest as
+/// ONNX's Cast to float (and numpy's `astype`) does; a bool is 1 when its byte is not 0.
+fn convert_input(kb: &mut KernelBuilder, ty: abi::InputType, from: Value, to: Value, len: usize) {
+    use abi::InputType as T;
+    use cranelift_codegen::ir::types::F32;
+    let bytes = ty.bytes() as i64;
+    kb.for_range(len, |kb, i| {
+        let at = kb.addr(from, i, bytes, 0);
+        let flags = builder::mem_load();
+        let v = match ty {
+            T::F32 => kb.load(F32, at, 0),
+            T::U8 => {
+                let x = kb.b.ins().uload8(I32, flags, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::I8 => {
+                let x = kb.b.ins().sload8(I32, flags, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::U16 => {
+                let x = kb.b.ins().uload16(I32, flags, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::I16 => {
+                let x = kb.b.ins().sload16(I32, flags, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::I32 => {
+                let x = kb.load(I32, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::U32 => {
+                let x = kb.b.ins().uload32(flags, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::I64 => {
+                let x = kb.load(I64, at, 0);
+                kb.b.ins().fcvt_from_sint(F32, x)
+            }
+            T::U64 => {
+                let x = kb.load(I64, at, 0);
+                kb.b.ins().fcvt_from_uint(F32, x)
+            }
+            T::Bool => {
+                let x = kb.b.ins().uload8(I32, flags, at, 0);
+                let set = kb.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0);
+                let set = kb.b.ins().uextend(I32, set);
+                kb.b.ins().fcvt_from_sint(F32, set)
+            }
+        };
+        kb.store_at(v, to, i);
+    });
 }
 
 /// Jumps to `done` with `code` when `cond` holds; continues in a new block otherwise.
