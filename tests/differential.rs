@@ -7,12 +7,15 @@
 //! - native code on the optimized network (Cranelift, and the LLVM kernels when built in): the
 //!   interpreter's bits exactly.
 //!
-//! `cargo test --test differential` runs a seeded smoke campaign; `cargo test --test
-//! differential -- --ignored` a long one. A failing case prints its seed and the network's
-//! IR, so that it can be replayed (`case(seed, grouped)`) and kept as a regression test.
+//! `cargo test --test differential` runs a seeded smoke campaign, on this machine and (shorter)
+//! with aarch64 code under qemu-aarch64; `cargo test --test differential -- --ignored` a long
+//! one. A failing case prints its seed and the network's
+//! IR, so that it can be replayed (`case(seed, grouped, Native::Host)`) and kept as a regression test.
 //! Every third seed also builds a grouped network (groups of several channels), from a
 //! random stream of its own: the plain networks of every seed are the ones they always were.
 //! Half the grouped ones run with every low-bit layer bit-serial (`--bit-serial always`).
+
+mod common;
 
 use bnnc_ir::{
     BinaryOp, ConvAttrs, ElemType, GemmAttrs, Graph, Op, PoolAttrs, QuantAttrs, RoundingMode,
@@ -306,8 +309,17 @@ fn inputs(seed: u64, shape: &[usize], samples: usize) -> Vec<f32> {
 /// (counted, not failed).
 type Covered = Option<Vec<String>>;
 
+/// Where native code runs.
+#[derive(Clone, Copy)]
+enum Native<'a> {
+    /// This machine, loaded through the runtime crate.
+    Host,
+    /// aarch64 code, under qemu-aarch64.
+    Aarch64(&'a common::AarchDriver),
+}
+
 /// Runs one case.
-fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
+fn case(seed: u64, grouped: bool, native: Native<'_>) -> Result<Covered, String> {
     let (graph, shape) = network(seed, grouped);
     let ir = bnnc_ir::text::print_graph(&graph);
     let family = if grouped { " (grouped)" } else { "" };
@@ -359,28 +371,54 @@ fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
         &[bnnc::native::Codegen::Cranelift]
     };
     for &codegen in codegens {
-        let loaded = match bnnc::native::load(
-            &optimized,
-            &bnnc::Tuning::default(),
-            bnnc::native::LoadOptions {
-                name: "fuzz".into(),
-                codegen,
-                profile: false,
-                dir: None,
-            },
-        ) {
-            Ok(loaded) => loaded,
-            Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
-            Err(e) => return Err(fail(format!("native ({codegen:?}): {e:#}"))),
+        let got = match native {
+            Native::Host => {
+                let loaded = match bnnc::native::load(
+                    &optimized,
+                    &bnnc::Tuning::default(),
+                    bnnc::native::LoadOptions {
+                        name: "fuzz".into(),
+                        codegen,
+                        profile: false,
+                        dir: None,
+                    },
+                ) {
+                    Ok(loaded) => loaded,
+                    Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
+                    Err(e) => return Err(fail(format!("native ({codegen:?}): {e:#}"))),
+                };
+                loaded
+                    .model
+                    .run_batch(&data)
+                    .map_err(|e| fail(format!("native run ({codegen:?}): {e}")))?
+            }
+            Native::Aarch64(driver) => {
+                let options =
+                    bnnc::native::options("aarch64", None, "fuzz".into(), &Default::default())
+                        .map_err(|e| fail(format!("aarch64 options: {e:#}")))?;
+                let build = match bnnc::native::compile(&optimized, &options, codegen) {
+                    Ok(build) => build,
+                    Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
+                    Err(e) => return Err(fail(format!("aarch64 ({codegen:?}): {e:#}"))),
+                };
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let lib = dir.path().join("libfuzz.so");
+                bnnc::native::write(&build, &options, &lib, true)
+                    .map_err(|e| fail(format!("aarch64 link ({codegen:?}): {e:#}")))?;
+                let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                driver
+                    .run(&lib, "fuzz", &raw)
+                    .map_err(|e| fail(format!("aarch64 run ({codegen:?}): {e}")))?
+            }
         };
-        let got = loaded
-            .model
-            .run_batch(&data)
-            .map_err(|e| fail(format!("native run ({codegen:?}): {e}")))?;
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         if bits(&got) != bits(&b) {
+            let place = match native {
+                Native::Host => "native",
+                Native::Aarch64(_) => "aarch64",
+            };
             return Err(fail(format!(
-                "native ({codegen:?}) {got:?}, interpreter {b:?}"
+                "{place} ({codegen:?}) {got:?}, interpreter {b:?}"
             )));
         }
     }
@@ -409,12 +447,36 @@ fn case(seed: u64, grouped: bool) -> Result<Covered, String> {
     Ok(Some(ops))
 }
 
+/// What every campaign must reach: the lowered kernels, windows of 1 and 3 axes included.
+const REACHES: &[&str] = &[
+    "xnor_conv",
+    "xnor_matmul",
+    "threshold",
+    "bitserial_conv",
+    "bitserial_matmul",
+    "xnor_conv (grouped)",
+    "bitserial_conv (grouped)",
+    "conv 1-D",
+    "conv 3-D",
+    "xnor_conv 1-D",
+    "xnor_conv 3-D",
+    "bitserial_conv 1-D",
+    "bitserial_conv 3-D",
+    "maxpool 1-D",
+    "maxpool 3-D",
+];
+
 fn campaign(seeds: std::ops::Range<u64>) {
-    campaign_for(seeds, None);
+    campaign_for(seeds, None, Native::Host);
 }
 
-/// [`campaign`] over `seeds`, stopping early once `budget` has passed (if given).
-fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>) {
+/// A campaign over `seeds` with native code run `native`, stopping early once `budget` has
+/// passed (if given); every op of [`REACHES`] must have run in some network.
+fn campaign_for(
+    seeds: std::ops::Range<u64>,
+    budget: Option<std::time::Duration>,
+    native: Native<'_>,
+) {
     let started = std::time::Instant::now();
     let mut total = 0;
     let mut failures = Vec::new();
@@ -431,7 +493,7 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
                 continue;
             }
             total += 1;
-            match case(seed, grouped) {
+            match case(seed, grouped, native) {
                 Ok(Some(mut ops)) => {
                     ops.sort_unstable();
                     ops.dedup();
@@ -450,26 +512,10 @@ fn campaign_for(seeds: std::ops::Range<u64>, budget: Option<std::time::Duration>
         failures.len()
     );
     eprintln!("networks reaching each op after the passes: {reached:?}");
-    // The lowered kernels are what the campaign is for, windows of 1 and 3 axes included.
-    for op in [
-        "xnor_conv",
-        "xnor_matmul",
-        "threshold",
-        "bitserial_conv",
-        "bitserial_matmul",
-        "xnor_conv (grouped)",
-        "bitserial_conv (grouped)",
-        "conv 1-D",
-        "conv 3-D",
-        "xnor_conv 1-D",
-        "xnor_conv 3-D",
-        "bitserial_conv 1-D",
-        "bitserial_conv 3-D",
-        "maxpool 1-D",
-        "maxpool 3-D",
-    ] {
+    // The lowered kernels are what the campaign is for.
+    for op in REACHES {
         assert!(
-            reached.get(op).copied().unwrap_or(0) > 0,
+            reached.get(*op).copied().unwrap_or(0) > 0,
             "no network reached {op}"
         );
     }
@@ -493,7 +539,8 @@ fn long_campaign() {
     campaign(300..5_300);
 }
 
-/// A campaign of chosen length (`-- --ignored --nocapture timed_campaign`): seeds from
+/// A campaign of chosen length (`-- --ignored --nocapture timed_campaign`), with native code
+/// for aarch64 under qemu when `BNNC_FUZZ_TARGET=aarch64`: seeds from
 /// `BNNC_FUZZ_FIRST_SEED` (default 5,300, after the long campaign's) for
 /// `BNNC_FUZZ_MINUTES` minutes (default 10). Run several with disjoint seeds to use more
 /// cores; each prints its networks, refusals and failures, as TESTING.md records.
@@ -512,8 +559,20 @@ fn timed_campaign() {
     let first = number("BNNC_FUZZ_FIRST_SEED", 5_300);
     let minutes = number("BNNC_FUZZ_MINUTES", 10);
     eprintln!("seeds from {first}, {minutes} minutes");
-    campaign_for(
-        first..u64::MAX,
-        Some(std::time::Duration::from_secs(60 * minutes)),
-    );
+    let budget = Some(std::time::Duration::from_secs(60 * minutes));
+    if std::env::var("BNNC_FUZZ_TARGET").as_deref() == Ok("aarch64") {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = common::AarchDriver::build(dir.path());
+        campaign_for(first..u64::MAX, budget, Native::Aarch64(&driver));
+    } else {
+        campaign_for(first..u64::MAX, budget, Native::Host);
+    }
+}
+
+/// The smoke campaign's networks with aarch64 native code, run under qemu-aarch64.
+#[test]
+fn aarch64_smoke_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = common::AarchDriver::build(dir.path());
+    campaign_for(0..300, None, Native::Aarch64(&driver));
 }
