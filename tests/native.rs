@@ -428,6 +428,12 @@ fn integer_inputs_run_from_buffers_of_their_own_type() {
         assert!(header.contains(&decl), "missing `{decl}` in:\n{header}");
         if input_type != InputType::F32 {
             typed += 1;
+            // The header names the model's own type too.
+            let declared = format!("({} in the model)", input_type.name().to_uppercase());
+            assert!(
+                header.contains(&declared),
+                "missing `{declared}` in:\n{header}"
+            );
             // A float32 buffer is refused by the runtime, naming both types.
             let err = m.run_batch(&vec![0f32; m.input_len()]).unwrap_err();
             assert!(

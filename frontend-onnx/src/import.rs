@@ -363,6 +363,13 @@ impl Importer<'_> {
             };
             let ty = input_type(input, annotated)?;
             let v = self.graph.add_input(input.name.clone(), ty);
+            // `input_type` took only tensors.
+            if let Some(type_proto::Value::TensorType(t)) =
+                input.r#type.as_ref().and_then(|t| t.value.as_ref())
+            {
+                let declared = DataType::code_name(t.elem_type).to_string();
+                self.graph.declared_input_types.push(declared);
+            }
             self.bind(&input.name, Binding::Value(v))
                 .map_err(|reason| FrontendError::Input {
                     input: input.name.clone(),

@@ -651,7 +651,9 @@ fn integer_and_bool_inputs_feed_only_casts_and_dequantizers() {
     ] {
         let g = cast(elem_type).import_ok();
         assert_eq!(g.value(g.inputs()[0]).ty.elem, want, "type {elem_type}");
+        assert_eq!(g.declared_input_types.len(), 1);
     }
+    assert_eq!(cast(UINT64).import_ok().declared_input_types, ["UINT64"]);
     let err = ModelBuilder::new(13)
         .typed_input("x", 10, &[1, 4])
         .node("Cast", &["x"], &["y"], vec![int("to", 1)])

@@ -64,6 +64,11 @@ pub struct Node {
 pub struct Graph {
     /// The graph's name (the model's name in the text form).
     pub name: String,
+    /// The element type the source model declares for each graph input, in input order
+    /// (ONNX's names: `FLOAT`, `UINT8`, `INT64`...), when the frontend knows it: what a
+    /// library's header documents beside the type its ABI takes. Not semantics: an input's
+    /// [`TensorType`] says what it holds.
+    pub declared_input_types: Vec<String>,
     values: Vec<ValueData>,
     nodes: StableDiGraph<Node, ValueId, u32>,
     inputs: Vec<ValueId>,

@@ -27,6 +27,8 @@ pub struct Imported {
     /// The class of each graph output, in order.
     pub roots: Vec<Id>,
     graph_name: String,
+    /// [`Graph::declared_input_types`].
+    declared_input_types: Vec<String>,
     /// Name and type of each graph input.
     inputs: Vec<(String, TensorType)>,
     output_names: Vec<String>,
@@ -134,6 +136,7 @@ pub fn import(graph: &Graph) -> Result<(BnnEGraph, Imported), IrError> {
     let imported = Imported {
         roots,
         graph_name: graph.name.clone(),
+        declared_input_types: graph.declared_input_types.clone(),
         inputs,
         output_names: graph
             .outputs()
@@ -231,6 +234,10 @@ impl<'a, 'x> Builder<'a, 'x> {
             hints,
             used_names: HashSet::new(),
         };
+        builder
+            .graph
+            .declared_input_types
+            .clone_from(&imported.declared_input_types);
         for (i, (name, ty)) in imported.inputs.iter().enumerate() {
             let name = builder.unique(name);
             let v = builder.graph.add_input(name, ty.clone());
