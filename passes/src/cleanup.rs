@@ -49,11 +49,19 @@ fn fold_constants(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrEr
             continue;
         };
         let refs: Vec<&Tensor> = operands.iter().collect();
-        let results = bnnc_ir::interp::eval(&node.op, &refs).map_err(|reason| IrError::Node {
-            node: node.name.clone(),
-            op: node.op.name(),
-            reason,
-        })?;
+        // With the operands' types, as the interpreter runs the node: scaled integers of a
+        // linear op are summed integer-first, and the constant must hold that value.
+        let types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let out0 = node
+            .outputs
+            .first()
+            .map(|&v| graph.value(v).ty.shape.clone());
+        let results = bnnc_ir::interp::eval_typed(&node.op, &refs, &types, out0.as_deref())
+            .map_err(|reason| IrError::Node {
+                node: node.name.clone(),
+                op: node.op.name(),
+                reason,
+            })?;
         for (&out, data) in node.outputs.iter().zip(results) {
             let value = graph.value(out).clone();
             let c = graph.add_const(value.name.clone(), Some(value.ty.elem.clone()), data)?;

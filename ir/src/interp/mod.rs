@@ -152,7 +152,23 @@ pub fn run_batch(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>, IrError> 
         .collect()
 }
 
-/// Evaluates one op on concrete operands (used for constant folding). The error is the reason.
+/// Evaluates one op on operands of the given types, as a graph's run does: linear ops of
+/// scaled integers integer-first ([`integer_first`]), where their types call for it, into a
+/// first result of shape `out0`; everything else as [`eval`]. Constant folding uses it, so
+/// that a folded node holds the value the node computed.
+pub fn eval_typed(
+    op: &Op,
+    operands: &[&Tensor],
+    types: &[&TensorType],
+    out0: Option<&[usize]>,
+) -> Result<Vec<Tensor>, String> {
+    match out0.and_then(|out| scaled::linear(op, operands, types, out)) {
+        Some(result) => result.map(|t| vec![t]),
+        None => eval(op, operands),
+    }
+}
+
+/// Evaluates one op on concrete operands, typed by their data alone. The error is the reason.
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     let types: Vec<TensorType> = inputs
         .iter()
@@ -417,11 +433,8 @@ fn evaluate(graph: &Graph, n: NodeId, operands: &[&Tensor]) -> Result<Vec<Tensor
         .outputs
         .first()
         .map(|&v| graph.value(v).ty.shape.as_slice());
-    let results = match out0.and_then(|out| scaled::linear(&node.op, operands, &types, out)) {
-        Some(result) => result.map(|t| vec![t]),
-        None => eval(&node.op, operands),
-    }
-    .map_err(|reason| node_error(graph, n, reason))?;
+    let results = eval_typed(&node.op, operands, &types, out0)
+        .map_err(|reason| node_error(graph, n, reason))?;
     if results.len() != node.outputs.len() {
         return Err(node_error(
             graph,
