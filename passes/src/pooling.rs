@@ -16,8 +16,9 @@
 //! window holds at least one input element (padding acts as -inf, which must never be a
 //! window's maximum); the chain's steps are Mul/Div/Add/Sub by constants that are scalars or
 //! vary only along axis 1, BatchNorm with constant parameters, or Relu; the quantizer is a
-//! BipolarQuant, Sign, Quant or MultiThreshold (on axis 1) with such constants; each value
-//! between pool and quantizer has the next op as its only use.
+//! BipolarQuant, Sign, Quant or MultiThreshold (on axis 1) with such constants, whose output
+//! step (scale, or out_scale) is positive on every channel, so that values rise with levels;
+//! each value between pool and quantizer has the next op as its only use.
 //!
 //! Guarantee: the result verifies and computes the same outputs in the interpreter. Every
 //! channel's chain is proven non-decreasing from the signs of its factors
@@ -145,6 +146,18 @@ fn plan(graph: &Graph, pool: NodeId, attrs: &PoolAttrs) -> Result<Plan, Skip> {
     let mut min = Vec::with_capacity(channels);
     for c in 0..channels {
         let chain = ChannelChain::new(&steps, &q, c, channels).map_err(|e| e.to_string())?;
+        // The monotonicity is the level's; the pool compares values, which fall as the
+        // level rises where the quantizer's output step is negative (a negative scale or
+        // out_scale). Such a pool stays on the accumulator. (The chain's constants are
+        // checked finite, so the step is a number.)
+        if chain.output_step() <= 0.0 {
+            return Err(format!(
+                "channel {c}'s quantizer has a negative output step ({}): its values fall as \
+                 its levels rise",
+                chain.output_step()
+            )
+            .into());
+        }
         match chain.monotonicity() {
             Monotonicity::NonDecreasing => min.push(false),
             Monotonicity::NonIncreasing => min.push(true),
