@@ -449,10 +449,12 @@ fn evaluate(graph: &Graph, n: NodeId, operands: &[&Tensor]) -> Result<Vec<Tensor
     for (i, (t, &v)) in results.iter().zip(&node.outputs).enumerate() {
         let ty = &graph.value(v).ty;
         let want = &ty.shape;
-        // An integer type promises finite levels, and the passes rely on it (a threshold
-        // compares where a quantizer would carry NaN on): a NaN made by the float layers
-        // before (0 / 0, say) must stop here, not flow on as a number it is not.
-        if let (ElemType::Int(_), TensorData::F32(data)) = (&ty.elem, t.data()) {
+        // An integer type, scaled or not, promises finite levels, and the passes rely on it
+        // (a threshold compares where a quantizer would carry NaN on): a NaN made by the
+        // float layers before (0 / 0, say) must stop here, not flow on as a number it is not.
+        if let (ElemType::Int(_) | ElemType::Scaled(..), TensorData::F32(data)) =
+            (&ty.elem, t.data())
+        {
             if let Some(bad) = data.iter().find(|x| !x.is_finite()) {
                 return Err(node_error(
                     graph,
