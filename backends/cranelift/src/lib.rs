@@ -42,7 +42,7 @@ pub use target_lexicon::{Architecture, Triple};
 pub struct Compiled {
     pub object: Vec<u8>,
     pub header: String,
-    /// f32 elements of one input sample.
+    /// Elements of one input sample (of `Options::input_type`).
     pub input_len: usize,
     /// f32 elements of one output sample.
     pub output_len: usize,
