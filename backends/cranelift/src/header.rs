@@ -65,6 +65,8 @@ pub(crate) fn header(graph: &Graph, name: &str, input_type: InputType) -> String
         in_hint = match declared
             .and_then(|t| InputType::from_name(&t.to_ascii_lowercase()))
             .filter(|&t| input_type == InputType::F32 && t != InputType::F32)
+            // Not a type the build would refuse (an annotation may narrow the input's range).
+            .filter(|&t| crate::check_input_type(graph, t).is_ok())
         {
             Some(t) => format!(
                 "\n*        `bnnc build --input-type {t}` makes {name}_run take them as {}.",
