@@ -571,46 +571,27 @@ fn convert_input(kb: &mut KernelBuilder, ty: abi::InputType, from: Value, to: Va
     kb.for_range(len, |kb, i| {
         let at = kb.addr(from, i, bytes, 0);
         let flags = builder::mem_load();
-        let v = match ty {
+        // The element as an integer: 8 and 16 bit ones extended to i32 (then exact as
+        // signed), uint32 zero-extended to i64.
+        let int = match ty {
             T::F32 => kb.load(F32, at, 0),
-            T::U8 => {
-                let x = kb.b.ins().uload8(I32, flags, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::I8 => {
-                let x = kb.b.ins().sload8(I32, flags, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::U16 => {
-                let x = kb.b.ins().uload16(I32, flags, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::I16 => {
-                let x = kb.b.ins().sload16(I32, flags, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::I32 => {
-                let x = kb.load(I32, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::U32 => {
-                let x = kb.b.ins().uload32(flags, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::I64 => {
-                let x = kb.load(I64, at, 0);
-                kb.b.ins().fcvt_from_sint(F32, x)
-            }
-            T::U64 => {
-                let x = kb.load(I64, at, 0);
-                kb.b.ins().fcvt_from_uint(F32, x)
-            }
+            T::U8 | T::Bool => kb.b.ins().uload8(I32, flags, at, 0),
+            T::I8 => kb.b.ins().sload8(I32, flags, at, 0),
+            T::U16 => kb.b.ins().uload16(I32, flags, at, 0),
+            T::I16 => kb.b.ins().sload16(I32, flags, at, 0),
+            T::I32 => kb.load(I32, at, 0),
+            T::U32 => kb.b.ins().uload32(flags, at, 0),
+            T::I64 | T::U64 => kb.load(I64, at, 0),
+        };
+        let v = match ty {
+            T::F32 => int,
             T::Bool => {
-                let x = kb.b.ins().uload8(I32, flags, at, 0);
-                let set = kb.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0);
+                let set = kb.b.ins().icmp_imm_s(IntCC::NotEqual, int, 0);
                 let set = kb.b.ins().uextend(I32, set);
                 kb.b.ins().fcvt_from_sint(F32, set)
             }
+            T::U64 => kb.b.ins().fcvt_from_uint(F32, int),
+            _ => kb.b.ins().fcvt_from_sint(F32, int),
         };
         kb.store_at(v, to, i);
     });
