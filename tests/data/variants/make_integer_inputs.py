@@ -17,7 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 rng = np.random.default_rng(7)
 
 
-def write(name, nodes, x_type, in_shape, out_shape, initializers, low, high):
+def write(name, nodes, x_type, in_shape, out_shape, initializers, x, as_float32=True):
+    """Writes folder `name`: the model, input.npy (`x`, as float32 or in its own dtype) and
+    onnxruntime's outputs on `x`."""
     graph = helper.make_graph(
         nodes,
         name,
@@ -31,14 +33,18 @@ def write(name, nodes, x_type, in_shape, out_shape, initializers, low, high):
     folder = os.path.join(HERE, name)
     os.makedirs(folder, exist_ok=True)
     onnx.save(model, os.path.join(folder, "model.onnx"))
-    dtype = helper.tensor_dtype_to_np_dtype(x_type)
-    x = rng.integers(low, high + 1, size=(8,) + tuple(in_shape[1:])).astype(dtype)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     y = np.concatenate([session.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
-    np.save(os.path.join(folder, "input.npy"), x.astype(np.float32))
+    np.save(os.path.join(folder, "input.npy"), x.astype(np.float32) if as_float32 else x)
     np.save(os.path.join(folder, "expected.npy"), y)
+
+
+def uniform(x_type, in_shape, low, high):
+    """Eight samples of integers uniform in `low..=high`, in `x_type`'s dtype."""
+    dtype = helper.tensor_dtype_to_np_dtype(x_type)
+    return rng.integers(low, high + 1, size=(8,) + tuple(in_shape[1:])).astype(dtype)
 
 
 def f32(*shape, scale=0.5):
@@ -70,8 +76,7 @@ write(
         "w2": f32(10, 144, scale=0.1),
         "b2": f32(10, scale=0.1),
     },
-    0,
-    255,
+    uniform(TensorProto.UINT8, [1, 1, 8, 8], 0, 255),
 )
 
 # int8 codes with a zero point: DequantizeLinear, a dense layer.
@@ -91,8 +96,7 @@ write(
         "w": f32(16, 4),
         "b": f32(4, scale=0.1),
     },
-    -128,
-    127,
+    uniform(TensorProto.INT8, [1, 16], -128, 127),
 )
 
 
@@ -100,15 +104,7 @@ write(
 # float32 (their Cast to float), or in their own type with `bnnc build --input-type`. Values
 # beyond 2^24 round, as Cast to float does.
 def write_typed(name, nodes, x_type, in_shape, out_shape, initializers, x):
-    write(name, nodes, x_type, in_shape, out_shape, initializers, 0, 0)
-    folder = os.path.join(HERE, name)
-    model = onnx.load(os.path.join(folder, "model.onnx"))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    y = np.concatenate([session.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
-    np.save(os.path.join(folder, "input.npy"), x)
-    np.save(os.path.join(folder, "expected.npy"), y)
+    write(name, nodes, x_type, in_shape, out_shape, initializers, x, as_float32=False)
 
 
 def wide(dtype, shape):
