@@ -109,6 +109,8 @@ pub struct Int16ConvKernel {
     /// `(batch, c, h, w)` of the input.
     pub input: (usize, usize, usize, usize),
     pub in_scale: f32,
+    /// The least and greatest of the input's integers (its type's range).
+    pub in_range: (i64, i64),
     /// `(m, kh, kw)` of the filters.
     pub filters: (usize, usize, usize),
     pub output: (usize, usize),

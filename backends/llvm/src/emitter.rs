@@ -7,7 +7,7 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{IntType, VectorType};
 use inkwell::values::{
-    BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue, VectorValue,
+    BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue,
 };
 use inkwell::{AddressSpace, IntPredicate};
 
@@ -27,6 +27,8 @@ pub(crate) struct KernelEmitter<'ctx, 'm> {
     pub context: &'ctx Context,
     pub module: &'m Module<'ctx>,
     pub builder: Builder<'ctx>,
+    /// Whether the target has AVX-512 VNNI's byte dot products (`vpdpbusd`).
+    pub vnni: bool,
 }
 
 impl<'ctx> KernelEmitter<'ctx, '_> {
@@ -187,6 +189,35 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
     ) -> Built<VectorValue<'ctx>> {
         let flipped = self.builder.build_xor(v, mask, "")?;
         self.builder.build_int_sub(flipped, mask, "v")
+    }
+
+    /// The integer of a first layer's f32 input `v`, `v / scale` (a power of two), as an
+    /// `i32`: clamped to `range` (where every value of the input's type lies) while a float,
+    /// so that a loop of these converts whole vectors, then truncated (it is an integer).
+    pub fn input_integer(
+        &self,
+        v: FloatValue<'ctx>,
+        scale: f32,
+        (lo, hi): (i64, i64),
+    ) -> Built<IntValue<'ctx>> {
+        let f32t = self.context.f32_type();
+        let b = &self.builder;
+        let clamp = |name: &str, a: FloatValue<'ctx>, bound: i64| -> Built<FloatValue<'ctx>> {
+            let f = Intrinsic::find(name)
+                .expect("the intrinsic exists")
+                .get_declaration(self.module, &[f32t.into()])
+                .expect("an f32 intrinsic");
+            let bound = f32t.const_float(bound as f64);
+            Ok(b.build_call(f, &[a.into(), bound.into()], "")?
+                .try_as_basic_value()
+                .left()
+                .expect("the intrinsic returns a value")
+                .into_float_value())
+        };
+        let q = b.build_float_mul(v, f32t.const_float(f64::from(1.0 / scale)), "q")?;
+        let q = clamp("llvm.maxnum", q, lo)?;
+        let q = clamp("llvm.minnum", q, hi)?;
+        b.build_float_to_signed_int(q, self.context.i32_type(), "qi")
     }
 
     /// `llvm.ctpop` of `v`, an integer or a vector of integers: the bits set, per lane.

@@ -1,11 +1,10 @@
 //! The first layer on small integers ([`Int16ConvKernel`]): per output pixel, the window's
-//! integers (the f32 input times `1 / in_scale`, converted saturating as Cranelift's kernel
-//! does), each splat and multiplied by a vector of 32 filters' `i16` weights; then
+//! integers (the f32 input times `1 / in_scale`, clamped to its type's range:
+//! [`KernelEmitter::input_integer`]), each splat and multiplied by a vector of 32 filters' `i16` weights; then
 //! [`KernelEmitter::store_levels`] on the counts of thresholds reached.
 
 use bnnc_cranelift::Int16ConvKernel;
 use bnnc_runtime::packing::words;
-use inkwell::intrinsics::Intrinsic;
 use inkwell::IntPredicate;
 
 use crate::emitter::{Built, KernelEmitter};
@@ -30,7 +29,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let i16t = self.context.i16_type();
         let vt = i16t.vec_type(WIDE as u32);
         let clamp = |v: i64| v.clamp(-32768, 32767);
-        // Weights [tap][block][lane]; signs and live [block][lane]; bounds
+        // Weights [tap][block][lane]; signs and live masks [block][lane]; bounds
         // [block][threshold][lane]. Padded filters: weight 0, "never", not live.
         let mut wt = vec![0i64; taps * blocks * WIDE];
         let mut sign = vec![1i64; blocks * WIDE];
@@ -42,7 +41,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     i64::from(k.weights[f * taps + tap]);
             }
             sign[f] = clamp(k.levels.sign[f]);
-            live[f] = 1;
+            live[f] = -1;
             for i in 0..t {
                 bounds[((f / WIDE) * t + i) * WIDE + f % WIDE] = clamp(k.levels.bounds[f * t + i]);
             }
@@ -55,10 +54,6 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
 
         let (function, x, out) = self.kernel_function(name);
         let f32t = self.context.f32_type();
-        let to_int = Intrinsic::find("llvm.fptosi.sat")
-            .expect("llvm.fptosi.sat exists")
-            .get_declaration(self.module, &[self.context.i32_type().into(), f32t.into()])
-            .expect("fptosi.sat i32 of f32");
         let b = &self.builder;
         let load_vec = |base, index: usize| self.load_aligned(vt, base, self.i64(index as i64));
         let window = Window {
@@ -66,7 +61,6 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             strides: k.strides,
             dilations: k.dilations,
         };
-        let inv = f32t.const_float(f64::from(1.0 / k.in_scale));
         let pixel_words = k.levels.planes * wo;
         // One image's integers, converted once (not once per tap of every window).
         let image_len = c * h * w;
@@ -78,13 +72,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                 // SAFETY (of the generated code): element `i` of image `n`.
                 let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
                 let v = b.build_load(f32t, src, "x")?.into_float_value();
-                let q = b.build_float_mul(v, inv, "q")?;
-                let q = b
-                    .build_call(to_int, &[q.into()], "qi")?
-                    .try_as_basic_value()
-                    .left()
-                    .expect("fptosi.sat returns a value")
-                    .into_int_value();
+                let q = self.input_integer(v, k.in_scale, k.in_range)?;
                 let q = b.build_int_truncate(q, i16t, "q16")?;
                 // SAFETY (of the generated code): element `i` of the image on the stack.
                 let dst = unsafe { b.build_in_bounds_gep(i16t, image, &[i], "dst")? };

@@ -8,8 +8,8 @@ use crate::emitter::{Built, KernelEmitter};
 
 impl<'ctx> KernelEmitter<'ctx, '_> {
     /// The output stage of a block of channels, one per lane of `count` (the thresholds
-    /// reached): each lane's level `alpha * count + beta` (0 where `live` is 0, a padded
-    /// channel), and per plane the lanes' bits as one integer of as many bits, stored at
+    /// reached): each lane's level `alpha * count + beta` (0 where the mask `live` is 0, a
+    /// padded channel; -1 elsewhere), and per plane the lanes' bits as one integer of as many bits, stored at
     /// integer index `block` of the plane's words (`out[first + plane * words]` on).
     pub fn store_levels(
         &self,
@@ -24,7 +24,8 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let splat = |v: i64| self.const_splat(ty, v);
         let scaled = b.build_int_mul(count, splat(levels.alpha), "")?;
         let level = b.build_int_add(scaled, splat(levels.beta), "level")?;
-        let level = b.build_int_mul(level, live, "")?;
+        // `live` is a mask: an AND, where a multiply would take the vector multiplier.
+        let level = b.build_and(level, live, "")?;
         let bits_ty = self.context.custom_width_int_type(ty.get_size());
         for r in 0..levels.planes {
             let shifted = b.build_right_shift(level, splat(r as i64), false, "")?;

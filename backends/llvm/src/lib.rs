@@ -15,6 +15,7 @@ mod emitter;
 mod int16;
 mod levels;
 mod planes;
+mod vnni;
 mod window;
 mod xnor;
 
@@ -65,6 +66,14 @@ impl LlvmKernels {
         })
     }
 
+    /// Whether the features known of the target include every one of `wanted`: this
+    /// machine's for `--cpu native`, none for a named CPU (whose kernels then take the
+    /// paths every CPU of its level has).
+    fn has_features(&self, wanted: &[&str]) -> bool {
+        let features: Vec<&str> = self.features.split(',').collect();
+        wanted.iter().all(|f| features.contains(f))
+    }
+
     /// Whether no kernel was taken (then there is no object to link).
     pub fn is_empty(&self) -> bool {
         self.kernels.is_empty() && self.plane_kernels.is_empty() && self.int16_kernels.is_empty()
@@ -92,6 +101,7 @@ impl LlvmKernels {
             context: &context,
             module: &module,
             builder: context.create_builder(),
+            vnni: self.has_features(&["+avx512f", "+avx512bw", "+avx512vnni"]),
         };
         for kernel in &self.kernels {
             emitter
@@ -104,9 +114,12 @@ impl LlvmKernels {
                 .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
         for kernel in &self.int16_kernels {
-            emitter
-                .int16_conv(kernel)
-                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+            if emitter.vnni && vnni::vnni_applies(kernel) {
+                emitter.vnni_conv(kernel)
+            } else {
+                emitter.int16_conv(kernel)
+            }
+            .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
         module.verify().map_err(|e| e.to_string())?;
         module

@@ -34,13 +34,13 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let wt = filters_in_lanes(&weights, m, per_filter);
         let t = k.levels.thresholds;
         // Sign masks [block][lane] (see `signed`); bounds [block][threshold][lane]; live
-        // [block][lane] (0 for padded filters, whose levels must store no bits).
+        // masks [block][lane] (0 for padded filters, whose levels must store no bits).
         let mut sign = vec![0i64; blocks * LANES];
         let mut bounds = vec![BEYOND; blocks * t * LANES];
         let mut live = vec![0i64; blocks * LANES];
         for f in 0..m {
             sign[f] = if k.levels.sign[f] < 0 { -1 } else { 0 };
-            live[f] = 1;
+            live[f] = -1;
             for i in 0..t {
                 bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.levels.bounds[f * t + i];
             }

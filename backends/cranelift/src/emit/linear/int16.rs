@@ -29,11 +29,14 @@ pub(crate) fn int16_kernel(
         shape(node.inputs[1]),
         shape(node.outputs[0]),
     );
-    let (_, in_scale) = int_pow2(&graph.value(node.inputs[0]).ty.elem)?;
+    let x_elem = &graph.value(node.inputs[0]).ty.elem;
+    let (_, in_scale) = int_pow2(x_elem)?;
+    let (int, _) = x_elem.exact_scaled()?;
     Some(crate::Int16ConvKernel {
         symbol,
         input: (x[0], x[1], x[2], x[3]),
         in_scale,
+        in_range: (int.min(), int.max()),
         filters: (w[0], w[2], w[3]),
         output: (out[2], out[3]),
         strides: (attrs.strides[0], attrs.strides[1]),
