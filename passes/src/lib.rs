@@ -13,6 +13,7 @@ pub mod cleanup;
 pub mod egraph;
 pub mod error;
 pub mod fusion;
+pub mod input_threshold;
 mod integers;
 pub mod manager;
 pub mod pooling;

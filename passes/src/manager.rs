@@ -75,6 +75,11 @@ pub const PIPELINE: &[Pass] = &[
         run: |g, _| crate::scales::fuse_scales(g),
     },
     Pass {
+        name: "fold-input-quantizer-to-threshold",
+        summary: "a monotone float chain from a float value to a low-bit quantizer becomes exact float thresholds on the value",
+        run: |g, _| crate::input_threshold::fold_input_quantizer_to_threshold(g),
+    },
+    Pass {
         name: "lower-xnor-popcount",
         summary: "bipolar x (scaled) bipolar Conv/Gemm/MatMul become XNOR-popcount ops (times their weight scale)",
         run: |g, options| crate::xnor::lower_xnor_popcount(g, options.bit_serial),

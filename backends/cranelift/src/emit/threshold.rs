@@ -54,6 +54,21 @@ pub(crate) fn threshold(
         ));
     }
     let integer = x.storage == Storage::I32;
+    if let (Storage::Planes(planes), Storage::F32, None, 1) =
+        (out.storage, x.storage, operands.get(2), axis)
+    {
+        if crate::schedule::bit_geometry(&x.shape).2 == 1 {
+            if let Some(levels) = affine_levels(attrs, &out.elem, n) {
+                let t = ThresholdRows {
+                    table: &table,
+                    rows,
+                    n,
+                };
+                planes_of_rows_by_thresholds(kb, x, out, planes.into(), &t, levels);
+                return Ok(());
+            }
+        }
+    }
     if out.storage == Storage::Bits && n == 1 && axis == 1 {
         let rows: Vec<(bool, f32)> = (0..channels)
             .map(|c| (descending[c], table[if rows == 1 { 0 } else { c }]))
@@ -182,6 +197,117 @@ pub(crate) fn threshold(
         });
     }
     Ok(())
+}
+
+/// The integers a threshold's counts give in its output type, `a * count + b`, if they are
+/// integers of that form for every count in `0..=n`: `(a, b)`.
+fn affine_levels(attrs: &ThresholdAttrs, out: &bnnc_ir::ElemType, n: usize) -> Option<(i32, i32)> {
+    let scale = match out {
+        bnnc_ir::ElemType::Scaled(_, bnnc_ir::Scale::Tensor(s)) => *s,
+        bnnc_ir::ElemType::Int(_) => 1.0,
+        _ => return None,
+    };
+    // As the interpreter: the count scaled and biased in f32; then the value's integer.
+    let integer = |count: usize| -> Option<i32> {
+        let v = (attrs.out_scale * count as f32 + attrs.out_bias) / scale;
+        (v.fract() == 0.0 && v.abs() < 65536.0).then_some(v as i32)
+    };
+    let b = integer(0)?;
+    let a = integer(1)? - b;
+    (0..=n)
+        .all(|k| integer(k) == Some(a * k as i32 + b))
+        .then_some((a, b))
+}
+
+/// A threshold table `(rows, n)`: one row for every channel, or one for all.
+struct ThresholdRows<'a> {
+    table: &'a [f32],
+    rows: usize,
+    n: usize,
+}
+
+/// A MultiThreshold from rows of `c` contiguous f32 (one pixel each, NC layout) to bit planes,
+/// four channels at a time: each threshold one compare of a vector (the row's or the
+/// channel's, from a table), the count the sum of the masks, its integer `a * count + b`, and
+/// per plane the lanes' bits (`vhigh_bits` of the integer shifted), sixteen vectors a word.
+fn planes_of_rows_by_thresholds(
+    kb: &mut KernelBuilder,
+    x: &Operand,
+    out: &Operand,
+    planes: usize,
+    t: &ThresholdRows<'_>,
+    (a, b): (i32, i32),
+) {
+    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    use cranelift_codegen::ir::{Endianness, MemFlagsData};
+    let (rows, c, _) = crate::schedule::bit_geometry(&x.shape);
+    let nwords = bnnc_runtime::packing::words(c);
+    let quads = c.div_ceil(4);
+    // Thresholds [quad][threshold][lane]: lanes past the channels never reached.
+    let mut lanes = vec![f32::INFINITY; quads * t.n * 4];
+    for ch in 0..c {
+        let row = if t.rows == 1 { 0 } else { ch };
+        for i in 0..t.n {
+            lanes[((ch / 4) * t.n + i) * 4 + ch % 4] = t.table[row * t.n + i];
+        }
+    }
+    let table = kb.table_f32(&lanes);
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    kb.for_range(rows, |kb, r| {
+        let row = kb.addr(src, r, (c * 4) as i64, 0);
+        let out_row = kb.addr(dst, r, (planes * nwords * 8) as i64, 0);
+        let (av, bv) = {
+            let (a, b) = (kb.iconst32(a), kb.iconst32(b));
+            (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
+        };
+        for w in 0..nwords {
+            let first = w * WORD_BITS;
+            let count = WORD_BITS.min(c - first);
+            let z = kb.iconst(0);
+            let mut plane_words = vec![z; planes];
+            for q in 0..count.div_ceil(4) {
+                let live = 4.min(count - 4 * q);
+                let quad = first / 4 + q;
+                let v = if live == 4 {
+                    kb.load(F32X4, row, ((first + 4 * q) * 4) as i64)
+                } else {
+                    // The row's last elements; the lanes past its end are masked below.
+                    let zf = kb.fconst(0.0);
+                    let mut v = kb.b.ins().splat(F32X4, zf);
+                    for l in 0..live {
+                        let e = kb.load(F32, row, ((first + 4 * q + l) * 4) as i64);
+                        v = kb.b.ins().insertlane(v, e, l as u8);
+                    }
+                    v
+                };
+                let zero = kb.iconst32(0);
+                let mut reached = kb.b.ins().splat(I32X4, zero);
+                for i in 0..t.n {
+                    let tv = kb.load_aligned(F32X4, table, (((quad * t.n) + i) * 16) as i64);
+                    let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
+                    let on = kb.b.ins().bitcast(I32X4, little, on);
+                    // A reached threshold's lane is -1.
+                    reached = kb.b.ins().isub(reached, on);
+                }
+                let scaled = kb.b.ins().imul(reached, av);
+                let level = kb.b.ins().iadd(scaled, bv);
+                for (p, word) in plane_words.iter_mut().enumerate() {
+                    // Bit p moved to the sign bit: the lanes' high bits are the plane's.
+                    let top = kb.b.ins().ishl_imm_s(level, 31 - p as i64);
+                    let mut four = kb.b.ins().vhigh_bits(I64, top);
+                    if live < 4 {
+                        four = kb.b.ins().band_imm_s(four, (1 << live) - 1);
+                    }
+                    let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
+                    *word = kb.b.ins().bor(*word, four);
+                }
+            }
+            for (p, &word) in plane_words.iter().enumerate() {
+                kb.store(word, out_row, ((p * nwords + w) * 8) as i64);
+            }
+        }
+    });
 }
 
 /// One threshold per channel, written as packed bits: per pixel, every channel's compare
