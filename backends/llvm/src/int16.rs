@@ -1,11 +1,10 @@
 //! The first layer on small integers ([`Int16ConvKernel`]): per output pixel, the window's
-//! integers (the f32 input times `1 / in_scale`, clamped to its type's range:
-//! [`KernelEmitter::input_integer`]), each splat and multiplied by a vector of 32 filters' `i16` weights; then
-//! [`KernelEmitter::store_levels`] on the counts of thresholds reached.
+//! integers (converted once per image: [`KernelEmitter::convert_image`]), each splat and
+//! multiplied by a vector of 32 filters' `i16` weights; then the output stage
+//! ([`KernelEmitter::first_layer_levels`]).
 
 use bnnc_cranelift::Int16ConvKernel;
 use bnnc_runtime::packing::words;
-use inkwell::IntPredicate;
 
 use crate::emitter::{Built, KernelEmitter};
 use crate::window::Window;
@@ -25,35 +24,21 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let (oh, ow) = k.output;
         let (taps, wo) = (c * kh * kw, words(m));
         let blocks = m.div_ceil(WIDE);
-        let t = k.levels.thresholds;
         let i16t = self.context.i16_type();
         let vt = i16t.vec_type(WIDE as u32);
-        let clamp = |v: i64| v.clamp(-32768, 32767);
-        // Weights [tap][block][lane]; signs and live masks [block][lane]; bounds
-        // [block][threshold][lane]. Padded filters: weight 0, "never", not live.
+        // Weights [tap][block][lane]; padded filters weigh 0.
         let mut wt = vec![0i64; taps * blocks * WIDE];
-        let mut sign = vec![1i64; blocks * WIDE];
-        let mut live = vec![0i64; blocks * WIDE];
-        let mut bounds = vec![32767i64; blocks * t * WIDE];
         for f in 0..m {
             for tap in 0..taps {
                 wt[(tap * blocks + f / WIDE) * WIDE + f % WIDE] =
                     i64::from(k.weights[f * taps + tap]);
             }
-            sign[f] = clamp(k.levels.sign[f]);
-            live[f] = -1;
-            for i in 0..t {
-                bounds[((f / WIDE) * t + i) * WIDE + f % WIDE] = clamp(k.levels.bounds[f * t + i]);
-            }
         }
         let name = &k.symbol;
         let wt = self.table(&format!("{name}.weights"), i16t, &wt);
-        let sign = self.table(&format!("{name}.sign"), i16t, &sign);
-        let live = self.table(&format!("{name}.live"), i16t, &live);
-        let bounds = self.table(&format!("{name}.bounds"), i16t, &bounds);
+        let tables = self.output_tables(k, i16t, WIDE);
 
         let (function, x, out) = self.kernel_function(name);
-        let f32t = self.context.f32_type();
         let b = &self.builder;
         let load_vec = |base, index: usize| self.load_aligned(vt, base, self.i64(index as i64));
         let window = Window {
@@ -66,27 +51,12 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let image_len = c * h * w;
         let image = b.build_array_alloca(i16t, self.i64(image_len as i64), "image")?;
         self.counted(function, batch, &mut |n| {
-            let first = b.build_int_mul(n, self.i64(image_len as i64), "")?;
-            self.counted(function, image_len, &mut |i| {
-                let at = b.build_int_add(first, i, "")?;
-                // SAFETY (of the generated code): element `i` of image `n`.
-                let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
-                let v = b.build_load(f32t, src, "x")?.into_float_value();
-                let q = self.input_integer(v, k.in_scale, k.in_range)?;
-                let q = b.build_int_truncate(q, i16t, "q16")?;
-                // SAFETY (of the generated code): element `i` of the image on the stack.
-                let dst = unsafe { b.build_in_bounds_gep(i16t, image, &[i], "dst")? };
-                b.build_store(dst, q)?;
-                Ok(())
-            })?;
+            self.convert_image(function, (x, n, image_len), (image, i16t), k, 0)?;
             self.counted(function, oh, &mut |oy| {
                 self.counted(function, ow, &mut |ox| {
                     let opix = self.pixel_index(n, (oy, ox), (oh, ow))?;
                     let first = b.build_int_mul(opix, self.i64(pixel_words as i64), "")?;
-                    for i in 0..pixel_words {
-                        let at = b.build_int_add(first, self.i64(i as i64), "")?;
-                        b.build_store(self.gep_i64(out, at)?, self.i64(0))?;
-                    }
+                    self.zero_words(out, first, pixel_words)?;
                     let mut acc = vec![vt.const_zero(); blocks];
                     for tap in 0..taps {
                         // The image is channels-first: each channel is a plane of pixels.
@@ -105,23 +75,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         }
                     }
                     for (blk, &a) in acc.iter().enumerate() {
-                        let s = load_vec(sign, blk * WIDE)?;
-                        let v = b.build_int_mul(a, s, "v")?;
-                        let mut count = vt.const_zero();
-                        for i in 0..t {
-                            let bd = load_vec(bounds, (blk * t + i) * WIDE)?;
-                            let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
-                            let on = b.build_int_z_extend(on, vt, "")?;
-                            count = b.build_int_add(count, on, "count")?;
-                        }
-                        let live = load_vec(live, blk * WIDE)?;
-                        self.store_levels(
-                            count,
-                            live,
-                            &k.levels,
-                            (out, first, wo),
-                            self.i64(blk as i64),
-                        )?;
+                        self.first_layer_levels(a, &tables, (k, blk), (out, first, wo))?;
                     }
                     Ok(())
                 })

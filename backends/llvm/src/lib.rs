@@ -12,6 +12,7 @@
 //! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
 
 mod emitter;
+mod first_layer;
 mod int16;
 mod levels;
 mod planes;

@@ -11,7 +11,6 @@
 use bnnc_cranelift::Int16ConvKernel;
 use bnnc_runtime::packing::words;
 use inkwell::intrinsics::Intrinsic;
-use inkwell::IntPredicate;
 
 use crate::emitter::{Built, KernelEmitter};
 
@@ -40,17 +39,11 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         // Runs as (channel, row, run): the window's rows, each in runs of four taps.
         let runs = c * kh * runs_per_row;
         let blocks = m.div_ceil(WIDE);
-        let t = k.levels.thresholds;
         let lo = k.in_range.0;
         // Weights [block][run][lane], four signed bytes to a lane (a tap past the row's
-        // end, or a padded filter, weighs 0); the offset's sums [block][lane]; sign masks
-        // [block][lane]; bounds [block][threshold][lane], clamped to `i32` (every sum lies
-        // well inside it); live masks [block][lane].
+        // end, or a padded filter, weighs 0); the offset's sums [block][lane].
         let mut wt = vec![0i64; blocks * runs * WIDE];
         let mut offset = vec![0i64; blocks * WIDE];
-        let mut sign = vec![0i64; blocks * WIDE];
-        let mut live = vec![0i64; blocks * WIDE];
-        let mut bounds = vec![i64::from(i32::MAX); blocks * t * WIDE];
         for f in 0..m {
             let (blk, lane) = (f / WIDE, f % WIDE);
             let weight = |ch: usize, ky: usize, kx: usize| {
@@ -72,33 +65,24 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             let sum: i64 = (0..taps)
                 .map(|tap| i64::from(k.weights[f * taps + tap]))
                 .sum();
-            offset[f] = lo * sum;
-            sign[f] = if k.levels.sign[f] < 0 { -1 } else { 0 };
-            live[f] = -1;
-            for i in 0..t {
-                bounds[(blk * t + i) * WIDE + lane] =
-                    k.levels.bounds[f * t + i].clamp(i64::from(i32::MIN), i64::from(i32::MAX));
-            }
+            offset[blk * WIDE + lane] = lo * sum;
         }
         let name = &k.symbol;
         let i32t = self.context.i32_type();
         let vt = i32t.vec_type(WIDE as u32);
         let wt = self.table(&format!("{name}.weights"), i32t, &wt);
         let offset = self.table(&format!("{name}.offset"), i32t, &offset);
-        let sign = self.table(&format!("{name}.sign"), i32t, &sign);
-        let live = self.table(&format!("{name}.live"), i32t, &live);
-        let bounds = self.table(&format!("{name}.bounds"), i32t, &bounds);
+        // Every sum lies well inside `i32`.
+        let tables = self.output_tables(k, i32t, WIDE);
 
         let (function, x, out) = self.kernel_function(name);
         let dot = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
             .expect("llvm.x86.avx512.vpdpbusd.512 exists")
             .get_declaration(self.module, &[])
             .expect("vpdpbusd of <16 x i32>");
-        let f32t = self.context.f32_type();
         let i8t = self.context.i8_type();
         let b = &self.builder;
         let load_vec = |base, index: usize| self.load_aligned(vt, base, self.i64(index as i64));
-        let lo32 = i32t.const_int(lo as u64, true);
         let pixel_words = k.levels.planes * wo;
         // One image's bytes, converted once; the last run of the last row reads up to
         // three bytes past the image, kept zero.
@@ -112,28 +96,12 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             b.build_store(dst, i8t.const_zero())?;
         }
         self.counted(function, batch, &mut |n| {
-            let first = b.build_int_mul(n, self.i64(image_len as i64), "")?;
-            self.counted(function, image_len, &mut |i| {
-                let at = b.build_int_add(first, i, "")?;
-                // SAFETY (of the generated code): element `i` of image `n`.
-                let src = unsafe { b.build_in_bounds_gep(f32t, x, &[at], "src")? };
-                let v = b.build_load(f32t, src, "x")?.into_float_value();
-                let q = self.input_integer(v, k.in_scale, k.in_range)?;
-                let u = b.build_int_sub(q, lo32, "u")?;
-                let u = b.build_int_truncate(u, i8t, "u8")?;
-                // SAFETY (of the generated code): byte `i` of the image on the stack.
-                let dst = unsafe { b.build_in_bounds_gep(i8t, image, &[i], "dst")? };
-                b.build_store(dst, u)?;
-                Ok(())
-            })?;
+            self.convert_image(function, (x, n, image_len), (image, i8t), k, lo)?;
             self.counted(function, oh, &mut |oy| {
                 self.counted(function, ow, &mut |ox| {
                     let opix = self.pixel_index(n, (oy, ox), (oh, ow))?;
                     let first = b.build_int_mul(opix, self.i64(pixel_words as i64), "")?;
-                    for i in 0..pixel_words {
-                        let at = b.build_int_add(first, self.i64(i as i64), "")?;
-                        b.build_store(self.gep_i64(out, at)?, self.i64(0))?;
-                    }
+                    self.zero_words(out, first, pixel_words)?;
                     let mut acc = (0..blocks)
                         .map(|blk| load_vec(offset, blk * WIDE))
                         .collect::<Built<Vec<_>>>()?;
@@ -179,22 +147,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         }
                     }
                     for (blk, &a) in acc.iter().enumerate() {
-                        let v = self.signed(a, load_vec(sign, blk * WIDE)?)?;
-                        let mut count = vt.const_zero();
-                        for i in 0..t {
-                            let bd = load_vec(bounds, (blk * t + i) * WIDE)?;
-                            let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
-                            let on = b.build_int_z_extend(on, vt, "")?;
-                            count = b.build_int_add(count, on, "count")?;
-                        }
-                        let live = load_vec(live, blk * WIDE)?;
-                        self.store_levels(
-                            count,
-                            live,
-                            &k.levels,
-                            (out, first, wo),
-                            self.i64(blk as i64),
-                        )?;
+                        self.first_layer_levels(a, &tables, (k, blk), (out, first, wo))?;
                     }
                     Ok(())
                 })

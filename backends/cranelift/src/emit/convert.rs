@@ -161,8 +161,7 @@ fn elementwise_words(
 }
 
 /// [`pack_planes`] of `rows` rows of `c` contiguous f32 (one pixel each), four at a time:
-/// each lane's integer as [`integer_of`] computes it, then per plane the
-/// lanes' bits (`vhigh_bits` of a compare), sixteen vectors a word.
+/// each lane's integer as [`integer_of`] computes it ([`planes_of_row_quads`]).
 fn planes_of_rows(
     kb: &mut KernelBuilder,
     (src, dst): (Value, Value),
@@ -170,56 +169,90 @@ fn planes_of_rows(
     planes: usize,
     scale: f32,
 ) {
-    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    let splat_f = |kb: &mut KernelBuilder, v: f32| {
+        let f = kb.fconst(v);
+        kb.b.ins().splat(F32X4, f)
+    };
+    let (scale_v, magic) = (splat_f(kb, scale), splat_f(kb, 12_582_912.0));
+    planes_of_row_quads(kb, (src, dst), (rows, c), planes, |kb, v, _| {
+        let v = if scale == 1.0 {
+            v
+        } else {
+            kb.b.ins().fdiv(v, scale_v)
+        };
+        let shifted = kb.b.ins().fadd(v, magic);
+        let rounded = kb.b.ins().fsub(shifted, magic);
+        kb.b.ins().fcvt_to_sint_sat(I32X4, rounded)
+    });
+}
+
+/// Rows of `c` contiguous f32 (one pixel each) into `planes` bit planes at `dst`, four
+/// elements at a time: `int(kb, v, quad)` gives the integers (an `i32x4`) of the four
+/// elements `v` (an `f32x4`, quad `quad` of the row, its lanes past the row's end 0), and
+/// each plane's bits are their sign bits after a shift ([`or_quad_planes`]), sixteen
+/// vectors a word. The lanes past the row's end store no bits.
+pub(crate) fn planes_of_row_quads(
+    kb: &mut KernelBuilder,
+    (src, dst): (Value, Value),
+    (rows, c): (usize, usize),
+    planes: usize,
+    mut int: impl FnMut(&mut KernelBuilder, Value, usize) -> Value,
+) {
     let nwords = words(c);
     kb.for_range(rows, |kb, r| {
         let row = kb.addr(src, r, (c * 4) as i64, 0);
         let out = kb.addr(dst, r, (planes * nwords * 8) as i64, 0);
-        let splat_f = |kb: &mut KernelBuilder, v: f32| {
-            let f = kb.fconst(v);
-            kb.b.ins().splat(F32X4, f)
-        };
-        let (scale_v, magic) = (splat_f(kb, scale), splat_f(kb, 12_582_912.0));
         for w in 0..nwords {
             let first = w * WORD_BITS;
             let count = WORD_BITS.min(c - first);
             let z = kb.iconst(0);
             let mut plane_words = vec![z; planes];
             for q in 0..count.div_ceil(4) {
-                let lanes = 4.min(count - 4 * q);
-                let v = if lanes == 4 {
-                    kb.load(F32X4, row, ((first + 4 * q) * 4) as i64)
-                } else {
-                    // The row's last elements: lanes past its end are 0 (their bits too).
-                    let zf = kb.fconst(0.0);
-                    let mut v = kb.b.ins().splat(F32X4, zf);
-                    for l in 0..lanes {
-                        let x = kb.load(F32, row, ((first + 4 * q + l) * 4) as i64);
-                        v = kb.b.ins().insertlane(v, x, l as u8);
-                    }
-                    v
-                };
-                let v = if scale == 1.0 {
-                    v
-                } else {
-                    kb.b.ins().fdiv(v, scale_v)
-                };
-                let shifted = kb.b.ins().fadd(v, magic);
-                let rounded = kb.b.ins().fsub(shifted, magic);
-                let int = kb.b.ins().fcvt_to_sint_sat(I32X4, rounded);
-                for (p, word) in plane_words.iter_mut().enumerate() {
-                    // Bit p moved to the sign bit: the lanes' high bits are the plane's.
-                    let top = kb.b.ins().ishl_imm_s(int, 31 - p as i64);
-                    let four = kb.b.ins().vhigh_bits(I64, top);
-                    let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
-                    *word = kb.b.ins().bor(*word, four);
-                }
+                let live = 4.min(count - 4 * q);
+                let v = load_quad(kb, row, first + 4 * q, live);
+                let i = int(kb, v, first / 4 + q);
+                or_quad_planes(kb, i, (q, live), &mut plane_words);
             }
             for (p, &word) in plane_words.iter().enumerate() {
                 kb.store(word, out, ((p * nwords + w) * 8) as i64);
             }
         }
     });
+}
+
+/// Four f32 of a row from element `first` on (`row` a byte address): the first `live`
+/// (1 to 4) loaded, the lanes past them 0.
+fn load_quad(kb: &mut KernelBuilder, row: Value, first: usize, live: usize) -> Value {
+    if live == 4 {
+        return kb.load(F32X4, row, (first * 4) as i64);
+    }
+    let zero = kb.fconst(0.0);
+    let mut v = kb.b.ins().splat(F32X4, zero);
+    for l in 0..live {
+        let x = kb.load(F32, row, ((first + l) * 4) as i64);
+        v = kb.b.ins().insertlane(v, x, l as u8);
+    }
+    v
+}
+
+/// ORs the bit planes of four elements' integers `int` (an `i32x4`, quad `q` of a 64-bit
+/// word) into `words`, one word per plane: plane p's bit moved to the sign bit, the lanes'
+/// high bits (`vhigh_bits`) placed at bits `4q..4q + 4`. Only the first `live` lanes count.
+fn or_quad_planes(
+    kb: &mut KernelBuilder,
+    int: Value,
+    (q, live): (usize, usize),
+    words: &mut [Value],
+) {
+    for (p, word) in words.iter_mut().enumerate() {
+        let top = kb.b.ins().ishl_imm_s(int, 31 - p as i64);
+        let mut four = kb.b.ins().vhigh_bits(I64, top);
+        if live < 4 {
+            four = kb.b.ins().band_imm_s(four, (1 << live) - 1);
+        }
+        let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
+        *word = kb.b.ins().bor(*word, four);
+    }
 }
 
 /// The scale of a value type's integers: `value = int * scale` (1 for plain integers).

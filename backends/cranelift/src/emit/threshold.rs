@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::{integer_of, pack, pack_pixels4, pack_planes};
+use super::convert::{integer_of, pack, pack_pixels4, pack_planes, planes_of_row_quads};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -227,9 +227,9 @@ struct ThresholdRows<'a> {
 }
 
 /// A MultiThreshold from rows of `c` contiguous f32 (one pixel each, NC layout) to bit planes,
-/// four channels at a time: each threshold one compare of a vector (the row's or the
-/// channel's, from a table), the count the sum of the masks, its integer `a * count + b`, and
-/// per plane the lanes' bits (`vhigh_bits` of the integer shifted), sixteen vectors a word.
+/// four channels at a time ([`planes_of_row_quads`]): each threshold one compare of a vector
+/// (the row's or the channel's, from a table), the count the sum of the masks, and its
+/// integer `a * count + b`.
 fn planes_of_rows_by_thresholds(
     kb: &mut KernelBuilder,
     x: &Operand,
@@ -241,7 +241,6 @@ fn planes_of_rows_by_thresholds(
     use cranelift_codegen::ir::types::{F32X4, I32X4};
     use cranelift_codegen::ir::{Endianness, MemFlagsData};
     let (rows, c, _) = crate::schedule::bit_geometry(&x.shape);
-    let nwords = bnnc_runtime::packing::words(c);
     let quads = c.div_ceil(4);
     // Thresholds [quad][threshold][lane]: lanes past the channels never reached.
     let mut lanes = vec![f32::INFINITY; quads * t.n * 4];
@@ -254,59 +253,22 @@ fn planes_of_rows_by_thresholds(
     let table = kb.table_f32(&lanes);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    kb.for_range(rows, |kb, r| {
-        let row = kb.addr(src, r, (c * 4) as i64, 0);
-        let out_row = kb.addr(dst, r, (planes * nwords * 8) as i64, 0);
-        let (av, bv) = {
-            let (a, b) = (kb.iconst32(a), kb.iconst32(b));
-            (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
-        };
-        for w in 0..nwords {
-            let first = w * WORD_BITS;
-            let count = WORD_BITS.min(c - first);
-            let z = kb.iconst(0);
-            let mut plane_words = vec![z; planes];
-            for q in 0..count.div_ceil(4) {
-                let live = 4.min(count - 4 * q);
-                let quad = first / 4 + q;
-                let v = if live == 4 {
-                    kb.load(F32X4, row, ((first + 4 * q) * 4) as i64)
-                } else {
-                    // The row's last elements; the lanes past its end are masked below.
-                    let zf = kb.fconst(0.0);
-                    let mut v = kb.b.ins().splat(F32X4, zf);
-                    for l in 0..live {
-                        let e = kb.load(F32, row, ((first + 4 * q + l) * 4) as i64);
-                        v = kb.b.ins().insertlane(v, e, l as u8);
-                    }
-                    v
-                };
-                let zero = kb.iconst32(0);
-                let mut reached = kb.b.ins().splat(I32X4, zero);
-                for i in 0..t.n {
-                    let tv = kb.load_aligned(F32X4, table, (((quad * t.n) + i) * 16) as i64);
-                    let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
-                    let on = kb.b.ins().bitcast(I32X4, little, on);
-                    // A reached threshold's lane is -1.
-                    reached = kb.b.ins().isub(reached, on);
-                }
-                let scaled = kb.b.ins().imul(reached, av);
-                let level = kb.b.ins().iadd(scaled, bv);
-                for (p, word) in plane_words.iter_mut().enumerate() {
-                    // Bit p moved to the sign bit: the lanes' high bits are the plane's.
-                    let top = kb.b.ins().ishl_imm_s(level, 31 - p as i64);
-                    let mut four = kb.b.ins().vhigh_bits(I64, top);
-                    if live < 4 {
-                        four = kb.b.ins().band_imm_s(four, (1 << live) - 1);
-                    }
-                    let four = kb.b.ins().ishl_imm_s(four, (4 * q) as i64);
-                    *word = kb.b.ins().bor(*word, four);
-                }
-            }
-            for (p, &word) in plane_words.iter().enumerate() {
-                kb.store(word, out_row, ((p * nwords + w) * 8) as i64);
-            }
+    let (av, bv) = {
+        let (a, b) = (kb.iconst32(a), kb.iconst32(b));
+        (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
+    };
+    planes_of_row_quads(kb, (src, dst), (rows, c), planes, |kb, v, quad| {
+        let zero = kb.iconst32(0);
+        let mut reached = kb.b.ins().splat(I32X4, zero);
+        for i in 0..t.n {
+            let tv = kb.load_aligned(F32X4, table, ((quad * t.n + i) * 16) as i64);
+            let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
+            let on = kb.b.ins().bitcast(I32X4, little, on);
+            // A reached threshold's lane is -1.
+            reached = kb.b.ins().isub(reached, on);
         }
+        let scaled = kb.b.ins().imul(reached, av);
+        kb.b.ins().iadd(scaled, bv)
     });
 }
 
