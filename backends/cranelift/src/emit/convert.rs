@@ -266,52 +266,76 @@ fn value_scale(elem: &bnnc_ir::ElemType) -> f32 {
 /// Packs an NCHW tensor of `shape` (at least four pixels) into bits at `dst`, four pixels at
 /// a time: `lanes(kb, at, channel)` gives, for the four pixels whose channel-`channel`
 /// elements start at `at` (contiguous in NCHW), their bits as an `i32x4` mask (all ones
-/// for 1), or `None` for bits known to be 0. Each mask's lanes go to bit `channel % 64` of
-/// their pixels' words, kept in two `i64x2` while a word fills.
+/// for 1), or `None` for bits known to be 0 ([`pack_pixels4_planes`] of one plane).
 pub(crate) fn pack_pixels4(
     kb: &mut KernelBuilder,
     shape: &[usize],
     (src, dst): (Value, Value),
     mut lanes: impl FnMut(&mut KernelBuilder, Value, usize) -> Option<Value>,
 ) {
+    pack_pixels4_planes(kb, shape, (src, dst), 1, |kb, at, c| {
+        lanes(kb, at, c).map(|mask| vec![mask])
+    });
+}
+
+/// Packs an NCHW tensor of `shape` (at least four pixels) into `planes` bit planes at `dst`
+/// ([`Storage::Planes`]), four pixels at a time: `lanes(kb, at, channel)` gives, for the
+/// four pixels whose channel-`channel` elements start at `at` (contiguous in NCHW), one
+/// `i32x4` mask per plane (all ones for 1), or `None` for bits known to be 0. Each mask's
+/// lanes go to bit `channel % 64` of their pixels' words of its plane, kept in two `i64x2`
+/// per plane while a word fills.
+pub(crate) fn pack_pixels4_planes(
+    kb: &mut KernelBuilder,
+    shape: &[usize],
+    (src, dst): (Value, Value),
+    planes: usize,
+    mut lanes: impl FnMut(&mut KernelBuilder, Value, usize) -> Option<Vec<Value>>,
+) {
     use cranelift_codegen::ir::types::I64X2;
     let (outer, c, pixels) = bit_geometry(shape);
     debug_assert!(pixels >= 4);
     let nwords = words(c);
+    let pixel_bytes = (planes * nwords * 8) as i64;
     // One bit per channel of a word, as i64x2 constants.
     let bits: Vec<u64> = (0..WORD_BITS).flat_map(|j| [1u64 << j; 2]).collect();
     let bits = kb.table_u64(&bits);
     kb.for_range(outer, |kb, n| {
         let image = kb.addr(src, n, (c * pixels * 4) as i64, 0);
-        let out_image = kb.addr(dst, n, (pixels * nwords * 8) as i64, 0);
+        let out_image = kb.addr(dst, n, pixels as i64 * pixel_bytes, 0);
         kb.for_range(pixels.div_ceil(4), |kb, b| {
             // The last block overlaps the one before when 4 does not divide the pixels.
             let start = kb.b.ins().imul_imm_s(b, 4);
             let last = kb.iconst((pixels - 4) as i64);
             let p = kb.b.ins().umin(start, last);
             let at = kb.addr(image, p, 4, 0);
-            let out_at = kb.addr(out_image, p, (nwords * 8) as i64, 0);
+            let out_at = kb.addr(out_image, p, pixel_bytes, 0);
             for w in 0..nwords {
                 let zero = kb.iconst(0);
-                let mut acc = [kb.b.ins().splat(I64X2, zero); 2];
+                let zero = kb.b.ins().splat(I64X2, zero);
+                let mut acc = vec![[zero; 2]; planes];
                 for j in 0..WORD_BITS.min(c - w * WORD_BITS) {
                     let ch = w * WORD_BITS + j;
                     let channel_at = kb.add_imm(at, (ch * pixels * 4) as i64);
-                    let Some(mask) = lanes(kb, channel_at, ch) else {
+                    let Some(masks) = lanes(kb, channel_at, ch) else {
                         continue;
                     };
                     let bit = kb.load_aligned(I64X2, bits, (j * 16) as i64);
-                    let halves = [kb.b.ins().swiden_low(mask), kb.b.ins().swiden_high(mask)];
-                    for (a, h) in acc.iter_mut().zip(halves) {
-                        let on = kb.b.ins().band(h, bit);
-                        *a = kb.b.ins().bor(*a, on);
+                    for (plane, mask) in acc.iter_mut().zip(masks) {
+                        let halves = [kb.b.ins().swiden_low(mask), kb.b.ins().swiden_high(mask)];
+                        for (a, h) in plane.iter_mut().zip(halves) {
+                            let on = kb.b.ins().band(h, bit);
+                            *a = kb.b.ins().bor(*a, on);
+                        }
                     }
                 }
-                for (half, a) in acc.into_iter().enumerate() {
-                    for lane in 0..2u8 {
-                        let word = kb.b.ins().extractlane(a, lane);
-                        let pixel = half as i64 * 2 + i64::from(lane);
-                        kb.store(word, out_at, pixel * (nwords * 8) as i64 + (w * 8) as i64);
+                for (plane, halves) in acc.into_iter().enumerate() {
+                    for (half, a) in halves.into_iter().enumerate() {
+                        for lane in 0..2u8 {
+                            let word = kb.b.ins().extractlane(a, lane);
+                            let pixel = half as i64 * 2 + i64::from(lane);
+                            let at = pixel * pixel_bytes + ((plane * nwords + w) * 8) as i64;
+                            kb.store(word, out_at, at);
+                        }
                     }
                 }
             }

@@ -11,7 +11,9 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-use super::convert::{integer_of, pack, pack_pixels4, pack_planes, planes_of_row_quads};
+use super::convert::{
+    integer_of, pack, pack_pixels4, pack_pixels4_planes, pack_planes, planes_of_row_quads,
+};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -57,16 +59,22 @@ pub(crate) fn threshold(
     if let (Storage::Planes(planes), Storage::F32, None, 1) =
         (out.storage, x.storage, operands.get(2), axis)
     {
-        if crate::schedule::bit_geometry(&x.shape).2 == 1 {
-            if let Some(levels) = affine_levels(attrs, &out.elem, n) {
-                let t = ThresholdRows {
-                    table: &table,
-                    rows,
-                    n,
-                };
+        let pixels = crate::schedule::bit_geometry(&x.shape).2;
+        if let (Some(levels), true) = (
+            affine_levels(attrs, &out.elem, n),
+            pixels == 1 || pixels >= 4,
+        ) {
+            let t = ThresholdRows {
+                table: &table,
+                rows,
+                n,
+            };
+            if pixels == 1 {
                 planes_of_rows_by_thresholds(kb, x, out, planes.into(), &t, levels);
-                return Ok(());
+            } else {
+                planes_of_pixels_by_thresholds(kb, x, out, planes.into(), &t, levels);
             }
+            return Ok(());
         }
     }
     if out.storage == Storage::Bits && n == 1 && axis == 1 {
@@ -269,6 +277,51 @@ fn planes_of_rows_by_thresholds(
         }
         let scaled = kb.b.ins().imul(reached, av);
         kb.b.ins().iadd(scaled, bv)
+    });
+}
+
+/// A MultiThreshold from an NCHW f32 tensor of at least four pixels to bit planes, four
+/// pixels of a channel at a time ([`pack_pixels4_planes`]): each of the channel's
+/// thresholds one compare, the count the sum of the masks, its integer `a * count + b`, and
+/// each plane's mask that integer's bit spread over the lane.
+fn planes_of_pixels_by_thresholds(
+    kb: &mut KernelBuilder,
+    x: &Operand,
+    out: &Operand,
+    planes: usize,
+    t: &ThresholdRows<'_>,
+    (a, b): (i32, i32),
+) {
+    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    use cranelift_codegen::ir::{Endianness, MemFlagsData};
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    pack_pixels4_planes(kb, &x.shape, (src, dst), planes, |kb, at, c| {
+        let row = if t.rows == 1 { 0 } else { c };
+        let v = kb.load(F32X4, at, 0);
+        let zero = kb.iconst32(0);
+        let mut reached = kb.b.ins().splat(I32X4, zero);
+        for &threshold in &t.table[row * t.n..(row + 1) * t.n] {
+            let tv = kb.fconst(threshold);
+            let tv = kb.b.ins().splat(F32X4, tv);
+            let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
+            let on = kb.b.ins().bitcast(I32X4, little, on);
+            // A reached threshold's lane is -1.
+            reached = kb.b.ins().isub(reached, on);
+        }
+        let (av, bv) = (kb.iconst32(a), kb.iconst32(b));
+        let av = kb.b.ins().splat(I32X4, av);
+        let bv = kb.b.ins().splat(I32X4, bv);
+        let scaled = kb.b.ins().imul(reached, av);
+        let level = kb.b.ins().iadd(scaled, bv);
+        // Plane p's mask: bit p moved to the sign bit, then spread over the lane.
+        let masks = (0..planes)
+            .map(|p| {
+                let top = kb.b.ins().ishl_imm_s(level, 31 - p as i64);
+                kb.b.ins().sshr_imm_s(top, 31)
+            })
+            .collect();
+        Some(masks)
     });
 }
 
