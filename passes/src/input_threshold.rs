@@ -31,6 +31,8 @@
 //! with more than [`MAX_INPUT_LEVELS`] levels stay as they are (an 8-bit input layer is
 //! quantized faster than counted).
 
+use std::collections::HashMap;
+
 use bnnc_ir::interp::eval_typed;
 use bnnc_ir::{
     BinaryOp, ElemType, Graph, IrError, NodeId, Op, Tensor, TensorType, ThresholdAttrs, ValueId,
@@ -42,39 +44,60 @@ use crate::report::PassReport;
 /// thresholds costs more than quantizing.
 pub const MAX_INPUT_LEVELS: usize = 16;
 
-/// The most elements of one sample the search evaluates at once (a 256x256 RGB image): the
-/// search runs the chain about 35 times per level on a tensor of them.
+/// The most elements of one sample the pass checks its thresholds on (a 256x256 RGB image):
+/// it runs the chain twice per level and four times more on a tensor of them. (The search
+/// itself runs on one element per distinct combination of the chain's constants.)
 const MAX_SEARCHED_ELEMENTS: usize = 3 * 256 * 256;
 
 /// Folds every chain it can (see the module docs).
 pub fn fold_input_quantizer_to_threshold(graph: &mut Graph) -> Result<PassReport, IrError> {
     let mut report = PassReport::default();
+    // Each value's readers as a first operand, where a chain from it may begin.
+    let mut readers: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
+    for n in graph.node_ids() {
+        if let Some(&x) = graph.node(n).inputs.first() {
+            readers.entry(x).or_default().push(n);
+        }
+    }
     for start in chain_starts(graph) {
-        let firsts: Vec<NodeId> = graph
-            .node_ids()
-            .filter(|&n| graph.node(n).inputs.first() == Some(&start))
-            .collect();
-        for first in firsts {
-            let Some(chain) = chain_from(graph, start, first) else {
+        for first in readers.remove(&start).unwrap_or_default() {
+            // A rewrite removes only its chain's last node, never another chain's first;
+            // checked all the same, as `graph.node` of a removed node would panic.
+            if !graph.contains_node(first) {
                 continue;
-            };
-            let last = *chain.last().expect("a chain has a node");
-            let q = graph.node(last).outputs[0];
-            let name = graph.node(last).name.clone();
-            match search(graph, start, &chain) {
-                Ok(found) => {
-                    let steps = chain.len();
-                    rewrite(graph, start, last, found)?;
-                    report.note(format!(
-                        "folded `{name}` and the {} before it into thresholds on `{}`",
-                        plural(steps - 1, "step"),
-                        graph.value(start).name
-                    ));
+            }
+            let (chain, ends) = chain_from(graph, start, first);
+            // The longest chain that folds: a later step may spoil it (a per-channel
+            // DequantizeLinear's levels, say) where the quantizer before it folds.
+            let mut kept = None;
+            for &len in ends.iter().rev() {
+                let chain = &chain[..len];
+                let last = chain[len - 1];
+                match search(graph, start, chain) {
+                    Ok(found) => {
+                        let name = graph.node(last).name.clone();
+                        rewrite(graph, start, last, found)?;
+                        report.note(format!(
+                            "folded `{name}` and the {} before it into thresholds on `{}`",
+                            plural(len - 1, "step"),
+                            graph.value(start).name
+                        ));
+                        kept = None;
+                        break;
+                    }
+                    Err(reason) => {
+                        let q = graph.value(graph.node(last).outputs[0]);
+                        let note = format!(
+                            "kept `{}` ({}) as a quantizer: {reason}",
+                            graph.node(last).name,
+                            q.ty.elem
+                        );
+                        kept.get_or_insert(note);
+                    }
                 }
-                Err(reason) => report.note(format!(
-                    "kept `{name}` ({}) as a quantizer: {reason}",
-                    graph.value(q).ty.elem
-                )),
+            }
+            if let Some(note) = kept {
+                report.note(note);
             }
         }
     }
@@ -107,24 +130,20 @@ fn chain_starts(graph: &Graph) -> Vec<ValueId> {
 }
 
 /// The longest run of steps from `first` (a step reading `start`), each later one the only
-/// user of the value before it, cut after its last low-bit quantizer (a step whose result is
-/// an integer type); `None` without one.
-fn chain_from(graph: &Graph, start: ValueId, first: NodeId) -> Option<Vec<NodeId>> {
-    let mut chain = Vec::new();
-    let mut end = None;
+/// user of the value before it, and the lengths at which it ends in a low-bit quantizer (a
+/// step whose result is an integer type), shortest first.
+fn chain_from(graph: &Graph, start: ValueId, first: NodeId) -> (Vec<NodeId>, Vec<usize>) {
+    let (mut chain, mut ends) = (Vec::new(), Vec::new());
     let (mut node, mut at) = (Some(first), start);
     while let Some(n) = node.filter(|&n| step_operand(graph, n) == Some(at)) {
         chain.push(n);
         at = graph.node(n).outputs[0];
         if graph.value(at).ty.elem.int_type().is_some() {
-            end = Some(chain.len());
+            ends.push(chain.len());
         }
         node = graph.only_user(at);
     }
-    end.map(|len| {
-        chain.truncate(len);
-        chain
-    })
+    (chain, ends)
 }
 
 /// The operand a chain step transforms, if node `n` is a step: an elementwise op that is
@@ -233,7 +252,13 @@ fn search(graph: &Graph, start: ValueId, chain: &[NodeId]) -> Result<Found, Stri
             "its value has more than {MAX_SEARCHED_ELEMENTS} elements to search"
         ));
     }
-    let eval = |x: Vec<f32>| evaluate(graph, chain, &shape, x);
+    // The search runs on one element per distinct combination of the chain's constants
+    // (`reduced`); the check after it, on every element.
+    let reduced = search_shape(graph, chain, &shape);
+    let eval_all = |x: Vec<f32>| evaluate(graph, chain, &shape, x);
+    let eval = |x: Vec<f32>| evaluate(graph, chain, &reduced, x);
+    let numel_all = numel;
+    let numel: usize = reduced.iter().product();
     // The domain's ends: the infinities if the chain takes them, else the finite extremes
     // (the interpreter then refuses infinite inputs itself).
     let (lo, hi) = match (
@@ -312,6 +337,10 @@ fn search(graph: &Graph, start: ValueId, chain: &[NodeId]) -> Result<Found, Stri
     if !affine {
         return Err("its levels are not evenly spaced in f32".into());
     }
+    // Every element's thresholds: those of its place in the reduced shape.
+    let thresholds: Vec<Vec<f32>> = (0..numel_all)
+        .map(|e| thresholds[reduced_index(&shape, &reduced, e)].clone())
+        .collect();
     let (rows, table) = per_channel_rows(&shape, &thresholds)
         .ok_or("its thresholds vary within a channel (axis 1)")?;
     let found = Found {
@@ -320,8 +349,51 @@ fn search(graph: &Graph, start: ValueId, chain: &[NodeId]) -> Result<Found, Stri
         out_scale,
         out_bias,
     };
-    check(&found, &shape, &thresholds, &eval)?;
+    check(&found, &shape, &thresholds, &eval_all)?;
     Ok(found)
+}
+
+/// The smallest shape the chain's constants broadcast over: `shape`'s extent on every axis
+/// along which some constant varies (right-aligned, as broadcasting aligns them; along
+/// `axis` for QuantizeLinear's and DequantizeLinear's per-axis vectors), 1 elsewhere.
+fn search_shape(graph: &Graph, chain: &[NodeId], shape: &[usize]) -> Vec<usize> {
+    let rank = shape.len();
+    let mut reduced = vec![1; rank];
+    for &n in chain {
+        let node = graph.node(n);
+        let per_axis = match node.op {
+            Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis } => Some(axis),
+            _ => None,
+        };
+        for &v in &node.inputs[1..] {
+            let c = &graph.value(v).ty.shape;
+            match (per_axis, c.as_slice()) {
+                (Some(axis), [k]) if *k > 1 && axis < rank => reduced[axis] = shape[axis],
+                _ => {
+                    for (i, &k) in c.iter().rev().enumerate() {
+                        if k > 1 && i < rank {
+                            reduced[rank - 1 - i] = shape[rank - 1 - i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    reduced
+}
+
+/// The row-major index in `reduced` of element `e` of `shape` (its coordinates, 0 on the
+/// axes `reduced` keeps at extent 1).
+fn reduced_index(shape: &[usize], reduced: &[usize], mut e: usize) -> usize {
+    let mut coords = vec![0; shape.len()];
+    for i in (0..shape.len()).rev() {
+        coords[i] = e % shape[i];
+        e /= shape[i];
+    }
+    coords
+        .iter()
+        .zip(reduced)
+        .fold(0, |at, (&c, &r)| at * r + if r == 1 { 0 } else { c })
 }
 
 /// The thresholds as one row for all elements, or one row per channel of axis 1, if the
@@ -408,4 +480,52 @@ fn rewrite(graph: &mut Graph, start: ValueId, last: NodeId, found: Found) -> Res
         vec![format!("{q_name}.t")],
     )?[0];
     graph.replace_node(last, new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key, of_key, reduced_index};
+
+    #[test]
+    fn keys_follow_ieee_order_and_invert() {
+        let floats = [
+            f32::NEG_INFINITY,
+            f32::MIN,
+            -1.5,
+            -f32::MIN_POSITIVE,
+            -1e-45,
+            -0.0,
+            0.0,
+            1e-45,
+            1.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        // Strictly rising along IEEE order (-0 just below +0), and neighbours are one apart.
+        assert!(floats.windows(2).all(|p| key(p[0]) < key(p[1])));
+        assert_eq!(key(-1e-45) + 1, key(-0.0));
+        assert_eq!(key(-0.0) + 1, key(0.0));
+        assert_eq!(key(0.0) + 1, key(1e-45));
+        assert_eq!(key(f32::MAX) + 1, key(f32::INFINITY));
+        for &x in &floats {
+            assert_eq!(of_key(key(x)).to_bits(), x.to_bits());
+        }
+    }
+
+    #[test]
+    fn elements_map_to_their_place_in_the_reduced_shape() {
+        // (1, 3, 2, 2) reduced to its channels.
+        let (shape, reduced) = ([1, 3, 2, 2], [1, 3, 1, 1]);
+        let got: Vec<usize> = (0..12)
+            .map(|e| reduced_index(&shape, &reduced, e))
+            .collect();
+        assert_eq!(got, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        // (1, 2, 3) reduced to its last axis.
+        let got: Vec<usize> = (0..6)
+            .map(|e| reduced_index(&[1, 2, 3], &[1, 1, 3], e))
+            .collect();
+        assert_eq!(got, [0, 1, 2, 0, 1, 2]);
+        // Nothing varies: one element.
+        assert_eq!(reduced_index(&[1, 5], &[1, 1], 4), 0);
+    }
 }
