@@ -247,7 +247,6 @@ fn planes_of_rows_by_thresholds(
     (a, b): (i32, i32),
 ) {
     use cranelift_codegen::ir::types::{F32X4, I32X4};
-    use cranelift_codegen::ir::{Endianness, MemFlagsData};
     let (rows, c, _) = crate::schedule::bit_geometry(&x.shape);
     let quads = c.div_ceil(4);
     // Thresholds [quad][threshold][lane]: lanes past the channels never reached.
@@ -260,24 +259,40 @@ fn planes_of_rows_by_thresholds(
     }
     let table = kb.table_f32(&lanes);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let (av, bv) = {
         let (a, b) = (kb.iconst32(a), kb.iconst32(b));
         (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
     };
     planes_of_row_quads(kb, (src, dst), (rows, c), planes, |kb, v, quad| {
-        let zero = kb.iconst32(0);
-        let mut reached = kb.b.ins().splat(I32X4, zero);
-        for i in 0..t.n {
-            let tv = kb.load_aligned(F32X4, table, ((quad * t.n + i) * 16) as i64);
-            let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
-            let on = kb.b.ins().bitcast(I32X4, little, on);
-            // A reached threshold's lane is -1.
-            reached = kb.b.ins().isub(reached, on);
-        }
+        let reached = count_reached(kb, v, t.n, |kb, i| {
+            kb.load_aligned(F32X4, table, ((quad * t.n + i) * 16) as i64)
+        });
         let scaled = kb.b.ins().imul(reached, av);
         kb.b.ins().iadd(scaled, bv)
     });
+}
+
+/// The thresholds four f32 lanes `v` reach, as an `i32x4`: `threshold(kb, i)` gives
+/// threshold `i`'s vector, each compared (`>=`) once.
+fn count_reached(
+    kb: &mut KernelBuilder,
+    v: Value,
+    n: usize,
+    mut threshold: impl FnMut(&mut KernelBuilder, usize) -> Value,
+) -> Value {
+    use cranelift_codegen::ir::types::I32X4;
+    use cranelift_codegen::ir::{Endianness, MemFlagsData};
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let zero = kb.iconst32(0);
+    let mut reached = kb.b.ins().splat(I32X4, zero);
+    for i in 0..n {
+        let tv = threshold(kb, i);
+        let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
+        let on = kb.b.ins().bitcast(I32X4, little, on);
+        // A reached threshold's lane is -1.
+        reached = kb.b.ins().isub(reached, on);
+    }
+    reached
 }
 
 /// A MultiThreshold from an NCHW f32 tensor of at least four pixels to bit planes, four
@@ -293,25 +308,18 @@ fn planes_of_pixels_by_thresholds(
     (a, b): (i32, i32),
 ) {
     use cranelift_codegen::ir::types::{F32X4, I32X4};
-    use cranelift_codegen::ir::{Endianness, MemFlagsData};
-    let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
+    let (av, bv) = {
+        let (a, b) = (kb.iconst32(a), kb.iconst32(b));
+        (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
+    };
     pack_pixels4_planes(kb, &x.shape, (src, dst), planes, |kb, at, c| {
-        let row = if t.rows == 1 { 0 } else { c };
+        let row = &t.table[if t.rows == 1 { 0 } else { c * t.n }..][..t.n];
         let v = kb.load(F32X4, at, 0);
-        let zero = kb.iconst32(0);
-        let mut reached = kb.b.ins().splat(I32X4, zero);
-        for &threshold in &t.table[row * t.n..(row + 1) * t.n] {
-            let tv = kb.fconst(threshold);
-            let tv = kb.b.ins().splat(F32X4, tv);
-            let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
-            let on = kb.b.ins().bitcast(I32X4, little, on);
-            // A reached threshold's lane is -1.
-            reached = kb.b.ins().isub(reached, on);
-        }
-        let (av, bv) = (kb.iconst32(a), kb.iconst32(b));
-        let av = kb.b.ins().splat(I32X4, av);
-        let bv = kb.b.ins().splat(I32X4, bv);
+        let reached = count_reached(kb, v, t.n, |kb, i| {
+            let tv = kb.fconst(row[i]);
+            kb.b.ins().splat(F32X4, tv)
+        });
         let scaled = kb.b.ins().imul(reached, av);
         let level = kb.b.ins().iadd(scaled, bv);
         // Plane p's mask: bit p moved to the sign bit, then spread over the lane.
