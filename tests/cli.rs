@@ -530,3 +530,34 @@ fn inspect_shows_the_native_storage_plan() {
     let bad = bnnc(&["inspect", model.to_str().unwrap(), "--target", "riscv64"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// README's first command, `cargo run --release -- build ...`, runs the command line: the
+/// root package names `bnnc` its default binary. (The workspace's default members also hold
+/// the fuzz targets' binaries, and without it `cargo run` asks which one to run.)
+#[test]
+fn cargo_run_at_the_root_runs_the_command_line() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let root = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == "bnnc")
+        .expect("the root package");
+    assert_eq!(root["default_run"], "bnnc");
+}
