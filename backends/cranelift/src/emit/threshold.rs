@@ -267,9 +267,28 @@ fn planes_of_rows_by_thresholds(
         let reached = count_reached(kb, v, t.n, |kb, i| {
             kb.load_aligned(F32X4, table, ((quad * t.n + i) * 16) as i64)
         });
-        let scaled = kb.b.ins().imul(reached, av);
-        kb.b.ins().iadd(scaled, bv)
+        level_of(kb, reached, (a, b), (av, bv))
     });
+}
+
+/// The integers `a * count + b` of four lanes' counts, `av` and `bv` being `a` and `b`
+/// splat: no multiply where `a` is 1, no add where `b` is 0.
+fn level_of(
+    kb: &mut KernelBuilder,
+    count: Value,
+    (a, b): (i32, i32),
+    (av, bv): (Value, Value),
+) -> Value {
+    let scaled = if a == 1 {
+        count
+    } else {
+        kb.b.ins().imul(count, av)
+    };
+    if b == 0 {
+        scaled
+    } else {
+        kb.b.ins().iadd(scaled, bv)
+    }
 }
 
 /// The thresholds four f32 lanes `v` reach, as an `i32x4`: `threshold(kb, i)` gives
@@ -320,8 +339,7 @@ fn planes_of_pixels_by_thresholds(
             let tv = kb.fconst(row[i]);
             kb.b.ins().splat(F32X4, tv)
         });
-        let scaled = kb.b.ins().imul(reached, av);
-        let level = kb.b.ins().iadd(scaled, bv);
+        let level = level_of(kb, reached, (a, b), (av, bv));
         // Plane p's mask: bit p moved to the sign bit, then spread over the lane.
         let masks = (0..planes)
             .map(|p| {
