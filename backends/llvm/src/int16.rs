@@ -36,7 +36,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         }
         let name = &k.symbol;
         let wt = self.table(&format!("{name}.weights"), i16t, &wt);
-        let tables = self.output_tables(k, i16t, WIDE);
+        let tables = self.output_tables(&k.symbol, &k.levels, (m, m), (i16t, WIDE));
 
         let (function, x, out) = self.kernel_function(name);
         let b = &self.builder;

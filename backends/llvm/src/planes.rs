@@ -2,15 +2,14 @@
 //! a loop over blocks of eight filters, one per 64-bit lane; per block, every tap's
 //! activation planes (splat) against the filters' planes, `vpopcntq` of each pair's AND
 //! added into one accumulator per pair weight; the counts of thresholds reached (the
-//! largest over the pool's window), and their levels stored as planes
-//! ([`KernelEmitter::store_levels`]).
+//! largest over the pool's window), and their levels stored as planes (`levels.rs`).
 
 use bnnc_cranelift::{GroupWords, PlaneConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::values::VectorValue;
 use inkwell::IntPredicate;
 
-use crate::emitter::{filters_in_lanes, Built, KernelEmitter, BEYOND, LANES};
+use crate::emitter::{filters_in_lanes, Built, KernelEmitter, LANES};
 use crate::window::Window;
 
 impl<'ctx> KernelEmitter<'ctx, '_> {
@@ -32,25 +31,10 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         };
         // Weights as [block][tap][word][plane][lane]; padded filters are zeros.
         let wt = filters_in_lanes(&weights, m, per_filter);
-        let t = k.levels.thresholds;
-        // Sign masks [block][lane] (see `signed`); bounds [block][threshold][lane]; live
-        // masks [block][lane] (0 for padded filters, whose levels must store no bits).
-        let mut sign = vec![0i64; blocks * LANES];
-        let mut bounds = vec![BEYOND; blocks * t * LANES];
-        let mut live = vec![0i64; blocks * LANES];
-        for f in 0..m {
-            sign[f] = if k.levels.sign[f] < 0 { -1 } else { 0 };
-            live[f] = -1;
-            for i in 0..t {
-                bounds[((f / LANES) * t + i) * LANES + f % LANES] = k.levels.bounds[f * t + i];
-            }
-        }
         let name = &k.symbol;
         let i64t = self.context.i64_type();
         let wt = self.table(&format!("{name}.weights"), i64t, &wt);
-        let sign = self.table(&format!("{name}.sign"), i64t, &sign);
-        let bounds = self.table(&format!("{name}.bounds"), i64t, &bounds);
-        let live = self.table(&format!("{name}.live"), i64t, &live);
+        let tables = self.output_tables(name, &k.levels, (m, m), (i64t, LANES));
         // Grouped: each block's first word.
         let firsts = grouped.as_ref().map(|g| {
             let firsts: Vec<i64> = (0..blocks)
@@ -145,7 +129,6 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     self.counted(function, blocks, &mut |blk| {
                         let wbase =
                             b.build_int_mul(blk, self.i64((per_filter * LANES) as i64), "")?;
-                        let lanes = b.build_int_mul(blk, self.i64(LANES as i64), "")?;
                         // The block's first word (grouped), after each plane's first.
                         let fw = match firsts {
                             Some(t) => self.load_i64(t, blk)?,
@@ -193,20 +176,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                 let twice = b.build_int_add(dot, dot, "")?;
                                 dot = b.build_int_sub(twice, *total, "dot")?;
                             }
-                            let s = self.load_v8(sign, lanes)?;
-                            let v = self.signed(dot, s)?;
-                            let mut count = self.v8().const_zero();
-                            for i in 0..t {
-                                let at = b.build_int_add(
-                                    b.build_int_mul(blk, self.i64((t * LANES) as i64), "")?,
-                                    self.i64((i * LANES) as i64),
-                                    "",
-                                )?;
-                                let bd = self.load_v8(bounds, at)?;
-                                let on = b.build_int_compare(IntPredicate::SGE, v, bd, "on")?;
-                                let on = b.build_int_z_extend(on, self.v8(), "")?;
-                                count = b.build_int_add(count, on, "count")?;
-                            }
+                            let count = self.thresholds_reached(dot, &tables, blk)?;
                             best = Some(match best {
                                 None => count,
                                 Some(prev) => {
@@ -218,8 +188,8 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             });
                         }
                         let count = best.expect("a window");
-                        let live = self.load_v8(live, lanes)?;
-                        self.store_levels(count, live, &k.levels, (out, out_first, wo), blk)?;
+                        let out = (out, out_first, wo);
+                        self.store_block_levels(count, &tables, &k.levels, out, blk)?;
                         Ok(())
                     })
                 })

@@ -73,7 +73,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let wt = self.table(&format!("{name}.weights"), i32t, &wt);
         let offset = self.table(&format!("{name}.offset"), i32t, &offset);
         // Every sum lies well inside `i32`.
-        let tables = self.output_tables(k, i32t, WIDE);
+        let tables = self.output_tables(&k.symbol, &k.levels, (m, m), (i32t, WIDE));
 
         let (function, x, out) = self.kernel_function(name);
         let dot = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
