@@ -463,8 +463,12 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                     })
                 });
                 let written = native::write(&build, &options, &out, shared)?;
+                let tiles = match build.on_tiles {
+                    0 => String::new(),
+                    n => format!(" ({n} bit-serial layers on AMX tiles)"),
+                };
                 eprintln!(
-                    "wrote {} ({} for {}, {}, {} KiB of scratch per call) in {:.2} s",
+                    "wrote {} ({} for {}, {}{tiles}, {} KiB of scratch per call) in {:.2} s",
                     written
                         .iter()
                         .map(|p| p.display().to_string())

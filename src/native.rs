@@ -86,6 +86,8 @@ impl Codegen {
 pub struct Build {
     pub compiled: Compiled,
     pub kernels: Option<Vec<u8>>,
+    /// How many of the LLVM kernels run bit-serial layers on AMX tiles.
+    pub on_tiles: usize,
 }
 
 /// Compiles a graph, naming the model in errors.
@@ -95,6 +97,7 @@ pub fn compile(graph: &Graph, options: &Options, codegen: Codegen) -> Result<Bui
         Codegen::Auto | Codegen::Cranelift => Ok(Build {
             compiled: bnnc_cranelift::compile(graph, options).with_context(context)?,
             kernels: None,
+            on_tiles: 0,
         }),
         Codegen::Llvm => compile_llvm(graph, options).with_context(context),
     }
@@ -115,12 +118,19 @@ fn compile_llvm(graph: &Graph, options: &Options) -> Result<Build> {
     let mut kernels = bnnc_llvm::LlvmKernels::new(&options.triple.to_string(), cpu)
         .map_err(anyhow::Error::msg)?;
     let compiled = bnnc_cranelift::compile_with(graph, options, &mut kernels)?;
-    let kernels = if kernels.is_empty() {
-        None
-    } else {
-        Some(kernels.finish().map_err(anyhow::Error::msg)?)
-    };
-    Ok(Build { compiled, kernels })
+    if kernels.is_empty() {
+        return Ok(Build {
+            compiled,
+            kernels: None,
+            on_tiles: 0,
+        });
+    }
+    let object = kernels.finish().map_err(anyhow::Error::msg)?;
+    Ok(Build {
+        compiled,
+        kernels: Some(object.bytes),
+        on_tiles: object.on_tiles,
+    })
 }
 
 #[cfg(not(feature = "llvm"))]
@@ -207,6 +217,8 @@ pub struct Loaded {
     pub header: PathBuf,
     /// The steps of the schedule (for profiles).
     pub steps: Vec<bnnc_cranelift::StepInfo>,
+    /// How many bit-serial layers run on AMX tiles ([`Build::on_tiles`]).
+    pub on_tiles: usize,
     /// `NAME_profile`, when built with profiling.
     profile: Option<ProfileFn>,
     // Keeps the library mapped while `profile` may be called.
@@ -263,6 +275,7 @@ pub fn load(graph: &Graph, tuning: &Tuning, load: LoadOptions<'_>) -> Result<Loa
         model,
         header: dir.join(format!("{}.h", options.name)),
         steps: build.compiled.steps,
+        on_tiles: build.on_tiles,
         profile,
         _lib: lib,
         _dir: temporary,

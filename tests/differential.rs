@@ -10,10 +10,12 @@
 //! `cargo test --test differential` runs a seeded smoke campaign, on this machine and (shorter)
 //! with aarch64 code under qemu-aarch64; `cargo test --test differential -- --ignored` a long
 //! one. A failing case prints its seed and the network's
-//! IR, so that it can be replayed (`case(seed, grouped, Native::Host)`) and kept as a regression test.
+//! IR, so that it can be replayed (`case(seed, family, Native::Host)`) and kept as a regression test.
 //! Every third seed also builds a grouped network (groups of several channels), from a
 //! random stream of its own: the plain networks of every seed are the ones they always were.
 //! Half the grouped ones run with every low-bit layer bit-serial (`--bit-serial always`).
+//! Wide networks ([`wide_network`]: CNV-sized convolutions, the AMX tile kernels' layers) run
+//! in `wide_convolutions_campaign` and every fourth seed of the timed campaign.
 
 mod common;
 
@@ -277,6 +279,72 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     (b.graph, input_shape)
 }
 
+/// A network of wide convolutions, as CNV's middle layers are: two 3x3 convolutions (the
+/// second dilated in some) of 33 to 100 filters over 8 to 14 pixels a side, 2-4 bit
+/// activations, signed or not, and weights of 1-4 or 8 bits, with BatchNorm and max-pools
+/// in some: the layers the AMX tile kernels take, where the machine has them.
+fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
+    let mut rng = Rng::new(seed ^ 0x0007_11e5);
+    let (c, hw) = (1 + rng.below(3), 10 + rng.below(7));
+    let input_shape = vec![1, c, hw, hw];
+    let mut b = Builder {
+        graph: Graph::new(format!("wide{seed}")),
+        rng: &mut rng,
+        count: 0,
+        groups: None,
+    };
+    let x = b
+        .graph
+        .add_input("x", TensorType::new(ElemType::F32, input_shape.clone()));
+    let multi_bit = |b: &mut Builder<'_>, v| {
+        let (bits, signed) = (2 + b.rng.below(3), b.rng.coin());
+        b.quantizer(v, bits, signed)
+    };
+    let mut v = multi_bit(&mut b, x);
+    for layer in 0..2 {
+        let shape = b.shape(v);
+        let (c, h) = (shape[1], shape[2]);
+        let dilation = if layer == 1 && h >= 7 && b.rng.coin() {
+            2
+        } else {
+            1
+        };
+        let m = 33 + b.rng.below(68);
+        let w = b.weights(vec![m, c, 3, 3]);
+        let attrs = ConvAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![dilation; 2],
+            pads: vec![0; 4],
+            group: 1,
+        };
+        v = b.node(Op::Conv(attrs), &[v, w]);
+        if b.rng.below(4) != 0 {
+            v = b.batch_norm(v, m);
+        }
+        v = multi_bit(&mut b, v);
+        if b.shape(v)[2] >= 6 && b.rng.coin() {
+            let attrs = PoolAttrs {
+                kernel: vec![2, 2],
+                strides: vec![2, 2],
+                dilations: vec![1, 1],
+                pads: vec![0; 4],
+                ceil_mode: false,
+                count_include_pad: false,
+            };
+            v = b.node(Op::MaxPool(attrs), &[v]);
+        }
+    }
+    let shape = b.shape(v);
+    let k: usize = shape[1..].iter().product();
+    v = b.node(Op::Reshape { shape: vec![1, k] }, &[v]);
+    let classes = 2 + b.rng.below(10);
+    v = dense(&mut b, v, k, classes);
+    v = b.batch_norm(v, classes);
+    b.graph.set_outputs(vec![v]);
+    (b.graph, input_shape)
+}
+
 /// A dense layer: Gemm (B transposed or not) or MatMul.
 fn dense(b: &mut Builder<'_>, x: ValueId, k: usize, m: usize) -> ValueId {
     if b.rng.coin() {
@@ -318,28 +386,65 @@ enum Native<'a> {
     Aarch64(&'a common::AarchDriver),
 }
 
+/// Which network a seed builds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// [`network`]'s, ungrouped.
+    Plain,
+    /// [`network`]'s with groups of several channels.
+    Grouped,
+    /// [`wide_network`]'s.
+    Wide,
+}
+
 /// Runs one case.
-fn case(seed: u64, grouped: bool, native: Native<'_>) -> Result<Covered, String> {
-    let (graph, shape) = network(seed, grouped);
-    let ir = bnnc_ir::text::print_graph(&graph);
-    let family = if grouped { " (grouped)" } else { "" };
+fn case(seed: u64, family: Family, native: Native<'_>) -> Result<Covered, String> {
+    let (graph, shape) = match family {
+        Family::Plain => network(seed, false),
+        Family::Grouped => network(seed, true),
+        Family::Wide => wide_network(seed),
+    };
+    let label = match family {
+        Family::Plain => "",
+        Family::Grouped => " (grouped)",
+        Family::Wide => " (wide)",
+    };
+    // Half the grouped networks make every low-bit layer bit-serial: the cost model keeps
+    // most grouped layers of these few channels on integers, and the kernels are what the
+    // campaign tests. So do the wide ones, whose layers are the tile kernels'.
+    let always = match family {
+        Family::Plain => false,
+        Family::Grouped => seed.is_multiple_of(2),
+        Family::Wide => true,
+    };
+    let bit_serial = if always {
+        bnnc_passes::BitSerial::Always
+    } else {
+        bnnc_passes::BitSerial::CostModel
+    };
+    check(&graph, &shape, (seed, label), bit_serial, native)
+}
+
+/// Runs network `graph` of input `shape` three ways (see the top of the file); `seed` makes
+/// its inputs, and names it in failures with its `family`.
+fn check(
+    graph: &Graph,
+    shape: &[usize],
+    (seed, family): (u64, &str),
+    bit_serial: bnnc_passes::BitSerial,
+    native: Native<'_>,
+) -> Result<Covered, String> {
+    let ir = bnnc_ir::text::print_graph(graph);
     let fail = |what: String| format!("seed {seed}{family}: {what}\n{ir}");
     let samples = 4;
-    let data = inputs(seed, &shape, samples);
-    let mut batch = shape.clone();
+    let data = inputs(seed, shape, samples);
+    let mut batch = shape.to_vec();
     batch[0] = samples;
     let x = Tensor::f32(batch, data.clone());
     let imported =
-        bnnc_ir::interp::run_batch(&graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
-    // Half the grouped networks make every low-bit layer bit-serial: the cost model keeps
-    // most grouped layers of these few channels on integers, and the kernels are what the
-    // campaign tests.
+        bnnc_ir::interp::run_batch(graph, &x).map_err(|e| fail(format!("interp: {e}")))?;
     let options = bnnc_passes::PipelineOptions {
-        bit_serial: if grouped && seed.is_multiple_of(2) {
-            bnnc_passes::BitSerial::Always
-        } else {
-            bnnc_passes::BitSerial::CostModel
-        },
+        bit_serial,
         ..Default::default()
     };
     let optimized = bnnc_passes::run_pipeline_with(graph.clone(), &options, &mut |_| {})
@@ -370,6 +475,7 @@ fn case(seed: u64, grouped: bool, native: Native<'_>) -> Result<Covered, String>
     } else {
         &[bnnc::native::Codegen::Cranelift]
     };
+    let mut on_tiles = 0;
     for &codegen in codegens {
         let got = match native {
             Native::Host => {
@@ -387,6 +493,7 @@ fn case(seed: u64, grouped: bool, native: Native<'_>) -> Result<Covered, String>
                     Err(e) if bnnc::diagnostic::locate(&e).is_some() => return Ok(None),
                     Err(e) => return Err(fail(format!("native ({codegen:?}): {e:#}"))),
                 };
+                on_tiles += loaded.on_tiles;
                 loaded
                     .model
                     .run_batch(&data)
@@ -444,8 +551,14 @@ fn case(seed: u64, grouped: bool, native: Native<'_>) -> Result<Covered, String>
             ops.push(format!("{} {}-D", node.op.name(), rank - 2));
         }
     }
+    if on_tiles > 0 {
+        ops.push(ON_TILES.into());
+    }
     Ok(Some(ops))
 }
+
+/// What a case covered where the LLVM kernels ran a bit-serial layer on AMX tiles.
+const ON_TILES: &str = "bitserial_conv on AMX tiles";
 
 /// What every campaign must reach: the lowered kernels, windows of 1 and 3 axes included.
 const REACHES: &[&str] = &[
@@ -467,15 +580,18 @@ const REACHES: &[&str] = &[
 ];
 
 fn campaign(seeds: std::ops::Range<u64>) {
-    campaign_for(seeds, None, Native::Host);
+    campaign_for(seeds, None, Native::Host, false);
 }
 
 /// A campaign over `seeds` with native code run `native`, stopping early once `budget` has
-/// passed (if given); every op of [`REACHES`] must have run in some network.
+/// passed (if given), every fourth seed also building a wide network if `wide`; every op of
+/// [`REACHES`] must have run in some network, and, with wide networks on a machine with
+/// AMX, a layer on tiles.
 fn campaign_for(
     seeds: std::ops::Range<u64>,
     budget: Option<std::time::Duration>,
     native: Native<'_>,
+    wide: bool,
 ) {
     let started = std::time::Instant::now();
     let mut total = 0;
@@ -487,13 +603,19 @@ fn campaign_for(
         if budget.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
-        // Every seed's plain network, and every third seed's grouped one.
-        for grouped in [false, true] {
-            if grouped && !seed.is_multiple_of(3) {
+        // Every seed's plain network, every third seed's grouped one, and with `wide`
+        // every fourth seed's wide one.
+        for family in [Family::Plain, Family::Grouped, Family::Wide] {
+            let skip = match family {
+                Family::Plain => false,
+                Family::Grouped => !seed.is_multiple_of(3),
+                Family::Wide => !wide || !seed.is_multiple_of(4),
+            };
+            if skip {
                 continue;
             }
             total += 1;
-            match case(seed, grouped, native) {
+            match case(seed, family, native) {
                 Ok(Some(mut ops)) => {
                     ops.sort_unstable();
                     ops.dedup();
@@ -513,7 +635,8 @@ fn campaign_for(
     );
     eprintln!("networks reaching each op after the passes: {reached:?}");
     // The lowered kernels are what the campaign is for.
-    for op in REACHES {
+    let tiles = wide && matches!(native, Native::Host) && host_has_amx();
+    for op in REACHES.iter().chain(tiles.then_some(&ON_TILES)) {
         assert!(
             reached.get(*op).copied().unwrap_or(0) > 0,
             "no network reached {op}"
@@ -563,9 +686,43 @@ fn timed_campaign() {
     if std::env::var("BNNC_FUZZ_TARGET").as_deref() == Ok("aarch64") {
         let dir = tempfile::tempdir().unwrap();
         let driver = common::AarchDriver::build(dir.path());
-        campaign_for(first..u64::MAX, budget, Native::Aarch64(&driver));
+        campaign_for(first..u64::MAX, budget, Native::Aarch64(&driver), false);
     } else {
-        campaign_for(first..u64::MAX, budget, Native::Host);
+        campaign_for(first..u64::MAX, budget, Native::Host, true);
+    }
+}
+
+/// Whether this machine multiplies on AMX tiles (Linux's flags for AMX-INT8).
+fn host_has_amx() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    cfg!(all(feature = "llvm", target_arch = "x86_64")) && has("amx_tile") && has("amx_int8")
+}
+
+/// Wide networks ([`wide_network`]), every low-bit layer bit-serial. Where this machine has
+/// AMX, most of them must run a layer on tiles; elsewhere the same layers run on bit planes,
+/// and the test says so.
+#[test]
+fn wide_convolutions_campaign() {
+    let (mut tiles, mut failures, seeds) = (0, Vec::new(), 0..24);
+    let total = seeds.end;
+    for seed in seeds {
+        match case(seed, Family::Wide, Native::Host) {
+            Ok(Some(ops)) => tiles += usize::from(ops.iter().any(|op| op == ON_TILES)),
+            Ok(None) => failures.push(format!("seed {seed} (wide): refused natively")),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    eprintln!("{total} wide networks, {tiles} with a layer on AMX tiles");
+    if host_has_amx() {
+        assert!(
+            tiles * 2 >= total as usize,
+            "only {tiles} of {total} ran on tiles"
+        );
+    } else {
+        eprintln!("this machine has no AMX-INT8 (or bnnc has no LLVM backend): the tile kernels did not run");
     }
 }
 
@@ -574,5 +731,5 @@ fn timed_campaign() {
 fn aarch64_smoke_campaign() {
     let dir = tempfile::tempdir().unwrap();
     let driver = common::AarchDriver::build(dir.path());
-    campaign_for(0..300, None, Native::Aarch64(&driver));
+    campaign_for(0..300, None, Native::Aarch64(&driver), false);
 }

@@ -1,6 +1,7 @@
 //! What every kernel is built with: the module and builder ([`KernelEmitter`]), counted
 //! loops, constant tables, vector loads, splats and popcounts.
 
+use inkwell::attributes::AttributeLoc;
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
@@ -43,7 +44,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
     }
 
     /// `void symbol(const void *x, void *out)`, exported, with the builder at its entry:
-    /// the function, `x` and `out`. Every kernel has this signature.
+    /// the function, `x` and `out`. Every kernel has this signature, and probes its stack.
     pub fn kernel_function(
         &self,
         symbol: &str,
@@ -56,6 +57,12 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         let function = self
             .module
             .add_function(symbol, fn_ty, Some(Linkage::External));
+        // Kernels keep images on the stack: touch each page of a large frame in turn, so that
+        // a thread's guard page stops an overflow rather than being stepped over.
+        let probe = self
+            .context
+            .create_string_attribute("probe-stack", "inline-asm");
+        function.add_attribute(AttributeLoc::Function, probe);
         let entry = self.context.append_basic_block(function, "entry");
         self.builder.position_at_end(entry);
         let x = function.get_nth_param(0).expect("x").into_pointer_value();

@@ -4,13 +4,14 @@
 //! vector. The Cranelift backend offers these kernels ([`bnnc_cranelift::KernelProvider`]),
 //! calls them from its own code, and the two objects are linked into one library.
 //!
-//! One module per kernel (`xnor`, `planes`, `int16`), over what they share: `emitter` (the
+//! One module per kernel (`xnor`, `planes`, `amx`, `int16`, `vnni`), over what they share: `emitter` (the
 //! module being built: loops, tables, vector loads, splats, popcounts), `window` (the index
 //! of an output pixel and of a window's taps) and `levels` (the output stage storing levels
 //! as bit planes).
 //!
 //! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
 
+mod amx;
 mod emitter;
 mod first_layer;
 mod int16;
@@ -81,7 +82,7 @@ impl LlvmKernels {
     }
 
     /// The object file defining every kernel taken.
-    pub fn finish(self) -> Result<Vec<u8>, String> {
+    pub fn finish(self) -> Result<KernelObject, String> {
         let context = Context::create();
         let module = context.create_module("bnnc_llvm_kernels");
         let triple = TargetTriple::create(&self.triple);
@@ -109,10 +110,17 @@ impl LlvmKernels {
                 .xnor_conv(kernel)
                 .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
+        let amx = self.has_features(&["+amx-tile", "+amx-int8"]);
+        let mut on_tiles = 0;
         for kernel in &self.plane_kernels {
-            emitter
-                .plane_conv(kernel)
-                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+            match amx.then(|| amx::amx_plan(kernel)).flatten() {
+                Some(plan) => {
+                    on_tiles += 1;
+                    emitter.amx_conv(kernel, &plan)
+                }
+                None => emitter.plane_conv(kernel),
+            }
+            .map_err(|e| format!("{}: {e}", kernel.symbol))?;
         }
         for kernel in &self.int16_kernels {
             if emitter.vnni && vnni::vnni_applies(kernel) {
@@ -129,8 +137,18 @@ impl LlvmKernels {
         let buffer = machine
             .write_to_memory_buffer(&module, FileType::Object)
             .map_err(|e| e.to_string())?;
-        Ok(buffer.as_slice().to_vec())
+        Ok(KernelObject {
+            bytes: buffer.as_slice().to_vec(),
+            on_tiles,
+        })
     }
+}
+
+/// The kernels' object file, and how they run.
+pub struct KernelObject {
+    pub bytes: Vec<u8>,
+    /// How many bit-serial kernels run on AMX tiles (`amx.rs`), the machine permitting.
+    pub on_tiles: usize,
 }
 
 impl KernelProvider for LlvmKernels {
