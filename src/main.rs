@@ -465,7 +465,7 @@ fn execute(command: Command, tuning: &Tuning) -> Result<()> {
                 let written = native::write(&build, &options, &out, shared)?;
                 let tiles = match build.on_tiles {
                     0 => String::new(),
-                    n => format!(" ({n} bit-serial layers on AMX tiles)"),
+                    n => format!(" ({n} layers on AMX tiles)"),
                 };
                 eprintln!(
                     "wrote {} ({} for {}, {}{tiles}, {} KiB of scratch per call) in {:.2} s",

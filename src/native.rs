@@ -86,7 +86,7 @@ impl Codegen {
 pub struct Build {
     pub compiled: Compiled,
     pub kernels: Option<Vec<u8>>,
-    /// How many of the LLVM kernels run bit-serial layers on AMX tiles.
+    /// How many of the LLVM kernels run XNOR or bit-serial layers on AMX tiles.
     pub on_tiles: usize,
 }
 
@@ -217,7 +217,7 @@ pub struct Loaded {
     pub header: PathBuf,
     /// The steps of the schedule (for profiles).
     pub steps: Vec<bnnc_cranelift::StepInfo>,
-    /// How many bit-serial layers run on AMX tiles ([`Build::on_tiles`]).
+    /// How many layers run on AMX tiles ([`Build::on_tiles`]).
     pub on_tiles: usize,
     /// `NAME_profile`, when built with profiling.
     profile: Option<ProfileFn>,

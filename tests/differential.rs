@@ -280,12 +280,14 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
 }
 
 /// A network of wide convolutions, as CNV's middle layers are: two 3x3 convolutions (the
-/// second dilated in some) of 33 to 100 filters over 8 to 14 pixels a side, 2-4 bit
-/// activations, signed or not, and weights of 1-4 or 8 bits, with BatchNorm and max-pools
-/// in some: the layers the AMX tile kernels take, where the machine has them.
+/// second dilated in some) of 64, 128 or 33 to 100 filters over 10 to 22 pixels a side, with binary
+/// activations and weights (XNOR layers) or 2-4 bit activations, signed or not, and weights
+/// of 1-4 or 8 bits, BatchNorm and max-pools in some, then a binary convolution over the
+/// whole image after binary activations: the layers the AMX tile kernels take, where the
+/// machine has them.
 fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
     let mut rng = Rng::new(seed ^ 0x0007_11e5);
-    let (c, hw) = (1 + rng.below(3), 10 + rng.below(7));
+    let (c, hw) = (1 + rng.below(3), 12 + rng.below(13));
     let input_shape = vec![1, c, hw, hw];
     let mut b = Builder {
         graph: Graph::new(format!("wide{seed}")),
@@ -296,11 +298,22 @@ fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
     let x = b
         .graph
         .add_input("x", TensorType::new(ElemType::F32, input_shape.clone()));
-    let multi_bit = |b: &mut Builder<'_>, v| {
-        let (bits, signed) = (2 + b.rng.below(3), b.rng.coin());
-        b.quantizer(v, bits, signed)
+    // Some activations are binary, and so are the weights they meet (XNOR layers), half of
+    // them, and two in three after a binary one (XNOR kernels write bits).
+    let activation = |b: &mut Builder<'_>, v, after_binary: bool| {
+        if b.rng.below(6) < if after_binary { 4 } else { 3 } {
+            (b.quantizer(v, 1, true), true)
+        } else {
+            let (bits, signed) = (2 + b.rng.below(3), b.rng.coin());
+            (b.quantizer(v, bits, signed), false)
+        }
     };
-    let mut v = multi_bit(&mut b, x);
+    let bipolar_weights = |b: &mut Builder<'_>, shape: Vec<usize>| {
+        let data = b.rng.floats(shape.iter().product(), -1.0, 1.0);
+        let w = b.constant(shape, data);
+        b.quantizer(w, 1, true)
+    };
+    let (mut v, mut binary) = activation(&mut b, x, false);
     for layer in 0..2 {
         let shape = b.shape(v);
         let (c, h) = (shape[1], shape[2]);
@@ -309,8 +322,13 @@ fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
         } else {
             1
         };
-        let m = 33 + b.rng.below(68);
-        let w = b.weights(vec![m, c, 3, 3]);
+        // CNV's widths, or any from 33 to 100 (a partial word of channels).
+        let m = [64, 128, 33 + b.rng.below(68)][b.rng.below(3)];
+        let w = if binary {
+            bipolar_weights(&mut b, vec![m, c, 3, 3])
+        } else {
+            b.weights(vec![m, c, 3, 3])
+        };
         let attrs = ConvAttrs {
             kernel: vec![3, 3],
             strides: vec![1, 1],
@@ -322,7 +340,7 @@ fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
         if b.rng.below(4) != 0 {
             v = b.batch_norm(v, m);
         }
-        v = multi_bit(&mut b, v);
+        (v, binary) = activation(&mut b, v, binary);
         if b.shape(v)[2] >= 6 && b.rng.coin() {
             let attrs = PoolAttrs {
                 kernel: vec![2, 2],
@@ -335,11 +353,35 @@ fn wide_network(seed: u64) -> (Graph, Vec<usize>) {
             v = b.node(Op::MaxPool(attrs), &[v]);
         }
     }
+    if binary {
+        // As CNV ends: a binary convolution over the whole image, so that the one before
+        // writes bits (a flattening of more than one pixel reads them in another order).
+        let shape = b.shape(v);
+        let (c, h, w) = (shape[1], shape[2], shape[3]);
+        let m = 16 + b.rng.below(50);
+        let weights = bipolar_weights(&mut b, vec![m, c, h, w]);
+        let attrs = ConvAttrs {
+            kernel: vec![h, w],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0; 4],
+            group: 1,
+        };
+        v = b.node(Op::Conv(attrs), &[v, weights]);
+        v = b.batch_norm(v, m);
+        (v, binary) = activation(&mut b, v, binary);
+    }
     let shape = b.shape(v);
     let k: usize = shape[1..].iter().product();
     v = b.node(Op::Reshape { shape: vec![1, k] }, &[v]);
     let classes = 2 + b.rng.below(10);
-    v = dense(&mut b, v, k, classes);
+    // After binary activations, a binary classifier (so the last convolution writes bits).
+    v = if binary {
+        let w = bipolar_weights(&mut b, vec![k, classes]);
+        b.node(Op::MatMul, &[v, w])
+    } else {
+        dense(&mut b, v, k, classes)
+    };
     v = b.batch_norm(v, classes);
     b.graph.set_outputs(vec![v]);
     (b.graph, input_shape)
@@ -557,8 +599,8 @@ fn check(
     Ok(Some(ops))
 }
 
-/// What a case covered where the LLVM kernels ran a bit-serial layer on AMX tiles.
-const ON_TILES: &str = "bitserial_conv on AMX tiles";
+/// What a case covered where the LLVM kernels ran an XNOR or bit-serial layer on AMX tiles.
+const ON_TILES: &str = "a layer on AMX tiles";
 
 /// What every campaign must reach: the lowered kernels, windows of 1 and 3 axes included.
 const REACHES: &[&str] = &[
@@ -701,26 +743,34 @@ fn host_has_amx() -> bool {
 }
 
 /// Wide networks ([`wide_network`]), every low-bit layer bit-serial. Where this machine has
-/// AMX, most of them must run a layer on tiles; elsewhere the same layers run on bit planes,
-/// and the test says so.
+/// AMX, a third of them must run a layer on tiles, some an XNOR one; elsewhere the same
+/// layers run on bit planes, and the test says so.
 #[test]
 fn wide_convolutions_campaign() {
-    let (mut tiles, mut failures, seeds) = (0, Vec::new(), 0..24);
+    let (mut tiles, mut xnor_tiles, mut failures, seeds) = (0, 0, Vec::new(), 0..24);
     let total = seeds.end;
     for seed in seeds {
         match case(seed, Family::Wide, Native::Host) {
-            Ok(Some(ops)) => tiles += usize::from(ops.iter().any(|op| op == ON_TILES)),
+            Ok(Some(ops)) => {
+                let has = |name: &str| ops.iter().any(|op| op == name);
+                if has(ON_TILES) {
+                    tiles += 1;
+                    // Tiles in a network of no bit-serial layer ran an XNOR one.
+                    xnor_tiles += usize::from(!has("bitserial_conv"));
+                }
+            }
             Ok(None) => failures.push(format!("seed {seed} (wide): refused natively")),
             Err(e) => failures.push(e),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    eprintln!("{total} wide networks, {tiles} with a layer on AMX tiles");
+    eprintln!("{total} wide networks, {tiles} with a layer on AMX tiles ({xnor_tiles} XNOR only)");
     if host_has_amx() {
         assert!(
-            tiles * 2 >= total as usize,
+            tiles * 3 >= total as usize,
             "only {tiles} of {total} ran on tiles"
         );
+        assert!(xnor_tiles > 0, "no XNOR layer ran on tiles");
     } else {
         eprintln!("this machine has no AMX-INT8 (or bnnc has no LLVM backend): the tile kernels did not run");
     }

@@ -1,9 +1,10 @@
-//! The bit-serial convolution on AMX tiles ([`PlaneConvKernel`] where the CPU has AMX-INT8):
-//! each image's activations are stored once as bytes, channels-last, and the convolution is
-//! a matrix product of pixels by filters whose every step, one `tdpbusd` (`tdpbssd` for
-//! signed activations), multiplies a tile of 16 pixels' 64 channels by 16 filters' and
-//! adds 16,384 products. The planes kernel (`planes.rs`) spends an AND, a `vpopcntq` and an
-//! add on 512 one-bit products.
+//! Bit-serial and XNOR convolutions on AMX tiles ([`PlaneConvKernel`], [`XnorConvKernel`]
+//! of one group, where the CPU has AMX-INT8): each image's activations are stored once as
+//! bytes, channels-last, and the convolution is a matrix product of pixels by filters whose
+//! every step, one `tdpbusd` (`tdpbssd` for signed activations), multiplies a tile of 16
+//! pixels' 64 channels by 16 filters' and adds 16,384 products. The popcount kernels
+//! (`planes.rs`, `xnor.rs`) spend an AND or XOR, a `vpopcntq` and an add on 512 one-bit
+//! products.
 //!
 //! The pixels of a band of output rows are read as one run of "wide" pixels, the rows at
 //! the input's width: wide pixel `p` of tap `(ky, kx)` reads input pixel `p + ky * dy * w +
@@ -12,15 +13,16 @@
 //! output stage (thresholds counted, the pool's largest count, levels stored as planes) is
 //! `levels.rs`'s, on 16 filters of `i32` sums.
 //!
-//! Exact: activations and weights are the integers the planes hold (`a_places`,
-//! `w_places`, or `2b - 1` for bipolar weights), each fitting a byte, and every sum fits
-//! `i32` ([`amx_plan`] checks both). Padded channels and filters are zero bytes.
+//! Exact: activations and weights are the integers the bits stand for (`a_places`,
+//! `w_places`, or `2b - 1` for bipolar ones), each fitting a byte, and every sum fits `i32`
+//! ([`amx_plan`] checks both). The weights of padded channels and filters are zero bytes. An XNOR layer's
+//! bit is its one threshold reached, so its output stage is the same with one level.
 //!
 //! Linux lets a process use the tiles only once it has asked (`arch_prctl`): the kernel asks
 //! on every call (about 60 ns; the request is idempotent and keeps the generated code free
-//! of global state), and where it is refused runs the planes kernel, compiled beside it.
+//! of global state), and where it is refused runs the popcount kernel, compiled beside it.
 
-use bnnc_cranelift::PlaneConvKernel;
+use bnnc_cranelift::{KernelLevels, KernelPool, PlaneConvKernel, XnorConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Linkage;
@@ -52,7 +54,125 @@ const SYS_ARCH_PRCTL: i64 = 158;
 const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
 const XFEATURE_XTILEDATA: i64 = 18;
 
-/// How the tiles compute one [`PlaneConvKernel`].
+/// What the bytes of an activation stand for.
+pub(crate) enum Activations {
+    /// `sum_p places[p] * bit_p`, over bit planes.
+    Places(Vec<i64>),
+    /// `2b - 1` for each bit `b` of a packed channel.
+    Bipolar,
+}
+
+/// A convolution the tiles can compute: a [`PlaneConvKernel`] or an [`XnorConvKernel`] of
+/// one group, with its weights as the integers they stand for.
+pub(crate) struct TileLayer {
+    symbol: String,
+    input: (usize, usize, usize, usize),
+    filters: (usize, usize, usize),
+    output: (usize, usize),
+    strides: (usize, usize),
+    dilations: (usize, usize),
+    pool: Option<KernelPool>,
+    levels: KernelLevels,
+    activations: Activations,
+    /// `[filter][tap][channel]`, and their least and greatest values.
+    weights: Vec<i64>,
+    weight_range: (i64, i64),
+    /// One-bit products the popcount kernel counts per product of integers.
+    bit_products: usize,
+}
+
+impl TileLayer {
+    /// A bit-serial convolution, or `None` for a grouped one.
+    pub fn of_planes(k: &PlaneConvKernel) -> Option<TileLayer> {
+        if k.groups != 1 {
+            return None;
+        }
+        let (_, c, _, _) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (nw, taps, pw) = (words(c), kh * kw, k.w_places.len());
+        let mut weights = Vec::with_capacity(m * taps * c);
+        for f in 0..m {
+            for tap in 0..taps {
+                for ch in 0..c {
+                    let word = ((f * taps + tap) * nw + ch / CHUNK) * pw;
+                    let bit = |q: usize| ((k.weights[word + q] >> (ch % CHUNK)) & 1) as i64;
+                    weights.push(if k.bipolar_weights {
+                        2 * bit(0) - 1
+                    } else {
+                        let places = k.w_places.iter().enumerate();
+                        places.map(|(q, &place)| place * bit(q)).sum()
+                    });
+                }
+            }
+        }
+        let weight_range = if k.bipolar_weights {
+            (-1, 1)
+        } else {
+            range_of(&k.w_places)
+        };
+        Some(TileLayer {
+            symbol: k.symbol.clone(),
+            input: k.input,
+            filters: k.filters,
+            output: k.output,
+            strides: k.strides,
+            dilations: k.dilations,
+            pool: k.pool,
+            levels: k.levels.clone(),
+            activations: Activations::Places(k.a_places.clone()),
+            weights,
+            weight_range,
+            bit_products: k.a_places.len() * pw,
+        })
+    }
+
+    /// An XNOR convolution, or `None` for a grouped one or one whose pool takes a partial
+    /// window (which the XNOR kernel ORs in, and the tiles' bands do not compute).
+    pub fn of_xnor(k: &XnorConvKernel) -> Option<TileLayer> {
+        let (_, c, _, _) = k.input;
+        let (m, kh, kw) = k.filters;
+        let (nw, taps) = (words(c), kh * kw);
+        let whole_windows = k
+            .pool
+            .is_none_or(|p| (p.pooled.0 * p.window.0, p.pooled.1 * p.window.1) == k.output);
+        if k.groups != 1 || !whole_windows {
+            return None;
+        }
+        let mut weights = Vec::with_capacity(m * taps * c);
+        for f in 0..m {
+            for tap in 0..taps {
+                for ch in 0..c {
+                    let word = k.weights[(f * taps + tap) * nw + ch / CHUNK];
+                    weights.push(2 * ((word >> (ch % CHUNK)) & 1) as i64 - 1);
+                }
+            }
+        }
+        Some(TileLayer {
+            symbol: k.symbol.clone(),
+            input: k.input,
+            filters: k.filters,
+            output: k.output,
+            strides: k.strides,
+            dilations: k.dilations,
+            pool: k.pool,
+            // A bit is one threshold reached: levels 0 and 1 in one plane.
+            levels: KernelLevels {
+                sign: k.sign.clone(),
+                bounds: k.bound.clone(),
+                thresholds: 1,
+                alpha: 1,
+                beta: 0,
+                planes: 1,
+            },
+            activations: Activations::Bipolar,
+            weights,
+            weight_range: (-1, 1),
+            bit_products: 1,
+        })
+    }
+}
+
+/// How the tiles compute one [`TileLayer`].
 pub(crate) struct AmxPlan {
     /// Whether the activations are signed bytes (`tdpbssd`) rather than unsigned.
     signed_activations: bool,
@@ -76,29 +196,28 @@ fn range_of(places: &[i64]) -> (i64, i64) {
     (lo, hi)
 }
 
-/// How the tiles compute `k`, or `None` where they cannot (a stride, groups, values past a
-/// byte, sums past `i32`, more stack than [`MAX_STACK_BYTES`]) or would be slower than the
-/// planes kernel by [`TILE_PRODUCT_COST`] (a layer of few pixels fills few tile rows).
-pub(crate) fn amx_plan(k: &PlaneConvKernel) -> Option<AmxPlan> {
+/// How the tiles compute `k`, or `None` where they cannot (a stride, values past a byte,
+/// sums past `i32`, more stack than [`MAX_STACK_BYTES`]) or would be slower than the
+/// popcount kernel by [`TILE_PRODUCT_COST`] (a layer of few pixels fills few tile rows).
+pub(crate) fn amx_plan(k: &TileLayer) -> Option<AmxPlan> {
     let (batch, c, h, w) = k.input;
     let (m, kh, kw) = k.filters;
     let (oh, ow) = k.output;
     let (dy, dx) = k.dilations;
-    if k.groups != 1 || k.strides != (1, 1) || oh + (kh - 1) * dy > h || ow + (kw - 1) * dx > w {
+    if k.strides != (1, 1) || oh + (kh - 1) * dy > h || ow + (kw - 1) * dx > w {
         return None;
     }
-    let (alo, ahi) = range_of(&k.a_places);
+    let (alo, ahi) = match &k.activations {
+        Activations::Places(places) => range_of(places),
+        Activations::Bipolar => (-1, 1),
+    };
     let signed_activations = alo < 0;
     let fits_activations = if signed_activations {
         alo >= -128 && ahi <= 127
     } else {
         ahi <= 255
     };
-    let (wlo, whi) = if k.bipolar_weights {
-        (-1, 1)
-    } else {
-        range_of(&k.w_places)
-    };
+    let (wlo, whi) = k.weight_range;
     let largest = alo.abs().max(ahi) * wlo.abs().max(whi);
     let taps = kh * kw;
     if !fits_activations || wlo < -128 || whi > 127 || largest * (taps * c) as i64 > i32::MAX as i64
@@ -112,7 +231,7 @@ pub(crate) fn amx_plan(k: &PlaneConvKernel) -> Option<AmxPlan> {
         ),
         None => (1, k.output),
     };
-    if used.0 == 0 || used.1 == 0 {
+    if used.0 == 0 || used.1 == 0 || used.0 > oh || used.1 > ow {
         return None;
     }
     // Bands of whole pool rows, of at least two tiles' pixels where the output has them.
@@ -140,8 +259,7 @@ pub(crate) fn amx_plan(k: &PlaneConvKernel) -> Option<AmxPlan> {
         .map(|t| if t.1.is_some() { 4 } else { 2 })
         .sum();
     let tile_products = batch * bands * m.div_ceil(PAIR) * products * taps * words(c);
-    let plane_products =
-        batch * used.0 * used.1 * m * taps * c * k.a_places.len() * k.w_places.len();
+    let plane_products = batch * used.0 * used.1 * m * taps * c * k.bit_products;
     (tile_products * TILE_PRODUCT_COST < plane_products).then_some(AmxPlan {
         signed_activations,
         band_rows,
@@ -161,25 +279,18 @@ const SUMS: u8 = 4;
 
 /// `k`'s weights as the weight tiles read them: `[16 filters][tap][chunk of 64 channels]`
 /// tiles of 16 rows, each row four channels of the 16 filters (`[filter][channel]`).
-fn tile_weights(k: &PlaneConvKernel) -> Vec<i64> {
+fn tile_weights(k: &TileLayer) -> Vec<i64> {
     let (_, c, _, _) = k.input;
     let (m, kh, kw) = k.filters;
-    let (nw, taps, pw) = (words(c), kh * kw, k.w_places.len());
+    let (nw, taps) = (words(c), kh * kw);
     let mut wt = vec![0i64; m.div_ceil(PAIR) * 2 * taps * nw * ROWS * CHUNK];
     for f in 0..m {
         for tap in 0..taps {
             for ch in 0..c {
-                let word = ((f * taps + tap) * nw + ch / CHUNK) * pw;
-                let bit = |q: usize| ((k.weights[word + q] >> (ch % CHUNK)) & 1) as i64;
-                let v = if k.bipolar_weights {
-                    2 * bit(0) - 1
-                } else {
-                    let places = k.w_places.iter().enumerate();
-                    places.map(|(q, &place)| place * bit(q)).sum()
-                };
                 let tile = ((f / ROWS) * taps + tap) * nw + ch / CHUNK;
                 let (run, j) = (ch % CHUNK / 4, ch % 4);
-                wt[(tile * ROWS + run) * CHUNK + (f % ROWS) * 4 + j] = v;
+                wt[(tile * ROWS + run) * CHUNK + (f % ROWS) * 4 + j] =
+                    k.weights[(f * taps + tap) * c + ch];
             }
         }
     }
@@ -206,7 +317,7 @@ fn tile_config(plan: &AmxPlan) -> Vec<i64> {
 /// One tile kernel being built: its plan, tables, stack buffers and the AMX intrinsics.
 struct TileConv<'a, 'ctx, 'm> {
     e: &'a KernelEmitter<'ctx, 'm>,
-    k: &'a PlaneConvKernel,
+    k: &'a TileLayer,
     plan: &'a AmxPlan,
     function: FunctionValue<'ctx>,
     /// The image's bytes, a band's sums `[wide pixel][32 filters]`.
@@ -219,20 +330,16 @@ struct TileConv<'a, 'ctx, 'm> {
 }
 
 impl<'ctx> KernelEmitter<'ctx, '_> {
-    /// Adds kernel `k`, computed as `plan` says, to the module, with the planes kernel it
-    /// falls back to.
-    pub fn amx_conv(&self, k: &PlaneConvKernel, plan: &AmxPlan) -> Built<()> {
+    /// Adds layer `k`, computed as `plan` says, to the module: a kernel that runs `fallback`
+    /// (its popcount kernel, of the same signature) where the tiles are refused.
+    pub fn amx_conv(
+        &self,
+        k: &TileLayer,
+        plan: &AmxPlan,
+        fallback: FunctionValue<'ctx>,
+    ) -> Built<()> {
         let (batch, c, h, w) = k.input;
         let m = k.filters.0;
-        let mut fallback = k.clone();
-        fallback.symbol = format!("{}.planes", k.symbol);
-        self.plane_conv(&fallback)?;
-        let fallback = self
-            .module
-            .get_function(&fallback.symbol)
-            .expect("the planes kernel was just added");
-        fallback.set_linkage(Linkage::Private);
-
         let (dy, dx) = k.dilations;
         let offsets: Vec<i64> = (0..k.filters.1 * k.filters.2)
             .map(|t| ((t / k.filters.2) * dy * w + (t % k.filters.2) * dx) as i64)
@@ -275,7 +382,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             tables,
         };
         self.counted(function, batch, &mut |n| {
-            self.planes_to_bytes(function, (x, n, h * w), image, k)?;
+            self.activation_bytes(function, (x, n, h * w), image, k)?;
             self.counted(function, plan.bands, &mut |band| conv.band(n, band, out))
         })?;
         self.amx("llvm.x86.tilerelease", &[])?;
@@ -317,6 +424,16 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         Ok(())
     }
 
+    /// Function `symbol`, just added, made private: a kernel only another kernel calls.
+    pub fn private(&self, symbol: &str) -> FunctionValue<'ctx> {
+        let f = self
+            .module
+            .get_function(symbol)
+            .expect("the kernel was just added");
+        f.set_linkage(Linkage::Private);
+        f
+    }
+
     /// A call of AMX intrinsic `name`.
     fn amx(&self, name: &str, args: &[BasicMetadataValueEnum<'ctx>]) -> Built<()> {
         let f = Intrinsic::find(name)
@@ -342,37 +459,60 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         }
     }
 
-    /// Stores image `n` of bit planes `x` (`pixels` pixels of `k`'s planes) as bytes at
-    /// `image`, 64 to a word of a plane: channel `ch`'s byte is `sum_p a_places[p] *
-    /// bit_p(ch)`.
-    fn planes_to_bytes(
+    /// Stores image `n` of `x` (`pixels` pixels, each the words of every bit plane in turn,
+    /// or the packed bits of bipolar activations) as bytes at `image`, 64 to a word of a
+    /// plane: channel `ch`'s byte is the integer its bits stand for ([`Activations`]).
+    fn activation_bytes(
         &self,
         function: FunctionValue<'ctx>,
         (x, n, pixels): (PointerValue<'ctx>, IntValue<'ctx>, usize),
         image: PointerValue<'ctx>,
-        k: &PlaneConvKernel,
+        k: &TileLayer,
     ) -> Built<()> {
         let b = &self.builder;
-        let (pa, nw) = (k.a_places.len(), words(k.input.1));
+        let nw = words(k.input.1);
+        let planes = match &k.activations {
+            Activations::Places(places) => places.len(),
+            Activations::Bipolar => 1,
+        };
         let cp = nw * CHUNK;
         let i8t = self.context.i8_type();
         let v64 = i8t.vec_type(CHUNK as u32);
         let mask_ty = self.context.bool_type().vec_type(CHUNK as u32);
-        let first = b.build_int_mul(n, self.i64((pixels * pa * nw) as i64), "")?;
+        let first = b.build_int_mul(n, self.i64((pixels * planes * nw) as i64), "")?;
         self.counted(function, pixels, &mut |i| {
-            let words_at = b.build_int_mul(i, self.i64((pa * nw) as i64), "")?;
+            let words_at = b.build_int_mul(i, self.i64((planes * nw) as i64), "")?;
             let words_at = b.build_int_add(first, words_at, "")?;
             for word in 0..nw {
-                let mut bytes = v64.const_zero();
-                for (p, &place) in k.a_places.iter().enumerate() {
+                let bits_of = |p: usize| -> Built<VectorValue<'ctx>> {
                     let at = b.build_int_add(words_at, self.i64((p * nw + word) as i64), "")?;
                     let bits = self.load_i64(x, at)?;
-                    let on = b.build_bit_cast(bits, mask_ty, "")?.into_vector_value();
-                    let placed = b
-                        .build_select(on, self.const_splat(v64, place), v64.const_zero(), "")?
-                        .into_vector_value();
-                    bytes = b.build_int_add(bytes, placed, "bytes")?;
-                }
+                    Ok(b.build_bit_cast(bits, mask_ty, "")?.into_vector_value())
+                };
+                let bytes = match &k.activations {
+                    Activations::Places(places) => {
+                        let mut bytes = v64.const_zero();
+                        for (p, &place) in places.iter().enumerate() {
+                            let placed = b
+                                .build_select(
+                                    bits_of(p)?,
+                                    self.const_splat(v64, place),
+                                    v64.const_zero(),
+                                    "",
+                                )?
+                                .into_vector_value();
+                            bytes = b.build_int_add(bytes, placed, "bytes")?;
+                        }
+                        bytes
+                    }
+                    // Past the channels, -1: the weights there are 0.
+                    Activations::Bipolar => {
+                        let (one, minus_one) =
+                            (self.const_splat(v64, 1), self.const_splat(v64, -1));
+                        b.build_select(bits_of(0)?, one, minus_one, "")?
+                            .into_vector_value()
+                    }
+                };
                 let at = b.build_int_mul(i, self.i64(cp as i64), "")?;
                 let at = b.build_int_add(at, self.i64((word * CHUNK) as i64), "")?;
                 // SAFETY (of the generated code): pixel `i`'s bytes inside the image.

@@ -29,6 +29,7 @@ use inkwell::targets::{
 };
 use inkwell::OptimizationLevel;
 
+use amx::TileLayer;
 use emitter::KernelEmitter;
 use int16::MAX_STACK_IMAGE;
 
@@ -105,18 +106,36 @@ impl LlvmKernels {
             builder: context.create_builder(),
             vnni: self.has_features(&["+avx512f", "+avx512bw", "+avx512vnni"]),
         };
-        for kernel in &self.kernels {
-            emitter
-                .xnor_conv(kernel)
-                .map_err(|e| format!("{}: {e}", kernel.symbol))?;
-        }
         let amx = self.has_features(&["+amx-tile", "+amx-int8"]);
         let mut on_tiles = 0;
-        for kernel in &self.plane_kernels {
-            match amx.then(|| amx::amx_plan(kernel)).flatten() {
-                Some(plan) => {
+        // A layer on tiles, with its popcount kernel under a private name beside it.
+        let tiled = |layer: Option<TileLayer>| {
+            let layer = layer.filter(|_| amx)?;
+            amx::amx_plan(&layer).map(|plan| (layer, plan))
+        };
+        for kernel in &self.kernels {
+            match tiled(TileLayer::of_xnor(kernel)) {
+                Some((layer, plan)) => {
                     on_tiles += 1;
-                    emitter.amx_conv(kernel, &plan)
+                    let mut fallback = kernel.clone();
+                    fallback.symbol = format!("{}.xnor", kernel.symbol);
+                    emitter.xnor_conv(&fallback).and_then(|()| {
+                        emitter.amx_conv(&layer, &plan, emitter.private(&fallback.symbol))
+                    })
+                }
+                None => emitter.xnor_conv(kernel),
+            }
+            .map_err(|e| format!("{}: {e}", kernel.symbol))?;
+        }
+        for kernel in &self.plane_kernels {
+            match tiled(TileLayer::of_planes(kernel)) {
+                Some((layer, plan)) => {
+                    on_tiles += 1;
+                    let mut fallback = kernel.clone();
+                    fallback.symbol = format!("{}.planes", kernel.symbol);
+                    emitter.plane_conv(&fallback).and_then(|()| {
+                        emitter.amx_conv(&layer, &plan, emitter.private(&fallback.symbol))
+                    })
                 }
                 None => emitter.plane_conv(kernel),
             }
@@ -147,7 +166,8 @@ impl LlvmKernels {
 /// The kernels' object file, and how they run.
 pub struct KernelObject {
     pub bytes: Vec<u8>,
-    /// How many bit-serial kernels run on AMX tiles (`amx.rs`), the machine permitting.
+    /// How many XNOR and bit-serial kernels run on AMX tiles (`amx.rs`), the machine
+    /// permitting.
     pub on_tiles: usize,
 }
 
