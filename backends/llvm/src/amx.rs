@@ -654,7 +654,7 @@ impl<'ctx> TileConv<'_, 'ctx, '_> {
     }
 
     /// The output stage of pooled pixel `px` of the band's pooled row `r`, for filter pair
-    /// `pair`, 16 filters at a time: the most thresholds any pixel of its pool's window
+    /// `pair`, 16 filters at a time: the thresholds the largest value of its pool's window
     /// reaches, and their levels stored at `out` from word `first`.
     fn levels_of(
         &self,
@@ -673,23 +673,20 @@ impl<'ctx> TileConv<'_, 'ctx, '_> {
         for half in 0..2 {
             let blk = b.build_int_mul(pair, e.i64(2), "")?;
             let blk = b.build_int_add(blk, e.i64(half as i64), "blk")?;
+            // The window's largest value reaches the most thresholds (see `ascending`).
             let mut best: Option<VectorValue<'ctx>> = None;
             for (wy, wx) in (0..ph).flat_map(|wy| (0..pw).map(move |wx| (wy, wx))) {
                 let p = b.build_int_add(corner, e.i64((wy * w + wx) as i64), "")?;
                 let at = b.build_int_mul(p, e.i64(PAIR as i64), "")?;
                 let at = b.build_int_add(at, e.i64((half * ROWS) as i64), "")?;
                 let v = e.load_aligned(v16, self.sums, at)?;
-                let count = e.thresholds_reached(v, &self.tables, blk)?;
+                let v = e.ascending(v, &self.tables, blk)?;
                 best = Some(match best {
-                    None => count,
-                    Some(prev) => {
-                        let more = b.build_int_compare(IntPredicate::SGT, count, prev, "")?;
-                        b.build_select(more, count, prev, "best")?
-                            .into_vector_value()
-                    }
+                    None => v,
+                    Some(prev) => e.larger(v, prev)?,
                 });
             }
-            let count = best.expect("a window");
+            let count = e.count_reached(best.expect("a window"), &self.tables, blk)?;
             let words = words(self.k.filters.0);
             e.store_block_levels(
                 count,

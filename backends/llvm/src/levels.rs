@@ -69,22 +69,58 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
         tables: &OutputTables<'ctx>,
         blk: IntValue<'ctx>,
     ) -> Built<VectorValue<'ctx>> {
+        let v = self.ascending(sums, tables, blk)?;
+        self.count_reached(v, tables, blk)
+    }
+
+    /// `sums` of channel block `blk` with the descending channels' negated: values whose
+    /// thresholds every channel reaches as they rise. The count reached never falls as such
+    /// a value rises, so a pool's largest count is the count of its largest value.
+    pub fn ascending(
+        &self,
+        sums: VectorValue<'ctx>,
+        tables: &OutputTables<'ctx>,
+        blk: IntValue<'ctx>,
+    ) -> Built<VectorValue<'ctx>> {
+        let vt = tables.ty.vec_type(tables.lanes as u32);
+        let at = self
+            .builder
+            .build_int_mul(blk, self.i64(tables.lanes as i64), "")?;
+        self.signed(sums, self.load_aligned(vt, tables.sign, at)?)
+    }
+
+    /// The thresholds each lane of `v` ([`KernelEmitter::ascending`] values of channel block
+    /// `blk`) reaches.
+    pub fn count_reached(
+        &self,
+        v: VectorValue<'ctx>,
+        tables: &OutputTables<'ctx>,
+        blk: IntValue<'ctx>,
+    ) -> Built<VectorValue<'ctx>> {
         let b = &self.builder;
         let (lanes, t) = (tables.lanes, tables.thresholds);
         let vt = tables.ty.vec_type(lanes as u32);
-        let row = |per_block: usize, i: usize| -> Built<IntValue<'ctx>> {
-            let first = b.build_int_mul(blk, self.i64((per_block * lanes) as i64), "")?;
-            b.build_int_add(first, self.i64((i * lanes) as i64), "")
-        };
-        let v = self.signed(sums, self.load_aligned(vt, tables.sign, row(1, 0)?)?)?;
+        let first = b.build_int_mul(blk, self.i64((t * lanes) as i64), "")?;
         let mut count = vt.const_zero();
         for i in 0..t {
-            let bound = self.load_aligned(vt, tables.bounds, row(t, i)?)?;
+            let at = b.build_int_add(first, self.i64((i * lanes) as i64), "")?;
+            let bound = self.load_aligned(vt, tables.bounds, at)?;
             let on = b.build_int_compare(IntPredicate::SGE, v, bound, "on")?;
             let on = b.build_int_z_extend(on, vt, "")?;
             count = b.build_int_add(count, on, "count")?;
         }
         Ok(count)
+    }
+
+    /// The lanewise larger of `a` and `b` (signed).
+    pub fn larger(&self, a: VectorValue<'ctx>, b: VectorValue<'ctx>) -> Built<VectorValue<'ctx>> {
+        let more = self
+            .builder
+            .build_int_compare(IntPredicate::SGT, a, b, "")?;
+        Ok(self
+            .builder
+            .build_select(more, a, b, "larger")?
+            .into_vector_value())
     }
 
     /// [`KernelEmitter::store_levels`] of `count`, channel block `blk` of `tables`.

@@ -1,13 +1,12 @@
 //! The fused bit-serial convolution ([`PlaneConvKernel`]): per output pixel (pooled pixel),
 //! a loop over blocks of eight filters, one per 64-bit lane; per block, every tap's
 //! activation planes (splat) against the filters' planes, `vpopcntq` of each pair's AND
-//! added into one accumulator per pair weight; the counts of thresholds reached (the
-//! largest over the pool's window), and their levels stored as planes (`levels.rs`).
+//! added into one accumulator per pair weight; the thresholds reached (by the largest value
+//! over the pool's window), and their levels stored as planes (`levels.rs`).
 
 use bnnc_cranelift::{GroupWords, PlaneConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::values::VectorValue;
-use inkwell::IntPredicate;
 
 use crate::emitter::{filters_in_lanes, Built, KernelEmitter, LANES};
 use crate::window::Window;
@@ -176,18 +175,14 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                 let twice = b.build_int_add(dot, dot, "")?;
                                 dot = b.build_int_sub(twice, *total, "dot")?;
                             }
-                            let count = self.thresholds_reached(dot, &tables, blk)?;
+                            // The largest value reaches the most thresholds.
+                            let v = self.ascending(dot, &tables, blk)?;
                             best = Some(match best {
-                                None => count,
-                                Some(prev) => {
-                                    let more =
-                                        b.build_int_compare(IntPredicate::SGT, count, prev, "")?;
-                                    b.build_select(more, count, prev, "best")?
-                                        .into_vector_value()
-                                }
+                                None => v,
+                                Some(prev) => self.larger(v, prev)?,
                             });
                         }
-                        let count = best.expect("a window");
+                        let count = self.count_reached(best.expect("a window"), &tables, blk)?;
                         let out = (out, out_first, wo);
                         self.store_block_levels(count, &tables, &k.levels, out, blk)?;
                         Ok(())
