@@ -330,14 +330,18 @@ struct TileConv<'a, 'ctx, 'm> {
 }
 
 impl<'ctx> KernelEmitter<'ctx, '_> {
-    /// Adds layer `k`, computed as `plan` says, to the module: a kernel that runs `fallback`
-    /// (its popcount kernel, of the same signature) where the tiles are refused.
+    /// Adds layer `k`, computed as `plan` says, to the module, and its popcount kernel,
+    /// which `popcount` adds under the name it is given: a private kernel of the same
+    /// signature, which the tile kernel runs where the tiles are refused.
     pub fn amx_conv(
         &self,
         k: &TileLayer,
         plan: &AmxPlan,
-        fallback: FunctionValue<'ctx>,
+        popcount: impl FnOnce(String) -> Built<()>,
     ) -> Built<()> {
+        let symbol = format!("{}.popcount", k.symbol);
+        popcount(symbol.clone())?;
+        let fallback = self.private(&symbol);
         let (batch, c, h, w) = k.input;
         let m = k.filters.0;
         let (dy, dx) = k.dilations;
@@ -425,7 +429,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
     }
 
     /// Function `symbol`, just added, made private: a kernel only another kernel calls.
-    pub fn private(&self, symbol: &str) -> FunctionValue<'ctx> {
+    fn private(&self, symbol: &str) -> FunctionValue<'ctx> {
         let f = self
             .module
             .get_function(symbol)

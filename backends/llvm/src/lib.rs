@@ -108,7 +108,7 @@ impl LlvmKernels {
         };
         let amx = self.has_features(&["+amx-tile", "+amx-int8"]);
         let mut on_tiles = 0;
-        // A layer on tiles, with its popcount kernel under a private name beside it.
+        // A layer on tiles, where it has a plan.
         let tiled = |layer: Option<TileLayer>| {
             let layer = layer.filter(|_| amx)?;
             amx::amx_plan(&layer).map(|plan| (layer, plan))
@@ -117,10 +117,11 @@ impl LlvmKernels {
             match tiled(TileLayer::of_xnor(kernel)) {
                 Some((layer, plan)) => {
                     on_tiles += 1;
-                    let mut fallback = kernel.clone();
-                    fallback.symbol = format!("{}.xnor", kernel.symbol);
-                    emitter.xnor_conv(&fallback).and_then(|()| {
-                        emitter.amx_conv(&layer, &plan, emitter.private(&fallback.symbol))
+                    emitter.amx_conv(&layer, &plan, |symbol| {
+                        emitter.xnor_conv(&XnorConvKernel {
+                            symbol,
+                            ..kernel.clone()
+                        })
                     })
                 }
                 None => emitter.xnor_conv(kernel),
@@ -131,10 +132,11 @@ impl LlvmKernels {
             match tiled(TileLayer::of_planes(kernel)) {
                 Some((layer, plan)) => {
                     on_tiles += 1;
-                    let mut fallback = kernel.clone();
-                    fallback.symbol = format!("{}.planes", kernel.symbol);
-                    emitter.plane_conv(&fallback).and_then(|()| {
-                        emitter.amx_conv(&layer, &plan, emitter.private(&fallback.symbol))
+                    emitter.amx_conv(&layer, &plan, |symbol| {
+                        emitter.plane_conv(&PlaneConvKernel {
+                            symbol,
+                            ..kernel.clone()
+                        })
                     })
                 }
                 None => emitter.plane_conv(kernel),
