@@ -246,7 +246,7 @@ fn planes_of_rows_by_thresholds(
     t: &ThresholdRows<'_>,
     (a, b): (i32, i32),
 ) {
-    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    use cranelift_codegen::ir::types::F32X4;
     let (rows, c, _) = crate::schedule::bit_geometry(&x.shape);
     let quads = c.div_ceil(4);
     // Thresholds [quad][threshold][lane]: lanes past the channels never reached.
@@ -259,35 +259,48 @@ fn planes_of_rows_by_thresholds(
     }
     let table = kb.table_f32(&lanes);
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    let (av, bv) = {
-        let (a, b) = (kb.iconst32(a), kb.iconst32(b));
-        (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
-    };
+    let map = LevelMap::new(kb, (a, b));
     planes_of_row_quads(kb, (src, dst), (rows, c), planes, |kb, v, quad| {
         let reached = count_reached(kb, v, t.n, |kb, i| {
             kb.load_aligned(F32X4, table, ((quad * t.n + i) * 16) as i64)
         });
-        level_of(kb, reached, (a, b), (av, bv))
+        map.apply(kb, reached)
     });
 }
 
-/// The integers `a * count + b` of four lanes' counts, `av` and `bv` being `a` and `b`
-/// splat: no multiply where `a` is 1, no add where `b` is 0.
-fn level_of(
-    kb: &mut KernelBuilder,
-    count: Value,
-    (a, b): (i32, i32),
-    (av, bv): (Value, Value),
-) -> Value {
-    let scaled = if a == 1 {
-        count
-    } else {
-        kb.b.ins().imul(count, av)
-    };
-    if b == 0 {
-        scaled
-    } else {
-        kb.b.ins().iadd(scaled, bv)
+/// The levels' map `count -> a * count + b` on four `i32` lanes, with the splats of `a` and
+/// `b` made (once per kernel) only where they are used: no multiply where `a` is 1, no add
+/// where `b` is 0.
+struct LevelMap {
+    a: Option<Value>,
+    b: Option<Value>,
+}
+
+impl LevelMap {
+    fn new(kb: &mut KernelBuilder, (a, b): (i32, i32)) -> LevelMap {
+        use cranelift_codegen::ir::types::I32X4;
+        let mut splat = |v: i32, unused: i32| {
+            (v != unused).then(|| {
+                let v = kb.iconst32(v);
+                kb.b.ins().splat(I32X4, v)
+            })
+        };
+        LevelMap {
+            a: splat(a, 1),
+            b: splat(b, 0),
+        }
+    }
+
+    /// The levels of four lanes' counts.
+    fn apply(&self, kb: &mut KernelBuilder, count: Value) -> Value {
+        let scaled = match self.a {
+            Some(a) => kb.b.ins().imul(count, a),
+            None => count,
+        };
+        match self.b {
+            Some(b) => kb.b.ins().iadd(scaled, b),
+            None => scaled,
+        }
     }
 }
 
@@ -326,12 +339,9 @@ fn planes_of_pixels_by_thresholds(
     t: &ThresholdRows<'_>,
     (a, b): (i32, i32),
 ) {
-    use cranelift_codegen::ir::types::{F32X4, I32X4};
+    use cranelift_codegen::ir::types::F32X4;
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
-    let (av, bv) = {
-        let (a, b) = (kb.iconst32(a), kb.iconst32(b));
-        (kb.b.ins().splat(I32X4, a), kb.b.ins().splat(I32X4, b))
-    };
+    let map = LevelMap::new(kb, (a, b));
     pack_pixels4_planes(kb, &x.shape, (src, dst), planes, |kb, at, c| {
         let row = &t.table[if t.rows == 1 { 0 } else { c * t.n }..][..t.n];
         let v = kb.load(F32X4, at, 0);
@@ -339,7 +349,7 @@ fn planes_of_pixels_by_thresholds(
             let tv = kb.fconst(row[i]);
             kb.b.ins().splat(F32X4, tv)
         });
-        let level = level_of(kb, reached, (a, b), (av, bv));
+        let level = map.apply(kb, reached);
         // Plane p's mask: bit p moved to the sign bit, then spread over the lane.
         let masks = (0..planes)
             .map(|p| {
