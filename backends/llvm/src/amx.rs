@@ -10,13 +10,14 @@
 //! the input's width: wide pixel `p` of tap `(ky, kx)` reads input pixel `p + ky * dy * w +
 //! kx * dx` past the band's first row, so one tile load (a stride of one pixel) reads 16 of
 //! them, and the sums at the columns past the output's are computed and never read. The
-//! output stage (thresholds counted, the pool's largest count, levels stored as planes) is
-//! `levels.rs`'s, on 16 filters of `i32` sums.
+//! output stage (the thresholds the pool window's largest value reaches, levels stored as
+//! planes) is `levels.rs`'s, on 16 filters of `i32` sums.
 //!
 //! Exact: activations and weights are the integers the bits stand for (`a_places`,
 //! `w_places`, or `2b - 1` for bipolar ones), each fitting a byte, and every sum fits `i32`
-//! ([`amx_plan`] checks both). The weights of padded channels and filters are zero bytes. An XNOR layer's
-//! bit is its one threshold reached, so its output stage is the same with one level.
+//! ([`amx_plan`] checks both). The weights of padded channels and filters are zero bytes.
+//! An XNOR layer's bit is its one threshold reached: its output stage is the same, with one
+//! level.
 //!
 //! Linux lets a process use the tiles only once it has asked (`arch_prctl`): the kernel asks
 //! on every call (about 60 ns; the request is idempotent and keeps the generated code free
