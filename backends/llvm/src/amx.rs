@@ -23,6 +23,8 @@
 //! on every call (about 60 ns; the request is idempotent and keeps the generated code free
 //! of global state), and where it is refused runs the popcount kernel, compiled beside it.
 
+use std::borrow::Cow;
+
 use bnnc_cranelift::{KernelLevels, KernelPool, PlaneConvKernel, XnorConvKernel};
 use bnnc_runtime::packing::words;
 use inkwell::intrinsics::Intrinsic;
@@ -63,93 +65,76 @@ pub(crate) enum Activations {
     Bipolar,
 }
 
+/// A layer's weights as its popcount kernel reads them: bit planes `[filter][tap][word of
+/// 64 channels][plane]`.
+struct WeightPlanes<'k> {
+    words: &'k [u64],
+    planes: usize,
+    /// Each plane's place value, or `None` for one bipolar plane (`2b - 1`).
+    places: Option<&'k [i64]>,
+}
+
+impl WeightPlanes<'_> {
+    /// The least and greatest weight.
+    fn range(&self) -> (i64, i64) {
+        self.places.map_or((-1, 1), range_of)
+    }
+
+    /// The weight of filter `f` at tap `tap` and channel `ch`, of `(channels, taps)`.
+    fn at(&self, (c, taps): (usize, usize), (f, tap, ch): (usize, usize, usize)) -> i64 {
+        let word = ((f * taps + tap) * words(c) + ch / CHUNK) * self.planes;
+        let bit = |q: usize| ((self.words[word + q] >> (ch % CHUNK)) & 1) as i64;
+        match self.places {
+            None => 2 * bit(0) - 1,
+            Some(places) => places.iter().enumerate().map(|(q, &p)| p * bit(q)).sum(),
+        }
+    }
+}
+
 /// A convolution the tiles can compute: a [`PlaneConvKernel`] or an [`XnorConvKernel`] of
-/// one group, with its weights as the integers they stand for.
-pub(crate) struct TileLayer {
-    symbol: String,
+/// one group, read through the integers its bits stand for.
+pub(crate) struct TileLayer<'k> {
+    symbol: &'k str,
     input: (usize, usize, usize, usize),
     filters: (usize, usize, usize),
     output: (usize, usize),
     strides: (usize, usize),
     dilations: (usize, usize),
     pool: Option<KernelPool>,
-    levels: KernelLevels,
+    levels: Cow<'k, KernelLevels>,
     activations: Activations,
-    /// `[filter][tap][channel]`, and their least and greatest values.
-    weights: Vec<i64>,
-    weight_range: (i64, i64),
-    /// One-bit products the popcount kernel counts per product of integers.
-    bit_products: usize,
+    weights: WeightPlanes<'k>,
 }
 
-impl TileLayer {
+impl<'k> TileLayer<'k> {
     /// A bit-serial convolution, or `None` for a grouped one.
-    pub fn of_planes(k: &PlaneConvKernel) -> Option<TileLayer> {
-        if k.groups != 1 {
-            return None;
-        }
-        let (_, c, _, _) = k.input;
-        let (m, kh, kw) = k.filters;
-        let (nw, taps, pw) = (words(c), kh * kw, k.w_places.len());
-        let mut weights = Vec::with_capacity(m * taps * c);
-        for f in 0..m {
-            for tap in 0..taps {
-                for ch in 0..c {
-                    let word = ((f * taps + tap) * nw + ch / CHUNK) * pw;
-                    let bit = |q: usize| ((k.weights[word + q] >> (ch % CHUNK)) & 1) as i64;
-                    weights.push(if k.bipolar_weights {
-                        2 * bit(0) - 1
-                    } else {
-                        let places = k.w_places.iter().enumerate();
-                        places.map(|(q, &place)| place * bit(q)).sum()
-                    });
-                }
-            }
-        }
-        let weight_range = if k.bipolar_weights {
-            (-1, 1)
-        } else {
-            range_of(&k.w_places)
-        };
-        Some(TileLayer {
-            symbol: k.symbol.clone(),
+    pub fn of_planes(k: &'k PlaneConvKernel) -> Option<TileLayer<'k>> {
+        (k.groups == 1).then(|| TileLayer {
+            symbol: &k.symbol,
             input: k.input,
             filters: k.filters,
             output: k.output,
             strides: k.strides,
             dilations: k.dilations,
             pool: k.pool,
-            levels: k.levels.clone(),
+            levels: Cow::Borrowed(&k.levels),
             activations: Activations::Places(k.a_places.clone()),
-            weights,
-            weight_range,
-            bit_products: k.a_places.len() * pw,
+            weights: WeightPlanes {
+                words: &k.weights,
+                planes: k.w_places.len(),
+                places: (!k.bipolar_weights).then_some(&k.w_places[..]),
+            },
         })
     }
 
     /// An XNOR convolution, or `None` for a grouped one or one whose pool takes a partial
     /// window (which the XNOR kernel ORs in, and the tiles' bands do not compute).
-    pub fn of_xnor(k: &XnorConvKernel) -> Option<TileLayer> {
-        let (_, c, _, _) = k.input;
-        let (m, kh, kw) = k.filters;
-        let (nw, taps) = (words(c), kh * kw);
+    pub fn of_xnor(k: &'k XnorConvKernel) -> Option<TileLayer<'k>> {
         let whole_windows = k
             .pool
             .is_none_or(|p| (p.pooled.0 * p.window.0, p.pooled.1 * p.window.1) == k.output);
-        if k.groups != 1 || !whole_windows {
-            return None;
-        }
-        let mut weights = Vec::with_capacity(m * taps * c);
-        for f in 0..m {
-            for tap in 0..taps {
-                for ch in 0..c {
-                    let word = k.weights[(f * taps + tap) * nw + ch / CHUNK];
-                    weights.push(2 * ((word >> (ch % CHUNK)) & 1) as i64 - 1);
-                }
-            }
-        }
-        Some(TileLayer {
-            symbol: k.symbol.clone(),
+        (k.groups == 1 && whole_windows).then(|| TileLayer {
+            symbol: &k.symbol,
             input: k.input,
             filters: k.filters,
             output: k.output,
@@ -157,19 +142,30 @@ impl TileLayer {
             dilations: k.dilations,
             pool: k.pool,
             // A bit is one threshold reached: levels 0 and 1 in one plane.
-            levels: KernelLevels {
+            levels: Cow::Owned(KernelLevels {
                 sign: k.sign.clone(),
                 bounds: k.bound.clone(),
                 thresholds: 1,
                 alpha: 1,
                 beta: 0,
                 planes: 1,
-            },
+            }),
             activations: Activations::Bipolar,
-            weights,
-            weight_range: (-1, 1),
-            bit_products: 1,
+            weights: WeightPlanes {
+                words: &k.weights,
+                planes: 1,
+                places: None,
+            },
         })
+    }
+
+    /// One-bit products the popcount kernel counts per product of integers.
+    fn bit_products(&self) -> usize {
+        let activation_planes = match &self.activations {
+            Activations::Places(places) => places.len(),
+            Activations::Bipolar => 1,
+        };
+        activation_planes * self.weights.planes
     }
 }
 
@@ -218,7 +214,7 @@ pub(crate) fn amx_plan(k: &TileLayer) -> Option<AmxPlan> {
     } else {
         ahi <= 255
     };
-    let (wlo, whi) = k.weight_range;
+    let (wlo, whi) = k.weights.range();
     let largest = alo.abs().max(ahi) * wlo.abs().max(whi);
     let taps = kh * kw;
     if !fits_activations || wlo < -128 || whi > 127 || largest * (taps * c) as i64 > i32::MAX as i64
@@ -260,7 +256,7 @@ pub(crate) fn amx_plan(k: &TileLayer) -> Option<AmxPlan> {
         .map(|t| if t.1.is_some() { 4 } else { 2 })
         .sum();
     let tile_products = batch * bands * m.div_ceil(PAIR) * products * taps * words(c);
-    let plane_products = batch * used.0 * used.1 * m * taps * c * k.bit_products;
+    let plane_products = batch * used.0 * used.1 * m * taps * c * k.bit_products();
     (tile_products * TILE_PRODUCT_COST < plane_products).then_some(AmxPlan {
         signed_activations,
         band_rows,
@@ -291,7 +287,7 @@ fn tile_weights(k: &TileLayer) -> Vec<i64> {
                 let tile = ((f / ROWS) * taps + tap) * nw + ch / CHUNK;
                 let (run, j) = (ch % CHUNK / 4, ch % 4);
                 wt[(tile * ROWS + run) * CHUNK + (f % ROWS) * 4 + j] =
-                    k.weights[(f * taps + tap) * c + ch];
+                    k.weights.at((c, taps), (f, tap, ch));
             }
         }
     }
@@ -318,7 +314,7 @@ fn tile_config(plan: &AmxPlan) -> Vec<i64> {
 /// One tile kernel being built: its plan, tables, stack buffers and the AMX intrinsics.
 struct TileConv<'a, 'ctx, 'm> {
     e: &'a KernelEmitter<'ctx, 'm>,
-    k: &'a TileLayer,
+    k: &'a TileLayer<'a>,
     plan: &'a AmxPlan,
     function: FunctionValue<'ctx>,
     /// The image's bytes, a band's sums `[wide pixel][32 filters]`.

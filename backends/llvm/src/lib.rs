@@ -4,10 +4,10 @@
 //! vector. The Cranelift backend offers these kernels ([`bnnc_cranelift::KernelProvider`]),
 //! calls them from its own code, and the two objects are linked into one library.
 //!
-//! One module per kernel (`xnor`, `planes`, `amx`, `int16`, `vnni`), over what they share: `emitter` (the
-//! module being built: loops, tables, vector loads, splats, popcounts), `window` (the index
-//! of an output pixel and of a window's taps) and `levels` (the output stage storing levels
-//! as bit planes).
+//! One module per kernel (`xnor`, `planes`, `amx`, `int16`, `vnni`), over what they share:
+//! `emitter` (the module being built: loops, tables, vector loads, splats, popcounts),
+//! `window` (the index of an output pixel and of a window's taps) and `levels` (the output
+//! stage storing levels as bit planes).
 //!
 //! Needs LLVM 16 (Debian: `llvm-16-dev`; `LLVM_SYS_160_PREFIX=/usr/lib/llvm-16`).
 
@@ -108,11 +108,7 @@ impl LlvmKernels {
         };
         let amx = self.has_features(&["+amx-tile", "+amx-int8"]);
         let mut on_tiles = 0;
-        // A layer on tiles, where it has a plan.
-        let tiled = |layer: Option<TileLayer>| {
-            let layer = layer.filter(|_| amx)?;
-            amx::amx_plan(&layer).map(|plan| (layer, plan))
-        };
+        let tiled = |layer| if amx { with_plan(layer) } else { None };
         for kernel in &self.kernels {
             match tiled(TileLayer::of_xnor(kernel)) {
                 Some((layer, plan)) => {
@@ -163,6 +159,12 @@ impl LlvmKernels {
             on_tiles,
         })
     }
+}
+
+/// `layer` and the plan of its computation on tiles, where it has one.
+fn with_plan(layer: Option<TileLayer<'_>>) -> Option<(TileLayer<'_>, amx::AmxPlan)> {
+    let layer = layer?;
+    amx::amx_plan(&layer).map(|plan| (layer, plan))
 }
 
 /// The kernels' object file, and how they run.
