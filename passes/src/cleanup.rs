@@ -4,11 +4,12 @@
 //! Every rewrite here is exact: a folded constant is what the interpreter would compute at run
 //! time, `x * 1` and `x / 1` are `x` bit for bit, a reshape of a reshape is one reshape, so
 //! is a transpose of a transpose one transpose (or a reshape when it moves only unit axes), and a
-//! layer of scaled integers joins its bias to its scaled sum as an Add after it would.
+//! layer of scaled integers joins its bias to its scaled sum as an Add after it would, and an
+//! integer matrix product sums the same products whichever order its rows of weights are in.
 //! (`x + 0` is left alone: it turns -0 into +0.)
 
 use bnnc_ir::interp::integer_first;
-use bnnc_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, TensorType, ValueId};
+use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, NodeId, Op, Scale, Tensor, TensorType, ValueId};
 
 use crate::report::PassReport;
 use crate::threshold::channel_shape;
@@ -22,6 +23,7 @@ pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
         remove_identities(graph, &mut report)?;
         merge_reshapes(graph, &mut report)?;
         fold_transposes(graph, &mut report)?;
+        fold_flattened_transposes_into_weights(graph, &mut report)?;
         split_biases(graph, &mut report)?;
         let dead = graph.remove_dead_nodes();
         if dead > 0 {
@@ -151,6 +153,117 @@ fn fold_transposes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrE
         }
         graph.replace_node(n, out)?;
         report.note(format!("`{name}` {what}"));
+    }
+    Ok(())
+}
+
+/// `matmul(reshape(transpose(x)), W)` is `matmul(reshape(x), W')`, W' holding W's rows in
+/// `x`'s order, where the product sums integers (its result is typed as integers, so the order
+/// of its terms cannot change it). Keras flattens images channels-last: QONNX's converter writes
+/// a transpose to NHWC before every Flatten, which a stream of pixels (the dataflow plan) or a
+/// kernel reading channels-first images would otherwise have to carry out at run time.
+fn fold_flattened_transposes_into_weights(
+    graph: &mut Graph,
+    report: &mut PassReport,
+) -> Result<(), IrError> {
+    let nodes: Vec<NodeId> = graph.node_ids().collect();
+    for n in nodes {
+        let node = graph.node(n).clone();
+        // The axis of W that the product sums over.
+        let k_axis = match &node.op {
+            Op::MatMul => 0,
+            Op::Gemm(g) if !g.trans_a => usize::from(g.trans_b),
+            _ => continue,
+        };
+        let (a, w) = (node.inputs[0], node.inputs[1]);
+        let Some(reshape) = graph.producer(a).filter(|&r| {
+            matches!(graph.node(r).op, Op::Reshape { .. }) && graph.only_user(a) == Some(n)
+        }) else {
+            continue;
+        };
+        let t = graph.node(reshape).inputs[0];
+        let Some(transpose) = graph
+            .producer(t)
+            .filter(|_| graph.only_user(t) == Some(reshape))
+        else {
+            continue;
+        };
+        let Op::Transpose { perm } = &graph.node(transpose).op else {
+            continue;
+        };
+        let x = graph.node(transpose).inputs[0];
+        let [1, k] = graph.value(a).ty.shape[..] else {
+            continue;
+        };
+        let Some(values) = graph.const_data(w).and_then(Tensor::as_f32) else {
+            continue;
+        };
+        let values = values.to_vec();
+        let w_ty = graph.value(w).ty.clone();
+        let per_row_scale = matches!(&w_ty.elem, ElemType::Scaled(_, Scale::Channel { axis, .. }) if *axis == k_axis);
+        if w_ty.shape.len() != 2
+            || w_ty.shape[k_axis] != k
+            || per_row_scale
+            || graph.value(node.outputs[0]).ty.elem.int_type().is_none()
+        {
+            continue;
+        }
+        // source[i]: the flat index in x of the transposed tensor's element i.
+        let iota = Tensor::i64(graph.value(x).ty.shape.clone(), (0..k as i64).collect());
+        let op = Op::Transpose { perm: perm.clone() };
+        let source = bnnc_ir::interp::eval(&op, &[&iota])
+            .map_err(|reason| IrError::Node {
+                node: graph.node(transpose).name.clone(),
+                op: op.name(),
+                reason,
+            })?
+            .remove(0)
+            .to_i64_vec();
+        let cols = w_ty.shape[1];
+        let mut permuted = values.clone();
+        for (i, &s) in source.iter().enumerate() {
+            let s = s as usize;
+            if k_axis == 0 {
+                permuted[s * cols..(s + 1) * cols]
+                    .copy_from_slice(&values[i * cols..(i + 1) * cols]);
+            } else {
+                for row in 0..w_ty.shape[0] {
+                    permuted[row * cols + s] = values[row * cols + i];
+                }
+            }
+        }
+        let w_name = format!("{}.in_flatten_order", graph.value(w).name);
+        let w2 = graph.add_const(
+            w_name,
+            Some(w_ty.elem.clone()),
+            Tensor::f32(w_ty.shape.clone(), permuted),
+        )?;
+        let flat_name = format!("{}.flat", graph.value(x).name);
+        let flat = graph.add_node(
+            format!("{}.flat", graph.node(reshape).name),
+            Op::Reshape { shape: vec![1, k] },
+            &[x],
+            vec![flat_name],
+        )?[0];
+        let mut inputs = node.inputs.clone();
+        inputs[0] = flat;
+        inputs[1] = w2;
+        let out = graph.add_node(
+            node.name.clone(),
+            node.op.clone(),
+            &inputs,
+            vec![format!("{}.reordered", graph.value(node.outputs[0]).name)],
+        )?[0];
+        if graph.value(out).ty != graph.value(node.outputs[0]).ty {
+            graph.remove_node(graph.producer(out).expect("a node result"));
+            continue;
+        }
+        graph.replace_node(n, out)?;
+        report.note(format!(
+            "`{}`: the transpose `{}` before its flatten became the order of its weights' rows",
+            node.name,
+            graph.node(transpose).name
+        ));
     }
     Ok(())
 }
