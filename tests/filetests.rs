@@ -23,6 +23,12 @@
 //!   expected part is the interpreter's output values. Its header also states the kernel of
 //!   every step of the schedule, in order (`bnnc_cranelift::step_kernels`), on one line:
 //!   `; kernels: bipolar_quant, xnor_conv+threshold+maxpool, xnor_conv, convert(i32->f32), ...`.
+//! - `; test: fpga` plans the graph for an FPGA (`bnnc_dataflow`) and writes its Vitis HLS
+//!   project and its Verilog design, with the deterministic input and the interpreter's output
+//!   as the testbenches' vectors; `make csim` (g++ and the ap_int headers, as `tests/hls.rs`
+//!   finds them) and `make lint sim` (Verilator's lint, Icarus Verilog) must give the
+//!   interpreter's output bit for bit, host code included. The expected part is the
+//!   interpreter's output values.
 //!
 //! `BLESS=1 cargo test --test filetests` writes what came out as the expected part of every
 //! file, and a native file's `; kernels:` line (review the diff before committing it).
@@ -114,6 +120,7 @@ enum Directive {
     Pass(&'static bnnc_passes::Pass),
     Interp,
     Native,
+    Fpga,
 }
 
 /// A filetest split into its parts.
@@ -147,9 +154,10 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
         }
         ["interp"] => Directive::Interp,
         ["native"] => Directive::Native,
+        ["fpga"] => Directive::Fpga,
         _ => {
             return Err(format!(
-                "`; test: {line}`: expected `pass NAME`, `interp` or `native`"
+                "`; test: {line}`: expected `pass NAME`, `interp`, `native` or `fpga`"
             ))
         }
     };
@@ -225,6 +233,7 @@ fn run_file(path: &Path) -> Result<(), Failed> {
         Directive::Pass(pass) => run_pass(pass, graph)?,
         Directive::Interp => format_outputs(&graph, &interpret(&graph)?),
         Directive::Native => run_native(&graph)?,
+        Directive::Fpga => run_fpga(&graph)?,
     };
     if std::env::var_os("BLESS").is_some_and(|v| v == "1") {
         let input = match &kernels {
@@ -316,6 +325,82 @@ fn run_pass(pass: &bnnc_passes::Pass, mut graph: Graph) -> Result<String, Failed
         .into());
     }
     Ok(print_graph_full(&graph))
+}
+
+/// The graph's Vitis HLS project (`make csim`) and Verilog design (`make lint sim`),
+/// simulated on the deterministic input, must give the interpreter's output bit for bit; the
+/// outputs, as text.
+fn run_fpga(graph: &Graph) -> Result<String, Failed> {
+    let expected = interpret(graph)?;
+    if graph.inputs().len() != 1 || graph.outputs().len() != 1 {
+        return Err("an fpga filetest needs one input and one output (the design's ports)".into());
+    }
+    let ap_types = std::env::var_os("BNNC_AP_TYPES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ap_types"));
+    if !ap_types.join("ap_int.h").exists() {
+        return Err(format!(
+            "no ap_int.h in {}: run scripts/test (it fetches the Apache-2.0 headers), or set BNNC_AP_TYPES",
+            ap_types.display()
+        )
+        .into());
+    }
+    let options = bnnc_dataflow::Options::default();
+    let plan = bnnc_dataflow::plan(graph, &graph.name, &options)
+        .map_err(|e| format!("cannot plan the graph: {e}"))?;
+    let report = bnnc_dataflow::report(&plan, options.part, options.clock_ns);
+    let vectors = bnnc_dataflow::TestVectors {
+        inputs: deterministic_input(graph, 0).to_f32_vec(),
+        expected: expected[0].to_f32_vec(),
+        origin: "the filetest's deterministic input and the interpreter's output".into(),
+    };
+    let hls = bnnc_hls::project(&plan, &report, &vectors)
+        .map_err(|e| format!("cannot write the HLS project: {e}"))?;
+    simulate_project(
+        &hls,
+        &["csim".into(), format!("AP_TYPES={}", ap_types.display())],
+    )?;
+    let verilog = bnnc_verilog::project(&plan, &report, &vectors)
+        .map_err(|e| format!("cannot write the Verilog design: {e}"))?;
+    simulate_project(
+        &verilog,
+        &["lint".into(), "sim".into(), "SIM=iverilog".into()],
+    )?;
+    Ok(format_outputs(graph, &expected))
+}
+
+/// Writes `project` into a temporary folder and runs `make` on `targets` there: it must
+/// succeed, lint clean, pass its one sample and differ from the expected output by nothing.
+fn simulate_project(project: &bnnc_dataflow::Project, targets: &[String]) -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    for (path, contents) in &project.files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("files lie in the project"))?;
+        std::fs::write(path, contents)?;
+    }
+    let out = std::process::Command::new("make")
+        .arg("-C")
+        .arg(dir.path())
+        .args(targets)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lint_warned = text.contains("%Warning") || text.contains("%Error");
+    if !out.status.success()
+        || lint_warned
+        || !text.contains("1 passed, 0 failed")
+        || !text.contains("largest difference: 0 of")
+    {
+        return Err(format!(
+            "make {} differs from the interpreter:\n{text}",
+            targets.join(" ")
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The graph compiled for this machine must give the interpreter's outputs bit for bit, with

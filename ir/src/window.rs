@@ -109,6 +109,53 @@ impl Window<'_> {
     }
 }
 
+impl Window<'_> {
+    /// For every output position of `out` (row-major) and every tap of the kernel
+    /// (row-major), the offset of the input cell it reads within a channel plane of extents
+    /// `input`, or `None` for a tap in the padding. Convolutions gather their patches with it
+    /// (the interpreter, and the host code of the dataflow plan).
+    pub fn tap_offsets(&self, input: &[usize], out: &[usize]) -> Vec<Option<usize>> {
+        let spatial = input.len();
+        let mut in_strides = vec![1usize; spatial];
+        for d in (0..spatial.saturating_sub(1)).rev() {
+            in_strides[d] = in_strides[d + 1] * input[d + 1];
+        }
+        let (positions, taps): (usize, usize) =
+            (out.iter().product(), self.kernel.iter().product());
+        let mut offsets = Vec::with_capacity(positions * taps);
+        let mut pos = vec![0usize; spatial];
+        for _ in 0..positions {
+            let mut tap = vec![0usize; spatial];
+            for _ in 0..taps {
+                let mut offset = Some(0usize);
+                for d in 0..spatial {
+                    let coord = (pos[d] * self.strides[d] + tap[d] * self.dilations[d])
+                        .checked_sub(self.pads[d]);
+                    offset = match (offset, coord) {
+                        (Some(o), Some(c)) if c < input[d] => Some(o + c * in_strides[d]),
+                        _ => None,
+                    };
+                }
+                offsets.push(offset);
+                advance(&mut tap, self.kernel);
+            }
+            advance(&mut pos, out);
+        }
+        offsets
+    }
+}
+
+/// Row-major odometer step of `index` within `extents`.
+fn advance(index: &mut [usize], extents: &[usize]) {
+    for a in (0..index.len()).rev() {
+        index[a] += 1;
+        if index[a] < extents[a] {
+            return;
+        }
+        index[a] = 0;
+    }
+}
+
 /// The cells a kernel of `kernel` taps `dilation` apart covers, `None` on overflow.
 pub fn span(kernel: usize, dilation: usize) -> Option<usize> {
     kernel.checked_sub(1)?.checked_mul(dilation)?.checked_add(1)

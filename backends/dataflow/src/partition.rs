@@ -9,7 +9,7 @@
 //! - after: the chain of host nodes that ends at the graph output, each reading one
 //!   computed tensor (the output's scale and bias, a float last layer, Softmax, TopK).
 //!
-//! Hardware nodes are the linear layers on integers, thresholds, max-pools on integers, and
+//! Hardware nodes are the linear layers of integers by integers, thresholds, max-pools on integers, and
 //! elementwise nodes of two computed operands (a residual addition); everything between the
 //! two host programs runs in hardware. (An average pool on integers is a float result: the
 //! host computes it when it ends the network.)
@@ -39,12 +39,15 @@ pub struct Partition {
 fn is_hardware(graph: &Graph, n: NodeId) -> bool {
     let node = graph.node(n);
     let computed = |v: &&ValueId| !matches!(graph.value(**v).def, ValueDef::Const(_));
-    let integer_operand = node
-        .inputs
-        .first()
-        .is_some_and(|&v| graph.value(v).ty.elem != ElemType::F32);
+    let integer = |i: usize| {
+        node.inputs
+            .get(i)
+            .is_some_and(|&v| graph.value(v).ty.elem != ElemType::F32)
+    };
+    let integer_operand = integer(0);
     match &node.op {
-        op if op.is_linear_layer() => integer_operand,
+        // A layer of f32 weights is a float layer, even on integers: the host's.
+        op if op.is_linear_layer() => integer_operand && integer(1),
         Op::Threshold(_) => true,
         Op::MaxPool(_) | Op::MinMaxPool { .. } => integer_operand,
         Op::Binary(_) => node.inputs.iter().filter(computed).count() > 1,

@@ -77,7 +77,6 @@ fn conv_f32(
     let (batch, channels) = (in_shape[0], in_shape[1]);
     let (m, group) = (w_shape[0], attrs.group.max(1));
     let (cg, mg) = (channels / group, m / group);
-    let spatial = in_shape.len() - 2;
     let (in_plane, out_plane) = (numel(&in_shape[2..]), numel(&out[2..]));
     let taps = numel(&attrs.kernel);
     let k = cg * taps;
@@ -88,26 +87,7 @@ fn conv_f32(
 
     // Input offset (within a channel plane) of every tap of every output position, or None
     // for a tap in the padding.
-    let in_strides = super::strided::dense_strides(&in_shape[2..]);
-    let mut tap_offsets: Vec<Option<usize>> = Vec::with_capacity(out_plane * taps);
-    let mut pos = vec![0usize; spatial];
-    for _ in 0..out_plane {
-        let mut tap = vec![0usize; spatial];
-        for _ in 0..taps {
-            let mut offset = Some(0usize);
-            for d in 0..spatial {
-                let coord = (pos[d] * attrs.strides[d] + tap[d] * attrs.dilations[d])
-                    .checked_sub(attrs.pads[d]);
-                offset = match (offset, coord) {
-                    (Some(o), Some(c)) if c < in_shape[2 + d] => Some(o + c * in_strides[d]),
-                    _ => None,
-                };
-            }
-            tap_offsets.push(offset);
-            advance(&mut tap, &attrs.kernel);
-        }
-        advance(&mut pos, &out[2..]);
-    }
+    let tap_offsets = attrs.window().tap_offsets(&in_shape[2..], &out[2..]);
 
     let mut patch = vec![0f32; k];
     let mut sums = vec![0f32; mg];
@@ -158,17 +138,6 @@ fn conv_f32(
         }
     }
     y
-}
-
-/// Row-major odometer step of `index` within `extents`.
-fn advance(index: &mut [usize], extents: &[usize]) {
-    for a in (0..index.len()).rev() {
-        index[a] += 1;
-        if index[a] < extents[a] {
-            return;
-        }
-        index[a] = 0;
-    }
 }
 
 fn transposed(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {

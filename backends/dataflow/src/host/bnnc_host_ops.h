@@ -337,6 +337,20 @@ static inline void bnnc_matmul_2d(const float *a, const float *b, size_t m, size
   }
 }
 
+/* A convolution group's patches: output position p's receptive field, channels then taps in
+ * order (0 at a padded tap, whose offset is `plane`), as row p of an n x k matrix, or as
+ * column p of a k x n one when `columns`. */
+static inline void bnnc_patches(const float *x, size_t cg, size_t plane, size_t taps, size_t n,
+                                const size_t *offsets, int columns, float *out) {
+  size_t k = cg * taps;
+  for (size_t p = 0; p < n; p++)
+    for (size_t c = 0; c < cg; c++)
+      for (size_t t = 0; t < taps; t++) {
+        size_t o = offsets[p * taps + t], r = c * taps + t;
+        out[columns ? r * n + p : p * k + r] = o < plane ? x[c * plane + o] : 0.0f;
+      }
+}
+
 /* y = x with axes permuted: output element i takes input element index(i). */
 static inline void bnnc_permute(size_t n, int rank, const size_t *shape, const size_t *strides,
                                 const float *x, float *y) {

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use bnnc_ir::broadcast;
-use bnnc_ir::interp::quant_range;
-use bnnc_ir::summation_order::{segments, Threading};
-use bnnc_ir::{BinaryOp, Graph, Node, NodeId, Op, RoundingMode, ValueId};
+use bnnc_ir::interp::{integer_first, quant_range};
+use bnnc_ir::summation_order::{conv_route, segments, ConvRoute, Segment, Threading};
+use bnnc_ir::{BinaryOp, ConvAttrs, Graph, Node, NodeId, Op, RoundingMode, TensorType, ValueId};
 
 use crate::plan::{Decode, Encoding, Plan, Port};
 use crate::PlanError;
@@ -49,6 +49,33 @@ pub fn c_float(v: f32) -> String {
 
 fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// `segments` with any columns of `0..n` they leave out summed in one slice, as the
+/// interpreter sums a position outside every segment.
+fn covering(mut segments: Vec<Segment>, n: usize, k: usize) -> Vec<Segment> {
+    segments.sort_by_key(|s| s.start);
+    let mut covered = Vec::with_capacity(segments.len());
+    let mut at = 0;
+    for s in segments {
+        if s.start > at {
+            covered.push(Segment {
+                start: at,
+                end: s.start,
+                stride_k: k,
+            });
+        }
+        at = at.max(s.end);
+        covered.push(s);
+    }
+    if at < n {
+        covered.push(Segment {
+            start: at,
+            end: n,
+            stride_k: k,
+        });
+    }
+    covered
 }
 
 /// Row-major strides of a tensor of shape `operand` broadcast to `shape` (0 on broadcast
@@ -387,6 +414,7 @@ impl<'g> Emitter<'g> {
             }
             Op::Gemm(attrs) => self.gemm(&node, attrs)?,
             Op::MatMul => self.matmul(&node)?,
+            Op::Conv(attrs) => self.conv(&node, attrs)?,
             _ => return Err(unsupported()),
         }
         Ok(())
@@ -415,6 +443,102 @@ impl<'g> Emitter<'g> {
             numel(shape.get(axis + 1..).unwrap_or(&[]))
         };
         Ok((x, s, z, len, inner))
+    }
+
+    /// ONNX Conv on floats, through the kernel MLAS picks (as the interpreter's `conv`): per
+    /// batch and group, every output position's patch is gathered (zeros at padded taps),
+    /// then the route's product sums them in the interpreter's order; the bias follows.
+    fn conv(&mut self, node: &Node, attrs: &ConvAttrs) -> Result<(), PlanError> {
+        let (in_shape, w_shape) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
+        let out = node.outputs[0];
+        let out_shape = self.shape(out);
+        let types: Vec<&TensorType> = node
+            .inputs
+            .iter()
+            .map(|&v| &self.graph.value(v).ty)
+            .collect();
+        // The interpreter sums such a layer's integers first, then scales them: not a float
+        // product (the hardware takes those layers).
+        if integer_first(&node.op, &types, &out_shape).is_some() {
+            return Err(PlanError::node(
+                node,
+                "the host code computes float convolutions, not sums of scaled integers",
+            ));
+        }
+        let (batch, channels, m) = (in_shape[0], in_shape[1], w_shape[0]);
+        let group = attrs.group.max(1);
+        let (cg, mg) = (channels / group, m / group);
+        let taps = numel(&attrs.kernel);
+        let k = cg * taps;
+        let (in_plane, n) = (numel(&in_shape[2..]), numel(&out_shape[2..]));
+        let x = self.data(node.inputs[0], node)?;
+        let w = self.data(node.inputs[1], node)?;
+        let y = self.buffer(out);
+        if k == 0 || n == 0 {
+            let count = numel(&out_shape);
+            self.line(format!(
+                "for (size_t i = 0; i < {count}; i++) {y}[i] = 0.0f;"
+            ));
+        } else {
+            // A padded tap reads offset `in_plane`, which the gather turns into 0.
+            let offsets: Vec<usize> = attrs
+                .window()
+                .tap_offsets(&in_shape[2..], &out_shape[2..])
+                .into_iter()
+                .map(|o| o.unwrap_or(in_plane))
+                .collect();
+            let offsets = self.sizes(&offsets);
+            let route = conv_route(attrs, &in_shape, cg, mg, n, k);
+            // The General route's product reads the patches as columns (k x n), the others as
+            // rows (one patch per position), except the one filter's M = 1 kernel.
+            let columns = matches!(route, ConvRoute::General(_) | ConvRoute::SingleFilter);
+            let patches = format!("v{}_patches", out.index());
+            self.buffers.push((patches.clone(), k * n));
+            let (w_g, y_g) = (
+                format!("{w} + g * {}", mg * k),
+                format!("{y} + (b * {m} + g * {mg}) * {n}"),
+            );
+            let product = match route {
+                ConvRoute::General(threading) => {
+                    let table: Vec<usize> = covering(segments(mg, n, k, threading, true), n, k)
+                        .iter()
+                        .flat_map(|s| [s.start, s.end, s.stride_k])
+                        .collect();
+                    let count = table.len() / 3;
+                    let table = self.sizes(&table);
+                    let acc = format!("v{}_acc", out.index());
+                    self.buffers.push((acc.clone(), mg * n));
+                    format!("bnnc_matmul_2d({w_g}, {patches}, {mg}, {k}, {n}, {count}, {table}, 1.0f, 0, {acc}, {y_g});")
+                }
+                ConvRoute::SingleFilter => {
+                    format!("bnnc_m1_rows({w_g}, {patches}, {k}, {n}, NULL, {y_g});")
+                }
+                ConvRoute::FullWidthRows => {
+                    format!("bnnc_m1_transposed({w_g}, {patches}, {k}, {n}, NULL, {y_g});")
+                }
+                ConvRoute::SinglePosition => {
+                    format!("bnnc_m1_transposed({patches}, {w_g}, {k}, {mg}, NULL, {y_g});")
+                }
+            };
+            self.line(format!("for (size_t b = 0; b < {batch}; b++)"));
+            self.line(format!("  for (size_t g = 0; g < {group}; g++) {{"));
+            self.line(format!(
+                "    bnnc_patches({x} + (b * {channels} + g * {cg}) * {in_plane}, {cg}, {in_plane}, {taps}, {n}, {offsets}, {}, {patches});",
+                i32::from(columns)
+            ));
+            self.line(format!("    {product}"));
+            self.line("  }".into());
+        }
+        if let Some(&bias) = node.inputs.get(2) {
+            let bias_len = numel(&self.shape(bias)).max(1);
+            let bias = self.data(bias, node)?;
+            self.line(format!(
+                "for (size_t i = 0; i < {}; i++) {y}[i] += {bias}[(i / {}) % {bias_len}];",
+                numel(&out_shape),
+                n.max(1)
+            ));
+        }
+        Ok(())
     }
 
     /// ONNX Gemm on floats, through the kernel MLAS picks (as the interpreter's `gemm`).
