@@ -18,6 +18,19 @@ use common::run;
 /// CNV's 397 images takes minutes): input.npy only.
 const SLOW: &[&str] = &["cnv_w1a1", "cnv_w2a2"];
 
+/// Exports beyond the reference models that the dataflow plan takes: Keras convolutions
+/// through QONNX (a float first layer on the host, a channels-last flatten), grouped and
+/// depthwise convolutions, transposes around the layers.
+const VARIANTS: &[&str] = &[
+    "qkeras/conv_w4a4_qonnx",
+    "qkeras/mlp_w4a4_qonnx",
+    "variants/adaptive_avgpool_ts",
+    "variants/binary_depthwise",
+    "variants/conv_groups2",
+    "variants/mobilenet_block_ts",
+    "variants/nhwc_transposes",
+];
+
 fn main() {
     let args = Arguments::from_args();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
@@ -33,6 +46,10 @@ fn main() {
             let name = format!("hls/{set}/{}", dir.file_name().unwrap().to_string_lossy());
             trials.push(Trial::test(name, move || csim(&dir)));
         }
+    }
+    for &variant in VARIANTS {
+        let dir = data.join(variant);
+        trials.push(Trial::test(format!("hls/{variant}"), move || csim(&dir)));
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -33,6 +33,13 @@ const MODELS: &[(&str, &str)] = &[
     ("external/zoo_kwsmlp_w3a3", "iverilog"),
     ("external/zoo_unsw_nb15_mlp_w2a2", "iverilog"),
     ("external/zoo_jettagging", "iverilog"),
+    ("qkeras/conv_w4a4_qonnx", "iverilog"),
+    ("qkeras/mlp_w4a4_qonnx", "iverilog"),
+    ("variants/binary_depthwise", "iverilog"),
+    ("variants/conv_groups2", "iverilog"),
+    ("variants/mobilenet_block_ts", "iverilog"),
+    ("variants/nhwc_transposes", "iverilog"),
+    ("variants/adaptive_avgpool_ts", "iverilog"),
 ];
 
 fn main() {

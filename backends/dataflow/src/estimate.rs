@@ -80,10 +80,11 @@ pub fn cost(plan: &Plan, layer: &Layer) -> Cost {
         LayerKind::Pool(p) => {
             let g = &p.geometry;
             let beats_in = (g.in_hw[0] * g.in_hw[1] * g.channels / p.lanes) as u64;
-            let beats_out = (g.out_hw[0] * g.out_hw[1] * g.channels / p.lanes) as u64;
+            // Both backends reduce a window's taps one beat per cycle, as a generator writes.
+            let tap_beats = (g.out_hw[0] * g.out_hw[1] * g.taps() * g.channels / p.lanes) as u64;
             let bits = line_buffer_bits(g, p.encoding.bits());
             Cost {
-                cycles: window_cycles(g, beats_in, beats_out),
+                cycles: window_cycles(g, beats_in, tap_beats),
                 luts: 40 + u64::from(p.encoding.bits()) * (p.lanes * g.taps()) as u64,
                 bram18: buffer_bram18(bits),
                 dsps: 0,

@@ -120,6 +120,45 @@ fn geometry(shape: &[usize]) -> Option<(usize, usize)> {
     }
 }
 
+/// A window of one or two spatial axes as a 2-D one: a 1-D window is a row of an image one
+/// pixel high. `kernel, strides, dilations, pads` as ONNX gives them; `None` for 3-D ones.
+fn window_2d(
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+) -> Option<[[usize; 2]; 3]> {
+    match kernel.len() {
+        2 => Some([
+            [kernel[0], kernel[1]],
+            [strides[0], strides[1]],
+            [dilations[0], dilations[1]],
+        ]),
+        1 => Some([[1, kernel[0]], [1, strides[0]], [1, dilations[0]]]),
+        _ => None,
+    }
+    .filter(|_| pads.len() == 2 * kernel.len())
+}
+
+/// ONNX pads (begins, then ends) of one or two spatial axes as top, left, bottom, right.
+fn pads_2d(pads: &[usize]) -> [usize; 4] {
+    match pads {
+        [l, r] => [0, *l, 0, *r],
+        [t, l, b, r] => [*t, *l, *b, *r],
+        _ => [0; 4],
+    }
+}
+
+/// The channels and extent of an image `(1, C, H, W)`, or of a sequence `(1, C, L)` as an
+/// image one pixel high.
+fn image_2d(shape: &[usize]) -> Option<(usize, [usize; 2])> {
+    match shape {
+        [1, c, h, w] => Some((*c, [*h, *w])),
+        [1, c, l] => Some((*c, [1, *l])),
+        _ => None,
+    }
+}
+
 /// The scales of a (scaled) integer tensor per stream slot, or an error naming why not.
 fn scaled_decode(
     elem: &ElemType,
@@ -290,27 +329,25 @@ impl<'g> Lowering<'g> {
         let hw = self.hw(x, Some(node))?;
         let shape = &self.graph.value(x).ty.shape;
         let stream = &self.streams[hw.stream];
-        match shape.as_slice() {
-            [1, c, h, w] if stream.pixels == h * w && stream.channels == *c => {
-                Ok((hw, [*h, *w], *c))
-            }
-            [1, _, _, _] => Err(PlanError::node(
+        match image_2d(shape) {
+            Some((c, [h, w])) if stream.pixels == h * w && stream.channels == c => Ok((hw, [h, w], c)),
+            Some(_) => Err(PlanError::node(
                 node,
                 "its operand was reshaped from another tensor: the stream does not hold its pixels",
             )),
-            _ => Err(PlanError::node(
+            None => Err(PlanError::node(
                 node,
-                format!("the dataflow plan takes 2-D images (1, C, H, W), not {shape:?}"),
+                format!(
+                    "the dataflow plan takes 1-D and 2-D images ((1, C, L), (1, C, H, W)), not {shape:?}"
+                ),
             )),
         }
     }
 
-    /// The channels and extent of a node's `(1, C, H, W)` result.
+    /// The channels and extent of a node's `(1, C, H, W)` (or `(1, C, L)`) result.
     fn image_result(&self, node: &Node) -> Result<(usize, [usize; 2]), PlanError> {
-        match self.graph.value(node.outputs[0]).ty.shape[..] {
-            [1, c, h, w] => Ok((c, [h, w])),
-            ref shape => Err(PlanError::node(node, format!("result of shape {shape:?}"))),
-        }
+        let shape = &self.graph.value(node.outputs[0]).ty.shape;
+        image_2d(shape).ok_or_else(|| PlanError::node(node, format!("result of shape {shape:?}")))
     }
 
     /// Conv, xnor_conv, bitserial_conv: a window generator and a matrix-vector unit.
@@ -320,21 +357,14 @@ impl<'g> Lowering<'g> {
             Op::Conv(a) | Op::XnorConv(a) | Op::BitSerialConv { attrs: a, .. } => a,
             _ => unreachable!("conv() is called on convolutions"),
         };
-        if attrs.kernel.len() != 2 {
+        let Some([kernel, stride, dilation]) =
+            window_2d(&attrs.kernel, &attrs.strides, &attrs.dilations, &attrs.pads)
+        else {
             return Err(PlanError::node(
                 node,
-                "the dataflow plan takes 2-D convolutions",
+                "the dataflow plan takes 1-D and 2-D convolutions",
             ));
-        }
-        if attrs.group != 1 {
-            return Err(PlanError::node(
-                node,
-                format!(
-                    "grouped convolutions ({} groups) are not in the dataflow plan yet",
-                    attrs.group
-                ),
-            ));
-        }
+        };
         if node.inputs.len() > 2 {
             return Err(PlanError::node(
                 node,
@@ -343,15 +373,35 @@ impl<'g> Lowering<'g> {
         }
         let (x, in_hw, c) = self.spatial_input(node)?;
         let (m, [oh, ow]) = self.image_result(node)?;
-        let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
-        // (M, C, KH, KW) as integers.
-        let (w, weight) = self.conv_weights(node, m, c, kh, kw)?;
+        let [kh, kw] = kernel;
+        let group = attrs.group.max(1);
+        if c % group != 0 || m % group != 0 {
+            return Err(PlanError::node(
+                node,
+                format!("{group} groups do not divide {c} channels and {m} filters"),
+            ));
+        }
+        let (cg, mg) = (c / group, m / group);
+        // (M, C / group, KH, KW) as integers.
+        let (w, mut weight) = self.conv_weights(node, m, cg, kh, kw)?;
+        // A grouped convolution is the dense one whose filters hold zeros outside their group
+        // (a block-diagonal matrix): exact, at `group` times a vector unit's multiplies.
+        if group > 1 && weight == Encoding::Bipolar {
+            weight = Encoding::Int {
+                bits: 2,
+                signed: true,
+            };
+        }
         let mut weights = Vec::with_capacity(m * kh * kw * c);
         for f in 0..m {
             for ky in 0..kh {
                 for kx in 0..kw {
                     for ch in 0..c {
-                        weights.push(w[((f * c + ch) * kh + ky) * kw + kx]);
+                        weights.push(if ch / cg == f / mg {
+                            w[((f * cg + ch % cg) * kh + ky) * kw + kx]
+                        } else {
+                            0
+                        });
                     }
                 }
             }
@@ -360,10 +410,10 @@ impl<'g> Lowering<'g> {
             channels: c,
             in_hw,
             out_hw: [oh, ow],
-            kernel: [kh, kw],
-            stride: [attrs.strides[0], attrs.strides[1]],
-            dilation: [attrs.dilations[0], attrs.dilations[1]],
-            pads: [attrs.pads[0], attrs.pads[1], attrs.pads[2], attrs.pads[3]],
+            kernel,
+            stride,
+            dilation,
+            pads: pads_2d(&attrs.pads),
         };
         let input = self.streams[x.stream].encoding;
         let padded = geometry.pads.iter().any(|&p| p > 0);
@@ -395,7 +445,8 @@ impl<'g> Lowering<'g> {
         self.mvau(n, win_stream, weights, weight, kh * kw * c, m, [oh, ow])
     }
 
-    /// The `(M, C, KH, KW)` weights of a convolution as integers, and their encoding.
+    /// The `(M, C, KH, KW)` weights of a convolution as integers (C: a group's channels), and
+    /// their encoding.
     fn conv_weights(
         &self,
         node: &Node,
@@ -598,9 +649,17 @@ impl<'g> Lowering<'g> {
                 };
                 let (_, [ph, pw]) = self.image_result(pnode)?;
                 let take_min = pool_directions(pnode, &decode, min, mh)?;
+                let Some([kernel, ..]) =
+                    window_2d(&attrs.kernel, &attrs.strides, &attrs.dilations, &attrs.pads)
+                else {
+                    return Err(PlanError::node(
+                        pnode,
+                        "the dataflow plan takes 1-D and 2-D pools",
+                    ));
+                };
                 pool = Some(FusedPool {
                     in_hw: out_hw,
-                    kernel: [attrs.kernel[0], attrs.kernel[1]],
+                    kernel,
                     out_hw: [ph, pw],
                     take_min,
                 });
@@ -774,9 +833,14 @@ impl<'g> Lowering<'g> {
 
     /// A max-pool (min on the `min` channels) on its own.
     fn pool(&mut self, node: &Node, attrs: &PoolAttrs, min: &[bool]) -> Result<(), PlanError> {
-        if attrs.kernel.len() != 2 {
-            return Err(PlanError::node(node, "the dataflow plan takes 2-D pools"));
-        }
+        let Some([kernel, stride, dilation]) =
+            window_2d(&attrs.kernel, &attrs.strides, &attrs.dilations, &attrs.pads)
+        else {
+            return Err(PlanError::node(
+                node,
+                "the dataflow plan takes 1-D and 2-D pools",
+            ));
+        };
         let (x, in_hw, c) = self.spatial_input(node)?;
         let encoding = self.streams[x.stream].encoding;
         if encoding == Encoding::F32 {
@@ -791,10 +855,10 @@ impl<'g> Lowering<'g> {
             channels: c,
             in_hw,
             out_hw: [oh, ow],
-            kernel: [attrs.kernel[0], attrs.kernel[1]],
-            stride: [attrs.strides[0], attrs.strides[1]],
-            dilation: [attrs.dilations[0], attrs.dilations[1]],
-            pads: [attrs.pads[0], attrs.pads[1], attrs.pads[2], attrs.pads[3]],
+            kernel,
+            stride,
+            dilation,
+            pads: pads_2d(&attrs.pads),
         };
         let out = self.stream(
             &self.graph.value(node.outputs[0]).name.clone(),

@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use bnnc_dataflow::estimate::buffer_rows;
 use bnnc_dataflow::plan::{
-    Decode, ElementOp, Elementwise, Encoding, Layer, LayerKind, Mac, Mvau, Operand, Plan,
+    Decode, ElementOp, Elementwise, Encoding, Layer, LayerKind, Mac, Mvau, Operand, Plan, Pool,
     ThresholdLayer, Window,
 };
 
@@ -96,6 +96,7 @@ pub fn layer_rtl(
         LayerKind::Mvau(m) => Ok(mvau(module, m, iw, ow)),
         LayerKind::Window(w) => Ok(window(module, w, iw, ow)),
         LayerKind::Threshold(t) => Ok(threshold(module, t, iw, ow)),
+        LayerKind::Pool(p) => pool(module, p, iw, ow),
         LayerKind::Elementwise(e) => {
             let iws = layer.inputs.iter().map(|&s| width(s)).collect();
             elementwise(module, e, iws, ow)
@@ -538,6 +539,77 @@ fn window(module: &str, w: &Window, iw: usize, ow: usize) -> LayerRtl {
         verilog: v,
         memories: Vec::new(),
     }
+}
+
+/// A standalone max (or, per channel, min) pool: the window generator's taps, and a bank of
+/// one running extreme per channel beat, written out at each window's last tap. The taps of
+/// a window come in order (rows, columns, then channel beats), one beat per cycle.
+fn pool(module: &str, p: &Pool, iw: usize, ow: usize) -> Result<LayerRtl, String> {
+    let g = &p.geometry;
+    if g.pads.iter().any(|&x| x > 0) {
+        // The window generator writes zeros at padded taps, which a max must skip.
+        return Err("the Verilog backend pools only unpadded windows yet".into());
+    }
+    let window_module = format!("{module}_window");
+    let taps_rtl = window(
+        &window_module,
+        &Window {
+            geometry: g.clone(),
+            input: p.encoding,
+            output: p.encoding,
+            simd: p.lanes,
+        },
+        iw,
+        iw,
+    );
+    let lanes = p.lanes;
+    let cb = g.channels / lanes;
+    let taps = g.taps();
+    let (cbw, tw) = (clog2(cb), clog2(taps));
+    let bits = p.encoding.bits() as usize;
+    // Compared as signed values one bit wider than the elements.
+    let cw = bits + 1;
+    let take_min: Vec<bool> = (0..g.channels)
+        .map(|c| p.take_min.get(c).copied().unwrap_or(false))
+        .collect();
+    let mut v = String::new();
+    let v = &mut v;
+    let _ = writeln!(
+        v,
+        "module {module} (\n    input wire clk,\n    input wire rst,\n    input wire [{}:0] s_tdata,\n    input wire s_tvalid,\n    output wire s_tready,\n    output reg [{}:0] m_tdata,\n    output reg m_tvalid,\n    input wire m_tready\n);",
+        iw - 1,
+        ow - 1
+    );
+    let _ = writeln!(
+        v,
+        "    wire [{}:0] t;\n    wire t_valid;\n    wire t_ready;",
+        iw - 1
+    );
+    let _ = writeln!(v, "    {window_module} taps (.clk(clk), .rst(rst), .s_tdata(s_tdata), .s_tvalid(s_tvalid), .s_tready(s_tready), .m_tdata(t), .m_tvalid(t_valid), .m_tready(t_ready));");
+    let _ = writeln!(v, "    // Slot c = beat * {lanes} + lane takes its minimum where bit c is set.\n    localparam [{}:0] TAKE_MIN = {}'h{};", g.channels - 1, g.channels, hex_word(&take_min));
+    let _ = writeln!(
+        v,
+        "    reg [{}:0] best [0:{}];\n    reg [{}:0] cb;\n    reg [{}:0] tap;",
+        iw - 1,
+        cb - 1,
+        cbw - 1,
+        tw - 1
+    );
+    let _ = writeln!(v, "    wire en = !m_tvalid || m_tready;\n    assign t_ready = en;\n    wire fire = en && t_valid;\n    wire last = tap == {tw}'d{};", taps - 1);
+    let _ = writeln!(v, "    reg [{}:0] merged;\n    reg [{}:0] old;\n    reg signed [{}:0] a;\n    reg signed [{}:0] b;\n    integer l;", iw - 1, iw - 1, cw - 1, cw - 1);
+    let _ = writeln!(v, "    always @* begin\n        old = best[cb];\n        merged = t;\n        for (l = 0; l < {lanes}; l = l + 1) begin\n            a = {};\n            b = {};", element("t", "l", p.encoding, cw), element("old", "l", p.encoding, cw));
+    let _ = writeln!(v, "            if (tap != {tw}'d0 && (TAKE_MIN[{{{}'d0, cb}} * {lanes} + l] ? b <= a : b >= a))\n                merged[l*{bits} +: {bits}] = old[l*{bits} +: {bits}];\n        end\n    end", 32usize.saturating_sub(cbw));
+    let _ = writeln!(v, "    always @(posedge clk) begin\n        if (rst) begin\n            m_tvalid <= 1'b0;\n            cb <= {cbw}'d0;\n            tap <= {tw}'d0;\n        end else if (en) begin\n            m_tvalid <= fire && last;\n            if (fire) begin\n                best[cb] <= merged;\n                if (last) m_tdata <= merged;\n                if (cb == {cbw}'d{}) begin\n                    cb <= {cbw}'d0;\n                    tap <= last ? {tw}'d0 : tap + {tw}'d1;\n                end else begin\n                    cb <= cb + {cbw}'d1;\n                end\n            end\n        end\n    end\nendmodule", cb - 1);
+    // The window generator is this layer's own, in its file.
+    let _ = write!(
+        v,
+        "/* verilator lint_off DECLFILENAME */\n{}/* verilator lint_on DECLFILENAME */\n",
+        taps_rtl.verilog
+    );
+    Ok(LayerRtl {
+        verilog: std::mem::take(v),
+        memories: taps_rtl.memories,
+    })
 }
 
 /// A per-slot table of 32-bit words (f32 bits): a constant when one, else a ROM read at
