@@ -5,7 +5,11 @@
 //! - the interpreter on the network as built, and on the optimized network: integer outputs
 //!   identical, float outputs within float rounding of the final affine layers;
 //! - native code on the optimized network (Cranelift, and the LLVM kernels when built in): the
-//!   interpreter's bits exactly.
+//!   interpreter's bits exactly;
+//! - the FPGA dataflow plan of the optimized network, where it has one, simulated on integers
+//!   (`bnnc_dataflow::sim`): the interpreter's values of the hardware's output tensor, bit for
+//!   bit (the HLS and Verilog designs are proven against the same plan in `tests/hls.rs` and
+//!   `tests/verilog.rs`).
 //!
 //! `cargo test --test differential` runs a seeded smoke campaign, on this machine and (shorter)
 //! with aarch64 code under qemu-aarch64; `cargo test --test differential -- --ignored` a long
@@ -596,7 +600,81 @@ fn check(
     if on_tiles > 0 {
         ops.push(ON_TILES.into());
     }
+    if matches!(native, Native::Host) && check_plan(&optimized, shape, &data).map_err(fail)? {
+        ops.push(PLANNED.into());
+    }
     Ok(Some(ops))
+}
+
+/// What a case covered where the network planned for an FPGA.
+const PLANNED: &str = "a dataflow plan";
+
+/// The FPGA plan of `graph` simulated on integers against the interpreter's values of the
+/// hardware's input and output tensors, on every sample of `data`. `false` where the graph
+/// has no plan (a refusal names its node; the campaign counts the plans).
+fn check_plan(graph: &Graph, shape: &[usize], data: &[f32]) -> Result<bool, String> {
+    let Ok(plan) = bnnc_dataflow::plan(graph, "fuzz", &Default::default()) else {
+        return Ok(false);
+    };
+    let (input, output) = (plan.input_stream(), plan.output_stream());
+    let mut boundary = plan.graph.clone();
+    boundary.set_outputs(vec![plan.input.value, plan.output.value]);
+    let len: usize = shape.iter().product();
+    for (i, sample) in data.chunks_exact(len).enumerate() {
+        let x = Tensor::f32(shape.to_vec(), sample.to_vec());
+        let values = bnnc_ir::interp::run(&boundary, &[x])
+            .map_err(|e| format!("interp at the plan's boundary: {e}"))?;
+        let (values_in, values_out) = (values[0].to_f32_vec(), values[1].to_f32_vec());
+        // The hardware's input integers: those the input's decoding maps to the host's values.
+        let ints = (0..input.elements())
+            .map(|s| {
+                let (v, j) = (values_in[input.flat_index(s)], s % input.channels);
+                integer_of(&plan.input.decode, v, j).ok_or_else(|| {
+                    format!("sample {i}: no integer of the plan's input decodes to {v} (slot {j})")
+                })
+            })
+            .collect::<Result<Vec<i64>, String>>()?;
+        let frame = bnnc_dataflow::sim::simulate(&plan, &ints)
+            .map_err(|e| format!("plan simulation: {e}"))?;
+        for s in 0..output.elements() {
+            let j = s % output.channels;
+            let got = match &frame {
+                bnnc_dataflow::sim::Frame::Ints(v) => plan.output.decode.value(v[s], j),
+                bnnc_dataflow::sim::Frame::Floats(v) => v[s],
+            };
+            let want = values_out[output.flat_index(s)];
+            if got.to_bits() != want.to_bits() {
+                let layers: Vec<String> = plan
+                    .layers
+                    .iter()
+                    .map(|l| format!("{} ({})", l.name, l.kind.name()))
+                    .collect();
+                return Err(format!(
+                    "dataflow plan: sample {i}, output element {s}: plan {got}, interpreter {want}; layers {}",
+                    layers.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The integer that `decode` maps to `v` in `slot`, if one does (-0 is the integer 0: a
+/// quantizer's -0 enters the hardware as 0, which every integer layer takes alike).
+fn integer_of(decode: &bnnc_dataflow::plan::Decode, v: f32, slot: usize) -> Option<i64> {
+    use bnnc_dataflow::plan::Decode;
+    let guess = match decode {
+        Decode::Scaled(s) => f64::from(v) / f64::from(s[slot % s.len()]),
+        Decode::Level {
+            out_scale,
+            out_bias,
+            step,
+            offset,
+        } => (f64::from(v - out_bias) / f64::from(*out_scale)) * *step as f64 + *offset as f64,
+        Decode::Float => return Some(i64::from(v.to_bits())),
+    };
+    let guess = guess.round() as i64;
+    (guess - 2..=guess + 2).find(|&i| decode.value(i, slot) == v)
 }
 
 /// What a case covered where the LLVM kernels ran an XNOR or bit-serial layer on AMX tiles.
@@ -685,6 +763,12 @@ fn campaign_for(
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Most networks have an FPGA plan (3-D convolutions have none), checked on this machine.
+    let planned = reached.get(PLANNED).copied().unwrap_or(0);
+    assert!(
+        !matches!(native, Native::Host) || planned * 2 >= total,
+        "only {planned} of {total} networks have a dataflow plan"
+    );
     // Refusals name their node; they must stay the exception.
     assert!(
         refused * 10 <= total,
