@@ -416,6 +416,11 @@ impl Importer<'_> {
         self.bind(name, Binding::Const(id))
     }
 
+    /// A new constant of type `elem` named `name` (an operand the importer adds).
+    pub fn constant(&mut self, name: &str, data: Tensor, elem: ElemType) -> Binding {
+        Binding::Const(self.new_const(name, data, elem, None))
+    }
+
     /// A new f32 scalar constant named `name` (an operand the importer adds).
     pub fn scalar(&mut self, name: &str, value: f32) -> Binding {
         Binding::Const(self.new_const(name, Tensor::scalar(value), ElemType::F32, None))

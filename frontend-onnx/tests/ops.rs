@@ -805,3 +805,64 @@ fn tf2onnx_quantizer_ops_import() {
         .import_err();
     assert!(err.contains("Not of a f32 value"), "{err}");
 }
+
+/// FINN's lowered ops name what they cannot take: XnorPopcountMatMul on operands that are not
+/// bits, Im2Col with a padding value other than 0.
+#[test]
+fn finn_lowered_ops_refuse_what_they_do_not_define() {
+    let xnor = |annotation: &str, weights: &[f32]| {
+        ModelBuilder::new(13)
+            .input("x", &[1, 4])
+            .initializer(f32_tensor("t", &[1, 1], &[0.0]))
+            .initializer(f32_tensor("w", &[4, 2], weights))
+            .domain_node(
+                "qonnx.custom_op.general",
+                "MultiThreshold",
+                &["x", "t"],
+                &["a"],
+                vec![string("out_dtype", annotation)],
+            )
+            .domain_node(
+                "qonnx.custom_op.general",
+                "XnorPopcountMatMul",
+                &["a", "w"],
+                &["y"],
+                vec![],
+            )
+            .output("y")
+    };
+    let bits = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let g = xnor("BINARY", &bits).import_ok();
+    assert!(g.node_ids().any(|n| g.node(n).op == Op::BipolarQuant));
+    let err = xnor("UINT2", &bits).import_err();
+    assert!(
+        err.contains("(XnorPopcountMatMul): operand 0 is u2, not BINARY"),
+        "{err}"
+    );
+    let err = xnor("BINARY", &[0.0, 1.0, -1.0, 0.0, 1.0, 1.0, 0.0, 0.0]).import_err();
+    assert!(err.contains("operand 1 holds -1"), "{err}");
+
+    let im2col = |pad_value: i64| {
+        ModelBuilder::new(13)
+            .input("x", &[1, 4, 4, 2])
+            .domain_node(
+                "qonnx.custom_op.general",
+                "Im2Col",
+                &["x"],
+                &["y"],
+                vec![
+                    ints("stride", &[1, 1]),
+                    ints("kernel_size", &[3, 3]),
+                    string("input_shape", "(1, 4, 4, 2)"),
+                    ints("pad_amount", &[1, 1, 1, 1]),
+                    int("pad_value", pad_value),
+                ],
+            )
+            .output("y")
+    };
+    let g = im2col(0).import_ok();
+    let y = g.outputs()[0];
+    assert_eq!(g.value(y).ty.shape, [1, 4, 4, 18]);
+    let err = im2col(1).import_err();
+    assert!(err.contains("(Im2Col): a pad_value other than 0"), "{err}");
+}

@@ -185,7 +185,8 @@ fn plan(graph: &Graph, node: &Node) -> Option<Plan> {
     // The layer's shape: the weights' output-channel axis, whether they are (N, K) (Gemm's
     // trans_b), the outputs N and terms K per position, the positions, and the op.
     let (w_axis, trans_b, n, k, positions, op) = match &node.op {
-        Op::MatMul if w.shape.len() == 2 => {
+        // Rows of K: the kernels read a matrix (a batched MatMul keeps its integer sums).
+        Op::MatMul if w.shape.len() == 2 && a.shape.len() == 2 => {
             let (k, n) = (w.shape[0], w.shape[1]);
             let op = Op::BitSerialMatMul { a_scale: 0.0 };
             (1, false, n, k, a.numel() / k.max(1), op)

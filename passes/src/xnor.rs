@@ -108,7 +108,10 @@ fn plan(graph: &Graph, node: &Node) -> Result<Option<Plan>, IrError> {
             0,
             channel_shape(w.shape[0], out_rank),
         ),
-        Op::MatMul if w.shape.len() == 2 => (Op::XnorMatMul, 1, vec![w.shape[1]]),
+        // Rows of K: the kernels read a matrix (a batched MatMul keeps its integer sums).
+        Op::MatMul if w.shape.len() == 2 && x.shape.len() == 2 => {
+            (Op::XnorMatMul, 1, vec![w.shape[1]])
+        }
         Op::Gemm(g) if node.inputs.len() == 2 && g.alpha == 1.0 && !g.trans_a => {
             let axis = usize::from(!g.trans_b);
             (Op::XnorMatMul, axis, vec![w.shape[axis]])

@@ -6,6 +6,7 @@
 
 mod constants;
 mod elementwise;
+mod finn_lowered;
 mod heads;
 mod layout;
 mod linear;
@@ -294,6 +295,9 @@ fn import_custom(cx: &mut Importer, node: &OnnxNode) -> Option<NodeResult> {
         "BipolarQuant" => quantizers::bipolar_quant(cx, node),
         "Trunc" => quantizers::trunc(cx, node),
         "MultiThreshold" => quantizers::multi_threshold(cx, node),
+        "XnorPopcountMatMul" => finn_lowered::xnor_popcount_matmul(cx, node),
+        "MaxPoolNHWC" => finn_lowered::max_pool_nhwc(cx, node),
+        "Im2Col" => finn_lowered::im2col(cx, node),
         _ => return None,
     })
 }

@@ -1,0 +1,235 @@
+//! The ops FINN's streamlining writes when it lowers a network for its hardware layers
+//! (qonnx's `custom_op/general`): `XnorPopcountMatMul`, `MaxPoolNHWC` and `Im2Col`. Each
+//! becomes the IR ops that compute the same values, as qonnx's `execute_node` defines them.
+
+use bnnc_ir::{
+    BinaryOp, ConvAttrs, ElemType, IntType, Op, PoolAttrs, QuantAttrs, RoundingMode, Scale, Tensor,
+};
+
+use super::window::window;
+use super::{operands, to_usize, NodeResult, OnnxNode};
+use crate::import::Importer;
+
+/// NHWC to NCHW, and back.
+const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
+const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
+
+/// `XnorPopcountMatMul(a, b)`: operands of {0, 1} standing for -1 and +1; the result counts
+/// the products that are +1, `(a' . b' + K) / 2` with `a' = 2a - 1`. `a` must be typed
+/// BINARY, as qonnx requires; `b`, a constant, must hold only 0 and 1.
+pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let [a, b] = operands(cx, node, 2)?[..] else {
+        unreachable!("operands checks the count")
+    };
+    let (a_shape, b_shape) = (cx.shape(a).to_vec(), cx.shape(b).to_vec());
+    let k = *a_shape.last().ok_or("operand 0 is a scalar")?;
+    if b_shape.len() != 2 || b_shape[0] != k {
+        return Err(
+            format!("operands of shapes {a_shape:?} and {b_shape:?} do not multiply").into(),
+        );
+    }
+    let bits = cx.elem(a).int_type();
+    if !matches!(bits, Some(IntType::Binary | IntType::Unsigned(1))) {
+        return Err(format!(
+            "operand 0 is {}, not BINARY: XNOR-popcount takes bits standing for -1 and +1",
+            cx.elem(a)
+        )
+        .into());
+    }
+    let weight_bits = cx
+        .const_data(b)
+        .ok_or("operand 1 must be a constant (the weights)")?
+        .to_f32_vec();
+    if let Some(bad) = weight_bits.iter().find(|&&v| v != 0.0 && v != 1.0) {
+        return Err(format!("operand 1 holds {bad}; XNOR-popcount weights are 0 or 1").into());
+    }
+    let weights = Tensor::f32(
+        b_shape,
+        weight_bits.iter().map(|&v| 2.0 * v - 1.0).collect(),
+    );
+    let b = cx.constant(
+        &format!("{}.bipolar_weights", node.name),
+        weights,
+        ElemType::BIPOLAR,
+    );
+    // a' = 2a - 1: the bit 1 is +1, 0 is -1, which a bipolar quantizer of a - 1/2 gives.
+    let half = cx.scalar(&format!("{}.half", node.name), 0.5);
+    let one = cx.scalar(&format!("{}.one", node.name), 1.0);
+    let centered = cx.add_step(node, "centered", Op::Binary(BinaryOp::Sub), &[a, half])?;
+    let mut a = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
+    // Lowered convolutions multiply images (N, H, W, K): as rows of K, which the XNOR kernels
+    // take, and back.
+    let rows = a_shape.iter().product::<usize>() / k.max(1);
+    let batched = a_shape.len() != 2;
+    if batched {
+        let shape = vec![rows, k];
+        a = cx.add_step(node, "rows", Op::Reshape { shape }, &[a])?;
+    }
+    let mut dot = cx.add_step(node, "dot", Op::MatMul, &[a, b])?;
+    if batched {
+        let mut shape = a_shape.clone();
+        *shape.last_mut().expect("a_shape has an axis") = cx.shape(b)[1];
+        dot = cx.add_step(node, "image", Op::Reshape { shape }, &[dot])?;
+    }
+    let k = cx.scalar(&format!("{}.k", node.name), k as f32);
+    let doubled = cx.add_step(node, "plus_k", Op::Binary(BinaryOp::Add), &[dot, k])?;
+    cx.add_node(node, Op::Binary(BinaryOp::Mul), &[doubled, half])
+}
+
+/// `MaxPoolNHWC`: ONNX's MaxPool (kernel_shape, pads, strides, ceil_mode) on an NHWC image:
+/// the image to NCHW, the pool, and back.
+pub fn max_pool_nhwc(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let x = operands(cx, node, 1)?[0];
+    let shape = cx.shape(x).to_vec();
+    let [_, h, w, _] = shape[..] else {
+        return Err(format!("input of shape {shape:?}; MaxPoolNHWC takes (N, H, W, C)").into());
+    };
+    let kernel = positive_ints(node, "kernel_shape")?;
+    if kernel.len() != 2 {
+        return Err(format!("kernel_shape {kernel:?}; MaxPoolNHWC is 2-D").into());
+    }
+    let window = window(&node.attrs, &kernel, &[h, w])?;
+    let attrs = PoolAttrs {
+        kernel,
+        strides: window.strides,
+        dilations: window.dilations,
+        pads: window.pads,
+        ceil_mode: node.attrs.flag_or("ceil_mode", false)?,
+        count_include_pad: false,
+    };
+    let nchw = cx.add_step(
+        node,
+        "nchw",
+        Op::Transpose {
+            perm: TO_NCHW.to_vec(),
+        },
+        &[x],
+    )?;
+    let pooled = cx.add_step(node, "pool", Op::MaxPool(attrs), &[nchw])?;
+    cx.add_node(
+        node,
+        Op::Transpose {
+            perm: TO_NHWC.to_vec(),
+        },
+        &[pooled],
+    )
+}
+
+/// `Im2Col`: every output pixel of a convolution over an NHWC image gets its window, taps
+/// row-major with the channels innermost, `(N, OH, OW, KH * KW * C)`. It is the convolution
+/// whose filters each pick one tap of one channel (weight 1, the rest 0), in NCHW between
+/// transposes; padding is zeros (`pad_value` 0). The picked values are the input's, so a
+/// quantizer of the input's type, which changes none of them, gives them that type back.
+pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let x = operands(cx, node, 1)?[0];
+    let shape = cx.shape(x).to_vec();
+    let [_, _, _, c] = shape[..] else {
+        return Err(format!("input of shape {shape:?}; Im2Col takes (N, H, W, C)").into());
+    };
+    let kernel = positive_ints(node, "kernel_size")?;
+    let stride = positive_ints(node, "stride")?;
+    let dilations = match node.attrs.ints("dilations")? {
+        None => vec![1, 1],
+        Some(_) => positive_ints(node, "dilations")?,
+    };
+    let elem = cx.elem(x);
+    let pads = match node.attrs.ints("pad_amount")? {
+        None => vec![0; 4],
+        Some(p) => p
+            .iter()
+            .map(|&v| to_usize(v, "a pad"))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if kernel.len() != 2 || stride.len() != 2 || dilations.len() != 2 || pads.len() != 4 {
+        return Err("kernel_size, stride and dilations take 2 values, pad_amount 4".into());
+    }
+    if node.attrs.int_or("pad_value", 0)? != 0 {
+        return Err("a pad_value other than 0 is not supported".into());
+    }
+    if node.attrs.int_or("depthwise", 0)? != 0 {
+        return Err("depthwise Im2Col is not supported".into());
+    }
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let taps = kh * kw;
+    let filters = taps * c;
+    // Filter (tap, channel) picks channel `channel` at `tap`.
+    let mut picks = vec![0f32; filters * c * taps];
+    for tap in 0..taps {
+        for channel in 0..c {
+            let filter = tap * c + channel;
+            picks[(filter * c + channel) * taps + tap] = 1.0;
+        }
+    }
+    let picks = cx.constant(
+        &format!("{}.picks", node.name),
+        Tensor::f32(vec![filters, c, kh, kw], picks),
+        ElemType::BINARY,
+    );
+    // ONNX pads are begins then ends, as pad_amount's [H_begin, W_begin, H_end, W_end].
+    let attrs = ConvAttrs {
+        kernel,
+        strides: stride,
+        dilations,
+        pads,
+        group: 1,
+    };
+    let padded = attrs.pads.iter().any(|&p| p > 0);
+    let nchw = cx.add_step(
+        node,
+        "nchw",
+        Op::Transpose {
+            perm: TO_NCHW.to_vec(),
+        },
+        &[x],
+    )?;
+    let mut windows = cx.add_step(node, "windows", Op::Conv(attrs), &[nchw, picks])?;
+    let scale = match &elem {
+        ElemType::Int(t) => Some((*t, 1.0)),
+        ElemType::Scaled(t, Scale::Tensor(s)) => Some((*t, *s)),
+        _ => None,
+    };
+    match scale {
+        // Zeros at padded taps are no bipolar values: those keep the sums' type.
+        Some((IntType::Bipolar, _)) if padded => {}
+        Some((IntType::Bipolar, s)) => {
+            let s = cx.scalar(&format!("{}.scale", node.name), s);
+            windows = cx.add_step(node, "bipolar", Op::BipolarQuant, &[windows, s])?;
+        }
+        Some((t, s)) => {
+            let attrs = QuantAttrs {
+                signed: matches!(t, IntType::Signed(_)),
+                narrow: false,
+                rounding: RoundingMode::HalfEven,
+            };
+            let operands = [
+                windows,
+                cx.scalar(&format!("{}.scale", node.name), s),
+                cx.scalar(&format!("{}.zero", node.name), 0.0),
+                cx.scalar(&format!("{}.bits", node.name), f32::from(t.bits())),
+            ];
+            windows = cx.add_step(node, "typed", Op::Quant(attrs), &operands)?;
+        }
+        None => {}
+    }
+    cx.add_node(
+        node,
+        Op::Transpose {
+            perm: TO_NHWC.to_vec(),
+        },
+        &[windows],
+    )
+}
+
+/// A required attribute of positive integers.
+fn positive_ints(node: &OnnxNode, name: &str) -> NodeResult<Vec<usize>> {
+    node.attrs
+        .ints(name)?
+        .ok_or_else(|| format!("attribute `{name}` is missing"))?
+        .iter()
+        .map(|&v| match to_usize(v, name) {
+            Ok(0) => Err(format!("attribute `{name}` holds 0")),
+            other => other,
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Into::into)
+}
