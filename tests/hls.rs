@@ -20,12 +20,13 @@ const SLOW: &[&str] = &["cnv_w1a1", "cnv_w2a2"];
 
 /// Exports beyond the reference models that the dataflow plan takes: Keras convolutions
 /// through QONNX (a float first layer on the host, a channels-last flatten), grouped and
-/// depthwise convolutions, transposes around the layers.
+/// depthwise convolutions, transposes around the layers, FINN's XNOR-popcount form.
 const VARIANTS: &[&str] = &[
     "qkeras/conv_w4a4_qonnx",
     "qkeras/mlp_w4a4_qonnx",
     "variants/adaptive_avgpool_ts",
     "variants/binary_depthwise",
+    "variants/finn_lowered_tfc",
     "variants/conv_groups2",
     "variants/mobilenet_block_ts",
     "variants/nhwc_transposes",
