@@ -26,6 +26,7 @@ const VARIANTS: &[&str] = &[
     "qkeras/mlp_w4a4_qonnx",
     "variants/adaptive_avgpool_ts",
     "variants/binary_depthwise",
+    "variants/finn_lowered_cnv",
     "variants/finn_lowered_tfc",
     "variants/conv_groups2",
     "variants/mobilenet_block_ts",

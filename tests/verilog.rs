@@ -37,6 +37,7 @@ const MODELS: &[(&str, &str)] = &[
     ("qkeras/mlp_w4a4_qonnx", "iverilog"),
     ("variants/binary_depthwise", "iverilog"),
     ("variants/conv_groups2", "iverilog"),
+    ("variants/finn_lowered_cnv", "iverilog"),
     ("variants/finn_lowered_tfc", "iverilog"),
     ("variants/mobilenet_block_ts", "iverilog"),
     ("variants/nhwc_transposes", "iverilog"),

@@ -76,6 +76,9 @@ pub struct Importer<'a> {
     pub base_dir: Option<&'a Path>,
     bindings: HashMap<String, Binding>,
     constants: Vec<Constant>,
+    /// The results of FINN's `Im2Col` with the image and window they came from, so that a
+    /// product of them becomes the convolution it lowered.
+    pub(crate) windows: HashMap<ValueId, crate::ops::Windows>,
 }
 
 /// Imports `model`; `fallback_name` names the graph when the model does not.
@@ -99,6 +102,7 @@ pub fn import(
         base_dir,
         bindings: HashMap::new(),
         constants: Vec::new(),
+        windows: HashMap::new(),
     };
     cx.bind_initializers(&graph_proto.initializer, &datatypes)?;
     cx.add_inputs(&graph_proto.input, &datatypes)?;

@@ -9,7 +9,10 @@
 //! (`x + 0` is left alone: it turns -0 into +0.)
 
 use bnnc_ir::interp::integer_first;
-use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, NodeId, Op, Scale, Tensor, TensorType, ValueId};
+use bnnc_ir::{
+    BinaryOp, ElemType, Graph, IrError, NodeId, Op, Scale, Tensor, TensorType, ThresholdAttrs,
+    ValueId,
+};
 
 use crate::report::PassReport;
 use crate::threshold::channel_shape;
@@ -23,6 +26,7 @@ pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
         remove_identities(graph, &mut report)?;
         merge_reshapes(graph, &mut report)?;
         fold_transposes(graph, &mut report)?;
+        sink_transposes(graph, &mut report)?;
         fold_flattened_transposes_into_weights(graph, &mut report)?;
         split_biases(graph, &mut report)?;
         let dead = graph.remove_dead_nodes();
@@ -176,9 +180,23 @@ fn fold_flattened_transposes_into_weights(
             _ => continue,
         };
         let (a, w) = (node.inputs[0], node.inputs[1]);
-        let Some(reshape) = graph.producer(a).filter(|&r| {
-            matches!(graph.node(r).op, Op::Reshape { .. }) && graph.only_user(a) == Some(n)
-        }) else {
+        // Up from the product's operand: pointwise steps (which commute with any order of
+        // the elements), then the flatten, each the only user of what it reads.
+        let mut at = (a, n);
+        let reshape = loop {
+            let Some(p) = graph
+                .producer(at.0)
+                .filter(|_| graph.only_user(at.0) == Some(at.1))
+            else {
+                break None;
+            };
+            match graph.node(p).op {
+                Op::Reshape { .. } => break Some(p),
+                _ if pointwise(graph, graph.node(p)) => at = (graph.node(p).inputs[0], p),
+                _ => break None,
+            }
+        };
+        let Some(reshape) = reshape else {
             continue;
         };
         let t = graph.node(reshape).inputs[0];
@@ -192,7 +210,7 @@ fn fold_flattened_transposes_into_weights(
             continue;
         };
         let x = graph.node(transpose).inputs[0];
-        let [1, k] = graph.value(a).ty.shape[..] else {
+        let [1, k] = graph.value(graph.node(reshape).outputs[0]).ty.shape[..] else {
             continue;
         };
         let Some(values) = graph.const_data(w).and_then(Tensor::as_f32) else {
@@ -238,31 +256,95 @@ fn fold_flattened_transposes_into_weights(
             Some(w_ty.elem.clone()),
             Tensor::f32(w_ty.shape.clone(), permuted),
         )?;
-        let flat_name = format!("{}.flat", graph.value(x).name);
-        let flat = graph.add_node(
-            format!("{}.flat", graph.node(reshape).name),
-            Op::Reshape { shape: vec![1, k] },
-            &[x],
-            vec![flat_name],
-        )?[0];
-        let mut inputs = node.inputs.clone();
-        inputs[0] = flat;
-        inputs[1] = w2;
-        let out = graph.add_node(
-            node.name.clone(),
-            node.op.clone(),
-            &inputs,
-            vec![format!("{}.reordered", graph.value(node.outputs[0]).name)],
-        )?[0];
-        if graph.value(out).ty != graph.value(node.outputs[0]).ty {
-            graph.remove_node(graph.producer(out).expect("a node result"));
-            continue;
-        }
-        graph.replace_node(n, out)?;
+        // The flatten reads `x` as it lies (the same shape and type); the weights follow.
+        graph.set_operand(reshape, 0, x);
+        graph.set_operand(n, 1, w2);
         report.note(format!(
             "`{}`: the transpose `{}` before its flatten became the order of its weights' rows",
             node.name,
             graph.node(transpose).name
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `node` computes each element from the element of its first operand alone, its
+/// other operands single constants: it commutes with any reordering of the elements.
+fn pointwise(graph: &Graph, node: &bnnc_ir::Node) -> bool {
+    let single = |v: &ValueId| graph.const_data(*v).is_some_and(|c| c.len() == 1);
+    match node.op {
+        Op::Binary(_) | Op::BipolarQuant | Op::Quant(_) => node.inputs[1..].iter().all(single),
+        Op::Relu | Op::Sign => true,
+        _ => false,
+    }
+}
+
+/// An elementwise node of a transposed operand (its other operands single constants, or
+/// thresholds along its channel axis) computes the same values before the transpose:
+/// `f(transpose(x)) = transpose(f'(x))`, `f'` reading its channels along the axis they come
+/// from. Transposes move down past such nodes until they meet another transpose (one
+/// transpose, or none, then) or a layer: FINN's and tf2onnx's NHWC thresholds between NCHW
+/// layers, for example.
+fn sink_transposes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
+    let order = graph.topo_order()?;
+    for n in order {
+        if !graph.contains_node(n) {
+            continue;
+        }
+        let node = graph.node(n).clone();
+        let Some(t) = node.inputs.first().copied() else {
+            continue;
+        };
+        let Some(transpose) = graph.producer(t).filter(|_| graph.only_user(t) == Some(n)) else {
+            continue;
+        };
+        let Op::Transpose { perm } = graph.node(transpose).op.clone() else {
+            continue;
+        };
+        let op = match &node.op {
+            _ if pointwise(graph, &node) => node.op.clone(),
+            Op::MultiThreshold(a) | Op::Threshold(a)
+                if node.inputs[1..]
+                    .iter()
+                    .all(|&v| graph.const_data(v).is_some()) =>
+            {
+                let attrs = ThresholdAttrs {
+                    channel_axis: perm[a.channel_axis],
+                    ..a.clone()
+                };
+                match node.op {
+                    Op::MultiThreshold(_) => Op::MultiThreshold(attrs),
+                    _ => Op::Threshold(attrs),
+                }
+            }
+            _ => continue,
+        };
+        let x = graph.node(transpose).inputs[0];
+        let mut inputs = node.inputs.clone();
+        inputs[0] = x;
+        let out_name = graph.value(node.outputs[0]).name.clone();
+        let inner = graph.add_node(
+            node.name.clone(),
+            op,
+            &inputs,
+            vec![format!("{out_name}.before")],
+        )?[0];
+        let moved = graph.add_node(
+            graph.node(transpose).name.clone(),
+            Op::Transpose { perm },
+            &[inner],
+            vec![format!("{out_name}.moved")],
+        )?[0];
+        if graph.value(moved).ty != graph.value(node.outputs[0]).ty {
+            graph.remove_node(graph.producer(moved).expect("a node result"));
+            graph.remove_node(graph.producer(inner).expect("a node result"));
+            continue;
+        }
+        graph.replace_node(n, moved)?;
+        graph.remove_node(transpose);
+        report.note(format!(
+            "`{}`: moved the transpose before it after it",
+            node.name
         ));
     }
     Ok(())

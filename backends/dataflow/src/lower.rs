@@ -726,8 +726,6 @@ impl<'g> Lowering<'g> {
         hi: i64,
     ) -> Result<(Thresholds, Decode), PlanError> {
         let in_shape = &self.graph.value(t.inputs[0]).ty.shape;
-        let slots = slot_indices(in_shape, pixels, rows, attrs.channel_axis)
-            .map_err(|r| PlanError::node(t, r))?;
         let table = self
             .graph
             .const_data(t.inputs[1])
@@ -744,6 +742,16 @@ impl<'g> Lowering<'g> {
                     .ok_or_else(|| PlanError::node(t, "the directions must be constant"))?
                     .to_f32_vec(),
             ),
+        };
+        // Thresholds the same for every index need no index: any stream order takes them.
+        let uniform = table.chunks(levels.max(1)).all(|r| r == &table[..levels])
+            && directions
+                .as_ref()
+                .is_none_or(|d| d.iter().all(|&x| x == d[0]));
+        let slots = match slot_indices(in_shape, pixels, rows, attrs.channel_axis) {
+            Ok(slots) => slots,
+            Err(_) if uniform => vec![0; rows],
+            Err(reason) => return Err(PlanError::node(t, reason)),
         };
         let mut values = Vec::with_capacity(rows * levels);
         let mut descending = Vec::with_capacity(rows);

@@ -8,7 +8,21 @@ use bnnc_ir::{
 
 use super::window::window;
 use super::{operands, to_usize, NodeResult, OnnxNode};
-use crate::import::Importer;
+use crate::import::{Binding, Importer};
+
+/// What an `Im2Col` result was taken from: the image in NCHW, the window, the channels.
+#[derive(Clone, Debug)]
+pub(crate) struct Windows {
+    image: Binding,
+    attrs: ConvAttrs,
+    channels: usize,
+}
+
+impl Windows {
+    fn padded(&self) -> bool {
+        self.attrs.pads.iter().any(|&p| p > 0)
+    }
+}
 
 /// NHWC to NCHW, and back.
 const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
@@ -55,6 +69,38 @@ pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     // a' = 2a - 1: the bit 1 is +1, 0 is -1, which a bipolar quantizer of a - 1/2 gives.
     let half = cx.scalar(&format!("{}.half", node.name), 0.5);
     let one = cx.scalar(&format!("{}.one", node.name), 1.0);
+    // Unpadded windows: the XNOR convolution FINN lowered, on the image's bits (a padded
+    // window's 0 bits stand for -1, which no zero-padded convolution reads).
+    let windows = windows_of(cx, a).filter(|w| !w.padded());
+    if let Some(windows) = windows {
+        // `b` holds the bipolar weights already.
+        if let Some(filters) = conv_weights(cx, &windows, b)? {
+            let filters = cx.constant(
+                &format!("{}.filters", node.name),
+                filters,
+                ElemType::BIPOLAR,
+            );
+            let centered = cx.add_step(
+                node,
+                "centered",
+                Op::Binary(BinaryOp::Sub),
+                &[windows.image, half],
+            )?;
+            let image = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
+            let conv = cx.add_step(node, "conv", Op::Conv(windows.attrs), &[image, filters])?;
+            let dot = cx.add_step(
+                node,
+                "dot",
+                Op::Transpose {
+                    perm: TO_NHWC.to_vec(),
+                },
+                &[conv],
+            )?;
+            let k = cx.scalar(&format!("{}.k", node.name), k as f32);
+            let doubled = cx.add_step(node, "plus_k", Op::Binary(BinaryOp::Add), &[dot, k])?;
+            return cx.add_node(node, Op::Binary(BinaryOp::Mul), &[doubled, half]);
+        }
+    }
     let centered = cx.add_step(node, "centered", Op::Binary(BinaryOp::Sub), &[a, half])?;
     let mut a = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
     // Lowered convolutions multiply images (N, H, W, K): as rows of K, which the XNOR kernels
@@ -182,6 +228,11 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         },
         &[x],
     )?;
+    let lowered = Windows {
+        image: nchw,
+        attrs: attrs.clone(),
+        channels: c,
+    };
     let mut windows = cx.add_step(node, "windows", Op::Conv(attrs), &[nchw, picks])?;
     let scale = match &elem {
         ElemType::Int(t) => Some((*t, 1.0)),
@@ -217,7 +268,83 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
             perm: TO_NHWC.to_vec(),
         },
         &[windows],
-    )
+    )?;
+    if let Some(Binding::Value(v)) = node.output(0).and_then(|name| cx.lookup(name)) {
+        cx.windows.insert(v, lowered);
+    }
+    Ok(())
+}
+
+/// A MatMul of `Im2Col` windows by constant weights `(KH * KW * C, M)` is the convolution
+/// FINN lowered: imported as that convolution of the image (between transposes) when its
+/// sums are integers, whose order does not matter. `false` where it is not, and nothing was
+/// bound.
+pub fn product_of_windows(
+    cx: &mut Importer,
+    node: &OnnxNode,
+    a: Binding,
+    w: Binding,
+) -> NodeResult<bool> {
+    let Some(windows) = windows_of(cx, a) else {
+        return Ok(false);
+    };
+    let Some(weights) = conv_weights(cx, &windows, w)? else {
+        return Ok(false);
+    };
+    let elem = match cx.elem(w) {
+        // A per-output scale moves from axis 1 of (K, M) to axis 0 of (M, C, KH, KW).
+        ElemType::Scaled(t, Scale::Channel { axis: 1, values }) => {
+            ElemType::Scaled(t, Scale::Channel { axis: 0, values })
+        }
+        ElemType::Scaled(_, Scale::Channel { .. }) => return Ok(false),
+        other => other,
+    };
+    let w = cx.constant(&format!("{}.filters", node.name), weights, elem);
+    let conv = cx.add_step(node, "conv", Op::Conv(windows.attrs), &[windows.image, w])?;
+    if cx.elem(conv) == ElemType::F32 {
+        // A float product sums in MatMul's order, not a convolution's: keep the MatMul (the
+        // unused convolution goes with the cleanup).
+        return Ok(false);
+    }
+    cx.add_node(
+        node,
+        Op::Transpose {
+            perm: TO_NHWC.to_vec(),
+        },
+        &[conv],
+    )?;
+    Ok(true)
+}
+
+/// The windows `a` holds, if it is an `Im2Col` result.
+fn windows_of(cx: &Importer, a: Binding) -> Option<Windows> {
+    match a {
+        Binding::Value(v) => cx.windows.get(&v).cloned(),
+        Binding::Const(_) => None,
+    }
+}
+
+/// Constant `(KH * KW * C, M)` weights over `windows` as `(M, C, KH, KW)` filters, or `None`
+/// where `w` is no such constant.
+fn conv_weights(cx: &Importer, windows: &Windows, w: Binding) -> NodeResult<Option<Tensor>> {
+    let (kh, kw) = (windows.attrs.kernel[0], windows.attrs.kernel[1]);
+    let c = windows.channels;
+    let (Some(data), &[k, m]) = (cx.const_data(w), cx.shape(w)) else {
+        return Ok(None);
+    };
+    if k != kh * kw * c {
+        return Ok(None);
+    }
+    let values = data.to_f32_vec();
+    let mut filters = vec![0f32; m * c * kh * kw];
+    for (row, chunk) in values.chunks_exact(m).enumerate() {
+        // Row (tap, channel) of the lowered matrix, taps row-major, channels innermost.
+        let (tap, ch) = (row / c, row % c);
+        for (f, &v) in chunk.iter().enumerate() {
+            filters[(f * c + ch) * kh * kw + tap] = v;
+        }
+    }
+    Ok(Some(Tensor::f32(vec![m, c, kh, kw], filters)))
 }
 
 /// A required attribute of positive integers.

@@ -69,6 +69,9 @@ pub fn gemm(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
 /// ONNX MatMul: a, b.
 pub fn matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     let inputs = operands(cx, node, 2)?;
+    if super::finn_lowered::product_of_windows(cx, node, inputs[0], inputs[1])? {
+        return Ok(());
+    }
     cx.add_node(node, Op::MatMul, &inputs)
 }
 

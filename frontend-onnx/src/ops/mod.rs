@@ -7,6 +7,7 @@
 mod constants;
 mod elementwise;
 mod finn_lowered;
+pub(crate) use finn_lowered::Windows;
 mod heads;
 mod layout;
 mod linear;
