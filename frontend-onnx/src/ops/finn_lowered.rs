@@ -1,9 +1,11 @@
 //! The ops FINN's streamlining writes when it lowers a network for its hardware layers
-//! (qonnx's `custom_op/general`): `XnorPopcountMatMul`, `MaxPoolNHWC` and `Im2Col`. Each
-//! becomes the IR ops that compute the same values, as qonnx's `execute_node` defines them.
+//! (qonnx's `custom_op/general`): `XnorPopcountMatMul`, `MaxPoolNHWC`, `Im2Col`, and
+//! Brevitas' `QuantAvgPool2d` as FINN exports it. Each becomes the IR ops that compute the
+//! same values, as qonnx's `execute_node` defines them.
 
 use bnnc_ir::{
     BinaryOp, ConvAttrs, ElemType, IntType, Op, PoolAttrs, QuantAttrs, RoundingMode, Scale, Tensor,
+    TruncAttrs,
 };
 
 use super::window::window;
@@ -159,6 +161,85 @@ pub fn max_pool_nhwc(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         },
         &[pooled],
     )
+}
+
+/// `QuantAvgPool2d` (Brevitas' quantized average pool): each window's sum of integers,
+/// shifted right by the bits its accumulator has beyond `obits`: as qonnx computes it, the
+/// average pool times `kernel^2`, rounded (half to even), then floored after dividing by
+/// `2^shift` (QONNX `Trunc` v1 with scale 1). NCHW, or NHWC between transposes.
+pub fn quant_avg_pool_2d(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
+    let x = operands(cx, node, 1)?[0];
+    let int = |name: &str| -> NodeResult<usize> {
+        let v = node
+            .attrs
+            .int(name)?
+            .ok_or_else(|| format!("attribute `{name}` is missing"))?;
+        Ok(to_usize(v, name)?)
+    };
+    let (kernel, stride, ibits, obits) =
+        (int("kernel")?, int("stride")?, int("ibits")?, int("obits")?);
+    if kernel == 0 || stride == 0 || !(1..=24).contains(&ibits) || !(1..=32).contains(&obits) {
+        return Err(format!(
+            "kernel {kernel}, stride {stride}, ibits {ibits}, obits {obits}: expected a positive \
+             kernel and stride, ibits in 1..=24, obits in 1..=32"
+        )
+        .into());
+    }
+    // qonnx: the bits of (2^ibits - 1) * kernel^2, less obits.
+    let largest = ((1u64 << ibits) - 1) * (kernel * kernel) as u64;
+    let shift = (64 - largest.leading_zeros() as usize).saturating_sub(obits);
+    let nhwc = match node.attrs.string_or("data_layout", "NCHW")? {
+        "NCHW" => false,
+        "NHWC" => true,
+        other => return Err(format!("data_layout `{other}`: NCHW or NHWC").into()),
+    };
+    let mut image = x;
+    if nhwc {
+        image = cx.add_step(
+            node,
+            "nchw",
+            Op::Transpose {
+                perm: TO_NCHW.to_vec(),
+            },
+            &[image],
+        )?;
+    }
+    let attrs = PoolAttrs {
+        kernel: vec![kernel, kernel],
+        strides: vec![stride, stride],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        ceil_mode: false,
+        count_include_pad: false,
+    };
+    let avg = cx.add_step(node, "average", Op::AveragePool(attrs), &[image])?;
+    let area = cx.scalar(&format!("{}.area", node.name), (kernel * kernel) as f32);
+    let sums = cx.add_step(node, "sums", Op::Binary(BinaryOp::Mul), &[avg, area])?;
+    let operands = [
+        sums,
+        cx.scalar(&format!("{}.one", node.name), 1.0),
+        cx.scalar(&format!("{}.zero", node.name), 0.0),
+        cx.scalar(&format!("{}.shift", node.name), shift as f32),
+        cx.scalar(&format!("{}.none", node.name), 0.0),
+    ];
+    let attrs = TruncAttrs {
+        rounding: RoundingMode::Floor,
+        signed: true,
+        narrow: false,
+        v2: false,
+    };
+    if nhwc {
+        let shifted = cx.add_step(node, "shifted", Op::Trunc(attrs), &operands)?;
+        cx.add_node(
+            node,
+            Op::Transpose {
+                perm: TO_NHWC.to_vec(),
+            },
+            &[shifted],
+        )
+    } else {
+        cx.add_node(node, Op::Trunc(attrs), &operands)
+    }
 }
 
 /// `Im2Col`: every output pixel of a convolution over an NHWC image gets its window, taps

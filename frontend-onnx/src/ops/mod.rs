@@ -299,6 +299,7 @@ fn import_custom(cx: &mut Importer, node: &OnnxNode) -> Option<NodeResult> {
         "XnorPopcountMatMul" => finn_lowered::xnor_popcount_matmul(cx, node),
         "MaxPoolNHWC" => finn_lowered::max_pool_nhwc(cx, node),
         "Im2Col" => finn_lowered::im2col(cx, node),
+        "QuantAvgPool2d" => finn_lowered::quant_avg_pool_2d(cx, node),
         _ => return None,
     })
 }

@@ -1,4 +1,4 @@
-"""Writes finn_lowered_tfc/ and finn_lowered_cnv/. The TFC: a binary MLP as FINN's
+"""Writes finn_lowered_tfc/, finn_lowered_cnv/ and finn_quant_avgpool/. The TFC: a binary MLP as FINN's
 streamlining leaves it (MultiThreshold to BINARY, XnorPopcountMatMul, MultiThreshold, ...).
 The CNV: a small binary CNV in the form FINN's streamlining leaves it
 (`LowerConvsToMatMul`, `MakeMaxPoolNHWC`, `ConvertBipolarMatMulToXnorPopcount`): an NHWC
@@ -77,6 +77,34 @@ def tfc():
     save(w, "finn_lowered_tfc", rng.uniform(-1, 1, size=(8, 32)).astype(np.float32))
 
 
+def quant_avgpool():
+    """Brevitas' QuantAvgPool2d as FINN exports it: 3-bit levels pooled 2x2 (NCHW, shifted to
+    4 bits), then 3x3 with stride 1 on the NHWC image (shifted to 5 bits)."""
+    t = np.sort(rng.uniform(-1, 1, size=(4, 7)), axis=1).astype(np.float32)
+    ins = [helper.make_tensor("t", TensorProto.FLOAT, [4, 7], t.flatten())]
+    nodes = [
+        helper.make_node("MultiThreshold", ["x", "t"], ["q"], domain=FINN, out_dtype="UINT3"),
+        helper.make_node("QuantAvgPool2d", ["q"], ["p0"], domain=FINN, kernel=2, stride=2,
+                         ibits=3, obits=4, signed=0),
+        helper.make_node("Transpose", ["p0"], ["p0_nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("QuantAvgPool2d", ["p0_nhwc"], ["y"], domain=FINN, kernel=3, stride=1,
+                         ibits=4, obits=5, signed=0, data_layout="NHWC"),
+    ]
+    shapes = {"q": [1, 4, 10, 10], "p0": [1, 4, 5, 5], "p0_nhwc": [1, 5, 5, 4]}
+    graph = helper.make_graph(
+        nodes, "finn_quant_avgpool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3, 4])],
+        ins,
+        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()],
+    )
+    model = helper.make_model(graph, producer_name="bnnc-tests",
+                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(FINN, 1)])
+    w = ModelWrapper(model)
+    w.set_tensor_datatype("q", DataType["UINT3"])
+    save(w, "finn_quant_avgpool", rng.uniform(-1, 1, size=(8, 4, 10, 10)).astype(np.float32))
+
+
 tfc()
 
 
@@ -141,3 +169,4 @@ for name, dt in [("xq", "UINT2"), ("xq_nhwc", "UINT2"), ("cols0", "UINT2"), ("w0
                  ("a1", "BINARY"), ("flat", "BINARY"), ("w2", "BINARY")]:
     w.set_tensor_datatype(name, DataType[dt])
 save(w, "finn_lowered_cnv", rng.uniform(-1, 1, size=(8, 3, 8, 8)).astype(np.float32))
+quant_avgpool()
