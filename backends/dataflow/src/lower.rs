@@ -120,6 +120,11 @@ fn geometry(shape: &[usize]) -> Option<(usize, usize)> {
     }
 }
 
+/// The most weights a grouped convolution may have as the dense layer the plan makes of it
+/// (zeros outside its groups): a bound on memory, since the expansion multiplies the model's
+/// weights by the groups.
+const MAX_GROUPED_WEIGHTS: usize = 1 << 22;
+
 /// A window of one or two spatial axes as a 2-D one: a 1-D window is a row of an image one
 /// pixel high. `kernel, strides, dilations, pads` as ONNX gives them; `None` for 3-D ones.
 fn window_2d(
@@ -382,6 +387,16 @@ impl<'g> Lowering<'g> {
             ));
         }
         let (cg, mg) = (c / group, m / group);
+        let dense = m * kh * kw * c;
+        if group > 1 && dense > MAX_GROUPED_WEIGHTS {
+            return Err(PlanError::node(
+                node,
+                format!(
+                    "{group} groups as one dense layer would hold {dense} weights (at most \
+                     {MAX_GROUPED_WEIGHTS}); the plan has no vector unit for grouped layers yet"
+                ),
+            ));
+        }
         // (M, C / group, KH, KW) as integers.
         let (w, mut weight) = self.conv_weights(node, m, cg, kh, kw)?;
         // A grouped convolution is the dense one whose filters hold zeros outside their group

@@ -343,3 +343,54 @@ fn an_op_without_a_hardware_layer_is_an_error_naming_it() {
         "node 'T_0' (transpose): the dataflow plan has no hardware layer for this op"
     );
 }
+
+/// A grouped convolution becomes a dense layer of zeros outside its groups; where that would
+/// multiply a small model's weights past the bound, the plan refuses it by name.
+#[test]
+fn a_grouped_layer_too_large_as_a_dense_one_is_refused() {
+    use bnnc_ir::{ConvAttrs, ElemType, IntType, Op, QuantAttrs, RoundingMode, TensorType};
+    let channels = 1024;
+    let mut g = Graph::new("t");
+    let x = g.add_input("x", TensorType::new(ElemType::F32, vec![1, channels, 4, 4]));
+    let c = |g: &mut Graph, name: &str, v: f32| g.add_const(name, None, Tensor::scalar(v)).unwrap();
+    let (s, z, b) = (
+        c(&mut g, "s", 0.5),
+        c(&mut g, "z", 0.0),
+        c(&mut g, "b", 2.0),
+    );
+    let attrs = QuantAttrs {
+        signed: false,
+        narrow: false,
+        rounding: RoundingMode::HalfEven,
+    };
+    let q = g
+        .add_node("q", Op::Quant(attrs), &[x, s, z, b], vec!["q".into()])
+        .unwrap()[0];
+    let w = g
+        .add_const(
+            "w",
+            Some(ElemType::Int(IntType::Signed(2))),
+            Tensor::f32(vec![channels, 1, 3, 3], vec![1.0; channels * 9]),
+        )
+        .unwrap();
+    let conv = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group: channels,
+    };
+    let y = g
+        .add_node("dw", Op::Conv(conv), &[q, w], vec!["y".into()])
+        .unwrap()[0];
+    g.set_outputs(vec![y]);
+    let err = bnnc_dataflow::plan(&g, "t", &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "node 'dw' (conv): 1024 groups as one dense layer would hold 9437184 weights"
+        ),
+        "{err}"
+    );
+}
