@@ -863,6 +863,25 @@ fn finn_lowered_ops_refuse_what_they_do_not_define() {
     let g = im2col(0).import_ok();
     let y = g.outputs()[0];
     assert_eq!(g.value(y).ty.shape, [1, 4, 4, 18]);
+    // qonnx's order: per output pixel, taps row-major, channels innermost; zeros outside.
+    let x: Vec<f32> = (0..32).map(|v| v as f32 + 1.0).collect();
+    let input = bnnc_ir::Tensor::f32(vec![1, 4, 4, 2], x.clone());
+    let got = bnnc_ir::interp::run(&g, &[input]).unwrap()[0].to_f32_vec();
+    let mut want = Vec::new();
+    for (oy, ox) in (0..4).flat_map(|oy| (0..4).map(move |ox| (oy, ox))) {
+        for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+            let (iy, ix) = (oy + ky, ox + kx);
+            for ch in 0..2 {
+                let inside = (1..=4).contains(&iy) && (1..=4).contains(&ix);
+                want.push(if inside {
+                    x[((iy - 1) * 4 + ix - 1) * 2 + ch]
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    assert_eq!(got, want);
     let err = im2col(1).import_err();
     assert!(err.contains("(Im2Col): a pad_value other than 0"), "{err}");
 }

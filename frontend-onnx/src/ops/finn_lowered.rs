@@ -243,15 +243,17 @@ pub fn quant_avg_pool_2d(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
 }
 
 /// `Im2Col`: every output pixel of a convolution over an NHWC image gets its window, taps
-/// row-major with the channels innermost, `(N, OH, OW, KH * KW * C)`. It is the convolution
-/// whose filters each pick one tap of one channel (weight 1, the rest 0), in NCHW between
-/// transposes; padding is zeros (`pad_value` 0). The picked values are the input's, so a
+/// row-major with the channels innermost, `(N, OH, OW, KH * KW * C)`. It is the depthwise
+/// convolution whose filters each pick one tap of their channel (weight 1, the rest 0), its
+/// results put in that order; padding is zeros (`pad_value` 0). The picked values are the input's, so a
 /// quantizer of the input's type, which changes none of them, gives them that type back.
 pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     let x = operands(cx, node, 1)?[0];
     let shape = cx.shape(x).to_vec();
-    let [_, _, _, c] = shape[..] else {
-        return Err(format!("input of shape {shape:?}; Im2Col takes (N, H, W, C)").into());
+    let [1, _, _, c] = shape[..] else {
+        return Err(
+            format!("input of shape {shape:?}; Im2Col takes one image (1, H, W, C)").into(),
+        );
     };
     let kernel = positive_ints(node, "kernel_size")?;
     let stride = positive_ints(node, "stride")?;
@@ -278,18 +280,15 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     }
     let (kh, kw) = (kernel[0], kernel[1]);
     let taps = kh * kw;
-    let filters = taps * c;
-    // Filter (tap, channel) picks channel `channel` at `tap`.
-    let mut picks = vec![0f32; filters * c * taps];
-    for tap in 0..taps {
-        for channel in 0..c {
-            let filter = tap * c + channel;
-            picks[(filter * c + channel) * taps + tap] = 1.0;
-        }
+    // Channel by channel (groups of one channel), filter `tap` of each picks that tap: the
+    // picks are C * taps^2 values, not (C * taps)^2.
+    let mut picks = vec![0f32; c * taps * taps];
+    for filter in 0..c * taps {
+        picks[filter * taps + filter % taps] = 1.0;
     }
     let picks = cx.constant(
         &format!("{}.picks", node.name),
-        Tensor::f32(vec![filters, c, kh, kw], picks),
+        Tensor::f32(vec![c * taps, 1, kh, kw], picks),
         ElemType::BINARY,
     );
     // ONNX pads are begins then ends, as pad_amount's [H_begin, W_begin, H_end, W_end].
@@ -298,7 +297,7 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         strides: stride,
         dilations,
         pads,
-        group: 1,
+        group: c,
     };
     let padded = attrs.pads.iter().any(|&p| p > 0);
     let nchw = cx.add_step(
@@ -311,7 +310,10 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     )?;
     let lowered = Windows {
         image: nchw,
-        attrs: attrs.clone(),
+        attrs: ConvAttrs {
+            group: 1,
+            ..attrs.clone()
+        },
         channels: c,
     };
     let mut windows = cx.add_step(node, "windows", Op::Conv(attrs), &[nchw, picks])?;
@@ -343,13 +345,23 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         }
         None => {}
     }
-    cx.add_node(
-        node,
-        Op::Transpose {
-            perm: TO_NHWC.to_vec(),
-        },
-        &[windows],
-    )?;
+    // (1, C * taps, OH, OW), channels outermost, to (1, OH, OW, taps * C), channels innermost.
+    let (oh, ow) = match cx.shape(windows) {
+        &[_, _, oh, ow] => (oh, ow),
+        other => return Err(format!("internal error: windows of shape {other:?}").into()),
+    };
+    let split = Op::Reshape {
+        shape: vec![1, c, taps, oh, ow],
+    };
+    let split = cx.add_step(node, "split", split, &[windows])?;
+    let order = Op::Transpose {
+        perm: vec![0, 3, 4, 2, 1],
+    };
+    let ordered = cx.add_step(node, "ordered", order, &[split])?;
+    let flat = Op::Reshape {
+        shape: vec![1, oh, ow, taps * c],
+    };
+    cx.add_node(node, flat, &[ordered])?;
     if let Some(Binding::Value(v)) = node.output(0).and_then(|name| cx.lookup(name)) {
         cx.windows.insert(v, lowered);
     }
