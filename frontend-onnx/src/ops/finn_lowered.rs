@@ -145,14 +145,7 @@ pub fn max_pool_nhwc(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         ceil_mode: node.attrs.flag_or("ceil_mode", false)?,
         count_include_pad: false,
     };
-    let nchw = cx.add_step(
-        node,
-        "nchw",
-        Op::Transpose {
-            perm: TO_NCHW.to_vec(),
-        },
-        &[x],
-    )?;
+    let nchw = nchw(cx, node, x)?;
     let pooled = cx.add_step(node, "pool", Op::MaxPool(attrs), &[nchw])?;
     cx.add_node(
         node,
@@ -195,14 +188,7 @@ pub fn quant_avg_pool_2d(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     };
     let mut image = x;
     if nhwc {
-        image = cx.add_step(
-            node,
-            "nchw",
-            Op::Transpose {
-                perm: TO_NCHW.to_vec(),
-            },
-            &[image],
-        )?;
+        image = nchw(cx, node, image)?;
     }
     let attrs = PoolAttrs {
         kernel: vec![kernel, kernel],
@@ -300,14 +286,7 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         group: c,
     };
     let padded = attrs.pads.iter().any(|&p| p > 0);
-    let nchw = cx.add_step(
-        node,
-        "nchw",
-        Op::Transpose {
-            perm: TO_NCHW.to_vec(),
-        },
-        &[x],
-    )?;
+    let nchw = nchw(cx, node, x)?;
     let lowered = Windows {
         image: nchw,
         attrs: ConvAttrs {
@@ -438,6 +417,12 @@ fn conv_weights(cx: &Importer, windows: &Windows, w: Binding) -> NodeResult<Opti
         }
     }
     Ok(Some(Tensor::f32(vec![m, c, kh, kw], filters)))
+}
+
+/// `x`, an NHWC image, in NCHW: the step every NHWC op here starts with.
+fn nchw(cx: &mut Importer, node: &OnnxNode, x: Binding) -> NodeResult<Binding> {
+    let perm = TO_NCHW.to_vec();
+    cx.add_step(node, "nchw", Op::Transpose { perm }, &[x])
 }
 
 /// A required attribute of positive integers.
