@@ -861,6 +861,22 @@ fn wide_convolutions_campaign() {
 }
 
 /// The smoke campaign's networks with aarch64 native code, run under qemu-aarch64.
+/// Wide networks the timed campaign found planned wrong: a last product of scaled integers
+/// whose sums inference types f32 (they might pass 2^24 units) was decoded as bare integers,
+/// its scale lost. They must plan and simulate exactly.
+#[test]
+fn wide_networks_with_f32_sums_plan_exactly() {
+    for seed in [40400, 40536, 42560] {
+        let ops = case(seed, Family::Wide, Native::Host)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("seed {seed} refused natively"));
+        assert!(
+            ops.iter().any(|op| op == PLANNED),
+            "seed {seed} has no plan"
+        );
+    }
+}
+
 #[test]
 fn aarch64_smoke_campaign() {
     let dir = tempfile::tempdir().unwrap();

@@ -614,8 +614,26 @@ impl<'g> Lowering<'g> {
         }
         let acc_value = node.outputs[0];
         let acc_ty = &self.graph.value(acc_value).ty;
-        let acc_decode = scaled_decode(&acc_ty.elem, &acc_ty.shape, mh, out_hw[0] * out_hw[1])
-            .map_err(|r| PlanError::node(node, r))?;
+        let acc_decode = if acc_ty.elem == ElemType::F32 {
+            // Inference types the sums f32 where they might pass 2^24 units; the interpreter
+            // then sums the scaled values as floats. With power-of-two scales, and partial sums
+            // within 2^24 units (checked above), those float sums are exactly the integers
+            // times the scales' product.
+            let scale = |v: ValueId| self.graph.value(v).ty.elem.exact_scaled().map(|(_, s)| s);
+            match (scale(node.inputs[0]), scale(node.inputs[1])) {
+                (Some(a), Some(w)) => Decode::Scaled(vec![a * w]),
+                _ => {
+                    return Err(PlanError::node(
+                        node,
+                        "its sums are f32 (scales that are not powers of two, sums that may \
+                         pass 2^24 units): a float layer, not in hardware",
+                    ))
+                }
+            }
+        } else {
+            scaled_decode(&acc_ty.elem, &acc_ty.shape, mh, out_hw[0] * out_hw[1])
+                .map_err(|r| PlanError::node(node, r))?
+        };
         let mut nodes = vec![node.name.clone()];
         let mut out_value = acc_value;
         let mut decode = acc_decode.clone();

@@ -45,9 +45,19 @@ fn is_hardware(graph: &Graph, n: NodeId) -> bool {
             .is_some_and(|&v| graph.value(v).ty.elem != ElemType::F32)
     };
     let integer_operand = integer(0);
+    // Sums the interpreter computes exactly: typed as integers, or of power-of-two scales.
+    let exact_sums = || {
+        let exact = |i: usize| {
+            node.inputs
+                .get(i)
+                .is_some_and(|&v| graph.value(v).ty.elem.exact_scaled().is_some())
+        };
+        graph.value(node.outputs[0]).ty.elem != ElemType::F32 || (exact(0) && exact(1))
+    };
     match &node.op {
-        // A layer of f32 weights is a float layer, even on integers: the host's.
-        op if op.is_linear_layer() => integer_operand && integer(1),
+        // A layer of f32 weights, or of float sums, is a float layer, even on integers: the
+        // host's.
+        op if op.is_linear_layer() => integer_operand && integer(1) && exact_sums(),
         Op::Threshold(_) => true,
         Op::MaxPool(_) | Op::MinMaxPool { .. } => integer_operand,
         Op::Binary(_) => node.inputs.iter().filter(computed).count() > 1,

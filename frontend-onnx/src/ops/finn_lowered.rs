@@ -205,8 +205,9 @@ pub fn quant_avg_pool_2d(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         sums,
         cx.scalar(&format!("{}.one", node.name), 1.0),
         cx.scalar(&format!("{}.zero", node.name), 0.0),
-        cx.scalar(&format!("{}.shift", node.name), shift as f32),
-        cx.scalar(&format!("{}.none", node.name), 0.0),
+        // Trunc v1 divides by 2^(in_bw - out_bw): the accumulator's bits, then obits.
+        cx.scalar(&format!("{}.acc_bits", node.name), (obits + shift) as f32),
+        cx.scalar(&format!("{}.obits", node.name), obits as f32),
     ];
     let attrs = TruncAttrs {
         rounding: RoundingMode::Floor,

@@ -9,8 +9,8 @@ use crate::types::IntType;
 
 /// qonnx's `min_int` and `max_int` as float32 (`2^31 - 1` rounds to `2^31`, as numpy's
 /// `astype(float32)` does).
-/// The integer range of a QONNX Quant (or Trunc) of `bits` bits, as f32 bounds; shared with
-/// the native backend's quantizer.
+/// The integer range of a QONNX Quant (or Trunc) of `bits` bits (1 to 64, which callers
+/// check), as f32 bounds; shared with the native backend's quantizer.
 pub fn quant_range(signed: bool, narrow: bool, bits: u32) -> (f32, f32) {
     let b = i64::from(bits);
     let (min, max) = match (signed, narrow) {

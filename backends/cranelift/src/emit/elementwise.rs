@@ -554,14 +554,20 @@ pub(crate) fn pointwise(
                 );
                 2f32.powf(in_bits - out_bits)
             };
-            let out_bits = single_const(node, &operands[4], "output bit width")?;
-            if attrs.v2 && (out_bits.fract() != 0.0 || !(1.0..=64.0).contains(&out_bits)) {
-                return Err(BackendError::unsupported(
-                    node,
-                    format!("output bit width {out_bits}"),
-                ));
-            }
-            let (min, max) = quant_range(attrs.signed, attrs.narrow, out_bits as u32);
+            // Only v2 clamps to the output's range; v1's output bit width counts only in the
+            // shift (any value, 0 included).
+            let (min, max) = if attrs.v2 {
+                let out_bits = single_const(node, &operands[4], "output bit width")?;
+                if out_bits.fract() != 0.0 || !(1.0..=64.0).contains(&out_bits) {
+                    return Err(BackendError::unsupported(
+                        node,
+                        format!("output bit width {out_bits}"),
+                    ));
+                }
+                quant_range(attrs.signed, attrs.narrow, out_bits as u32)
+            } else {
+                (f32::NEG_INFINITY, f32::INFINITY)
+            };
             let (v2, rounding) = (attrs.v2, attrs.rounding);
             let s = Input::of(kb, &operands[1]);
             let z = Input::of(kb, &operands[2]);
