@@ -42,6 +42,20 @@ def save(w, name, x):
     print(name, y[:2])
 
 
+def wrap(nodes, name, x_shape, y_shape, inits, shapes, datatypes):
+    """The model of `nodes` (value_info for every intermediate shape, which qonnx's executor
+    needs for the custom ops), with FINN datatypes on the named tensors."""
+    info = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    graph = helper.make_graph(nodes, name, [info("x", x_shape)], [info("y", y_shape)], inits,
+                              value_info=[info(n, s) for n, s in shapes.items()])
+    model = helper.make_model(graph, producer_name="bnnc-tests",
+                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(FINN, 1)])
+    w = ModelWrapper(model)
+    for tensor, dt in datatypes:
+        w.set_tensor_datatype(tensor, DataType[dt])
+    return w
+
+
 def tfc():
     ins = [helper.make_tensor("t_in", TensorProto.FLOAT, [1, 1], [0.0])]
     nodes = [helper.make_node("MultiThreshold", ["x", "t_in"], ["a0"], domain=FINN,
@@ -62,18 +76,8 @@ def tfc():
                                           domain=FINN, out_dtype="BINARY"))
             shapes[f"acc{i}"] = [1, m]
             shapes[f"a{i + 1}"] = [1, m]
-    graph = helper.make_graph(
-        nodes, "finn_lowered_tfc",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-        ins,
-        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()],
-    )
-    model = helper.make_model(graph, producer_name="bnnc-tests",
-                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(FINN, 1)])
-    w = ModelWrapper(model)
-    for name in ["a0", "a1", "a2", "w0", "w1", "w2"]:
-        w.set_tensor_datatype(name, DataType["BINARY"])
+    w = wrap(nodes, "finn_lowered_tfc", [1, 32], [1, 10], ins, shapes,
+             [(t, "BINARY") for t in ["a0", "a1", "a2", "w0", "w1", "w2"]])
     save(w, "finn_lowered_tfc", rng.uniform(-1, 1, size=(8, 32)).astype(np.float32))
 
 
@@ -91,17 +95,8 @@ def quant_avgpool():
                          ibits=4, obits=5, signed=0, data_layout="NHWC"),
     ]
     shapes = {"q": [1, 4, 10, 10], "p0": [1, 4, 5, 5], "p0_nhwc": [1, 5, 5, 4]}
-    graph = helper.make_graph(
-        nodes, "finn_quant_avgpool",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 10, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3, 4])],
-        ins,
-        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()],
-    )
-    model = helper.make_model(graph, producer_name="bnnc-tests",
-                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(FINN, 1)])
-    w = ModelWrapper(model)
-    w.set_tensor_datatype("q", DataType["UINT3"])
+    w = wrap(nodes, "finn_quant_avgpool", [1, 4, 10, 10], [1, 3, 3, 4], ins, shapes,
+             [("q", "UINT3")])
     save(w, "finn_quant_avgpool", rng.uniform(-1, 1, size=(8, 4, 10, 10)).astype(np.float32))
 
 
@@ -154,19 +149,9 @@ nodes.append(helper.make_node("XnorPopcountMatMul", ["flat", "w2"], ["y"], domai
 shapes = {"xq": [1, 3, 8, 8], "xq_nhwc": [1, 8, 8, 3], "cols0": [1, 8, 8, 27],
           "acc0": [1, 8, 8, 16], "a0": [1, 8, 8, 16], "p0": [1, 4, 4, 16],
           "cols1": [1, 2, 2, 144], "acc1": [1, 2, 2, 24], "a1": [1, 2, 2, 24], "flat": [1, 96]}
-graph = helper.make_graph(
-    nodes, "finn_lowered_cnv",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-    inits,
-    value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()],
-)
-model = helper.make_model(graph, producer_name="bnnc-tests",
-                          opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(FINN, 1)])
-w = ModelWrapper(model)
-for name, dt in [("xq", "UINT2"), ("xq_nhwc", "UINT2"), ("cols0", "UINT2"), ("w0", "INT2"),
-                 ("a0", "BINARY"), ("p0", "BINARY"), ("cols1", "BINARY"), ("w1", "BINARY"),
-                 ("a1", "BINARY"), ("flat", "BINARY"), ("w2", "BINARY")]:
-    w.set_tensor_datatype(name, DataType[dt])
+w = wrap(nodes, "finn_lowered_cnv", [1, 3, 8, 8], [1, 10], inits, shapes,
+         [("xq", "UINT2"), ("xq_nhwc", "UINT2"), ("cols0", "UINT2"), ("w0", "INT2"),
+          ("a0", "BINARY"), ("p0", "BINARY"), ("cols1", "BINARY"), ("w1", "BINARY"),
+          ("a1", "BINARY"), ("flat", "BINARY"), ("w2", "BINARY")])
 save(w, "finn_lowered_cnv", rng.uniform(-1, 1, size=(8, 3, 8, 8)).astype(np.float32))
 quant_avgpool()
