@@ -34,9 +34,8 @@ const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
 /// the products that are +1, `(a' . b' + K) / 2` with `a' = 2a - 1`. `a` must be typed
 /// BINARY, as qonnx requires; `b`, a constant, must hold only 0 and 1.
 pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
-    let [a, b] = operands(cx, node, 2)?[..] else {
-        unreachable!("operands checks the count")
-    };
+    let operands = operands(cx, node, 2)?;
+    let (a, b) = (operands[0], operands[1]);
     let (a_shape, b_shape) = (cx.shape(a).to_vec(), cx.shape(b).to_vec());
     let k = *a_shape.last().ok_or("operand 0 is a scalar")?;
     if b_shape.len() != 2 || b_shape[0] != k {
@@ -44,8 +43,11 @@ pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
             format!("operands of shapes {a_shape:?} and {b_shape:?} do not multiply").into(),
         );
     }
-    let bits = cx.elem(a).int_type();
-    if !matches!(bits, Some(IntType::Binary | IntType::Unsigned(1))) {
+    // Bits themselves, not scaled ones: `a - 1/2` then tells 0 from 1.
+    if !matches!(
+        cx.elem(a),
+        ElemType::Int(IntType::Binary | IntType::Unsigned(1))
+    ) {
         return Err(format!(
             "operand 0 is {}, not BINARY: XNOR-popcount takes bits standing for -1 and +1",
             cx.elem(a)
