@@ -884,4 +884,43 @@ fn finn_lowered_ops_refuse_what_they_do_not_define() {
     assert_eq!(got, want);
     let err = im2col(1).import_err();
     assert!(err.contains("(Im2Col): a pad_value other than 0"), "{err}");
+
+    // Untrusted sizes: errors, not overflow or unbounded memory.
+    let huge = ModelBuilder::new(13)
+        .input("x", &[1, 4, 4, 2])
+        .domain_node(
+            "qonnx.custom_op.general",
+            "Im2Col",
+            &["x"],
+            &["y"],
+            vec![
+                ints("stride", &[1, 1]),
+                ints("kernel_size", &[1 << 20, 1 << 20]),
+                string("input_shape", "(1, 4, 4, 2)"),
+            ],
+        )
+        .output("y")
+        .import_err();
+    assert!(
+        huge.contains("more picks than bnnc's tensor limit"),
+        "{huge}"
+    );
+    let pool = ModelBuilder::new(13)
+        .input("x", &[1, 2, 4, 4])
+        .domain_node(
+            "qonnx.custom_op.general",
+            "QuantAvgPool2d",
+            &["x"],
+            &["y"],
+            vec![
+                int("kernel", 1 << 40),
+                int("stride", 1),
+                int("ibits", 4),
+                int("obits", 4),
+                int("signed", 0),
+            ],
+        )
+        .output("y")
+        .import_err();
+    assert!(pool.contains("overflows the accumulator's width"), "{pool}");
 }

@@ -74,16 +74,17 @@ pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
     let half = cx.scalar(&format!("{}.half", node.name), 0.5);
     let one = cx.scalar(&format!("{}.one", node.name), 1.0);
     // Unpadded windows: the XNOR convolution FINN lowered, on the image's bits (a padded
-    // window's 0 bits stand for -1, which no zero-padded convolution reads).
+    // window's 0 bits stand for -1, which no zero-padded convolution reads). `b` holds the
+    // bipolar weights already.
     let windows = windows_of(cx, a).filter(|w| !w.padded());
-    if let Some(windows) = windows {
-        // `b` holds the bipolar weights already.
-        if let Some(filters) = conv_weights(cx, &windows, b)? {
-            let filters = cx.constant(
-                &format!("{}.filters", node.name),
-                filters,
-                ElemType::BIPOLAR,
-            );
+    let lowered = match windows {
+        Some(windows) => conv_weights(cx, &windows, b)?.map(|filters| (windows, filters)),
+        None => None,
+    };
+    let dot = match lowered {
+        Some((windows, filters)) => {
+            let name = format!("{}.filters", node.name);
+            let filters = cx.constant(&name, filters, ElemType::BIPOLAR);
             let centered = cx.add_step(
                 node,
                 "centered",
@@ -92,35 +93,29 @@ pub fn xnor_popcount_matmul(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
             )?;
             let image = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
             let conv = cx.add_step(node, "conv", Op::Conv(windows.attrs), &[image, filters])?;
-            let dot = cx.add_step(
-                node,
-                "dot",
-                Op::Transpose {
-                    perm: TO_NHWC.to_vec(),
-                },
-                &[conv],
-            )?;
-            let k = cx.scalar(&format!("{}.k", node.name), k as f32);
-            let doubled = cx.add_step(node, "plus_k", Op::Binary(BinaryOp::Add), &[dot, k])?;
-            return cx.add_node(node, Op::Binary(BinaryOp::Mul), &[doubled, half]);
+            let perm = TO_NHWC.to_vec();
+            cx.add_step(node, "dot", Op::Transpose { perm }, &[conv])?
         }
-    }
-    let centered = cx.add_step(node, "centered", Op::Binary(BinaryOp::Sub), &[a, half])?;
-    let mut a = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
-    // Lowered convolutions multiply images (N, H, W, K): as rows of K, which the XNOR kernels
-    // take, and back.
-    let rows = a_shape.iter().product::<usize>() / k.max(1);
-    let batched = a_shape.len() != 2;
-    if batched {
-        let shape = vec![rows, k];
-        a = cx.add_step(node, "rows", Op::Reshape { shape }, &[a])?;
-    }
-    let mut dot = cx.add_step(node, "dot", Op::MatMul, &[a, b])?;
-    if batched {
-        let mut shape = a_shape.clone();
-        *shape.last_mut().expect("a_shape has an axis") = cx.shape(b)[1];
-        dot = cx.add_step(node, "image", Op::Reshape { shape }, &[dot])?;
-    }
+        None => {
+            let centered = cx.add_step(node, "centered", Op::Binary(BinaryOp::Sub), &[a, half])?;
+            let mut a = cx.add_step(node, "bipolar", Op::BipolarQuant, &[centered, one])?;
+            // Lowered convolutions multiply images (N, H, W, K): as rows of K, which the XNOR
+            // kernels take, and back.
+            let rows = a_shape.iter().product::<usize>() / k.max(1);
+            let batched = a_shape.len() != 2;
+            if batched {
+                let shape = vec![rows, k];
+                a = cx.add_step(node, "rows", Op::Reshape { shape }, &[a])?;
+            }
+            let mut dot = cx.add_step(node, "dot", Op::MatMul, &[a, b])?;
+            if batched {
+                let mut shape = a_shape.clone();
+                *shape.last_mut().expect("a_shape has an axis") = cx.shape(b)[1];
+                dot = cx.add_step(node, "image", Op::Reshape { shape }, &[dot])?;
+            }
+            dot
+        }
+    };
     let k = cx.scalar(&format!("{}.k", node.name), k as f32);
     let doubled = cx.add_step(node, "plus_k", Op::Binary(BinaryOp::Add), &[dot, k])?;
     cx.add_node(node, Op::Binary(BinaryOp::Mul), &[doubled, half])
@@ -181,7 +176,11 @@ pub fn quant_avg_pool_2d(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         .into());
     }
     // qonnx: the bits of (2^ibits - 1) * kernel^2, less obits.
-    let largest = ((1u64 << ibits) - 1) * (kernel * kernel) as u64;
+    let largest = u64::try_from(kernel)
+        .ok()
+        .and_then(|k| k.checked_mul(k))
+        .and_then(|area| area.checked_mul((1u64 << ibits) - 1))
+        .ok_or_else(|| format!("a kernel of {kernel} overflows the accumulator's width"))?;
     let shift = (64 - largest.leading_zeros() as usize).saturating_sub(obits);
     let nhwc = match node.attrs.string_or("data_layout", "NCHW")? {
         "NCHW" => false,
@@ -268,10 +267,18 @@ pub fn im2col(cx: &mut Importer, node: &OnnxNode) -> NodeResult {
         return Err("depthwise Im2Col is not supported".into());
     }
     let (kh, kw) = (kernel[0], kernel[1]);
-    let taps = kh * kw;
     // Channel by channel (groups of one channel), filter `tap` of each picks that tap: the
     // picks are C * taps^2 values, not (C * taps)^2.
-    let mut picks = vec![0f32; c * taps * taps];
+    let taps = kh.checked_mul(kw);
+    let picks_len = taps
+        .and_then(|t| t.checked_mul(t))
+        .and_then(|t2| t2.checked_mul(c))
+        .filter(|&n| n <= crate::MAX_ELEMENTS)
+        .ok_or_else(|| {
+            format!("a {kh}x{kw} kernel over {c} channels: more picks than bnnc's tensor limit")
+        })?;
+    let taps = kh * kw;
+    let mut picks = vec![0f32; picks_len];
     for filter in 0..c * taps {
         picks[filter * taps + filter % taps] = 1.0;
     }
