@@ -20,7 +20,7 @@ use bnnc_ir::{
     packing, ElemType, Graph, Node, NodeId, Op, PoolAttrs, Scale, Tensor, ThresholdAttrs, ValueId,
 };
 
-use crate::partition::Partition;
+use crate::partition::{float_sums_scale, Partition};
 use crate::plan::{
     Decode, ElementOp, Elementwise, Encoding, FusedPool, Layer, LayerKind, Mac, Mvau, Operand,
     Pool, Port, Stream, StreamId, ThresholdLayer, Thresholds, Window, WindowGeometry,
@@ -615,21 +615,12 @@ impl<'g> Lowering<'g> {
         let acc_value = node.outputs[0];
         let acc_ty = &self.graph.value(acc_value).ty;
         let acc_decode = if acc_ty.elem == ElemType::F32 {
-            // Inference types the sums f32 where they might pass 2^24 units; the interpreter
-            // then sums the scaled values as floats. With power-of-two scales, and partial sums
-            // within 2^24 units (checked above), those float sums are exactly the integers
-            // times the scales' product.
-            let scale = |v: ValueId| self.graph.value(v).ty.elem.exact_scaled().map(|(_, s)| s);
-            match (scale(node.inputs[0]), scale(node.inputs[1])) {
-                (Some(a), Some(w)) => Decode::Scaled(vec![a * w]),
-                _ => {
-                    return Err(PlanError::node(
-                        node,
-                        "its sums are f32 (scales that are not powers of two, sums that may \
-                         pass 2^24 units): a float layer, not in hardware",
-                    ))
-                }
-            }
+            // Float sums, exactly the integers times this (partial sums within 2^24 units,
+            // checked above); the partition leaves other float layers to the host.
+            let scale = float_sums_scale(self.graph, node).ok_or_else(|| {
+                PlanError::node(node, "its sums are f32: a float layer, not in hardware")
+            })?;
+            Decode::Scaled(vec![scale])
         } else {
             scaled_decode(&acc_ty.elem, &acc_ty.shape, mh, out_hw[0] * out_hw[1])
                 .map_err(|r| PlanError::node(node, r))?
@@ -777,13 +768,15 @@ impl<'g> Lowering<'g> {
             ),
         };
         // Thresholds the same for every index need no index: any stream order takes them.
-        let uniform = table.chunks(levels.max(1)).all(|r| r == &table[..levels])
-            && directions
-                .as_ref()
-                .is_none_or(|d| d.iter().all(|&x| x == d[0]));
+        let uniform = || {
+            table.chunks(levels.max(1)).all(|r| r == &table[..levels])
+                && directions
+                    .as_ref()
+                    .is_none_or(|d| d.iter().all(|&x| x == d[0]))
+        };
         let slots = match slot_indices(in_shape, pixels, rows, attrs.channel_axis) {
             Ok(slots) => slots,
-            Err(_) if uniform => vec![0; rows],
+            Err(_) if uniform() => vec![0; rows],
             Err(reason) => return Err(PlanError::node(t, reason)),
         };
         let mut values = Vec::with_capacity(rows * levels);

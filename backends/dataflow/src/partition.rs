@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use bnnc_ir::{ElemType, Graph, NodeId, Op, ValueDef, ValueId};
+use bnnc_ir::{ElemType, Graph, Node, NodeId, Op, ValueDef, ValueId};
 
 use crate::PlanError;
 
@@ -47,12 +47,8 @@ fn is_hardware(graph: &Graph, n: NodeId) -> bool {
     let integer_operand = integer(0);
     // Sums the interpreter computes exactly: typed as integers, or of power-of-two scales.
     let exact_sums = || {
-        let exact = |i: usize| {
-            node.inputs
-                .get(i)
-                .is_some_and(|&v| graph.value(v).ty.elem.exact_scaled().is_some())
-        };
-        graph.value(node.outputs[0]).ty.elem != ElemType::F32 || (exact(0) && exact(1))
+        graph.value(node.outputs[0]).ty.elem != ElemType::F32
+            || float_sums_scale(graph, node).is_some()
     };
     match &node.op {
         // A layer of f32 weights, or of float sums, is a float layer, even on integers: the
@@ -63,6 +59,19 @@ fn is_hardware(graph: &Graph, n: NodeId) -> bool {
         Op::Binary(_) => node.inputs.iter().filter(computed).count() > 1,
         _ => false,
     }
+}
+
+/// For a linear layer whose sums inference types f32 (they might pass 2^24 units): the
+/// scales' product where both operands are integers times powers of two. The interpreter's
+/// float sums are then the integer sums times it, exactly, as long as every partial sum stays
+/// within 2^24 units (which the lowering checks on the weights); `None` otherwise, a float
+/// layer.
+pub(crate) fn float_sums_scale(graph: &Graph, node: &Node) -> Option<f32> {
+    let scale = |i: usize| {
+        let v = *node.inputs.get(i)?;
+        graph.value(v).ty.elem.exact_scaled().map(|(_, s)| s)
+    };
+    Some(scale(0)? * scale(1)?)
 }
 
 /// Splits `graph`, which must have one input and one output.

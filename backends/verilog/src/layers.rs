@@ -569,11 +569,7 @@ fn pool(module: &str, p: &Pool, iw: usize, ow: usize) -> Result<LayerRtl, String
     let bits = p.encoding.bits() as usize;
     // Compared as signed values one bit wider than the elements.
     let cw = bits + 1;
-    let take_min: Vec<bool> = (0..g.channels)
-        .map(|c| p.take_min.get(c).copied().unwrap_or(false))
-        .collect();
     let mut v = String::new();
-    let v = &mut v;
     let _ = writeln!(
         v,
         "module {module} (\n    input wire clk,\n    input wire rst,\n    input wire [{}:0] s_tdata,\n    input wire s_tvalid,\n    output wire s_tready,\n    output reg [{}:0] m_tdata,\n    output reg m_tvalid,\n    input wire m_tready\n);",
@@ -586,7 +582,7 @@ fn pool(module: &str, p: &Pool, iw: usize, ow: usize) -> Result<LayerRtl, String
         iw - 1
     );
     let _ = writeln!(v, "    {window_module} taps (.clk(clk), .rst(rst), .s_tdata(s_tdata), .s_tvalid(s_tvalid), .s_tready(s_tready), .m_tdata(t), .m_tvalid(t_valid), .m_tready(t_ready));");
-    let _ = writeln!(v, "    // Slot c = beat * {lanes} + lane takes its minimum where bit c is set.\n    localparam [{}:0] TAKE_MIN = {}'h{};", g.channels - 1, g.channels, hex_word(&take_min));
+    let _ = writeln!(v, "    // Slot c = beat * {lanes} + lane takes its minimum where bit c is set.\n    localparam [{}:0] TAKE_MIN = {}'h{};", g.channels - 1, g.channels, hex_word(&p.take_min));
     let _ = writeln!(
         v,
         "    reg [{}:0] best [0:{}];\n    reg [{}:0] cb;\n    reg [{}:0] tap;",
@@ -607,7 +603,7 @@ fn pool(module: &str, p: &Pool, iw: usize, ow: usize) -> Result<LayerRtl, String
         taps_rtl.verilog
     );
     Ok(LayerRtl {
-        verilog: std::mem::take(v),
+        verilog: v,
         memories: taps_rtl.memories,
     })
 }
