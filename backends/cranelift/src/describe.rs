@@ -4,6 +4,7 @@
 
 use bnnc_ir::{Graph, NodeId, Op};
 
+use crate::column_conv::{ColumnConv, ColumnSum};
 use crate::schedule::{self, Place, Step, StepKind, Storage};
 use crate::BackendError;
 
@@ -147,7 +148,22 @@ fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
             "bit-serial plane popcounts, thresholds in the output stage"
         }
         Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } => "bit-serial plane popcounts",
-        Op::Conv(_) | Op::Gemm(_) | Op::MatMul => {
+        Op::Conv(attrs) => {
+            match ColumnConv::scheduled(graph, node, attrs, step.workspace.is_some()) {
+                Some(plan) => match plan.sum {
+                    ColumnSum::Exact => "exact integer sums, four columns to a vector",
+                    ColumnSum::Integers(_) => "integer sums scaled once, four columns to a vector",
+                    ColumnSum::Fma => {
+                        "fused multiply-adds in MLAS's order, four columns to a vector"
+                    }
+                },
+                None if graph.value(node.outputs[0]).ty.elem != bnnc_ir::ElemType::F32 => {
+                    "exact integer sums"
+                }
+                None => "float sums in MLAS's order",
+            }
+        }
+        Op::Gemm(_) | Op::MatMul => {
             let out = &graph.value(node.outputs[0]).ty.elem;
             if *out != bnnc_ir::ElemType::F32 {
                 "exact integer sums"

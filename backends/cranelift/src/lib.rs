@@ -7,6 +7,7 @@
 //! writes one function per step and the ABI functions around them; `describe` shows the
 //! schedule's decisions to people and tests without compiling.
 
+mod column_conv;
 mod describe;
 mod emit;
 mod error;

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use bnnc_ir::{ElemType, Graph, IntType, NodeId, Op, ValueDef, ValueId};
 use bnnc_runtime::packing::words;
 
+use crate::column_conv::ColumnConv;
 use crate::stage::{accumulator_unit, Levels, OutputStage};
 use crate::BackendError;
 
@@ -94,6 +95,20 @@ pub(crate) struct Step {
     pub value: Option<ValueId>,
     pub operands: Vec<Option<(Place, Storage)>>,
     pub results: Vec<(Place, Storage)>,
+    /// Scratch memory the step alone uses while it runs.
+    pub workspace: Option<Place>,
+}
+
+impl Step {
+    /// The places of the step function's pointer parameters, in order: its operands (`None`
+    /// for constants), its results, then its workspace, if it has one.
+    pub fn params(&self) -> impl Iterator<Item = Option<Place>> + '_ {
+        self.operands
+            .iter()
+            .map(|o| o.map(|(p, _)| p))
+            .chain(self.results.iter().map(|&(p, _)| Some(p)))
+            .chain(self.workspace.map(Some))
+    }
 }
 
 /// The kernels of a graph in order, and the scratch memory they need.
@@ -183,6 +198,7 @@ pub(crate) fn schedule(graph: &Graph) -> Result<Schedule, BackendError> {
         value: Some(out),
         operands: vec![from],
         results: vec![(Location::Output, Storage::F32)],
+        workspace: None,
     });
     Ok(planner.finish())
 }
@@ -210,6 +226,7 @@ struct PlannedStep {
     value: Option<ValueId>,
     operands: Vec<Option<(Location, Storage)>>,
     results: Vec<(Location, Storage)>,
+    workspace: Option<Location>,
 }
 
 struct Buffer {
@@ -286,6 +303,7 @@ impl Planner<'_> {
             value: Some(v),
             operands: vec![Some(have)],
             results: vec![(loc, want)],
+            workspace: None,
         });
         self.placed.insert((v, want), (loc, want));
         self.touch(loc);
@@ -467,6 +485,7 @@ impl Planner<'_> {
                 value: None,
                 operands,
                 results: vec![(loc, out_storage)],
+                workspace: None,
             });
             self.fused.insert(t);
             self.fused.extend(pool);
@@ -486,6 +505,7 @@ impl Planner<'_> {
                 value: None,
                 operands: vec![x],
                 results: vec![(loc, Storage::F32)],
+                workspace: None,
             });
             return Ok(());
         }
@@ -595,11 +615,19 @@ impl Planner<'_> {
                 ));
             }
         }
+        // A convolution that stages its input gets a workspace of its own.
+        let workspace = match &node.op {
+            Op::Conv(attrs) => ColumnConv::scheduled(self.graph, node, attrs, true)
+                .and_then(|plan| plan.workspace_bytes())
+                .map(|bytes| self.new_buffer(bytes)),
+            _ => None,
+        };
         self.steps.push(PlannedStep {
             kind: StepKind::Node(n),
             value: None,
             operands: planned_operands,
             results: planned_results,
+            workspace,
         });
         Ok(())
     }
@@ -681,6 +709,7 @@ impl Planner<'_> {
                 value: s.value,
                 operands: s.operands.into_iter().map(|o| o.map(place)).collect(),
                 results: s.results.into_iter().map(place).collect(),
+                workspace: s.workspace.map(|w| place((w, Storage::F32)).0),
             })
             .collect();
         Schedule {

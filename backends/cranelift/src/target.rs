@@ -145,3 +145,16 @@ pub(crate) fn simd_popcount(isa: &dyn isa::TargetIsa) -> bool {
         _ => false,
     }
 }
+
+/// Whether vector fused multiply-adds are instructions (not a libcall per lane): always on
+/// aarch64, with FMA on x86-64.
+pub(crate) fn vector_fma(isa: &dyn isa::TargetIsa) -> bool {
+    match isa.triple().architecture {
+        Architecture::Aarch64(_) => true,
+        Architecture::X86_64 => isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true)),
+        _ => false,
+    }
+}

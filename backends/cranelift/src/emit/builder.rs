@@ -26,6 +26,9 @@ pub(crate) struct KernelBuilder<'a, 'm> {
     module: &'m mut ObjectModule,
     tables: &'m mut Vec<DataId>,
     params: Vec<Value>,
+    /// Whether vector fused multiply-adds are instructions of the target (not a libcall
+    /// per lane): exact sums then take them too.
+    pub vector_fma: bool,
 }
 
 /// Memory flags for the kernels' stores: never trapping (the schedule only hands out
@@ -51,6 +54,19 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             module,
             tables,
             params,
+            vector_fma: false,
+        }
+    }
+
+    /// `acc + x * w` on vectors of exact sums: fused where the target has it, a multiply
+    /// and an add otherwise (the same value either way, every partial sum being exact). `w`
+    /// goes first, for x86 overwrites the first operand: pass the one read only once.
+    pub fn exact_multiply_add(&mut self, x: Value, w: Value, acc: Value) -> Value {
+        if self.vector_fma {
+            self.b.ins().fma(w, x, acc)
+        } else {
+            let p = self.b.ins().fmul(w, x);
+            self.b.ins().fadd(acc, p)
         }
     }
 

@@ -112,6 +112,8 @@ pub(crate) struct Emitter {
     /// Whether `popcnt.i8x16` and pairwise widening adds lower well (SSSE3 or better, or
     /// aarch64's CNT).
     simd_popcount: bool,
+    /// Whether vector fused multiply-adds are instructions.
+    vector_fma: bool,
     module: ObjectModule,
     fctx: FunctionBuilderContext,
     tables: Vec<DataId>,
@@ -138,10 +140,12 @@ impl Emitter {
         vector_popcount: bool,
     ) -> Result<Emitter, BackendError> {
         let simd_popcount = vector_popcount && crate::target::simd_popcount(&*isa);
+        let vector_fma = crate::target::vector_fma(&*isa);
         let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Target(e.to_string()))?;
         Ok(Emitter {
             simd_popcount,
+            vector_fma,
             module: ObjectModule::new(builder),
             fctx: FunctionBuilderContext::new(),
             tables: Vec::new(),
@@ -191,6 +195,7 @@ impl Emitter {
             b.seal_block(entry);
             let params = b.block_params(entry).to_vec();
             let mut kb = KernelBuilder::new(b, &mut self.module, &mut self.tables, params);
+            kb.vector_fma = self.vector_fma;
             let ret = body(&mut kb)?;
             let mut b = kb.finish();
             match ret {
@@ -214,7 +219,7 @@ impl Emitter {
     fn step(&mut self, graph: &Graph, index: usize, step: &Step) -> Result<FuncId, BackendError> {
         let simd = self.simd_popcount;
         let external = self.external.get(&index).cloned();
-        let arity = step.operands.len() + step.results.len();
+        let arity = step.params().count();
         let sig = self.signature(arity, None);
         let name = format!("bnnc_step{index}");
         self.define(&name, Linkage::Local, sig, |kb| {
@@ -340,7 +345,10 @@ impl Emitter {
                             simd,
                             None,
                         ),
-                        Op::Conv(attrs) => linear::conv(kb, node, attrs, &operands, &results[0]),
+                        Op::Conv(attrs) => {
+                            let workspace = step.workspace.map(|_| kb.param(arity - 1));
+                            linear::conv(kb, node, attrs, &operands, &results[0], workspace)
+                        }
                         Op::Gemm(attrs) => linear::gemm(kb, node, attrs, &operands, &results[0]),
                         Op::MatMul => linear::matmul(kb, node, &operands, &results[0]),
                         Op::MaxPool(attrs) => {
@@ -398,11 +406,7 @@ impl Emitter {
         } else {
             "bnnc_sample"
         };
-        let step_sigs: Vec<usize> = schedule
-            .steps
-            .iter()
-            .map(|s| s.operands.len() + s.results.len())
-            .collect();
+        let step_sigs: Vec<usize> = schedule.steps.iter().map(|s| s.params().count()).collect();
         self.define(name, Linkage::Local, sig, |kb| {
             let (input, output, scratch) = (kb.param(0), kb.param(1), kb.param(2));
             let timespec = profile.then(|| kb.stack(16));
@@ -423,12 +427,7 @@ impl Emitter {
             {
                 let start = profile.then(|| now(kb));
                 let mut args = Vec::with_capacity(arity);
-                let places = step
-                    .operands
-                    .iter()
-                    .map(|o| o.map(|(p, _)| p))
-                    .chain(step.results.iter().map(|&(p, _)| Some(p)));
-                for place in places {
+                for place in step.params() {
                     args.push(match place {
                         None => kb.iconst(0),
                         Some(Place::Input) => input,

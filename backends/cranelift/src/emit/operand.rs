@@ -35,6 +35,11 @@ impl Operand {
         }
     }
 
+    /// The operand's IR type.
+    pub fn ty(&self) -> bnnc_ir::TensorType {
+        bnnc_ir::TensorType::new(self.elem.clone(), self.shape.clone())
+    }
+
     /// Operand `i` of `step`.
     pub fn of_step(
         graph: &Graph,

@@ -1,10 +1,9 @@
 //! Sums that any order gives exactly: integers (times one power-of-two scale) whose partial
 //! sums fit f32's 24 bits, or the integers of a layer that sums integers and scales once
 //! ([`IntegerFirst`]). Free of an order to follow, these kernels keep four output channels
-//! in each vector, and an exact convolution small enough has its weights in the code.
+//! in each vector. (Most 2-D convolutions take the column kernel, [`super::columns`].)
 
 use bnnc_ir::interp::IntegerFirst;
-use bnnc_ir::ConvAttrs;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -12,31 +11,9 @@ use super::layout::{ConvLayout, Product, ProductIo, Sums};
 use crate::emit::convert::integer_of;
 use crate::emit::KernelBuilder;
 
-/// [`super::conv`] when its sums are exact (`sums.exact`, or integers scaled once): unrolled
-/// when [`unrolled_fits`], otherwise per group as rows of [`exact_rows`].
-pub(super) fn conv(kb: &mut KernelBuilder, attrs: &ConvAttrs, layout: &ConvLayout, sums: &Sums) {
-    let (m, k) = (layout.m, layout.k);
-    // The unrolled kernel is written for 2-D images (rows of columns).
-    if let (&[kh, kw], &[oh, ow]) = (layout.kernel.as_slice(), layout.out.as_slice()) {
-        if sums.exact && sums.plan.is_none() && unrolled_fits(attrs, &layout.input, m, k, ow) {
-            unrolled_conv(
-                kb,
-                &layout.input,
-                (m, kh, kw),
-                (oh, ow),
-                &sums.weights,
-                layout.src,
-                layout.dst,
-                layout.bias,
-            );
-            return;
-        }
-    }
-    exact_conv(kb, layout, sums);
-}
-
-/// [`conv`] per group as rows of [`exact_rows`], for any rank.
-fn exact_conv(kb: &mut KernelBuilder, layout: &ConvLayout, sums: &Sums) {
+/// [`super::conv`] when its sums are exact (`sums.exact`, or integers scaled once) and the
+/// column kernel does not take it: per group as rows of [`exact_rows`], for any rank.
+pub(super) fn conv(kb: &mut KernelBuilder, layout: &ConvLayout, sums: &Sums) {
     let batch = layout.input[0];
     let (group, mg, positions, k) = (layout.group, layout.mg, layout.positions, layout.k);
     let (dst, out_image) = (layout.dst, layout.m * positions);
@@ -173,8 +150,7 @@ fn exact_rows(
                     .enumerate()
                     .map(|(v, &a)| {
                         let wv = kb.load(F32X4, row, (v * 16) as i64);
-                        let p = kb.b.ins().fmul(xs, wv);
-                        kb.b.ins().fadd(a, p)
+                        kb.exact_multiply_add(xs, wv, a)
                     })
                     .collect()
             });
@@ -190,98 +166,5 @@ fn exact_rows(
             }
             j0 += nv * 4;
         }
-    });
-}
-
-/// Whether [`unrolled_conv`] applies: unit strides and dilations, no padding, at least four
-/// output columns, and few enough weights to unroll.
-fn unrolled_fits(attrs: &ConvAttrs, x: &[usize], m: usize, k: usize, ow: usize) -> bool {
-    attrs.group == 1
-        && x.len() == 4
-        && attrs
-            .strides
-            .iter()
-            .chain(&attrs.dilations)
-            .all(|&s| s == 1)
-        && attrs.pads.iter().all(|&p| p == 0)
-        && ow >= 4
-        && m * k <= 1 << 15
-}
-
-/// An exact convolution with its weights in the code: four neighbouring output columns
-/// to a vector, eight filters at a time, each weight an add, a subtract (for ±1, as the
-/// binary first layer of a network has) or a multiply-add of a constant; zero weights cost
-/// nothing. Inputs are contiguous along the columns, as outputs are.
-#[allow(clippy::too_many_arguments)]
-fn unrolled_conv(
-    kb: &mut KernelBuilder,
-    x: &[usize],
-    (m, kh, kw): (usize, usize, usize),
-    (oh, ow): (usize, usize),
-    w: &[f32],
-    src: Value,
-    dst: Value,
-    bias: Option<Value>,
-) {
-    const FILTERS: usize = 8;
-    let (batch, c, h, wd) = (x[0], x[1], x[2], x[3]);
-    let k = c * kh * kw;
-    let blocks = ow.div_ceil(4);
-    kb.for_range(batch, |kb, n| {
-        let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
-        let out_image = kb.addr(dst, n, (m * oh * ow * 4) as i64, 0);
-        kb.for_range(oh, |kb, oy| {
-            let in_row = kb.addr(image, oy, (wd * 4) as i64, 0);
-            let out_row = kb.addr(out_image, oy, (ow * 4) as i64, 0);
-            kb.for_range(blocks, |kb, b| {
-                // The last block overlaps the one before when 4 does not divide the width.
-                let start = kb.b.ins().imul_imm_s(b, 4);
-                let last = kb.iconst((ow - 4) as i64);
-                let ox = kb.b.ins().umin(start, last);
-                let at_in = kb.addr(in_row, ox, 4, 0);
-                let at_out = kb.addr(out_row, ox, 4, 0);
-                for f0 in (0..m).step_by(FILTERS) {
-                    let filters = f0..(f0 + FILTERS).min(m);
-                    let zero = kb.fconst(0.0);
-                    let zv = kb.b.ins().splat(F32X4, zero);
-                    let mut acc = vec![zv; filters.len()];
-                    for kk in 0..k {
-                        let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
-                        let (ky, kx) = (tap / kw, tap % kw);
-                        if filters.clone().all(|j| w[j * k + kk] == 0.0) {
-                            continue;
-                        }
-                        let off = ((ch * h * wd + ky * wd + kx) * 4) as i64;
-                        let xv = kb.load(F32X4, at_in, off);
-                        for (a, j) in acc.iter_mut().zip(filters.clone()) {
-                            let wv = w[j * k + kk];
-                            *a = if wv == 0.0 {
-                                *a
-                            } else if wv == 1.0 {
-                                kb.b.ins().fadd(*a, xv)
-                            } else if wv == -1.0 {
-                                kb.b.ins().fsub(*a, xv)
-                            } else {
-                                let ws = kb.fconst(wv);
-                                let wsv = kb.b.ins().splat(F32X4, ws);
-                                let p = kb.b.ins().fmul(xv, wsv);
-                                kb.b.ins().fadd(*a, p)
-                            };
-                        }
-                    }
-                    for (a, j) in acc.into_iter().zip(filters) {
-                        let a = match bias {
-                            Some(t) => {
-                                let bv = kb.load(F32, t, (j * 4) as i64);
-                                let bs = kb.b.ins().splat(F32X4, bv);
-                                kb.b.ins().fadd(a, bs)
-                            }
-                            None => a,
-                        };
-                        kb.store(a, at_out, (j * oh * ow * 4) as i64);
-                    }
-                }
-            });
-        });
     });
 }

@@ -4,7 +4,9 @@
 //! ([`super::exact`], [`super::mlas`]) read them; this module reads neither.
 
 use bnnc_ir::interp::{integer_first, IntegerFirst};
-use bnnc_ir::{ElemType, Node, TensorType};
+use bnnc_ir::{Node, TensorType};
+
+use crate::column_conv::exact_in_any_order;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -43,11 +45,6 @@ impl Sums {
     }
 }
 
-/// Whether sums of this result type are exact in f32 in any order.
-fn exact_in_any_order(elem: &ElemType) -> bool {
-    elem.exact_scaled().is_some_and(|(t, _)| t.bits() <= 24)
-}
-
 /// The interpreter's integer-first plan for this layer, if it has one.
 fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<IntegerFirst> {
     let types: Vec<TensorType> = operands
@@ -70,11 +67,8 @@ pub(super) fn constant(node: &Node, op: &Operand, what: &str) -> Result<Vec<f32>
 pub(super) struct ConvLayout {
     /// The input's shape: `(batch, c, spatial...)`.
     pub(super) input: Vec<usize>,
-    /// The number of filters, and their kernel's extents.
+    /// The number of filters.
     pub(super) m: usize,
-    pub(super) kernel: Vec<usize>,
-    /// The output's spatial extents.
-    pub(super) out: Vec<usize>,
     pub(super) group: usize,
     /// Per group: `cg` input channels and `mg` filters.
     pub(super) cg: usize,

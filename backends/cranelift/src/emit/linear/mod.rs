@@ -10,34 +10,41 @@
 //! - Otherwise the last bit depends on the order, and the sums follow the interpreter's,
 //!   which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]), product by product ([`mlas`]).
 //!
-//! The 8-bit first layer with its threshold fused runs apart, on `i16` lanes ([`int16`]).
+//! A 2-D convolution whose sums are exact, or in MLAS's order one chain of fused
+//! multiply-adds per output, runs four output columns to a vector ([`columns`], decided in
+//! [`crate::column_conv`]); the kernels above take the others. The 8-bit first layer with
+//! its threshold fused runs apart, on `i16` lanes ([`int16`]).
 //!
 //! Imports point one way: this dispatch reads the kernels, and the kernels read [`layout`].
 
+mod columns;
 mod exact;
 mod int16;
 mod layout;
 mod mlas;
 
 use bnnc_ir::broadcast;
-use bnnc_ir::{ConvAttrs, GemmAttrs, Node};
+use bnnc_ir::{ConvAttrs, GemmAttrs, Node, TensorType};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 pub(crate) use int16::{conv_int16_bits, int16_kernel};
 
 use super::window::Im2col;
 use super::{KernelBuilder, Operand};
+use crate::column_conv::ColumnConv;
 use crate::BackendError;
 use layout::{constant, ConvLayout, Product, ProductIo, Sums};
 
-/// Conv (any number of spatial axes and of groups) with optional bias: exact integer sums, or float sums in
-/// MLAS's order.
+/// Conv (any number of spatial axes and of groups) with optional bias: exact integer sums, or
+/// float sums in MLAS's order. `workspace` is the step's, for a column convolution that
+/// stages its input.
 pub(crate) fn conv(
     kb: &mut KernelBuilder,
     node: &Node,
     attrs: &ConvAttrs,
     operands: &[Operand],
     out: &Operand,
+    workspace: Option<Value>,
 ) -> Result<(), BackendError> {
     let (x, w) = (&operands[0], &operands[1]);
     let sums = Sums::of(node, operands, out, "weights")?;
@@ -45,6 +52,21 @@ pub(crate) fn conv(
         Some(b) => Some(constant(node, b, "bias")?),
         None => None,
     };
+    // The column kernel, where it applies and has the workspace it stages into.
+    let types: Vec<TensorType> = operands.iter().map(Operand::ty).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    if let Some(plan) = ColumnConv::of(attrs, &refs, &out.ty()) {
+        if plan.staged() == workspace.is_some() {
+            let io = columns::ColumnIo {
+                src: x.f32_ptr(kb),
+                dst: out.ptr,
+                workspace,
+                bias: bias.as_ref().map(|b| kb.table_f32(b)),
+            };
+            columns::conv(kb, &plan, &sums.weights, &io);
+            return Ok(());
+        }
+    }
     let group = attrs.group.max(1);
     let (c, m) = (x.shape[1], w.shape[0]);
     if c % group != 0 || m % group != 0 {
@@ -63,8 +85,6 @@ pub(crate) fn conv(
     let layout = ConvLayout {
         input: x.shape.clone(),
         m,
-        kernel: attrs.kernel.clone(),
-        out: out_spatial,
         group,
         cg,
         mg,
@@ -76,7 +96,7 @@ pub(crate) fn conv(
         bias,
     };
     if sums.exact || sums.plan.is_some() {
-        exact::conv(kb, attrs, &layout, &sums);
+        exact::conv(kb, &layout, &sums);
     } else {
         mlas::conv(kb, attrs, &layout, &sums.weights);
     }

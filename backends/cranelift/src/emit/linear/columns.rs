@@ -1,0 +1,253 @@
+//! A 2-D convolution four neighbouring output columns to a vector ([`ColumnConv`]): each
+//! tap's four inputs are one load, each weight one broadcast, and each filter's four sums
+//! one vector of a block of eight filters. A padded layer, or one on scaled integers,
+//! first copies each image into its workspace: zeros around it, or its integers.
+//!
+//! Exact sums (integers of at most 24 bits) are exact in any order; float sums run each
+//! output's chain of fused multiply-adds over the window in the interpreter's order, one
+//! output per lane, so that every lane's rounding is the interpreter's.
+
+use cranelift_codegen::ir::types::{F32, F32X4};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::column_conv::{ColumnConv, ColumnSum};
+use crate::emit::KernelBuilder;
+
+/// Filters summed at once: eight vectors of sums, one of inputs and one weight fit x86's
+/// sixteen vector registers.
+const FILTERS: usize = 8;
+/// Up to this many terms a window's loop is unrolled whole; beyond, it loops over channels.
+const UNROLLED_TERMS: usize = 64;
+
+/// Where a column convolution reads and writes.
+pub(super) struct ColumnIo {
+    /// The input images, `(batch, c, h, w)` f32.
+    pub src: Value,
+    /// The output images, `(batch, m, oh, ow)` f32.
+    pub dst: Value,
+    /// One staged image, when [`ColumnConv::staged`].
+    pub workspace: Option<Value>,
+    /// The bias's table, if there is one.
+    pub bias: Option<Value>,
+}
+
+/// Emits `plan` with the layer's weights `(m, c / groups, kh, kw)` (integers with
+/// [`ColumnSum::Integers`]).
+pub(super) fn conv(kb: &mut KernelBuilder, plan: &ColumnConv, weights: &[f32], io: &ColumnIo) {
+    let (batch, c, h, w) = plan.image;
+    let (m, kh, kw) = plan.filters;
+    let (oh, ow) = plan.out;
+    let (sy, sx) = plan.strides;
+    let (dy, dx) = plan.dilations;
+    // Where the kernel reads: the staged layout, or the image itself (one phase, unpadded).
+    let (phases, rows, cols) = plan.read_layout();
+    let (cg, mg) = (c / plan.groups, m / plan.groups);
+    let (taps, k) = (kh * kw, cg * kh * kw);
+    let blocks = mg.div_ceil(FILTERS);
+    // Weights as [group][block][channel][tap][filter of the block], each splat to a vector
+    // (a load that x86 takes as the multiply-add's operand); the last block padded with
+    // zeros, whose sums are not stored.
+    let mut table = vec![0f32; plan.groups * blocks * cg * taps * FILTERS * 4];
+    for j in 0..m {
+        let (g, jj) = (j / mg, j % mg);
+        let (blk, f) = (jj / FILTERS, jj % FILTERS);
+        for kk in 0..k {
+            let (ch, t) = (kk / taps, kk % taps);
+            let at = (((g * blocks + blk) * cg + ch) * taps + t) * FILTERS + f;
+            table[at * 4..at * 4 + 4].fill(weights[j * k + kk]);
+        }
+    }
+    let table = kb.table_f32(&table);
+    // Each tap's offset from its window's first input, in bytes: column `kx * dx` of the
+    // padded image is column `q` of phase `r`.
+    let tap_offsets: Vec<i64> = (0..taps)
+        .map(|t| {
+            let (ky, kx) = (t / kw, t % kw);
+            let (q, r) = (kx * dx / sx, kx * dx % sx);
+            (((r * rows + ky * dy) * cols + q) * 4) as i64
+        })
+        .collect();
+    let channel_bytes = (phases * rows * cols * 4) as i64;
+    let column_blocks = ow.div_ceil(4);
+    kb.for_range(batch, |kb, n| {
+        let given = kb.addr(io.src, n, (c * h * w * 4) as i64, 0);
+        let image = match io.workspace {
+            Some(ws) => {
+                stage(kb, plan, given, ws);
+                ws
+            }
+            None => given,
+        };
+        let out_image = kb.addr(io.dst, n, (m * oh * ow * 4) as i64, 0);
+        for g in 0..plan.groups {
+            let group_image = kb.add_imm(image, (g * cg) as i64 * channel_bytes);
+            for blk in 0..blocks {
+                let first = g * mg + blk * FILTERS;
+                let filters = first..(first + FILTERS).min((g + 1) * mg);
+                let block_weights = ((g * blocks + blk) * cg * taps * FILTERS * 16) as i64;
+                kb.for_range(oh, |kb, oy| {
+                    let in_row = kb.addr(group_image, oy, (sy * cols * 4) as i64, 0);
+                    let out_row = kb.addr(out_image, oy, (ow * 4) as i64, 0);
+                    kb.for_range(column_blocks, |kb, b| {
+                        // The last block overlaps the one before when 4 does not divide the
+                        // width: its columns are computed again, the same way.
+                        let start = kb.b.ins().imul_imm_s(b, 4);
+                        let last = kb.iconst((ow - 4) as i64);
+                        let ox = kb.b.ins().umin(start, last);
+                        let at = kb.addr(in_row, ox, 4, 0);
+                        let zero = kb.fconst(0.0);
+                        let zv = kb.b.ins().splat(F32X4, zero);
+                        let init = vec![zv; filters.len()];
+                        let sum = &plan.sum;
+                        let fma = *sum == ColumnSum::Fma;
+                        let channel = |kb: &mut KernelBuilder, ch: Value, acc: Vec<Value>| {
+                            let x_at = kb.addr(at, ch, channel_bytes, 0);
+                            let w_at =
+                                kb.addr(table, ch, (taps * FILTERS * 16) as i64, block_weights);
+                            window_terms(kb, fma, (x_at, w_at), &tap_offsets, acc)
+                        };
+                        let acc = if k <= UNROLLED_TERMS {
+                            (0..cg).fold(init, |acc, ch| {
+                                let ch = kb.iconst(ch as i64);
+                                channel(kb, ch, acc)
+                            })
+                        } else {
+                            kb.fold_range(cg, init, channel)
+                        };
+                        let at_out = kb.addr(out_row, ox, 4, 0);
+                        for (a, j) in acc.into_iter().zip(filters.clone()) {
+                            let a = epilogue(kb, sum, io.bias, j, a);
+                            kb.store(a, at_out, (j * oh * ow * 4) as i64);
+                        }
+                    });
+                });
+            }
+        }
+    });
+}
+
+/// One channel's taps added to the block's sums (float ones with fused multiply-adds if
+/// `fma`, exact ones with any): the inputs at `x_at` plus each tap's offset, the weights at
+/// `w_at` as `[tap][filter]`.
+fn window_terms(
+    kb: &mut KernelBuilder,
+    fma: bool,
+    (x_at, w_at): (Value, Value),
+    tap_offsets: &[i64],
+    mut acc: Vec<Value>,
+) -> Vec<Value> {
+    for (t, &off) in tap_offsets.iter().enumerate() {
+        let xv = kb.load(F32X4, x_at, off);
+        for (f, a) in acc.iter_mut().enumerate() {
+            // The weight, splat, goes first: x86's multiply-add overwrites its first
+            // operand, and the inputs are read again by the next filter.
+            let wv = kb.load_aligned(F32X4, w_at, ((t * FILTERS + f) * 16) as i64);
+            *a = if fma {
+                kb.b.ins().fma(wv, xv, *a)
+            } else {
+                kb.exact_multiply_add(xv, wv, *a)
+            };
+        }
+    }
+    acc
+}
+
+/// Filter `j`'s four sums as stored: times its scale (integers), plus its bias.
+fn epilogue(
+    kb: &mut KernelBuilder,
+    sum: &ColumnSum,
+    bias: Option<Value>,
+    j: usize,
+    a: Value,
+) -> Value {
+    let a = match sum {
+        ColumnSum::Integers(plan) => {
+            let s = kb.fconst(plan.out_scales[j % plan.out_scales.len()]);
+            let sv = kb.b.ins().splat(F32X4, s);
+            kb.b.ins().fmul(a, sv)
+        }
+        ColumnSum::Exact | ColumnSum::Fma => a,
+    };
+    match bias {
+        Some(t) => {
+            let bv = kb.load(F32, t, (j * 4) as i64);
+            let bs = kb.b.ins().splat(F32X4, bv);
+            kb.b.ins().fadd(a, bs)
+        }
+        None => a,
+    }
+}
+
+/// Copies image `src` into `ws` as the kernel reads it ([`ColumnConv::read_layout`]):
+/// inside its padding (zeros), in column phases, as the integers of its scale with
+/// [`ColumnSum::Integers`].
+fn stage(kb: &mut KernelBuilder, plan: &ColumnConv, src: Value, ws: Value) {
+    let (_, c, h, w) = plan.image;
+    let (phases, rows, cols) = plan.read_layout();
+    let (top, left, _, _) = plan.pads;
+    let len = c * phases * rows * cols;
+    if (phases, rows, cols) != (1, h, w) {
+        let zero = kb.fconst(0.0);
+        let zv = kb.b.ins().splat(F32X4, zero);
+        kb.for_range(len / 4, |kb, i| {
+            let at = kb.addr(ws, i, 16, 0);
+            kb.store(zv, at, 0);
+        });
+        for i in len / 4 * 4..len {
+            kb.store(zero, ws, (i * 4) as i64);
+        }
+    }
+    let a_scale = match &plan.sum {
+        ColumnSum::Integers(p) if p.a_scale != 1.0 => Some(p.a_scale),
+        _ => None,
+    };
+    // x / s rounded to the nearest integer (x being one, times s, rounded once).
+    let integer = |kb: &mut KernelBuilder, v: Value, ty| -> Value {
+        let Some(s) = a_scale else { return v };
+        let (s, magic) = (kb.fconst(s), kb.fconst(12_582_912.0));
+        let (s, magic) = if ty == F32X4 {
+            (kb.b.ins().splat(F32X4, s), kb.b.ins().splat(F32X4, magic))
+        } else {
+            (s, magic)
+        };
+        let q = kb.b.ins().fdiv(v, s);
+        let shifted = kb.b.ins().fadd(q, magic);
+        kb.b.ins().fsub(shifted, magic)
+    };
+    let sx = plan.strides.1;
+    kb.for_range(c, |kb, ch| {
+        let from_plane = kb.addr(src, ch, (h * w * 4) as i64, 0);
+        let to_plane = kb.addr(ws, ch, (phases * rows * cols * 4) as i64, 0);
+        kb.for_range(h, |kb, y| {
+            let from = kb.addr(from_plane, y, (w * 4) as i64, 0);
+            // Input column x is padded column x + left: column (x + left) / sx of phase
+            // (x + left) % sx. Per phase, its columns are every sx-th input column.
+            for phase in 0..sx {
+                let x0 = (phase + sx - left % sx) % sx;
+                if x0 >= w {
+                    continue;
+                }
+                let count = (w - x0).div_ceil(sx);
+                let row = ((phase * rows + top) * cols + (x0 + left) / sx) * 4;
+                let to = kb.addr(to_plane, y, (cols * 4) as i64, row as i64);
+                let from = kb.add_imm(from, (x0 * 4) as i64);
+                let vectors = if sx == 1 { count / 4 } else { 0 };
+                kb.for_range(vectors, |kb, i| {
+                    let at = kb.addr(from, i, 16, 0);
+                    let v = kb.load(F32X4, at, 0);
+                    let v = integer(kb, v, F32X4);
+                    let at = kb.addr(to, i, 16, 0);
+                    kb.store(v, at, 0);
+                });
+                let rest = count - vectors * 4;
+                kb.for_range(rest, |kb, i| {
+                    let i = kb.add_imm(i, (vectors * 4) as i64);
+                    let at = kb.addr(from, i, (sx * 4) as i64, 0);
+                    let v = kb.load(F32, at, 0);
+                    let v = integer(kb, v, F32);
+                    kb.store_at(v, to, i);
+                });
+            }
+        });
+    });
+}
