@@ -104,6 +104,18 @@ pub(crate) fn threshold(
             float_t.push(if desc { -(t as f32) } else { t as f32 });
         }
     }
+    let inner: usize = x.shape.get(axis + 1..).map_or(1, |s| s.iter().product());
+    if (out.storage, x.storage, axis) == (Storage::F32, Storage::F32, 1) && inner >= 4 {
+        let image = ImageThresholds {
+            signs: &signs,
+            thresholds: &float_t,
+            n,
+            scale: attrs.out_scale,
+            bias: attrs.out_bias,
+        };
+        image.emit(kb, x, out.ptr, inner);
+        return Ok(());
+    }
     let signs_ptr = kb.table_i32(&signs);
     let vectors =
         (n >= VECTOR_THRESHOLDS).then(|| VectorThresholds::new(kb, n, &int_t, &float_t, integer));
@@ -205,6 +217,86 @@ pub(crate) fn threshold(
         });
     }
     Ok(())
+}
+
+/// A threshold of f32 images to f32 (channels on axis 1, at least four elements each):
+/// four of a channel's elements to a vector, each threshold one compare, the count the sum
+/// of the masks, scaled and biased per lane as the scalar kernel does.
+struct ImageThresholds<'a> {
+    /// Per channel: 1, or -1 for a descending one.
+    signs: &'a [i32],
+    /// Per channel, its `n` thresholds (negated for a descending channel).
+    thresholds: &'a [f32],
+    n: usize,
+    scale: f32,
+    bias: f32,
+}
+
+impl ImageThresholds<'_> {
+    fn emit(&self, kb: &mut KernelBuilder, x: &Operand, dst: Value, inner: usize) {
+        use cranelift_codegen::ir::types::{F32X4, I32X4};
+        /// Up to this many thresholds a channel's compares are unrolled.
+        const UNROLLED: usize = 16;
+        let channels = x.shape[1];
+        let outer = x.shape[0];
+        let n = self.n;
+        let splat = |v: &[f32]| -> Vec<f32> { v.iter().flat_map(|&t| [t; 4]).collect() };
+        let signs: Vec<f32> = self.signs.iter().map(|&s| s as f32).collect();
+        let (signs, thresholds) = (
+            kb.table_f32(&splat(&signs)),
+            kb.table_f32(&splat(self.thresholds)),
+        );
+        let src = x.f32_ptr(kb);
+        let blocks = inner.div_ceil(4);
+        kb.for_range(outer * channels, |kb, row| {
+            let c = if outer == 1 {
+                row
+            } else {
+                kb.b.ins().urem_imm_s(row, channels as i64)
+            };
+            let sign = kb.addr(signs, c, 16, 0);
+            let sign = kb.load_aligned(F32X4, sign, 0);
+            let t_row = kb.addr(thresholds, c, (n * 16) as i64, 0);
+            let from = kb.addr(src, row, (inner * 4) as i64, 0);
+            let to = kb.addr(dst, row, (inner * 4) as i64, 0);
+            kb.for_range(blocks, |kb, b| {
+                // The last block overlaps the one before when 4 does not divide the row.
+                let start = kb.b.ins().imul_imm_s(b, 4);
+                let last = kb.iconst((inner - 4) as i64);
+                let i = kb.b.ins().umin(start, last);
+                let at = kb.addr(from, i, 4, 0);
+                let v = kb.load(F32X4, at, 0);
+                let v = kb.b.ins().fmul(v, sign);
+                let zero = kb.iconst32(0);
+                let zero = kb.b.ins().splat(I32X4, zero);
+                // Reached lanes are all ones: -1 each.
+                let reached = |kb: &mut KernelBuilder, t: Value, minus: Value| {
+                    let tv = kb.addr(t_row, t, 16, 0);
+                    let tv = kb.load_aligned(F32X4, tv, 0);
+                    let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
+                    kb.b.ins().iadd(minus, on)
+                };
+                let minus = if n <= UNROLLED {
+                    (0..n).fold(zero, |minus, t| {
+                        let t = kb.iconst(t as i64);
+                        reached(kb, t, minus)
+                    })
+                } else {
+                    kb.fold_range(n, vec![zero], |kb, t, m| vec![reached(kb, t, m[0])])[0]
+                };
+                let count = kb.b.ins().ineg(minus);
+                let cf = kb.b.ins().fcvt_from_sint(F32X4, count);
+                let s = kb.fconst(self.scale);
+                let s = kb.b.ins().splat(F32X4, s);
+                let bias = kb.fconst(self.bias);
+                let bias = kb.b.ins().splat(F32X4, bias);
+                let scaled = kb.b.ins().fmul(s, cf);
+                let value = kb.b.ins().fadd(scaled, bias);
+                let at = kb.addr(to, i, 4, 0);
+                kb.store(value, at, 0);
+            });
+        });
+    }
 }
 
 /// The integers a threshold's counts give in its output type, `a * count + b`, if they are
