@@ -811,8 +811,8 @@ fn a_batch_split_over_threads_gives_the_same_outputs() {
     assert!(m.run_parallel(&input, &mut short, 4).is_err());
 }
 
-/// The LLVM kernels take grouped and depthwise XNOR and bit-serial convolutions (fused and
-/// unpadded ones, as every kernel they take): the native filetests run these graphs through
+/// The LLVM kernels take grouped and depthwise XNOR and bit-serial convolutions (XNOR ones
+/// fused or not, padded or not; bit-serial ones fused and unpadded): the native filetests run these graphs through
 /// both code generators against the interpreter; this checks that the grouped steps are the
 /// LLVM kernels' rather than left to Cranelift.
 #[cfg(feature = "llvm")]
@@ -844,8 +844,9 @@ fn llvm_kernels_take_grouped_convolutions() {
     }
     // (filetest, groups of the XNOR kernels taken, of the bit-serial ones)
     let cases: [(&str, &[usize], &[usize]); 2] = [
-        // The unpadded depthwise layer (its threshold and pool fused).
-        ("depthwise_xnor_conv.bnn", &[16], &[]),
+        // Every layer: the padded depthwise one (its threshold fused), the unpadded one (its
+        // threshold and pool fused) and the pointwise one (its sums).
+        ("depthwise_xnor_conv.bnn", &[16, 16, 1], &[]),
         // The unpadded 1x1 layer in two groups (its multi-threshold fused).
         ("grouped_bitserial_conv.bnn", &[], &[2]),
     ];

@@ -34,7 +34,7 @@ pub use options::Options;
 pub use peak::peak_object;
 pub use provider::{
     CraneliftOnly, Int16ConvKernel, KernelLevels, KernelPool, KernelProvider, PlaneConvKernel,
-    XnorConvKernel,
+    XnorConvKernel, XnorOutput,
 };
 pub use target::{is_host, parse_target, Cpu};
 pub use target_lexicon::{Architecture, Triple};

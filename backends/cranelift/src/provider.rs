@@ -3,15 +3,14 @@
 //! their shapes, weights and output stages) and the trait that takes or declines each. It
 //! sits below the schedule and the kernels, which build these descriptions.
 
-/// A fused XNOR convolution and threshold (2-D, any group, no padding; a 1-D one of one
-/// group is offered as the 2-D one of height 1, whose taps and pixels lie in the same
-/// order), for a kernel provider outside Cranelift. The kernel is
-/// `void symbol(const uint64_t *x, uint64_t *out)`:
-/// `x` the input's packed bits (`batch` images of `h * w` pixels of `words(c)` words,
-/// channels-last), `out` the output's (`batch * oh * ow` pixels of `words(m)` words), bit
-/// `j` of a pixel set where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero. With
-/// `groups > 1`, filter `j` sums over its group's `c / groups` channels only
-/// ([`crate::GroupWords`] says which words of a pixel hold them).
+/// An XNOR convolution (2-D, any group; a 1-D one of one group is offered as the 2-D one of
+/// height 1, whose taps and pixels lie in the same order) and what it writes
+/// ([`XnorOutput`]), for a kernel provider outside Cranelift. The kernel is
+/// `void symbol(const uint64_t *x, void *out)`: `x` the input's packed bits (`batch` images
+/// of `h * w` pixels of `words(c)` words, channels-last). With `groups > 1`, filter `j`
+/// sums over its group's `c / groups` channels only ([`crate::GroupWords`] says which words
+/// of a pixel hold them). Taps in the padding contribute 0: a window's dot product is over
+/// the taps inside the image.
 #[derive(Clone, Debug)]
 pub struct XnorConvKernel {
     pub symbol: String,
@@ -28,10 +27,22 @@ pub struct XnorConvKernel {
     /// The filters' packed words, `(M, taps, words(C / groups))` ([`bnnc_ir::packing`]):
     /// each filter's run holds its group's channels from bit 0.
     pub weights: Vec<u64>,
-    pub sign: Vec<i64>,
-    pub bound: Vec<i64>,
+    /// Zero padding `(top, left)` (the bottom and right follow from `output`).
+    pub pads: (usize, usize),
+    pub writes: XnorOutput,
     /// A MaxPool on the kernel's bits, when the kernel runs one.
     pub pool: Option<KernelPool>,
+}
+
+/// What an XNOR kernel writes to `out`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XnorOutput {
+    /// Packed bits: `batch * oh * ow` pixels of `words(m)` words, bit `j` of a pixel set
+    /// where `sign[j] * dot_j >= bound[j]`, the bits past `m` zero.
+    Bits { sign: Vec<i64>, bound: Vec<i64> },
+    /// The dot products as `i32`, `(batch, m, oh, ow)` row-major: an unfused layer's
+    /// accumulators.
+    Sums,
 }
 
 /// A MaxPool an XNOR kernel runs on its output bits: the bits of computed pixel `(y, x)` are

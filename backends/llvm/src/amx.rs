@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 
-use bnnc_cranelift::{KernelLevels, KernelPool, PlaneConvKernel, XnorConvKernel};
+use bnnc_cranelift::{KernelLevels, KernelPool, PlaneConvKernel, XnorConvKernel, XnorOutput};
 use bnnc_runtime::packing::words;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Linkage;
@@ -127,13 +127,17 @@ impl<'k> TileLayer<'k> {
         })
     }
 
-    /// An XNOR convolution, or `None` for a grouped one or one whose pool takes a partial
-    /// window (which the XNOR kernel ORs in, and the tiles' bands do not compute).
+    /// An XNOR convolution writing bits, or `None` for a grouped or padded one, or one whose
+    /// pool takes a partial window (which the XNOR kernel ORs in, and the tiles' bands do
+    /// not compute).
     pub fn of_xnor(k: &'k XnorConvKernel) -> Option<TileLayer<'k>> {
         let whole_windows = k
             .pool
             .is_none_or(|p| (p.pooled.0 * p.window.0, p.pooled.1 * p.window.1) == k.output);
-        (k.groups == 1 && whole_windows).then(|| TileLayer {
+        let XnorOutput::Bits { sign, bound } = &k.writes else {
+            return None;
+        };
+        (k.groups == 1 && whole_windows && k.pads == (0, 0)).then(|| TileLayer {
             symbol: &k.symbol,
             input: k.input,
             filters: k.filters,
@@ -143,8 +147,8 @@ impl<'k> TileLayer<'k> {
             pool: k.pool,
             // A bit is one threshold reached: levels 0 and 1 in one plane.
             levels: Cow::Owned(KernelLevels {
-                sign: k.sign.clone(),
-                bounds: k.bound.clone(),
+                sign: sign.clone(),
+                bounds: bound.clone(),
                 thresholds: 1,
                 alpha: 1,
                 beta: 0,

@@ -5,8 +5,8 @@ use inkwell::values::IntValue;
 
 use crate::emitter::{Built, KernelEmitter};
 
-/// A convolution's window over input planes of `image` = `(h, w)` pixels, without padding
-/// (the kernels here are offered only unpadded convolutions).
+/// A convolution's window over input planes of `image` = `(h, w)` pixels (padding, where a
+/// kernel takes it, is [`Window::tap_padded`]'s).
 pub(crate) struct Window {
     pub image: (usize, usize),
     pub strides: (usize, usize),
@@ -47,5 +47,39 @@ impl Window {
         let x0 = b.build_int_mul(ox, e.i64(self.strides.1 as i64), "")?;
         let ix = b.build_int_add(x0, e.i64((kx * self.dilations.1) as i64), "ix")?;
         e.pixel_index(plane, (iy, ix), self.image)
+    }
+
+    /// [`Window::tap`] of an image padded by `(top, left)`: the pixel, and whether the tap
+    /// lies inside the image (an `i1`). A tap in the padding reads pixel `(0, 0)` of the
+    /// plane, in bounds, which the caller counts as nothing.
+    pub fn tap_padded<'ctx>(
+        &self,
+        e: &KernelEmitter<'ctx, '_>,
+        plane: IntValue<'ctx>,
+        (oy, ox): (IntValue<'ctx>, IntValue<'ctx>),
+        (ky, kx): (usize, usize),
+        (top, left): (usize, usize),
+    ) -> Built<(IntValue<'ctx>, IntValue<'ctx>)> {
+        let b = &e.builder;
+        let coordinate = |o: IntValue<'ctx>, stride: usize, offset: i64, extent: usize| {
+            let scaled = b.build_int_mul(o, e.i64(stride as i64), "")?;
+            let c = b.build_int_add(scaled, e.i64(offset), "")?;
+            // Negative coordinates wrap to huge unsigned ones: one compare for both sides.
+            let inside = b.build_int_compare(
+                inkwell::IntPredicate::ULT,
+                c,
+                e.i64(extent as i64),
+                "inside",
+            )?;
+            Ok::<_, inkwell::builder::BuilderError>((c, inside))
+        };
+        let dy = (ky * self.dilations.0) as i64 - top as i64;
+        let dx = (kx * self.dilations.1) as i64 - left as i64;
+        let (iy, in_y) = coordinate(oy, self.strides.0, dy, self.image.0)?;
+        let (ix, in_x) = coordinate(ox, self.strides.1, dx, self.image.1)?;
+        let inside = b.build_and(in_y, in_x, "inside")?;
+        let iy = b.build_select(inside, iy, e.i64(0), "")?.into_int_value();
+        let ix = b.build_select(inside, ix, e.i64(0), "")?.into_int_value();
+        Ok((e.pixel_index(plane, (iy, ix), self.image)?, inside))
     }
 }

@@ -64,6 +64,19 @@ pub(crate) fn emit_object(
     e.dump_clif = spec.dump_clif.map(str::to_string);
     // Steps another code generator takes: their functions call its kernels.
     for (i, step) in schedule.steps.iter().enumerate() {
+        // An unfused XNOR layer: its sums.
+        if let StepKind::Node(n) = step.kind {
+            let node = graph.node(n);
+            if matches!(node.op, Op::XnorConv(_) | Op::XnorMatMul) {
+                let symbol = format!("{}_kernel{i}", spec.name);
+                let acc = crate::stage::OutputStage::Acc;
+                if let Some(kernel) = xnor::conv_kernel(graph, node, &acc, None, symbol)? {
+                    if provider.xnor_conv(&kernel) {
+                        e.external.insert(i, kernel.symbol);
+                    }
+                }
+            }
+        }
         if let StepKind::Fused {
             linear,
             threshold,
@@ -239,7 +252,7 @@ impl Emitter {
                 .collect();
             match &step.kind {
                 StepKind::Convert => convert::convert(kb, &operands[0], &results[0]),
-                StepKind::Fused { .. } if external.is_some() => {
+                StepKind::Fused { .. } | StepKind::Node(_) if external.is_some() => {
                     let symbol = external.as_deref().expect("checked");
                     kb.call_c_void(symbol, &[I64, I64], &[operands[0].ptr, results[0].ptr]);
                     Ok(())

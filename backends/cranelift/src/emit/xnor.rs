@@ -29,11 +29,11 @@ const MAX_VECTOR_WORDS: usize = 2047;
 /// Output channels a matrix product computes together (scalar registers).
 const MATMUL_BLOCK: usize = 4;
 
-/// The fused XNOR convolution of `node` and its output `stage` (the schedule's, bits) as a
-/// kernel for another code generator, if it is one such kernels cover (2-D with any group,
-/// or 1-D with one group; no padding; 3-D ones run on this crate's kernel). An XNOR matrix product is
-/// offered as the 1x1 convolution it is (see [`matmul_as_conv`]). With `pool`, the kernel
-/// pools its bits too.
+/// The XNOR convolution of `node` and its output `stage` (a fused step's bits, or an unfused
+/// one's sums) as a kernel for another code generator, if it is one such kernels cover
+/// (2-D with any group, or 1-D with one group, padded or not; 3-D ones run on this crate's
+/// kernel). An XNOR matrix product is offered as the 1x1 convolution it is (see
+/// [`matmul_as_conv`]). With `pool`, the kernel pools its bits too.
 pub(crate) fn conv_kernel(
     graph: &Graph,
     node: &Node,
@@ -53,48 +53,56 @@ pub(crate) fn conv_kernel(
     // The weights are packed as the kernels read them: (M, taps, words), one tap for a
     // matrix product.
     let weights = packed_words(data);
-    let (input, filters, output, strides, dilations, groups) = match (&node.op, &x[..], &w[..]) {
-        (Op::XnorMatMul, &[rows, k], &[m, _]) => {
-            ((rows, k, 1, 1), (m, 1, 1), (1, 1), (1, 1), (1, 1), 1)
-        }
-        // A 1-D convolution is the 2-D one of height 1: the same taps in the same order, and
-        // integer sums besides.
-        (Op::XnorConv(attrs), &[batch, c, wd], &[m, kw, _]) => {
-            let &[_, _, ow] = &out[..] else {
-                return Ok(None);
-            };
-            if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
-                return Ok(None);
-            }
-            (
-                (batch, c, 1, wd),
-                (m, 1, kw),
-                (1, ow),
-                (1, attrs.strides[0]),
-                (1, attrs.dilations[0]),
+    let (input, filters, output, strides, dilations, groups, pads) =
+        match (&node.op, &x[..], &w[..]) {
+            (Op::XnorMatMul, &[rows, k], &[m, _]) => (
+                (rows, k, 1, 1),
+                (m, 1, 1),
+                (1, 1),
+                (1, 1),
+                (1, 1),
                 1,
-            )
-        }
-        (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, kh, kw, _]) => {
-            let &[_, _, oh, ow] = &out[..] else {
-                return Ok(None);
-            };
-            if attrs.pads.iter().any(|&p| p != 0) {
-                return Ok(None);
+                (0, 0),
+            ),
+            // A 1-D convolution is the 2-D one of height 1: the same taps in the same order,
+            // and integer sums besides.
+            (Op::XnorConv(attrs), &[batch, c, wd], &[m, kw, _]) => {
+                let &[_, _, ow] = &out[..] else {
+                    return Ok(None);
+                };
+                if attrs.group != 1 {
+                    return Ok(None);
+                }
+                (
+                    (batch, c, 1, wd),
+                    (m, 1, kw),
+                    (1, ow),
+                    (1, attrs.strides[0]),
+                    (1, attrs.dilations[0]),
+                    1,
+                    (0, attrs.pads[0]),
+                )
             }
-            (
-                (batch, c, h, wd),
-                (m, kh, kw),
-                (oh, ow),
-                (attrs.strides[0], attrs.strides[1]),
-                (attrs.dilations[0], attrs.dilations[1]),
-                attrs.group.max(1),
-            )
-        }
+            (Op::XnorConv(attrs), &[batch, c, h, wd], &[m, kh, kw, _]) => {
+                let &[_, _, oh, ow] = &out[..] else {
+                    return Ok(None);
+                };
+                (
+                    (batch, c, h, wd),
+                    (m, kh, kw),
+                    (oh, ow),
+                    (attrs.strides[0], attrs.strides[1]),
+                    (attrs.dilations[0], attrs.dilations[1]),
+                    attrs.group.max(1),
+                    (attrs.pads[0], attrs.pads[1]),
+                )
+            }
+            _ => return Ok(None),
+        };
+    let writes = match stage.clone() {
+        OutputStage::Bits { sign, bound } => crate::XnorOutput::Bits { sign, bound },
+        OutputStage::Acc if pool.is_none() => crate::XnorOutput::Sums,
         _ => return Ok(None),
-    };
-    let OutputStage::Bits { sign, bound } = stage.clone() else {
-        return Ok(None);
     };
     // Pooled, it computes the positions the pooled pixels gather.
     let (output, pool) = match pool {
@@ -116,8 +124,8 @@ pub(crate) fn conv_kernel(
         dilations,
         groups,
         weights,
-        sign,
-        bound,
+        pads,
+        writes,
         pool,
     }))
 }
