@@ -811,10 +811,10 @@ fn a_batch_split_over_threads_gives_the_same_outputs() {
     assert!(m.run_parallel(&input, &mut short, 4).is_err());
 }
 
-/// The LLVM kernels take grouped and depthwise XNOR and bit-serial convolutions (XNOR ones
-/// fused or not, padded or not; bit-serial ones fused and unpadded): the native filetests run these graphs through
-/// both code generators against the interpreter; this checks that the grouped steps are the
-/// LLVM kernels' rather than left to Cranelift.
+/// The LLVM kernels take grouped and depthwise XNOR and bit-serial convolutions, padded or
+/// not (XNOR ones fused or not, bit-serial ones fused): the native filetests run these
+/// graphs through both code generators against the interpreter; this checks that the
+/// grouped steps are the LLVM kernels' rather than left to Cranelift.
 #[cfg(feature = "llvm")]
 #[test]
 fn llvm_kernels_take_grouped_convolutions() {
@@ -847,8 +847,9 @@ fn llvm_kernels_take_grouped_convolutions() {
         // Every layer: the padded depthwise one (its threshold fused), the unpadded one (its
         // threshold and pool fused) and the pointwise one (its sums).
         ("depthwise_xnor_conv.bnn", &[16, 16, 1], &[]),
-        // The unpadded 1x1 layer in two groups (its multi-threshold fused).
-        ("grouped_bitserial_conv.bnn", &[], &[2]),
+        // Both layers, their multi-thresholds fused: the padded depthwise one and the 1x1
+        // one in two groups.
+        ("grouped_bitserial_conv.bnn", &[], &[72, 2]),
     ];
     for (file, xnor, planes) in cases {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -54,7 +54,7 @@ pub struct KernelPool {
     pub pooled: (usize, usize),
 }
 
-/// A fused bit-serial convolution and multi-threshold (2-D, any group, no padding; a 1-D one
+/// A fused bit-serial convolution and multi-threshold (2-D, any group, padded or not; a 1-D one
 /// of one group is offered as the 2-D one of height 1), for a kernel provider outside
 /// Cranelift. The kernel is `void symbol(const uint64_t *x, uint64_t *out)`: `x` the
 /// input's bit planes (`batch` images of `h * w` pixels, each the
@@ -86,6 +86,9 @@ pub struct PlaneConvKernel {
     pub dilations: (usize, usize),
     /// Groups of channels (1: every filter reads every channel).
     pub groups: usize,
+    /// Zero padding `(top, left)` (the bottom and right follow from `output`): a tap in it
+    /// reads the activation 0, every plane's bits clear.
+    pub pads: (usize, usize),
     /// The filters' planes, `[filter][tap][word][plane]`, `words(c / groups)` words: each
     /// filter's run holds its group's channels from bit 0.
     pub weights: Vec<u64>,

@@ -107,9 +107,9 @@ pub(crate) struct TileLayer<'k> {
 }
 
 impl<'k> TileLayer<'k> {
-    /// A bit-serial convolution, or `None` for a grouped one.
+    /// A bit-serial convolution, or `None` for a grouped or padded one.
     pub fn of_planes(k: &'k PlaneConvKernel) -> Option<TileLayer<'k>> {
-        (k.groups == 1).then(|| TileLayer {
+        (k.groups == 1 && k.pads == (0, 0)).then(|| TileLayer {
             symbol: &k.symbol,
             input: k.input,
             filters: k.filters,

@@ -2,11 +2,12 @@
 //! a loop over blocks of eight filters, one per 64-bit lane; per block, every tap's
 //! activation planes (splat) against the filters' planes, `vpopcntq` of each pair's AND
 //! added into one accumulator per pair weight; the thresholds reached (by the largest value
-//! over the pool's window), and their levels stored as planes (`levels.rs`).
+//! over the pool's window), and their levels stored as planes (`levels.rs`). A tap in the
+//! padding reads the activation 0: words of clear bits.
 
 use bnnc_cranelift::{GroupWords, PlaneConvKernel};
 use bnnc_runtime::packing::words;
-use inkwell::values::VectorValue;
+use inkwell::values::{IntValue, VectorValue};
 
 use crate::emitter::{filters_in_lanes, Built, KernelEmitter, LANES};
 use crate::window::Window;
@@ -67,6 +68,15 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             None => ((1, 1), k.output),
         };
         let out_planes = k.levels.planes;
+        let padded = k.pads != (0, 0);
+        // Activation word `at`, or clear bits for a tap in the padding.
+        let activation = |at: IntValue<'ctx>, inside: Option<IntValue<'ctx>>| {
+            let a = self.load_i64(x, at)?;
+            match inside {
+                Some(inside) => Ok(b.build_select(inside, a, self.i64(0), "")?.into_int_value()),
+                None => Ok(a),
+            }
+        };
         self.counted(function, batch, &mut |n| {
             self.counted(function, out_h, &mut |py| {
                 self.counted(function, out_w, &mut |px| {
@@ -92,18 +102,31 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                 self.i64(wx as i64),
                                 "ox",
                             )?;
+                            // Each tap's first word, and whether it lies inside the image.
                             let mut firsts = Vec::with_capacity(taps);
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let pixel = window.tap(self, n, (oy, ox), (ky, kx))?;
+                                    let (pixel, inside) = if padded {
+                                        let (pixel, inside) = window.tap_padded(
+                                            self,
+                                            n,
+                                            (oy, ox),
+                                            (ky, kx),
+                                            k.pads,
+                                        )?;
+                                        (pixel, Some(inside))
+                                    } else {
+                                        (window.tap(self, n, (oy, ox), (ky, kx))?, None)
+                                    };
                                     let pixel_words = self.i64((pa * nw) as i64);
-                                    firsts.push(b.build_int_mul(pixel, pixel_words, "")?);
+                                    let first = b.build_int_mul(pixel, pixel_words, "")?;
+                                    firsts.push((first, inside));
                                 }
                             }
                             // With bipolar weights, sum_p place_p * popcount(A_p).
                             let total = if k.bipolar_weights {
                                 let mut total = self.i64(0);
-                                for &first in &firsts {
+                                for &(first, inside) in &firsts {
                                     for (p, &place) in k.a_places.iter().enumerate() {
                                         for word in 0..nw {
                                             let at = b.build_int_add(
@@ -111,7 +134,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                                 self.i64((p * nw + word) as i64),
                                                 "",
                                             )?;
-                                            let a = self.load_i64(x, at)?;
+                                            let a = activation(at, inside)?;
                                             let cnt = self.popcount(a)?.into_int_value();
                                             let wc = b.build_int_mul(cnt, self.i64(place), "")?;
                                             total = b.build_int_add(total, wc, "total")?;
@@ -136,7 +159,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                         let mut best: Option<VectorValue<'ctx>> = None;
                         for (tap_firsts, total) in &windows {
                             let mut acc = vec![self.v8().const_zero(); weights.len()];
-                            for (tap, &first) in tap_firsts.iter().enumerate() {
+                            for (tap, &(first, inside)) in tap_firsts.iter().enumerate() {
                                 let first = b.build_int_add(first, fw, "run")?;
                                 for word in 0..read {
                                     let mut a = Vec::with_capacity(pa);
@@ -146,7 +169,7 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                                             self.i64((p * nw + word) as i64),
                                             "",
                                         )?;
-                                        a.push(self.splat(self.load_i64(x, at)?, LANES)?);
+                                        a.push(self.splat(activation(at, inside)?, LANES)?);
                                     }
                                     for q in 0..pw {
                                         let i = (tap * read + word) * pw + q;

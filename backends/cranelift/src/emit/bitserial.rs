@@ -904,8 +904,8 @@ fn pack_grouped_weights(
 }
 
 /// The fused bit-serial layer of `node` as a kernel for another code generator, if it is
-/// one such kernels cover (1-D or 2-D, no padding; a threshold stage, not sums; 3-D ones run
-/// on this crate's kernel). A matrix product is
+/// one such kernels cover (1-D or 2-D, padded or not; a threshold stage, not sums; 3-D ones
+/// run on this crate's kernel). A matrix product is
 /// offered as the 1x1 convolution it is.
 pub(crate) fn plane_kernel(
     graph: &Graph,
@@ -939,7 +939,7 @@ pub(crate) fn plane_kernel(
         w: (pw, signed_w),
         bipolar_w,
     };
-    let (input, filters, output, strides, dilations, groups, weights) =
+    let (input, filters, output, strides, dilations, groups, weights, pads) =
         match (&node.op, &x[..], &w[..]) {
             (Op::BitSerialMatMul { .. }, &[rows, k], &[_, n]) => {
                 let filters: Vec<f32> = (0..n * k).map(|i| w_data[(i % k) * n + i / k]).collect();
@@ -952,13 +952,14 @@ pub(crate) fn plane_kernel(
                     (1, 1),
                     1,
                     weights,
+                    (0, 0),
                 )
             }
             // A 1-D convolution of one group is the 2-D one of height 1: the same taps in the
             // same order, and integer sums besides.
             (Op::BitSerialConv { attrs, .. }, &[batch, c, wd], &[m, _, kw]) => {
                 let out = shape(node.outputs[0]);
-                if attrs.group != 1 || attrs.pads.iter().any(|&p| p != 0) {
+                if attrs.group != 1 {
                     return Ok(None);
                 }
                 let weights = pack_weights(&planes, &w_data, (m, c, kw));
@@ -970,13 +971,11 @@ pub(crate) fn plane_kernel(
                     (1, attrs.dilations[0]),
                     1,
                     weights,
+                    (0, attrs.pads[0]),
                 )
             }
             (Op::BitSerialConv { attrs, .. }, &[batch, c, h, wd], &[m, cg, kh, kw]) => {
                 let out = shape(node.outputs[0]);
-                if attrs.pads.iter().any(|&p| p != 0) {
-                    return Ok(None);
-                }
                 let groups = attrs.group.max(1);
                 if groups > 1 && planes.bipolar_w {
                     // As `conv` runs them: signed 2-bit integers.
@@ -992,6 +991,7 @@ pub(crate) fn plane_kernel(
                     (attrs.dilations[0], attrs.dilations[1]),
                     groups,
                     weights,
+                    (attrs.pads[0], attrs.pads[1]),
                 )
             }
             _ => return Ok(None),
@@ -1011,6 +1011,7 @@ pub(crate) fn plane_kernel(
         strides,
         dilations,
         groups,
+        pads,
         weights,
         levels: levels.kernel(),
         pool: pool.map(|p| crate::KernelPool {
