@@ -18,6 +18,8 @@ use crate::emit::KernelBuilder;
 const FILTERS: usize = 8;
 /// Up to this many terms a window's loop is unrolled whole; beyond, it loops over channels.
 const UNROLLED_TERMS: usize = 64;
+/// Up to this many blocks of filters (all groups') the blocks are unrolled.
+const UNROLLED_BLOCKS: usize = 16;
 
 /// Where a column convolution reads and writes.
 pub(super) struct ColumnIo {
@@ -69,6 +71,66 @@ pub(super) fn conv(kb: &mut KernelBuilder, plan: &ColumnConv, weights: &[f32], i
         .collect();
     let channel_bytes = (phases * rows * cols * 4) as i64;
     let column_blocks = ow.div_ceil(4);
+    let sum = &plan.sum;
+    let fma = *sum == ColumnSum::Fma;
+    // Each output channel's scale (integers), as a table: channels are run-time values.
+    let scales = match sum {
+        ColumnSum::Integers(p) => {
+            let per_channel: Vec<f32> = (0..m)
+                .map(|j| p.out_scales[j % p.out_scales.len()])
+                .collect();
+            Some(kb.table_f32(&per_channel))
+        }
+        ColumnSum::Exact | ColumnSum::Fma => None,
+    };
+    // Block `blk` (of `blocks` per group) of `count` filters in group `g` of image `n`.
+    let block = |kb: &mut KernelBuilder,
+                 (image, out_image): (Value, Value),
+                 g: Value,
+                 blk: Value,
+                 count: usize| {
+        let group_image = kb.addr(image, g, cg as i64 * channel_bytes, 0);
+        let gb = kb.addr(blk, g, blocks as i64, 0);
+        let block_weights = kb.addr(table, gb, (cg * taps * FILTERS * 16) as i64, 0);
+        // The block's first output channel, `g * mg + blk * FILTERS`.
+        let in_group = kb.mul_imm(blk, FILTERS as i64);
+        let first = kb.addr(in_group, g, mg as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let in_row = kb.addr(group_image, oy, (sy * cols * 4) as i64, 0);
+            let out_row = kb.addr(out_image, oy, (ow * 4) as i64, 0);
+            kb.for_range(column_blocks, |kb, b| {
+                // The last block overlaps the one before when 4 does not divide the width:
+                // its columns are computed again, the same way.
+                let start = kb.b.ins().imul_imm_s(b, 4);
+                let last = kb.iconst((ow - 4) as i64);
+                let ox = kb.b.ins().umin(start, last);
+                let at = kb.addr(in_row, ox, 4, 0);
+                let zero = kb.fconst(0.0);
+                let zv = kb.b.ins().splat(F32X4, zero);
+                let init = vec![zv; count];
+                let channel = |kb: &mut KernelBuilder, ch: Value, acc: Vec<Value>| {
+                    let x_at = kb.addr(at, ch, channel_bytes, 0);
+                    let w_at = kb.addr(block_weights, ch, (taps * FILTERS * 16) as i64, 0);
+                    window_terms(kb, fma, (x_at, w_at), &tap_offsets, acc)
+                };
+                let acc = if k <= UNROLLED_TERMS {
+                    (0..cg).fold(init, |acc, ch| {
+                        let ch = kb.iconst(ch as i64);
+                        channel(kb, ch, acc)
+                    })
+                } else {
+                    kb.fold_range(cg, init, channel)
+                };
+                let at_out = kb.addr(out_row, ox, 4, 0);
+                for (f, a) in acc.into_iter().enumerate() {
+                    let j = kb.add_imm(first, f as i64);
+                    let a = epilogue(kb, (scales, io.bias), j, a);
+                    let at = kb.addr(at_out, j, (oh * ow * 4) as i64, 0);
+                    kb.store(a, at, 0);
+                }
+            });
+        });
+    };
     kb.for_range(batch, |kb, n| {
         let given = kb.addr(io.src, n, (c * h * w * 4) as i64, 0);
         let image = match io.workspace {
@@ -79,51 +141,37 @@ pub(super) fn conv(kb: &mut KernelBuilder, plan: &ColumnConv, weights: &[f32], i
             None => given,
         };
         let out_image = kb.addr(io.dst, n, (m * oh * ow * 4) as i64, 0);
-        for g in 0..plan.groups {
-            let group_image = kb.add_imm(image, (g * cg) as i64 * channel_bytes);
-            for blk in 0..blocks {
-                let first = g * mg + blk * FILTERS;
-                let filters = first..(first + FILTERS).min((g + 1) * mg);
-                let block_weights = ((g * blocks + blk) * cg * taps * FILTERS * 16) as i64;
-                kb.for_range(oh, |kb, oy| {
-                    let in_row = kb.addr(group_image, oy, (sy * cols * 4) as i64, 0);
-                    let out_row = kb.addr(out_image, oy, (ow * 4) as i64, 0);
-                    kb.for_range(column_blocks, |kb, b| {
-                        // The last block overlaps the one before when 4 does not divide the
-                        // width: its columns are computed again, the same way.
-                        let start = kb.b.ins().imul_imm_s(b, 4);
-                        let last = kb.iconst((ow - 4) as i64);
-                        let ox = kb.b.ins().umin(start, last);
-                        let at = kb.addr(in_row, ox, 4, 0);
-                        let zero = kb.fconst(0.0);
-                        let zv = kb.b.ins().splat(F32X4, zero);
-                        let init = vec![zv; filters.len()];
-                        let sum = &plan.sum;
-                        let fma = *sum == ColumnSum::Fma;
-                        let channel = |kb: &mut KernelBuilder, ch: Value, acc: Vec<Value>| {
-                            let x_at = kb.addr(at, ch, channel_bytes, 0);
-                            let w_at =
-                                kb.addr(table, ch, (taps * FILTERS * 16) as i64, block_weights);
-                            window_terms(kb, fma, (x_at, w_at), &tap_offsets, acc)
-                        };
-                        let acc = if k <= UNROLLED_TERMS {
-                            (0..cg).fold(init, |acc, ch| {
-                                let ch = kb.iconst(ch as i64);
-                                channel(kb, ch, acc)
-                            })
-                        } else {
-                            kb.fold_range(cg, init, channel)
-                        };
-                        let at_out = kb.addr(out_row, ox, 4, 0);
-                        for (a, j) in acc.into_iter().zip(filters.clone()) {
-                            let a = epilogue(kb, sum, io.bias, j, a);
-                            kb.store(a, at_out, (j * oh * ow * 4) as i64);
-                        }
-                    });
-                });
+        // Groups and whole blocks, then the last block's fewer filters: unrolled (their
+        // offsets constants of the code) while few, in loops otherwise, so that the code
+        // stays a few blocks' size however many filters and groups a layer has.
+        let unrolled = plan.groups * blocks <= UNROLLED_BLOCKS;
+        repeat(kb, plan.groups, unrolled, &mut |kb, g| {
+            repeat(kb, mg / FILTERS, unrolled, &mut |kb, blk| {
+                block(kb, (image, out_image), g, blk, FILTERS)
+            });
+            if mg % FILTERS != 0 {
+                let blk = kb.iconst((mg / FILTERS) as i64);
+                block(kb, (image, out_image), g, blk, mg % FILTERS);
             }
-        }
+        });
     });
+}
+
+/// `body(i)` for `i` in `0..n`: unrolled, each `i` a constant, or in a loop.
+fn repeat(
+    kb: &mut KernelBuilder,
+    n: usize,
+    unrolled: bool,
+    body: &mut dyn FnMut(&mut KernelBuilder, Value),
+) {
+    if unrolled {
+        for i in 0..n {
+            let i = kb.iconst(i as i64);
+            body(kb, i);
+        }
+    } else {
+        kb.for_range(n, |kb, i| body(kb, i));
+    }
 }
 
 /// One channel's taps added to the block's sums (float ones with fused multiply-adds if
@@ -152,25 +200,25 @@ fn window_terms(
     acc
 }
 
-/// Filter `j`'s four sums as stored: times its scale (integers), plus its bias.
+/// Output channel `j`'s four sums as stored: times its scale (integers: `scales` is then
+/// the table of every channel's), plus its bias.
 fn epilogue(
     kb: &mut KernelBuilder,
-    sum: &ColumnSum,
-    bias: Option<Value>,
-    j: usize,
+    (scales, bias): (Option<Value>, Option<Value>),
+    j: Value,
     a: Value,
 ) -> Value {
-    let a = match sum {
-        ColumnSum::Integers(plan) => {
-            let s = kb.fconst(plan.out_scales[j % plan.out_scales.len()]);
+    let a = match scales {
+        Some(t) => {
+            let s = kb.load_at(F32, t, j);
             let sv = kb.b.ins().splat(F32X4, s);
             kb.b.ins().fmul(a, sv)
         }
-        ColumnSum::Exact | ColumnSum::Fma => a,
+        None => a,
     };
     match bias {
         Some(t) => {
-            let bv = kb.load(F32, t, (j * 4) as i64);
+            let bv = kb.load_at(F32, t, j);
             let bs = kb.b.ins().splat(F32X4, bv);
             kb.b.ins().fadd(a, bs)
         }
