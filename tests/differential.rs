@@ -600,6 +600,16 @@ fn check(
     if on_tiles > 0 {
         ops.push(ON_TILES.into());
     }
+    // Convolutions on Cranelift's column kernel, float ones (MLAS's chains in lanes) apart.
+    let plan = bnnc_cranelift::storage_plan(&optimized).map_err(|e| fail(e.to_string()))?;
+    for kernel in plan.steps.iter().map(|s| s.kernel) {
+        if kernel.ends_with("four columns to a vector") {
+            ops.push(ON_COLUMNS.into());
+            if kernel.starts_with("fused multiply-adds") {
+                ops.push(FLOAT_ON_COLUMNS.into());
+            }
+        }
+    }
     if matches!(native, Native::Host) && check_plan(&optimized, shape, &data).map_err(fail)? {
         ops.push(PLANNED.into());
     }
@@ -608,6 +618,12 @@ fn check(
 
 /// What a case covered where the network planned for an FPGA.
 const PLANNED: &str = "a dataflow plan";
+
+/// What a case covered where a convolution ran on the column kernel, and where a float one
+/// did (counted, not required: the random networks' convolutions are quantized; the float
+/// route's tests are the native filetests and the ONNX node tests).
+const ON_COLUMNS: &str = "a conv on the column kernel";
+const FLOAT_ON_COLUMNS: &str = "a float conv on the column kernel";
 
 /// The FPGA plan of `graph` simulated on integers against the interpreter's values of the
 /// hardware's input and output tensors, on every sample of `data`. `false` where the graph
@@ -697,6 +713,7 @@ const REACHES: &[&str] = &[
     "bitserial_conv 3-D",
     "maxpool 1-D",
     "maxpool 3-D",
+    ON_COLUMNS,
 ];
 
 fn campaign(seeds: std::ops::Range<u64>) {
