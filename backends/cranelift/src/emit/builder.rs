@@ -244,6 +244,19 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         });
     }
 
+    /// `body(start)` for each run of four of a row's `n >= 4` elements: `0, 4, 8, ...`, the
+    /// last run ending at `n` and overlapping the one before when 4 does not divide `n`
+    /// (its elements are computed again, the same way).
+    pub fn for_quads(&mut self, n: usize, mut body: impl FnMut(&mut Self, Value)) {
+        debug_assert!(n >= 4, "a row of {n} elements has no run of four");
+        self.for_range(n.div_ceil(4), |kb, b| {
+            let start = kb.b.ins().imul_imm_s(b, 4);
+            let last = kb.iconst((n - 4) as i64);
+            let start = kb.b.ins().umin(start, last);
+            body(kb, start);
+        });
+    }
+
     /// Like [`Self::for_range`], carrying `init` through the iterations:
     /// `state = body(i, state)`; returns the final state.
     pub fn fold_range(

@@ -247,7 +247,6 @@ impl ImageThresholds<'_> {
             kb.table_f32(&splat(self.thresholds)),
         );
         let src = x.f32_ptr(kb);
-        let blocks = inner.div_ceil(4);
         kb.for_range(outer * channels, |kb, row| {
             let c = if outer == 1 {
                 row
@@ -259,11 +258,7 @@ impl ImageThresholds<'_> {
             let t_row = kb.addr(thresholds, c, (n * 16) as i64, 0);
             let from = kb.addr(src, row, (inner * 4) as i64, 0);
             let to = kb.addr(dst, row, (inner * 4) as i64, 0);
-            kb.for_range(blocks, |kb, b| {
-                // The last block overlaps the one before when 4 does not divide the row.
-                let start = kb.b.ins().imul_imm_s(b, 4);
-                let last = kb.iconst((inner - 4) as i64);
-                let i = kb.b.ins().umin(start, last);
+            kb.for_quads(inner, |kb, i| {
                 let at = kb.addr(from, i, 4, 0);
                 let v = kb.load(F32X4, at, 0);
                 let v = kb.b.ins().fmul(v, sign);
