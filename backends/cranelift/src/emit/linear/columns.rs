@@ -87,7 +87,8 @@ pub(super) fn conv(kb: &mut KernelBuilder, plan: &ColumnConv, weights: &[f32], i
         }
         ColumnSum::Exact | ColumnSum::Fma => None,
     };
-    // Block `blk` (of `blocks` per group) of `count` filters in group `g` of image `n`.
+    // Block `blk` (of `blocks` per group) of `count` filters in group `g`: one image read at
+    // `image`, its sums written at `out_image`.
     let block = |kb: &mut KernelBuilder,
                  (image, out_image): (Value, Value),
                  g: Value,
