@@ -1,7 +1,8 @@
 //! Which convolutions run four neighbouring output columns to a vector
 //! (`emit::linear::columns`), and whether they first stage their input: a copy with its
-//! padding as zeros, or with the integers of scaled activations. The schedule gives a staged
-//! layer its workspace and the kernel reads the same decision, so it lives below both.
+//! padding as zeros, its columns in phases of a column stride, or the integers of scaled
+//! activations. The schedule gives a staged layer its workspace and the kernel reads the
+//! same decision, so it lives below both.
 
 use bnnc_ir::interp::{integer_first, IntegerFirst};
 use bnnc_ir::summation_order::{conv_route, segments, ConvRoute};
@@ -16,8 +17,8 @@ pub(crate) fn exact_in_any_order(elem: &ElemType) -> bool {
 /// How a column convolution sums.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ColumnSum {
-    /// Exactly, in any order: each weight, a constant of the code, is an add, a subtract or
-    /// a multiply-add, and zero weights cost nothing.
+    /// Exactly, in any order (integers of at most 24 bits, times a power-of-two scale):
+    /// multiply-adds, fused where the target has them.
     Exact,
     /// The integers of scaled activations and weights, exact in any order, each sum times
     /// its channel's scale as it is stored (the interpreter's [`IntegerFirst`]).
@@ -102,8 +103,13 @@ impl ColumnConv {
         workspace: bool,
     ) -> Option<Self> {
         let types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let plan = ColumnConv::of(attrs, &types, &graph.value(node.outputs[0]).ty)?;
-        (plan.staged() == workspace).then_some(plan)
+        ColumnConv::of(attrs, &types, &graph.value(node.outputs[0]).ty)?.given(workspace)
+    }
+
+    /// This plan, if a step with a workspace or without one (`workspace`) runs it: a staged
+    /// layer needs one, and another has none.
+    pub(crate) fn given(self, workspace: bool) -> Option<Self> {
+        (self.staged() == workspace).then_some(self)
     }
 
     /// Whether the kernel reads a staged copy of each image: padded, of integers, or split

@@ -136,25 +136,24 @@ const V4: [&str; 4] = [
 /// Whether vector popcounts (`popcnt.i8x16`) lower to a few instructions: aarch64's CNT,
 /// or x86's PSHUFB lookup (SSSE3) or VPOPCNTB (AVX-512 BITALG).
 pub(crate) fn simd_popcount(isa: &dyn isa::TargetIsa) -> bool {
-    match isa.triple().architecture {
-        Architecture::Aarch64(_) => true,
-        Architecture::X86_64 => isa
-            .isa_flags()
-            .iter()
-            .any(|f| f.name == "has_ssse3" && f.as_bool() == Some(true)),
-        _ => false,
-    }
+    aarch64_or_x86_with(isa, "has_ssse3")
 }
 
 /// Whether vector fused multiply-adds are instructions (not a libcall per lane): always on
 /// aarch64, with FMA on x86-64.
 pub(crate) fn vector_fma(isa: &dyn isa::TargetIsa) -> bool {
+    aarch64_or_x86_with(isa, "has_fma")
+}
+
+/// True on aarch64 (which has every vector instruction the kernels ask about), and on x86-64
+/// where Cranelift's ISA flag `flag` is set.
+fn aarch64_or_x86_with(isa: &dyn isa::TargetIsa, flag: &str) -> bool {
     match isa.triple().architecture {
         Architecture::Aarch64(_) => true,
         Architecture::X86_64 => isa
             .isa_flags()
             .iter()
-            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true)),
+            .any(|f| f.name == flag && f.as_bool() == Some(true)),
         _ => false,
     }
 }

@@ -5,11 +5,10 @@
 
 use bnnc_ir::interp::{integer_first, IntegerFirst};
 use bnnc_ir::{Node, TensorType};
-
-use crate::column_conv::exact_in_any_order;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use crate::column_conv::exact_in_any_order;
 use crate::emit::window::Im2col;
 use crate::emit::{KernelBuilder, Operand};
 use crate::BackendError;
@@ -47,10 +46,7 @@ impl Sums {
 
 /// The interpreter's integer-first plan for this layer, if it has one.
 fn scaled_integers(node: &Node, operands: &[Operand], out: &Operand) -> Option<IntegerFirst> {
-    let types: Vec<TensorType> = operands
-        .iter()
-        .map(|o| TensorType::new(o.elem.clone(), o.shape.clone()))
-        .collect();
+    let types: Vec<TensorType> = operands.iter().map(Operand::ty).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
     integer_first(&node.op, &refs, &out.shape)
 }

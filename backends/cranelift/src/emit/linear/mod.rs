@@ -55,17 +55,16 @@ pub(crate) fn conv(
     // The column kernel, where it applies and has the workspace it stages into.
     let types: Vec<TensorType> = operands.iter().map(Operand::ty).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
-    if let Some(plan) = ColumnConv::of(attrs, &refs, &out.ty()) {
-        if plan.staged() == workspace.is_some() {
-            let io = columns::ColumnIo {
-                src: x.f32_ptr(kb),
-                dst: out.ptr,
-                workspace,
-                bias: bias.as_ref().map(|b| kb.table_f32(b)),
-            };
-            columns::conv(kb, &plan, &sums.weights, &io);
-            return Ok(());
-        }
+    let plan = ColumnConv::of(attrs, &refs, &out.ty()).and_then(|p| p.given(workspace.is_some()));
+    if let Some(plan) = plan {
+        let io = columns::ColumnIo {
+            src: x.f32_ptr(kb),
+            dst: out.ptr,
+            workspace,
+            bias: bias.as_ref().map(|b| kb.table_f32(b)),
+        };
+        columns::conv(kb, &plan, &sums.weights, &io);
+        return Ok(());
     }
     let group = attrs.group.max(1);
     let (c, m) = (x.shape[1], w.shape[0]);
