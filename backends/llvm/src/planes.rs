@@ -68,7 +68,6 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
             None => ((1, 1), k.output),
         };
         let out_planes = k.levels.planes;
-        let padded = k.pads != (0, 0);
         // Activation word `at`, or clear bits for a tap in the padding.
         let activation = |at: IntValue<'ctx>, inside: Option<IntValue<'ctx>>| {
             let a = self.load_i64(x, at)?;
@@ -106,18 +105,8 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                             let mut firsts = Vec::with_capacity(taps);
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let (pixel, inside) = if padded {
-                                        let (pixel, inside) = window.tap_padded(
-                                            self,
-                                            n,
-                                            (oy, ox),
-                                            (ky, kx),
-                                            k.pads,
-                                        )?;
-                                        (pixel, Some(inside))
-                                    } else {
-                                        (window.tap(self, n, (oy, ox), (ky, kx))?, None)
-                                    };
+                                    let (pixel, inside) =
+                                        window.tap_padded(self, n, (oy, ox), (ky, kx), k.pads)?;
                                     let pixel_words = self.i64((pa * nw) as i64);
                                     let first = b.build_int_mul(pixel, pixel_words, "")?;
                                     firsts.push((first, inside));

@@ -49,9 +49,9 @@ impl Window {
         e.pixel_index(plane, (iy, ix), self.image)
     }
 
-    /// [`Window::tap`] of an image padded by `(top, left)`: the pixel, and whether the tap
-    /// lies inside the image (an `i1`). A tap in the padding reads pixel `(0, 0)` of the
-    /// plane, in bounds, which the caller counts as nothing.
+    /// [`Window::tap`] of an image padded by `(top, left)`: the pixel, and, when there is
+    /// padding, whether the tap lies inside the image (an `i1`). A tap in the padding reads
+    /// pixel `(0, 0)` of the plane, in bounds, which the caller counts as nothing.
     pub fn tap_padded<'ctx>(
         &self,
         e: &KernelEmitter<'ctx, '_>,
@@ -59,7 +59,10 @@ impl Window {
         (oy, ox): (IntValue<'ctx>, IntValue<'ctx>),
         (ky, kx): (usize, usize),
         (top, left): (usize, usize),
-    ) -> Built<(IntValue<'ctx>, IntValue<'ctx>)> {
+    ) -> Built<(IntValue<'ctx>, Option<IntValue<'ctx>>)> {
+        if (top, left) == (0, 0) {
+            return Ok((self.tap(e, plane, (oy, ox), (ky, kx))?, None));
+        }
         let b = &e.builder;
         let coordinate = |o: IntValue<'ctx>, stride: usize, offset: i64, extent: usize| {
             let scaled = b.build_int_mul(o, e.i64(stride as i64), "")?;
@@ -80,6 +83,6 @@ impl Window {
         let inside = b.build_and(in_y, in_x, "inside")?;
         let iy = b.build_select(inside, iy, e.i64(0), "")?.into_int_value();
         let ix = b.build_select(inside, ix, e.i64(0), "")?.into_int_value();
-        Ok((e.pixel_index(plane, (iy, ix), self.image)?, inside))
+        Ok((e.pixel_index(plane, (iy, ix), self.image)?, Some(inside)))
     }
 }

@@ -100,14 +100,9 @@ impl<'ctx> KernelEmitter<'ctx, '_> {
                     let mut tap_words = Vec::with_capacity(per_filter);
                     for ky in 0..kh {
                         for kx in 0..kw {
-                            let pixel = if padded {
-                                let (pixel, inside) =
-                                    window.tap_padded(self, n, (oy, ox), (ky, kx), k.pads)?;
-                                tap_inside.push(inside);
-                                pixel
-                            } else {
-                                window.tap(self, n, (oy, ox), (ky, kx))?
-                            };
+                            let (pixel, inside) =
+                                window.tap_padded(self, n, (oy, ox), (ky, kx), k.pads)?;
+                            tap_inside.extend(inside);
                             let first = b.build_int_mul(pixel, self.i64(nw as i64), "")?;
                             tap_firsts.push(first);
                             for word in (0..nw).filter(|_| grouped.is_none()) {
