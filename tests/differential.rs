@@ -609,6 +609,9 @@ fn check(
                 ops.push(FLOAT_ON_COLUMNS.into());
             }
         }
+        if kernel.contains("byte dot products") {
+            ops.push(ON_BYTE_DOTS.into());
+        }
     }
     if matches!(native, Native::Host) && check_plan(&optimized, shape, &data).map_err(fail)? {
         ops.push(PLANNED.into());
@@ -624,6 +627,10 @@ const PLANNED: &str = "a dataflow plan";
 /// route's tests are the native filetests and the ONNX node tests).
 const ON_COLUMNS: &str = "a conv on the column kernel";
 const FLOAT_ON_COLUMNS: &str = "a float conv on the column kernel";
+
+/// What a case covered where a Gemm or MatMul runs on byte dot products where the CPU has
+/// them (the host's native code: VNNI, or SSSE3 for 7-bit weights; not aarch64's).
+const ON_BYTE_DOTS: &str = "a matrix product on byte dot products";
 
 /// The FPGA plan of `graph` simulated on integers against the interpreter's values of the
 /// hardware's input and output tensors, on every sample of `data`. `false` where the graph
@@ -714,6 +721,7 @@ const REACHES: &[&str] = &[
     "maxpool 1-D",
     "maxpool 3-D",
     ON_COLUMNS,
+    ON_BYTE_DOTS,
 ];
 
 fn campaign(seeds: std::ops::Range<u64>) {

@@ -138,6 +138,8 @@ fn every_x86_64_cpu_level_gives_the_reference_outputs() {
             "models/cnv_w1a1",
             "models/cnv_w2a2",
             "models/xnor_perchannel",
+            // 8-bit activations: byte dot products (VNNI, pmaddubsw) or f32 by level.
+            "external/zoo_kwsmlp_w3a3",
         ] {
             let model = data(&format!("{folder}/model.onnx"));
             let name = format!("m{i}_{}", folder.replace('/', "_"));

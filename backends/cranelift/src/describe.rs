@@ -165,7 +165,9 @@ fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
         }
         Op::Gemm(_) | Op::MatMul => {
             let out = &graph.value(node.outputs[0]).ty.elem;
-            if *out != bnnc_ir::ElemType::F32 {
+            if crate::emit::on_byte_dots(graph, node) {
+                "exact integer sums on byte dot products (VNNI; SSSE3 for 7-bit weights)"
+            } else if *out != bnnc_ir::ElemType::F32 {
                 "exact integer sums"
             } else {
                 "float sums in MLAS's order"

@@ -145,6 +145,39 @@ pub(crate) fn vector_fma(isa: &dyn isa::TargetIsa) -> bool {
     aarch64_or_x86_with(isa, "has_fma")
 }
 
+/// How the target sums four byte products into each `i32` lane of a vector, if it has an
+/// instruction for it: the exact integer products of 8-bit activations take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ByteDot {
+    /// x86's VNNI `vpdpbusd` (AVX-VNNI, or AVX512-VNNI with VL): unsigned times signed
+    /// bytes, four products and the accumulator in one instruction, never saturating.
+    Vnni,
+    /// SSSE3's `pmaddubsw` (pairs of products into `i16`, saturating) then `pmaddwd` by
+    /// ones: exact only while a pair's sum fits `i16`, so for weights within
+    /// [`PMADDUBSW_WEIGHTS`].
+    Pmaddubsw,
+}
+
+/// The largest weight magnitude [`ByteDot::Pmaddubsw`] takes: two products of an unsigned
+/// byte and such a weight sum to at most 2 * 255 * 64 = 32,640, inside `i16`.
+pub(crate) const PMADDUBSW_WEIGHTS: i32 = 64;
+
+/// The byte dot product `isa` has, if any. (aarch64's `sdot` and `usdot` are not taken:
+/// the ahead-of-time aarch64 targets assume neither, and qemu tests what they assume.)
+pub(crate) fn byte_dot(isa: &dyn isa::TargetIsa) -> Option<ByteDot> {
+    let has = |flag| aarch64_or_x86_with(isa, flag);
+    if isa.triple().architecture != Architecture::X86_64 {
+        return None;
+    }
+    if (has("has_avx") && has("has_avx_vnni")) || (has("has_avx512vl") && has("has_avx512vnni")) {
+        Some(ByteDot::Vnni)
+    } else if has("has_ssse3") {
+        Some(ByteDot::Pmaddubsw)
+    } else {
+        None
+    }
+}
+
 /// True on aarch64 (which has every vector instruction the kernels ask about), and on x86-64
 /// where Cranelift's ISA flag `flag` is set.
 fn aarch64_or_x86_with(isa: &dyn isa::TargetIsa, flag: &str) -> bool {

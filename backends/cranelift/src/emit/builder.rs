@@ -10,6 +10,8 @@ use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
 use cranelift_object::ObjectModule;
 
+use crate::target::ByteDot;
+
 /// A loop's trip count.
 #[derive(Clone, Copy)]
 enum Bound {
@@ -29,6 +31,8 @@ pub(crate) struct KernelBuilder<'a, 'm> {
     /// Whether vector fused multiply-adds are instructions of the target (not a libcall
     /// per lane): exact sums then take them too.
     pub vector_fma: bool,
+    /// The target's byte dot product, if it has one ([`KernelBuilder::dot_bytes`]).
+    pub byte_dot: Option<ByteDot>,
 }
 
 /// Memory flags for the kernels' stores: never trapping (the schedule only hands out
@@ -55,6 +59,7 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             tables,
             params,
             vector_fma: false,
+            byte_dot: None,
         }
     }
 
@@ -68,6 +73,37 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             let p = self.b.ins().fmul(w, x);
             self.b.ins().fadd(acc, p)
         }
+    }
+
+    /// `acc + ` the four products of each `i32` lane's bytes: `a`'s unsigned, `w`'s signed
+    /// (`i8x16` both, `acc` `i32x4`). Written as the tree Cranelift folds into one
+    /// `vpdpbusd` (the tree alone is exact, and slow); on [`ByteDot::Pmaddubsw`], the weights
+    /// must be within [`crate::target::PMADDUBSW_WEIGHTS`]. Panics without a byte dot: the
+    /// kernels ask [`KernelBuilder::byte_dot`] first.
+    pub fn dot_bytes(&mut self, acc: Value, a: Value, w: Value) -> Value {
+        let ins = &mut self.b;
+        let sum = match self.byte_dot.expect("a byte dot product") {
+            ByteDot::Vnni => {
+                let mut half = |high: bool| {
+                    let (wl, al) = if high {
+                        (ins.ins().swiden_high(w), ins.ins().uwiden_high(a))
+                    } else {
+                        (ins.ins().swiden_low(w), ins.ins().uwiden_low(a))
+                    };
+                    let p = ins.ins().imul(wl, al);
+                    let (pl, ph) = (ins.ins().swiden_low(p), ins.ins().swiden_high(p));
+                    ins.ins().iadd_pairwise(pl, ph)
+                };
+                let (lo, hi) = (half(false), half(true));
+                self.b.ins().iadd_pairwise(lo, hi)
+            }
+            ByteDot::Pmaddubsw => {
+                let pairs = ins.ins().x86_pmaddubsw(w, a);
+                let (pl, ph) = (ins.ins().swiden_low(pairs), ins.ins().swiden_high(pairs));
+                ins.ins().iadd_pairwise(pl, ph)
+            }
+        };
+        self.b.ins().iadd(sum, acc)
     }
 
     pub fn finish(self) -> FunctionBuilder<'a> {

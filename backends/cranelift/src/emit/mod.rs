@@ -28,6 +28,7 @@ use cranelift_module::{DataId, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 
 pub(crate) use builder::KernelBuilder;
+pub(crate) use linear::on_byte_dots;
 pub(crate) use operand::Operand;
 
 use crate::schedule::{elementwise_op, Place, Schedule, Step, StepKind};
@@ -127,6 +128,8 @@ pub(crate) struct Emitter {
     simd_popcount: bool,
     /// Whether vector fused multiply-adds are instructions.
     vector_fma: bool,
+    /// The target's byte dot product, if any.
+    byte_dot: Option<crate::target::ByteDot>,
     module: ObjectModule,
     fctx: FunctionBuilderContext,
     tables: Vec<DataId>,
@@ -154,11 +157,13 @@ impl Emitter {
     ) -> Result<Emitter, BackendError> {
         let simd_popcount = vector_popcount && crate::target::simd_popcount(&*isa);
         let vector_fma = crate::target::vector_fma(&*isa);
+        let byte_dot = crate::target::byte_dot(&*isa);
         let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Target(e.to_string()))?;
         Ok(Emitter {
             simd_popcount,
             vector_fma,
+            byte_dot,
             module: ObjectModule::new(builder),
             fctx: FunctionBuilderContext::new(),
             tables: Vec::new(),
@@ -209,6 +214,7 @@ impl Emitter {
             let params = b.block_params(entry).to_vec();
             let mut kb = KernelBuilder::new(b, &mut self.module, &mut self.tables, params);
             kb.vector_fma = self.vector_fma;
+            kb.byte_dot = self.byte_dot;
             let ret = body(&mut kb)?;
             let mut b = kb.finish();
             match ret {

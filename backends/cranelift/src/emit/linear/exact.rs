@@ -7,6 +7,7 @@ use bnnc_ir::interp::IntegerFirst;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::bytes::{self, BytePlan};
 use super::layout::{ConvLayout, Product, ProductIo, Sums};
 use crate::emit::convert::integer_of;
 use crate::emit::KernelBuilder;
@@ -77,7 +78,10 @@ pub(super) fn product_scaled(
         };
         io.store(kb, i, jv, s);
     };
-    exact_rows(kb, m, k, n, p.b_kn, &load_int, &store_scaled);
+    match BytePlan::of(p, kb.byte_dot) {
+        Some(bytes) => bytes::rows(kb, &bytes, io.a, m, &store_scaled),
+        None => exact_rows(kb, m, k, n, p.b_kn, &load_int, &store_scaled),
+    }
 }
 
 /// [`super::product`] on exact sums (alpha 1), plus C.
@@ -91,7 +95,10 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
         };
         io.store(kb, i, jv, s);
     };
-    exact_rows(kb, m, k, n, p.b_kn, &load_a, &store_exact);
+    match BytePlan::of(p, kb.byte_dot) {
+        Some(bytes) => bytes::rows(kb, &bytes, io.a, m, &store_exact),
+        None => exact_rows(kb, m, k, n, p.b_kn, &load_a, &store_exact),
+    }
 }
 
 /// `sum * out_scales[j]`: one scale, or the one of output channel `j`.

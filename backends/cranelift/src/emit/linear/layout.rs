@@ -4,7 +4,7 @@
 //! ([`super::exact`], [`super::mlas`]) read them; this module reads neither.
 
 use bnnc_ir::interp::{integer_first, IntegerFirst};
-use bnnc_ir::{Node, TensorType};
+use bnnc_ir::{ElemType, Node, TensorType};
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -129,6 +129,9 @@ pub(super) struct Product<'d> {
     pub(super) exact: bool,
     /// Sums of integers, scaled once (`b_kn` holds the weights' integers).
     pub(super) scaled: Option<&'d IntegerFirst>,
+    /// The element types of A and of B.
+    pub(super) a_elem: &'d ElemType,
+    pub(super) w_elem: &'d ElemType,
 }
 
 /// A product's activation, start (C) and result in memory, as every way of summing

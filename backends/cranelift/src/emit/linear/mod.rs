@@ -17,6 +17,7 @@
 //!
 //! Imports point one way: this dispatch reads the kernels, and the kernels read [`layout`].
 
+mod bytes;
 mod columns;
 mod exact;
 mod int16;
@@ -179,6 +180,8 @@ pub(crate) fn gemm(
         start: start.as_deref(),
         exact,
         scaled: plan.as_ref(),
+        a_elem: &a.elem,
+        w_elem: &b.elem,
     };
     product(kb, &p, out.ptr);
     Ok(())
@@ -198,6 +201,7 @@ pub(crate) fn matmul(
         exact,
     } = Sums::of(node, operands, out, "B matrix")?;
     let a_ptr = a.f32_ptr(kb);
+    let (a_elem, w_elem) = (&a.elem, &b.elem);
     let product_of = |kb: &mut KernelBuilder, a: Value, b_kn: &[f32], mkn, dst: Value| {
         let p = Product {
             a,
@@ -210,6 +214,8 @@ pub(crate) fn matmul(
             m1_allowed: true,
             exact,
             scaled: plan.as_ref(),
+            a_elem,
+            w_elem,
         };
         product(kb, &p, dst);
     };
@@ -270,3 +276,36 @@ pub(crate) fn matmul(
 
 /// Batched products a native MatMul unrolls at most.
 const MAX_UNROLLED_BATCHES: usize = 256;
+
+/// Whether Gemm or MatMul `node` runs on byte dot products on a target with VNNI (the
+/// profile's and the fuzzer's account of the kernel; SSSE3 takes those of 7-bit weights).
+pub(crate) fn on_byte_dots(graph: &bnnc_ir::Graph, node: &Node) -> bool {
+    use bnnc_ir::interp::integer_first;
+    use bnnc_ir::{Op, ValueDef};
+    let ty = |i: usize| &graph.value(node.inputs[i]).ty;
+    let (a, w, out) = (ty(0), ty(1), &graph.value(node.outputs[0]).ty);
+    let ValueDef::Const(data) = &graph.value(node.inputs[1]).def else {
+        return false;
+    };
+    let (k, alpha, trans_a) = match &node.op {
+        Op::Gemm(g) => (a.shape[usize::from(!g.trans_a)], g.alpha, g.trans_a),
+        Op::MatMul if w.shape.len() >= 2 => (w.shape[w.shape.len() - 2], 1.0, false),
+        _ => return false,
+    };
+    let plan = integer_first(&node.op, &[a, w], &out.shape);
+    let mut weights = data.to_f32_vec();
+    if let Some(plan) = &plan {
+        weights = plan.weight_integers(&weights, &w.shape);
+    }
+    let operands = bytes::ByteOperands {
+        a_elem: &a.elem,
+        w_elem: &w.elem,
+        weights: &weights,
+        kn: (k, 0),
+        scaled: plan.as_ref(),
+        exact: crate::column_conv::exact_in_any_order(&out.elem),
+        alpha,
+        trans_a,
+    };
+    operands.plan(crate::target::ByteDot::Vnni).is_some()
+}
