@@ -302,10 +302,13 @@ fn affine_levels(attrs: &ThresholdAttrs, out: &bnnc_ir::ElemType, n: usize) -> O
         bnnc_ir::ElemType::Int(_) => 1.0,
         _ => return None,
     };
-    // As the interpreter: the count scaled and biased in f32; then the value's integer.
+    // As the interpreter: the count scaled and biased in f32; then the value's integer, the
+    // one whose value in the output type it is (as the scalar kernel rounds: 1/7 * 3 / (1/7)
+    // is not 3 in f32).
     let integer = |count: usize| -> Option<i32> {
-        let v = (attrs.out_scale * count as f32 + attrs.out_bias) / scale;
-        (v.fract() == 0.0 && v.abs() < 65536.0).then_some(v as i32)
+        let v = attrs.out_scale * count as f32 + attrs.out_bias;
+        let q = (v / scale).round_ties_even();
+        (q.abs() < 65536.0 && q * scale == v).then_some(q as i32)
     };
     let b = integer(0)?;
     let a = integer(1)? - b;
@@ -577,7 +580,14 @@ struct VectorThresholds {
     /// Vectors per channel.
     per_row: usize,
     integer: bool,
+    /// From [`SEARCHED_THRESHOLDS`] on, the rows are instead sorted and this long (a power
+    /// of two past the thresholds, padded with ones never reached), and a count is a
+    /// binary search: 8 dependent loads for 255 thresholds instead of 64 compares.
+    searched: Option<usize>,
 }
+
+/// From this many thresholds per channel, a count is a binary search of the sorted row.
+const SEARCHED_THRESHOLDS: usize = 64;
 
 impl VectorThresholds {
     fn new(
@@ -587,8 +597,11 @@ impl VectorThresholds {
         float_t: &[f32],
         integer: bool,
     ) -> VectorThresholds {
-        let per_row = n.div_ceil(4);
         let rows = if integer { int_t.len() } else { float_t.len() } / n;
+        if n >= SEARCHED_THRESHOLDS {
+            return VectorThresholds::sorted(kb, n, rows, int_t, float_t, integer);
+        }
+        let per_row = n.div_ceil(4);
         let table = if integer {
             // `v >= t` as `v > t - 1` on i32 lanes: the accumulators have at most 31 bits
             // (`|v| < 2^30`), so `t - 1` clamped to i32 keeps every answer; padding is
@@ -611,13 +624,86 @@ impl VectorThresholds {
             table,
             per_row,
             integer,
+            searched: None,
         }
+    }
+
+    /// The rows sorted (a count does not depend on the thresholds' order), each padded to
+    /// a power of two past `n` with thresholds never reached: whether `v` reaches a row's
+    /// entries is then true for a prefix, whose length a binary search finds.
+    fn sorted(
+        kb: &mut KernelBuilder,
+        n: usize,
+        rows: usize,
+        int_t: &[i64],
+        float_t: &[f32],
+        integer: bool,
+    ) -> VectorThresholds {
+        let len = (n + 1).next_power_of_two();
+        let table = if integer {
+            // `v > t - 1` as the vectors compare, `i32::MAX` never exceeded.
+            let mut lanes = vec![i32::MAX; rows * len];
+            for (r, row) in int_t.chunks_exact(n).enumerate() {
+                let mut row: Vec<i32> = row
+                    .iter()
+                    .map(|&t| t.saturating_sub(1).clamp(i32::MIN.into(), i32::MAX.into()) as i32)
+                    .collect();
+                row.sort_unstable();
+                lanes[r * len..r * len + n].copy_from_slice(&row);
+            }
+            kb.table_i32(&lanes)
+        } else {
+            // NaN is never reached: sorted last, as the padding.
+            let mut lanes = vec![f32::NAN; rows * len];
+            for (r, row) in float_t.chunks_exact(n).enumerate() {
+                let mut row = row.to_vec();
+                row.sort_unstable_by(|a, b| match (a.is_nan(), b.is_nan()) {
+                    (false, false) => a.partial_cmp(b).expect("numbers compare"),
+                    (x, y) => x.cmp(&y),
+                });
+                lanes[r * len..r * len + n].copy_from_slice(&row);
+            }
+            kb.table_f32(&lanes)
+        };
+        VectorThresholds {
+            table,
+            per_row: 0,
+            integer,
+            searched: Some(len),
+        }
+    }
+
+    /// [`Self::count`] by binary search of a sorted row of `len` entries: from the first
+    /// entry, each halving step moves past its entries where `v` reaches their last.
+    fn search(&self, kb: &mut KernelBuilder, len: usize, channel: Value, v: Value) -> Value {
+        let row = kb.addr(self.table, channel, (len * 4) as i64, 0);
+        let mut at = kb.iconst(0);
+        let mut step = len / 2;
+        while step > 0 {
+            let entry = kb.addr(row, at, 4, ((step - 1) * 4) as i64);
+            let reached = if self.integer {
+                let t = kb.load(I32, entry, 0);
+                kb.b.ins().icmp(IntCC::SignedGreaterThan, v, t)
+            } else {
+                let t = kb.load(F32, entry, 0);
+                kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, t)
+            };
+            let past = kb.iconst(step as i64);
+            let zero = kb.iconst(0);
+            let by = kb.select(reached, past, zero);
+            at = kb.b.ins().iadd(at, by);
+            step /= 2;
+        }
+        kb.b.ins().ireduce(I32, at)
     }
 
     /// The count (an i32) of `channel`'s thresholds that `v` (its sign applied: an i32, or
     /// an f32) reaches.
     fn count(&self, kb: &mut KernelBuilder, channel: Value, v: Value) -> Value {
         use cranelift_codegen::ir::types::{F32X4, I32X4};
+        if let Some(len) = self.searched {
+            return self.search(kb, len, channel, v);
+        }
         let row = kb.addr(self.table, channel, (self.per_row * 16) as i64, 0);
         let splat =
             kb.b.ins()
