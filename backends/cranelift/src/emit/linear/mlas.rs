@@ -113,7 +113,9 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
     // The transposed M = 1 kernel adds C (or 0) after its lanes.
     let lanes_start =
         |kb: &mut KernelBuilder, c: Option<Value>| Some(c.unwrap_or_else(|| kb.fconst(0.0)));
-    if p.m1_allowed && m == 1 && !trans_a {
+    if p.m1_allowed && m == 1 && !trans_a && !p.trans_b && n >= 4 {
+        groups_in_lanes(kb, (k, n), b_t, io);
+    } else if p.m1_allowed && m == 1 && !trans_a {
         kb.for_range(n, |kb, j| {
             let i = kb.iconst(0);
             let c = start_at(kb, i, j);
@@ -199,6 +201,68 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
                     store(kb, i, j, s);
                 });
             });
+        }
+    }
+}
+
+/// MLAS's M = 1 kernel ([`Order::Groups`]) for outputs `0..n` (`n >= 4`), four outputs to
+/// a vector: each lane runs its output's adds in the scalar kernel's order, so the sums are
+/// the same bit for bit; four vectors at once (sixteen outputs) overlap their chains. The
+/// last vector overlaps the one before where 4 does not divide `n`, computing its outputs
+/// again, the same way.
+fn groups_in_lanes(kb: &mut KernelBuilder, (k, n): (usize, usize), b_t: Value, io: &ProductIo) {
+    use cranelift_codegen::ir::types::F32X4;
+    const VECTORS: usize = 4;
+    let starts: Vec<usize> = (0..n.div_ceil(4)).map(|q| (4 * q).min(n - 4)).collect();
+    let i = kb.iconst(0);
+    for block in starts.chunks(VECTORS) {
+        let init: Vec<Value> = block
+            .iter()
+            .map(|&j| match io.start {
+                Some(c) => kb.load(F32X4, c, (j * 4) as i64),
+                None => {
+                    let zero = kb.fconst(0.0);
+                    kb.b.ins().splat(F32X4, zero)
+                }
+            })
+            .collect();
+        // The products of terms `kk..kk + size`, added left to right, then added to `y`.
+        let group = |kb: &mut KernelBuilder, kk: Value, size: usize, y: &[Value]| {
+            let mut sums: Vec<Option<Value>> = vec![None; block.len()];
+            for r in 0..size {
+                let kr = kb.b.ins().iadd_imm_s(kk, r as i64);
+                let x = io.load_a(kb, i, kr);
+                let xs = kb.b.ins().splat(F32X4, x);
+                let row = kb.addr(b_t, kr, (n * 4) as i64, 0);
+                for (v, &j) in block.iter().enumerate() {
+                    let w = kb.load(F32X4, row, (j * 4) as i64);
+                    let p = kb.b.ins().fmul(xs, w);
+                    sums[v] = Some(match sums[v] {
+                        None => p,
+                        Some(s) => kb.b.ins().fadd(s, p),
+                    });
+                }
+            }
+            sums.iter()
+                .zip(y)
+                .map(|(s, &y)| kb.b.ins().fadd(s.expect("a group has a term"), y))
+                .collect::<Vec<Value>>()
+        };
+        let groups = k / 4;
+        let mut y = kb.fold_range(groups, init, |kb, g, y| {
+            let kk = kb.b.ins().imul_imm_s(g, 4);
+            group(kb, kk, 4, &y)
+        });
+        let mut kk = groups * 4;
+        for size in [2usize, 1] {
+            if (k - kk) & size != 0 {
+                let first = kb.iconst(kk as i64);
+                y = group(kb, first, size, &y);
+                kk += size;
+            }
+        }
+        for (&j, &v) in block.iter().zip(&y) {
+            kb.store(v, io.dst, (j * 4) as i64);
         }
     }
 }
