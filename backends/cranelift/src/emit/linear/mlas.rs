@@ -137,7 +137,10 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
             }
         });
         if p.trans_b {
-            for j in 0..n {
+            // Outputs in whole groups of four reduce their lanes alike: four to a vector.
+            let vectored = n - n % 4;
+            lanes_in_vectors(kb, (k, n, vectored), b_t, io);
+            for j in vectored..n {
                 let (i, jv) = (kb.iconst(0), kb.iconst(j as i64));
                 let c = start_at(kb, i, jv);
                 let c = lanes_start(kb, c);
@@ -265,6 +268,74 @@ fn groups_in_lanes(kb: &mut KernelBuilder, (k, n): (usize, usize), b_t: Value, i
             kb.store(v, io.dst, (j * 4) as i64);
         }
     }
+}
+
+/// MLAS's transposed M = 1 kernel ([`Order::Lanes`]) for outputs `0..vectored` (the whole
+/// groups of four of `n`, which reduce their eight lanes alike), four outputs to a vector:
+/// eight vectors of lanes, each lane its output's sums in the scalar kernel's order.
+fn lanes_in_vectors(
+    kb: &mut KernelBuilder,
+    (k, n, vectored): (usize, usize, usize),
+    b_t: Value,
+    io: &ProductIo,
+) {
+    use cranelift_codegen::ir::types::F32X4;
+    let i = kb.iconst(0);
+    kb.for_range(vectored / 4, |kb, q| {
+        let j = kb.b.ins().imul_imm_s(q, 4);
+        let zero = kb.fconst(0.0);
+        let zeros = kb.b.ins().splat(F32X4, zero);
+        let product = |kb: &mut KernelBuilder, kk: Value| {
+            let x = io.load_a(kb, i, kk);
+            let xs = kb.b.ins().splat(F32X4, x);
+            let row = kb.addr(b_t, kk, (n * 4) as i64, 0);
+            let at = kb.addr(row, j, 4, 0);
+            let w = kb.load(F32X4, at, 0);
+            kb.b.ins().fmul(xs, w)
+        };
+        let chunks = k / 8;
+        let mut l = kb.fold_range(chunks, vec![zeros; 8], |kb, c, lanes| {
+            let base = kb.b.ins().imul_imm_s(c, 8);
+            lanes
+                .iter()
+                .enumerate()
+                .map(|(r, &lane)| {
+                    let kk = kb.b.ins().iadd_imm_s(base, r as i64);
+                    let p = product(kb, kk);
+                    kb.b.ins().fadd(lane, p)
+                })
+                .collect()
+        });
+        for r in chunks * 8..k {
+            let kk = kb.iconst(r as i64);
+            let p = product(kb, kk);
+            l[r % 8] = kb.b.ins().fadd(l[r % 8], p);
+        }
+        if !k.is_multiple_of(8) {
+            for lane in l.iter_mut().skip(k % 8) {
+                *lane = kb.b.ins().fadd(*lane, zeros);
+            }
+        }
+        let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
+        let a = add(l[0], l[1]);
+        let a = add(a, l[2]);
+        let lo = add(a, l[3]);
+        let b = add(l[4], l[5]);
+        let b = add(b, l[6]);
+        let hi = add(b, l[7]);
+        let y = add(lo, hi);
+        // C, or 0 as the scalar kernel adds it.
+        let c = match io.start {
+            Some(c) => {
+                let at = kb.addr(c, j, 4, 0);
+                kb.load(F32X4, at, 0)
+            }
+            None => zeros,
+        };
+        let y = kb.b.ins().fadd(y, c);
+        let at = kb.addr(io.dst, j, 4, 0);
+        kb.store(y, at, 0);
+    });
 }
 
 /// How one output's dot product is summed (see [`bnnc_ir::summation_order`]).
