@@ -1,7 +1,8 @@
 //! Float sums whose last bit depends on their order, summed product by product in the
 //! interpreter's order, which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]): its
 //! convolution routes, its thread segments and K slices of fused multiply-adds, its M = 1
-//! kernels. Native code then gives the interpreter's floats bit for bit.
+//! kernels. Native code then gives the interpreter's floats bit for bit. The M = 1 kernels'
+//! outputs, whose sums all follow one pattern, run four to a vector, each lane its own sum.
 
 use bnnc_ir::summation_order::{conv_route, segments, ConvRoute, Segment, Threading};
 use bnnc_ir::ConvAttrs;

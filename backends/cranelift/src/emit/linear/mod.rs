@@ -6,7 +6,9 @@
 //! - When the operands are integers with other scales, the interpreter sums the integers and
 //!   scales once ([`bnnc_ir::interp::IntegerFirst`]): the same exact kernel runs on the
 //!   integers (the weights' at compile time, the activations' as they are loaded) and scales
-//!   each sum as it stores it ([`exact`]).
+//!   each sum as it stores it ([`exact`]). Matrix products whose activations have at most 8
+//!   bits and whose weights fit `i8` sum those integers on byte dot products instead
+//!   ([`bytes`]), where the target has them.
 //! - Otherwise the last bit depends on the order, and the sums follow the interpreter's,
 //!   which is onnxruntime's MLAS ([`bnnc_ir::summation_order`]), product by product ([`mlas`]).
 //!
