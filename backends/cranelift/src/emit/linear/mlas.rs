@@ -294,37 +294,9 @@ fn lanes_in_vectors(
             let w = kb.load(F32X4, at, 0);
             kb.b.ins().fmul(xs, w)
         };
-        let chunks = k / 8;
-        let mut l = kb.fold_range(chunks, vec![zeros; 8], |kb, c, lanes| {
-            let base = kb.b.ins().imul_imm_s(c, 8);
-            lanes
-                .iter()
-                .enumerate()
-                .map(|(r, &lane)| {
-                    let kk = kb.b.ins().iadd_imm_s(base, r as i64);
-                    let p = product(kb, kk);
-                    kb.b.ins().fadd(lane, p)
-                })
-                .collect()
-        });
-        for r in chunks * 8..k {
-            let kk = kb.iconst(r as i64);
-            let p = product(kb, kk);
-            l[r % 8] = kb.b.ins().fadd(l[r % 8], p);
-        }
-        if !k.is_multiple_of(8) {
-            for lane in l.iter_mut().skip(k % 8) {
-                *lane = kb.b.ins().fadd(*lane, zeros);
-            }
-        }
-        let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
-        let a = add(l[0], l[1]);
-        let a = add(a, l[2]);
-        let lo = add(a, l[3]);
-        let b = add(l[4], l[5]);
-        let b = add(b, l[6]);
-        let hi = add(b, l[7]);
-        let y = add(lo, hi);
+        let l = eight_lanes(kb, k, zeros, &product);
+        // Every output of a whole group of four reduces its lanes as output 0 does.
+        let y = reduce_lanes(kb, &l, (0, n));
         // C, or 0 as the scalar kernel adds it.
         let c = match io.start {
             Some(c) => {
@@ -425,55 +397,74 @@ fn dot(
         }
         Order::Lanes { j, n } => {
             let zero = kb.fconst(0.0);
-            let chunks = k / 8;
-            let mut l = kb.fold_range(chunks, vec![zero; 8], |kb, c, lanes| {
-                let base = kb.b.ins().imul_imm_s(c, 8);
-                lanes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &lane)| {
-                        let kk = kb.b.ins().iadd_imm_s(base, i as i64);
-                        let p = product(kb, kk);
-                        kb.b.ins().fadd(lane, p)
-                    })
-                    .collect()
-            });
-            for i in chunks * 8..k {
-                let kk = kb.iconst(i as i64);
-                let p = product(kb, kk);
-                l[i % 8] = kb.b.ins().fadd(l[i % 8], p);
-            }
-            // The masked tail adds 0 * 0 to the unused lanes (-0 becomes +0).
-            if !k.is_multiple_of(8) {
-                for lane in l.iter_mut().skip(k % 8) {
-                    *lane = kb.b.ins().fadd(*lane, zero);
-                }
-            }
-            let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
-            let grouped_by_four = n - n % 4;
-            let y = if j < grouped_by_four {
-                let a = add(l[0], l[1]);
-                let a = add(a, l[2]);
-                let lo = add(a, l[3]);
-                let b = add(l[4], l[5]);
-                let b = add(b, l[6]);
-                let hi = add(b, l[7]);
-                add(lo, hi)
-            } else {
-                let pairs: [(usize, usize); 4] = if n % 4 >= 2 && j < grouped_by_four + 2 {
-                    [(0, 2), (4, 6), (1, 3), (5, 7)]
-                } else {
-                    [(0, 1), (2, 3), (4, 5), (6, 7)]
-                };
-                let p: Vec<Value> = pairs.iter().map(|&(x, y)| add(l[x], l[y])).collect();
-                let lo = add(p[0], p[1]);
-                let hi = add(p[2], p[3]);
-                add(lo, hi)
-            };
+            let l = eight_lanes(kb, k, zero, &product);
+            let y = reduce_lanes(kb, &l, (j, n));
             match start {
                 Some(c) => kb.b.ins().fadd(y, c),
                 None => y,
             }
         }
+    }
+}
+
+/// The eight lanes of MLAS's transposed M = 1 kernel over `k` terms (`product(kk)` each,
+/// scalars or vectors of four outputs, `zero` of the same type): lane `i` sums the terms
+/// `kk % 8 == i` in order, then the masked tail adds 0 * 0 to the lanes past `k % 8` (-0
+/// becomes +0).
+fn eight_lanes(
+    kb: &mut KernelBuilder,
+    k: usize,
+    zero: Value,
+    product: &dyn Fn(&mut KernelBuilder, Value) -> Value,
+) -> Vec<Value> {
+    let chunks = k / 8;
+    let mut l = kb.fold_range(chunks, vec![zero; 8], |kb, c, lanes| {
+        let base = kb.b.ins().imul_imm_s(c, 8);
+        lanes
+            .iter()
+            .enumerate()
+            .map(|(i, &lane)| {
+                let kk = kb.b.ins().iadd_imm_s(base, i as i64);
+                let p = product(kb, kk);
+                kb.b.ins().fadd(lane, p)
+            })
+            .collect()
+    });
+    for i in chunks * 8..k {
+        let kk = kb.iconst(i as i64);
+        let p = product(kb, kk);
+        l[i % 8] = kb.b.ins().fadd(l[i % 8], p);
+    }
+    if !k.is_multiple_of(8) {
+        for lane in l.iter_mut().skip(k % 8) {
+            *lane = kb.b.ins().fadd(*lane, zero);
+        }
+    }
+    l
+}
+
+/// The eight lanes `l` of output `j` of `n` added as MLAS reduces them: in halves of four
+/// for the outputs of whole groups of four, in pairs for the last two or three.
+fn reduce_lanes(kb: &mut KernelBuilder, l: &[Value], (j, n): (usize, usize)) -> Value {
+    let mut add = |x: Value, y: Value| kb.b.ins().fadd(x, y);
+    let grouped_by_four = n - n % 4;
+    if j < grouped_by_four {
+        let a = add(l[0], l[1]);
+        let a = add(a, l[2]);
+        let lo = add(a, l[3]);
+        let b = add(l[4], l[5]);
+        let b = add(b, l[6]);
+        let hi = add(b, l[7]);
+        add(lo, hi)
+    } else {
+        let pairs: [(usize, usize); 4] = if n % 4 >= 2 && j < grouped_by_four + 2 {
+            [(0, 2), (4, 6), (1, 3), (5, 7)]
+        } else {
+            [(0, 1), (2, 3), (4, 5), (6, 7)]
+        };
+        let p: Vec<Value> = pairs.iter().map(|&(x, y)| add(l[x], l[y])).collect();
+        let lo = add(p[0], p[1]);
+        let hi = add(p[2], p[3]);
+        add(lo, hi)
     }
 }
