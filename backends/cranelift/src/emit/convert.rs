@@ -460,15 +460,42 @@ pub(crate) fn unpack(
     })
 }
 
-/// The integer `v / scale` of a value `int * scale` (rounded once), as an f32: rounded to
-/// nearest by adding and removing 1.5 * 2^23, exact while `|int| < 2^22`.
+/// 1.5 * 2^23: an f32 `x` with `|x| < 2^22` plus this is rounded to an integer (to even),
+/// which the sum's low mantissa bits hold.
+pub(crate) const ROUNDING_MAGIC: f32 = 12_582_912.0;
+
+/// `v / scale` rounded to the nearest integer, plus [`ROUNDING_MAGIC`], for an f32 scalar or
+/// vector `v` (the value `int * scale`, rounded once, so exact while `|int| < 2^22`).
+pub(crate) fn plus_rounding_magic(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
+    let q = if scale == 1.0 {
+        v
+    } else {
+        let s = f32_like(kb, v, scale);
+        kb.b.ins().fdiv(v, s)
+    };
+    let magic = f32_like(kb, v, ROUNDING_MAGIC);
+    kb.b.ins().fadd(q, magic)
+}
+
+/// The integer `v / scale` of a value `int * scale` (rounded once), as an f32 scalar or
+/// vector like `v`: rounded to nearest by adding and removing [`ROUNDING_MAGIC`], exact
+/// while `|int| < 2^22`.
 pub(crate) fn integer_of(kb: &mut KernelBuilder, v: Value, scale: f32) -> Value {
     if scale == 1.0 {
         return v;
     }
-    let s = kb.fconst(scale);
-    let q = kb.b.ins().fdiv(v, s);
-    let magic = kb.fconst(12_582_912.0);
-    let shifted = kb.b.ins().fadd(q, magic);
+    let shifted = plus_rounding_magic(kb, v, scale);
+    let magic = f32_like(kb, v, ROUNDING_MAGIC);
     kb.b.ins().fsub(shifted, magic)
+}
+
+/// The constant `x` as an f32 scalar, or splat to a vector, as `like` is.
+fn f32_like(kb: &mut KernelBuilder, like: Value, x: f32) -> Value {
+    let ty = kb.b.func.dfg.value_type(like);
+    let c = kb.fconst(x);
+    if ty.is_vector() {
+        kb.b.ins().splat(ty, c)
+    } else {
+        c
+    }
 }

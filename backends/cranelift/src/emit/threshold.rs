@@ -571,23 +571,36 @@ fn bits_one_threshold(
 /// From this many thresholds per channel, an element's count runs on vectors.
 const VECTOR_THRESHOLDS: usize = 8;
 
-/// A channel's thresholds, four to a vector, for counting many of them at once (an 8-bit
-/// output has 255): rows `[channel][threshold]` padded to whole vectors with thresholds
-/// never reached.
+/// Every channel's thresholds in a table (`[channel][threshold]`), for counting many of them
+/// at once (an 8-bit output has 255).
 #[derive(Clone, Copy)]
 struct VectorThresholds {
     table: Value,
-    /// Vectors per channel.
-    per_row: usize,
     integer: bool,
-    /// From [`SEARCHED_THRESHOLDS`] on, the rows are instead sorted and this long (a power
-    /// of two past the thresholds, padded with ones never reached), and a count is a
-    /// binary search: 8 dependent loads for 255 thresholds instead of 64 compares.
-    searched: Option<usize>,
+    rows: ThresholdRowLayout,
+}
+
+/// How a [`VectorThresholds`] table holds a channel's row.
+#[derive(Clone, Copy)]
+enum ThresholdRowLayout {
+    /// Four to a vector, padded to whole vectors with thresholds never reached: this many
+    /// vectors per channel, each compared at once.
+    Vectors(usize),
+    /// From [`SEARCHED_THRESHOLDS`] on: sorted, and this long (a power of two past the
+    /// thresholds, padded with ones never reached); a count is a binary search, 8
+    /// dependent loads for 255 thresholds instead of 64 compares.
+    Sorted(usize),
 }
 
 /// From this many thresholds per channel, a count is a binary search of the sorted row.
 const SEARCHED_THRESHOLDS: usize = 64;
+
+/// Integer threshold `t` as the `i32` that `v > below(t)` compares with (`v >= t`): the
+/// accumulators have at most 31 bits (`|v| < 2^30`), so `t - 1` clamped to `i32` keeps every
+/// answer, and `i32::MAX` is never exceeded.
+fn below(t: i64) -> i32 {
+    t.saturating_sub(1).clamp(i32::MIN.into(), i32::MAX.into()) as i32
+}
 
 impl VectorThresholds {
     fn new(
@@ -603,13 +616,10 @@ impl VectorThresholds {
         }
         let per_row = n.div_ceil(4);
         let table = if integer {
-            // `v >= t` as `v > t - 1` on i32 lanes: the accumulators have at most 31 bits
-            // (`|v| < 2^30`), so `t - 1` clamped to i32 keeps every answer; padding is
-            // `i32::MAX`, which no accumulator exceeds.
+            // `v >= t` as `v > below(t)` on i32 lanes; padding is `i32::MAX`.
             let mut lanes = vec![i32::MAX; rows * per_row * 4];
             for (i, &t) in int_t.iter().enumerate() {
-                let at = (i / n) * per_row * 4 + i % n;
-                lanes[at] = t.saturating_sub(1).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+                lanes[(i / n) * per_row * 4 + i % n] = below(t);
             }
             kb.table_i32(&lanes)
         } else {
@@ -622,9 +632,8 @@ impl VectorThresholds {
         };
         VectorThresholds {
             table,
-            per_row,
             integer,
-            searched: None,
+            rows: ThresholdRowLayout::Vectors(per_row),
         }
     }
 
@@ -641,13 +650,10 @@ impl VectorThresholds {
     ) -> VectorThresholds {
         let len = (n + 1).next_power_of_two();
         let table = if integer {
-            // `v > t - 1` as the vectors compare, `i32::MAX` never exceeded.
+            // `v > below(t)` as the vectors compare; padding is `i32::MAX`.
             let mut lanes = vec![i32::MAX; rows * len];
             for (r, row) in int_t.chunks_exact(n).enumerate() {
-                let mut row: Vec<i32> = row
-                    .iter()
-                    .map(|&t| t.saturating_sub(1).clamp(i32::MIN.into(), i32::MAX.into()) as i32)
-                    .collect();
+                let mut row: Vec<i32> = row.iter().map(|&t| below(t)).collect();
                 row.sort_unstable();
                 lanes[r * len..r * len + n].copy_from_slice(&row);
             }
@@ -667,9 +673,8 @@ impl VectorThresholds {
         };
         VectorThresholds {
             table,
-            per_row: 0,
             integer,
-            searched: Some(len),
+            rows: ThresholdRowLayout::Sorted(len),
         }
     }
 
@@ -701,10 +706,11 @@ impl VectorThresholds {
     /// an f32) reaches.
     fn count(&self, kb: &mut KernelBuilder, channel: Value, v: Value) -> Value {
         use cranelift_codegen::ir::types::{F32X4, I32X4};
-        if let Some(len) = self.searched {
-            return self.search(kb, len, channel, v);
-        }
-        let row = kb.addr(self.table, channel, (self.per_row * 16) as i64, 0);
+        let per_row = match self.rows {
+            ThresholdRowLayout::Sorted(len) => return self.search(kb, len, channel, v),
+            ThresholdRowLayout::Vectors(per_row) => per_row,
+        };
+        let row = kb.addr(self.table, channel, (per_row * 16) as i64, 0);
         let splat =
             kb.b.ins()
                 .splat(if self.integer { I32X4 } else { F32X4 }, v);
@@ -724,18 +730,11 @@ impl VectorThresholds {
             };
             kb.b.ins().iadd(acc, reached)
         };
-        // Unrolled for the usual widths (255 thresholds: 64 vectors); a loop beyond.
-        let acc = if self.per_row <= 64 {
-            (0..self.per_row).fold(zeros, |acc, i| {
-                let at = kb.add_imm(row, (i * 16) as i64);
-                step(kb, at, acc)
-            })
-        } else {
-            kb.fold_range(self.per_row, vec![zeros], |kb, i, acc| {
-                let at = kb.addr(row, i, 16, 0);
-                vec![step(kb, at, acc[0])]
-            })[0]
-        };
+        // Unrolled: fewer than SEARCHED_THRESHOLDS make at most 16 vectors.
+        let acc = (0..per_row).fold(zeros, |acc, i| {
+            let at = kb.add_imm(row, (i * 16) as i64);
+            step(kb, at, acc)
+        });
         let pairs = kb.b.ins().iadd_pairwise(acc, acc);
         let sums = kb.b.ins().iadd_pairwise(pairs, pairs);
         let minus = kb.b.ins().extractlane(sums, 0);

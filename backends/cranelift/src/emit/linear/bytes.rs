@@ -12,6 +12,7 @@ use bnnc_ir::interp::IntegerFirst;
 use bnnc_ir::ElemType;
 
 use super::layout::Product;
+use crate::emit::convert::{plus_rounding_magic, ROUNDING_MAGIC};
 use crate::emit::{builder::mem, KernelBuilder};
 use crate::target::{ByteDot, PMADDUBSW_WEIGHTS};
 
@@ -142,10 +143,15 @@ pub(super) fn rows(kb: &mut KernelBuilder, plan: &BytePlan, a: Value, rows: usiz
     }
     let table = kb.table(table);
     let start = (plan.offset != 0).then(|| {
+        let column_sum =
+            |j: usize| -> i32 { (0..k).map(|kk| i32::from(plan.weights[kk * n + j])).sum() };
         let sums: Vec<i32> = (0..np)
             .map(|j| {
-                let column = (0..k).filter(|_| j < n).map(|kk| plan.weights[kk * n + j]);
-                -plan.offset * column.map(i32::from).sum::<i32>()
+                if j < n {
+                    -plan.offset * column_sum(j)
+                } else {
+                    0
+                }
             })
             .collect();
         kb.table_i32(&sums)
@@ -211,7 +217,7 @@ fn stage_row(kb: &mut KernelBuilder, plan: &BytePlan, row: Value, staged: Value)
         kb.for_quads(k, |kb, at| {
             let src = kb.addr(row, at, 4, 0);
             let v = kb.load(F32X4, src, 0);
-            let v = biased_integers(kb, plan, F32X4, v);
+            let v = biased_integers(kb, plan, v);
             let halves = kb.b.ins().snarrow(v, v);
             let bytes = kb.b.ins().unarrow(halves, halves);
             let words = kb.b.ins().bitcast(I32X4, little, bytes);
@@ -222,40 +228,18 @@ fn stage_row(kb: &mut KernelBuilder, plan: &BytePlan, row: Value, staged: Value)
     } else {
         for kk in 0..k {
             let v = kb.load(F32, row, (kk * 4) as i64);
-            let v = biased_integers(kb, plan, F32, v);
+            let v = biased_integers(kb, plan, v);
             kb.b.ins().istore8(mem(), v, staged, kk as i32);
         }
     }
 }
 
-/// `round(v / a_scale) + offset` of the f32 scalar or vector `v` as `i32`s: a multiply by
-/// the reciprocal (within 2^-20 of the integer for 8-bit ones, so rounding gives the
-/// interpreter's integer), then 1.5 * 2^23 added, whose low mantissa bits are then the
-/// integer.
-fn biased_integers(
-    kb: &mut KernelBuilder,
-    plan: &BytePlan,
-    ty: cranelift_codegen::ir::Type,
-    v: Value,
-) -> Value {
-    const MAGIC: f32 = 12_582_912.0;
-    let splat = |kb: &mut KernelBuilder, x: Value, vty| {
-        if ty == F32X4 {
-            kb.b.ins().splat(vty, x)
-        } else {
-            x
-        }
-    };
-    let mut q = v;
-    if plan.a_scale != 1.0 {
-        let r = kb.fconst(1.0 / plan.a_scale);
-        let r = splat(kb, r, F32X4);
-        q = kb.b.ins().fmul(q, r);
-    }
-    let m = kb.fconst(MAGIC);
-    let m = splat(kb, m, F32X4);
-    let shifted = kb.b.ins().fadd(q, m);
-    let (ity, little) = if ty == F32X4 {
+/// `round(v / a_scale) + offset` of the f32 scalar or vector `v` as `i32`s: the rounded
+/// quotient plus [`ROUNDING_MAGIC`], whose low mantissa bits are then the integer.
+fn biased_integers(kb: &mut KernelBuilder, plan: &BytePlan, v: Value) -> Value {
+    let shifted = plus_rounding_magic(kb, v, plan.a_scale);
+    let vector = kb.b.func.dfg.value_type(v).is_vector();
+    let (ity, flags) = if vector {
         (
             I32X4,
             MemFlagsData::new().with_endianness(Endianness::Little),
@@ -263,8 +247,12 @@ fn biased_integers(
     } else {
         (I32, MemFlagsData::new())
     };
-    let bits = kb.b.ins().bitcast(ity, little, shifted);
-    let bias = kb.iconst32(MAGIC.to_bits() as i32 - plan.offset);
-    let bias = splat(kb, bias, I32X4);
+    let bits = kb.b.ins().bitcast(ity, flags, shifted);
+    let bias = kb.iconst32(ROUNDING_MAGIC.to_bits() as i32 - plan.offset);
+    let bias = if vector {
+        kb.b.ins().splat(I32X4, bias)
+    } else {
+        bias
+    };
     kb.b.ins().isub(bits, bias)
 }

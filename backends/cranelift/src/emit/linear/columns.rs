@@ -12,6 +12,7 @@ use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::column_conv::{ColumnConv, ColumnSum};
+use crate::emit::convert::integer_of;
 use crate::emit::KernelBuilder;
 
 /// Filters summed at once: eight vectors of sums, one of inputs and one weight fit x86's
@@ -256,17 +257,9 @@ fn stage(kb: &mut KernelBuilder, plan: &ColumnConv, src: Value, ws: Value) {
         _ => None,
     };
     // x / s rounded to the nearest integer (x being one, times s, rounded once).
-    let integer = |kb: &mut KernelBuilder, v: Value, ty| -> Value {
-        let Some(s) = a_scale else { return v };
-        let (s, magic) = (kb.fconst(s), kb.fconst(12_582_912.0));
-        let (s, magic) = if ty == F32X4 {
-            (kb.b.ins().splat(F32X4, s), kb.b.ins().splat(F32X4, magic))
-        } else {
-            (s, magic)
-        };
-        let q = kb.b.ins().fdiv(v, s);
-        let shifted = kb.b.ins().fadd(q, magic);
-        kb.b.ins().fsub(shifted, magic)
+    let integer = |kb: &mut KernelBuilder, v: Value| match a_scale {
+        Some(s) => integer_of(kb, v, s),
+        None => v,
     };
     let sx = plan.strides.1;
     kb.for_range(c, |kb, ch| {
@@ -289,7 +282,7 @@ fn stage(kb: &mut KernelBuilder, plan: &ColumnConv, src: Value, ws: Value) {
                 kb.for_range(vectors, |kb, i| {
                     let at = kb.addr(from, i, 16, 0);
                     let v = kb.load(F32X4, at, 0);
-                    let v = integer(kb, v, F32X4);
+                    let v = integer(kb, v);
                     let at = kb.addr(to, i, 16, 0);
                     kb.store(v, at, 0);
                 });
@@ -298,7 +291,7 @@ fn stage(kb: &mut KernelBuilder, plan: &ColumnConv, src: Value, ws: Value) {
                     let i = kb.add_imm(i, (vectors * 4) as i64);
                     let at = kb.addr(from, i, (sx * 4) as i64, 0);
                     let v = kb.load(F32, at, 0);
-                    let v = integer(kb, v, F32);
+                    let v = integer(kb, v);
                     kb.store_at(v, to, i);
                 });
             }

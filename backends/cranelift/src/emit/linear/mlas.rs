@@ -114,31 +114,27 @@ pub(super) fn product(kb: &mut KernelBuilder, p: &Product<'_>, io: &ProductIo) {
     // The transposed M = 1 kernel adds C (or 0) after its lanes.
     let lanes_start =
         |kb: &mut KernelBuilder, c: Option<Value>| Some(c.unwrap_or_else(|| kb.fconst(0.0)));
-    if p.m1_allowed && m == 1 && !trans_a && !p.trans_b && n >= 4 {
-        groups_in_lanes(kb, (k, n), b_t, io);
-    } else if p.m1_allowed && m == 1 && !trans_a {
-        kb.for_range(n, |kb, j| {
-            let i = kb.iconst(0);
-            let c = start_at(kb, i, j);
-            let s = if p.trans_b {
-                // Output j of n of the transposed kernel: unrolled over j at compile time.
-                None
-            } else {
-                Some(dot(
+    if p.m1_allowed && m == 1 && !trans_a {
+        if !p.trans_b && n >= 4 {
+            groups_in_lanes(kb, (k, n), b_t, io);
+        } else if !p.trans_b {
+            // Fewer outputs than a vector: one at a time.
+            kb.for_range(n, |kb, j| {
+                let i = kb.iconst(0);
+                let c = start_at(kb, i, j);
+                let s = dot(
                     kb,
                     k,
                     Order::Groups,
                     c,
                     &|kb, kk| load_a(kb, i, kk),
                     &|kb, kk| load_b(kb, kk, j),
-                ))
-            };
-            if let Some(s) = s {
+                );
                 store(kb, i, j, s);
-            }
-        });
-        if p.trans_b {
-            // Outputs in whole groups of four reduce their lanes alike: four to a vector.
+            });
+        } else {
+            // Outputs in whole groups of four reduce their lanes alike: four to a vector;
+            // the others one at a time, unrolled (each reduces as its place says).
             let vectored = n - n % 4;
             lanes_in_vectors(kb, (k, n, vectored), b_t, io);
             for j in vectored..n {
