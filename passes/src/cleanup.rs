@@ -9,10 +9,7 @@
 //! (`x + 0` is left alone: it turns -0 into +0.)
 
 use bnnc_ir::interp::integer_first;
-use bnnc_ir::{
-    BinaryOp, ElemType, Graph, IrError, NodeId, Op, Scale, Tensor, TensorType, ThresholdAttrs,
-    ValueId,
-};
+use bnnc_ir::{BinaryOp, ElemType, Graph, IrError, NodeId, Op, Scale, Tensor, TensorType, ValueId};
 
 use crate::report::PassReport;
 use crate::threshold::channel_shape;
@@ -26,7 +23,7 @@ pub fn cleanup(graph: &mut Graph) -> Result<PassReport, IrError> {
         remove_identities(graph, &mut report)?;
         merge_reshapes(graph, &mut report)?;
         fold_transposes(graph, &mut report)?;
-        sink_transposes(graph, &mut report)?;
+        crate::layout::cancel_transposes(graph, &mut report)?;
         fold_flattened_transposes_into_weights(graph, &mut report)?;
         split_biases(graph, &mut report)?;
         let dead = graph.remove_dead_nodes();
@@ -277,77 +274,6 @@ fn pointwise(graph: &Graph, node: &bnnc_ir::Node) -> bool {
         Op::Relu | Op::Sign => true,
         _ => false,
     }
-}
-
-/// An elementwise node of a transposed operand (its other operands single constants, or
-/// thresholds along its channel axis) computes the same values before the transpose:
-/// `f(transpose(x)) = transpose(f'(x))`, `f'` reading its channels along the axis they come
-/// from. Transposes move down past such nodes until they meet another transpose (one
-/// transpose, or none, then) or a layer: FINN's and tf2onnx's NHWC thresholds between NCHW
-/// layers, for example.
-fn sink_transposes(graph: &mut Graph, report: &mut PassReport) -> Result<(), IrError> {
-    let order = graph.topo_order()?;
-    for n in order {
-        if !graph.contains_node(n) {
-            continue;
-        }
-        let node = graph.node(n).clone();
-        let Some(t) = node.inputs.first().copied() else {
-            continue;
-        };
-        let Some(transpose) = graph.producer(t).filter(|_| graph.only_user(t) == Some(n)) else {
-            continue;
-        };
-        let Op::Transpose { perm } = graph.node(transpose).op.clone() else {
-            continue;
-        };
-        let op = match &node.op {
-            _ if pointwise(graph, &node) => node.op.clone(),
-            Op::MultiThreshold(a) | Op::Threshold(a)
-                if node.inputs[1..]
-                    .iter()
-                    .all(|&v| graph.const_data(v).is_some()) =>
-            {
-                let attrs = ThresholdAttrs {
-                    channel_axis: perm[a.channel_axis],
-                    ..a.clone()
-                };
-                match node.op {
-                    Op::MultiThreshold(_) => Op::MultiThreshold(attrs),
-                    _ => Op::Threshold(attrs),
-                }
-            }
-            _ => continue,
-        };
-        let x = graph.node(transpose).inputs[0];
-        let mut inputs = node.inputs.clone();
-        inputs[0] = x;
-        let out_name = graph.value(node.outputs[0]).name.clone();
-        let inner = graph.add_node(
-            node.name.clone(),
-            op,
-            &inputs,
-            vec![format!("{out_name}.before")],
-        )?[0];
-        let moved = graph.add_node(
-            graph.node(transpose).name.clone(),
-            Op::Transpose { perm },
-            &[inner],
-            vec![format!("{out_name}.moved")],
-        )?[0];
-        if graph.value(moved).ty != graph.value(node.outputs[0]).ty {
-            graph.remove_node(graph.producer(moved).expect("a node result"));
-            graph.remove_node(graph.producer(inner).expect("a node result"));
-            continue;
-        }
-        graph.replace_node(n, moved)?;
-        graph.remove_node(transpose);
-        report.note(format!(
-            "`{}`: moved the transpose before it after it",
-            node.name
-        ));
-    }
-    Ok(())
 }
 
 /// `reshape(reshape(x))` is one reshape of `x`.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fusion;
 pub mod input_threshold;
 mod integers;
+mod layout;
 pub mod manager;
 pub mod pooling;
 pub mod precision;

@@ -329,3 +329,42 @@ save("lower-xnor-popcount/grouped_bit_serial_conv.onnx",
      [io("x", [1, 128, 4, 4])], [io("y", [1, 64, 2, 2])],
      {"half": np.asarray(0.5), "zero": np.asarray(0.0), "two": np.asarray(2.0),
       "w": rng.normal(size=(64, 64, 3, 3))})
+
+# cleanup: tf2onnx's NHWC ops between NCHW ones, transposes on either side of each (QKeras'
+# quantized ReLU, its SelectV2 as tf2onnx writes it): the region of elementwise nodes runs in one axis order, its NHWC
+# constants transposed, and no transpose is left. A region whose paths disagree on the order
+# (x + transpose(x)) stays as it is.
+def nhwc(x, y):
+    return helper.make_node("Transpose", [x], [y], name=y, perm=[0, 2, 3, 1])
+
+
+def nchw(x, y):
+    return helper.make_node("Transpose", [x], [y], name=y, perm=[0, 3, 1, 2])
+
+
+save("cleanup/transposes_across_elementwise.onnx",
+     [helper.make_node("Mul", ["x", "sixteen"], ["m"], name="m"),
+      nhwc("m", "t_m"), helper.make_node("Round", ["t_m"], ["r"], name="r"), nchw("r", "t_r"),
+      helper.make_node("Mul", ["m", "minus_one"], ["neg"], name="neg"),
+      helper.make_node("Add", ["neg", "t_r"], ["frac"], name="frac"),
+      nhwc("x", "t_x"),
+      helper.make_node("LessOrEqual", ["t_x", "half"], ["le"], name="le"),
+      helper.make_node("Cast", ["le"], ["le_f"], name="le_f", to=TensorProto.FLOAT),
+      helper.make_node("Mul", ["le_f", "t_x"], ["kept"], name="kept"),
+      helper.make_node("Equal", ["le_f", "zero"], ["gt"], name="gt"),
+      helper.make_node("Cast", ["gt"], ["gt_f"], name="gt_f", to=TensorProto.FLOAT),
+      helper.make_node("Mul", ["gt_f", "per_channel"], ["other"], name="other"),
+      helper.make_node("Add", ["kept", "other"], ["sel"], name="sel"),
+      nchw("sel", "t_sel"),
+      helper.make_node("Add", ["frac", "t_sel"], ["sum"], name="sum"),
+      quant("t_x", "scales", "zero", "four", "q"), nchw("q", "t_q"),
+      helper.make_node("Add", ["sum", "t_q"], ["y"], name="y")],
+     [io("x", [1, 4, 3, 3])], [io("y", [1, 4, 3, 3])],
+     {"sixteen": np.asarray(16.0), "minus_one": np.asarray(-1.0), "half": np.asarray(0.5),
+      "per_channel": rng.normal(size=(1, 1, 1, 4)), "scales": np.asarray([0.25, 0.5, 0.125, 1.0]),
+      "zero": np.asarray(0.0), "four": np.asarray(4.0)})
+
+save("cleanup/transposes_disagree_stay.onnx",
+     [helper.make_node("Transpose", ["x"], ["t"], name="t", perm=[0, 2, 1]),
+      helper.make_node("Add", ["x", "t"], ["y"], name="y")],
+     [io("x", [1, 3, 3])], [io("y", [1, 3, 3])], {})
