@@ -91,7 +91,7 @@ fn kernel_name(graph: &Graph, step: &Step) -> String {
     let op = |n: NodeId| graph.node(n).op.name();
     match &step.kind {
         StepKind::Node(n) => op(*n).to_string(),
-        StepKind::Chain(nodes) => nodes.iter().map(|&n| op(n)).collect::<Vec<_>>().join("+"),
+        StepKind::Chain { nodes, .. } => nodes.iter().map(|&n| op(n)).collect::<Vec<_>>().join("+"),
         StepKind::Fused {
             linear,
             threshold,
@@ -131,7 +131,7 @@ fn storage_name(storage: Storage) -> String {
 fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
     let linear = match &step.kind {
         StepKind::Convert => return "storage conversion",
-        StepKind::Chain(_) => return "elementwise, one loop for the chain",
+        StepKind::Chain { .. } => return "elementwise, one loop for the chain",
         StepKind::Fused { linear, .. } => *linear,
         StepKind::Node(n) => *n,
     };
@@ -204,18 +204,20 @@ pub(crate) fn step_info(graph: &Graph, step: &Step) -> StepInfo {
                 graph.node(*linear).name
             ),
         },
-        StepKind::Chain(nodes) => StepInfo {
-            node: Some(nodes[0]),
-            label: format!(
-                "{} {}",
-                nodes
-                    .iter()
-                    .map(|&n| graph.node(n).op.name())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-                graph.node(nodes[0]).name
-            ),
-        },
+        StepKind::Chain { nodes, .. } => {
+            let op = |n: &NodeId| graph.node(*n).op.name();
+            // A long chain (a quantizer of a dozen nodes) is named by its ends.
+            let ops = match nodes.as_slice() {
+                [first, .., last] if nodes.len() > 4 => {
+                    format!("{}+..+{} ({} ops)", op(first), op(last), nodes.len())
+                }
+                _ => nodes.iter().map(op).collect::<Vec<_>>().join("+"),
+            };
+            StepInfo {
+                node: Some(nodes[0]),
+                label: format!("{ops} {}", graph.node(nodes[0]).name),
+            }
+        }
         StepKind::Convert => StepInfo {
             node: None,
             label: "convert".into(),

@@ -80,10 +80,14 @@ pub(crate) enum StepKind {
         /// kernels run this one; nothing decides it again.
         stage: OutputStage,
     },
-    /// Elementwise nodes each of which is the one user of the one before: one loop computes
-    /// them all, element by element, storing only the last one's result. The step reads the
-    /// first node's first operand (the others' operands are constants).
-    Chain(Vec<NodeId>),
+    /// Elementwise nodes of one shape, in order, whose results only later ones read, but for
+    /// the last: one loop computes them all, element by element, and stores only the last
+    /// one's result. The step reads `reads`, the operands computed at run time that no node
+    /// of the chain computes (constants are embedded).
+    Chain {
+        nodes: Vec<NodeId>,
+        reads: Vec<ValueId>,
+    },
 }
 
 /// One kernel call: the places of its operands (`None` for constants, which kernels embed)
@@ -180,7 +184,9 @@ pub(crate) fn schedule(graph: &Graph) -> Result<Schedule, BackendError> {
         buffers: Vec::new(),
         placed: HashMap::new(),
         fused: HashSet::new(),
+        chains: HashMap::new(),
     };
+    planner.plan_chains(&order);
     planner.placed.insert(
         (graph.inputs()[0], Storage::F32),
         (Location::Input, Storage::F32),
@@ -242,8 +248,11 @@ struct Planner<'g> {
     buffers: Vec<Buffer>,
     /// Where each (value, storage) pair has been materialized.
     placed: HashMap<(ValueId, Storage), (Location, Storage)>,
-    /// Thresholds already computed by the output stage of their layer.
+    /// Thresholds already computed by the output stage of their layer, and elementwise nodes
+    /// computed by a chain.
     fused: HashSet<NodeId>,
+    /// The elementwise chains, by their last node (see [`StepKind::Chain`]).
+    chains: HashMap<NodeId, Vec<NodeId>>,
 }
 
 impl Planner<'_> {
@@ -491,19 +500,32 @@ impl Planner<'_> {
             self.fused.extend(pool);
             return Ok(());
         }
-        if let Some(chain) = self.elementwise_chain(n) {
-            let first = self.graph.node(n);
-            let x = self.operand(first.inputs[0], Storage::F32)?;
-            let last = chain.last().expect("a chain of two or more");
-            let out = self.graph.node(*last).outputs[0];
+        if let Some(nodes) = self.chains.remove(&n) {
+            let inside: HashSet<ValueId> = nodes
+                .iter()
+                .map(|&m| self.graph.node(m).outputs[0])
+                .collect();
+            let mut reads: Vec<ValueId> = Vec::new();
+            for &m in &nodes {
+                for &v in &self.graph.node(m).inputs {
+                    let constant = matches!(self.graph.value(v).def, ValueDef::Const(_));
+                    if !constant && !inside.contains(&v) && !reads.contains(&v) {
+                        reads.push(v);
+                    }
+                }
+            }
+            let mut operands = Vec::with_capacity(reads.len());
+            for &v in &reads {
+                operands.push(self.operand(v, Storage::F32)?);
+            }
+            let out = node.outputs[0];
             let shape = self.graph.value(out).ty.shape.clone();
             let loc = self.new_buffer(storage_bytes(&shape, Storage::F32));
             self.placed.insert((out, Storage::F32), (loc, Storage::F32));
-            self.fused.extend(chain[1..].iter().copied());
             self.steps.push(PlannedStep {
-                kind: StepKind::Chain(chain),
+                kind: StepKind::Chain { nodes, reads },
                 value: None,
-                operands: vec![x],
+                operands,
                 results: vec![(loc, Storage::F32)],
                 workspace: None,
             });
@@ -632,40 +654,64 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// The elementwise chain starting at `n` (see [`StepKind::Chain`]), if it has two nodes
-    /// or more: each next node is the one user of the one before, takes it as its first
-    /// operand and constants as its others, and has its shape; values within the chain are
-    /// never stored (no graph output among them), and every result is `f32`.
-    fn elementwise_chain(&self, n: NodeId) -> Option<Vec<NodeId>> {
-        let pointwise = |m: NodeId| {
-            let node = self.graph.node(m);
-            let constant = |v: &ValueId| matches!(self.graph.value(*v).def, ValueDef::Const(_));
-            // A BipolarQuant writing bits packs them: not a float chain's link.
-            let op = matches!(node.op, elementwise_op!())
-                && !(matches!(node.op, Op::BipolarQuant) && self.wants_bits(node.outputs[0]));
-            op && node.outputs.len() == 1 && node.inputs.iter().skip(1).all(constant)
-        };
-        if !pointwise(n) {
-            return None;
-        }
-        let mut chain = vec![n];
-        loop {
-            let out = self.graph.node(*chain.last().expect("not empty")).outputs[0];
-            if self.graph.outputs().contains(&out) {
-                break;
+    /// Whether `m` can be a node of an elementwise chain: an elementwise op of one result
+    /// whose operands but the first are constants, or, for arithmetic and comparisons, any
+    /// value. (A BipolarQuant writing bits packs them: not a float chain's node.)
+    fn chains_with(&self, m: NodeId) -> bool {
+        let node = self.graph.node(m);
+        let constant = |v: &ValueId| matches!(self.graph.value(*v).def, ValueDef::Const(_));
+        let op = matches!(node.op, elementwise_op!() | Op::Compare(_))
+            && !(matches!(node.op, Op::BipolarQuant) && self.wants_bits(node.outputs[0]));
+        let any_operands = matches!(node.op, Op::Binary(_) | Op::Compare(_));
+        op && (any_operands || node.inputs.iter().skip(1).all(constant)) && node.outputs.len() == 1
+    }
+
+    /// Finds the elementwise chains (see [`StepKind::Chain`]) of two nodes or more. Each
+    /// grows back from its last node: a node joins when the chain reads its result, no one
+    /// else does, and the result has the chain's shape.
+    fn plan_chains(&mut self, order: &[NodeId]) {
+        let position: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut taken: HashSet<NodeId> = HashSet::new();
+        for &last in order.iter().rev() {
+            if taken.contains(&last) || !self.chains_with(last) {
+                continue;
             }
-            let Some(&[next]) = self.users.get(&out).map(Vec::as_slice) else {
-                break;
-            };
-            let node = self.graph.node(next);
-            let same_shape =
-                self.graph.value(node.outputs[0]).ty.shape == self.graph.value(out).ty.shape;
-            if !pointwise(next) || node.inputs[0] != out || !same_shape {
-                break;
+            let shape = &self.graph.value(self.graph.node(last).outputs[0]).ty.shape;
+            let mut nodes = vec![last];
+            // A node whose users are not all in the chain yet may be after more join.
+            let mut grown = true;
+            while grown {
+                grown = false;
+                let operands: Vec<ValueId> = nodes
+                    .iter()
+                    .flat_map(|&m| self.graph.node(m).inputs.iter().copied())
+                    .collect();
+                for v in operands {
+                    let Some(p) = self.graph.producer(v) else {
+                        continue;
+                    };
+                    let joins = !nodes.contains(&p)
+                        && !taken.contains(&p)
+                        && self.chains_with(p)
+                        && self.graph.value(v).ty.shape == *shape
+                        && !self.graph.outputs().contains(&v)
+                        && self.users[&v].iter().all(|u| nodes.contains(u));
+                    if joins {
+                        nodes.push(p);
+                        grown = true;
+                    }
+                }
             }
-            chain.push(next);
+            if nodes.len() < 2 {
+                continue;
+            }
+            nodes.sort_by_key(|n| position[n]);
+            taken.extend(nodes.iter().copied());
+            self.fused
+                .extend(nodes.iter().copied().filter(|&m| m != last));
+            self.chains.insert(last, nodes);
         }
-        (chain.len() >= 2).then_some(chain)
     }
 
     /// Gives every buffer an offset, reusing memory of buffers no longer live (first fit).

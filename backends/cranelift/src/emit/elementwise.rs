@@ -188,22 +188,69 @@ impl Pointwise {
     }
 }
 
-/// `ops` applied in turn to each element of `x` (broadcast to `out`'s shape), written to
-/// `out`: one loop however many ops, each element staying in a register from the first op
-/// to the last.
-pub(crate) fn chain(kb: &mut KernelBuilder, x: Input, ops: &[Pointwise], out: &Operand) {
-    let lanes = ops.iter().all(|p| p.lanes);
-    let inputs: Vec<Input> = std::iter::once(x)
-        .chain(ops.iter().flat_map(|p| p.args.iter().cloned()))
+/// Where a chain node's first operand, or second one computed at run time, comes from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// The step's operand of this index.
+    Read(usize),
+    /// The result of the chain's node of this index (an earlier one).
+    Node(usize),
+    /// A constant (a first operand only: `c - x`).
+    Const(Input),
+}
+
+/// One node of a chain: its op, where its first operand comes from, and, for arithmetic or
+/// a comparison on a second operand computed at run time, where that one does (it is then
+/// the value of `op`'s first argument, which is not loaded).
+pub(crate) struct Link {
+    pub op: Pointwise,
+    pub x: Source,
+    pub y: Option<Source>,
+}
+
+impl Link {
+    /// What the link loads per element: a constant first operand, then `op`'s arguments.
+    fn loads(&self) -> impl Iterator<Item = &Input> {
+        let x = match &self.x {
+            Source::Const(c) => Some(c),
+            _ => None,
+        };
+        x.into_iter()
+            .chain(&self.op.args[usize::from(self.y.is_some())..])
+    }
+}
+
+/// The `links` computed in turn for each element of the result, written to `out`: one loop
+/// however many nodes, each element's values staying in registers from the first node to
+/// the last. `reads` are the chain's operands computed at run time, broadcast to `out`'s
+/// shape.
+pub(crate) fn chain(kb: &mut KernelBuilder, reads: Vec<Input>, links: &[Link], out: &Operand) {
+    let lanes = links.iter().all(|l| l.op.lanes);
+    let count = reads.len();
+    let inputs: Vec<Input> = reads
+        .into_iter()
+        .chain(links.iter().flat_map(|l| l.loads().cloned()))
         .collect();
     map_lanes(kb, out.ptr, &out.shape, &inputs, lanes, |kb, v| {
-        let (mut y, mut args) = (v[0], &v[1..]);
-        for p in ops {
-            let (mine, rest) = args.split_at(p.args.len());
-            y = (p.f)(kb, y, mine);
-            args = rest;
+        let (reads, mut loaded) = v.split_at(count);
+        let mut results: Vec<Value> = Vec::with_capacity(links.len());
+        for l in links {
+            let (mine, rest) = loaded.split_at(l.loads().count());
+            loaded = rest;
+            let value = |s: &Source| match s {
+                Source::Read(i) => reads[*i],
+                Source::Node(i) => results[*i],
+                Source::Const(_) => mine[0],
+            };
+            let x = value(&l.x);
+            let args = &mine[usize::from(matches!(l.x, Source::Const(_)))..];
+            let y = match &l.y {
+                Some(s) => (l.op.f)(kb, x, &[value(s)]),
+                None => (l.op.f)(kb, x, args),
+            };
+            results.push(y);
         }
-        y
+        *results.last().expect("a chain has nodes")
     });
 }
 
@@ -220,7 +267,12 @@ pub(crate) fn elementwise(
     }
     let op = pointwise(kb, node, operands)?;
     let x = Input::of(kb, &operands[0]);
-    chain(kb, x, &[op], out);
+    let link = Link {
+        op,
+        x: Source::Read(0),
+        y: None,
+    };
+    chain(kb, vec![x], &[link], out);
     Ok(())
 }
 
@@ -257,12 +309,7 @@ fn binary(op: BinaryOp, operands: &[Operand], y: Input) -> Pointwise {
 }
 
 /// A comparison of f32 tensors: 1.0 where it holds, else 0.0 (NaN compares false).
-pub(crate) fn compare(
-    kb: &mut KernelBuilder,
-    op: CompareOp,
-    operands: &[Operand],
-    out: &Operand,
-) -> Result<(), BackendError> {
+fn compare(op: CompareOp, y: Input) -> Pointwise {
     let cc = match op {
         CompareOp::Less => FloatCC::LessThan,
         CompareOp::LessOrEqual => FloatCC::LessThanOrEqual,
@@ -270,13 +317,11 @@ pub(crate) fn compare(
         CompareOp::GreaterOrEqual => FloatCC::GreaterThanOrEqual,
         CompareOp::Equal => FloatCC::Equal,
     };
-    let inputs = [Input::of(kb, &operands[0]), Input::of(kb, &operands[1])];
-    map_lanes(kb, out.ptr, &out.shape, &inputs, true, |kb, v| {
-        let holds = kb.b.ins().fcmp(cc, v[0], v[1]);
-        let (one, zero) = (constant_like(kb, v[0], 1.0), constant_like(kb, v[0], 0.0));
+    Pointwise::new(vec![y], true, move |kb, x, v| {
+        let holds = kb.b.ins().fcmp(cc, x, v[0]);
+        let (one, zero) = (constant_like(kb, x, 1.0), constant_like(kb, x, 0.0));
         pick(kb, holds, one, zero)
-    });
-    Ok(())
+    })
 }
 
 /// Bits `x >= 0` of `rows` rows of `channels` contiguous f32, packed: each `f32x4` compare's
@@ -348,13 +393,15 @@ pub(crate) fn round(kb: &mut KernelBuilder, mode: RoundingMode, y: Value) -> Val
 
 /// numpy's sign: -1, 0 (for both zeros), +1, NaN for NaN.
 fn np_sign(kb: &mut KernelBuilder, y: Value) -> Value {
-    let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
+    let zero = constant_like(kb, y, 0.0);
+    let one = constant_like(kb, y, 1.0);
+    let minus = constant_like(kb, y, -1.0);
     let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, y, zero);
     let neg = kb.b.ins().fcmp(FloatCC::LessThan, y, zero);
     let eq = kb.b.ins().fcmp(FloatCC::Equal, y, zero);
-    let or_nan = kb.select(eq, zero, y);
-    let or_neg = kb.select(neg, minus, or_nan);
-    kb.select(pos, one, or_neg)
+    let or_nan = pick(kb, eq, zero, y);
+    let or_neg = pick(kb, neg, minus, or_nan);
+    pick(kb, pos, one, or_neg)
 }
 
 /// `if y > max { max } else { y }`, then `if y < min { min } else { y }`.
@@ -449,7 +496,7 @@ fn linear_quant_params(
 }
 
 /// The elementwise op `node` as a [`Pointwise`] function of its first operand: arithmetic,
-/// quantizers, BatchNorm, Relu, Clip, Sign, Abs, Round (a BipolarQuant into bits is
+/// comparisons, quantizers, BatchNorm, Relu, Clip, Sign, Abs, Round (a BipolarQuant into bits is
 /// [`elementwise`]'s).
 pub(crate) fn pointwise(
     kb: &mut KernelBuilder,
@@ -462,12 +509,13 @@ pub(crate) fn pointwise(
             let y = Input::of(kb, &operands[1]);
             binary(*op, operands, y)
         }
-        Op::Relu => Pointwise::new(vec![], false, |kb, x, _| {
-            let zero = kb.fconst(0.0);
+        Op::Compare(op) => compare(*op, Input::of(kb, &operands[1])),
+        Op::Relu => Pointwise::new(vec![], true, |kb, x, _| {
+            let zero = constant_like(kb, x, 0.0);
             let pos = kb.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-            kb.select(pos, x, zero)
+            pick(kb, pos, x, zero)
         }),
-        Op::Sign => Pointwise::new(vec![], false, |kb, x, _| np_sign(kb, x)),
+        Op::Sign => Pointwise::new(vec![], true, |kb, x, _| np_sign(kb, x)),
         Op::Abs => Pointwise::new(vec![], true, |kb, x, _| kb.b.ins().fabs(x)),
         Op::Round => Pointwise::new(vec![], true, |kb, x, _| kb.b.ins().nearest(x)),
         Op::Clip { min, max } => {
@@ -496,10 +544,11 @@ pub(crate) fn pointwise(
         }
         Op::BipolarQuant => {
             let s = Input::of(kb, &operands[1]);
-            Pointwise::new(vec![s], false, |kb, x, v| {
-                let (zero, one, minus) = (kb.fconst(0.0), kb.fconst(1.0), kb.fconst(-1.0));
+            Pointwise::new(vec![s], true, |kb, x, v| {
+                let zero = constant_like(kb, x, 0.0);
+                let (one, minus) = (constant_like(kb, x, 1.0), constant_like(kb, x, -1.0));
                 let ge = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
-                let q = kb.select(ge, one, minus);
+                let q = pick(kb, ge, one, minus);
                 kb.b.ins().fmul(q, v[0])
             })
         }

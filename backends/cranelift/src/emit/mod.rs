@@ -294,37 +294,25 @@ impl Emitter {
                         _ => xnor::matmul_as_conv(kb, node, &operands, &results[0], stage, simd),
                     }
                 }
-                StepKind::Chain(nodes) => {
-                    let mut ops = Vec::with_capacity(nodes.len());
+                StepKind::Chain { nodes, reads } => {
+                    let mut links = Vec::with_capacity(nodes.len());
                     for &n in nodes {
-                        let node = graph.node(n);
-                        // The first operand is the chain's running value, not read here.
-                        let node_operands: Vec<Operand> = node
-                            .inputs
-                            .iter()
-                            .map(|&v| {
-                                Operand::new(
-                                    graph,
-                                    v,
-                                    crate::schedule::Storage::F32,
-                                    operands[0].ptr,
-                                )
-                            })
-                            .collect();
-                        ops.push(elementwise::pointwise(kb, node, &node_operands)?);
+                        links.push(chain_link(kb, graph, nodes, reads, &operands, n)?);
                     }
-                    let x = elementwise::Input::of(kb, &operands[0]);
-                    elementwise::chain(kb, x, &ops, &results[0]);
+                    let inputs = operands
+                        .iter()
+                        .map(|o| elementwise::Input::of(kb, o))
+                        .collect();
+                    elementwise::chain(kb, inputs, &links, &results[0]);
                     Ok(())
                 }
                 StepKind::Node(n) => {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
                     match &node.op {
-                        elementwise_op!() => {
+                        elementwise_op!() | Op::Compare(_) => {
                             elementwise::elementwise(kb, node, &operands, &results[0])
                         }
-                        Op::Compare(op) => elementwise::compare(kb, *op, &operands, &results[0]),
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
                             threshold::threshold(kb, node, attrs, &operands, &results[0])
                         }
@@ -578,6 +566,54 @@ impl Emitter {
         })?;
         Ok(())
     }
+}
+
+/// Node `n` of an elementwise chain as a [`elementwise::Link`]: where its operands computed at
+/// run time come from (the step's `reads`, whose parameters are `operands`, or earlier nodes
+/// of the chain), and its op on them.
+fn chain_link(
+    kb: &mut KernelBuilder,
+    graph: &bnnc_ir::Graph,
+    nodes: &[bnnc_ir::NodeId],
+    reads: &[bnnc_ir::ValueId],
+    operands: &[Operand],
+    n: bnnc_ir::NodeId,
+) -> Result<elementwise::Link, BackendError> {
+    use elementwise::Source;
+    let node = graph.node(n);
+    let read = |v: bnnc_ir::ValueId| reads.iter().position(|&r| r == v);
+    let source =
+        |v: bnnc_ir::ValueId| match nodes.iter().position(|&m| graph.node(m).outputs[0] == v) {
+            Some(i) => Source::Node(i),
+            None => Source::Read(read(v).expect("a chain reads what it does not compute")),
+        };
+    // A read's pointer is its parameter; the others' (constants, embedded, and results
+    // within the chain, never loaded) do not matter.
+    let node_operands: Vec<Operand> = node
+        .inputs
+        .iter()
+        .map(|&v| {
+            let ptr = operands[read(v).unwrap_or(0)].ptr;
+            Operand::new(graph, v, crate::schedule::Storage::F32, ptr)
+        })
+        .collect();
+    let x = match graph.const_data(node.inputs[0]) {
+        Some(_) => Source::Const(elementwise::Input::of(kb, &node_operands[0])),
+        None => source(node.inputs[0]),
+    };
+    let y = match node.op {
+        Op::Binary(_) | Op::Compare(_) => node
+            .inputs
+            .get(1)
+            .filter(|&&v| graph.const_data(v).is_none())
+            .map(|&v| source(v)),
+        _ => None,
+    };
+    Ok(elementwise::Link {
+        op: elementwise::pointwise(kb, node, &node_operands)?,
+        x,
+        y,
+    })
 }
 
 /// Converts `len` elements of type `ty` at `from` to float32 at `to`, rounding to nearest as

@@ -50,7 +50,7 @@ impl Operand {
     ) -> Operand {
         let value = match &step.kind {
             StepKind::Node(n) | StepKind::Fused { linear: n, .. } => graph.node(*n).inputs[i],
-            StepKind::Chain(nodes) => graph.node(nodes[0]).inputs[i],
+            StepKind::Chain { reads, .. } => reads[i],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         let storage = placed.map_or(Storage::F32, |(_, s)| s);
@@ -67,7 +67,7 @@ impl Operand {
                 pool: None,
                 ..
             } => graph.node(*n).outputs[j],
-            StepKind::Chain(nodes) => graph.node(*nodes.last().expect("a chain")).outputs[j],
+            StepKind::Chain { nodes, .. } => graph.node(*nodes.last().expect("a chain")).outputs[j],
             StepKind::Convert => step.value.expect("a conversion names its value"),
         };
         Operand::new(graph, value, storage, ptr)
