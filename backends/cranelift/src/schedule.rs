@@ -514,9 +514,13 @@ impl Planner<'_> {
                     }
                 }
             }
+            // An accumulator is read as it is stored, each element converted in the loop.
             let mut operands = Vec::with_capacity(reads.len());
             for &v in &reads {
-                operands.push(self.operand(v, Storage::F32)?);
+                let ints = self.placed.contains_key(&(v, Storage::I32))
+                    && !self.placed.contains_key(&(v, Storage::F32));
+                let storage = if ints { Storage::I32 } else { Storage::F32 };
+                operands.push(self.operand(v, storage)?);
             }
             let out = node.outputs[0];
             let shape = self.graph.value(out).ty.shape.clone();

@@ -6,18 +6,20 @@ use bnnc_ir::interp::{batchnorm_scale_shift, quant_range};
 use bnnc_ir::{BinaryOp, CompareOp, Node, Op, RoundingMode};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::F32;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 use super::convert::{pack, pack_pixels4};
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
 
-/// One input of [`map`]: the address of its f32 elements and its shape.
+/// One input of [`map_lanes`]: the address of its elements, its shape, and whether they are
+/// `i32` integers (an accumulator), each read as the f32 a conversion step would write.
 #[derive(Clone)]
 pub(crate) struct Input {
     pub ptr: Value,
     pub shape: Vec<usize>,
+    pub ints: bool,
 }
 
 impl Input {
@@ -25,6 +27,7 @@ impl Input {
         Input {
             ptr: op.f32_ptr(kb),
             shape: op.shape.clone(),
+            ints: op.storage == Storage::I32 && op.data.is_none(),
         }
     }
 
@@ -32,8 +35,20 @@ impl Input {
         Input {
             ptr: kb.table_f32(data),
             shape,
+            ints: false,
         }
     }
+}
+
+/// One element (`F32`) or four (`F32X4`) of an input at `at`.
+fn load_input(kb: &mut KernelBuilder, ty: Type, ints: bool, at: Value, offset: i64) -> Value {
+    use cranelift_codegen::ir::types::{I32, I32X4};
+    if !ints {
+        return kb.load(ty, at, offset);
+    }
+    let int = if ty.is_vector() { I32X4 } else { I32 };
+    let v = kb.load(int, at, offset);
+    kb.b.ins().fcvt_from_sint(ty, v)
 }
 
 /// `out[i] = f(inputs[..][broadcast i])` over the output's shape, row-major. With `lanes`
@@ -75,24 +90,30 @@ pub(crate) fn map_lanes(
     let mut bases: Vec<Value> = std::iter::once(out)
         .chain(inputs.iter().map(|i| i.ptr))
         .collect();
-    nest(kb, &dims, &mut bases, lanes, &mut f);
+    let ints: Vec<bool> = inputs.iter().map(|i| i.ints).collect();
+    nest(kb, &dims, &mut bases, &ints, lanes, &mut f);
 }
 
 fn nest(
     kb: &mut KernelBuilder,
     dims: &[(usize, Vec<usize>)],
     bases: &mut [Value],
+    ints: &[bool],
     lanes: bool,
     f: &mut impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
 ) {
     if let [(extent, strides)] = dims {
         let contiguous = strides[0] == 1 && strides[1..].iter().all(|&s| s <= 1);
         if lanes && contiguous && *extent >= 4 {
-            return lanes_loop(kb, *extent, strides, bases, f);
+            return lanes_loop(kb, *extent, strides, bases, ints, f);
         }
     }
     let Some(((extent, strides), rest)) = dims.split_first() else {
-        let args: Vec<Value> = bases[1..].iter().map(|&p| kb.load(F32, p, 0)).collect();
+        let args: Vec<Value> = bases[1..]
+            .iter()
+            .zip(ints)
+            .map(|(&p, &int)| load_input(kb, F32, int, p, 0))
+            .collect();
         let y = f(kb, &args);
         kb.store(y, bases[0], 0);
         return;
@@ -109,7 +130,7 @@ fn nest(
                 }
             })
             .collect();
-        nest(kb, rest, &mut inner, lanes, f);
+        nest(kb, rest, &mut inner, ints, lanes, f);
     });
 }
 
@@ -120,15 +141,17 @@ fn lanes_loop(
     extent: usize,
     strides: &[usize],
     bases: &[Value],
+    ints: &[bool],
     f: &mut impl FnMut(&mut KernelBuilder, &[Value]) -> Value,
 ) {
     use cranelift_codegen::ir::types::F32X4;
     let splats: Vec<Option<Value>> = bases[1..]
         .iter()
         .zip(&strides[1..])
-        .map(|(&b, &s)| {
+        .zip(ints)
+        .map(|((&b, &s), &int)| {
             (s == 0).then(|| {
-                let v = kb.load(F32, b, 0);
+                let v = load_input(kb, F32, int, b, 0);
                 kb.b.ins().splat(F32X4, v)
             })
         })
@@ -137,11 +160,12 @@ fn lanes_loop(
         let args: Vec<Value> = bases[1..]
             .iter()
             .zip(&splats)
-            .map(|(&b, splat)| match splat {
+            .zip(ints)
+            .map(|((&b, splat), &int)| match splat {
                 Some(v) => *v,
                 None => {
                     let at = kb.addr(b, i, 16, 0);
-                    kb.load(F32X4, at, 0)
+                    load_input(kb, F32X4, int, at, 0)
                 }
             })
             .collect();
@@ -153,7 +177,8 @@ fn lanes_loop(
         let args: Vec<Value> = bases[1..]
             .iter()
             .zip(&strides[1..])
-            .map(|(&b, &s)| kb.load(F32, b, (r * s * 4) as i64))
+            .zip(ints)
+            .map(|((&b, &s), &int)| load_input(kb, F32, int, b, (r * s * 4) as i64))
             .collect();
         let y = f(kb, &args);
         kb.store(y, bases[0], (r * 4) as i64);

@@ -593,8 +593,11 @@ fn chain_link(
         .inputs
         .iter()
         .map(|&v| {
-            let ptr = operands[read(v).unwrap_or(0)].ptr;
-            Operand::new(graph, v, crate::schedule::Storage::F32, ptr)
+            let (storage, ptr) = match read(v) {
+                Some(i) => (operands[i].storage, operands[i].ptr),
+                None => (crate::schedule::Storage::F32, operands[0].ptr),
+            };
+            Operand::new(graph, v, storage, ptr)
         })
         .collect();
     let x = match graph.const_data(node.inputs[0]) {
