@@ -24,8 +24,8 @@
 mod common;
 
 use bnnc_ir::{
-    BinaryOp, ConvAttrs, ElemType, GemmAttrs, Graph, Op, PoolAttrs, QuantAttrs, RoundingMode,
-    Tensor, TensorType, ValueId,
+    BinaryOp, CompareOp, ConvAttrs, ElemType, GemmAttrs, Graph, Op, PoolAttrs, QuantAttrs,
+    RoundingMode, Tensor, TensorType, ValueId,
 };
 
 /// A xorshift generator: the same seed gives the same network on every machine.
@@ -167,6 +167,46 @@ impl Builder<'_> {
         }
     }
 
+    /// tf2onnx's form of a QKeras activation before the quantizer (see
+    /// `tests/data/qkeras`): the layer's output moved channels-last, a straight-through
+    /// estimator that branches (`m + (round(m) - m)`, scaled back), a select written as
+    /// comparisons multiplied in, a per-channel constant, then channels-first again plus the
+    /// image's mean per channel (a value computed at run time, broadcast). `cleanup` cancels
+    /// the transposes and the elementwise nodes run as one chain of two reads.
+    fn channels_last_block(&mut self, x: ValueId, rng: &mut Rng) -> ValueId {
+        let rank = self.shape(x).len();
+        let channels = self.shape(x)[1];
+        let mut last: Vec<usize> = vec![0];
+        last.extend(2..rank);
+        last.push(1);
+        let mut first = vec![0; rank];
+        for (i, &p) in last.iter().enumerate() {
+            first[p] = i;
+        }
+        let t = self.node(Op::Transpose { perm: last }, &[x]);
+        let levels = [4.0, 8.0, 16.0][rng.below(3)];
+        let up = self.scalar(levels);
+        let m = self.node(Op::Binary(BinaryOp::Mul), &[t, up]);
+        let r = self.node(Op::Round, &[m]);
+        let d = self.node(Op::Binary(BinaryOp::Sub), &[r, m]);
+        let s = self.node(Op::Binary(BinaryOp::Add), &[m, d]);
+        let down = self.scalar(1.0 / levels);
+        let q = self.node(Op::Binary(BinaryOp::Mul), &[s, down]);
+        let bound = rng.uniform(-0.5, 1.0);
+        let bound = self.scalar(bound);
+        let le = self.node(Op::Compare(CompareOp::LessOrEqual), &[t, bound]);
+        let zero = self.scalar(0.0);
+        let over = self.node(Op::Compare(CompareOp::Equal), &[le, zero]);
+        let kept = self.node(Op::Binary(BinaryOp::Mul), &[le, q]);
+        let scales = rng.floats(channels, -1.5, 1.5);
+        let scales = self.constant(vec![channels], scales);
+        let other = self.node(Op::Binary(BinaryOp::Mul), &[over, scales]);
+        let sel = self.node(Op::Binary(BinaryOp::Add), &[kept, other]);
+        let back = self.node(Op::Transpose { perm: first }, &[sel]);
+        let mean = self.node(Op::GlobalAveragePool, &[x]);
+        self.node(Op::Binary(BinaryOp::Add), &[back, mean])
+    }
+
     fn shape(&self, v: ValueId) -> Vec<usize> {
         self.graph.value(v).ty.shape.clone()
     }
@@ -175,7 +215,9 @@ impl Builder<'_> {
 /// A random network: a quantized input, one to three conv or dense layers with BatchNorm
 /// and activation quantizers (max-pools between convs), a classifier. Convolutional networks
 /// are 2-D in half the seeds, 1-D or 3-D in the others. Some convolutions are depthwise;
-/// with `grouped`, most of the others have groups of several channels.
+/// with `grouped`, most of the others have groups of several channels. A quarter of the
+/// convolutions have tf2onnx's channels-last form of a QKeras activation before their
+/// quantizer ([`Builder::channels_last_block`]).
 fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     let mut rng = Rng::new(seed);
     // The number of spatial axes comes from a stream of its own, so that a 2-D network is
@@ -202,6 +244,8 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
     let bits = [1, 2, 4, 8][b.rng.below(4)];
     let signed = bits == 1 || b.rng.coin();
     let mut v = b.quantizer(x, bits, signed);
+    // Channels-last activations come from a stream of their own, as groups do.
+    let mut keras = Rng::new(seed ^ 0x4b45_5241);
     for _ in 0..1 + b.rng.below(3) {
         let shape = b.shape(v);
         if shape.len() > 2 {
@@ -239,6 +283,9 @@ fn network(seed: u64, grouped: bool) -> (Graph, Vec<usize>) {
             v = b.node(Op::Conv(attrs), &[v, w]);
             if b.rng.below(4) != 0 {
                 v = b.batch_norm(v, m);
+            }
+            if keras.below(4) == 0 {
+                v = b.channels_last_block(v, &mut keras);
             }
             v = b.activation(v);
             let h = b.shape(v)[2];
@@ -602,7 +649,11 @@ fn check(
     }
     // Convolutions on Cranelift's column kernel, float ones (MLAS's chains in lanes) apart.
     let plan = bnnc_cranelift::storage_plan(&optimized).map_err(|e| fail(e.to_string()))?;
-    for kernel in plan.steps.iter().map(|s| s.kernel) {
+    for step in &plan.steps {
+        let kernel = step.kernel;
+        if kernel == "elementwise, one loop for the chain" && step.operands.len() >= 2 {
+            ops.push(CHAIN_OF_READS.into());
+        }
         if kernel.ends_with("four columns to a vector") {
             ops.push(ON_COLUMNS.into());
             if kernel.starts_with("fused multiply-adds") {
@@ -627,6 +678,10 @@ const PLANNED: &str = "a dataflow plan";
 /// route's tests are the native filetests and the ONNX node tests).
 const ON_COLUMNS: &str = "a conv on the column kernel";
 const FLOAT_ON_COLUMNS: &str = "a float conv on the column kernel";
+
+/// What a case covered where an elementwise chain read two values computed at run time
+/// (a channels-last activation's, after `cleanup` cancelled its transposes).
+const CHAIN_OF_READS: &str = "an elementwise chain of two reads";
 
 /// What a case covered where a Gemm or MatMul runs on byte dot products where the CPU has
 /// them (the host's native code: VNNI, or SSSE3 for 7-bit weights; not aarch64's).
@@ -722,6 +777,7 @@ const REACHES: &[&str] = &[
     "maxpool 3-D",
     ON_COLUMNS,
     ON_BYTE_DOTS,
+    CHAIN_OF_READS,
 ];
 
 fn campaign(seeds: std::ops::Range<u64>) {
