@@ -461,7 +461,7 @@ fn constant_like(kb: &mut KernelBuilder, like: Value, c: f32) -> Value {
 }
 
 /// `cond ? a : b` for a compare of f32 values or of lanes.
-fn pick(kb: &mut KernelBuilder, cond: Value, a: Value, b: Value) -> Value {
+pub(crate) fn pick(kb: &mut KernelBuilder, cond: Value, a: Value, b: Value) -> Value {
     let ty = kb.b.func.dfg.value_type(a);
     if ty.is_vector() {
         let little = cranelift_codegen::ir::MemFlagsData::new()

@@ -14,6 +14,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use super::convert::{
     integer_of, pack, pack_pixels4, pack_pixels4_planes, pack_planes, planes_of_row_quads,
 };
+use super::elementwise::pick;
 use super::{KernelBuilder, Operand};
 use crate::schedule::Storage;
 use crate::BackendError;
@@ -112,6 +113,7 @@ pub(crate) fn threshold(
             n,
             scale: attrs.out_scale,
             bias: attrs.out_bias,
+            by_arithmetic: counts_by_arithmetic(&x.elem, &signs, &float_t, n),
         };
         image.emit(kb, x, out.ptr, inner);
         return Ok(());
@@ -230,6 +232,122 @@ struct ImageThresholds<'a> {
     n: usize,
     scale: f32,
     bias: f32,
+    /// Per channel, the count as arithmetic ([`counts_by_arithmetic`]), where it is exact.
+    by_arithmetic: Option<Vec<(f32, f32)>>,
+}
+
+/// Inputs with more integers than this are not checked value by value (the checks run at
+/// compile time): their thresholds are compared.
+const CHECKED_VALUES: usize = 1 << 22;
+
+/// Per channel, `(r, b)` such that the number of its thresholds `v` reaches is
+/// `clamp(floor(v * r + b), 0, n)` in f32 arithmetic (`v` multiplied by the channel's sign
+/// first), for every value of the input's type: its integers times its scale, each rounded
+/// once to f32, as a scaled integer is. Each of those values is checked. Thresholds on
+/// integers from evenly spaced ones, as a BatchNorm before a uniform quantizer gives, then
+/// cost a multiply, an add and a floor instead of `n` compares; `None` where no line counts
+/// every value right.
+fn counts_by_arithmetic(
+    elem: &bnnc_ir::ElemType,
+    signs: &[i32],
+    thresholds: &[f32],
+    n: usize,
+) -> Option<Vec<(f32, f32)>> {
+    use bnnc_ir::{ElemType, Scale};
+    let (int, scales): (_, Vec<f32>) = match elem {
+        ElemType::Int(t) => (*t, vec![1.0]),
+        ElemType::Scaled(t, Scale::Tensor(s)) => (*t, vec![*s]),
+        ElemType::Scaled(t, Scale::Channel { axis: 1, values }) => (*t, values.to_vec()),
+        _ => return None,
+    };
+    let values = usize::try_from(int.max() - int.min() + 1).ok()?;
+    if n < 2 || values.checked_mul(signs.len())? > CHECKED_VALUES {
+        return None;
+    }
+    let mut rows = Vec::with_capacity(signs.len());
+    for (c, &sign) in signs.iter().enumerate() {
+        let mut row = thresholds[c * n..(c + 1) * n].to_vec();
+        if row.iter().any(|t| t.is_nan()) {
+            return None;
+        }
+        row.sort_by(f32::total_cmp);
+        let scale = scales[if scales.len() == 1 { 0 } else { c }];
+        // The channel's values in rising order are `m * scale` for its integers `m` (the
+        // sign's negation is exact), and their counts.
+        let (lo, hi) = if sign > 0 {
+            (int.min(), int.max())
+        } else {
+            (-int.max(), -int.min())
+        };
+        let value = |m: i64| m as f32 * scale;
+        let counts: Vec<usize> = (lo..=hi)
+            .map(|m| row.partition_point(|&t| t <= value(m)))
+            .collect();
+        // Threshold j is first reached at integer lo + counts.partition_point(<= j).
+        let reached: Vec<(f64, f64)> = (0..n)
+            .map(|j| match counts.partition_point(|&k| k <= j) {
+                0 => (f64::NEG_INFINITY, lo as f64),
+                i if i == counts.len() => (hi as f64, f64::INFINITY),
+                i => ((lo + i as i64) as f64 - 1.0, (lo + i as i64) as f64),
+            })
+            .collect();
+        let (a, d) = line_through(&reached)?;
+        let r = (1.0 / (f64::from(scale) * d)) as f32;
+        let b = (1.0 - a / d) as f32;
+        let exact = (lo..=hi).zip(&counts).all(|(m, &k)| {
+            let y = (value(m) * r + b).floor().clamp(0.0, n as f32);
+            y == k as f32
+        });
+        if !exact {
+            return None;
+        }
+        rows.push((r, b));
+    }
+    Some(rows)
+}
+
+/// A line `a + j * d` (`d > 0`) strictly inside each `(low_j, high_j]`, as far from the
+/// bounds as the middle of the feasible slopes and then offsets puts it, if there is one.
+fn line_through(bounds: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let (mut d_low, mut d_high) = (0.0f64, f64::INFINITY);
+    for (i, &(low_i, high_i)) in bounds.iter().enumerate() {
+        for (j, &(low_j, high_j)) in bounds.iter().enumerate().skip(i + 1) {
+            let steps = (j - i) as f64;
+            let (below, above) = ((low_j - high_i) / steps, (high_j - low_i) / steps);
+            if !below.is_nan() {
+                d_low = d_low.max(below);
+            }
+            if !above.is_nan() {
+                d_high = d_high.min(above);
+            }
+        }
+    }
+    if d_low >= d_high {
+        return None;
+    }
+    let d = if d_high.is_finite() {
+        (d_low + d_high) / 2.0
+    } else {
+        d_low + 1.0
+    };
+    let a_low = bounds
+        .iter()
+        .enumerate()
+        .map(|(j, &(low, _))| low - j as f64 * d)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let a_high = bounds
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, high))| high - j as f64 * d)
+        .fold(f64::INFINITY, f64::min);
+    let a = match (a_low.is_finite(), a_high.is_finite()) {
+        _ if a_low >= a_high => return None,
+        (true, true) => (a_low + a_high) / 2.0,
+        (true, false) => a_low + 1.0,
+        (false, true) => a_high - 1.0,
+        (false, false) => 0.0,
+    };
+    Some((a, d))
 }
 
 impl ImageThresholds<'_> {
@@ -246,6 +364,14 @@ impl ImageThresholds<'_> {
             kb.table_f32(&splat(&signs)),
             kb.table_f32(&splat(self.thresholds)),
         );
+        // Per channel, r four times then b four times.
+        let lines = self.by_arithmetic.as_ref().map(|rows| {
+            let splatted: Vec<f32> = rows
+                .iter()
+                .flat_map(|&(r, b)| [r, r, r, r, b, b, b, b])
+                .collect();
+            kb.table_f32(&splatted)
+        });
         let src = x.f32_ptr(kb);
         kb.for_range(outer * channels, |kb, row| {
             let c = if outer == 1 {
@@ -256,6 +382,7 @@ impl ImageThresholds<'_> {
             let sign = kb.addr(signs, c, 16, 0);
             let sign = kb.load_aligned(F32X4, sign, 0);
             let t_row = kb.addr(thresholds, c, (n * 16) as i64, 0);
+            let line = lines.map(|lines| kb.addr(lines, c, 32, 0));
             let from = kb.addr(src, row, (inner * 4) as i64, 0);
             let to = kb.addr(dst, row, (inner * 4) as i64, 0);
             kb.for_quads(inner, |kb, i| {
@@ -271,16 +398,34 @@ impl ImageThresholds<'_> {
                     let on = kb.b.ins().fcmp(FloatCC::GreaterThanOrEqual, v, tv);
                     kb.b.ins().iadd(minus, on)
                 };
-                let minus = if n <= UNROLLED {
-                    (0..n).fold(zero, |minus, t| {
-                        let t = kb.iconst(t as i64);
-                        reached(kb, t, minus)
-                    })
+                let cf = if let Some(line) = line {
+                    // floor(v * r + b), clamped to 0..=n by plain compares.
+                    let r = kb.load_aligned(F32X4, line, 0);
+                    let b = kb.load_aligned(F32X4, line, 16);
+                    let y = kb.b.ins().fmul(v, r);
+                    let y = kb.b.ins().fadd(y, b);
+                    let y = kb.b.ins().floor(y);
+                    // At or below 0 is +0 (never -0, which a bias of -0 would keep).
+                    let lo = kb.fconst(0.0);
+                    let lo = kb.b.ins().splat(F32X4, lo);
+                    let below = kb.b.ins().fcmp(FloatCC::LessThanOrEqual, y, lo);
+                    let y = pick(kb, below, lo, y);
+                    let hi = kb.fconst(n as f32);
+                    let hi = kb.b.ins().splat(F32X4, hi);
+                    let above = kb.b.ins().fcmp(FloatCC::GreaterThan, y, hi);
+                    pick(kb, above, hi, y)
                 } else {
-                    kb.fold_range(n, vec![zero], |kb, t, m| vec![reached(kb, t, m[0])])[0]
+                    let minus = if n <= UNROLLED {
+                        (0..n).fold(zero, |minus, t| {
+                            let t = kb.iconst(t as i64);
+                            reached(kb, t, minus)
+                        })
+                    } else {
+                        kb.fold_range(n, vec![zero], |kb, t, m| vec![reached(kb, t, m[0])])[0]
+                    };
+                    let count = kb.b.ins().ineg(minus);
+                    kb.b.ins().fcvt_from_sint(F32X4, count)
                 };
-                let count = kb.b.ins().ineg(minus);
-                let cf = kb.b.ins().fcvt_from_sint(F32X4, count);
                 let s = kb.fconst(self.scale);
                 let s = kb.b.ins().splat(F32X4, s);
                 let bias = kb.fconst(self.bias);
