@@ -140,6 +140,10 @@ fn every_x86_64_cpu_level_gives_the_reference_outputs() {
             "models/xnor_perchannel",
             // 8-bit activations: byte dot products (VNNI, pmaddubsw) or f32 by level.
             "external/zoo_kwsmlp_w3a3",
+            // Thresholds counted by arithmetic (a vector floor), and a tf2onnx quantizer as
+            // one elementwise chain of 17 nodes (a vector round).
+            "variants/mobilenet_block_ts",
+            "qkeras/conv_w4a4_tf2onnx",
         ] {
             let model = data(&format!("{folder}/model.onnx"));
             let name = format!("m{i}_{}", folder.replace('/', "_"));
