@@ -101,6 +101,7 @@ fn region(
     seed: NodeId,
     roles: &HashMap<NodeId, Role>,
     users: &HashMap<ValueId, Vec<NodeId>>,
+    position: &HashMap<NodeId, usize>,
     seen: &mut HashSet<NodeId>,
 ) -> Option<Region> {
     let rank = graph.value(graph.node(seed).outputs[0]).ty.shape.len();
@@ -165,13 +166,6 @@ fn region(
     if !consistent {
         return None;
     }
-    let position: HashMap<NodeId, usize> = graph
-        .topo_order()
-        .ok()?
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n, i))
-        .collect();
     nodes.sort_by_key(|n| position[n]);
     Some(Region { nodes, order })
 }
@@ -189,17 +183,21 @@ pub(crate) fn cancel_transposes(graph: &mut Graph, report: &mut PassReport) -> R
             roles.insert(n, r);
         }
     }
-    let seeds: Vec<NodeId> = roles
-        .iter()
-        .filter(|(_, r)| matches!(r, Role::Transpose(_)))
-        .map(|(&n, _)| n)
+    // Regions are disjoint: rebuilding one leaves the others' nodes, and this order of
+    // them, as they were. They are rebuilt in it, so that the IR comes out the same on
+    // every run.
+    let order = graph.topo_order()?;
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let seeds: Vec<NodeId> = order
+        .into_iter()
+        .filter(|n| matches!(roles.get(n), Some(Role::Transpose(_))))
         .collect();
     let mut seen = HashSet::new();
     for seed in seeds {
         if seen.contains(&seed) {
             continue;
         }
-        let Some(region) = region(graph, seed, &roles, &users, &mut seen) else {
+        let Some(region) = region(graph, seed, &roles, &users, &position, &mut seen) else {
             continue;
         };
         relayout(graph, &region, &roles, &users, report)?;
