@@ -134,6 +134,10 @@ pub(crate) fn storage_bytes(shape: &[usize], storage: Storage) -> usize {
     }
 }
 
+/// The most nodes of one elementwise chain: enough for a quantizer of many nodes, few enough
+/// that a long line of nodes (an untrusted model's) compiles as many loops of bounded size.
+const CHAIN_NODES: usize = 64;
+
 /// The most planes a value is stored in: the bit-serial kernels' widest activations.
 const MAX_PLANES: usize = 4;
 
@@ -672,7 +676,7 @@ impl Planner<'_> {
 
     /// Finds the elementwise chains (see [`StepKind::Chain`]) of two nodes or more. Each
     /// grows back from its last node: a node joins when the chain reads its result, no one
-    /// else does, and the result has the chain's shape.
+    /// else does, and the result has the chain's shape; up to [`CHAIN_NODES`] nodes.
     fn plan_chains(&mut self, order: &[NodeId]) {
         let position: HashMap<NodeId, usize> =
             order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -682,34 +686,32 @@ impl Planner<'_> {
                 continue;
             }
             let shape = &self.graph.value(self.graph.node(last).outputs[0]).ty.shape;
-            let mut nodes = vec![last];
-            // A node whose users are not all in the chain yet may be after more join.
-            let mut grown = true;
-            while grown {
-                grown = false;
-                let operands: Vec<ValueId> = nodes
-                    .iter()
-                    .flat_map(|&m| self.graph.node(m).inputs.iter().copied())
-                    .collect();
-                for v in operands {
+            let mut members: HashSet<NodeId> = HashSet::from([last]);
+            // Each joining node's operands are looked at; one whose users are not all in
+            // the chain yet is looked at again when the last of them joins.
+            let mut joined = vec![last];
+            while let Some(m) = joined.pop() {
+                for &v in &self.graph.node(m).inputs {
                     let Some(p) = self.graph.producer(v) else {
                         continue;
                     };
-                    let joins = !nodes.contains(&p)
+                    let joins = members.len() < CHAIN_NODES
+                        && !members.contains(&p)
                         && !taken.contains(&p)
                         && self.chains_with(p)
                         && self.graph.value(v).ty.shape == *shape
                         && !self.graph.outputs().contains(&v)
-                        && self.users[&v].iter().all(|u| nodes.contains(u));
+                        && self.users[&v].iter().all(|u| members.contains(u));
                     if joins {
-                        nodes.push(p);
-                        grown = true;
+                        members.insert(p);
+                        joined.push(p);
                     }
                 }
             }
-            if nodes.len() < 2 {
+            if members.len() < 2 {
                 continue;
             }
+            let mut nodes: Vec<NodeId> = members.into_iter().collect();
             nodes.sort_by_key(|n| position[n]);
             taken.extend(nodes.iter().copied());
             self.fused
