@@ -203,6 +203,25 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
         self.b.ins().load(ty, mem_load(), ptr, d)
     }
 
+    /// Lanes of two `f32x4`: lane `i` of the result is lane `lanes[i]` of `a` (0..4) or of
+    /// `b` (4..8).
+    pub fn shuffle_f32x4(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        use cranelift_codegen::ir::types::{F32X4, I8X16};
+        use cranelift_codegen::ir::{ConstantData, Endianness};
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+            .collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let (a, b) = (
+            self.b.ins().bitcast(I8X16, little, a),
+            self.b.ins().bitcast(I8X16, little, b),
+        );
+        let shuffled = self.b.ins().shuffle(a, b, mask);
+        self.b.ins().bitcast(F32X4, little, shuffled)
+    }
+
     /// A load from an address aligned to the type's size (tables of vectors): x86 can then
     /// fold it into the instruction that uses it.
     pub fn load_aligned(&mut self, ty: Type, ptr: Value, offset: i64) -> Value {

@@ -15,8 +15,6 @@ use super::{KernelBuilder, Operand};
 use crate::schedule::{bit_geometry, Storage};
 use crate::BackendError;
 
-/// MaxPool (any number of spatial axes), or MinPool on the channels `min` marks (empty:
-/// none). Taps outside the input (padding, ceil mode) never count. On bits, the maximum of
 /// A pool's input and output as `(N, C, spatial...)`: batch, channels and the spatial
 /// extents of each.
 struct PoolShape<'a> {
@@ -45,6 +43,8 @@ impl<'a> PoolShape<'a> {
     }
 }
 
+/// MaxPool (any number of spatial axes), or MinPool on the channels `min` marks (empty:
+/// none). Taps outside the input (padding, ceil mode) never count. On bits, the maximum of
 /// bipolar values is the OR of their bits (1 is +1) and the minimum their AND. The float
 /// maximum compares the taps row-major, as the interpreter does.
 pub(crate) fn max_pool(
@@ -70,6 +70,15 @@ pub(crate) fn max_pool(
     // Windows that fit whatever the position need no test.
     let check = attrs.ceil_mode || attrs.pads.iter().any(|&p| p != 0);
     let bits = x.storage == Storage::Bits;
+    if let ([ih, iw], [oh, ow], false, false, false) =
+        (image, out_ext, check, bits, min.contains(&true))
+    {
+        if *ow >= 4 {
+            let (src, dst) = (x.f32_ptr(kb), out.ptr);
+            max_pool_rows(kb, attrs, n * c, (*ih, *iw), (*oh, *ow), (src, dst));
+            return Ok(());
+        }
+    }
     let (src, dst) = (x.f32_ptr(kb), out.ptr);
     // Planes: every (n, c) for floats; every n for bits, whose pixels hold all channels.
     let (planes, pixel_words) = if bits {
@@ -158,6 +167,64 @@ pub(crate) fn max_pool(
         })
     });
     Ok(())
+}
+
+/// The float MaxPool of 2-D windows that all fit, four outputs of a row at a time: each tap,
+/// in the window's row-major order, compared with the four maxima as the scalar kernel
+/// compares it with one (`if v > max { max = v }`, from -inf). A stride of 2 takes the even
+/// lanes of two loads that end at the last column read.
+fn max_pool_rows(
+    kb: &mut KernelBuilder,
+    attrs: &PoolAttrs,
+    planes: usize,
+    (ih, iw): (usize, usize),
+    (oh, ow): (usize, usize),
+    (src, dst): (Value, Value),
+) {
+    use cranelift_codegen::ir::types::F32X4;
+    let (kh, kw) = (attrs.kernel[0], attrs.kernel[1]);
+    let (sh, sw) = (attrs.strides[0], attrs.strides[1]);
+    let (dh, dw) = (attrs.dilations[0], attrs.dilations[1]);
+    kb.for_range(planes, |kb, plane| {
+        let in_plane = kb.addr(src, plane, (ih * iw * 4) as i64, 0);
+        let out_plane = kb.addr(dst, plane, (oh * ow * 4) as i64, 0);
+        kb.for_range(oh, |kb, oy| {
+            let in_rows = kb.addr(in_plane, oy, (sh * iw * 4) as i64, 0);
+            let out_row = kb.addr(out_plane, oy, (ow * 4) as i64, 0);
+            kb.for_quads(ow, |kb, ox| {
+                let low = kb.fconst(f32::NEG_INFINITY);
+                let mut max = kb.b.ins().splat(F32X4, low);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let tap = ((ky * dh * iw + kx * dw) * 4) as i64;
+                        let at = kb.addr(in_rows, ox, (sw * 4) as i64, tap);
+                        let v = match sw {
+                            1 => kb.load(F32X4, at, 0),
+                            // Columns 0..=3 and 3..=6: lanes 0 and 2 of one, 1 and 3 of
+                            // the other.
+                            2 => {
+                                let (a, b) = (kb.load(F32X4, at, 0), kb.load(F32X4, at, 12));
+                                kb.shuffle_f32x4(a, b, [0, 2, 5, 7])
+                            }
+                            _ => {
+                                let first = kb.load(F32, at, 0);
+                                let mut v = kb.b.ins().splat(F32X4, first);
+                                for lane in 1..4u8 {
+                                    let e = kb.load(F32, at, i64::from(lane) * (sw * 4) as i64);
+                                    v = kb.b.ins().insertlane(v, e, lane);
+                                }
+                                v
+                            }
+                        };
+                        let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, v, max);
+                        max = super::elementwise::pick(kb, greater, v, max);
+                    }
+                }
+                let at = kb.addr(out_row, ox, 4, 0);
+                kb.store(max, at, 0);
+            });
+        });
+    });
 }
 
 /// ReduceMean over trailing axes, each sum in the interpreter's order (Eigen's vectorized
