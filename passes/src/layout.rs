@@ -88,9 +88,11 @@ fn role(graph: &Graph, n: NodeId) -> Option<Role> {
     (!runtime.is_empty()).then_some(Role::Elementwise { runtime, broadcast })
 }
 
-/// A connected region: its nodes in topological order and every value's order.
+/// A connected region: its nodes in topological order (and as a set), and every value's
+/// order.
 struct Region {
     nodes: Vec<NodeId>,
+    inside: HashSet<NodeId>,
     order: HashMap<ValueId, Order>,
 }
 
@@ -152,7 +154,7 @@ fn region(
             }
         }
         for v in values {
-            let producer = graph.producer(v).filter(|p| roles.contains_key(p));
+            let producer = graph.producer(v);
             for m in producer
                 .into_iter()
                 .chain(users.get(&v).into_iter().flatten().copied())
@@ -167,7 +169,12 @@ fn region(
         return None;
     }
     nodes.sort_by_key(|n| position[n]);
-    Some(Region { nodes, order })
+    let inside = nodes.iter().copied().collect();
+    Some(Region {
+        nodes,
+        inside,
+        order,
+    })
 }
 
 /// Runs every region whose edges need fewer transposed elements in another order (or as
@@ -212,7 +219,7 @@ fn edges(
     region: &Region,
     users: &HashMap<ValueId, Vec<NodeId>>,
 ) -> (Vec<ValueId>, Vec<ValueId>) {
-    let inside: HashSet<NodeId> = region.nodes.iter().copied().collect();
+    let inside = &region.inside;
     let mut reads = Vec::new();
     let mut results = Vec::new();
     for &n in &region.nodes {
@@ -245,7 +252,7 @@ fn relayout(
     let numel = |v: &ValueId| graph.value(*v).ty.numel();
     // (transposed elements, of which before or inside the region): now, and in each order
     // one of its edges holds.
-    let inside: HashSet<NodeId> = region.nodes.iter().copied().collect();
+    let inside = &region.inside;
     let now = region
         .nodes
         .iter()

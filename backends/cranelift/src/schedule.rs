@@ -32,6 +32,7 @@ macro_rules! elementwise_op {
             | ::bnnc_ir::Op::Sign
             | ::bnnc_ir::Op::Abs
             | ::bnnc_ir::Op::Round
+            | ::bnnc_ir::Op::Compare(_)
     };
 }
 pub(crate) use elementwise_op;
@@ -668,7 +669,7 @@ impl Planner<'_> {
     fn chains_with(&self, m: NodeId) -> bool {
         let node = self.graph.node(m);
         let constant = |v: &ValueId| matches!(self.graph.value(*v).def, ValueDef::Const(_));
-        let op = matches!(node.op, elementwise_op!() | Op::Compare(_))
+        let op = matches!(node.op, elementwise_op!())
             && !(matches!(node.op, Op::BipolarQuant) && self.wants_bits(node.outputs[0]));
         let any_operands = matches!(node.op, Op::Binary(_) | Op::Compare(_));
         op && (any_operands || node.inputs.iter().skip(1).all(constant)) && node.outputs.len() == 1

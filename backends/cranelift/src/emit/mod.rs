@@ -310,7 +310,7 @@ impl Emitter {
                     let node = graph.node(*n);
                     let unsupported = |reason: &str| Err(BackendError::unsupported(node, reason));
                     match &node.op {
-                        elementwise_op!() | Op::Compare(_) => {
+                        elementwise_op!() => {
                             elementwise::elementwise(kb, node, &operands, &results[0])
                         }
                         Op::Threshold(attrs) | Op::MultiThreshold(attrs) => {
