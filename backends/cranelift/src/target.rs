@@ -178,6 +178,25 @@ pub(crate) fn byte_dot(isa: &dyn isa::TargetIsa) -> Option<ByteDot> {
     }
 }
 
+/// How the target looks sixteen bytes up in a sixteen-byte table with indices below 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ByteShuffle {
+    /// SSSE3's `pshufb` (Cranelift's `swizzle` adds a saturating add to zero indices
+    /// above 15, which these never are).
+    Pshufb,
+    /// aarch64's `tbl`, as `swizzle` lowers.
+    Swizzle,
+}
+
+/// The byte table lookup `isa` has, if any.
+pub(crate) fn byte_shuffle(isa: &dyn isa::TargetIsa) -> Option<ByteShuffle> {
+    match isa.triple().architecture {
+        Architecture::Aarch64(_) => Some(ByteShuffle::Swizzle),
+        Architecture::X86_64 if aarch64_or_x86_with(isa, "has_ssse3") => Some(ByteShuffle::Pshufb),
+        _ => None,
+    }
+}
+
 /// True on aarch64 (which has every vector instruction the kernels ask about), and on x86-64
 /// where Cranelift's ISA flag `flag` is set.
 fn aarch64_or_x86_with(isa: &dyn isa::TargetIsa, flag: &str) -> bool {

@@ -21,6 +21,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::lookup_conv::{self, Layer, Plan};
 use super::window::{flat_index, for_each_position, kernel_taps, Window};
 use super::{KernelBuilder, Operand};
 use crate::groups::GroupWords;
@@ -1113,6 +1114,12 @@ pub(crate) fn conv(
         out: out_extent,
         window,
     };
+    if groups_n == 1 && simd && kb.byte_shuffle.is_some() {
+        if let Some(plan) = lookup_layer(&g, planes, &filters, stage, pool).and_then(Plan::new) {
+            lookup_conv::conv(kb, &plan, x.ptr, out.ptr);
+            return Ok(());
+        }
+    }
     if groups_n == 1 {
         let table = pack_weights(&planes, &filters, (m, c, taps));
         let kernel = Kernel::new(kb, planes, &g, (&table, None), simd);
@@ -1131,4 +1138,41 @@ pub(crate) fn conv(
     let kernel = Kernel::new(kb, planes, &g, (&table, Some(&groups)), simd);
     run(kb, &kernel, stage, pool, x.ptr, out.ptr);
     Ok(())
+}
+
+/// The layer of `g` as the lookup kernel reads it ([`lookup_conv`]), if 1-D or 2-D with a
+/// threshold stage.
+fn lookup_layer<'a>(
+    g: &Geometry,
+    planes: Planes,
+    filters: &'a [f32],
+    stage: &OutputStage,
+    pool: Option<BitPool>,
+) -> Option<Layer<'a>> {
+    let w = &g.window;
+    let pair = |v: &[usize], one: usize| match *v {
+        [x] => Some((one, x)),
+        [y, x] => Some((y, x)),
+        _ => None,
+    };
+    let out = pair(&g.out, 1)?;
+    let (pa, signed_a) = planes.a;
+    Some(Layer {
+        batch: g.batch,
+        c: g.c,
+        m: g.m,
+        image: pair(&w.image, 1)?,
+        kernel: pair(&w.kernel, 1)?,
+        strides: pair(&w.strides, 1)?,
+        dilations: pair(&w.dilations, 1)?,
+        pads: pair(&w.pads, 0)?,
+        out,
+        pool: pool.map_or((1, 1), |p| p.window),
+        pooled: pool.map_or(out, |p| p.pooled),
+        a_places: (0..pa).map(|p| place(p, pa, signed_a)).collect(),
+        weights: filters,
+        w_planes: planes.w,
+        bipolar_w: planes.bipolar_w,
+        levels: stage.levels()?,
+    })
 }

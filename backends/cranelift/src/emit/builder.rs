@@ -10,7 +10,7 @@ use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
 use cranelift_object::ObjectModule;
 
-use crate::target::ByteDot;
+use crate::target::{ByteDot, ByteShuffle};
 
 /// A loop's trip count.
 #[derive(Clone, Copy)]
@@ -33,6 +33,8 @@ pub(crate) struct KernelBuilder<'a, 'm> {
     pub vector_fma: bool,
     /// The target's byte dot product, if it has one ([`KernelBuilder::dot_bytes`]).
     pub byte_dot: Option<ByteDot>,
+    /// The target's byte table lookup, if it has one ([`KernelBuilder::shuffle_bytes`]).
+    pub byte_shuffle: Option<ByteShuffle>,
 }
 
 /// Memory flags for the kernels' stores: never trapping (the schedule only hands out
@@ -60,6 +62,7 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             params,
             vector_fma: false,
             byte_dot: None,
+            byte_shuffle: None,
         }
     }
 
@@ -104,6 +107,16 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             }
         };
         self.b.ins().iadd(sum, acc)
+    }
+
+    /// Lane `i` of the result is byte `indices[i]` of `table` (`i8x16` both), for indices
+    /// below 16. Panics without a byte lookup: the kernels ask
+    /// [`KernelBuilder::byte_shuffle`] first.
+    pub fn shuffle_bytes(&mut self, table: Value, indices: Value) -> Value {
+        match self.byte_shuffle.expect("a byte table lookup") {
+            ByteShuffle::Pshufb => self.b.ins().x86_pshufb(table, indices),
+            ByteShuffle::Swizzle => self.b.ins().swizzle(table, indices),
+        }
     }
 
     pub fn finish(self) -> FunctionBuilder<'a> {

@@ -7,6 +7,7 @@ mod convert;
 mod elementwise;
 mod head;
 mod linear;
+mod lookup_conv;
 mod movement;
 mod operand;
 mod pool;
@@ -130,6 +131,8 @@ pub(crate) struct Emitter {
     vector_fma: bool,
     /// The target's byte dot product, if any.
     byte_dot: Option<crate::target::ByteDot>,
+    /// The target's byte table lookup, if any.
+    byte_shuffle: Option<crate::target::ByteShuffle>,
     module: ObjectModule,
     fctx: FunctionBuilderContext,
     tables: Vec<DataId>,
@@ -158,12 +161,14 @@ impl Emitter {
         let simd_popcount = vector_popcount && crate::target::simd_popcount(&*isa);
         let vector_fma = crate::target::vector_fma(&*isa);
         let byte_dot = crate::target::byte_dot(&*isa);
+        let byte_shuffle = crate::target::byte_shuffle(&*isa);
         let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
             .map_err(|e| BackendError::Target(e.to_string()))?;
         Ok(Emitter {
             simd_popcount,
             vector_fma,
             byte_dot,
+            byte_shuffle,
             module: ObjectModule::new(builder),
             fctx: FunctionBuilderContext::new(),
             tables: Vec::new(),
@@ -215,6 +220,7 @@ impl Emitter {
             let mut kb = KernelBuilder::new(b, &mut self.module, &mut self.tables, params);
             kb.vector_fma = self.vector_fma;
             kb.byte_dot = self.byte_dot;
+            kb.byte_shuffle = self.byte_shuffle;
             let ret = body(&mut kb)?;
             let mut b = kb.finish();
             match ret {
