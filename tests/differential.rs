@@ -663,6 +663,9 @@ fn check(
         if kernel.contains("byte dot products") {
             ops.push(ON_BYTE_DOTS.into());
         }
+        if kernel.starts_with("bit-serial table lookups") {
+            ops.push(ON_LOOKUPS.into());
+        }
     }
     if matches!(native, Native::Host) && check_plan(&optimized, shape, &data).map_err(fail)? {
         ops.push(PLANNED.into());
@@ -686,6 +689,10 @@ const CHAIN_OF_READS: &str = "an elementwise chain of two reads";
 /// What a case covered where a Gemm or MatMul runs on byte dot products where the CPU has
 /// them (the host's native code: VNNI, or SSSE3 for 7-bit weights; not aarch64's).
 const ON_BYTE_DOTS: &str = "a matrix product on byte dot products";
+
+/// What a case covered where a bit-serial convolution ran on table lookups (the host's
+/// native code: SSSE3's `pshufb`; aarch64's `tbl` under qemu).
+const ON_LOOKUPS: &str = "a bit-serial conv on table lookups";
 
 /// The FPGA plan of `graph` simulated on integers against the interpreter's values of the
 /// hardware's input and output tensors, on every sample of `data`. `false` where the graph
@@ -778,6 +785,7 @@ const REACHES: &[&str] = &[
     ON_COLUMNS,
     ON_BYTE_DOTS,
     CHAIN_OF_READS,
+    ON_LOOKUPS,
 ];
 
 fn campaign(seeds: std::ops::Range<u64>) {

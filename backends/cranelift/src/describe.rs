@@ -144,6 +144,9 @@ fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
             "XNOR-popcount, thresholds in the output stage"
         }
         Op::XnorConv(_) | Op::XnorMatMul => "XNOR-popcount",
+        Op::BitSerialConv { .. } if on_lookups(graph, step) => {
+            "bit-serial table lookups (byte shuffles: SSSE3, NEON), thresholds in the output stage"
+        }
         Op::BitSerialConv { .. } | Op::BitSerialMatMul { .. } if fused => {
             "bit-serial plane popcounts, thresholds in the output stage"
         }
@@ -180,6 +183,23 @@ fn kernel_choice(graph: &Graph, step: &Step) -> &'static str {
         }
         _ => "elementwise or data movement",
     }
+}
+
+/// Whether fused step `step` is a bit-serial convolution on table lookups where the target
+/// shuffles bytes (SSSE3, aarch64).
+fn on_lookups(graph: &Graph, step: &Step) -> bool {
+    let StepKind::Fused {
+        linear,
+        threshold,
+        pool,
+        stage,
+    } = &step.kind
+    else {
+        return false;
+    };
+    let t = graph.node(*threshold);
+    let pool = pool.map(|p| crate::stage::BitPool::after(graph, t, graph.node(p)));
+    crate::emit::on_lookups(graph, graph.node(*linear), stage, pool)
 }
 
 /// The profile's description of a step.

@@ -1140,6 +1140,62 @@ pub(crate) fn conv(
     Ok(())
 }
 
+/// Whether the fused bit-serial convolution `node` (output stage `stage`, then `pool`) runs
+/// on table lookups ([`lookup_conv`]) on a target with a byte shuffle and vector popcounts:
+/// what [`conv`] decides, from the graph alone, for the plan's description.
+pub(crate) fn on_lookups(
+    graph: &Graph,
+    node: &Node,
+    stage: &OutputStage,
+    pool: Option<BitPool>,
+) -> bool {
+    let Op::BitSerialConv { attrs, .. } = &node.op else {
+        return false;
+    };
+    let ty = |v| &graph.value(v).ty;
+    let (x, w, out) = (ty(node.inputs[0]), ty(node.inputs[1]), ty(node.outputs[0]));
+    let (Some(filters), Some((pa, signed_a))) = (
+        graph.const_data(node.inputs[1]).map(|d| d.to_f32_vec()),
+        x.elem.int_type().and_then(IntType::planes),
+    ) else {
+        return false;
+    };
+    let bipolar_w = w.elem.int_type() == Some(IntType::Bipolar);
+    let w_planes = match w.elem.int_type() {
+        _ if bipolar_w => (1, false),
+        Some(t) => match t.planes() {
+            Some(p) => p,
+            None => return false,
+        },
+        None => return false,
+    };
+    let rank = x.shape.len();
+    if attrs.group.max(1) != 1 || !(3..=4).contains(&rank) || w.shape.len() != rank {
+        return false;
+    }
+    let out_extent = match pool {
+        Some(p) => vec![p.computed().0, p.computed().1],
+        None => out.shape[2..].to_vec(),
+    };
+    let window = Window::new(attrs.window(), &x.shape[2..]);
+    let g = Geometry {
+        batch: x.shape[0],
+        c: x.shape[1],
+        m: w.shape[0],
+        taps: window.taps_per_window(),
+        out: out_extent,
+        window,
+    };
+    let planes = Planes {
+        a: (pa, signed_a),
+        w: w_planes,
+        bipolar_w,
+    };
+    lookup_layer(&g, planes, &filters, stage, pool)
+        .and_then(Plan::new)
+        .is_some()
+}
+
 /// The layer of `g` as the lookup kernel reads it ([`lookup_conv`]), if 1-D or 2-D with a
 /// threshold stage.
 fn lookup_layer<'a>(

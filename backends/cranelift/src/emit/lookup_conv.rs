@@ -37,7 +37,7 @@ const LANES: usize = 16;
 const MAX_STACK_BYTES: usize = 128 << 10;
 
 /// Up to this many (tap, group) steps a product is unrolled; beyond, taps run in a loop.
-const UNROLLED_STEPS: usize = 256;
+const UNROLLED_STEPS: usize = 320;
 
 /// The most rows a block's positions span (each a load and a shuffle per nibble vector).
 const MAX_SEGMENTS: usize = 4;
@@ -103,11 +103,11 @@ pub(crate) struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// The plan for `layer`, if the kernel takes it and should: stride 1, at most four
     /// planes each side and 15 thresholds, dot products within `i16`, the stack within
-    /// [`MAX_STACK_BYTES`], and blocks of sixteen positions at most half empty.
+    /// [`MAX_STACK_BYTES`], and blocks of sixteen positions at least three quarters full.
     pub fn new(layer: Layer<'a>) -> Option<Plan<'a>> {
         let l = &layer;
         let pa = l.a_places.len();
-        let (pw, signed_w) = l.w_planes;
+        let pw = l.w_planes.0;
         if l.strides != (1, 1)
             || pa == 0
             || pa > 4
@@ -119,6 +119,8 @@ impl<'a> Plan<'a> {
             || l.m > MAX_FILTERS
             || l.out.0 == 0
             || l.out.1 == 0
+            || l.kernel.0 == 0
+            || l.kernel.1 == 0
             || (l.pooled.0 * l.pool.0, l.pooled.1 * l.pool.1) != l.out
         {
             return None;
@@ -127,12 +129,17 @@ impl<'a> Plan<'a> {
         if groups > MAX_GROUPS {
             return None;
         }
+        // Offset by the layer's smallest weight, not the type's: ternary weights of a 2-bit
+        // type then look up sums of 0..=2, and bytes widen a third as often.
         let (w_scale, w_offset, w_max) = if l.bipolar_w {
             (2, -1, 1)
-        } else if signed_w {
-            (1, -(1i64 << (pw - 1)), (1usize << pw) - 1)
         } else {
-            (1, 0, (1usize << pw) - 1)
+            let (lo, hi) = l.weights.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &w| {
+                (lo.min(w as i64), hi.max(w as i64))
+            });
+            // Within a 4-bit type the span is at most 15 (entries of four up to 60).
+            let span = usize::try_from(hi - lo).ok().filter(|&s| s <= 15)?;
+            (1, lo, span)
         };
         // The largest |a| and |w|: every dot product must fit i16.
         let positive: i64 = l.a_places.iter().filter(|&&p| p > 0).sum();
@@ -396,8 +403,8 @@ impl<'a> Plan<'a> {
 
     /// `sum_p place_p * sum_{tap, group} table[tap][group][nibbles_p]` for each table base
     /// in `tables` (`tap_stride` bytes per tap; 0 for tables of groups only), over the
-    /// block whose nibbles [`Plan::gather`] put at `gathered`: two `i16x8` per table.
-    /// Entries are at most `max_entry`.
+    /// block whose nibbles [`Plan::gather`] put at `gathered`: per table, the even lanes'
+    /// sums and the odd lanes' (`i16x8` each). Entries are at most `max_entry`.
     fn sums(
         &self,
         kb: &mut KernelBuilder,
@@ -415,14 +422,39 @@ impl<'a> Plan<'a> {
         let nf = tables.len();
         // Per table and plane, the bytes not yet widened.
         let fresh = || vec![vec![zero8; pa]; nf];
+        // Bytes widen into the even lanes' sums and the odd lanes', weighted by the plane's
+        // place: on x86 one `pmaddubsw` by `[place, 0, ...]` or `[0, place, ...]` each
+        // (a byte times at most 8, inside i16); elsewhere a mask or a shift, then the place.
+        let weights: Option<Vec<[Value; 2]>> = kb.byte_dot.map(|_| {
+            places
+                .iter()
+                .map(|&place| {
+                    [0, 1].map(|odd| {
+                        let bytes: Vec<u8> = (0..16)
+                            .map(|i| if i % 2 == odd { place as i8 as u8 } else { 0 })
+                            .collect();
+                        let c = kb.b.func.dfg.constants.insert(bytes.into());
+                        kb.b.ins().vconst(I8X16, c)
+                    })
+                })
+                .collect()
+        });
         let flush = |kb: &mut KernelBuilder, bytes: &[Vec<Value>], wide: &mut Vec<Value>| {
             for (f, planes) in bytes.iter().enumerate() {
-                for (&b, &place) in planes.iter().zip(places) {
+                for (p, (&b, &place)) in planes.iter().zip(places).enumerate() {
                     for h in 0..2 {
+                        let w = &mut wide[2 * f + h];
+                        if let Some(weights) = &weights {
+                            let v = kb.b.ins().x86_pmaddubsw(weights[p][h], b);
+                            *w = kb.b.ins().iadd(*w, v);
+                            continue;
+                        }
+                        let b = kb.b.ins().bitcast(I16X8, little(), b);
                         let v = if h == 0 {
-                            kb.b.ins().uwiden_low(b)
+                            let low = splat16(kb, 0xff);
+                            kb.b.ins().band(b, low)
                         } else {
-                            kb.b.ins().uwiden_high(b)
+                            kb.b.ins().ushr_imm_s(b, 8)
                         };
                         let shift = place.unsigned_abs().trailing_zeros();
                         let v = if shift == 0 {
@@ -430,7 +462,6 @@ impl<'a> Plan<'a> {
                         } else {
                             kb.b.ins().ishl_imm_s(v, i64::from(shift))
                         };
-                        let w = &mut wide[2 * f + h];
                         *w = if place < 0 {
                             kb.b.ins().isub(*w, v)
                         } else {
@@ -528,7 +559,8 @@ impl<'a> Plan<'a> {
         dot
     }
 
-    /// The counts of thresholds filter `f`'s dot products reach, as sixteen bytes.
+    /// The counts of thresholds filter `f`'s dot products (even lanes', odd lanes') reach,
+    /// as sixteen bytes.
     fn counts(
         &self,
         kb: &mut KernelBuilder,
@@ -554,7 +586,10 @@ impl<'a> Plan<'a> {
                 count[h] = kb.b.ins().isub(count[h], on);
             }
         }
-        kb.b.ins().snarrow(count[0], count[1])
+        // Counts are at most 15: the odd lanes' go to each `i16`'s high byte.
+        let odd = kb.b.ins().ishl_imm_s(count[1], 8);
+        let both = kb.b.ins().bor(count[0], odd);
+        kb.b.ins().bitcast(I8X16, little(), both)
     }
 
     /// The output's plane words of one sample at `out`, from the counts at `counts`
@@ -623,6 +658,12 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// Little-endian lane order for bitcasts between vector types.
+fn little() -> cranelift_codegen::ir::MemFlagsData {
+    use cranelift_codegen::ir::{Endianness, MemFlagsData};
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
 /// `v` in every lane of an `i8x16`.
 fn splat8(kb: &mut KernelBuilder, v: i64) -> Value {
     let b = kb.b.ins().iconst(I8, v);
@@ -633,6 +674,37 @@ fn splat8(kb: &mut KernelBuilder, v: i64) -> Value {
 fn splat16(kb: &mut KernelBuilder, v: i64) -> Value {
     let b = kb.b.ins().iconst(I16, v);
     kb.b.ins().splat(I16X8, b)
+}
+
+/// Stores the counts of filters `f..f + counts.len()` (one or two, `f` even), sixteen
+/// positions each, at `at` (`[position][filter]`, `m_pad` filters a position): two filters'
+/// bytes interleaved, so that each position's pair is one `i16` store.
+fn store_counts(kb: &mut KernelBuilder, counts: &[Value], at: Value, m_pad: usize) {
+    let stride = m_pad as i64;
+    match *counts {
+        [a, b] => {
+            for half in 0..2u8 {
+                let lanes: Vec<u8> = (0..8)
+                    .flat_map(|i| [8 * half + i, 8 * half + i + 16])
+                    .collect();
+                let mask = kb.b.func.dfg.immediates.push(lanes.into());
+                let pairs = kb.b.ins().shuffle(a, b, mask);
+                let pairs = kb.b.ins().bitcast(I16X8, little(), pairs);
+                for lane in 0..8u8 {
+                    let pair = kb.b.ins().extractlane(pairs, lane);
+                    kb.store(pair, at, i64::from(8 * half + lane) * stride);
+                }
+            }
+        }
+        _ => {
+            for (j, &c) in counts.iter().enumerate() {
+                for lane in 0..LANES as u8 {
+                    let byte = kb.b.ins().extractlane(c, lane);
+                    kb.store(byte, at, i64::from(lane) * stride + j as i64);
+                }
+            }
+        }
+    }
 }
 
 /// The layer of `plan`: planes `x` in, the threshold stage's (pooled) planes out at `dst`.
@@ -668,16 +740,17 @@ pub(crate) fn conv(kb: &mut KernelBuilder, plan: &Plan<'_>, x: Value, dst: Value
                     .map(|j| kb.addr(weights, f0, filter_bytes, j as i64 * filter_bytes))
                     .collect();
                 let sums = plan.sums(kb, gathered, &tabs, groups * 16, 4 * plan.w_max);
-                for (j, s) in sums.into_iter().enumerate() {
-                    let f = kb.add_imm(f0, j as i64);
-                    let dot = plan.dot(kb, s, total);
-                    let c = plan.counts(kb, thresholds, f, dot);
-                    let at = kb.b.ins().iadd(counts_at, f);
-                    for lane in 0..LANES {
-                        let byte = kb.b.ins().extractlane(c, lane as u8);
-                        kb.store(byte, at, lane as i64 * m_pad as i64);
-                    }
-                }
+                let counts: Vec<Value> = sums
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        let f = kb.add_imm(f0, j as i64);
+                        let dot = plan.dot(kb, s, total);
+                        plan.counts(kb, thresholds, f, dot)
+                    })
+                    .collect();
+                let at = kb.b.ins().iadd(counts_at, f0);
+                store_counts(kb, &counts, at, m_pad);
             });
         });
         let out = kb.addr(dst, n, out_bytes, 0);

@@ -28,6 +28,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataId, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 
+pub(crate) use bitserial::on_lookups;
 pub(crate) use builder::KernelBuilder;
 pub(crate) use linear::on_byte_dots;
 pub(crate) use operand::Operand;
