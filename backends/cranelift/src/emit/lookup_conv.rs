@@ -22,11 +22,12 @@
 //!   last pass takes each pooled window's largest (levels grow with counts) and writes the
 //!   output's plane words, each plane's bits by a table lookup and a byte mask.
 
-use bnnc_runtime::packing::{words, WORD_BITS};
+use bnnc_runtime::packing::words;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I16, I16X8, I32, I64, I8, I8X16};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::count_planes::{self, CountLayout};
 use super::KernelBuilder;
 use crate::stage::Levels;
 
@@ -295,23 +296,6 @@ impl<'a> Plan<'a> {
         }
         let descending = levels.sign.iter().any(|&s| s < 0);
         (above, descending.then_some(flips))
-    }
-
-    /// Per output plane, `[count]`: `0x80` where plane `r` of the count's level is 1.
-    fn plane_tables(&self) -> Vec<u8> {
-        let l = &self.layer.levels;
-        (0..l.planes)
-            .flat_map(|r| {
-                (0..16i64).map(move |count| {
-                    let level = l.alpha * count + l.beta;
-                    if count as usize <= l.thresholds && level >> r & 1 == 1 {
-                        0x80
-                    } else {
-                        0
-                    }
-                })
-            })
-            .collect()
     }
 
     /// The nibble image of one sample's planes `image` at `ni`: zero, then each pixel the
@@ -591,71 +575,6 @@ impl<'a> Plan<'a> {
         let both = kb.b.ins().bor(count[0], odd);
         kb.b.ins().bitcast(I8X16, little(), both)
     }
-
-    /// The output's plane words of one sample at `out`, from the counts at `counts`
-    /// (`[grid position][filter]`): per pooled pixel, the largest count of each window.
-    fn write_output(&self, kb: &mut KernelBuilder, counts: Value, planes: Value, out: Value) {
-        let l = &self.layer;
-        let out_planes = l.levels.planes;
-        let wo = words(l.m);
-        let pixel_bytes = (out_planes * wo * 8) as i64;
-        let luts: Vec<Value> = (0..out_planes)
-            .map(|r| kb.load_aligned(I8X16, planes, (r * 16) as i64))
-            .collect();
-        let m_pad = self.m_pad as i64;
-        let cols = l.out.1;
-        kb.for_range(l.pooled.0, |kb, oy| {
-            let row = kb.mul_imm(oy, (l.pool.0 * cols) as i64);
-            let out_row = kb.mul_imm(oy, l.pooled.1 as i64);
-            kb.for_range(l.pooled.1, |kb, ox| {
-                let col = kb.mul_imm(ox, l.pool.1 as i64);
-                let v = kb.b.ins().iadd(row, col);
-                let at = kb.addr(counts, v, m_pad, 0);
-                let pixel = kb.b.ins().iadd(out_row, ox);
-                let dst = kb.addr(out, pixel, pixel_bytes, 0);
-                let mut plane_words = vec![vec![None::<Value>; wo]; out_planes];
-                for chunk in 0..self.m_pad / LANES {
-                    let mut best: Option<Value> = None;
-                    for dy in 0..l.pool.0 {
-                        for dx in 0..l.pool.1 {
-                            let off = ((dy * cols + dx) as i64) * m_pad + (chunk * LANES) as i64;
-                            let c = kb.load(I8X16, at, off);
-                            best = Some(match best {
-                                None => c,
-                                Some(b) => kb.b.ins().umax(b, c),
-                            });
-                        }
-                    }
-                    let best = best.expect("a pool window has a position");
-                    let (word, within) = (chunk * LANES / WORD_BITS, chunk * LANES % WORD_BITS);
-                    for (r, &lut) in luts.iter().enumerate() {
-                        let top = kb.shuffle_bytes(lut, best);
-                        let bits = kb.b.ins().vhigh_bits(I64, top);
-                        let bits = if within == 0 {
-                            bits
-                        } else {
-                            kb.b.ins().ishl_imm_s(bits, within as i64)
-                        };
-                        let w = &mut plane_words[r][word];
-                        *w = Some(match *w {
-                            None => bits,
-                            Some(w) => kb.b.ins().bor(w, bits),
-                        });
-                    }
-                }
-                let tail = l.m % WORD_BITS;
-                for (r, row_words) in plane_words.into_iter().enumerate() {
-                    for (word, w) in row_words.into_iter().enumerate() {
-                        let mut w = w.expect("every word has a chunk");
-                        if word + 1 == wo && tail != 0 {
-                            w = kb.b.ins().band_imm_s(w, ((1u64 << tail) - 1) as i64);
-                        }
-                        kb.store(w, dst, ((r * wo + word) * 8) as i64);
-                    }
-                }
-            });
-        });
-    }
 }
 
 /// Little-endian lane order for bitcasts between vector types.
@@ -716,7 +635,14 @@ pub(crate) fn conv(kb: &mut KernelBuilder, plan: &Plan<'_>, x: Value, dst: Value
     let totals = (plan.w_offset != 0).then(|| kb.table(plan.total_tables()));
     let (above, flips) = plan.threshold_tables();
     let thresholds = (kb.table(above), flips.map(|f| kb.table(f)));
-    let planes = kb.table(plan.plane_tables());
+    let layout = CountLayout {
+        m: l.m,
+        m_pad,
+        out: l.out,
+        pool: l.pool,
+        pooled: l.pooled,
+    };
+    let planes = kb.table(count_planes::tables(&l.levels));
     let (starts, shuffles) = plan.segment_tables();
     let segments = (kb.table_i32(&starts), kb.table(shuffles));
     let ni = kb.stack((pa * groups * plan.row_stride) as u32);
@@ -754,6 +680,6 @@ pub(crate) fn conv(kb: &mut KernelBuilder, plan: &Plan<'_>, x: Value, dst: Value
             });
         });
         let out = kb.addr(dst, n, out_bytes, 0);
-        plan.write_output(kb, counts, planes, out);
+        count_planes::write(kb, &layout, l.levels.planes, (counts, planes), out);
     });
 }

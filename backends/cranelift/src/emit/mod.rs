@@ -4,6 +4,7 @@
 mod bitserial;
 mod builder;
 mod convert;
+mod count_planes;
 mod elementwise;
 mod head;
 mod linear;

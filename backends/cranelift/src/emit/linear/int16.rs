@@ -7,9 +7,13 @@ use bnnc_ir::{ConvAttrs, Graph, Node};
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use crate::emit::count_planes::{self, CountLayout};
 use crate::emit::{KernelBuilder, Operand};
 use crate::first_layer::{int16_applies, int16_weights, int_pow2, small_integers};
 use crate::BackendError;
+
+/// The most stack the first layer's counts may take (beyond, bits are transposed as before).
+const MAX_COUNT_BYTES: usize = 128 << 10;
 
 /// The fused int16 first layer `node` as a kernel for another code generator
 /// ([`crate::Int16ConvKernel`]); `None` where [`int16_applies`] does not hold.
@@ -247,8 +251,22 @@ fn conv_int16_rows(
     let pixel_words = planes * words_out;
     let blocks = ow.div_ceil(8);
     let inv = 1.0 / x_scale;
+    // Counts of thresholds, a byte per position and filter, written as planes after each
+    // image (`count_planes`): eight filters' counts take twelve shuffles and eight stores,
+    // where their bits take eighty instructions through 8x8 bit transposes.
+    let m_pad = m.next_multiple_of(16);
+    let counts = (levels.thresholds <= 15 && oh * ow * m_pad <= MAX_COUNT_BYTES)
+        .then(|| kb.stack((oh * ow * m_pad) as u32));
+    let layout = CountLayout {
+        m,
+        m_pad,
+        out: (oh, ow),
+        pool: (1, 1),
+        pooled: (oh, ow),
+    };
+    let count_tables = counts.map(|_| kb.table(count_planes::tables(levels)));
     // Channels past m in the last word are never written by the byte stores: zero first.
-    if m % 64 != 0 {
+    if m % 64 != 0 && counts.is_none() {
         let zero = kb.iconst(0);
         kb.for_range(batch * oh * ow * pixel_words, |kb, i| {
             kb.store_at(zero, dst, i)
@@ -375,6 +393,7 @@ fn conv_int16_rows(
                     // Per plane, byte j of its matrix: filter j's bit per column.
                     let zero = kb.iconst(0);
                     let mut matrices = vec![zero; planes];
+                    let mut minus_counts = Vec::with_capacity(8);
                     for (i, (a, j)) in acc.into_iter().zip(filters.clone()).enumerate() {
                         let t_count = levels.thresholds;
                         let mut level = None;
@@ -394,6 +413,10 @@ fn conv_int16_rows(
                             });
                         }
                         let minus_count = level.expect("a threshold");
+                        if counts.is_some() {
+                            minus_counts.push(minus_count);
+                            continue;
+                        }
                         // One threshold whose level is its count, in one plane: a reached
                         // lane (all ones) has its bit as its high bit.
                         let bit_is_compare =
@@ -413,6 +436,13 @@ fn conv_int16_rows(
                             let cols = kb.b.ins().ishl_imm_s(cols, (8 * i) as i64);
                             *matrix = kb.b.ins().bor(*matrix, cols);
                         }
+                    }
+                    if let Some(counts) = counts {
+                        let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
+                        let pos = kb.b.ins().iadd(pos, ox);
+                        let at = kb.addr(counts, pos, m_pad as i64, (group * 8) as i64);
+                        store_counts8(kb, &minus_counts, at, m_pad);
+                        continue;
                     }
                     let byte = (group % 8) as i64 + (group / 8 * 8) as i64;
                     for (r, matrix) in matrices.into_iter().enumerate() {
@@ -436,7 +466,70 @@ fn conv_int16_rows(
                 }
             });
         });
+        if let (Some(counts), Some(tables)) = (counts, count_tables) {
+            count_planes::write(kb, &layout, planes, (counts, tables), out_image);
+        }
     });
+}
+
+/// Stores eight filters' counts of eight positions (`minus_counts`: one `i16x8` per filter,
+/// each lane minus a position's count; fewer than eight filters at the layer's end) at
+/// `at`, `[position][filter]` with `m_pad` filters a position: the counts narrowed to bytes,
+/// two filters a vector, then transposed by byte, word and double-word interleaves into
+/// two positions' eight filters a vector.
+fn store_counts8(kb: &mut KernelBuilder, minus_counts: &[Value], at: Value, m_pad: usize) {
+    use cranelift_codegen::ir::types::{I16X8, I64X2, I8, I8X16};
+    use cranelift_codegen::ir::{Endianness, MemFlagsData};
+    let zero16 = {
+        let z = kb.iconst32(0);
+        let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I16, z);
+        kb.b.ins().splat(I16X8, z)
+    };
+    let zero8 = {
+        let z = kb.iconst32(0);
+        let z = kb.b.ins().ireduce(I8, z);
+        kb.b.ins().splat(I8X16, z)
+    };
+    let filter = |j: usize| minus_counts.get(j).copied().unwrap_or(zero16);
+    // [f p0..p7, f+1 p0..p7] as counts (0..=15: the narrowing is exact).
+    let pairs: Vec<Value> = (0..4)
+        .map(|i| {
+            let minus = kb.b.ins().snarrow(filter(2 * i), filter(2 * i + 1));
+            kb.b.ins().isub(zero8, minus)
+        })
+        .collect();
+    let interleave = |kb: &mut KernelBuilder, a: Value, b: Value, lanes: [u8; 16]| {
+        let mask = kb.b.func.dfg.immediates.push(lanes.to_vec().into());
+        kb.b.ins().shuffle(a, b, mask)
+    };
+    let bytes_lo = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+    let bytes_hi = bytes_lo.map(|l| l + 8);
+    let dwords_lo = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23];
+    let dwords_hi = dwords_lo.map(|l| l + 8);
+    // [f p, f+2 p] per position, then [f..f+4 p] per position, four positions a vector.
+    let u0 = interleave(kb, pairs[0], pairs[1], bytes_lo);
+    let u1 = interleave(kb, pairs[0], pairs[1], bytes_hi);
+    let u2 = interleave(kb, pairs[2], pairs[3], bytes_lo);
+    let u3 = interleave(kb, pairs[2], pairs[3], bytes_hi);
+    let quads = [
+        interleave(kb, u0, u1, bytes_lo),
+        interleave(kb, u0, u1, bytes_hi),
+        interleave(kb, u2, u3, bytes_lo),
+        interleave(kb, u2, u3, bytes_hi),
+    ];
+    for half in 0..2 {
+        let (low, high) = (quads[half], quads[half + 2]);
+        for (k, lanes) in [dwords_lo, dwords_hi].into_iter().enumerate() {
+            let two = interleave(kb, low, high, lanes);
+            let little = MemFlagsData::new().with_endianness(Endianness::Little);
+            let two = kb.b.ins().bitcast(I64X2, little, two);
+            let first = 4 * half + 2 * k;
+            for lane in 0..2u8 {
+                let eight = kb.b.ins().extractlane(two, lane);
+                kb.store(eight, at, ((first + lane as usize) * m_pad) as i64);
+            }
+        }
+    }
 }
 
 /// The levels of `i16x8` lanes from the sum of their threshold compares (-1 per threshold
