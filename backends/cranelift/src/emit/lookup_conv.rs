@@ -43,6 +43,10 @@ const UNROLLED_STEPS: usize = 320;
 /// The most rows a block's positions span (each a load and a shuffle per nibble vector).
 const MAX_SEGMENTS: usize = 4;
 
+/// The most bytes of filter tables (four bytes a weight): beyond, they would stream from
+/// beyond the L2 caches of most machines, and the plane pairs read a sixteenth as much.
+const MAX_TABLE_BYTES: usize = 1 << 20;
+
 /// The most groups of four channels (each group's steps are unrolled).
 const MAX_GROUPS: usize = 256;
 
@@ -104,7 +108,8 @@ pub(crate) struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// The plan for `layer`, if the kernel takes it and should: stride 1, at most four
     /// planes each side and 15 thresholds, dot products within `i16`, the stack within
-    /// [`MAX_STACK_BYTES`], and blocks of sixteen positions at least three quarters full.
+    /// [`MAX_STACK_BYTES`], the tables within [`MAX_TABLE_BYTES`], and blocks of sixteen
+    /// positions at least three quarters full.
     pub fn new(layer: Layer<'a>) -> Option<Plan<'a>> {
         let l = &layer;
         let pa = l.a_places.len();
@@ -171,7 +176,7 @@ impl<'a> Plan<'a> {
         let m_pad = l.m.next_multiple_of(LANES);
         let taps = l.kernel.0 * l.kernel.1;
         let stack = pa * groups * row_stride + taps * groups * pa * LANES + blocks * LANES * m_pad;
-        if stack > MAX_STACK_BYTES {
+        if stack > MAX_STACK_BYTES || m_pad * taps * groups * 16 > MAX_TABLE_BYTES {
             return None;
         }
         Some(Plan {

@@ -251,11 +251,13 @@ fn conv_int16_rows(
     let pixel_words = planes * words_out;
     let blocks = ow.div_ceil(8);
     let inv = 1.0 / x_scale;
-    // Counts of thresholds, a byte per position and filter, written as planes after each
-    // image (`count_planes`): eight filters' counts take twelve shuffles and eight stores,
-    // where their bits take eighty instructions through 8x8 bit transposes.
+    // Levels' counts of thresholds, a byte per position and filter, written as planes after
+    // each image (`count_planes`): eight filters' counts take twelve shuffles and eight
+    // stores, where their levels' planes take some eighty instructions. (A bit stage's
+    // compares are its bits already: they stay on the transposes, which measured faster.)
     let m_pad = m.next_multiple_of(16);
-    let counts = (levels.thresholds <= 15 && oh * ow * m_pad <= MAX_COUNT_BYTES)
+    let bits = (levels.thresholds, levels.alpha, levels.beta, levels.planes) == (1, 1, 0, 1);
+    let counts = (!bits && levels.thresholds <= 15 && oh * ow * m_pad <= MAX_COUNT_BYTES)
         .then(|| kb.stack((oh * ow * m_pad) as u32));
     let layout = CountLayout {
         m,
