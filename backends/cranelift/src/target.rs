@@ -78,6 +78,11 @@ pub(crate) fn isa(triple: &Triple, cpu: Cpu) -> Result<OwnedTargetIsa, BackendEr
     set(&mut flags, "opt_level", "none")?;
     // A shared library's code must be position independent.
     set(&mut flags, "is_pic", "true")?;
+    // Kernels keep up to a few hundred KiB on the stack (splat activations, nibble images,
+    // counts): probing each page in turn makes a caller's too-small thread stack fault on
+    // its guard page, never write past it into other memory.
+    set(&mut flags, "enable_probestack", "true")?;
+    set(&mut flags, "probestack_strategy", "inline")?;
     let flags = settings::Flags::new(flags);
     let mut builder = if cpu == Cpu::Native {
         if !is_host(triple) {

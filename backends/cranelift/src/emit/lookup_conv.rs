@@ -13,14 +13,14 @@
 //!   with stride 1 each row's run of a block's positions reads consecutive bytes of it, so
 //!   a block's nibbles for each tap and group are a few loads merged by byte shuffles, made
 //!   once per block and read by every filter.
-//! - **Exact.** A table holds offset weights `w' = (w - w0) / ws >= 0`, so it fits a byte
-//!   and sums count up in `u8` lanes; they are widened into `i16` before any could wrap.
+//! - **Exact.** A table holds offset weights `w' = (w - w0) / ws >= 0` (`w0` the layer's
+//!   smallest weight, or -1 with `ws = 2` for bipolar ones), so it fits a byte and sums
+//!   count up in `u8` lanes; they are widened into `i16` before any could wrap.
 //!   The dot product is `ws * sum(w' a) + w0 * sum(a)`, the activations' total counted by a
 //!   popcount table. `i16` arithmetic is exact modulo 2^16, and a layer is taken only when
 //!   every dot product fits `i16`, so the wrapped sums give it exactly.
-//! - **Output.** The counts of thresholds reached are stored per position and channel. A
-//!   last pass takes each pooled window's largest (levels grow with counts) and writes the
-//!   output's plane words, each plane's bits by a table lookup and a byte mask.
+//! - **Output.** The counts of thresholds reached are stored per position and channel, and
+//!   [`count_planes`] writes the output's plane words from them.
 
 use bnnc_runtime::packing::words;
 use cranelift_codegen::ir::condcodes::IntCC;
