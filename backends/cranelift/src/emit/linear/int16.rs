@@ -274,7 +274,15 @@ fn conv_int16_rows(
             kb.store_at(zero, dst, i)
         });
     }
-    let taps = kb.stack((k * 16) as u32);
+    // The image as `i16` integers, converted once per image rather than once per tap and
+    // block (each input is read by up to `k` taps' vectors).
+    let image16 = kb.stack((c * h * wd * 2).next_multiple_of(16) as u32);
+    // Tap `kk`'s offset from its window's first input, in bytes of `i16` elements.
+    let tap_offset = |kk: usize| {
+        let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
+        let (ky, kx) = (tap / kw, tap % kw);
+        ((ch * h * wd + ky * dh * wd + kx * dw) * 2) as i64
+    };
     // Each filter's bounds, as it compares (`-bound` where it descends), splat to `i16x8`
     // `[filter][threshold]`; then `alpha` and `beta` splat: loads that fold into the
     // compares, where building the splats in code would cost three instructions each.
@@ -300,32 +308,36 @@ fn conv_int16_rows(
     kb.for_range(batch, |kb, n| {
         let image = kb.addr(src, n, (c * h * wd * 4) as i64, 0);
         let out_image = kb.addr(dst, n, (oh * ow * pixel_words * 8) as i64, 0);
+        // Eight inputs at a time (the last eight overlapping: the width is at least 8).
+        let total = c * h * wd;
+        kb.for_range(total.div_ceil(8), |kb, i| {
+            let start = kb.b.ins().imul_imm_s(i, 8);
+            let last = kb.iconst((total - 8) as i64);
+            let start = kb.b.ins().umin(start, last);
+            let from = kb.addr(image, start, 4, 0);
+            let s = kb.fconst(inv);
+            let sv = kb.b.ins().splat(F32X4, s);
+            let halves: Vec<Value> = [0, 16]
+                .iter()
+                .map(|&o| {
+                    let v = kb.load(F32X4, from, o);
+                    let v = kb.b.ins().fmul(v, sv);
+                    kb.b.ins().fcvt_to_sint_sat(I32X4, v)
+                })
+                .collect();
+            let q = kb.b.ins().snarrow(halves[0], halves[1]);
+            let to = kb.addr(image16, start, 2, 0);
+            kb.store(q, to, 0);
+        });
         kb.for_range(oh, |kb, oy| {
-            let row = kb.addr(image, oy, (g.stride_y * wd * 4) as i64, 0);
+            let row = kb.addr(image16, oy, (g.stride_y * wd * 2) as i64, 0);
             kb.for_range(blocks, |kb, b| {
                 // The last block overlaps the one before when 8 does not divide the width.
                 let start = kb.b.ins().imul_imm_s(b, 8);
                 let last = kb.iconst((ow - 8) as i64);
                 let ox = kb.b.ins().umin(start, last);
-                let at = kb.addr(row, ox, 4, 0);
-                // Every tap's eight inputs as integers, once for all filters.
-                let s = kb.fconst(inv);
-                let sv = kb.b.ins().splat(F32X4, s);
-                for kk in 0..k {
-                    let (ch, tap) = (kk / (kh * kw), kk % (kh * kw));
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    let off = ((ch * h * wd + ky * dh * wd + kx * dw) * 4) as i64;
-                    let halves: Vec<Value> = [0, 16]
-                        .iter()
-                        .map(|&o| {
-                            let v = kb.load(F32X4, at, off + o);
-                            let v = kb.b.ins().fmul(v, sv);
-                            kb.b.ins().fcvt_to_sint_sat(I32X4, v)
-                        })
-                        .collect();
-                    let q = kb.b.ins().snarrow(halves[0], halves[1]);
-                    kb.store(q, taps, (kk * 16) as i64);
-                }
+                // Every tap's eight inputs start here, `tap_offset` apart.
+                let taps = kb.addr(row, ox, 2, 0);
                 let pos = kb.b.ins().imul_imm_s(oy, ow as i64);
                 let pos = kb.b.ins().iadd(pos, ox);
                 let out_at = kb.addr(out_image, pos, (pixel_words * 8) as i64, 0);
@@ -337,7 +349,7 @@ fn conv_int16_rows(
                 let zv = kb.b.ins().splat(I16X8, zero);
                 let mut all = zv;
                 for kk in 0..k {
-                    let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                    let xv = kb.load(I16X8, taps, tap_offset(kk));
                     all = kb.b.ins().iadd(all, xv);
                 }
                 for group in 0..m.div_ceil(8) {
@@ -352,7 +364,7 @@ fn conv_int16_rows(
                         if !forms.iter().zip(filters.clone()).any(|(f, j)| used(f, j)) {
                             continue;
                         }
-                        let xv = kb.load(I16X8, taps, (kk * 16) as i64);
+                        let xv = kb.load(I16X8, taps, tap_offset(kk));
                         for ((a, j), form) in acc.iter_mut().zip(filters.clone()).zip(&forms) {
                             let wv = weights[j * k + kk];
                             if !used(form, j) {
