@@ -43,6 +43,11 @@ pub(crate) fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// Flags for bitcasts between vector types: lanes in little-endian order.
+pub(crate) fn little_endian() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
 /// Memory flags for loads (not `readonly`: the kernels place their loads themselves).
 pub(crate) fn mem_load() -> MemFlagsData {
     mem()
@@ -117,6 +122,18 @@ impl<'a, 'm> KernelBuilder<'a, 'm> {
             ByteShuffle::Pshufb => self.b.ins().x86_pshufb(table, indices),
             ByteShuffle::Swizzle => self.b.ins().swizzle(table, indices),
         }
+    }
+
+    /// `v` in every lane of an `i8x16`.
+    pub fn splat_i8(&mut self, v: i64) -> Value {
+        let b = self.b.ins().iconst(cranelift_codegen::ir::types::I8, v);
+        self.b.ins().splat(cranelift_codegen::ir::types::I8X16, b)
+    }
+
+    /// `v` in every lane of an `i16x8`.
+    pub fn splat_i16(&mut self, v: i64) -> Value {
+        let b = self.b.ins().iconst(cranelift_codegen::ir::types::I16, v);
+        self.b.ins().splat(cranelift_codegen::ir::types::I16X8, b)
     }
 
     pub fn finish(self) -> FunctionBuilder<'a> {

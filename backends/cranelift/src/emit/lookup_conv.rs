@@ -27,6 +27,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I16, I16X8, I32, I64, I8, I8X16};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::builder::little_endian;
 use super::count_planes::{self, CountLayout};
 use super::KernelBuilder;
 use crate::stage::Levels;
@@ -310,7 +311,7 @@ impl<'a> Plan<'a> {
         let pa = l.a_places.len();
         let nw = words(l.c);
         let bytes = pa * self.groups * self.row_stride;
-        let zero = splat8(kb, 0);
+        let zero = kb.splat_i8(0);
         kb.for_range(bytes / 64, |kb, i| {
             let at = kb.addr(ni, i, 64, 0);
             for k in 0..4 {
@@ -406,8 +407,8 @@ impl<'a> Plan<'a> {
         let pa = places.len();
         let groups = self.groups;
         let flush_every = (255 / max_entry.max(1)).max(1);
-        let zero8 = splat8(kb, 0);
-        let zero16 = splat16(kb, 0);
+        let zero8 = kb.splat_i8(0);
+        let zero16 = kb.splat_i16(0);
         let nf = tables.len();
         // Per table and plane, the bytes not yet widened.
         let fresh = || vec![vec![zero8; pa]; nf];
@@ -438,9 +439,9 @@ impl<'a> Plan<'a> {
                             *w = kb.b.ins().iadd(*w, v);
                             continue;
                         }
-                        let b = kb.b.ins().bitcast(I16X8, little(), b);
+                        let b = kb.b.ins().bitcast(I16X8, little_endian(), b);
                         let v = if h == 0 {
-                            let low = splat16(kb, 0xff);
+                            let low = kb.splat_i16(0xff);
                             kb.b.ins().band(b, low)
                         } else {
                             kb.b.ins().ushr_imm_s(b, 8)
@@ -523,19 +524,22 @@ impl<'a> Plan<'a> {
         wide.chunks(2).map(|w| [w[0], w[1]]).collect()
     }
 
-    /// The dot products from a filter's sums and the activations' total.
+    /// `w0 * sum(a)`, the weights' offset's share of every filter's dot products in a
+    /// block, from the activations' total.
+    fn offset_share(&self, kb: &mut KernelBuilder, total: [Value; 2]) -> [Value; 2] {
+        let w0 = kb.b.ins().iconst(I16, self.w_offset);
+        let w0 = kb.b.ins().splat(I16X8, w0);
+        total.map(|t| kb.b.ins().imul(t, w0))
+    }
+
+    /// The dot products from a filter's sums and the block's [`Plan::offset_share`].
     fn dot(
         &self,
         kb: &mut KernelBuilder,
         sums: [Value; 2],
-        total: Option<[Value; 2]>,
+        offset: Option<[Value; 2]>,
     ) -> [Value; 2] {
         let scale = self.w_scale.trailing_zeros();
-        let offset = total.map(|t| {
-            let w0 = kb.b.ins().iconst(I16, self.w_offset);
-            let w0 = kb.b.ins().splat(I16X8, w0);
-            t.map(|t| kb.b.ins().imul(t, w0))
-        });
         let mut dot = sums;
         for h in 0..2 {
             if scale > 0 {
@@ -563,7 +567,7 @@ impl<'a> Plan<'a> {
             let at = kb.addr(fl, f, 16, 0);
             kb.load_aligned(I16X8, at, 0)
         });
-        let zero = splat16(kb, 0);
+        let zero = kb.splat_i16(0);
         let mut count = [zero; 2];
         for t in 0..n {
             let a = kb.load_aligned(I16X8, at, (t * 16) as i64);
@@ -578,26 +582,8 @@ impl<'a> Plan<'a> {
         // Counts are at most 15: the odd lanes' go to each `i16`'s high byte.
         let odd = kb.b.ins().ishl_imm_s(count[1], 8);
         let both = kb.b.ins().bor(count[0], odd);
-        kb.b.ins().bitcast(I8X16, little(), both)
+        kb.b.ins().bitcast(I8X16, little_endian(), both)
     }
-}
-
-/// Little-endian lane order for bitcasts between vector types.
-fn little() -> cranelift_codegen::ir::MemFlagsData {
-    use cranelift_codegen::ir::{Endianness, MemFlagsData};
-    MemFlagsData::new().with_endianness(Endianness::Little)
-}
-
-/// `v` in every lane of an `i8x16`.
-fn splat8(kb: &mut KernelBuilder, v: i64) -> Value {
-    let b = kb.b.ins().iconst(I8, v);
-    kb.b.ins().splat(I8X16, b)
-}
-
-/// `v` in every lane of an `i16x8`.
-fn splat16(kb: &mut KernelBuilder, v: i64) -> Value {
-    let b = kb.b.ins().iconst(I16, v);
-    kb.b.ins().splat(I16X8, b)
 }
 
 /// Stores the counts of filters `f..f + counts.len()` (one or two, `f` even), sixteen
@@ -613,7 +599,7 @@ fn store_counts(kb: &mut KernelBuilder, counts: &[Value], at: Value, m_pad: usiz
                     .collect();
                 let mask = kb.b.func.dfg.immediates.push(lanes.into());
                 let pairs = kb.b.ins().shuffle(a, b, mask);
-                let pairs = kb.b.ins().bitcast(I16X8, little(), pairs);
+                let pairs = kb.b.ins().bitcast(I16X8, little_endian(), pairs);
                 for lane in 0..8u8 {
                     let pair = kb.b.ins().extractlane(pairs, lane);
                     kb.store(pair, at, i64::from(8 * half + lane) * stride);
@@ -662,7 +648,10 @@ pub(crate) fn conv(kb: &mut KernelBuilder, plan: &Plan<'_>, x: Value, dst: Value
         plan.nibble_image(kb, image, ni);
         kb.for_range(plan.blocks, |kb, b| {
             plan.gather(kb, (ni, gathered), segments, b);
-            let total = totals.map(|t| plan.sums(kb, gathered, &[t], 0, 4)[0]);
+            let offset = totals.map(|t| {
+                let total = plan.sums(kb, gathered, &[t], 0, 4)[0];
+                plan.offset_share(kb, total)
+            });
             let q0 = kb.mul_imm(b, LANES as i64);
             let counts_at = kb.addr(counts, q0, m_pad as i64, 0);
             kb.for_range(m_pad / per_pass, |kb, pass| {
@@ -676,7 +665,7 @@ pub(crate) fn conv(kb: &mut KernelBuilder, plan: &Plan<'_>, x: Value, dst: Value
                     .enumerate()
                     .map(|(j, s)| {
                         let f = kb.add_imm(f0, j as i64);
-                        let dot = plan.dot(kb, s, total);
+                        let dot = plan.dot(kb, s, offset);
                         plan.counts(kb, thresholds, f, dot)
                     })
                     .collect();

@@ -7,6 +7,7 @@ use bnnc_ir::{ConvAttrs, Graph, Node};
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use crate::emit::builder::little_endian;
 use crate::emit::count_planes::{self, CountLayout};
 use crate::emit::{KernelBuilder, Operand};
 use crate::first_layer::{int16_applies, int16_weights, int_pow2, small_integers};
@@ -492,18 +493,9 @@ fn conv_int16_rows(
 /// two filters a vector, then transposed by byte, word and double-word interleaves into
 /// two positions' eight filters a vector.
 fn store_counts8(kb: &mut KernelBuilder, minus_counts: &[Value], at: Value, m_pad: usize) {
-    use cranelift_codegen::ir::types::{I16X8, I64X2, I8, I8X16};
-    use cranelift_codegen::ir::{Endianness, MemFlagsData};
-    let zero16 = {
-        let z = kb.iconst32(0);
-        let z = kb.b.ins().ireduce(cranelift_codegen::ir::types::I16, z);
-        kb.b.ins().splat(I16X8, z)
-    };
-    let zero8 = {
-        let z = kb.iconst32(0);
-        let z = kb.b.ins().ireduce(I8, z);
-        kb.b.ins().splat(I8X16, z)
-    };
+    use cranelift_codegen::ir::types::I64X2;
+    let zero16 = kb.splat_i16(0);
+    let zero8 = kb.splat_i8(0);
     let filter = |j: usize| minus_counts.get(j).copied().unwrap_or(zero16);
     // [f p0..p7, f+1 p0..p7] as counts (0..=15: the narrowing is exact).
     let pairs: Vec<Value> = (0..4)
@@ -535,8 +527,7 @@ fn store_counts8(kb: &mut KernelBuilder, minus_counts: &[Value], at: Value, m_pa
         let (low, high) = (quads[half], quads[half + 2]);
         for (k, lanes) in [dwords_lo, dwords_hi].into_iter().enumerate() {
             let two = interleave(kb, low, high, lanes);
-            let little = MemFlagsData::new().with_endianness(Endianness::Little);
-            let two = kb.b.ins().bitcast(I64X2, little, two);
+            let two = kb.b.ins().bitcast(I64X2, little_endian(), two);
             let first = 4 * half + 2 * k;
             for lane in 0..2u8 {
                 let eight = kb.b.ins().extractlane(two, lane);
